@@ -1,0 +1,181 @@
+#include "daemon/config/config.h"
+
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/text_format.h>
+
+namespace epx::daemon {
+namespace {
+
+using google::protobuf::FieldDescriptor;
+
+// Collects protobuf's parse errors with the offending line quoted, so an
+// operator sees which field is wrong even when protobuf's message does not
+// name it ("Expected integer, got: abc").
+class LineQuotingErrors : public google::protobuf::io::ErrorCollector {
+ public:
+  LineQuotingErrors(const std::string& text, std::string origin) : origin_(std::move(origin)) {
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) lines_.push_back(line);
+  }
+  void AddError(int line, int column, const std::string& message) override {
+    if (!first_.empty()) return;
+    std::ostringstream out;
+    out << origin_ << ":" << line + 1 << ":" << column + 1 << ": " << message;
+    if (line >= 0 && line < static_cast<int>(lines_.size())) out << " (in `" << trim(lines_[line]) << "`)";
+    first_ = out.str();
+  }
+  const std::string& first() const { return first_; }
+
+ private:
+  static std::string trim(const std::string& s) {
+    auto b = s.find_first_not_of(" \t");
+    auto e = s.find_last_not_of(" \t\r");
+    return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+  }
+  std::string origin_;
+  std::vector<std::string> lines_;
+  std::string first_;
+};
+
+const std::set<std::string>& providers() {
+  static const std::set<std::string> kProviders{"auto", "efa", "verbs", "tcp", "shm"};
+  return kProviders;
+}
+
+const std::set<std::string>& log_levels() {
+  static const std::set<std::string> kLevels{"trace", "debug", "info", "warn", "error"};
+  return kLevels;
+}
+
+std::string join(const std::set<std::string>& values) {
+  std::string out;
+  for (const auto& v : values) out += (out.empty() ? "" : ", ") + v;
+  return out;
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
+  return buf;
+}
+
+}  // namespace
+
+Result<v1::DaemonConfig> parse_config_text(const std::string& text, const std::string& origin) {
+  v1::DaemonConfig config;
+  google::protobuf::TextFormat::Parser parser;
+  LineQuotingErrors errors(text, origin);
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(text, &config)) {
+    return invalid_argument("bad config " + (errors.first().empty() ? origin : errors.first()));
+  }
+  return config;
+}
+
+Result<v1::DaemonConfig> load_config_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return invalid_argument("cannot read config file " + path + ": " + std::strerror(errno));
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_config_text(text.str(), path);
+}
+
+Status apply_override(v1::DaemonConfig* config, const std::string& field, const std::string& value) {
+  const FieldDescriptor* fd = config->GetDescriptor()->FindFieldByName(field);
+  if (fd == nullptr) return invalid_argument("unknown config field '" + field + "'");
+  const auto* refl = config->GetReflection();
+  switch (fd->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_STRING:
+      if (fd->is_repeated()) {
+        refl->ClearField(config, fd);
+        std::istringstream in(value);
+        for (std::string item; std::getline(in, item, ',');) {
+          if (!item.empty()) refl->AddString(config, fd, item);
+        }
+      } else {
+        refl->SetString(config, fd, value);
+      }
+      return Status();
+    case FieldDescriptor::CPPTYPE_UINT32: {
+      char* end = nullptr;
+      errno = 0;
+      unsigned long long v = std::strtoull(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0' || errno != 0 || v > 0xffffffffULL || value[0] == '-') {
+        return invalid_argument(field + ": '" + value + "' is not an unsigned 32-bit integer");
+      }
+      refl->SetUInt32(config, fd, static_cast<uint32_t>(v));
+      return Status();
+    }
+    default:
+      return internal_error("config field '" + field + "' has a type flags cannot set");
+  }
+}
+
+std::vector<std::string> config_field_names() {
+  std::vector<std::string> names;
+  const auto* d = v1::DaemonConfig::descriptor();
+  for (int i = 0; i < d->field_count(); ++i) names.push_back(d->field(i)->name());
+  return names;
+}
+
+Result<std::pair<std::string, int>> split_host_port(const std::string& address) {
+  auto colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == address.size()) {
+    return invalid_argument("'" + address + "' is not host:port");
+  }
+  std::string host = address.substr(0, colon);
+  if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  const std::string port_text = address.substr(colon + 1);
+  char* end = nullptr;
+  long port = std::strtol(port_text.c_str(), &end, 10);
+  if (*end != '\0' || port < 0 || port > 65535) {
+    return invalid_argument("'" + address + "': port '" + port_text + "' is not 0..65535");
+  }
+  return std::make_pair(host, static_cast<int>(port));
+}
+
+Status finalize_config(v1::DaemonConfig* c) {
+  if (c->node_name().empty()) c->set_node_name(host_name());
+  if (c->control_socket().empty()) c->set_control_socket("/run/epx/epxd.sock");
+  if (c->peer_listen().empty()) c->set_peer_listen("0.0.0.0:7470");
+  if (c->provider().empty()) c->set_provider("auto");
+  if (c->log_level().empty()) c->set_log_level("info");
+  if (c->rpc_timeout_ms() == 0) c->set_rpc_timeout_ms(5000);
+  if (c->max_join_timeout_ms() == 0) c->set_max_join_timeout_ms(600000);
+  if (c->max_clients() == 0) c->set_max_clients(256);
+  if (c->max_jobs_per_client() == 0) c->set_max_jobs_per_client(16);
+
+  if (!providers().count(c->provider())) {
+    return invalid_argument("provider: '" + c->provider() + "' is not one of " + join(providers()));
+  }
+  if (!log_levels().count(c->log_level())) {
+    return invalid_argument("log_level: '" + c->log_level() + "' is not one of " + join(log_levels()));
+  }
+  // sockaddr_un.sun_path holds 108 bytes including the terminator.
+  if (c->control_socket().size() > 107 || c->control_socket().front() != '/') {
+    return invalid_argument("control_socket: '" + c->control_socket() +
+                            "' must be an absolute path of at most 107 bytes");
+  }
+  auto listen = split_host_port(c->peer_listen());
+  if (!listen.ok()) return listen.status().with_context("peer_listen");
+  if (!c->advertise_address().empty()) {
+    auto adv = split_host_port(c->advertise_address());
+    if (!adv.ok()) return adv.status().with_context("advertise_address");
+    if (adv->second == 0) return invalid_argument("advertise_address: port 0 cannot be reached by peers");
+  }
+  for (const auto& d : c->rail_domains()) {
+    if (d.empty()) return invalid_argument("rail_domains: empty domain name");
+  }
+  if (c->rpc_timeout_ms() > 3600000) return invalid_argument("rpc_timeout_ms: at most 3600000 (one hour)");
+  return Status();
+}
+
+}  // namespace epx::daemon

@@ -1,0 +1,152 @@
+#include "daemon/control/local_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include "daemon/control/session_stream.h"
+#include "grpc_status.h"
+
+namespace epx::daemon {
+namespace {
+
+// Extra time the daemon gives the coordinator beyond the barrier timeout, so
+// the coordinator's own DEADLINE_EXCEEDED (naming the missing ranks) arrives
+// before gRPC's generic one.
+constexpr std::chrono::milliseconds kBarrierGrace(2000);
+
+grpc::ServerUnaryReactor* finish_now(grpc::CallbackServerContext* context, const grpc::Status& status) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+// JoinJob waits at a remote barrier; if the client goes away meanwhile, the
+// outgoing Register call is cancelled too.
+class JoinReactor final : public grpc::ServerUnaryReactor {
+ public:
+  explicit JoinReactor(std::shared_ptr<grpc::ClientContext> outgoing) : outgoing_(std::move(outgoing)) {}
+  void OnCancel() override { outgoing_->TryCancel(); }
+  void OnDone() override { delete this; }
+
+ private:
+  std::shared_ptr<grpc::ClientContext> outgoing_;
+};
+
+}  // namespace
+
+epx::Status check_job_id(const std::string& job_id) {
+  if (job_id.empty() || job_id.size() > 128) return invalid_argument("job id must be 1..128 characters");
+  for (char c : job_id) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
+      return invalid_argument("job id '" + job_id + "' may only hold letters, digits, '-', '_' and '.'");
+    }
+  }
+  return epx::Status();
+}
+
+grpc::ServerWriteReactor<v1::ClientEvent>* LocalService::Hello(grpc::CallbackServerContext* context,
+                                                               const v1::HelloRequest* request) {
+  return new SessionStream(state_, context, *request);
+}
+
+grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* context,
+                                                const v1::JoinJobRequest* request, v1::JoinJobReply* reply) {
+  if (state_.shutting_down()) return finish_now(context, grpc::Status(grpc::StatusCode::UNAVAILABLE, "epxd is shutting down"));
+  const std::string connection = context->peer();
+  auto creds = state_.clients().check_caller(request->client_id(), connection);
+  if (!creds.ok()) return finish_now(context, to_grpc(creds.status()));
+  if (auto s = check_job_id(request->job_id()); !s.ok()) return finish_now(context, to_grpc(s));
+  if (request->world_size() == 0) {
+    return finish_now(context, to_grpc(invalid_argument("job " + request->job_id() + ": world size must be at least 1")));
+  }
+  if (request->rank() >= request->world_size()) {
+    return finish_now(context, to_grpc(invalid_argument("job " + request->job_id() + ": rank " +
+                                                        std::to_string(request->rank()) +
+                                                        " out of range for world size " +
+                                                        std::to_string(request->world_size()))));
+  }
+  uint32_t timeout_ms = request->timeout_ms() ? request->timeout_ms() : 60000;
+  if (timeout_ms > state_.config().max_join_timeout_ms()) {
+    return finish_now(context, to_grpc(invalid_argument("timeout_ms " + std::to_string(timeout_ms) +
+                                                        " exceeds max_join_timeout_ms " +
+                                                        std::to_string(state_.config().max_join_timeout_ms()))));
+  }
+  const std::string coordinator = request->coordinator().empty() ? state_.advertise_address() : request->coordinator();
+
+  Membership m;
+  m.job_id = request->job_id();
+  m.rank = request->rank();
+  m.local_rank = request->local_rank();
+  m.world_size = request->world_size();
+  m.coordinator = coordinator;
+  const uint64_t client_id = request->client_id();
+  if (auto s = state_.clients().begin_join(client_id, connection, m); !s.ok()) return finish_now(context, to_grpc(s));
+
+  v1::RegisterRequest reg;
+  reg.set_job_id(m.job_id);
+  reg.set_world_size(m.world_size);
+  reg.set_timeout_ms(timeout_ms);
+  v1::RankEntry* entry = reg.mutable_entry();
+  entry->set_rank(m.rank);
+  entry->set_local_rank(m.local_rank);
+  entry->set_node(state_.config().node_name());
+  entry->set_daemon_address(state_.advertise_address());
+  entry->set_pid(creds->pid);
+  for (const auto& rail : state_.rails()) {
+    auto* r = entry->add_rails();
+    r->set_provider(rail->provider());
+    r->set_domain(rail->domain_name());
+    r->set_address(rail->address());
+  }
+
+  auto outgoing = std::make_shared<grpc::ClientContext>();
+  auto* reactor = new JoinReactor(outgoing);
+  spdlog::info("client {} joining job {} as rank {}/{} via coordinator {}", client_id, m.job_id, m.rank,
+               m.world_size, coordinator);
+  const auto deadline = PeerClient::Clock::now() + std::chrono::milliseconds(timeout_ms) + kBarrierGrace;
+  state_.peers().register_rank(
+      coordinator, reg, deadline, outgoing,
+      [this, reactor, reply, client_id, m, coordinator, timeout_ms](const grpc::Status& s, v1::RegisterReply& r) {
+        if (!s.ok()) {
+          state_.clients().abort_join(client_id, m.job_id);
+          std::string message = s.error_message();
+          grpc::StatusCode code = s.error_code();
+          if (code == grpc::StatusCode::UNAVAILABLE) {
+            message = "coordinator " + coordinator + " unreachable: " + message;
+          } else if (code == grpc::StatusCode::DEADLINE_EXCEEDED && message.find("missing ranks") == std::string::npos) {
+            message = "coordinator " + coordinator + " did not answer within " + std::to_string(timeout_ms) + " ms";
+          }
+          spdlog::warn("job {}: rank {} could not join: {}", m.job_id, m.rank, message);
+          reactor->Finish(grpc::Status(code, message));
+          return;
+        }
+        if (!state_.clients().complete_join(client_id, m.job_id, r.table())) {
+          // The client left or died while waiting: give the rank back.
+          state_.release({m}, "client left during bootstrap");
+          reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client left during bootstrap"));
+          return;
+        }
+        *reply->mutable_table() = r.table();
+        spdlog::info("job {}: rank {} joined; {} ranks in table", m.job_id, m.rank, r.table().ranks_size());
+        reactor->Finish(grpc::Status::OK);
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* LocalService::LeaveJob(grpc::CallbackServerContext* context,
+                                                 const v1::LeaveJobRequest* request, v1::LeaveJobReply*) {
+  auto m = state_.clients().leave(request->client_id(), context->peer(), request->job_id());
+  if (!m.ok()) return finish_now(context, to_grpc(m.status()));
+  auto* reactor = context->DefaultReactor();
+  // Answer once the coordinator took the leave, so a following status or
+  // rejoin sees it; the rank is released locally either way.
+  state_.release({*m}, "rank " + std::to_string(m->rank) + " left", [reactor] { reactor->Finish(grpc::Status::OK); });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* LocalService::Status(grpc::CallbackServerContext* context, const v1::StatusRequest*,
+                                               v1::DaemonStatus* reply) {
+  *reply = state_.status();
+  return finish_now(context, grpc::Status::OK);
+}
+
+}  // namespace epx::daemon

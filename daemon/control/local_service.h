@@ -1,0 +1,30 @@
+// The Local gRPC service (clients on this node, unix socket). Handlers check
+// and translate; the decisions live in ClientTable and Coordinator.
+#pragma once
+
+#include "daemon/daemon_state.h"
+#include "epx/v1/local.grpc.pb.h"
+
+namespace epx::daemon {
+
+class LocalService final : public v1::Local::CallbackService {
+ public:
+  explicit LocalService(DaemonState& state) : state_(state) {}
+
+  grpc::ServerWriteReactor<v1::ClientEvent>* Hello(grpc::CallbackServerContext* context,
+                                                   const v1::HelloRequest* request) override;
+  grpc::ServerUnaryReactor* JoinJob(grpc::CallbackServerContext* context, const v1::JoinJobRequest* request,
+                                    v1::JoinJobReply* reply) override;
+  grpc::ServerUnaryReactor* LeaveJob(grpc::CallbackServerContext* context, const v1::LeaveJobRequest* request,
+                                     v1::LeaveJobReply* reply) override;
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context, const v1::StatusRequest* request,
+                                   v1::DaemonStatus* reply) override;
+
+ private:
+  DaemonState& state_;
+};
+
+// Job ids travel in logs, status and file names: keep them printable.
+epx::Status check_job_id(const std::string& job_id);
+
+}  // namespace epx::daemon

@@ -1,0 +1,67 @@
+#include "daemon/control/peer_client.h"
+
+namespace epx::daemon {
+
+v1::Peer::Stub* PeerClient::stub(const std::string& address) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& stub = stubs_[address];
+  if (!stub) {
+    grpc::ChannelArguments args;
+    // Peers that vanish must be noticed quickly, not after TCP's minutes.
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    stub = v1::Peer::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  }
+  return stub.get();
+}
+
+template <typename Req, typename Resp, typename Start>
+void PeerClient::call(const std::string& address, const Req& req, Clock::time_point deadline,
+                      std::shared_ptr<grpc::ClientContext> context, Done<Resp> done, Start start) {
+  struct Call {
+    std::shared_ptr<grpc::ClientContext> context;
+    Req req;
+    Resp resp;
+    Done<Resp> done;
+  };
+  auto* c = new Call{context ? std::move(context) : std::make_shared<grpc::ClientContext>(), req, Resp(),
+                     std::move(done)};
+  c->context->set_deadline(deadline);
+  start(stub(address)->async(), c->context.get(), &c->req, &c->resp, [c](grpc::Status status) {
+    if (c->done) c->done(status, c->resp);
+    delete c;
+  });
+}
+
+void PeerClient::register_rank(const std::string& address, const v1::RegisterRequest& req,
+                               Clock::time_point deadline, std::shared_ptr<grpc::ClientContext> context,
+                               Done<v1::RegisterReply> done) {
+  call<v1::RegisterRequest, v1::RegisterReply>(
+      address, req, deadline, std::move(context), std::move(done),
+      [](auto* async, auto* ctx, auto* rq, auto* rs, auto cb) { async->Register(ctx, rq, rs, std::move(cb)); });
+}
+
+void PeerClient::leave(const std::string& address, const v1::PeerLeaveRequest& req, Clock::time_point deadline,
+                       Done<v1::PeerLeaveReply> done) {
+  call<v1::PeerLeaveRequest, v1::PeerLeaveReply>(
+      address, req, deadline, nullptr, std::move(done),
+      [](auto* async, auto* ctx, auto* rq, auto* rs, auto cb) { async->Leave(ctx, rq, rs, std::move(cb)); });
+}
+
+void PeerClient::notify(const std::string& address, const v1::JobEvent& req, Clock::time_point deadline,
+                        Done<v1::NotifyReply> done) {
+  call<v1::JobEvent, v1::NotifyReply>(
+      address, req, deadline, nullptr, std::move(done),
+      [](auto* async, auto* ctx, auto* rq, auto* rs, auto cb) { async->Notify(ctx, rq, rs, std::move(cb)); });
+}
+
+void PeerClient::ping(const std::string& address, Clock::time_point deadline, Done<v1::PingReply> done) {
+  call<v1::PingRequest, v1::PingReply>(
+      address, v1::PingRequest(), deadline, nullptr, std::move(done),
+      [](auto* async, auto* ctx, auto* rq, auto* rs, auto cb) { async->Ping(ctx, rq, rs, std::move(cb)); });
+}
+
+}  // namespace epx::daemon

@@ -1,0 +1,33 @@
+// The Peer gRPC service (other daemons, TCP): bootstrap barrier, leave,
+// job events, ping.
+#pragma once
+
+#include <atomic>
+
+#include "daemon/daemon_state.h"
+#include "epx/v1/peer.grpc.pb.h"
+
+namespace epx::daemon {
+
+class PeerService final : public v1::Peer::CallbackService {
+ public:
+  // The Peer server must listen (to learn its port) before the daemon state
+  // exists; calls that arrive before attach() get UNAVAILABLE.
+  PeerService() = default;
+  void attach(DaemonState* state) { state_.store(state, std::memory_order_release); }
+
+  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context, const v1::RegisterRequest* request,
+                                     v1::RegisterReply* reply) override;
+  grpc::ServerUnaryReactor* Leave(grpc::CallbackServerContext* context, const v1::PeerLeaveRequest* request,
+                                  v1::PeerLeaveReply* reply) override;
+  grpc::ServerUnaryReactor* Notify(grpc::CallbackServerContext* context, const v1::JobEvent* request,
+                                   v1::NotifyReply* reply) override;
+  grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context, const v1::PingRequest* request,
+                                 v1::PingReply* reply) override;
+
+ private:
+  DaemonState* state();  // null until attach()
+  std::atomic<DaemonState*> state_{nullptr};  // release in attach() pairs with acquire in state()
+};
+
+}  // namespace epx::daemon

@@ -1,0 +1,87 @@
+#include "daemon/control/unix_listener.h"
+
+#include <grp.h>
+#include <grpcpp/server_posix.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+namespace epx::daemon {
+
+using boost::asio::local::stream_protocol;
+
+UnixListener::UnixListener(boost::asio::io_context& io, LocalConnections& connections)
+    : acceptor_(io), connections_(connections) {}
+
+UnixListener::~UnixListener() { close(); }
+
+Status UnixListener::listen(const std::string& path, const std::string& group, grpc::Server* server) {
+  server_ = server;
+  boost::system::error_code ec;
+  {
+    // Someone answering on the path means another daemon owns it.
+    stream_protocol::socket probe(acceptor_.get_executor());
+    probe.connect(stream_protocol::endpoint(path), ec);
+    if (!ec) return failed_precondition("another epxd is already serving " + path);
+  }
+  ::unlink(path.c_str());
+  acceptor_.open(stream_protocol(), ec);
+  if (!ec) acceptor_.bind(stream_protocol::endpoint(path), ec);
+  if (ec) return unavailable("cannot bind control socket " + path + ": " + ec.message());
+  path_ = path;
+  if (::chmod(path.c_str(), 0660) != 0) {
+    return permission_denied("chmod 0660 " + path + ": " + std::strerror(errno));
+  }
+  if (!group.empty()) {
+    struct group* g = ::getgrnam(group.c_str());
+    if (g == nullptr) return invalid_argument("socket_group: no group named '" + group + "'");
+    if (::chown(path.c_str(), static_cast<uid_t>(-1), g->gr_gid) != 0) {
+      return permission_denied("chown :" + group + " " + path + ": " + std::strerror(errno));
+    }
+  }
+  acceptor_.listen(boost::asio::socket_base::max_listen_connections, ec);
+  if (ec) return unavailable("listen on " + path + ": " + ec.message());
+  accept_next();
+  return Status();
+}
+
+void UnixListener::accept_next() {
+  acceptor_.async_accept([this](const boost::system::error_code& ec, stream_protocol::socket socket) {
+    if (ec == boost::asio::error::operation_aborted) return;
+    if (ec) {
+      spdlog::warn("control socket accept: {}", ec.message());
+    } else {
+      ucred cred = {};
+      socklen_t len = sizeof(cred);
+      if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+        spdlog::warn("SO_PEERCRED failed: {}; dropping connection", std::strerror(errno));
+      } else {
+        // gRPC takes ownership of its own descriptor; asio closes the original.
+        int fd = ::dup(socket.native_handle());
+        if (fd < 0) {
+          spdlog::warn("dup of local connection failed: {}", std::strerror(errno));
+        } else {
+          connections_.record("fd:" + std::to_string(fd), Credentials{cred.pid, cred.uid, cred.gid});
+          spdlog::debug("local connection fd {} from pid {} uid {}", fd, cred.pid, cred.uid);
+          grpc::AddInsecureChannelFromFd(server_, fd);
+        }
+      }
+    }
+    accept_next();
+  });
+}
+
+void UnixListener::close() {
+  boost::system::error_code ec;
+  if (acceptor_.is_open()) acceptor_.close(ec);
+  if (!path_.empty()) {
+    ::unlink(path_.c_str());
+    path_.clear();
+  }
+}
+
+}  // namespace epx::daemon

@@ -1,0 +1,113 @@
+#include "daemon/daemon.h"
+
+#include <spdlog/spdlog.h>
+
+#include "daemon/config/config.h"
+#include "daemon/fabric/rail_discovery.h"
+#include "daemon/logging.h"
+
+namespace epx::daemon {
+namespace {
+
+// How often barrier deadlines are checked: the error for a missing rank comes
+// at most this much after the timeout the client asked for.
+constexpr std::chrono::milliseconds kExpiryTick(100);
+
+bool is_wildcard(const std::string& host) { return host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]"; }
+
+}  // namespace
+
+Daemon::Daemon() : signals_(io_, SIGTERM, SIGINT, SIGHUP), expiry_timer_(io_) {}
+
+Daemon::~Daemon() {
+  if (listener_) listener_->close();
+}
+
+Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
+  std::unique_ptr<Daemon> d(new Daemon());
+
+  std::vector<std::string> domains(config.rail_domains().begin(), config.rail_domains().end());
+  auto rails = open_rails(config.provider(), domains);
+  if (!rails.ok()) return rails.status().with_context("opening rails");
+  for (const auto& rail : *rails) {
+    spdlog::info("rail {}: provider {} fabric {} domain {} mr_mode {} hmem {}", rail->index(), rail->provider(),
+                 rail->fabric_name(), rail->domain_name(), mr_mode_string(rail->mr_mode()), rail->supports_hmem());
+  }
+
+  int port = 0;
+  grpc::ServerBuilder peer_builder;
+  peer_builder.AddListeningPort(config.peer_listen(), grpc::InsecureServerCredentials(), &port);
+  peer_builder.RegisterService(&d->peer_service_);
+  peer_builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  peer_builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  d->peer_server_ = peer_builder.BuildAndStart();
+  if (!d->peer_server_ || port == 0) {
+    return unavailable("cannot listen for peers on " + config.peer_listen() + " (address in use or not local?)");
+  }
+
+  std::string advertise = config.advertise_address();
+  if (advertise.empty()) {
+    auto hp = split_host_port(config.peer_listen());
+    std::string host = is_wildcard(hp->first) ? config.node_name() : hp->first;
+    if (host.find(':') != std::string::npos) host = "[" + host + "]";
+    advertise = host + ":" + std::to_string(port);
+  }
+  d->state_ = std::make_unique<DaemonState>(config, advertise, std::move(rails.value()));
+  d->peer_service_.attach(d->state_.get());
+
+  d->local_service_ = std::make_unique<LocalService>(*d->state_);
+  grpc::ServerBuilder local_builder;
+  local_builder.RegisterService(d->local_service_.get());
+  d->local_server_ = local_builder.BuildAndStart();
+  if (!d->local_server_) return internal_error("cannot start the Local gRPC server");
+  d->listener_ = std::make_unique<UnixListener>(d->io_, d->state_->connections());
+  EPX_RETURN_IF_ERROR(d->listener_->listen(config.control_socket(), config.socket_group(), d->local_server_.get()));
+
+  spdlog::info("epxd {} on node {}: control socket {}, peers at {} (listening on {})", kVersion, config.node_name(),
+               config.control_socket(), advertise, config.peer_listen());
+  return d;
+}
+
+void Daemon::wait_signal() {
+  signals_.async_wait([this](const boost::system::error_code& ec, int signo) {
+    if (ec) return;
+    if (signo == SIGHUP) {
+      if (auto s = reopen_logs(); !s.ok()) spdlog::error("SIGHUP: {}", s.to_string());
+      spdlog::info("SIGHUP: logs reopened");
+      wait_signal();
+      return;
+    }
+    shutdown(signo == SIGTERM ? "stopped by SIGTERM" : "stopped by SIGINT");
+  });
+}
+
+void Daemon::schedule_expiry() {
+  expiry_timer_.expires_after(kExpiryTick);
+  expiry_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    state_->coordinator().expire(Coordinator::Clock::now());
+    schedule_expiry();
+  });
+}
+
+void Daemon::shutdown(const std::string& reason) {
+  listener_->close();  // no new clients
+  state_->begin_shutdown(reason);
+  // Calls still in flight get a second to finish, then are cancelled.
+  const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(1);
+  local_server_->Shutdown(deadline);
+  peer_server_->Shutdown(deadline);
+  expiry_timer_.cancel();
+  signals_.cancel();
+  io_.stop();
+  spdlog::info("epxd stopped");
+}
+
+int Daemon::run() {
+  wait_signal();
+  schedule_expiry();
+  io_.run();
+  return 0;
+}
+
+}  // namespace epx::daemon

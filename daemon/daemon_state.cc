@@ -1,0 +1,151 @@
+#include "daemon/daemon_state.h"
+
+#include <unistd.h>
+
+#include <condition_variable>
+
+#include <spdlog/spdlog.h>
+
+namespace epx::daemon {
+
+const char kVersion[] = "0.1.0";
+
+DaemonState::DaemonState(v1::DaemonConfig config, std::string advertise_address,
+                         std::vector<std::unique_ptr<Rail>> rails)
+    : config_(std::move(config)),
+      advertise_address_(std::move(advertise_address)),
+      rails_(std::move(rails)),
+      started_(std::chrono::steady_clock::now()),
+      coordinator_(advertise_address_),
+      clients_(config_.max_clients(), config_.max_jobs_per_client()) {}
+
+uint64_t DaemonState::uptime_ms() const {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count();
+}
+
+PeerClient::Clock::time_point DaemonState::rpc_deadline() const {
+  return PeerClient::Clock::now() + std::chrono::milliseconds(config_.rpc_timeout_ms());
+}
+
+void DaemonState::deliver_job_event(const v1::JobEvent& event) {
+  v1::ClientEvent out;
+  int64_t skip = -1;
+  if (event.has_rank_left()) {
+    auto* lost = out.mutable_rank_lost();
+    lost->set_job_id(event.job_id());
+    lost->set_rank(event.rank_left().rank());
+    lost->set_node(event.rank_left().node());
+    lost->set_reason(event.rank_left().reason());
+    skip = event.rank_left().rank();
+    spdlog::info("job {}: rank {} on {} left: {}", event.job_id(), lost->rank(), lost->node(), lost->reason());
+  } else if (event.has_coordinator_gone()) {
+    auto* aborted = out.mutable_job_aborted();
+    aborted->set_job_id(event.job_id());
+    aborted->set_reason("coordinator gone: " + event.coordinator_gone().reason());
+    spdlog::warn("job {}: {}", event.job_id(), aborted->reason());
+  } else {
+    return;
+  }
+  clients_.deliver(event.job_id(), skip, out);
+}
+
+void DaemonState::send_notices(const std::vector<Coordinator::Notice>& notices) {
+  for (const auto& n : notices) {
+    if (n.daemon_address == advertise_address_) {
+      deliver_job_event(n.event);
+      continue;
+    }
+    peers_.notify(n.daemon_address, n.event, rpc_deadline(),
+                  [address = n.daemon_address, job = n.event.job_id()](const grpc::Status& s, v1::NotifyReply&) {
+                    if (!s.ok()) {
+                      spdlog::warn("job {}: could not notify daemon {}: {}", job, address, s.error_message());
+                    }
+                  });
+  }
+}
+
+void DaemonState::release(const std::vector<Membership>& held, const std::string& reason,
+                          std::function<void()> done) {
+  auto remaining = std::make_shared<std::atomic<size_t>>(held.size());
+  auto finish = std::make_shared<std::function<void()>>(std::move(done));
+  if (held.empty()) {
+    if (*finish) (*finish)();
+    return;
+  }
+  for (const auto& m : held) {
+    v1::PeerLeaveRequest req;
+    req.set_job_id(m.job_id);
+    req.set_rank(m.rank);
+    req.set_reason(reason);
+    spdlog::info("job {}: releasing rank {} at coordinator {}: {}", m.job_id, m.rank, m.coordinator, reason);
+    peers_.leave(m.coordinator, req, rpc_deadline(),
+                 [m, remaining, finish](const grpc::Status& s, v1::PeerLeaveReply&) {
+                   if (!s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND) {
+                     spdlog::warn("job {}: coordinator {} did not take rank {}'s leave: {}", m.job_id,
+                                  m.coordinator, m.rank, s.error_message());
+                   }
+                   if (remaining->fetch_sub(1) == 1 && *finish) (*finish)();
+                 });
+  }
+}
+
+void DaemonState::begin_shutdown(const std::string& reason) {
+  if (shutting_down_.exchange(true)) return;
+  spdlog::info("shutting down: {}", reason);
+  const std::string why = "daemon " + config_.node_name() + " (" + advertise_address_ + ") " + reason;
+  std::vector<Membership> held = clients_.close_all(why);
+
+  // Shared with the leave callbacks, which may outlive this frame when a
+  // coordinator does not answer in time.
+  struct Wait {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool released = false;
+  };
+  auto wait = std::make_shared<Wait>();
+  release(held, why, [wait] {
+    std::lock_guard<std::mutex> lock(wait->mu);
+    wait->released = true;
+    wait->cv.notify_all();
+  });
+  send_notices(coordinator_.shutdown(why));
+  std::unique_lock<std::mutex> lock(wait->mu);
+  // Bounded: every leave call carries rpc_deadline().
+  if (!wait->cv.wait_for(lock, std::chrono::milliseconds(config_.rpc_timeout_ms() + 1000),
+                         [&] { return wait->released; })) {
+    spdlog::warn("shutdown: some coordinators did not acknowledge within {} ms", config_.rpc_timeout_ms());
+  }
+}
+
+v1::DaemonStatus DaemonState::status() const {
+  v1::DaemonStatus s;
+  s.set_node(config_.node_name());
+  s.set_version(kVersion);
+  s.set_pid(static_cast<uint32_t>(getpid()));
+  s.set_uptime_ms(uptime_ms());
+  s.set_peer_address(advertise_address_);
+  s.set_control_socket(config_.control_socket());
+  s.set_provider(rails_.empty() ? config_.provider() : rails_.front()->provider());
+  for (const auto& rail : rails_) {
+    auto* r = s.add_rails();
+    r->set_index(rail->index());
+    r->set_provider(rail->provider());
+    r->set_fabric(rail->fabric_name());
+    r->set_domain(rail->domain_name());
+    r->set_address(rail->address());
+    r->set_max_msg_size(rail->max_msg_size());
+    r->set_fi_hmem(rail->supports_hmem());
+    r->set_mr_mode(mr_mode_string(rail->mr_mode()));
+  }
+  for (auto& c : clients_.client_status()) *s.add_clients() = std::move(c);
+  std::map<std::string, v1::JobStatus> jobs;
+  for (auto& j : coordinator_.status()) jobs[j.job_id()] = std::move(j);
+  for (auto& j : clients_.job_status()) {
+    auto it = jobs.find(j.job_id());
+    if (it == jobs.end()) jobs[j.job_id()] = std::move(j);  // coordinated elsewhere: local view
+  }
+  for (auto& [id, j] : jobs) *s.add_jobs() = std::move(j);
+  return s;
+}
+
+}  // namespace epx::daemon

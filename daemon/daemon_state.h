@@ -1,0 +1,67 @@
+// DaemonState: everything the daemon's services share. Built once at start,
+// alive until the gRPC servers are shut down.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "daemon/control/local_connections.h"
+#include "daemon/control/peer_client.h"
+#include "epx/v1/config.pb.h"
+#include "epx/v1/status.pb.h"
+#include "daemon/fabric/rail.h"
+#include "daemon/jobs/client_table.h"
+#include "daemon/jobs/coordinator.h"
+
+namespace epx::daemon {
+
+extern const char kVersion[];
+
+class DaemonState {
+ public:
+  DaemonState(v1::DaemonConfig config, std::string advertise_address, std::vector<std::unique_ptr<Rail>> rails);
+
+  const v1::DaemonConfig& config() const { return config_; }
+  const std::string& advertise_address() const { return advertise_address_; }
+  const std::vector<std::unique_ptr<Rail>>& rails() const { return rails_; }
+  Coordinator& coordinator() { return coordinator_; }
+  ClientTable& clients() { return clients_; }
+  PeerClient& peers() { return peers_; }
+  LocalConnections& connections() { return connections_; }
+  bool shutting_down() const { return shutting_down_.load(std::memory_order_acquire); }
+  uint64_t uptime_ms() const;
+
+  // Deadline for a plain daemon-to-daemon call.
+  PeerClient::Clock::time_point rpc_deadline() const;
+
+  // A JobEvent from a coordinator, turned into client events for the local
+  // ranks of that job.
+  void deliver_job_event(const v1::JobEvent& event);
+  // Sends coordinator notices to member daemons (locally when it is us).
+  void send_notices(const std::vector<Coordinator::Notice>& notices);
+  // Releases ranks at their coordinators (async, logged). `done` runs once
+  // all answered or failed.
+  void release(const std::vector<Membership>& held, const std::string& reason, std::function<void()> done = {});
+
+  // Graceful shutdown: tells clients and peers; waits at most rpc_timeout
+  // for the peers to acknowledge.
+  void begin_shutdown(const std::string& reason);
+
+  v1::DaemonStatus status() const;
+
+ private:
+  const v1::DaemonConfig config_;
+  const std::string advertise_address_;
+  const std::vector<std::unique_ptr<Rail>> rails_;
+  const std::chrono::steady_clock::time_point started_;
+  Coordinator coordinator_;
+  ClientTable clients_;
+  PeerClient peers_;
+  LocalConnections connections_;
+  std::atomic<bool> shutting_down_{false};
+};
+
+}  // namespace epx::daemon

@@ -1,0 +1,111 @@
+#include "daemon/fabric/rail_discovery.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <set>
+
+namespace epx::daemon {
+namespace {
+
+// libfabric API version EPX is written against; newer libraries (AWS EFA's)
+// still honour it.
+constexpr uint32_t kFiVersion = FI_VERSION(1, 14);
+
+// "tcp;ofi_rxm" -> "tcp": the core provider under utility layers.
+std::string core_provider(const fi_info& info) {
+  std::string name = info.fabric_attr->prov_name ? info.fabric_attr->prov_name : "";
+  return name.substr(0, name.find(';'));
+}
+
+Result<FiInfoPtr> get_info(const char* provider) {
+  FiInfoPtr hints = rail_hints();
+  if (provider != nullptr) hints->fabric_attr->prov_name = strdup(provider);
+  fi_info* list = nullptr;
+  int ret = fi_getinfo(kFiVersion, nullptr, nullptr, 0, hints.get(), &list);
+  if (ret == -FI_ENODATA) return FiInfoPtr();
+  if (ret != 0) return fi_status(ret, std::string("fi_getinfo(") + (provider ? provider : "any") + ")");
+  return FiInfoPtr(list);
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+  return out.empty() ? "none" : out;
+}
+
+}  // namespace
+
+FiInfoPtr rail_hints() {
+  FiInfoPtr hints(fi_allocinfo());
+  hints->caps = FI_RMA | FI_WRITE | FI_REMOTE_WRITE | FI_REMOTE_CQ_DATA;
+  // The data plane passes a fi_context2 with every operation.
+  hints->mode = FI_CONTEXT | FI_CONTEXT2;
+  hints->ep_attr->type = FI_EP_RDM;
+  hints->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_HMEM;
+  // One proxy thread owns each rail, so the provider may skip its locks.
+  hints->domain_attr->threading = FI_THREAD_DOMAIN;
+  return hints;
+}
+
+std::vector<std::string> available_providers() {
+  std::set<std::string> names;
+  auto list = get_info(nullptr);
+  if (list.ok()) {
+    for (fi_info* i = list->get(); i != nullptr; i = i->next) names.insert(core_provider(*i));
+  }
+  return {names.begin(), names.end()};
+}
+
+Result<std::vector<std::unique_ptr<Rail>>> open_rails(const std::string& provider,
+                                                      const std::vector<std::string>& domains) {
+  std::string chosen = provider;
+  const std::vector<std::string> present = available_providers();
+  auto has = [&](const std::string& p) { return std::find(present.begin(), present.end(), p) != present.end(); };
+  if (provider == "auto") {
+    chosen.clear();
+    for (const char* p : {"efa", "verbs", "tcp"}) {
+      if (has(p)) { chosen = p; break; }
+    }
+    if (chosen.empty()) {
+      return failed_precondition("provider auto: none of efa, verbs, tcp is usable; libfabric offers: " + join(present));
+    }
+  } else if (!has(provider)) {
+    return failed_precondition("provider '" + provider + "' is not available (RDM endpoints with RMA and remote CQ data); "
+                               "libfabric offers: " + join(present));
+  }
+
+  auto list = get_info(chosen.c_str());
+  if (!list.ok()) return list.status();
+  // One rail per domain; among a domain's entries prefer IPv4 addressing
+  // (tcp lists IPv4 and IPv6 fabrics for every interface).
+  std::map<std::string, const fi_info*> by_domain;
+  std::vector<std::string> order;
+  std::set<std::string> seen;
+  for (const fi_info* i = list->get(); i != nullptr; i = i->next) {
+    if (core_provider(*i) != chosen) continue;
+    std::string domain = i->domain_attr->name ? i->domain_attr->name : "";
+    seen.insert(domain);
+    if (!domains.empty() && std::find(domains.begin(), domains.end(), domain) == domains.end()) continue;
+    auto it = by_domain.find(domain);
+    if (it == by_domain.end()) {
+      by_domain[domain] = i;
+      order.push_back(domain);
+    } else if (it->second->addr_format != FI_SOCKADDR_IN && i->addr_format == FI_SOCKADDR_IN) {
+      it->second = i;
+    }
+  }
+  if (order.empty()) {
+    return failed_precondition("provider '" + chosen + "': no domain matches rail_domains [" + join(domains) +
+                               "]; domains present: " + join({seen.begin(), seen.end()}));
+  }
+  std::vector<std::unique_ptr<Rail>> rails;
+  for (const auto& domain : order) {
+    auto rail = Rail::open(*by_domain[domain], static_cast<uint32_t>(rails.size()));
+    if (!rail.ok()) return rail.status();
+    rails.push_back(std::move(rail.value()));
+  }
+  return rails;
+}
+
+}  // namespace epx::daemon

@@ -1,0 +1,227 @@
+#include "daemon/jobs/coordinator.h"
+
+#include <set>
+
+namespace epx::daemon {
+
+void Coordinator::run(Pending& pending) {
+  for (auto& [reply, result] : pending) reply(std::move(result));
+}
+
+std::string Coordinator::missing_ranks(const Job& job) {
+  std::string out;
+  int shown = 0, missing = 0;
+  for (uint32_t r = 0; r < job.world_size; ++r) {
+    if (job.members.count(r)) continue;
+    ++missing;
+    if (shown < 16) {
+      out += (out.empty() ? "" : ",") + std::to_string(r);
+      ++shown;
+    }
+  }
+  if (missing > shown) out += ",... (" + std::to_string(missing) + " in all)";
+  return out;
+}
+
+v1::RankTable Coordinator::table_of(const std::string& job_id, const Job& job) const {
+  v1::RankTable table;
+  table.set_job_id(job_id);
+  table.set_world_size(job.world_size);
+  table.set_coordinator(self_address_);
+  for (const auto& [rank, member] : job.members) *table.add_ranks() = member.entry;
+  return table;
+}
+
+uint64_t Coordinator::register_rank(const std::string& job_id, uint32_t world_size, const v1::RankEntry& entry,
+                                    Clock::time_point deadline, Reply reply) {
+  Pending pending;
+  uint64_t ticket = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const uint32_t rank = entry.rank();
+    if (world_size == 0) {
+      pending.emplace_back(std::move(reply), invalid_argument("job " + job_id + ": world size must be at least 1"));
+    } else if (rank >= world_size) {
+      pending.emplace_back(std::move(reply), invalid_argument("job " + job_id + ": rank " + std::to_string(rank) +
+                                                                  " out of range for world size " +
+                                                                  std::to_string(world_size)));
+    } else {
+      auto it = jobs_.find(job_id);
+      if (it != jobs_.end() && it->second.world_size != world_size) {
+        pending.emplace_back(std::move(reply),
+                             failed_precondition("job " + job_id + " has world size " +
+                                                 std::to_string(it->second.world_size) + " but rank " +
+                                                 std::to_string(rank) + " asked for " + std::to_string(world_size)));
+      } else if (it != jobs_.end() && it->second.members.count(rank)) {
+        const auto& m = it->second.members.at(rank);
+        pending.emplace_back(std::move(reply),
+                             already_exists("job " + job_id + ": rank " + std::to_string(rank) +
+                                            " already joined from node " + m.entry.node() + " (pid " +
+                                            std::to_string(m.entry.pid()) + ")" + (m.present ? "" : " and left")));
+      } else if (it != jobs_.end() && it->second.formed) {
+        pending.emplace_back(std::move(reply),
+                             failed_precondition("job " + job_id + " already formed; rank " + std::to_string(rank) +
+                                                 " cannot join it now (use a new job id)"));
+      } else {
+        Job& job = jobs_[job_id];
+        job.world_size = world_size;
+        Member& m = job.members[rank];
+        m.entry = entry;
+        m.reply = std::move(reply);
+        m.deadline = deadline;
+        m.ticket = ticket = next_ticket_++;
+        if (job.members.size() == world_size) {
+          job.formed = true;
+          v1::RankTable table = table_of(job_id, job);
+          for (auto& [r, member] : job.members) {
+            pending.emplace_back(std::move(member.reply), table);
+            member.reply = nullptr;
+          }
+        }
+      }
+    }
+  }
+  run(pending);
+  return ticket;
+}
+
+void Coordinator::cancel_registration(const std::string& job_id, uint32_t rank, uint64_t ticket) {
+  Pending pending;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end() || it->second.formed) return;
+    auto m = it->second.members.find(rank);
+    if (m == it->second.members.end() || m->second.ticket != ticket || !m->second.reply) return;
+    pending.emplace_back(std::move(m->second.reply),
+                         Status(StatusCode::kCancelled, "job " + job_id + ": rank " + std::to_string(rank) +
+                                                            " registration cancelled by its daemon"));
+    it->second.members.erase(m);
+    if (it->second.members.empty()) jobs_.erase(it);
+  }
+  run(pending);
+}
+
+Result<std::vector<Coordinator::Notice>> Coordinator::leave(const std::string& job_id, uint32_t rank,
+                                                            const std::string& reason) {
+  std::vector<Notice> notices;
+  Pending pending;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end()) return not_found("job " + job_id + " is not coordinated here");
+    Job& job = it->second;
+    auto m = job.members.find(rank);
+    if (m == job.members.end() || !m->second.present) {
+      return not_found("job " + job_id + ": rank " + std::to_string(rank) + " is not a member");
+    }
+    if (!job.formed) {
+      // Still at the barrier: the slot is free again for a retry.
+      if (m->second.reply) {
+        pending.emplace_back(std::move(m->second.reply),
+                             Status(StatusCode::kCancelled, "job " + job_id + ": rank " + std::to_string(rank) +
+                                                                " left before the job formed: " + reason));
+      }
+      job.members.erase(m);
+    } else {
+      m->second.present = false;
+      std::set<std::string> daemons;
+      for (const auto& [r, member] : job.members) {
+        if (member.present) daemons.insert(member.entry.daemon_address());
+      }
+      for (const auto& address : daemons) {
+        Notice n{address, {}};
+        n.event.set_job_id(job_id);
+        n.event.mutable_rank_left()->set_rank(rank);
+        n.event.mutable_rank_left()->set_node(m->second.entry.node());
+        n.event.mutable_rank_left()->set_reason(reason);
+        notices.push_back(std::move(n));
+      }
+    }
+    bool anyone = false;
+    for (const auto& [r, member] : job.members) anyone = anyone || member.present;
+    if (!anyone) jobs_.erase(it);
+  }
+  run(pending);
+  return notices;
+}
+
+void Coordinator::expire(Clock::time_point now) {
+  Pending pending;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = jobs_.begin(); it != jobs_.end();) {
+      Job& job = it->second;
+      if (!job.formed) {
+        const std::string missing = missing_ranks(job);
+        for (auto m = job.members.begin(); m != job.members.end();) {
+          if (m->second.reply && m->second.deadline <= now) {
+            pending.emplace_back(std::move(m->second.reply),
+                                 deadline_exceeded("job " + it->first + ": bootstrap barrier timed out with " +
+                                                   std::to_string(job.members.size()) + "/" +
+                                                   std::to_string(job.world_size) +
+                                                   " ranks joined; missing ranks: " + missing));
+            m = job.members.erase(m);
+          } else {
+            ++m;
+          }
+        }
+      }
+      it = job.members.empty() ? jobs_.erase(it) : std::next(it);
+    }
+  }
+  run(pending);
+}
+
+std::vector<Coordinator::Notice> Coordinator::shutdown(const std::string& reason) {
+  std::vector<Notice> notices;
+  Pending pending;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [job_id, job] : jobs_) {
+      std::set<std::string> daemons;
+      for (auto& [rank, m] : job.members) {
+        if (m.reply) pending.emplace_back(std::move(m.reply), unavailable("coordinator shutting down: " + reason));
+        if (job.formed && m.present) daemons.insert(m.entry.daemon_address());
+      }
+      for (const auto& address : daemons) {
+        Notice n{address, {}};
+        n.event.set_job_id(job_id);
+        n.event.mutable_coordinator_gone()->set_reason(reason);
+        notices.push_back(std::move(n));
+      }
+    }
+    jobs_.clear();
+  }
+  run(pending);
+  return notices;
+}
+
+std::vector<v1::JobStatus> Coordinator::status() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<v1::JobStatus> out;
+  for (const auto& [job_id, job] : jobs_) {
+    v1::JobStatus s;
+    s.set_job_id(job_id);
+    s.set_world_size(job.world_size);
+    s.set_coordinator(self_address_);
+    s.set_state(job.formed ? "formed" : "forming");
+    s.set_coordinated_here(true);
+    for (const auto& [rank, m] : job.members) {
+      auto* ms = s.add_members();
+      ms->set_rank(rank);
+      ms->set_local_rank(m.entry.local_rank());
+      ms->set_node(m.entry.node());
+      ms->set_present(m.present);
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+size_t Coordinator::job_count() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return jobs_.size();
+}
+
+}  // namespace epx::daemon
