@@ -17,6 +17,8 @@ Rules of use:
   * Public headers must not need CUDA headers: launchers take raw pointers and
     a `void*` stream, so host code includes them with a plain C++ compiler.
   * Device code is built for Hopper only (sm_90, with no PTX for later JIT).
+  * nvcc and the CUDA headers live outside Bazel's view (/usr/local/cuda), so
+    after a toolkit upgrade these objects are not rebuilt on their own.
 """
 
 load("@rules_cc//cc:defs.bzl", "cc_library")

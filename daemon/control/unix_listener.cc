@@ -1,5 +1,6 @@
 #include "daemon/control/unix_listener.h"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <grpcpp/server_posix.h>
 #include <sys/socket.h>
@@ -61,7 +62,9 @@ void UnixListener::accept_next() {
         spdlog::warn("SO_PEERCRED failed: {}; dropping connection", std::strerror(errno));
       } else {
         // gRPC takes ownership of its own descriptor; asio closes the original.
-        int fd = ::dup(socket.native_handle());
+        int fd = ::fcntl(socket.native_handle(), F_DUPFD_CLOEXEC, 0);
+        // gRPC's endpoint expects a non-blocking socket.
+        if (fd >= 0) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
         if (fd < 0) {
           spdlog::warn("dup of local connection failed: {}", std::strerror(errno));
         } else {

@@ -18,6 +18,9 @@ std::string core_provider(const fi_info& info) {
   return name.substr(0, name.find(';'));
 }
 
+// The signal immediate is 32 bits (EFA's limit), so 4 bytes of CQ data suffice.
+bool usable(const fi_info& info) { return info.domain_attr->cq_data_size >= 4; }
+
 Result<FiInfoPtr> get_info(const char* provider) {
   FiInfoPtr hints = rail_hints();
   if (provider != nullptr) hints->fabric_attr->prov_name = strdup(provider);
@@ -38,7 +41,8 @@ std::string join(const std::vector<std::string>& v) {
 
 FiInfoPtr rail_hints() {
   FiInfoPtr hints(fi_allocinfo());
-  hints->caps = FI_RMA | FI_WRITE | FI_REMOTE_WRITE | FI_REMOTE_CQ_DATA;
+  // Remote CQ data is not a capability bit: usable() checks cq_data_size.
+  hints->caps = FI_RMA | FI_WRITE | FI_REMOTE_WRITE;
   // The data plane passes a fi_context2 with every operation.
   hints->mode = FI_CONTEXT | FI_CONTEXT2;
   hints->ep_attr->type = FI_EP_RDM;
@@ -52,7 +56,9 @@ std::vector<std::string> available_providers() {
   std::set<std::string> names;
   auto list = get_info(nullptr);
   if (list.ok()) {
-    for (fi_info* i = list->get(); i != nullptr; i = i->next) names.insert(core_provider(*i));
+    for (fi_info* i = list->get(); i != nullptr; i = i->next) {
+      if (usable(*i)) names.insert(core_provider(*i));
+    }
   }
   return {names.begin(), names.end()};
 }
@@ -83,7 +89,7 @@ Result<std::vector<std::unique_ptr<Rail>>> open_rails(const std::string& provide
   std::vector<std::string> order;
   std::set<std::string> seen;
   for (const fi_info* i = list->get(); i != nullptr; i = i->next) {
-    if (core_provider(*i) != chosen) continue;
+    if (core_provider(*i) != chosen || !usable(*i)) continue;
     std::string domain = i->domain_attr->name ? i->domain_attr->name : "";
     seen.insert(domain);
     if (!domains.empty() && std::find(domains.begin(), domains.end(), domain) == domains.end()) continue;
