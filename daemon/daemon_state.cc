@@ -49,43 +49,58 @@ void DaemonState::deliver_job_event(const v1::JobEvent& event) {
   clients_.deliver(event.job_id(), skip, out);
 }
 
-void DaemonState::send_notices(const std::vector<Coordinator::Notice>& notices) {
+namespace {
+
+// Runs `done` when the last of `count` asynchronous calls finished.
+std::function<void()> countdown(size_t count, std::function<void()> done) {
+  if (count == 0) {
+    if (done) done();
+    return [] {};
+  }
+  auto remaining = std::make_shared<std::atomic<size_t>>(count);
+  auto shared_done = std::make_shared<std::function<void()>>(std::move(done));
+  return [remaining, shared_done] {
+    if (remaining->fetch_sub(1) == 1 && *shared_done) (*shared_done)();
+  };
+}
+
+}  // namespace
+
+void DaemonState::send_notices(const std::vector<Coordinator::Notice>& notices, std::function<void()> done) {
+  auto one_done = countdown(notices.size(), std::move(done));
   for (const auto& n : notices) {
     if (n.daemon_address == advertise_address_) {
       deliver_job_event(n.event);
+      one_done();
       continue;
     }
     peers_.notify(n.daemon_address, n.event, rpc_deadline(),
-                  [address = n.daemon_address, job = n.event.job_id()](const grpc::Status& s, v1::NotifyReply&) {
+                  [address = n.daemon_address, job = n.event.job_id(), one_done](const grpc::Status& s,
+                                                                                 v1::NotifyReply&) {
                     if (!s.ok()) {
                       spdlog::warn("job {}: could not notify daemon {}: {}", job, address, s.error_message());
                     }
+                    one_done();
                   });
   }
 }
 
 void DaemonState::release(const std::vector<Membership>& held, const std::string& reason,
                           std::function<void()> done) {
-  auto remaining = std::make_shared<std::atomic<size_t>>(held.size());
-  auto finish = std::make_shared<std::function<void()>>(std::move(done));
-  if (held.empty()) {
-    if (*finish) (*finish)();
-    return;
-  }
+  auto one_done = countdown(held.size(), std::move(done));
   for (const auto& m : held) {
     v1::PeerLeaveRequest req;
     req.set_job_id(m.job_id);
     req.set_rank(m.rank);
     req.set_reason(reason);
     spdlog::info("job {}: releasing rank {} at coordinator {}: {}", m.job_id, m.rank, m.coordinator, reason);
-    peers_.leave(m.coordinator, req, rpc_deadline(),
-                 [m, remaining, finish](const grpc::Status& s, v1::PeerLeaveReply&) {
-                   if (!s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND) {
-                     spdlog::warn("job {}: coordinator {} did not take rank {}'s leave: {}", m.job_id,
-                                  m.coordinator, m.rank, s.error_message());
-                   }
-                   if (remaining->fetch_sub(1) == 1 && *finish) (*finish)();
-                 });
+    peers_.leave(m.coordinator, req, rpc_deadline(), [m, one_done](const grpc::Status& s, v1::PeerLeaveReply&) {
+      if (!s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND) {
+        spdlog::warn("job {}: coordinator {} did not take rank {}'s leave: {}", m.job_id, m.coordinator, m.rank,
+                     s.error_message());
+      }
+      one_done();
+    });
   }
 }
 
@@ -103,12 +118,14 @@ void DaemonState::begin_shutdown(const std::string& reason) {
     bool released = false;
   };
   auto wait = std::make_shared<Wait>();
-  release(held, why, [wait] {
+  // Two groups of calls: our ranks' leaves, and the coordinator's goodbyes.
+  auto group_done = countdown(2, [wait] {
     std::lock_guard<std::mutex> lock(wait->mu);
     wait->released = true;
     wait->cv.notify_all();
   });
-  send_notices(coordinator_.shutdown(why));
+  release(held, why, group_done);
+  send_notices(coordinator_.shutdown(why), group_done);
   std::unique_lock<std::mutex> lock(wait->mu);
   // Bounded: every leave call carries rpc_deadline().
   if (!wait->cv.wait_for(lock, std::chrono::milliseconds(config_.rpc_timeout_ms() + 1000),

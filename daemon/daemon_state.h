@@ -41,7 +41,8 @@ class DaemonState {
   // ranks of that job.
   void deliver_job_event(const v1::JobEvent& event);
   // Sends coordinator notices to member daemons (locally when it is us).
-  void send_notices(const std::vector<Coordinator::Notice>& notices);
+  // `done` runs once every notice was delivered or failed.
+  void send_notices(const std::vector<Coordinator::Notice>& notices, std::function<void()> done = {});
   // Releases ranks at their coordinators (async, logged). `done` runs once
   // all answered or failed.
   void release(const std::vector<Membership>& held, const std::string& reason, std::function<void()> done = {});

@@ -91,7 +91,7 @@ void ClientSession::read_events() {
   std::lock_guard<std::mutex> lock(mu_);
   ended_ = true;
   if (said_goodbye) {
-    end_status_ = unavailable("epxd session ended: " + events_.back().reason);
+    end_status_ = unavailable("epxd shutting down: " + events_.back().reason);
   } else if (s.ok() || s.error_code() == grpc::StatusCode::CANCELLED) {
     end_status_ = unavailable("epxd session at " + socket_path_ + " closed");
   } else {

@@ -1,0 +1,118 @@
+#include "daemon/config/config.h"
+
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <fstream>
+
+using namespace epx;
+using namespace epx::daemon;
+
+TEST_CASE("a good config file parses and keeps every field") {
+  const char* text = R"(
+    node_name: "gpu-node-1"
+    control_socket: "/run/epx/test.sock"
+    peer_listen: "0.0.0.0:7470"
+    provider: "tcp"
+    rail_domains: "eth0"
+    rail_domains: "eth1"
+    log_level: "debug"
+    rpc_timeout_ms: 2500
+  )";
+  auto c = parse_config_text(text, "good.conf");
+  REQUIRE(c.ok());
+  CHECK(c->node_name() == "gpu-node-1");
+  CHECK(c->rail_domains_size() == 2);
+  CHECK(c->rpc_timeout_ms() == 2500);
+  REQUIRE(finalize_config(&c.value()).ok());
+  CHECK(c->max_clients() == 256);  // default filled
+  CHECK(c->provider() == "tcp");   // explicit value kept
+}
+
+TEST_CASE("an unknown field is an error naming the field and the line") {
+  auto c = parse_config_text("node_name: \"a\"\nrail_count: 4\n", "bad.conf");
+  REQUIRE_FALSE(c.ok());
+  CHECK(c.status().code() == StatusCode::kInvalidArgument);
+  CHECK(c.status().message().find("bad.conf:2") != std::string::npos);
+  CHECK(c.status().message().find("rail_count") != std::string::npos);
+}
+
+TEST_CASE("a malformed value is an error naming the field") {
+  auto c = parse_config_text("node_name: \"a\"\nrpc_timeout_ms: soon\n", "v.conf");
+  REQUIRE_FALSE(c.ok());
+  CHECK(c.status().message().find("rpc_timeout_ms") != std::string::npos);
+  CHECK(c.status().message().find("v.conf:2") != std::string::npos);
+}
+
+TEST_CASE("semantic errors name the field and the allowed values") {
+  v1::DaemonConfig c;
+  c.set_provider("infiniband");
+  auto s = finalize_config(&c);
+  CHECK(s.code() == StatusCode::kInvalidArgument);
+  CHECK(s.message().find("provider") != std::string::npos);
+  CHECK(s.message().find("efa") != std::string::npos);
+
+  v1::DaemonConfig l;
+  l.set_log_level("loud");
+  CHECK(finalize_config(&l).message().find("log_level") != std::string::npos);
+
+  v1::DaemonConfig p;
+  p.set_peer_listen("localhost");
+  CHECK(finalize_config(&p).message().find("peer_listen") != std::string::npos);
+
+  v1::DaemonConfig q;
+  q.set_peer_listen("127.0.0.1:70000");
+  CHECK(finalize_config(&q).message().find("70000") != std::string::npos);
+
+  v1::DaemonConfig r;
+  r.set_control_socket("relative.sock");
+  CHECK(finalize_config(&r).message().find("control_socket") != std::string::npos);
+
+  v1::DaemonConfig a;
+  a.set_advertise_address("10.0.0.1:0");
+  CHECK(finalize_config(&a).message().find("advertise_address") != std::string::npos);
+}
+
+TEST_CASE("flag overrides set fields by name and reject bad values") {
+  v1::DaemonConfig c;
+  REQUIRE(apply_override(&c, "node_name", "n7").ok());
+  REQUIRE(apply_override(&c, "rpc_timeout_ms", "300").ok());
+  REQUIRE(apply_override(&c, "rail_domains", "rdmap0s1,rdmap0s2").ok());
+  CHECK(c.node_name() == "n7");
+  CHECK(c.rpc_timeout_ms() == 300);
+  REQUIRE(c.rail_domains_size() == 2);
+  CHECK(c.rail_domains(1) == "rdmap0s2");
+
+  auto bad = apply_override(&c, "rpc_timeout_ms", "-5");
+  CHECK(bad.code() == StatusCode::kInvalidArgument);
+  CHECK(bad.message().find("rpc_timeout_ms") != std::string::npos);
+  CHECK(apply_override(&c, "max_clients", "99999999999").code() == StatusCode::kInvalidArgument);
+  CHECK(apply_override(&c, "no_such_field", "1").message().find("no_such_field") != std::string::npos);
+}
+
+TEST_CASE("a missing config file is a clear error") {
+  auto c = load_config_file("/nonexistent/epxd.conf");
+  REQUIRE_FALSE(c.ok());
+  CHECK(c.status().message().find("/nonexistent/epxd.conf") != std::string::npos);
+}
+
+TEST_CASE("the shipped default config is valid") {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  REQUIRE(srcdir != nullptr);
+  auto c = load_config_file(std::string(srcdir) + "/epx/deploy/epxd.conf");
+  REQUIRE(c.ok());
+  CHECK(finalize_config(&c.value()).ok());
+}
+
+TEST_CASE("host:port splitting") {
+  auto a = split_host_port("10.1.2.3:7470");
+  REQUIRE(a.ok());
+  CHECK(a->first == "10.1.2.3");
+  CHECK(a->second == 7470);
+  auto b = split_host_port("[::1]:1");
+  REQUIRE(b.ok());
+  CHECK(b->first == "::1");
+  CHECK_FALSE(split_host_port("nohost").ok());
+  CHECK_FALSE(split_host_port("h:").ok());
+  CHECK_FALSE(split_host_port("h:x1").ok());
+}

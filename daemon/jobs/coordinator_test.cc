@@ -1,0 +1,150 @@
+#include "daemon/jobs/coordinator.h"
+
+#include <doctest/doctest.h>
+
+#include <optional>
+
+using namespace epx;
+using namespace epx::daemon;
+using Clock = Coordinator::Clock;
+
+namespace {
+
+v1::RankEntry entry(uint32_t rank, const std::string& node) {
+  v1::RankEntry e;
+  e.set_rank(rank);
+  e.set_local_rank(rank % 2);
+  e.set_node(node);
+  e.set_daemon_address(node + ":7470");
+  e.set_pid(1000 + rank);
+  return e;
+}
+
+// Captures the one reply a registration gets.
+struct Answer {
+  std::optional<Result<v1::RankTable>> result;
+  Coordinator::Reply reply() {
+    return [this](Result<v1::RankTable> r) {
+      REQUIRE_FALSE(result.has_value());  // exactly once
+      result.emplace(std::move(r));
+    };
+  }
+};
+
+const auto kLater = Clock::now() + std::chrono::hours(1);
+
+}  // namespace
+
+TEST_CASE("the barrier answers every rank with the same full table once all joined") {
+  Coordinator c("coord:7470");
+  Answer a[4];
+  for (uint32_t r : {2u, 0u, 3u}) {
+    c.register_rank("j", 4, entry(r, r < 2 ? "a" : "b"), kLater, a[r].reply());
+    CHECK_FALSE(a[r].result.has_value());
+  }
+  c.register_rank("j", 4, entry(1, "a"), kLater, a[1].reply());
+  for (auto& ans : a) {
+    REQUIRE(ans.result.has_value());
+    REQUIRE(ans.result->ok());
+  }
+  const auto& t = a[0].result->value();
+  CHECK(t.world_size() == 4);
+  CHECK(t.coordinator() == "coord:7470");
+  REQUIRE(t.ranks_size() == 4);
+  for (int r = 0; r < 4; ++r) CHECK(t.ranks(r).rank() == static_cast<uint32_t>(r));
+  for (auto& ans : a) CHECK(ans.result->value().SerializeAsString() == t.SerializeAsString());
+  auto st = c.status();
+  REQUIRE(st.size() == 1);
+  CHECK(st[0].state() == "formed");
+}
+
+TEST_CASE("bad registrations get typed errors at once") {
+  Coordinator c("coord:1");
+  Answer ok, out_of_range, dup, mismatch, zero;
+  c.register_rank("j", 2, entry(0, "a"), kLater, ok.reply());
+  c.register_rank("j", 2, entry(5, "a"), kLater, out_of_range.reply());
+  c.register_rank("j", 2, entry(0, "b"), kLater, dup.reply());
+  c.register_rank("j", 3, entry(1, "b"), kLater, mismatch.reply());
+  c.register_rank("k", 0, entry(0, "b"), kLater, zero.reply());
+  CHECK_FALSE(ok.result.has_value());
+  CHECK(out_of_range.result->status().code() == StatusCode::kInvalidArgument);
+  CHECK(dup.result->status().code() == StatusCode::kAlreadyExists);
+  CHECK(dup.result->status().message().find("node a") != std::string::npos);
+  CHECK(mismatch.result->status().code() == StatusCode::kFailedPrecondition);
+  CHECK(zero.result->status().code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("the deadline fails waiting ranks naming the missing ones, and frees their slots") {
+  Coordinator c("coord:1");
+  Answer a0, a2;
+  const auto t0 = Clock::now();
+  c.register_rank("j", 4, entry(0, "a"), t0 + std::chrono::seconds(1), a0.reply());
+  c.register_rank("j", 4, entry(2, "b"), t0 + std::chrono::seconds(5), a2.reply());
+  c.expire(t0 + std::chrono::milliseconds(500));
+  CHECK_FALSE(a0.result.has_value());
+  c.expire(t0 + std::chrono::seconds(2));
+  REQUIRE(a0.result.has_value());
+  CHECK(a0.result->status().code() == StatusCode::kDeadlineExceeded);
+  CHECK(a0.result->status().message().find("missing ranks: 1,3") != std::string::npos);
+  CHECK_FALSE(a2.result.has_value());
+  // Rank 0 may retry: its slot is free again.
+  Answer retry;
+  c.register_rank("j", 4, entry(0, "a"), kLater, retry.reply());
+  CHECK_FALSE(retry.result.has_value());
+  c.expire(t0 + std::chrono::seconds(6));
+  CHECK(a2.result->status().message().find("missing ranks: 1,3") != std::string::npos);
+}
+
+TEST_CASE("a cancelled registration is answered and its rank freed; stale tickets do nothing") {
+  Coordinator c("coord:1");
+  Answer a, b, c2;
+  uint64_t ticket = c.register_rank("j", 2, entry(0, "a"), kLater, a.reply());
+  CHECK(ticket != 0);
+  c.cancel_registration("j", 0, ticket + 100);  // not this registration
+  CHECK_FALSE(a.result.has_value());
+  c.cancel_registration("j", 0, ticket);
+  REQUIRE(a.result.has_value());
+  CHECK(a.result->status().code() == StatusCode::kCancelled);
+  CHECK(c.job_count() == 0);
+  c.register_rank("j", 2, entry(0, "a"), kLater, b.reply());
+  c.register_rank("j", 2, entry(1, "b"), kLater, c2.reply());
+  CHECK(b.result->ok());
+}
+
+TEST_CASE("leaving a formed job notifies the other members' daemons; the last leave removes the job") {
+  Coordinator c("coord:1");
+  Answer a[3];
+  c.register_rank("j", 3, entry(0, "a"), kLater, a[0].reply());
+  c.register_rank("j", 3, entry(1, "a"), kLater, a[1].reply());
+  c.register_rank("j", 3, entry(2, "b"), kLater, a[2].reply());
+  auto n = c.leave("j", 2, "client died");
+  REQUIRE(n.ok());
+  REQUIRE(n->size() == 1);  // daemon a (ranks 0 and 1); daemon b has no one left
+  CHECK(n->front().daemon_address == "a:7470");
+  CHECK(n->front().event.rank_left().rank() == 2);
+  CHECK(n->front().event.rank_left().reason() == "client died");
+  CHECK(c.leave("j", 2, "again").status().code() == StatusCode::kNotFound);
+  auto st = c.status();
+  REQUIRE(st.size() == 1);
+  CHECK_FALSE(st[0].members(2).present());
+  // A formed job does not take a replacement rank.
+  Answer late;
+  c.register_rank("j", 3, entry(2, "c"), kLater, late.reply());
+  CHECK(late.result->status().code() == StatusCode::kAlreadyExists);
+  REQUIRE(c.leave("j", 0, "done").ok());
+  REQUIRE(c.leave("j", 1, "done").ok());
+  CHECK(c.job_count() == 0);
+}
+
+TEST_CASE("shutdown fails waiters and tells member daemons of formed jobs") {
+  Coordinator c("coord:1");
+  Answer w, f0, f1;
+  c.register_rank("forming", 2, entry(0, "a"), kLater, w.reply());
+  c.register_rank("formed", 2, entry(0, "a"), kLater, f0.reply());
+  c.register_rank("formed", 2, entry(1, "b"), kLater, f1.reply());
+  auto notices = c.shutdown("SIGTERM");
+  CHECK(w.result->status().code() == StatusCode::kUnavailable);
+  CHECK(notices.size() == 2);
+  for (const auto& n : notices) CHECK(n.event.has_coordinator_gone());
+  CHECK(c.job_count() == 0);
+}

@@ -1,0 +1,217 @@
+// Many producer threads, one consumer thread, a small ring: no descriptor is
+// lost, duplicated, torn, or reordered within its producer. Built twice: as
+// ring_concurrency_test and as ring_concurrency_tsan_test (ThreadSanitizer),
+// where any unordered access to the shared region is reported as a race.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "proto/ring/ring.h"
+#include "proto/ring/ring_host.h"
+
+namespace epx::ring {
+namespace {
+
+constexpr uint32_t kCapacity = 64;
+constexpr int kProducers = 8;
+#if defined(__SANITIZE_THREAD__)
+constexpr uint64_t kPerProducer = 10000;  // TSAN is ~10x slower; still >1000 laps of the ring
+#else
+constexpr uint64_t kPerProducer = 25000;
+#endif
+// Give up (and fail) if the consumer sees no progress for this long.
+constexpr auto kStallLimit = std::chrono::seconds(30);
+
+struct Region {
+  explicit Region(uint32_t capacity) : size(ring_bytes(capacity)) {
+    mem = std::aligned_alloc(4096, (size + 4095) / 4096 * 4096);
+    REQUIRE(mem != nullptr);
+  }
+  ~Region() { std::free(mem); }
+  Region(const Region&) = delete;
+  Region& operator=(const Region&) = delete;
+  void* mem;
+  size_t size;
+};
+
+// Descriptor `seq` of producer `id`: every field is a function of (id, seq),
+// so the consumer can check each copy for tearing as well as for order.
+RingSlot descriptor(uint16_t id, uint64_t seq) {
+  return make_write_signal(/*dst_rank=*/static_cast<uint16_t>(id * 1000 + seq % 1000),
+                           /*src=*/pack_address(id, seq),
+                           /*dst=*/pack_address(static_cast<uint16_t>(~id), seq * 3 + 1),
+                           /*length=*/static_cast<uint32_t>(seq * 2654435761u),
+                           /*signal=*/encode_signal(static_cast<uint32_t>(seq) & kMaxSignalIndex, 1 + id));
+}
+
+struct ConsumerResult {
+  uint64_t consumed = 0;
+  uint64_t out_of_order = 0;  // duplicated, skipped or reordered within a producer
+  uint64_t bad_producer = 0;
+  uint64_t torn = 0;          // fields that do not match (id, seq)
+  uint64_t invalid = 0;       // ring_check_slot failed
+  bool stalled = false;
+  std::vector<uint64_t> next;  // per producer: next expected seq (= count seen)
+};
+
+// Drains `expected` descriptors, checking each; batch sizes vary from 1 to
+// 2 * capacity so head is published at many different granularities.
+ConsumerResult consume(void* mem, uint64_t expected) {
+  ConsumerResult r;
+  r.next.assign(kProducers, 0);
+  RingConsumer consumer(mem);
+  auto check = [&](const RingSlot& d) {
+    ++r.consumed;
+    const uint16_t id = address_window(d.src);
+    const uint64_t seq = address_offset(d.src);
+    if (id >= kProducers) {
+      ++r.bad_producer;
+      return;
+    }
+    if (ring_check_slot(d) != RingError::kNone) ++r.invalid;
+    const RingSlot want = descriptor(id, seq);
+    if (d.op != want.op || d.flags != want.flags || d.dst_rank != want.dst_rank || d.length != want.length ||
+        d.signal != want.signal || d.dst != want.dst) {
+      ++r.torn;
+    }
+    if (seq != r.next[id]) ++r.out_of_order;
+    r.next[id] = seq + 1;
+  };
+  auto last_progress = std::chrono::steady_clock::now();
+  size_t batch = 1;
+  while (r.consumed < expected) {
+    if (consumer.poll(check, batch) > 0) {
+      last_progress = std::chrono::steady_clock::now();
+      batch = batch % (2 * kCapacity) + 1;
+    } else if (std::chrono::steady_clock::now() - last_progress > kStallLimit) {
+      r.stalled = true;
+      break;
+    } else {
+      std::this_thread::yield();  // 2 cores, 9 threads: let producers run
+    }
+  }
+  return r;
+}
+
+void check_result(const ConsumerResult& r, const void* mem, uint64_t expected) {
+  CHECK_FALSE(r.stalled);
+  CHECK(r.consumed == expected);
+  CHECK(r.out_of_order == 0);
+  CHECK(r.bad_producer == 0);
+  CHECK(r.torn == 0);
+  CHECK(r.invalid == 0);
+  for (int id = 0; id < kProducers; ++id) {
+    CAPTURE(id);
+    CHECK(r.next[id] == kPerProducer);  // nothing lost at the end either
+  }
+  CHECK(ring_header(mem)->head == expected);
+  CHECK(ring_header(mem)->error == 0);
+}
+
+TEST_CASE("host producers (compare-exchange claims) and one consumer: nothing lost, duplicated or reordered") {
+  Region region(kCapacity);
+  REQUIRE(ring_init(region.mem, kCapacity, RingProducerKind::kHost));
+  REQUIRE(ring_check(region.mem, region.size) == RingCheck::kOk);
+  const uint64_t expected = kProducers * kPerProducer;
+
+  std::atomic<uint64_t> post_timeouts{0};
+  std::vector<std::thread> producers;
+  for (int id = 0; id < kProducers; ++id) {
+    producers.emplace_back([&, id] {
+      RingProducer producer(region.mem);
+      for (uint64_t seq = 0; seq < kPerProducer; ++seq) {
+        const RingSlot d = descriptor(static_cast<uint16_t>(id), seq);
+        if (id % 2 == 0) {
+          // Even producers: the non-blocking call in a retry loop.
+          while (!producer.try_post(d)) std::this_thread::yield();
+        } else {
+          // Odd producers: the blocking call with a timeout.
+          while (!producer.post(d, std::chrono::seconds(5))) post_timeouts.fetch_add(1);
+        }
+      }
+    });
+  }
+  ConsumerResult result;
+  std::thread consumer([&] { result = consume(region.mem, expected); });
+  for (auto& t : producers) t.join();
+  consumer.join();
+
+  check_result(result, region.mem, expected);
+  CHECK(ring_header(region.mem)->claim == expected);
+  CHECK(post_timeouts.load() == 0);
+}
+
+TEST_CASE("device-style producers (fetch_add claims, then wait for space) and one consumer") {
+  // What a kernel does (see ring_device_compile.cu), run by CPU threads: claim
+  // a ticket from a counter outside the ring, wait until its slot is free,
+  // publish. The counter stands in for the one in device memory.
+  Region region(kCapacity);
+  REQUIRE(ring_init(region.mem, kCapacity, RingProducerKind::kDevice));
+  REQUIRE(ring_check(region.mem, region.size) == RingCheck::kOk);
+  const uint64_t expected = kProducers * kPerProducer;
+  RingHeader* header = ring_header(region.mem);
+  RingSlot* slots = ring_slots(header);
+  alignas(64) static uint64_t device_claim;
+  device_claim = 0;
+
+  std::vector<std::thread> producers;
+  for (int id = 0; id < kProducers; ++id) {
+    producers.emplace_back([&, id] {
+      uint64_t cached_head = 0;
+      for (uint64_t seq = 0; seq < kPerProducer; ++seq) {
+        // relaxed: a ticket is ownership only (see ring.h, Producer step 1).
+        const uint64_t ticket = ring_fetch_add(&device_claim, 1);
+        for (int spins = 0; !ring_slot_free(header, kCapacity, ticket, &cached_head); ++spins) {
+          if (spins < 64) {
+            ring_pause();
+          } else {
+            std::this_thread::yield();
+          }
+        }
+        ring_publish(slots, kCapacity, ticket, descriptor(static_cast<uint16_t>(id), seq));
+      }
+    });
+  }
+  ConsumerResult result;
+  std::thread consumer([&] { result = consume(region.mem, expected); });
+  for (auto& t : producers) t.join();
+  consumer.join();
+
+  check_result(result, region.mem, expected);
+  CHECK(header->claim == 0);  // device rings leave the header's counter alone
+  CHECK(ring_load_relaxed(&device_claim) == expected);
+}
+
+TEST_CASE("errors reported from several threads: exactly one wins, all are counted") {
+  Region region(kCapacity);
+  REQUIRE(ring_init(region.mem, kCapacity));
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 1000;
+  std::atomic<int> winners{0};
+  std::vector<std::thread> threads;
+  for (int id = 0; id < kThreads; ++id) {
+    threads.emplace_back([&, id] {
+      RingConsumer reporter(region.mem);  // report_error is safe from any thread
+      for (int i = 0; i < kPerThread; ++i) {
+        if (reporter.report_error(RingError::kTransport, static_cast<uint64_t>(id) * kPerThread + i)) {
+          winners.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(winners.load() == 1);
+  const uint64_t e = ring_header(region.mem)->error;
+  CHECK(error_code(e) == RingError::kTransport);
+  CHECK(error_position(e) % kPerThread == 0);  // the first report of some thread
+  CHECK(ring_header(region.mem)->error_count == kThreads * kPerThread);
+}
+
+}  // namespace
+}  // namespace epx::ring

@@ -1,0 +1,250 @@
+// Host-side helpers for the EPX descriptor ring (ring.h): create and validate
+// a ring region, and the CPU producer and consumer. C++17, host only; these
+// types are NOT shared across the process boundary (only the memory they
+// point at is), so they may use std types.
+//
+//   ring_init(mem, capacity, kind)  writes a fresh header + zeroed slots
+//   ring_check(mem, size)           validates a mapped region (daemon, SDK)
+//   RingProducer                    host producer; one object per thread
+//   RingConsumer                    the single consumer (the daemon's proxy thread)
+#pragma once
+
+#include <cassert>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+
+#include "proto/ring/ring.h"
+
+namespace epx::ring {
+
+static_assert(__atomic_always_lock_free(sizeof(uint32_t), 0) && __atomic_always_lock_free(sizeof(uint64_t), 0),
+              "ring atomics must be lock-free to work across processes");
+
+// ---------------------------------------------------------------------------
+// Creating and validating a region.
+
+enum class RingCheck {
+  kOk = 0,
+  kNull,              // mem is null
+  kMisaligned,        // mem is not kRingAlignment-aligned
+  kTooSmall,          // size < one header page
+  kBadMagic,          // not a ring (or not initialised yet)
+  kBadVersion,        // another ABI version
+  kBadSlotSize,       // slot_size != 32
+  kBadCapacity,       // capacity not a power of two in [2, 2^24]
+  kBadProducerKind,   // producer_kind is neither kHost nor kDevice
+  kSizeMismatch,      // size != ring_bytes(capacity)
+};
+
+inline const char* ring_check_message(RingCheck check) {
+  switch (check) {
+    case RingCheck::kOk: return "ok";
+    case RingCheck::kNull: return "ring region is null";
+    case RingCheck::kMisaligned: return "ring region is not 64-byte aligned";
+    case RingCheck::kTooSmall: return "ring region is smaller than its 4096-byte header";
+    case RingCheck::kBadMagic: return "ring header has a bad magic (not an EPX ring)";
+    case RingCheck::kBadVersion: return "ring header has an unsupported ABI version";
+    case RingCheck::kBadSlotSize: return "ring header has a slot size other than 32";
+    case RingCheck::kBadCapacity: return "ring capacity is not a power of two in [2, 2^24]";
+    case RingCheck::kBadProducerKind: return "ring header has an unknown producer kind";
+    case RingCheck::kSizeMismatch: return "ring region size does not match 4096 + 32 * capacity";
+  }
+  return "unknown ring check result";
+}
+
+// Initialises a ring of `capacity` slots at `mem`, which must hold
+// ring_bytes(capacity) bytes and be kRingAlignment-aligned. Returns false
+// (writing nothing) for an invalid capacity. Call it before the region is
+// shared; the magic is stored last, with release, so a reader that sees it
+// (ring_check, acquire) also sees the rest of the header and the zeroed slots.
+inline bool ring_init(void* mem, uint32_t capacity, RingProducerKind kind = RingProducerKind::kHost) {
+  if (mem == nullptr || !ring_capacity_valid(capacity)) return false;
+  std::memset(mem, 0, ring_bytes(capacity));  // header, and every slot's seq = 0 ("never published")
+  RingHeader* header = ring_header(mem);
+  header->version = kRingVersion;
+  header->slot_size = kRingSlotBytes;
+  header->capacity = capacity;
+  header->producer_kind = static_cast<uint32_t>(kind);
+  // release: pairs with the acquire load of magic in ring_check().
+  ring_store_release(&header->magic, kRingMagic);
+  return true;
+}
+
+// Validates a mapped region of `size` bytes (the region's exact size, e.g.
+// the memfd's st_size). Both the daemon and the SDK call this before using a
+// region; on kOk, header->capacity may be trusted as read NOW (the consumer
+// keeps its own copy, see RingConsumer).
+inline RingCheck ring_check(const void* mem, size_t size) {
+  if (mem == nullptr) return RingCheck::kNull;
+  if (reinterpret_cast<uintptr_t>(mem) % kRingAlignment != 0) return RingCheck::kMisaligned;
+  if (size < kRingHeaderBytes) return RingCheck::kTooSmall;
+  const RingHeader* header = ring_header(mem);
+  // acquire: pairs with the release store of magic in ring_init(), so the
+  // fields read below are the initialised ones.
+  if (ring_load_acquire(&header->magic) != kRingMagic) return RingCheck::kBadMagic;
+  if (header->version != kRingVersion) return RingCheck::kBadVersion;
+  if (header->slot_size != kRingSlotBytes) return RingCheck::kBadSlotSize;
+  if (!ring_capacity_valid(header->capacity)) return RingCheck::kBadCapacity;
+  if (header->producer_kind != static_cast<uint32_t>(RingProducerKind::kHost) &&
+      header->producer_kind != static_cast<uint32_t>(RingProducerKind::kDevice)) {
+    return RingCheck::kBadProducerKind;
+  }
+  if (size != ring_bytes(header->capacity)) return RingCheck::kSizeMismatch;
+  return RingCheck::kOk;
+}
+
+// ---------------------------------------------------------------------------
+// Host producer.
+//
+// Claims tickets from header->claim with compare-exchange rather than
+// fetch_add: it claims a ticket only after seeing that its slot is free, so
+// try_post() can refuse a full ring without owning a ticket it would then
+// have to publish (a fetch_add ticket can never be given back). Once claimed,
+// the slot is free and publishing never waits.
+//
+// Not thread-safe: give each thread its own RingProducer (it is three words
+// of state); any number of them, in any processes, may share one ring.
+class RingProducer {
+ public:
+  // `mem` passed ring_check() and was initialised for kHost producers.
+  explicit RingProducer(void* mem)
+      : header_(ring_header(mem)),
+        slots_(ring_slots(header_)),
+        capacity_(header_->capacity),
+        // acquire: pairs with the consumer's release of head (a late-joining
+        // producer starts with an up-to-date view; ring_slot_free re-reads anyway).
+        cached_head_(ring_load_acquire(&header_->head)) {
+    assert(header_->producer_kind == static_cast<uint32_t>(RingProducerKind::kHost));
+  }
+
+  // Posts `desc` (its seq is ignored) if the ring has a free slot; returns
+  // false, having changed nothing, when it is full. Never blocks.
+  bool try_post(const RingSlot& desc) {
+    // relaxed: only a first guess at the next ticket; the compare-exchange
+    // below checks it and hands back the current value when it is stale.
+    uint64_t ticket = ring_load_relaxed(&header_->claim);
+    for (;;) {
+      if (!ring_slot_free(header_, capacity_, ticket, &cached_head_)) return false;
+      // relaxed: the claim only hands out ownership of `ticket`; ordering
+      // with the consumer comes from head (acquired in ring_slot_free) and seq
+      // (released in ring_publish).
+      if (ring_compare_exchange_relaxed(&header_->claim, &ticket, ticket + 1)) break;
+    }
+    ring_publish(slots_, capacity_, ticket, desc);
+    return true;
+  }
+
+  // Posts `desc`, waiting up to `timeout` for a free slot (spinning briefly,
+  // then yielding the CPU). Returns false on timeout, with nothing posted.
+  bool post(const RingSlot& desc, std::chrono::nanoseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (int spins = 0;; ++spins) {
+      if (try_post(desc)) return true;
+      if (spins < kSpinsBeforeYield) {
+        ring_pause();
+        continue;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::yield();
+    }
+  }
+
+  // The ring's error word (0 = none; decode with error_code/error_position).
+  uint64_t error() const {
+    // acquire: pairs with the consumer's release compare-exchange in
+    // RingConsumer::report_error (so error_count >= 1 is visible too).
+    return ring_load_acquire(&header_->error);
+  }
+
+  uint32_t capacity() const { return capacity_; }
+
+ private:
+  static constexpr int kSpinsBeforeYield = 64;
+
+  RingHeader* header_;
+  RingSlot* slots_;
+  uint32_t capacity_;     // read once; see ring.h "Trust"
+  uint64_t cached_head_;  // last head this producer saw; only grows
+};
+
+// ---------------------------------------------------------------------------
+// The consumer. Exactly one per ring (it alone writes head); report_error()
+// may also be called from other threads.
+class RingConsumer {
+ public:
+  // `mem` passed ring_check(). capacity is read here once and never again, so
+  // a client that rewrites its header later cannot make the daemon index
+  // outside the region it validated.
+  explicit RingConsumer(void* mem)
+      : header_(ring_header(mem)),
+        slots_(ring_slots(header_)),
+        capacity_(header_->capacity),
+        publish_every_(header_->capacity / 2),
+        // relaxed: only the consumer writes head; this reads back the value a
+        // previous consumer of this ring left (0 for a fresh ring), and the
+        // handover of the region itself ordered that write before us.
+        head_(ring_load_relaxed(&header_->head)),
+        published_(head_) {}
+
+  // Calls fn(const RingSlot&) for up to `max_batch` published descriptors,
+  // in ring order, on a private copy of each slot; returns how many. Never
+  // waits for a producer. Head is published every capacity / 2 slots and
+  // before returning, so producers waiting on a full ring get room during a
+  // long batch. Inside fn, position() is the ticket of the descriptor passed.
+  template <typename F>
+  size_t poll(F&& fn, size_t max_batch) {
+    size_t n = 0;
+    RingSlot desc;
+    while (n < max_batch && ring_read_slot(slots_, capacity_, head_, &desc)) {
+      fn(static_cast<const RingSlot&>(desc));
+      ++head_;
+      ++n;
+      if (head_ - published_ >= publish_every_) publish();
+    }
+    if (head_ != published_) publish();
+    return n;
+  }
+
+  // Records an error for the descriptor at `position`: counts it, and makes
+  // it THE error word if none was set yet. Returns true if it was the first.
+  bool report_error(RingError code, uint64_t position) {
+    // relaxed: a statistic; the release below orders it before the error word.
+    ring_fetch_add(&header_->error_count, 1);
+    uint64_t expected = 0;
+    // release: pairs with the acquire loads of the error word (producers,
+    // error()); a reader that sees the word also sees error_count >= 1.
+    return ring_compare_exchange_release(&header_->error, &expected, pack_error(code, position));
+  }
+
+  // The error word as it is now (0 = none).
+  uint64_t error() const {
+    // acquire: pairs with the release compare-exchange in report_error().
+    return ring_load_acquire(&header_->error);
+  }
+  uint64_t error_count() const {
+    // relaxed: a statistic.
+    return ring_load_relaxed(&header_->error_count);
+  }
+
+  // Ticket of the next descriptor to consume (= descriptors consumed so far).
+  uint64_t position() const { return head_; }
+  uint32_t capacity() const { return capacity_; }
+
+ private:
+  void publish() {
+    ring_publish_head(header_, head_);
+    published_ = head_;
+  }
+
+  RingHeader* header_;
+  const RingSlot* slots_;
+  uint32_t capacity_;
+  uint32_t publish_every_;
+  uint64_t head_;       // next position to read (private; the truth)
+  uint64_t published_;  // last value stored to header->head
+};
+
+}  // namespace epx::ring

@@ -1,0 +1,53 @@
+#include "tests/harness/daemon_process.h"
+
+#include <doctest/doctest.h>
+
+#include <thread>
+
+namespace epx::test {
+
+DaemonProcess::DaemonProcess(const TempDir& dir, DaemonOptions o) : dir_(dir) {
+  socket_ = dir.path() + "/" + o.name + ".sock";
+  std::vector<std::string> argv = {runfile("daemon/epxd"), "--node-name", o.name, "--control-socket", socket_,
+                                   "--peer-listen", "127.0.0.1:0", "--provider", o.provider, "--log-level", "debug",
+                                   "--rpc-timeout-ms", "2000"};
+  if (o.provider == "tcp") argv.insert(argv.end(), {"--rail-domains", "lo"});
+  argv.insert(argv.end(), o.extra_args.begin(), o.extra_args.end());
+  process_ = std::make_unique<Process>(argv, dir.path() + "/" + o.name + ".log");
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < end) {
+    if (!process_->running()) FAIL("epxd " << o.name << " exited during start:\n" << process_->output());
+    ClientOptions copts;
+    copts.rpc_timeout = std::chrono::milliseconds(1000);
+    auto client = Client::connect(socket_, copts);
+    if (client.ok()) {
+      auto info = (*client)->status();
+      REQUIRE_MESSAGE(info.ok(), info.status().to_string());
+      peer_address_ = info->peer_address;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  FAIL("epxd " << o.name << " did not answer within 20 s:\n" << process_->output());
+}
+
+std::unique_ptr<Client> DaemonProcess::connect(const std::string& client_name) const {
+  ClientOptions copts;
+  copts.name = client_name;
+  auto client = Client::connect(socket_, copts);
+  REQUIRE_MESSAGE(client.ok(), client.status().to_string());
+  return std::move(client.value());
+}
+
+std::pair<int, std::string> DaemonProcess::epxctl(const std::vector<std::string>& args) const {
+  static int n = 0;
+  std::vector<std::string> argv = {runfile("tools/epxctl"), "--socket", socket_};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Process p(argv, dir_.path() + "/epxctl-" + std::to_string(++n) + ".log");
+  p.close_stdin();
+  auto code = p.wait(std::chrono::seconds(30));
+  REQUIRE_MESSAGE(code.has_value(), "epxctl did not exit within 30 s");
+  return {*code, p.output()};
+}
+
+}  // namespace epx::test

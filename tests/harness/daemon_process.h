@@ -1,0 +1,40 @@
+// A real epxd for integration tests: its own socket in a temp dir, an
+// ephemeral Peer port on loopback, rails on the chosen provider.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "epx/client.h"
+#include "tests/harness/process.h"
+
+namespace epx::test {
+
+struct DaemonOptions {
+  std::string name = "a";
+  std::string provider = "tcp";
+  std::vector<std::string> extra_args;
+};
+
+class DaemonProcess {
+ public:
+  // Starts epxd in `dir` and waits until it answers Status (or fails the test).
+  DaemonProcess(const TempDir& dir, DaemonOptions options);
+
+  const std::string& socket() const { return socket_; }
+  const std::string& peer_address() const { return peer_address_; }
+  Process& process() { return *process_; }
+
+  std::unique_ptr<Client> connect(const std::string& client_name = "test") const;
+  // `epxctl` with the given arguments against this daemon; returns (exit code, output).
+  std::pair<int, std::string> epxctl(const std::vector<std::string>& args) const;
+
+ private:
+  const TempDir& dir_;
+  std::string socket_;
+  std::string peer_address_;
+  std::unique_ptr<Process> process_;
+};
+
+}  // namespace epx::test
