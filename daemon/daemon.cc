@@ -21,6 +21,7 @@ Daemon::Daemon() : signals_(io_, SIGTERM, SIGINT, SIGHUP), expiry_timer_(io_) {}
 
 Daemon::~Daemon() {
   if (listener_) listener_->close();
+  if (fd_server_) fd_server_->close();
 }
 
 Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
@@ -53,6 +54,7 @@ Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
     advertise = host + ":" + std::to_string(port);
   }
   d->state_ = std::make_unique<DaemonState>(config, advertise, std::move(rails.value()));
+  EPX_RETURN_IF_ERROR(d->state_->start_data_plane());
   d->peer_service_.attach(d->state_.get());
 
   d->local_service_ = std::make_unique<LocalService>(*d->state_);
@@ -62,6 +64,8 @@ Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
   if (!d->local_server_) return internal_error("cannot start the Local gRPC server");
   d->listener_ = std::make_unique<UnixListener>(d->io_, d->state_->connections());
   EPX_RETURN_IF_ERROR(d->listener_->listen(config.control_socket(), config.socket_group(), d->local_server_.get()));
+  d->fd_server_ = std::make_unique<FdServer>(d->io_, d->state_->data_plane().regions());
+  EPX_RETURN_IF_ERROR(d->fd_server_->listen(d->state_->fd_socket(), config.socket_group()));
 
   spdlog::info("epxd {} on node {}: control socket {}, peers at {} (listening on {})", kVersion, config.node_name(),
                config.control_socket(), advertise, config.peer_listen());
@@ -92,6 +96,7 @@ void Daemon::schedule_expiry() {
 
 void Daemon::shutdown(const std::string& reason) {
   listener_->close();  // no new clients
+  fd_server_->close();
   state_->begin_shutdown(reason);
   // Calls still in flight get a second to finish, then are cancelled.
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(1);

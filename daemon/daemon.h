@@ -10,6 +10,7 @@
 #include "daemon/control/local_service.h"
 #include "daemon/control/peer_service.h"
 #include "daemon/control/unix_listener.h"
+#include "daemon/shm/fd_server.h"
 #include "daemon/daemon_state.h"
 #include "epx/status.h"
 #include "epx/v1/config.pb.h"
@@ -40,6 +41,7 @@ class Daemon {
   std::unique_ptr<LocalService> local_service_;
   std::unique_ptr<grpc::Server> local_server_;
   std::unique_ptr<UnixListener> listener_;
+  std::unique_ptr<FdServer> fd_server_;
 };
 
 }  // namespace epx::daemon

@@ -17,7 +17,13 @@ DaemonState::DaemonState(v1::DaemonConfig config, std::string advertise_address,
       rails_(std::move(rails)),
       started_(std::chrono::steady_clock::now()),
       coordinator_(advertise_address_),
-      clients_(config_.max_clients(), config_.max_jobs_per_client()) {}
+      clients_(config_.max_clients(), config_.max_jobs_per_client()),
+      fd_socket_(config_.control_socket() + ".fd"),
+      data_plane_(std::make_unique<DataPlane>(config_, rails_, peers_, advertise_address_)) {}
+
+DaemonState::~DaemonState() { data_plane_.reset(); }
+
+Status DaemonState::start_data_plane() { return data_plane_->start(); }
 
 uint64_t DaemonState::uptime_ms() const {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count();
@@ -37,6 +43,7 @@ void DaemonState::deliver_job_event(const v1::JobEvent& event) {
     lost->set_node(event.rank_left().node());
     lost->set_reason(event.rank_left().reason());
     skip = event.rank_left().rank();
+    data_plane_->rank_lost(event.job_id(), event.rank_left().rank());
     spdlog::info("job {}: rank {} on {} left: {}", event.job_id(), lost->rank(), lost->node(), lost->reason());
   } else if (event.has_coordinator_gone()) {
     auto* aborted = out.mutable_job_aborted();
@@ -89,6 +96,7 @@ void DaemonState::release(const std::vector<Membership>& held, const std::string
                           std::function<void()> done) {
   auto one_done = countdown(held.size(), std::move(done));
   for (const auto& m : held) {
+    if (m.formed) data_plane_->detach_rank(m.client_id, m.job_id, m.rank);
     v1::PeerLeaveRequest req;
     req.set_job_id(m.job_id);
     req.set_rank(m.rank);
@@ -154,7 +162,15 @@ v1::DaemonStatus DaemonState::status() const {
     r->set_fi_hmem(rail->supports_hmem());
     r->set_mr_mode(mr_mode_string(rail->mr_mode()));
   }
-  for (auto& c : clients_.client_status()) *s.add_clients() = std::move(c);
+  for (auto& c : clients_.client_status()) {
+    for (auto& r : data_plane_->ring_status(c.client_id())) *c.add_rings() = std::move(r);
+    auto [windows, bytes] = data_plane_->window_usage(c.client_id());
+    c.set_windows(windows);
+    c.set_window_bytes(bytes);
+    *s.add_clients() = std::move(c);
+  }
+  for (auto& p : data_plane_->proxy_status()) *s.add_proxies() = std::move(p);
+  s.set_fd_socket(fd_socket_);
   std::map<std::string, v1::JobStatus> jobs;
   for (auto& j : coordinator_.status()) jobs[j.job_id()] = std::move(j);
   for (auto& j : clients_.job_status()) {

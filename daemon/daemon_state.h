@@ -10,6 +10,7 @@
 
 #include "daemon/control/local_connections.h"
 #include "daemon/control/peer_client.h"
+#include "daemon/dataplane/data_plane.h"
 #include "epx/v1/config.pb.h"
 #include "epx/v1/status.pb.h"
 #include "daemon/fabric/rail.h"
@@ -23,6 +24,9 @@ extern const char kVersion[];
 class DaemonState {
  public:
   DaemonState(v1::DaemonConfig config, std::string advertise_address, std::vector<std::unique_ptr<Rail>> rails);
+  ~DaemonState();
+  // Starts the proxies.
+  Status start_data_plane();
 
   const v1::DaemonConfig& config() const { return config_; }
   const std::string& advertise_address() const { return advertise_address_; }
@@ -31,6 +35,8 @@ class DaemonState {
   ClientTable& clients() { return clients_; }
   PeerClient& peers() { return peers_; }
   LocalConnections& connections() { return connections_; }
+  DataPlane& data_plane() { return *data_plane_; }
+  const std::string& fd_socket() const { return fd_socket_; }
   bool shutting_down() const { return shutting_down_.load(std::memory_order_acquire); }
   uint64_t uptime_ms() const;
 
@@ -62,6 +68,9 @@ class DaemonState {
   ClientTable clients_;
   PeerClient peers_;
   LocalConnections connections_;
+  const std::string fd_socket_;
+  // Declared last: destroyed first, while rails and peers still exist.
+  std::unique_ptr<DataPlane> data_plane_;
   std::atomic<bool> shutting_down_{false};
 };
 

@@ -61,6 +61,7 @@ void ClientSession::read_events() {
     switch (event.event_case()) {
       case v1::ClientEvent::kWelcome:
         client_id_ = event.welcome().client_id();
+        fd_socket_ = event.welcome().fd_socket();
         welcomed_ = true;
         cv_.notify_all();
         continue;
@@ -70,11 +71,13 @@ void ClientSession::read_events() {
         e.rank = event.rank_lost().rank();
         e.node = event.rank_lost().node();
         e.reason = event.rank_lost().reason();
+        job_trouble_.emplace(e.job_id, "rank " + std::to_string(e.rank) + " (node " + e.node + ") lost: " + e.reason);
         break;
       case v1::ClientEvent::kJobAborted:
         e.kind = Event::Kind::kJobAborted;
         e.job_id = event.job_aborted().job_id();
         e.reason = event.job_aborted().reason();
+        job_trouble_.emplace(e.job_id, "job aborted: " + e.reason);
         break;
       case v1::ClientEvent::kDaemonShutdown:
         e.kind = Event::Kind::kDaemonShutdown;
@@ -112,6 +115,14 @@ Status ClientSession::explain(const grpc::Status& s, const std::string& what) co
     return end_status_.with_context(what);
   }
   return from_grpc(s).with_context(what);
+}
+
+Status ClientSession::job_health(const std::string& job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (ended_) return end_status_;
+  auto it = job_trouble_.find(job_id);
+  if (it != job_trouble_.end()) return unavailable("job " + job_id + ": " + it->second);
+  return Status();
 }
 
 Status ClientSession::session_status() const {

@@ -7,6 +7,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -27,6 +28,10 @@ class ClientSession {
   const ClientOptions& options() const { return options_; }
   const std::string& socket_path() const { return socket_path_; }
   uint64_t client_id() const { return client_id_; }
+  const std::string& fd_socket() const { return fd_socket_; }
+  // OK while every rank of `job_id` is present and the session is up; else
+  // UNAVAILABLE naming the lost rank (or why the session or job ended).
+  Status job_health(const std::string& job_id) const;
 
   // Status to return from a call that failed with `s`: when the session is
   // gone, say why (the daemon shut down) rather than a bare UNAVAILABLE.
@@ -47,6 +52,7 @@ class ClientSession {
   std::unique_ptr<grpc::ClientReader<v1::ClientEvent>> stream_;
   std::thread reader_;
   uint64_t client_id_ = 0;
+  std::string fd_socket_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -54,6 +60,8 @@ class ClientSession {
   bool ended_ = false;
   Status end_status_;  // why the session ended, once ended_
   std::deque<Event> events_;
+  std::map<std::string, std::string> job_trouble_;  // job -> first lost rank / abort
+
 };
 
 }  // namespace epx

@@ -105,15 +105,40 @@ Status apply_override(v1::DaemonConfig* config, const std::string& field, const 
       }
       return Status();
     case FieldDescriptor::CPPTYPE_UINT32: {
-      char* end = nullptr;
-      errno = 0;
-      unsigned long long v = std::strtoull(value.c_str(), &end, 10);
-      if (value.empty() || *end != '\0' || errno != 0 || v > 0xffffffffULL || value[0] == '-') {
-        return invalid_argument(field + ": '" + value + "' is not an unsigned 32-bit integer");
+      auto parse = [&](const std::string& text, uint32_t* out) -> Status {
+        char* end = nullptr;
+        errno = 0;
+        unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+        if (text.empty() || *end != '\0' || errno != 0 || v > 0xffffffffULL || text[0] == '-') {
+          return invalid_argument(field + ": '" + text + "' is not an unsigned 32-bit integer");
+        }
+        *out = static_cast<uint32_t>(v);
+        return Status();
+      };
+      if (fd->is_repeated()) {
+        refl->ClearField(config, fd);
+        std::istringstream in(value);
+        for (std::string item; std::getline(in, item, ',');) {
+          uint32_t v = 0;
+          EPX_RETURN_IF_ERROR(parse(item, &v));
+          refl->AddUInt32(config, fd, v);
+        }
+        return Status();
       }
-      refl->SetUInt32(config, fd, static_cast<uint32_t>(v));
+      uint32_t v = 0;
+      EPX_RETURN_IF_ERROR(parse(value, &v));
+      refl->SetUInt32(config, fd, v);
       return Status();
     }
+    case FieldDescriptor::CPPTYPE_BOOL:
+      if (value == "true" || value == "1") {
+        refl->SetBool(config, fd, true);
+      } else if (value == "false" || value == "0") {
+        refl->SetBool(config, fd, false);
+      } else {
+        return invalid_argument(field + ": '" + value + "' is not true or false");
+      }
+      return Status();
     default:
       return internal_error("config field '" + field + "' has a type flags cannot set");
   }
@@ -152,6 +177,15 @@ Status finalize_config(v1::DaemonConfig* c) {
   if (c->max_join_timeout_ms() == 0) c->set_max_join_timeout_ms(600000);
   if (c->max_clients() == 0) c->set_max_clients(256);
   if (c->max_jobs_per_client() == 0) c->set_max_jobs_per_client(16);
+  if (c->max_window_mib() == 0) c->set_max_window_mib(16384);
+  if (c->max_client_mib() == 0) c->set_max_client_mib(65536);
+  if (c->max_rings_per_client() == 0) c->set_max_rings_per_client(64);
+  if (c->max_ring_capacity() == 0) c->set_max_ring_capacity(1u << 20);
+  if (c->max_signals() == 0) c->set_max_signals(1u << 16);
+  if (c->proxy_batch() == 0) c->set_proxy_batch(64);
+  if (c->proxy_spin_us() == 0) c->set_proxy_spin_us(1000);
+  if (c->proxy_idle_sleep_us() == 0) c->set_proxy_idle_sleep_us(50);
+  if (c->max_write_mib() == 0) c->set_max_write_mib(1024);
 
   if (!providers().count(c->provider())) {
     return invalid_argument("provider: '" + c->provider() + "' is not one of " + join(providers()));
@@ -175,6 +209,12 @@ Status finalize_config(v1::DaemonConfig* c) {
     if (d.empty()) return invalid_argument("rail_domains: empty domain name");
   }
   if (c->rpc_timeout_ms() > 3600000) return invalid_argument("rpc_timeout_ms: at most 3600000 (one hour)");
+  if (c->max_ring_capacity() > (1u << 24) || (c->max_ring_capacity() & (c->max_ring_capacity() - 1)) != 0) {
+    return invalid_argument("max_ring_capacity: must be a power of two of at most 16777216");
+  }
+  if (c->max_signals() > (1u << 20) - 2) return invalid_argument("max_signals: at most 1048574 (20-bit signal ids)");
+  if (c->max_write_mib() > 4095) return invalid_argument("max_write_mib: at most 4095 (32-bit lengths)");
+  if (c->proxy_batch() > 4096) return invalid_argument("proxy_batch: at most 4096");
   return Status();
 }
 

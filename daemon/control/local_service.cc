@@ -119,9 +119,18 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
           reactor->Finish(grpc::Status(code, message));
           return;
         }
+        if (auto s = state_.data_plane().attach_rank(client_id, r.table(), m.rank); !s.ok()) {
+          state_.clients().abort_join(client_id, m.job_id);
+          state_.release({m}, "data plane setup failed: " + s.message());
+          reactor->Finish(to_grpc(s.with_context("job " + m.job_id)));
+          return;
+        }
         if (!state_.clients().complete_join(client_id, m.job_id, r.table())) {
+          state_.data_plane().detach_rank(client_id, m.job_id, m.rank);
           // The client left or died while waiting: give the rank back.
-          state_.release({m}, "client left during bootstrap");
+          Membership unformed = m;
+          unformed.formed = false;
+          state_.release({unformed}, "client left during bootstrap");
           reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client left during bootstrap"));
           return;
         }
@@ -147,6 +156,82 @@ grpc::ServerUnaryReactor* LocalService::Status(grpc::CallbackServerContext* cont
                                                v1::DaemonStatus* reply) {
   *reply = state_.status();
   return finish_now(context, grpc::Status::OK);
+}
+
+namespace {
+
+void finish_region(grpc::ServerUnaryReactor* reactor, v1::RegionReply* reply, Result<v1::RegionReply> result) {
+  if (!result.ok()) {
+    reactor->Finish(to_grpc(result.status()));
+    return;
+  }
+  *reply = std::move(result.value());
+  reactor->Finish(grpc::Status::OK);
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* LocalService::CreateWindow(grpc::CallbackServerContext* context,
+                                                     const v1::CreateWindowRequest* request, v1::RegionReply* reply) {
+  auto m = state_.clients().membership(request->client_id(), context->peer(), request->job_id());
+  if (!m.ok()) return finish_now(context, to_grpc(m.status()));
+  auto creds = state_.connections().lookup(context->peer());
+  auto* reactor = context->DefaultReactor();
+  state_.data_plane().create_window(request->client_id(), creds ? creds->pid : 0, request->job_id(), m->rank,
+                                    request->bytes(), [reactor, reply](Result<v1::RegionReply> r) {
+                                      finish_region(reactor, reply, std::move(r));
+                                    });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* LocalService::OpenSignals(grpc::CallbackServerContext* context,
+                                                    const v1::OpenSignalsRequest* request, v1::RegionReply* reply) {
+  auto m = state_.clients().membership(request->client_id(), context->peer(), request->job_id());
+  if (!m.ok()) return finish_now(context, to_grpc(m.status()));
+  auto creds = state_.connections().lookup(context->peer());
+  auto* reactor = context->DefaultReactor();
+  state_.data_plane().open_signals(request->client_id(), creds ? creds->pid : 0, request->job_id(), m->rank,
+                                   request->count(), [reactor, reply](Result<v1::RegionReply> r) {
+                                     finish_region(reactor, reply, std::move(r));
+                                   });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* LocalService::OpenRing(grpc::CallbackServerContext* context,
+                                                 const v1::OpenRingRequest* request, v1::RegionReply* reply) {
+  auto m = state_.clients().membership(request->client_id(), context->peer(), request->job_id());
+  if (!m.ok()) return finish_now(context, to_grpc(m.status()));
+  auto creds = state_.connections().lookup(context->peer());
+  auto r = state_.data_plane().open_ring(request->client_id(), creds ? creds->pid : 0, request->job_id(), m->rank,
+                                         request->capacity(), request->device_producers());
+  auto* reactor = context->DefaultReactor();
+  finish_region(reactor, reply, std::move(r));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* LocalService::Barrier(grpc::CallbackServerContext* context,
+                                                const v1::BarrierRequest* request, v1::BarrierReply*) {
+  auto m = state_.clients().membership(request->client_id(), context->peer(), request->job_id());
+  if (!m.ok()) return finish_now(context, to_grpc(m.status()));
+  const uint32_t timeout_ms = request->timeout_ms() ? std::min(request->timeout_ms(), state_.config().max_join_timeout_ms())
+                                                    : 60000;
+  v1::PeerBarrierRequest req;
+  req.set_job_id(request->job_id());
+  req.set_rank(m->rank);
+  req.set_timeout_ms(timeout_ms);
+  auto* reactor = context->DefaultReactor();
+  const std::string coordinator = m->coordinator;
+  state_.peers().barrier(coordinator, req,
+                         PeerClient::Clock::now() + std::chrono::milliseconds(timeout_ms) + kBarrierGrace,
+                         [reactor, coordinator](const grpc::Status& s, v1::PeerBarrierReply&) {
+                           if (s.ok() || s.error_code() != grpc::StatusCode::UNAVAILABLE) {
+                             reactor->Finish(s);
+                             return;
+                           }
+                           reactor->Finish(grpc::Status(s.error_code(), "barrier at coordinator " + coordinator +
+                                                                            ": " + s.error_message()));
+                         });
+  return reactor;
 }
 
 }  // namespace epx::daemon

@@ -19,6 +19,14 @@ class LocalService final : public v1::Local::CallbackService {
                                      v1::LeaveJobReply* reply) override;
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context, const v1::StatusRequest* request,
                                    v1::DaemonStatus* reply) override;
+  grpc::ServerUnaryReactor* CreateWindow(grpc::CallbackServerContext* context,
+                                         const v1::CreateWindowRequest* request, v1::RegionReply* reply) override;
+  grpc::ServerUnaryReactor* OpenSignals(grpc::CallbackServerContext* context, const v1::OpenSignalsRequest* request,
+                                        v1::RegionReply* reply) override;
+  grpc::ServerUnaryReactor* OpenRing(grpc::CallbackServerContext* context, const v1::OpenRingRequest* request,
+                                     v1::RegionReply* reply) override;
+  grpc::ServerUnaryReactor* Barrier(grpc::CallbackServerContext* context, const v1::BarrierRequest* request,
+                                    v1::BarrierReply* reply) override;
 
  private:
   DaemonState& state_;

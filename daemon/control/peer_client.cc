@@ -64,4 +64,18 @@ void PeerClient::ping(const std::string& address, Clock::time_point deadline, Do
       [](auto* async, auto* ctx, auto* rq, auto* rs, auto cb) { async->Ping(ctx, rq, rs, std::move(cb)); });
 }
 
+void PeerClient::publish(const std::string& address, const v1::RankPlane& req, Clock::time_point deadline,
+                         Done<v1::PublishReply> done) {
+  call<v1::RankPlane, v1::PublishReply>(
+      address, req, deadline, nullptr, std::move(done),
+      [](auto* async, auto* ctx, auto* rq, auto* rs, auto cb) { async->Publish(ctx, rq, rs, std::move(cb)); });
+}
+
+void PeerClient::barrier(const std::string& address, const v1::PeerBarrierRequest& req, Clock::time_point deadline,
+                         Done<v1::PeerBarrierReply> done) {
+  call<v1::PeerBarrierRequest, v1::PeerBarrierReply>(
+      address, req, deadline, nullptr, std::move(done),
+      [](auto* async, auto* ctx, auto* rq, auto* rs, auto cb) { async->Barrier(ctx, rq, rs, std::move(cb)); });
+}
+
 }  // namespace epx::daemon

@@ -30,6 +30,10 @@ class PeerClient {
   void notify(const std::string& address, const v1::JobEvent& req, Clock::time_point deadline,
               Done<v1::NotifyReply> done);
   void ping(const std::string& address, Clock::time_point deadline, Done<v1::PingReply> done);
+  void publish(const std::string& address, const v1::RankPlane& req, Clock::time_point deadline,
+               Done<v1::PublishReply> done);
+  void barrier(const std::string& address, const v1::PeerBarrierRequest& req, Clock::time_point deadline,
+               Done<v1::PeerBarrierReply> done);
 
  private:
   v1::Peer::Stub* stub(const std::string& address);

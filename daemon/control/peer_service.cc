@@ -97,4 +97,23 @@ grpc::ServerUnaryReactor* PeerService::Ping(grpc::CallbackServerContext* context
   return finish_now(context, grpc::Status::OK);
 }
 
+grpc::ServerUnaryReactor* PeerService::Publish(grpc::CallbackServerContext* context, const v1::RankPlane* request,
+                                               v1::PublishReply*) {
+  DaemonState* st = state();
+  if (st == nullptr) return finish_now(context, kStarting);
+  return finish_now(context, to_grpc(st->data_plane().apply_publish(*request)));
+}
+
+grpc::ServerUnaryReactor* PeerService::Barrier(grpc::CallbackServerContext* context,
+                                               const v1::PeerBarrierRequest* request, v1::PeerBarrierReply*) {
+  DaemonState* st = state();
+  if (st == nullptr) return finish_now(context, kStarting);
+  auto* reactor = context->DefaultReactor();
+  const uint32_t timeout_ms = std::min(request->timeout_ms(), st->config().max_join_timeout_ms());
+  st->coordinator().barrier(request->job_id(), request->rank(),
+                            Coordinator::Clock::now() + std::chrono::milliseconds(timeout_ms),
+                            [reactor](Status s) { reactor->Finish(to_grpc(s)); });
+  return reactor;
+}
+
 }  // namespace epx::daemon

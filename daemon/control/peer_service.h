@@ -24,6 +24,10 @@ class PeerService final : public v1::Peer::CallbackService {
                                    v1::NotifyReply* reply) override;
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context, const v1::PingRequest* request,
                                  v1::PingReply* reply) override;
+  grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* context, const v1::RankPlane* request,
+                                    v1::PublishReply* reply) override;
+  grpc::ServerUnaryReactor* Barrier(grpc::CallbackServerContext* context, const v1::PeerBarrierRequest* request,
+                                    v1::PeerBarrierReply* reply) override;
 
  private:
   DaemonState* state();  // null until attach()

@@ -36,6 +36,7 @@ SessionStream::SessionStream(DaemonState& state, grpc::CallbackServerContext* co
   welcome.mutable_welcome()->set_node(state_.config().node_name());
   welcome.mutable_welcome()->set_daemon_version(kVersion);
   welcome.mutable_welcome()->set_pid(creds_.pid);
+  welcome.mutable_welcome()->set_fd_socket(state_.fd_socket());
   push(welcome);
 }
 

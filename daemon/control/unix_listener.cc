@@ -11,6 +11,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "daemon/shm/fd_server.h"
+
 namespace epx::daemon {
 
 using boost::asio::local::stream_protocol;
@@ -22,30 +24,8 @@ UnixListener::~UnixListener() { close(); }
 
 Status UnixListener::listen(const std::string& path, const std::string& group, grpc::Server* server) {
   server_ = server;
-  boost::system::error_code ec;
-  {
-    // Someone answering on the path means another daemon owns it.
-    stream_protocol::socket probe(acceptor_.get_executor());
-    probe.connect(stream_protocol::endpoint(path), ec);
-    if (!ec) return failed_precondition("another epxd is already serving " + path);
-  }
-  ::unlink(path.c_str());
-  acceptor_.open(stream_protocol(), ec);
-  if (!ec) acceptor_.bind(stream_protocol::endpoint(path), ec);
-  if (ec) return unavailable("cannot bind control socket " + path + ": " + ec.message());
+  EPX_RETURN_IF_ERROR(bind_local_socket(acceptor_, path, group));
   path_ = path;
-  if (::chmod(path.c_str(), 0660) != 0) {
-    return permission_denied("chmod 0660 " + path + ": " + std::strerror(errno));
-  }
-  if (!group.empty()) {
-    struct group* g = ::getgrnam(group.c_str());
-    if (g == nullptr) return invalid_argument("socket_group: no group named '" + group + "'");
-    if (::chown(path.c_str(), static_cast<uid_t>(-1), g->gr_gid) != 0) {
-      return permission_denied("chown :" + group + " " + path + ": " + std::strerror(errno));
-    }
-  }
-  acceptor_.listen(boost::asio::socket_base::max_listen_connections, ec);
-  if (ec) return unavailable("listen on " + path + ": " + ec.message());
   accept_next();
   return Status();
 }

@@ -55,6 +55,7 @@ Status ClientTable::begin_join(uint64_t client_id, const std::string& connection
                               std::to_string(c.jobs.size()) + " jobs (max_jobs_per_client)");
   }
   c.jobs[membership.job_id] = membership;
+  c.jobs[membership.job_id].client_id = client_id;
   return Status();
 }
 
@@ -67,6 +68,20 @@ bool ClientTable::complete_join(uint64_t client_id, const std::string& job_id, c
   m->second.formed = true;
   m->second.table = table;
   return true;
+}
+
+Result<Membership> ClientTable::membership(uint64_t client_id, const std::string& connection,
+                                          const std::string& job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = clients_.find(client_id);
+  if (it == clients_.end() || it->second.connection != connection) {
+    return failed_precondition("client " + std::to_string(client_id) + " is not attached on this connection");
+  }
+  auto m = it->second.jobs.find(job_id);
+  if (m == it->second.jobs.end() || !m->second.formed) {
+    return failed_precondition("this client holds no formed rank of job " + job_id + " (join it first)");
+  }
+  return m->second;
 }
 
 void ClientTable::abort_join(uint64_t client_id, const std::string& job_id) {

@@ -27,6 +27,7 @@ struct Credentials {
 };
 
 struct Membership {
+  uint64_t client_id = 0;
   std::string job_id;
   uint32_t rank = 0;
   uint32_t local_rank = 0;
@@ -60,6 +61,8 @@ class ClientTable {
   // The barrier answered. Returns false when the client or the pending rank
   // is gone meanwhile: the caller must then release the rank.
   bool complete_join(uint64_t client_id, const std::string& job_id, const v1::RankTable& table);
+  // The client's formed rank in `job_id`.
+  Result<Membership> membership(uint64_t client_id, const std::string& connection, const std::string& job_id) const;
   void abort_join(uint64_t client_id, const std::string& job_id);
 
   Result<Membership> leave(uint64_t client_id, const std::string& connection, const std::string& job_id);

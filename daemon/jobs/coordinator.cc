@@ -106,6 +106,7 @@ Result<std::vector<Coordinator::Notice>> Coordinator::leave(const std::string& j
                                                             const std::string& reason) {
   std::vector<Notice> notices;
   Pending pending;
+  Answers barrier_answers;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = jobs_.find(job_id);
@@ -125,6 +126,13 @@ Result<std::vector<Coordinator::Notice>> Coordinator::leave(const std::string& j
       job.members.erase(m);
     } else {
       m->second.present = false;
+      job.barrier.erase(rank);
+      for (auto& [r, a] : job.barrier) {
+        barrier_answers.emplace_back(std::move(a.reply),
+                                     unavailable("job " + job_id + ": rank " + std::to_string(rank) + " on " +
+                                                 m->second.entry.node() + " left during the barrier: " + reason));
+      }
+      job.barrier.clear();
       std::set<std::string> daemons;
       for (const auto& [r, member] : job.members) {
         if (member.present) daemons.insert(member.entry.daemon_address());
@@ -143,15 +151,65 @@ Result<std::vector<Coordinator::Notice>> Coordinator::leave(const std::string& j
     if (!anyone) jobs_.erase(it);
   }
   run(pending);
+  for (auto& [r, s] : barrier_answers) r(s);
   return notices;
+}
+
+void Coordinator::check_barrier(Job& job, Answers& answers) {
+  if (job.barrier.empty()) return;
+  for (const auto& [rank, m] : job.members) {
+    if (m.present && !job.barrier.count(rank)) return;
+  }
+  for (auto& [rank, a] : job.barrier) answers.emplace_back(std::move(a.reply), Status());
+  job.barrier.clear();
+}
+
+void Coordinator::barrier(const std::string& job_id, uint32_t rank, Clock::time_point deadline,
+                          std::function<void(Status)> reply) {
+  Answers answers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end() || !it->second.formed) {
+      answers.emplace_back(std::move(reply), failed_precondition("job " + job_id + " is not formed here"));
+    } else {
+      Job& job = it->second;
+      auto m = job.members.find(rank);
+      if (m == job.members.end() || !m->second.present) {
+        answers.emplace_back(std::move(reply), failed_precondition("job " + job_id + ": rank " +
+                                                                   std::to_string(rank) + " is not a member"));
+      } else if (job.barrier.count(rank)) {
+        answers.emplace_back(std::move(reply), already_exists("job " + job_id + ": rank " + std::to_string(rank) +
+                                                              " is already at the barrier"));
+      } else {
+        job.barrier[rank] = Arrival{std::move(reply), deadline};
+        check_barrier(job, answers);
+      }
+    }
+  }
+  for (auto& [r, s] : answers) r(s);
 }
 
 void Coordinator::expire(Clock::time_point now) {
   Pending pending;
+  Answers answers;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = jobs_.begin(); it != jobs_.end();) {
       Job& job = it->second;
+      for (auto a = job.barrier.begin(); a != job.barrier.end();) {
+        if (a->second.deadline > now) {
+          ++a;
+          continue;
+        }
+        std::string absent;
+        for (const auto& [rank, m] : job.members) {
+          if (m.present && !job.barrier.count(rank)) absent += (absent.empty() ? "" : ",") + std::to_string(rank);
+        }
+        answers.emplace_back(std::move(a->second.reply),
+                             deadline_exceeded("job " + it->first + ": barrier timed out; ranks not arrived: " + absent));
+        a = job.barrier.erase(a);
+      }
       if (!job.formed) {
         const std::string missing = missing_ranks(job);
         for (auto m = job.members.begin(); m != job.members.end();) {
@@ -171,14 +229,19 @@ void Coordinator::expire(Clock::time_point now) {
     }
   }
   run(pending);
+  for (auto& [r, s] : answers) r(s);
 }
 
 std::vector<Coordinator::Notice> Coordinator::shutdown(const std::string& reason) {
   std::vector<Notice> notices;
   Pending pending;
+  Answers answers;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [job_id, job] : jobs_) {
+      for (auto& [rank, a] : job.barrier) {
+        answers.emplace_back(std::move(a.reply), unavailable("coordinator shutting down: " + reason));
+      }
       std::set<std::string> daemons;
       for (auto& [rank, m] : job.members) {
         if (m.reply) pending.emplace_back(std::move(m.reply), unavailable("coordinator shutting down: " + reason));
@@ -194,6 +257,7 @@ std::vector<Coordinator::Notice> Coordinator::shutdown(const std::string& reason
     jobs_.clear();
   }
   run(pending);
+  for (auto& [r, s] : answers) r(s);
   return notices;
 }
 

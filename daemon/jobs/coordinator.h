@@ -54,7 +54,14 @@ class Coordinator {
   // other members' daemons. A job whose ranks all left is removed.
   Result<std::vector<Notice>> leave(const std::string& job_id, uint32_t rank, const std::string& reason);
 
-  // Fails registrations whose deadline is at or before `now`.
+  // Rank `rank` arrived at the job's barrier; `reply` runs once every
+  // present rank arrived (OK), when a rank leaves meanwhile (UNAVAILABLE
+  // naming it), or at `deadline` (DEADLINE_EXCEEDED naming the ranks that did
+  // not arrive).
+  void barrier(const std::string& job_id, uint32_t rank, Clock::time_point deadline,
+               std::function<void(Status)> reply);
+
+  // Fails registrations and barriers whose deadline is at or before `now`.
   void expire(Clock::time_point now);
 
   // Daemon shutdown: fails waiting registrations and returns CoordinatorGone
@@ -72,11 +79,19 @@ class Coordinator {
     Clock::time_point deadline;
     uint64_t ticket = 0;
   };
+  struct Arrival {
+    std::function<void(Status)> reply;
+    Clock::time_point deadline;
+  };
   struct Job {
     uint32_t world_size = 0;
     bool formed = false;
     std::map<uint32_t, Member> members;
+    std::map<uint32_t, Arrival> barrier;  // ranks waiting at the current barrier
   };
+  using Answers = std::vector<std::pair<std::function<void(Status)>, Status>>;
+  // Completes the barrier if every present rank arrived.
+  static void check_barrier(Job& job, Answers& answers);
   using Pending = std::vector<std::pair<Reply, Result<v1::RankTable>>>;
 
   static std::string missing_ranks(const Job& job);

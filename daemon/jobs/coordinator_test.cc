@@ -148,3 +148,31 @@ TEST_CASE("shutdown fails waiters and tells member daemons of formed jobs") {
   for (const auto& n : notices) CHECK(n.event.has_coordinator_gone());
   CHECK(c.job_count() == 0);
 }
+
+TEST_CASE("a barrier completes when every present rank arrived, and names the missing at the deadline") {
+  Coordinator c("coord:1");
+  Answer a[3];
+  for (uint32_t r = 0; r < 3; ++r) c.register_rank("j", 3, entry(r, "a"), kLater, a[r].reply());
+  std::optional<Status> b[3];
+  const auto t0 = Clock::now();
+  c.barrier("j", 0, t0 + std::chrono::seconds(1), [&](Status s) { b[0] = s; });
+  c.barrier("j", 1, t0 + std::chrono::seconds(5), [&](Status s) { b[1] = s; });
+  CHECK_FALSE(b[0].has_value());
+  c.expire(t0 + std::chrono::seconds(2));
+  REQUIRE(b[0].has_value());
+  CHECK(b[0]->code() == StatusCode::kDeadlineExceeded);
+  CHECK(b[0]->message().find("not arrived: 0,2") == std::string::npos);  // 0 had arrived
+  CHECK(b[0]->message().find("2") != std::string::npos);
+  c.barrier("j", 0, kLater, [&](Status s) { b[0] = s; });
+  c.barrier("j", 2, kLater, [&](Status s) { b[2] = s; });
+  CHECK(b[0]->ok());
+  CHECK(b[1]->ok());
+  CHECK(b[2]->ok());
+  // A second round; a rank leaving fails the waiters naming it.
+  std::optional<Status> w;
+  c.barrier("j", 0, kLater, [&](Status s) { w = s; });
+  REQUIRE(c.leave("j", 2, "crashed").ok());
+  REQUIRE(w.has_value());
+  CHECK(w->code() == StatusCode::kUnavailable);
+  CHECK(w->message().find("rank 2") != std::string::npos);
+}

@@ -226,8 +226,13 @@ struct RingHeader {
   uint64_t error;
   uint64_t error_count;
   uint8_t reserved3[48];
+  // Line 4: fences (kFlush) the consumer completed: every write posted
+  // before the n-th fence had completed at its destination when this
+  // reached n. Producers wait on it to reuse source buffers.
+  uint64_t fences_done;
+  uint8_t reserved4[56];
   // Rest of the page: reserved for later versions, zero in v1.
-  uint8_t reserved4[kRingHeaderBytes - 4 * 64];
+  uint8_t reserved5[kRingHeaderBytes - 5 * 64];
 };
 
 static_assert(sizeof(RingSlot) == kRingSlotBytes, "RingSlot is 32 bytes");
@@ -250,6 +255,7 @@ static_assert(offsetof(RingHeader, claim) == 64, "claim has its own cache line")
 static_assert(offsetof(RingHeader, head) == 128, "head has its own cache line");
 static_assert(offsetof(RingHeader, error) == 192, "error has its own cache line");
 static_assert(offsetof(RingHeader, error_count) == 200, "RingHeader layout");
+static_assert(offsetof(RingHeader, fences_done) == 256, "fences_done has its own cache line");
 
 // ---------------------------------------------------------------------------
 // Field encodings.
@@ -506,6 +512,17 @@ EPX_RING_HOST_DEVICE inline void ring_publish_head(RingHeader* header, uint64_t 
   // ring_slot_free(); the consumer's reads of those slots happen before any
   // producer reuses them.
   ring_store_release(&header->head, head);
+}
+
+// Consumer: records an error for the descriptor at `position`: counts it, and
+// makes it THE error word if none was set yet. Returns true if it was first.
+EPX_RING_HOST_DEVICE inline bool ring_report_error(RingHeader* header, RingError code, uint64_t position) {
+  // relaxed: a statistic; the release below orders it before the error word.
+  ring_fetch_add(&header->error_count, 1);
+  uint64_t expected = 0;
+  // release: pairs with the acquire loads of the error word by producers; a
+  // reader that sees the word also sees error_count >= 1.
+  return ring_compare_exchange_release(&header->error, &expected, pack_error(code, position));
 }
 
 // ---------------------------------------------------------------------------

@@ -21,12 +21,13 @@ namespace {
 constexpr uint32_t kCapacity = 64;
 constexpr int kProducers = 8;
 #if defined(__SANITIZE_THREAD__)
-constexpr uint64_t kPerProducer = 10000;  // TSAN is ~10x slower; still >1000 laps of the ring
+constexpr uint64_t kPerProducer = 20000;  // TSAN is slower; still 2500 laps of the ring
 #else
-constexpr uint64_t kPerProducer = 25000;
+constexpr uint64_t kPerProducer = 50000;
 #endif
-// Give up (and fail) if the consumer sees no progress for this long.
-constexpr auto kStallLimit = std::chrono::seconds(30);
+// Give up (and fail) if the consumer sees no progress for this long; the
+// producers then stop too, so a broken protocol fails instead of hanging.
+constexpr auto kStallLimit = std::chrono::seconds(20);
 
 struct Region {
   explicit Region(uint32_t capacity) : size(ring_bytes(capacity)) {
@@ -62,7 +63,7 @@ struct ConsumerResult {
 
 // Drains `expected` descriptors, checking each; batch sizes vary from 1 to
 // 2 * capacity so head is published at many different granularities.
-ConsumerResult consume(void* mem, uint64_t expected) {
+ConsumerResult consume(void* mem, uint64_t expected, std::atomic<bool>* stop) {
   ConsumerResult r;
   r.next.assign(kProducers, 0);
   RingConsumer consumer(mem);
@@ -91,6 +92,7 @@ ConsumerResult consume(void* mem, uint64_t expected) {
       batch = batch % (2 * kCapacity) + 1;
     } else if (std::chrono::steady_clock::now() - last_progress > kStallLimit) {
       r.stalled = true;
+      stop->store(true);
       break;
     } else {
       std::this_thread::yield();  // 2 cores, 9 threads: let producers run
@@ -121,6 +123,7 @@ TEST_CASE("host producers (compare-exchange claims) and one consumer: nothing lo
   const uint64_t expected = kProducers * kPerProducer;
 
   std::atomic<uint64_t> post_timeouts{0};
+  std::atomic<bool> stop{false};
   std::vector<std::thread> producers;
   for (int id = 0; id < kProducers; ++id) {
     producers.emplace_back([&, id] {
@@ -129,22 +132,30 @@ TEST_CASE("host producers (compare-exchange claims) and one consumer: nothing lo
         const RingSlot d = descriptor(static_cast<uint16_t>(id), seq);
         if (id % 2 == 0) {
           // Even producers: the non-blocking call in a retry loop.
-          while (!producer.try_post(d)) std::this_thread::yield();
+          while (!producer.try_post(d)) {
+            if (stop.load()) return;
+            std::this_thread::yield();
+          }
         } else {
           // Odd producers: the blocking call with a timeout.
-          while (!producer.post(d, std::chrono::seconds(5))) post_timeouts.fetch_add(1);
+          while (!producer.post(d, std::chrono::seconds(1))) {
+            post_timeouts.fetch_add(1);
+            if (stop.load()) return;
+          }
         }
       }
     });
   }
   ConsumerResult result;
-  std::thread consumer([&] { result = consume(region.mem, expected); });
+  std::thread consumer([&] { result = consume(region.mem, expected, &stop); });
   for (auto& t : producers) t.join();
   consumer.join();
 
   check_result(result, region.mem, expected);
   CHECK(ring_header(region.mem)->claim == expected);
-  CHECK(post_timeouts.load() == 0);
+  // A 1 s timeout can expire on an overloaded machine; that is not an error
+  // (the producer retries), but it is worth seeing.
+  if (post_timeouts.load() != 0) MESSAGE("post() timed out " << post_timeouts.load() << " times");
 }
 
 TEST_CASE("device-style producers (fetch_add claims, then wait for space) and one consumer") {
@@ -159,6 +170,7 @@ TEST_CASE("device-style producers (fetch_add claims, then wait for space) and on
   RingSlot* slots = ring_slots(header);
   alignas(64) static uint64_t device_claim;
   device_claim = 0;
+  std::atomic<bool> stop{false};
 
   std::vector<std::thread> producers;
   for (int id = 0; id < kProducers; ++id) {
@@ -171,6 +183,8 @@ TEST_CASE("device-style producers (fetch_add claims, then wait for space) and on
           if (spins < 64) {
             ring_pause();
           } else {
+            // A real kernel has no way out; the test stops once the consumer has given up.
+            if (stop.load()) return;
             std::this_thread::yield();
           }
         }
@@ -179,7 +193,7 @@ TEST_CASE("device-style producers (fetch_add claims, then wait for space) and on
     });
   }
   ConsumerResult result;
-  std::thread consumer([&] { result = consume(region.mem, expected); });
+  std::thread consumer([&] { result = consume(region.mem, expected, &stop); });
   for (auto& t : producers) t.join();
   consumer.join();
 

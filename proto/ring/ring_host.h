@@ -39,6 +39,23 @@ enum class RingCheck {
   kSizeMismatch,      // size != ring_bytes(capacity)
 };
 
+// Human-readable name of an error code (daemon logs, SDK errors).
+inline const char* ring_error_message(RingError e) {
+  switch (e) {
+    case RingError::kNone: return "no error";
+    case RingError::kBadOp: return "unknown op";
+    case RingError::kUnsupportedOp: return "unsupported op";
+    case RingError::kBadFlags: return "bad flags";
+    case RingError::kBadFields: return "fields the op does not use are set, or increment is 0";
+    case RingError::kBadRank: return "bad destination rank";
+    case RingError::kBadWindow: return "unknown window";
+    case RingError::kOutOfBounds: return "out of window bounds";
+    case RingError::kBadSignal: return "bad signal";
+    case RingError::kTransport: return "fabric error";
+  }
+  return "unknown error code";
+}
+
 inline const char* ring_check_message(RingCheck check) {
   switch (check) {
     case RingCheck::kOk: return "ok";

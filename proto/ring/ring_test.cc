@@ -41,7 +41,7 @@ struct Region {
 RingSlot descriptor_for(uint64_t i) {
   return make_write_signal(static_cast<uint16_t>(i * 7), pack_address(static_cast<uint16_t>(i), i * 3),
                            pack_address(static_cast<uint16_t>(i + 1), i * 5), static_cast<uint32_t>(i * 11),
-                           encode_signal(static_cast<uint32_t>(i) & kMaxSignalIndex, 1 + i % kMaxSignalIncrement));
+                           encode_signal(static_cast<uint32_t>(i) & kMaxSignalIndex, static_cast<uint32_t>(1 + i % kMaxSignalIncrement)));
 }
 
 bool same_fields(const RingSlot& a, const RingSlot& b) {
@@ -257,7 +257,7 @@ TEST_CASE("ring_check_slot enforces the op table") {
   d = make_write(3, 1, 2, 64);
   d.flags = 1;
   CHECK(ring_check_slot(d) == RingError::kBadFlags);
-  for (uint8_t op : {0, 6, 255}) {
+  for (uint8_t op : {uint8_t{0}, uint8_t{6}, uint8_t{255}}) {
     d = make_write(3, 1, 2, 64);
     d.op = op;
     CHECK(ring_check_slot(d) == RingError::kBadOp);

@@ -22,7 +22,10 @@
 
 #include "epx/event.h"
 #include "epx/rank_table.h"
+#include "epx/ring.h"
+#include "epx/signals.h"
 #include "epx/status.h"
+#include "epx/window.h"
 
 namespace epx {
 
@@ -101,6 +104,17 @@ class Job {
 
   // Releases the rank; peers get a kRankLost event. Idempotent.
   Status leave();
+
+  // Data plane. Windows and signals are published to every other rank's
+  // daemon before these return; call barrier() after creating them so no
+  // rank writes to a window its owner has not created yet.
+  Result<Window> create_window(uint64_t bytes);
+  Result<Signals> open_signals(uint32_t count);
+  // capacity: slots, a power of two.
+  Result<std::unique_ptr<Ring>> open_ring(uint32_t capacity);
+  // Waits until every present rank of the job called barrier(). Errors name
+  // the ranks that did not arrive (DEADLINE_EXCEEDED) or left (UNAVAILABLE).
+  Status barrier(std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
  private:
   friend class Client;

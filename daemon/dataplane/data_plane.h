@@ -1,0 +1,93 @@
+// DataPlane: the daemon's byte-moving half. Owns the proxies (one per rail),
+// the node's signal id space, the shared regions handed to clients, and one
+// JobPlane per job with local ranks. gRPC handlers call it; it hands every
+// libfabric operation to the proxy that owns the rail.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "daemon/control/peer_client.h"
+#include "daemon/dataplane/job_plane.h"
+#include "daemon/dataplane/signal_space.h"
+#include "daemon/proxy/proxy.h"
+#include "daemon/shm/region_table.h"
+#include "epx/v1/config.pb.h"
+#include "epx/v1/local.pb.h"
+#include "epx/v1/status.pb.h"
+
+namespace epx::daemon {
+
+class DataPlane {
+ public:
+  DataPlane(const v1::DaemonConfig& config, const std::vector<std::unique_ptr<Rail>>& rails, PeerClient& peers,
+            std::string self_address);
+  ~DataPlane();  // stops the proxies
+
+  Status start();
+
+  // A local rank's job formed: create the job's plane (and fabric addresses
+  // of every rank's daemon) if this is its first local rank.
+  Status attach_rank(uint64_t client_id, const v1::RankTable& table, uint32_t rank);
+  // The rank left or its client died: stop its rings (after their in-flight
+  // writes completed), deregister its windows, free its signals.
+  void detach_rank(uint64_t client_id, const std::string& job_id, uint32_t rank);
+
+  using Done = std::function<void(Result<v1::RegionReply>)>;
+  // Each creates a region for `pid` and answers through `done` (after the
+  // peers acknowledged, for windows and signals).
+  void create_window(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank, uint64_t bytes,
+                     Done done);
+  void open_signals(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank, uint32_t count,
+                    Done done);
+  Result<v1::RegionReply> open_ring(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank,
+                                    uint32_t capacity, bool device_producers);
+
+  // Another daemon published one of its ranks.
+  Status apply_publish(const v1::RankPlane& plane);
+  void rank_lost(const std::string& job_id, uint32_t rank);
+
+  const RegionTable& regions() const { return regions_; }
+  std::vector<v1::RingStatus> ring_status(uint64_t client_id) const;
+  std::pair<uint32_t, uint64_t> window_usage(uint64_t client_id) const;  // (windows, bytes)
+  std::vector<v1::ProxyStatus> proxy_status() const;
+
+ private:
+  struct OwnedRing {
+    uint64_t client_id;
+    std::string job_id;
+    uint32_t rank;
+    size_t proxy;
+    std::shared_ptr<RingBinding> ring;
+    uint64_t token;  // fd-socket token of the ring's region
+  };
+
+  std::shared_ptr<JobPlane> plane(const std::string& job_id) const;
+  // Registers `region` on every rail (on each proxy thread).
+  Result<LocalRegion> register_region(std::shared_ptr<SharedRegion> region, uint64_t client_id);
+  void close_registrations(std::vector<LocalRegion>& regions);
+  // Sends `rank`'s current windows/signals to every other daemon of the job.
+  void publish(const std::shared_ptr<JobPlane>& plane, uint32_t rank, std::function<void(Status)> done);
+
+  const v1::DaemonConfig& config_;
+  const std::vector<std::unique_ptr<Rail>>& rails_;
+  PeerClient& peers_;
+  const std::string self_address_;
+  SignalSpace signals_;
+  RegionTable regions_;
+  std::vector<std::unique_ptr<Proxy>> proxies_;
+  // Per rail: fabric address bytes -> fi_addr (touched only on that proxy).
+  std::vector<std::map<std::string, fi_addr_t>> av_cache_;
+
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<JobPlane>> jobs_;
+  std::vector<OwnedRing> rings_;
+  uint64_t next_ring_id_ = 1;
+  uint64_t next_key_ = 1;
+};
+
+}  // namespace epx::daemon

@@ -1,0 +1,175 @@
+#include "daemon/dataplane/job_plane.h"
+
+namespace epx::daemon {
+
+JobPlane::JobPlane(const v1::RankTable& table, std::vector<std::vector<fi_addr_t>> addrs, uint32_t local_rails)
+    : job_id_(table.job_id()),
+      world_(table.world_size()),
+      table_(table),
+      addrs_(std::move(addrs)),
+      local_rails_(local_rails),
+      ranks_(table.world_size()) {
+  std::lock_guard<std::mutex> lock(mu_);
+  rebuild_locked();
+}
+
+void JobPlane::add_local_rank(uint32_t rank) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (rank < world_) {
+    ranks_[rank].local = true;
+    ranks_[rank].present = true;
+  }
+  rebuild_locked();
+}
+
+uint32_t JobPlane::add_window(uint32_t rank, LocalRegion window) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ranks_[rank].windows.push_back(std::move(window));
+  rebuild_locked();
+  return static_cast<uint32_t>(ranks_[rank].windows.size());
+}
+
+void JobPlane::set_signals(uint32_t rank, LocalRegion signals, uint32_t base, uint32_t count) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ranks_[rank].signals = std::move(signals);
+  ranks_[rank].signal_base = base;
+  ranks_[rank].signal_count = count;
+  rebuild_locked();
+}
+
+JobPlane::Released JobPlane::remove_local_rank(uint32_t rank) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Released out;
+  if (rank >= world_ || !ranks_[rank].local) return out;
+  RankState& r = ranks_[rank];
+  for (auto& w : r.windows) out.regions.push_back(std::move(w));
+  if (r.signals.region) out.regions.push_back(std::move(r.signals));
+  out.signal_base = r.signal_base;
+  out.signal_count = r.signal_count;
+  r = RankState();
+  r.present = false;
+  rebuild_locked();
+  return out;
+}
+
+bool JobPlane::has_local_ranks() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& r : ranks_) {
+    if (r.local) return true;
+  }
+  return false;
+}
+
+v1::RankPlane JobPlane::describe(uint32_t rank) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  v1::RankPlane p;
+  p.set_job_id(job_id_);
+  p.set_rank(rank);
+  const RankState& r = ranks_[rank];
+  for (size_t i = 0; i < r.windows.size(); ++i) {
+    auto* w = p.add_windows();
+    w->set_id(static_cast<uint32_t>(i + 1));
+    w->set_bytes(r.windows[i].region->size());
+    for (const auto& k : r.windows[i].keys) {
+      auto* rk = w->add_rails();
+      rk->set_key(k.key);
+      rk->set_base(k.base);
+    }
+  }
+  p.set_signal_base(r.signal_base);
+  p.set_signal_count(r.signal_count);
+  for (const auto& k : r.signals.keys) {
+    auto* rk = p.add_signal_target();
+    rk->set_key(k.key);
+    // The scratch word follows the signal words.
+    rk->set_base(k.base + uint64_t{r.signal_count} * sizeof(uint64_t));
+  }
+  return p;
+}
+
+Status JobPlane::apply(const v1::RankPlane& plane) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (plane.rank() >= world_) {
+    return invalid_argument("job " + job_id_ + ": published rank " + std::to_string(plane.rank()) + " out of range");
+  }
+  RankState& r = ranks_[plane.rank()];
+  if (!r.local) r.published = plane;
+  rebuild_locked();
+  return Status();
+}
+
+void JobPlane::mark_lost(uint32_t rank) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (rank < world_ && !ranks_[rank].local) ranks_[rank].present = false;
+  rebuild_locked();
+}
+
+std::pair<uint32_t, uint64_t> JobPlane::window_usage(uint64_t client_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint32_t count = 0;
+  uint64_t total = 0;
+  for (const auto& r : ranks_) {
+    for (const auto& w : r.windows) {
+      if (w.client_id != client_id) continue;
+      ++count;
+      total += w.region->size();
+    }
+  }
+  return {count, total};
+}
+
+void JobPlane::rebuild_locked() {
+  auto v = std::make_shared<JobView>();
+  v->job_id = job_id_;
+  v->world = world_;
+  v->ranks.resize(world_);
+  for (uint32_t i = 0; i < world_; ++i) {
+    const RankState& r = ranks_[i];
+    RankView& rv = v->ranks[i];
+    rv.present = r.present;
+    rv.node = table_.ranks(i).node();
+    rv.addrs = addrs_[i];
+    rv.remote_rails = static_cast<uint32_t>(table_.ranks(i).rails_size());
+    auto to_remote = [](const v1::WindowKeys& w) {
+      RemoteWindow out;
+      out.size = w.bytes();
+      for (const auto& k : w.rails()) out.rails.push_back({k.key(), k.base()});
+      return out;
+    };
+    if (r.local) {
+      // Our own rank: the published form comes from our registrations.
+      v1::RankPlane self;
+      rv.windows.resize(r.windows.size() + 1);
+      rv.local_windows.resize(r.windows.size() + 1);
+      for (size_t w = 0; w < r.windows.size(); ++w) {
+        const LocalRegion& lr = r.windows[w];
+        rv.windows[w + 1].size = lr.region->size();
+        rv.windows[w + 1].rails = lr.keys;
+        LocalWindow lw;
+        lw.data = static_cast<uint8_t*>(lr.region->data());
+        lw.size = lr.region->size();
+        for (const auto& mr : lr.mrs) lw.descs.push_back(mr ? fi_mr_desc(mr.get()) : nullptr);
+        rv.local_windows[w + 1] = std::move(lw);
+      }
+      rv.signal_base = r.signal_base;
+      rv.signal_count = r.signal_count;
+      for (const auto& k : r.signals.keys) {
+        rv.signal_target.rails.push_back({k.key, k.base + uint64_t{r.signal_count} * sizeof(uint64_t)});
+      }
+      rv.signal_target.size = r.signal_count ? sizeof(uint64_t) : 0;
+    } else {
+      const v1::RankPlane& p = r.published;
+      uint32_t max_id = 0;
+      for (const auto& w : p.windows()) max_id = std::max(max_id, w.id());
+      rv.windows.resize(max_id + 1);
+      for (const auto& w : p.windows()) rv.windows[w.id()] = to_remote(w);
+      rv.signal_base = p.signal_base();
+      rv.signal_count = p.signal_count();
+      for (const auto& k : p.signal_target()) rv.signal_target.rails.push_back({k.key(), k.base()});
+      rv.signal_target.size = p.signal_count() ? sizeof(uint64_t) : 0;
+    }
+  }
+  std::atomic_store(&view_, std::shared_ptr<const JobView>(std::move(v)));
+}
+
+}  // namespace epx::daemon

@@ -1,0 +1,84 @@
+// JobPlane: this daemon's data-plane state of one job: the local ranks'
+// windows and signal arrays, what the other daemons published about their
+// ranks, and the fabric address of every rank's daemon on every rail.
+// Mutations take a lock and publish a fresh JobView; proxies read the view.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "daemon/dataplane/job_view.h"
+#include "daemon/fabric/fi_handles.h"
+#include "daemon/shm/shared_region.h"
+#include "epx/status.h"
+#include "epx/v1/peer.pb.h"
+#include "epx/v1/rank_table.pb.h"
+
+namespace epx::daemon {
+
+// A local window or signal array with its registration on every rail.
+struct LocalRegion {
+  std::shared_ptr<SharedRegion> region;
+  std::vector<MrPtr> mrs;  // by rail; closed on the rail's proxy thread
+  std::vector<RemoteRail> keys;
+  uint64_t token = 0;      // fd-socket token while the client may fetch it
+  uint64_t client_id = 0;
+};
+
+class JobPlane {
+ public:
+  // `addrs[rank]` is the rank's daemon's fi_addr on each local rail.
+  JobPlane(const v1::RankTable& table, std::vector<std::vector<fi_addr_t>> addrs, uint32_t local_rails);
+
+  const std::string& job_id() const { return job_id_; }
+  uint32_t world() const { return world_; }
+  const v1::RankTable& table() const { return table_; }
+  std::shared_ptr<const JobView> view() const { return std::atomic_load(&view_); }
+
+  void add_local_rank(uint32_t rank);
+  // Adds a window; returns its id (1, 2, ... per rank).
+  uint32_t add_window(uint32_t rank, LocalRegion window);
+  void set_signals(uint32_t rank, LocalRegion signals, uint32_t base, uint32_t count);
+  // Removes a local rank; returns its regions so the caller can close their
+  // registrations on the proxies and free the signal range.
+  struct Released {
+    std::vector<LocalRegion> regions;
+    uint32_t signal_base = 0, signal_count = 0;
+  };
+  Released remove_local_rank(uint32_t rank);
+  bool has_local_ranks() const;
+
+  // What other daemons need to write to `rank` (a local rank).
+  v1::RankPlane describe(uint32_t rank) const;
+  // A remote (or local) rank's published windows and signals.
+  Status apply(const v1::RankPlane& plane);
+  void mark_lost(uint32_t rank);
+
+  // (windows, bytes) the client holds in this job.
+  std::pair<uint32_t, uint64_t> window_usage(uint64_t client_id) const;
+
+ private:
+  struct RankState {
+    bool present = true;
+    bool local = false;
+    std::vector<LocalRegion> windows;  // local: index = id - 1
+    LocalRegion signals;
+    uint32_t signal_base = 0, signal_count = 0;
+    v1::RankPlane published;           // remote: last Publish
+  };
+  void rebuild_locked();
+
+  const std::string job_id_;
+  const uint32_t world_;
+  const v1::RankTable table_;
+  const std::vector<std::vector<fi_addr_t>> addrs_;
+  const uint32_t local_rails_;
+  mutable std::mutex mu_;
+  std::vector<RankState> ranks_;
+  std::shared_ptr<const JobView> view_;
+};
+
+}  // namespace epx::daemon

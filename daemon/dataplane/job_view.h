@@ -1,0 +1,50 @@
+// JobView: an immutable snapshot of what a proxy needs to check and route a
+// job's descriptors: every rank's fabric addresses, windows and signal range.
+// Rebuilt by JobPlane on every change (rare: a window, a rank lost) and read
+// by proxies without locks.
+#pragma once
+
+#include <rdma/fabric.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace epx::daemon {
+
+struct RemoteRail {
+  uint64_t key = 0;
+  uint64_t base = 0;  // remote address of offset 0 (0 unless FI_MR_VIRT_ADDR)
+};
+
+struct RemoteWindow {
+  uint64_t size = 0;               // 0: no such window
+  std::vector<RemoteRail> rails;   // by the owner's rail index
+};
+
+struct LocalWindow {
+  uint8_t* data = nullptr;
+  uint64_t size = 0;
+  std::vector<void*> descs;        // fi_mr_desc per local rail
+};
+
+struct RankView {
+  bool present = false;            // joined and not lost
+  std::string node;
+  std::vector<fi_addr_t> addrs;    // per local rail: the rank's daemon endpoint
+  uint32_t remote_rails = 0;       // rails of the rank's daemon
+  std::vector<RemoteWindow> windows;  // index = window id; [0] unused
+  uint32_t signal_base = 0;        // node signal id of the rank's word 0
+  uint32_t signal_count = 0;
+  RemoteWindow signal_target;      // the array's scratch word, target of signal-only writes
+  std::vector<LocalWindow> local_windows;  // only for ranks on this daemon
+};
+
+struct JobView {
+  std::string job_id;
+  uint32_t world = 0;
+  std::vector<RankView> ranks;
+};
+
+}  // namespace epx::daemon

@@ -1,0 +1,51 @@
+// SignalSpace: the node-wide numbering of signal words. Each (job, local
+// rank) signal array gets a contiguous range of ids; a remote write names its
+// target word by id in its 32-bit immediate (ring signal index bits), so the
+// receiving proxy finds the word with one table load.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "epx/status.h"
+
+namespace epx::daemon {
+
+class SignalSpace {
+ public:
+  static constexpr uint32_t kIds = 1u << 20;  // the immediate's index field
+
+  SignalSpace();
+  ~SignalSpace();
+
+  // Reserves `count` consecutive ids for `words`; returns the first id.
+  Result<uint32_t> allocate(uint64_t* words, uint32_t count);
+  // Frees a range. The caller guarantees no proxy is applying to it (it runs
+  // after the proxies quiesced the job).
+  void release(uint32_t base, uint32_t count);
+
+  // Proxy threads: adds `increment` to word `id`. False for an id that is
+  // not allocated (a peer's stale or bad immediate).
+  bool apply(uint32_t id, uint64_t increment) const {
+    if (id >= kIds) return false;
+    // acquire: pairs with allocate()'s release store of the pointer.
+    uint64_t* word = table_[id].load(std::memory_order_acquire);
+    if (word == nullptr) return false;
+    // release: the receiving kernel or SDK loads the word with acquire; the
+    // data write this signal counts completed before its CQ entry was read.
+    __atomic_fetch_add(word, increment, __ATOMIC_RELEASE);
+    return true;
+  }
+
+  uint32_t used() const;
+
+ private:
+  // 8 MiB of virtual memory; only pages of allocated ranges become resident.
+  std::atomic<uint64_t*>* table_;
+  mutable std::mutex mu_;
+  std::vector<std::pair<uint32_t, uint32_t>> free_;  // (base, count), sorted by base
+};
+
+}  // namespace epx::daemon

@@ -1,0 +1,454 @@
+#include "daemon/proxy/proxy.h"
+
+#include <pthread.h>
+#include <rdma/fi_cm.h>
+#include <rdma/fi_domain.h>
+#include <rdma/fi_rma.h>
+#include <sched.h>
+
+#include <chrono>
+#include <future>
+
+#include <spdlog/spdlog.h>
+
+#include "daemon/dataplane/job_plane.h"
+#include "proto/ring/ring_host.h"
+
+namespace epx::daemon {
+namespace {
+
+using ring::RingError;
+using ring::RingOp;
+using ring::RingSlot;
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kMaxContexts = 4096;
+constexpr int kCqBatch = 32;
+
+}  // namespace
+
+Result<MrPtr> register_memory(Rail& rail, void* data, size_t length, uint64_t requested_key) {
+  fid_mr* mr = nullptr;
+  int ret = fi_mr_reg(rail.domain(), data, length, FI_WRITE | FI_REMOTE_WRITE | FI_READ | FI_REMOTE_READ, 0,
+                      requested_key, 0, &mr, nullptr);
+  if (ret != 0) {
+    return fi_status(ret, "fi_mr_reg of " + std::to_string(length) + " bytes on rail " + std::to_string(rail.index()));
+  }
+  return MrPtr(mr);
+}
+
+Proxy::Proxy(Rail& rail, const SignalSpace& signals, ProxyOptions options)
+    : rail_(rail), signals_(signals), options_(options), virt_addr_((rail.mr_mode() & FI_MR_VIRT_ADDR) != 0) {}
+
+Proxy::~Proxy() {
+  stop_.store(true, std::memory_order_release);
+  if (thread_.joinable()) thread_.join();
+}
+
+Status Proxy::start() {
+  const size_t tx = rail_.info().tx_attr->size ? rail_.info().tx_attr->size : 256;
+  contexts_.resize(std::min(tx, kMaxContexts));
+  for (auto& c : contexts_) free_contexts_.push_back(&c);
+  auto mr = register_memory(rail_, &scratch_, sizeof(scratch_), 0xE0000000ull + rail_.index());
+  if (!mr.ok()) return mr.status().with_context("proxy scratch word");
+  scratch_mr_ = std::move(mr.value());
+  scratch_desc_ = fi_mr_desc(scratch_mr_.get());
+  thread_ = std::thread([this] { run(); });
+  return Status();
+}
+
+Status Proxy::execute(std::function<void()> task, std::chrono::milliseconds timeout) {
+  auto done = std::make_shared<std::promise<void>>();
+  auto future = done->get_future();
+  {
+    std::lock_guard<std::mutex> lock(task_mu_);
+    tasks_.push_back([task = std::move(task), done] {
+      task();
+      done->set_value();
+    });
+  }
+  has_tasks_.store(true, std::memory_order_release);
+  if (future.wait_for(timeout) != std::future_status::ready) {
+    return deadline_exceeded("proxy of rail " + std::to_string(rail_.index()) + " did not run a task within " +
+                             std::to_string(timeout.count()) + " ms");
+  }
+  return Status();
+}
+
+Status Proxy::add_ring(std::shared_ptr<RingBinding> ring) {
+  return execute([this, ring] {
+    rings_.push_back(ring);
+    ring_count_.store(rings_.size(), std::memory_order_relaxed);
+  });
+}
+
+Status Proxy::remove_ring(const std::shared_ptr<RingBinding>& ring, std::chrono::milliseconds timeout) {
+  EPX_RETURN_IF_ERROR(execute([ring] {
+    ring->closing = true;
+    ring->pending.reset();
+  }));
+  const auto end = Clock::now() + timeout;
+  Status drained;
+  for (;;) {
+    bool idle = false;
+    EPX_RETURN_IF_ERROR(execute([&] { idle = ring->inflight == 0; }));
+    if (idle) break;
+    if (Clock::now() >= end) {
+      drained = deadline_exceeded("ring " + std::to_string(ring->id) + " still had writes in flight after " +
+                                  std::to_string(timeout.count()) + " ms");
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EPX_RETURN_IF_ERROR(execute([this, ring] {
+    rings_.erase(std::remove(rings_.begin(), rings_.end(), ring), rings_.end());
+    ring_count_.store(rings_.size(), std::memory_order_relaxed);
+    // Completions still to come for a timed-out ring must not touch it.
+    for (auto& c : contexts_) {
+      if (c.ring == ring.get()) c.ring = nullptr;
+    }
+  }));
+  return drained;
+}
+
+ProxyStats Proxy::stats() const {
+  ProxyStats s;
+  s.descriptors = stat_descriptors_.load(std::memory_order_relaxed);
+  s.fabric_ops = stat_ops_.load(std::memory_order_relaxed);
+  s.signals_applied = stat_signals_.load(std::memory_order_relaxed);
+  s.bad_immediates = stat_bad_imm_.load(std::memory_order_relaxed);
+  s.busy_ns = stat_busy_ns_.load(std::memory_order_relaxed);
+  return s;
+}
+
+void Proxy::run() {
+  const std::string name = "epx-proxy-" + std::to_string(rail_.index());
+  pthread_setname_np(pthread_self(), name.c_str());
+  if (options_.core >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(options_.core, &set);
+    if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0) {
+      spdlog::warn("{}: cannot pin to core {}", name, options_.core);
+    }
+  }
+  auto last_work = Clock::now();
+  while (!stop_.load(std::memory_order_acquire)) {
+    const auto pass_start = Clock::now();
+    bool worked = run_tasks();
+    const size_t n = rings_.size();
+    for (size_t i = 0; i < n; ++i) {
+      // Start each pass at a different ring so no tenant always goes first.
+      worked |= serve(*rings_[(next_ring_ + i) % n]);
+    }
+    if (n) next_ring_ = (next_ring_ + 1) % n;
+    worked |= poll_cq();
+    const auto now = Clock::now();
+    if (worked) {
+      last_work = now;
+      stat_busy_ns_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(now - pass_start).count(),
+                              std::memory_order_relaxed);
+    } else if (options_.idle_sleep_us > 0 && now - last_work > std::chrono::microseconds(options_.spin_us)) {
+      std::this_thread::sleep_for(std::chrono::microseconds(options_.idle_sleep_us));
+    }
+  }
+}
+
+bool Proxy::run_tasks() {
+  // acquire: pairs with execute()'s release store.
+  if (!has_tasks_.load(std::memory_order_acquire)) return false;
+  std::deque<std::function<void()>> tasks;
+  {
+    std::lock_guard<std::mutex> lock(task_mu_);
+    tasks.swap(tasks_);
+    has_tasks_.store(false, std::memory_order_relaxed);
+  }
+  for (auto& t : tasks) t();
+  return true;
+}
+
+void Proxy::reject(RingBinding& ring, const RingSlot& d, RingError code, const std::string& why) {
+  ring.rejected.fetch_add(1, std::memory_order_relaxed);
+  ring::ring_report_error(ring.header, code, ring.position);
+  std::lock_guard<std::mutex> lock(ring.error_mu);
+  if (ring.first_error.empty()) {
+    ring.first_error = std::string(ring::ring_error_message(code)) + " at ring position " + std::to_string(ring.position) +
+                       " (op " + std::to_string(d.op) + ", dst rank " + std::to_string(d.dst_rank) + "): " + why;
+    spdlog::warn("client {} ring {} rank {}: {}", ring.client_id, ring.id, ring.rank, ring.first_error);
+  }
+}
+
+bool Proxy::resolve(RingBinding& ring, const JobView& view, const RingSlot& d, PendingWrite* out) {
+  if (d.dst_rank >= view.world) {
+    reject(ring, d, RingError::kBadRank, "job " + view.job_id + " has " + std::to_string(view.world) + " ranks");
+    return false;
+  }
+  const RankView& dst = view.ranks[d.dst_rank];
+  if (!dst.present) {
+    reject(ring, d, RingError::kBadRank, "rank " + std::to_string(d.dst_rank) + " is not present (left or lost)");
+    return false;
+  }
+  const uint16_t sw = ring::address_window(d.src), dw = ring::address_window(d.dst);
+  const uint64_t so = ring::address_offset(d.src), doff = ring::address_offset(d.dst);
+  const auto& mine = view.ranks[ring.rank].local_windows;
+  if (sw == 0 || sw >= mine.size() || mine[sw].size == 0) {
+    reject(ring, d, RingError::kBadWindow, "source window " + std::to_string(sw) + " is not one of rank " +
+                                               std::to_string(ring.rank) + "'s windows");
+    return false;
+  }
+  if (dw == 0 || dw >= dst.windows.size() || dst.windows[dw].size == 0) {
+    reject(ring, d, RingError::kBadWindow, "rank " + std::to_string(d.dst_rank) + " has no window " +
+                                               std::to_string(dw) + " (created and published?)");
+    return false;
+  }
+  if (d.length > options_.max_write_bytes || d.length > rail_.max_msg_size()) {
+    reject(ring, d, RingError::kOutOfBounds, "length " + std::to_string(d.length) + " exceeds the write limit");
+    return false;
+  }
+  if (so > mine[sw].size || d.length > mine[sw].size - so) {
+    reject(ring, d, RingError::kOutOfBounds, "source [" + std::to_string(so) + ", +" + std::to_string(d.length) +
+                                                 ") beyond window " + std::to_string(sw) + " of " +
+                                                 std::to_string(mine[sw].size) + " bytes");
+    return false;
+  }
+  const RemoteWindow& rw = dst.windows[dw];
+  if (doff > rw.size || d.length > rw.size - doff) {
+    reject(ring, d, RingError::kOutOfBounds, "destination [" + std::to_string(doff) + ", +" +
+                                                 std::to_string(d.length) + ") beyond rank " +
+                                                 std::to_string(d.dst_rank) + "'s window " + std::to_string(dw) +
+                                                 " of " + std::to_string(rw.size) + " bytes");
+    return false;
+  }
+  uint32_t imm = 0;
+  if (static_cast<RingOp>(d.op) == RingOp::kWriteSignal) {
+    const uint32_t index = ring::signal_index(d.signal);
+    if (index >= dst.signal_count) {
+      reject(ring, d, RingError::kBadSignal, "signal " + std::to_string(index) + " beyond rank " +
+                                                 std::to_string(d.dst_rank) + "'s " +
+                                                 std::to_string(dst.signal_count) + " signals");
+      return false;
+    }
+    imm = ring::encode_signal(dst.signal_base + index, ring::signal_increment(d.signal));
+  }
+  const uint32_t rrail = dst.remote_rails ? rail_.index() % dst.remote_rails : 0;
+  if (rrail >= rw.rails.size() || rail_.index() >= dst.addrs.size()) {
+    reject(ring, d, RingError::kBadWindow, "window " + std::to_string(dw) + " has no key for rail " +
+                                               std::to_string(rrail));
+    return false;
+  }
+  out->dst_rank = d.dst_rank;
+  out->src = mine[sw].data + so;
+  out->length = d.length;
+  out->desc = mine[sw].descs[rail_.index()];
+  out->remote_addr = rw.rails[rrail].base + doff;
+  out->key = rw.rails[rrail].key;
+  out->addr = dst.addrs[rail_.index()];
+  out->imm = imm;
+  out->descriptors = 1;
+  out->src_window = sw;
+  out->dst_window = dw;
+  out->src_end = so + d.length;
+  out->dst_end = doff + d.length;
+  return true;
+}
+
+bool Proxy::post(RingBinding& ring, bool more) {
+  if (free_contexts_.empty()) return false;
+  PendingWrite& w = *ring.pending;
+  OpContext* c = free_contexts_.back();
+  c->ring = &ring;
+  c->descriptors = w.descriptors;
+  iovec iov{const_cast<uint8_t*>(w.src), w.length};
+  void* desc = w.desc;
+  fi_rma_iov rma{w.remote_addr, w.length, w.key};
+  fi_msg_rma msg = {};
+  msg.msg_iov = &iov;
+  msg.desc = &desc;
+  msg.iov_count = 1;
+  msg.addr = w.addr;
+  msg.rma_iov = &rma;
+  msg.rma_iov_count = 1;
+  msg.context = &c->ctx;
+  msg.data = w.imm;
+  uint64_t flags = FI_COMPLETION | flags_extra_ | (w.imm ? FI_REMOTE_CQ_DATA : 0) | (more ? FI_MORE : 0);
+  ssize_t ret = fi_writemsg(rail_.ep(), &msg, flags);
+  if (ret == -FI_EAGAIN) return false;
+  if (ret != 0) {
+    RingSlot d = {};
+    d.dst_rank = w.dst_rank;
+    reject(ring, d, RingError::kTransport, std::string("fi_writemsg: ") + fi_strerror(static_cast<int>(-ret)));
+    // The descriptors it carried are done (failed): count them so flushes end.
+    ring.completed.fetch_add(w.descriptors, std::memory_order_relaxed);
+    ring.pending.reset();
+    return true;
+  }
+  free_contexts_.pop_back();
+  ++ring.inflight;
+  ring.fabric_ops.fetch_add(1, std::memory_order_relaxed);
+  stat_ops_.fetch_add(1, std::memory_order_relaxed);
+  ring.pending.reset();
+  return true;
+}
+
+void Proxy::complete_fence(RingBinding& ring, const RingSlot& d, const JobView& view) {
+  if (static_cast<RingOp>(d.op) == RingOp::kFlush) {
+    ring.completed.fetch_add(1, std::memory_order_relaxed);
+    // release: pairs with the producer's acquire load of fences_done: every
+    // write before the flush has completed at its destination.
+    ring::ring_store_release(&ring.header->fences_done, ring.header->fences_done + 1);
+    return;
+  }
+  // kSignal: an 8-byte write of the proxy's scratch word into the
+  // destination's signal scratch word, carrying the immediate. Posted only
+  // now, after every earlier write of the ring completed, so the receiver
+  // counts it after their data is in place.
+  if (d.dst_rank >= view.world || !view.ranks[d.dst_rank].present) {
+    reject(ring, d, RingError::kBadRank, "rank " + std::to_string(d.dst_rank) + " is not present");
+    return;
+  }
+  const RankView& dst = view.ranks[d.dst_rank];
+  const uint32_t index = ring::signal_index(d.signal);
+  const uint32_t rrail = dst.remote_rails ? rail_.index() % dst.remote_rails : 0;
+  if (index >= dst.signal_count || rrail >= dst.signal_target.rails.size()) {
+    reject(ring, d, RingError::kBadSignal, "signal " + std::to_string(index) + " beyond rank " +
+                                               std::to_string(d.dst_rank) + "'s " + std::to_string(dst.signal_count) +
+                                               " signals");
+    return;
+  }
+  PendingWrite w;
+  w.dst_rank = d.dst_rank;
+  w.src = reinterpret_cast<const uint8_t*>(&scratch_);
+  w.length = sizeof(scratch_);
+  w.desc = scratch_desc_;
+  w.remote_addr = dst.signal_target.rails[rrail].base;
+  w.key = dst.signal_target.rails[rrail].key;
+  w.addr = dst.addrs[rail_.index()];
+  w.imm = ring::encode_signal(dst.signal_base + index, ring::signal_increment(d.signal));
+  w.descriptors = 1;
+  ring.pending = w;
+}
+
+bool Proxy::serve(RingBinding& ring) {
+  if (ring.closing) return false;
+  bool worked = false;
+  if (ring.pending) {
+    if (!post(ring, false)) return false;  // provider still busy: keep the order
+    worked = true;
+  }
+  std::shared_ptr<const JobView> view_ptr = ring.plane->view();
+  const JobView& view = *view_ptr;
+  for (uint32_t n = 0; n < options_.batch; ++n) {
+    RingSlot d;
+    if (!ring::ring_read_slot(ring.slots, ring.capacity, ring.position, &d)) break;
+    const RingOp op = static_cast<RingOp>(d.op);
+    const RingError shape = ring::ring_check_slot(d);
+    if (shape != RingError::kNone) {
+      reject(ring, d, shape, "descriptor fails the ring ABI checks");
+      ++ring.position;
+      worked = true;
+      continue;
+    }
+    if (op == RingOp::kFlush || op == RingOp::kSignal) {
+      // A fence: everything earlier must have completed first.
+      if (ring.pending) {
+        if (!post(ring, false)) break;
+      }
+      if (ring.inflight > 0) break;  // revisit this slot once completions came
+      complete_fence(ring, d, view);
+      ++ring.position;
+      ring.consumed.fetch_add(1, std::memory_order_relaxed);
+      stat_descriptors_.fetch_add(1, std::memory_order_relaxed);
+      worked = true;
+      if (ring.pending && !post(ring, false)) break;
+      continue;
+    }
+    PendingWrite w;
+    if (!resolve(ring, view, d, &w)) {
+      ++ring.position;
+      worked = true;
+      continue;
+    }
+    // Coalesce with the previous write when both sides continue it and the
+    // previous one carries no signal (a signal must follow all its data).
+    PendingWrite* p = ring.pending ? &*ring.pending : nullptr;
+    if (p && p->imm == 0 && p->dst_rank == w.dst_rank && p->src_window == w.src_window &&
+        p->dst_window == w.dst_window && p->src_end + w.length == w.src_end && p->dst_end + w.length == w.dst_end &&
+        p->length + w.length <= options_.max_write_bytes) {
+      p->length += w.length;
+      p->src_end = w.src_end;
+      p->dst_end = w.dst_end;
+      p->imm = w.imm;
+      ++p->descriptors;
+    } else {
+      // Not adjacent: the previous write goes out first. If the provider is
+      // full, leave this slot unread and come back next pass.
+      if (p && !post(ring, true)) break;
+      ring.pending = w;
+    }
+    ++ring.position;
+    ring.consumed.fetch_add(1, std::memory_order_relaxed);
+    stat_descriptors_.fetch_add(1, std::memory_order_relaxed);
+    worked = true;
+  }
+  if (ring.pending) post(ring, false);
+  if (ring.position != ring.published_head) {
+    ring::ring_publish_head(ring.header, ring.position);
+    ring.published_head = ring.position;
+  }
+  return worked;
+}
+
+bool Proxy::poll_cq() {
+  fi_cq_data_entry entries[kCqBatch];
+  ssize_t n = fi_cq_read(rail_.cq(), entries, kCqBatch);
+  if (n == -FI_EAGAIN) return false;
+  if (n == -FI_EAVAIL) {
+    fi_cq_err_entry err = {};
+    if (fi_cq_readerr(rail_.cq(), &err, 0) > 0) {
+      char buf[256];
+      const char* text = fi_cq_strerror(rail_.cq(), err.prov_errno, err.err_data, buf, sizeof(buf));
+      auto* c = static_cast<OpContext*>(err.op_context);
+      if (c != nullptr) {
+        if (c->ring) {
+          RingSlot d = {};
+          reject(*c->ring, d, RingError::kTransport, std::string("write failed: ") + fi_strerror(err.err) + ": " +
+                                                       (text ? text : ""));
+          --c->ring->inflight;
+          c->ring->completed.fetch_add(c->descriptors, std::memory_order_relaxed);
+        }
+        c->ring = nullptr;
+        free_contexts_.push_back(c);
+      } else {
+        spdlog::warn("rail {}: completion error without context: {}", rail_.index(), text ? text : "?");
+      }
+    }
+    return true;
+  }
+  if (n < 0) {
+    spdlog::error("rail {}: fi_cq_read: {}", rail_.index(), fi_strerror(static_cast<int>(-n)));
+    return false;
+  }
+  for (ssize_t i = 0; i < n; ++i) {
+    const fi_cq_data_entry& e = entries[i];
+    if (e.flags & FI_REMOTE_CQ_DATA) {
+      const uint32_t imm = static_cast<uint32_t>(e.data);
+      if (signals_.apply(ring::signal_index(imm), ring::signal_increment(imm))) {
+        stat_signals_.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        stat_bad_imm_.fetch_add(1, std::memory_order_relaxed);
+      }
+      continue;
+    }
+    auto* c = static_cast<OpContext*>(e.op_context);
+    if (c == nullptr) continue;
+    if (c->ring) {
+      --c->ring->inflight;
+      c->ring->completed.fetch_add(c->descriptors, std::memory_order_relaxed);
+    }
+    c->ring = nullptr;
+    free_contexts_.push_back(c);
+  }
+  return n > 0;
+}
+
+}  // namespace epx::daemon

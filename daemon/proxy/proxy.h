@@ -1,0 +1,110 @@
+// Proxy: the thread that owns one rail. It serves the rings assigned to it
+// (every job's), turns their descriptors into fabric writes, reaps
+// completions, and applies the signals that remote writes carry. Everything
+// that touches the rail's libfabric objects runs on this thread: other
+// threads hand it work with execute().
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "daemon/dataplane/signal_space.h"
+#include "daemon/fabric/rail.h"
+#include "daemon/proxy/ring_binding.h"
+#include "epx/status.h"
+
+namespace epx::daemon {
+
+struct ProxyOptions {
+  int core = -1;                 // pin to this CPU; -1: no pinning
+  uint32_t batch = 64;           // descriptors per ring per pass (round-robin fairness)
+  uint32_t spin_us = 1000;       // busy-poll this long after the last work before backing off
+  uint32_t idle_sleep_us = 50;   // then sleep this long between polls; 0: always spin
+  uint64_t max_write_bytes = 1ull << 30;
+};
+
+struct ProxyStats {
+  uint64_t descriptors = 0;      // consumed from rings
+  uint64_t fabric_ops = 0;       // writes posted (after coalescing)
+  uint64_t signals_applied = 0;  // remote writes' immediates applied here
+  uint64_t bad_immediates = 0;   // immediates naming no signal (stale or forged)
+  uint64_t busy_ns = 0;          // time in passes that did work
+};
+
+class Proxy {
+ public:
+  Proxy(Rail& rail, const SignalSpace& signals, ProxyOptions options);
+  ~Proxy();  // stops the thread
+
+  Status start();
+
+  // Runs `task` on the proxy thread between passes and waits for it, at most
+  // `timeout`. The task may use the rail's fids.
+  Status execute(std::function<void()> task, std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+  // Starts serving a ring (takes effect on the proxy thread).
+  Status add_ring(std::shared_ptr<RingBinding> ring);
+  // Stops posting from the ring and waits until its in-flight writes have
+  // completed (or `timeout`); then the proxy forgets it.
+  Status remove_ring(const std::shared_ptr<RingBinding>& ring, std::chrono::milliseconds timeout);
+
+  Rail& rail() { return rail_; }
+  ProxyStats stats() const;
+  size_t ring_count() const { return ring_count_.load(std::memory_order_relaxed); }
+
+ private:
+  struct OpContext {
+    fi_context2 ctx;  // first member: libfabric hands back &ctx as op_context
+    RingBinding* ring = nullptr;
+    uint32_t descriptors = 0;
+  };
+
+  void run();
+  bool run_tasks();
+  bool serve(RingBinding& ring);
+  bool poll_cq();
+  // Posts ring.pending; false when the provider said EAGAIN (retry later).
+  bool post(RingBinding& ring, bool more);
+  void reject(RingBinding& ring, const ring::RingSlot& d, ring::RingError code, const std::string& why);
+  // Checks a write descriptor against the job view and turns it into a
+  // PendingWrite; false (and rejected) when it is bad.
+  bool resolve(RingBinding& ring, const JobView& view, const ring::RingSlot& d, PendingWrite* out);
+  void complete_fence(RingBinding& ring, const ring::RingSlot& d, const JobView& view);
+
+  Rail& rail_;
+  const SignalSpace& signals_;
+  const ProxyOptions options_;
+  const bool virt_addr_;
+  uint64_t flags_extra_ = 0;  // FI_DELIVERY_COMPLETE where the provider takes it
+
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::mutex task_mu_;
+  std::deque<std::function<void()>> tasks_;
+  std::atomic<bool> has_tasks_{false};  // release in execute() pairs with acquire in run_tasks()
+
+  // Proxy thread only.
+  std::vector<std::shared_ptr<RingBinding>> rings_;
+  size_t next_ring_ = 0;
+  std::vector<OpContext> contexts_;
+  std::vector<OpContext*> free_contexts_;
+  // Source of signal-only writes: one registered word.
+  alignas(64) uint64_t scratch_ = 0;
+  MrPtr scratch_mr_;
+  void* scratch_desc_ = nullptr;
+
+  std::atomic<size_t> ring_count_{0};
+  std::atomic<uint64_t> stat_descriptors_{0}, stat_ops_{0}, stat_signals_{0}, stat_bad_imm_{0}, stat_busy_ns_{0};
+};
+
+// Registers `length` bytes at `data` on `rail` for local use and remote
+// writes. `requested_key` is used when the provider does not choose keys.
+Result<MrPtr> register_memory(Rail& rail, void* data, size_t length, uint64_t requested_key);
+
+}  // namespace epx::daemon

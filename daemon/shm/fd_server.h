@@ -1,0 +1,35 @@
+// FdServer: the daemon's side of the fd socket (client/internal/fd_protocol.h).
+// Runs on the daemon's io_context; a client that connects and stays silent is
+// dropped after a second, so it cannot stall other clients.
+#pragma once
+
+#include <boost/asio.hpp>
+#include <string>
+
+#include "daemon/shm/region_table.h"
+#include "epx/status.h"
+
+namespace epx::daemon {
+
+class FdServer {
+ public:
+  FdServer(boost::asio::io_context& io, const RegionTable& regions);
+  ~FdServer();
+  Status listen(const std::string& path, const std::string& group);
+  void close();
+
+ private:
+  void accept_next();
+
+  boost::asio::io_context& io_;
+  boost::asio::local::stream_protocol::acceptor acceptor_;
+  const RegionTable& regions_;
+  std::string path_;
+};
+
+// Binds a unix stream socket at `path` with mode 0660 and group `group`.
+// Shared by the control socket and the fd socket.
+Status bind_local_socket(boost::asio::local::stream_protocol::acceptor& acceptor, const std::string& path,
+                         const std::string& group);
+
+}  // namespace epx::daemon

@@ -1,0 +1,74 @@
+// Baseline figures for EPX's data-plane benchmark: plain libfabric RMA writes
+// between two endpoints opened in this process on one provider, with none of
+// EPX's layers (rings, proxies, signals). EPX's bench runs these in the same
+// process and prints every EPX figure beside its baseline, so a slow figure
+// can be told apart from a slow fabric.
+//
+// Each call opens its own pair of rails (side A on the calling thread, side B
+// on a thread of its own, because FI_THREAD_DOMAIN gives every domain one
+// owning thread), measures, and closes them. Every wait has a stall timeout:
+// a provider that stops completing work gives DEADLINE_EXCEEDED naming what
+// was awaited, never a hang.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "epx/status.h"
+
+namespace epx::bench {
+
+struct BaselineOptions {
+  std::string provider;              // "tcp" | "shm" | "efa" | "verbs"
+  std::vector<std::string> domains;  // e.g. {"lo"} for tcp; empty: the provider's first domain
+  // Untimed operations before each size's measurement (connection set-up,
+  // page faults, provider caches), at most 16 MiB of data per size.
+  int warmup = 100;
+  std::chrono::milliseconds min_time{300};  // timed part of each size
+  // A wait that sees no completion for this long fails with DEADLINE_EXCEEDED.
+  std::chrono::milliseconds stall_timeout{10000};
+  // Pin the two sides' threads to two different CPUs during each run (when
+  // at least two are allowed); see pair_runner.h.
+  bool pin_threads = true;
+};
+
+struct LatencyPoint {
+  size_t bytes;
+  double one_way_us;  // half of the ping-pong round trip, median
+  double p99_us;      // half of the round trip, 99th percentile
+};
+
+struct BandwidthPoint {
+  size_t bytes;
+  double gbytes_per_s;  // 1e9 bytes per second
+};
+
+struct RatePoint {
+  size_t bytes;
+  double mops_per_s;  // 1e6 writes per second
+};
+
+// Ping-pong: A fi_writedata()s `bytes` into B's buffer; B sees the remote CQ
+// data completion and writes the same size back; A's round trip / 2 is the
+// one-way latency. Writes of 0 bytes are refused (see provider_probe.h).
+Result<std::vector<LatencyPoint>> baseline_latency(const BaselineOptions& options,
+                                                   const std::vector<size_t>& sizes);
+
+// Streaming: A keeps up to `window` fi_writedata()s of each size in flight
+// into the same destination buffer for min_time; every write carries CQ data
+// so B counts each arrival, as EPX's receivers do. The clock runs from A's
+// first timed post to B's completion of A's last write.
+Result<std::vector<BandwidthPoint>> baseline_bandwidth(const BaselineOptions& options,
+                                                       const std::vector<size_t>& sizes, size_t window);
+
+// The streaming loop with small writes (64 B by default), in writes per second.
+Result<RatePoint> baseline_message_rate(const BaselineOptions& options, size_t bytes, size_t window);
+
+// Sizes the CLI and EPX's bench use: powers of two, 8 B .. 1 MiB for latency,
+// 4 KiB .. 16 MiB for bandwidth.
+std::vector<size_t> default_latency_sizes();
+std::vector<size_t> default_bandwidth_sizes();
+
+}  // namespace epx::bench

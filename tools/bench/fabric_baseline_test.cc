@@ -1,0 +1,151 @@
+// Runs every baseline measurement for real on shm and on tcp over lo, with a
+// tiny min_time: the figures must be positive and finite, and latency must
+// grow from 8 B to 1 MiB. Also: bad arguments are refused, and a side that
+// waits for something that never comes fails within its stall timeout.
+#include "tools/bench/fabric_baseline.h"
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "tools/bench/pair_runner.h"
+#include "tools/bench/provider_probe.h"
+
+using namespace epx;
+using namespace epx::bench;
+using namespace std::chrono_literals;
+
+namespace {
+
+BaselineOptions options_for(const std::string& provider) {
+  BaselineOptions options;
+  options.provider = provider;
+  if (provider == "tcp") options.domains = {"lo"};
+  options.warmup = 10;
+  options.min_time = 20ms;
+  return options;
+}
+
+bool positive(double v) { return std::isfinite(v) && v > 0; }
+
+void check_all_measurements(const std::string& provider) {
+  const BaselineOptions options = options_for(provider);
+  CAPTURE(provider);
+
+  auto latency = baseline_latency(options, {8, size_t{1} << 20});
+  REQUIRE_MESSAGE(latency.ok(), latency.status().to_string());
+  REQUIRE(latency->size() == 2);
+  for (const LatencyPoint& p : *latency) {
+    CAPTURE(p.bytes);
+    CHECK(positive(p.one_way_us));
+    CHECK(positive(p.p99_us));
+    CHECK(p.p99_us >= p.one_way_us);
+  }
+  CHECK((*latency)[0].bytes == 8);
+  CHECK((*latency)[1].one_way_us > (*latency)[0].one_way_us);
+  MESSAGE(provider << " one-way latency: 8 B " << (*latency)[0].one_way_us << " us, 1 MiB "
+                   << (*latency)[1].one_way_us << " us");
+
+  auto bandwidth = baseline_bandwidth(options, {4096, size_t{1} << 20}, 16);
+  REQUIRE_MESSAGE(bandwidth.ok(), bandwidth.status().to_string());
+  REQUIRE(bandwidth->size() == 2);
+  for (const BandwidthPoint& p : *bandwidth) {
+    CAPTURE(p.bytes);
+    CHECK(positive(p.gbytes_per_s));
+  }
+
+  auto rate = baseline_message_rate(options, 64, 16);
+  REQUIRE_MESSAGE(rate.ok(), rate.status().to_string());
+  CHECK(rate->bytes == 64);
+  CHECK(positive(rate->mops_per_s));
+}
+
+}  // namespace
+
+TEST_CASE("shm: latency, bandwidth and message rate are measured") { check_all_measurements("shm"); }
+
+TEST_CASE("tcp over lo: latency, bandwidth and message rate are measured") { check_all_measurements("tcp"); }
+
+TEST_CASE("the provider probe reports what shm and tcp accept") {
+  for (const char* provider : {"shm", "tcp"}) {
+    auto report = probe_provider(options_for(provider));
+    REQUIRE_MESSAGE(report.ok(), report.status().to_string());
+    CHECK(!report->provider.empty());
+    CHECK(report->cq_data_size >= 4);
+    // What the provider accepts is a finding, not a requirement: report it.
+    MESSAGE(report->provider << ": FI_DELIVERY_COMPLETE " << report->delivery_complete.detail
+                             << "; 0-byte fi_writedata " << report->zero_byte_writedata.detail);
+  }
+}
+
+TEST_CASE("bad arguments are refused with the reason") {
+  const BaselineOptions options = options_for("shm");
+  auto zero = baseline_latency(options, {8, 0});
+  REQUIRE(!zero.ok());
+  CHECK(zero.status().code() == StatusCode::kInvalidArgument);
+
+  auto none = baseline_bandwidth(options, {}, 4);
+  REQUIRE(!none.ok());
+  CHECK(none.status().code() == StatusCode::kInvalidArgument);
+
+  auto no_window = baseline_message_rate(options, 64, 0);
+  REQUIRE(!no_window.ok());
+  CHECK(no_window.status().code() == StatusCode::kInvalidArgument);
+
+  // Deeper than any provider's transmit queue.
+  auto deep = baseline_message_rate(options, 64, size_t{1} << 30);
+  REQUIRE(!deep.ok());
+  CHECK(deep.status().code() == StatusCode::kInvalidArgument);
+  CHECK(deep.status().message().find("transmit queue depth") != std::string::npos);
+
+  BaselineOptions missing = options;
+  missing.provider = "no-such-provider";
+  auto absent = baseline_latency(missing, {8});
+  REQUIRE(!absent.ok());
+  CHECK(absent.status().code() == StatusCode::kFailedPrecondition);
+  CHECK(absent.status().message().find("no-such-provider") != std::string::npos);
+}
+
+TEST_CASE("a wait for something that never comes ends with DEADLINE_EXCEEDED") {
+  auto pair = open_pair("shm", {}, 4096, 4);
+  REQUIRE_MESSAGE(pair.ok(), pair.status().to_string());
+  PairControl control;
+  const auto start = std::chrono::steady_clock::now();
+  // B drives progress (shm, like rxm, needs the target to progress before
+  // the first write to it is accepted) but never answers.
+  Status status = run_pair(
+      *pair, control, 200ms,
+      [&](Channel& a) -> Status {
+        EPX_RETURN_IF_ERROR(a.write(8, 1));
+        return a.wait([&] { return a.remote_completions() > 0; }, [] { return std::string("a reply that never comes"); });
+      },
+      [&](Channel& b) -> Status {
+        while (!control.failed.load() && !control.stop.load()) EPX_RETURN_IF_ERROR(b.poll());
+        return Status();
+      },
+      /*pin_threads=*/false);
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  CAPTURE(status.to_string());
+  CHECK(status.code() == StatusCode::kDeadlineExceeded);
+  CHECK(status.message().find("a reply that never comes") != std::string::npos);
+  CHECK(status.message().find("side A") != std::string::npos);
+  CHECK(elapsed < 5s);
+}
+
+TEST_CASE("a side that fails stops the other, and its error is the one returned") {
+  auto pair = open_pair("shm", {}, 4096, 4);
+  REQUIRE_MESSAGE(pair.ok(), pair.status().to_string());
+  PairControl control;
+  Status status = run_pair(
+      *pair, control, 10s,
+      [&](Channel& a) -> Status {
+        return a.wait([] { return false; }, [] { return std::string("side B, which failed"); });
+      },
+      [&](Channel&) -> Status { return internal_error("side B broke on purpose"); }, /*pin_threads=*/false);
+  CAPTURE(status.to_string());
+  CHECK(status.code() == StatusCode::kInternal);
+  // B's error first, then what A was doing when it gave up.
+  CHECK(status.message().rfind("side B broke on purpose [", 0) == 0);
+  CHECK(status.message().find("side B, which failed") != std::string::npos);
+}
