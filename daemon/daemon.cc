@@ -12,6 +12,8 @@ namespace {
 // How often barrier deadlines are checked: the error for a missing rank comes
 // at most this much after the timeout the client asked for.
 constexpr std::chrono::milliseconds kExpiryTick(100);
+// Peers are pinged every kPeerCheckTicks ticks (500 ms).
+constexpr uint64_t kPeerCheckTicks = 5;
 
 bool is_wildcard(const std::string& host) { return host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]"; }
 
@@ -90,6 +92,7 @@ void Daemon::schedule_expiry() {
   expiry_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (ec) return;
     state_->coordinator().expire(Coordinator::Clock::now());
+    if (++ticks_ % kPeerCheckTicks == 0) state_->check_peers();
     schedule_expiry();
   });
 }

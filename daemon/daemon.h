@@ -35,6 +35,7 @@ class Daemon {
   boost::asio::io_context io_;
   boost::asio::signal_set signals_;
   boost::asio::steady_timer expiry_timer_;
+  uint64_t ticks_ = 0;
   PeerService peer_service_;
   std::unique_ptr<grpc::Server> peer_server_;
   std::unique_ptr<DaemonState> state_;

@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,6 +55,11 @@ class DaemonState {
   // all answered or failed.
   void release(const std::vector<Membership>& held, const std::string& reason, std::function<void()> done = {});
 
+  // Liveness: pings every daemon that holds ranks of our jobs; one silent
+  // for longer than peer_timeout_ms has its ranks reported lost to our
+  // clients (RankLost naming it). Called periodically by the Daemon.
+  void check_peers();
+
   // Graceful shutdown: tells clients and peers; waits at most rpc_timeout
   // for the peers to acknowledge.
   void begin_shutdown(const std::string& reason);
@@ -72,6 +79,12 @@ class DaemonState {
   // Declared last: destroyed first, while rails and peers still exist.
   std::unique_ptr<DataPlane> data_plane_;
   std::atomic<bool> shutting_down_{false};
+  struct PeerHealth {
+    std::chrono::steady_clock::time_point last_ok;
+    bool declared_lost = false;
+  };
+  std::mutex health_mu_;
+  std::map<std::string, PeerHealth> health_;  // by daemon address
 };
 
 }  // namespace epx::daemon

@@ -175,6 +175,7 @@ Status finalize_config(v1::DaemonConfig* c) {
   if (c->log_level().empty()) c->set_log_level("info");
   if (c->rpc_timeout_ms() == 0) c->set_rpc_timeout_ms(5000);
   if (c->max_join_timeout_ms() == 0) c->set_max_join_timeout_ms(600000);
+  if (c->peer_timeout_ms() == 0) c->set_peer_timeout_ms(3000);
   if (c->max_clients() == 0) c->set_max_clients(256);
   if (c->max_jobs_per_client() == 0) c->set_max_jobs_per_client(16);
   if (c->max_window_mib() == 0) c->set_max_window_mib(16384);

@@ -131,6 +131,19 @@ std::vector<Membership> ClientTable::close_all(const std::string& reason) {
   return held;
 }
 
+std::vector<v1::RankTable> ClientTable::formed_tables() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::map<std::string, v1::RankTable> tables;
+  for (const auto& [id, c] : clients_) {
+    for (const auto& [job, m] : c.jobs) {
+      if (m.formed) tables.emplace(job, m.table);
+    }
+  }
+  std::vector<v1::RankTable> out;
+  for (auto& [job, t] : tables) out.push_back(std::move(t));
+  return out;
+}
+
 std::vector<v1::ClientStatus> ClientTable::client_status() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<v1::ClientStatus> out;

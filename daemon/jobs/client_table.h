@@ -75,6 +75,9 @@ class ClientTable {
   // all memberships.
   std::vector<Membership> close_all(const std::string& reason);
 
+  // One rank table per job with a formed local rank.
+  std::vector<v1::RankTable> formed_tables() const;
+
   std::vector<v1::ClientStatus> client_status() const;
   std::vector<v1::JobStatus> job_status() const;
   size_t size() const;

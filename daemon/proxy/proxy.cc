@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/dataplane/job_plane.h"
+#include "daemon/proxy/descriptor_check.h"
 #include "proto/ring/ring_host.h"
 
 namespace epx::daemon {
@@ -179,77 +180,9 @@ void Proxy::reject(RingBinding& ring, const RingSlot& d, RingError code, const s
 }
 
 bool Proxy::resolve(RingBinding& ring, const JobView& view, const RingSlot& d, PendingWrite* out) {
-  if (d.dst_rank >= view.world) {
-    reject(ring, d, RingError::kBadRank, "job " + view.job_id + " has " + std::to_string(view.world) + " ranks");
-    return false;
-  }
-  const RankView& dst = view.ranks[d.dst_rank];
-  if (!dst.present) {
-    reject(ring, d, RingError::kBadRank, "rank " + std::to_string(d.dst_rank) + " is not present (left or lost)");
-    return false;
-  }
-  const uint16_t sw = ring::address_window(d.src), dw = ring::address_window(d.dst);
-  const uint64_t so = ring::address_offset(d.src), doff = ring::address_offset(d.dst);
-  const auto& mine = view.ranks[ring.rank].local_windows;
-  if (sw == 0 || sw >= mine.size() || mine[sw].size == 0) {
-    reject(ring, d, RingError::kBadWindow, "source window " + std::to_string(sw) + " is not one of rank " +
-                                               std::to_string(ring.rank) + "'s windows");
-    return false;
-  }
-  if (dw == 0 || dw >= dst.windows.size() || dst.windows[dw].size == 0) {
-    reject(ring, d, RingError::kBadWindow, "rank " + std::to_string(d.dst_rank) + " has no window " +
-                                               std::to_string(dw) + " (created and published?)");
-    return false;
-  }
-  if (d.length > options_.max_write_bytes || d.length > rail_.max_msg_size()) {
-    reject(ring, d, RingError::kOutOfBounds, "length " + std::to_string(d.length) + " exceeds the write limit");
-    return false;
-  }
-  if (so > mine[sw].size || d.length > mine[sw].size - so) {
-    reject(ring, d, RingError::kOutOfBounds, "source [" + std::to_string(so) + ", +" + std::to_string(d.length) +
-                                                 ") beyond window " + std::to_string(sw) + " of " +
-                                                 std::to_string(mine[sw].size) + " bytes");
-    return false;
-  }
-  const RemoteWindow& rw = dst.windows[dw];
-  if (doff > rw.size || d.length > rw.size - doff) {
-    reject(ring, d, RingError::kOutOfBounds, "destination [" + std::to_string(doff) + ", +" +
-                                                 std::to_string(d.length) + ") beyond rank " +
-                                                 std::to_string(d.dst_rank) + "'s window " + std::to_string(dw) +
-                                                 " of " + std::to_string(rw.size) + " bytes");
-    return false;
-  }
-  uint32_t imm = 0;
-  if (static_cast<RingOp>(d.op) == RingOp::kWriteSignal) {
-    const uint32_t index = ring::signal_index(d.signal);
-    if (index >= dst.signal_count) {
-      reject(ring, d, RingError::kBadSignal, "signal " + std::to_string(index) + " beyond rank " +
-                                                 std::to_string(d.dst_rank) + "'s " +
-                                                 std::to_string(dst.signal_count) + " signals");
-      return false;
-    }
-    imm = ring::encode_signal(dst.signal_base + index, ring::signal_increment(d.signal));
-  }
-  const uint32_t rrail = dst.remote_rails ? rail_.index() % dst.remote_rails : 0;
-  if (rrail >= rw.rails.size() || rail_.index() >= dst.addrs.size()) {
-    reject(ring, d, RingError::kBadWindow, "window " + std::to_string(dw) + " has no key for rail " +
-                                               std::to_string(rrail));
-    return false;
-  }
-  out->dst_rank = d.dst_rank;
-  out->src = mine[sw].data + so;
-  out->length = d.length;
-  out->desc = mine[sw].descs[rail_.index()];
-  out->remote_addr = rw.rails[rrail].base + doff;
-  out->key = rw.rails[rrail].key;
-  out->addr = dst.addrs[rail_.index()];
-  out->imm = imm;
-  out->descriptors = 1;
-  out->src_window = sw;
-  out->dst_window = dw;
-  out->src_end = so + d.length;
-  out->dst_end = doff + d.length;
-  return true;
+  Verdict v = check_write(view, ring.rank, d, rail_.index(), std::min<uint64_t>(options_.max_write_bytes, rail_.max_msg_size()), out);
+  if (!v.ok()) reject(ring, d, v.error, v.why);
+  return v.ok();
 }
 
 bool Proxy::post(RingBinding& ring, bool more) {
@@ -302,29 +235,15 @@ void Proxy::complete_fence(RingBinding& ring, const RingSlot& d, const JobView& 
   // destination's signal scratch word, carrying the immediate. Posted only
   // now, after every earlier write of the ring completed, so the receiver
   // counts it after their data is in place.
-  if (d.dst_rank >= view.world || !view.ranks[d.dst_rank].present) {
-    reject(ring, d, RingError::kBadRank, "rank " + std::to_string(d.dst_rank) + " is not present");
-    return;
-  }
-  const RankView& dst = view.ranks[d.dst_rank];
-  const uint32_t index = ring::signal_index(d.signal);
-  const uint32_t rrail = dst.remote_rails ? rail_.index() % dst.remote_rails : 0;
-  if (index >= dst.signal_count || rrail >= dst.signal_target.rails.size()) {
-    reject(ring, d, RingError::kBadSignal, "signal " + std::to_string(index) + " beyond rank " +
-                                               std::to_string(d.dst_rank) + "'s " + std::to_string(dst.signal_count) +
-                                               " signals");
-    return;
-  }
   PendingWrite w;
-  w.dst_rank = d.dst_rank;
+  Verdict v = check_signal(view, d, rail_.index(), &w);
+  if (!v.ok()) {
+    reject(ring, d, v.error, v.why);
+    return;
+  }
   w.src = reinterpret_cast<const uint8_t*>(&scratch_);
   w.length = sizeof(scratch_);
   w.desc = scratch_desc_;
-  w.remote_addr = dst.signal_target.rails[rrail].base;
-  w.key = dst.signal_target.rails[rrail].key;
-  w.addr = dst.addrs[rail_.index()];
-  w.imm = ring::encode_signal(dst.signal_base + index, ring::signal_increment(d.signal));
-  w.descriptors = 1;
   ring.pending = w;
 }
 

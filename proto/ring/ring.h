@@ -21,8 +21,8 @@
 //   capacity: a power of two in [2, 2^24] (2^24 slots = 512 MiB is far more
 //   than any ring needs, and it keeps seq values unambiguous, see below).
 //
-// RingHeader: each field that changes at run time has its own 64-byte cache
-// line so producers and the consumer do not false-share:
+// RingHeader: each group of fields that changes at run time has its own
+// 64-byte cache line so producers and the consumer do not false-share:
 //   line 0 (  0) magic, version, slot_size, capacity, producer_kind:
 //                written once by ring_init(), read-only afterwards.
 //   line 1 ( 64) claim: next ticket; host producers only (see "Producer
@@ -30,6 +30,7 @@
 //   line 2 (128) head: slots the consumer has finished reading (= total
 //                consumed, so it doubles as the consumed counter).
 //   line 3 (192) error, error_count: written by the consumer, read by anyone.
+//   line 4 (256) fences_done: kFlush descriptors the consumer has completed.
 //   rest         reserved, zero in v1.
 //
 // RingSlot (32 bytes, two per cache line):
@@ -66,6 +67,11 @@
 //                  other fields 0. EFA's SRD transport does not order writes,
 //                  so without a flush a kSignal may overtake an earlier
 //                  kWrite; kWriteSignal only orders its own data.
+//                  When the fence has completed, the consumer increments
+//                  header.fences_done (release). Fences complete in ring
+//                  order, so a producer that knows its flush is the ring's
+//                  n-th waits for fences_done >= n (acquire) and may then
+//                  reuse the source buffers of everything posted before it.
 //   kBarrier=5     Reserved for a job-wide barrier; fields not defined yet. A
 //                  v1 consumer that does not implement it reports
 //                  kUnsupportedOp.
@@ -77,11 +83,12 @@
 // never wrap; ticket t lives in slot t & (capacity - 1).
 //
 // Producer (any number, concurrently):
-//   1. Claim a ticket t with an atomic RMW on the claim counter. Relaxed is
-//      enough: the ticket only gives exclusive ownership of a position, it
-//      publishes no data. RMWs on one counter are totally ordered, so each
-//      ticket goes to exactly one producer, and one thread's tickets increase
-//      in its program order.
+//   1. Claim a ticket t with an atomic RMW on the claim counter (fetch_add on
+//      the GPU; compare-exchange in the host RingProducer, see "Producer
+//      kinds"). Relaxed is enough: the ticket only gives exclusive ownership
+//      of a position, it publishes no data. RMWs on one counter are totally
+//      ordered, so each ticket goes to exactly one producer, and one thread's
+//      tickets increase in its program order.
 //   2. Flow control: slot t is free once the consumer has read ticket
 //      t - capacity, i.e. when t - head < capacity. The producer keeps a
 //      cached copy of head and re-reads head (ACQUIRE) only when the ring looks
@@ -92,7 +99,10 @@
 //      with RELEASE (ring_publish()), which orders the field stores before it.
 //   A producer that claimed a ticket MUST publish it (never abandon it): the
 //   consumer reads strictly in order and would wait for it forever. So a
-//   producer must not claim a ticket it cannot publish.
+//   producer must not claim a ticket it cannot publish. With that rule the
+//   ring cannot deadlock: the tickets the consumer waits for (below
+//   head + capacity) have free slots, so their owners, which are running
+//   threads (a thread claims only while running), publish without waiting.
 //
 // Consumer (exactly one thread per ring; it owns `head`):
 //   1. At position h, load seq of slot h & mask with ACQUIRE (pairs with the
@@ -134,9 +144,10 @@
 // The consumer does not care which kind produced a descriptor.
 //
 // Trust: the region is writable by the client, so the daemon validates it
-// once with ring_check() and then uses its own copy of capacity, never
-// re-reading header fields other than seq; it never reads head back either.
-// A client can only stall or corrupt its own ring.
+// once with ring_check() and then keeps its own copies of capacity and head
+// (read once when it attaches); afterwards it reads only slots (through seq)
+// and the error word, and checks every descriptor it copied out. A client can
+// only stall or corrupt its own ring.
 #pragma once
 
 #include <stddef.h>

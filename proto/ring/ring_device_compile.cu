@@ -43,6 +43,8 @@ __global__ void ring_helpers_compile_kernel(RingHeader* header, uint64_t* out) {
   uint64_t expected = 0;
   r += ring_compare_exchange_release(&header->error, &expected, pack_error(RingError::kTransport, r)) ? 1 : 0;
   r += ring_compare_exchange_relaxed(&header->claim, &expected, expected + 1) ? 1 : 0;
+  r += ring_report_error(header, RingError::kBadFields, r) ? 1 : 0;
+  r += ring_load_acquire(&header->fences_done);
   r += static_cast<uint64_t>(ring_check_slot(copy));
   r += signal_index(copy.signal) + signal_increment(copy.signal) + address_window(copy.dst) +
        address_offset(copy.dst);

@@ -172,7 +172,7 @@ class RingProducer {
   // The ring's error word (0 = none; decode with error_code/error_position).
   uint64_t error() const {
     // acquire: pairs with the consumer's release compare-exchange in
-    // RingConsumer::report_error (so error_count >= 1 is visible too).
+    // ring_report_error (so error_count >= 1 is visible too).
     return ring_load_acquire(&header_->error);
   }
 
@@ -227,18 +227,11 @@ class RingConsumer {
 
   // Records an error for the descriptor at `position`: counts it, and makes
   // it THE error word if none was set yet. Returns true if it was the first.
-  bool report_error(RingError code, uint64_t position) {
-    // relaxed: a statistic; the release below orders it before the error word.
-    ring_fetch_add(&header_->error_count, 1);
-    uint64_t expected = 0;
-    // release: pairs with the acquire loads of the error word (producers,
-    // error()); a reader that sees the word also sees error_count >= 1.
-    return ring_compare_exchange_release(&header_->error, &expected, pack_error(code, position));
-  }
+  bool report_error(RingError code, uint64_t position) { return ring_report_error(header_, code, position); }
 
   // The error word as it is now (0 = none).
   uint64_t error() const {
-    // acquire: pairs with the release compare-exchange in report_error().
+    // acquire: pairs with the release compare-exchange in ring_report_error().
     return ring_load_acquire(&header_->error);
   }
   uint64_t error_count() const {

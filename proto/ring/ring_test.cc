@@ -65,6 +65,8 @@ TEST_CASE("layout: slot is 32 bytes, header is one page, hot fields on their own
   CHECK(offsetof(RingHeader, claim) % 64 == 0);
   CHECK(offsetof(RingHeader, head) % 64 == 0);
   CHECK(offsetof(RingHeader, error) % 64 == 0);
+  CHECK(offsetof(RingHeader, fences_done) % 64 == 0);
+  CHECK(offsetof(RingHeader, error) / 64 != offsetof(RingHeader, fences_done) / 64);
   CHECK(offsetof(RingHeader, claim) / 64 != offsetof(RingHeader, head) / 64);
   CHECK(offsetof(RingHeader, head) / 64 != offsetof(RingHeader, error) / 64);
   CHECK(offsetof(RingHeader, capacity) / 64 != offsetof(RingHeader, claim) / 64);
@@ -451,6 +453,16 @@ TEST_CASE("error word: the first error wins, every error counts") {
             10) == 2);
   CHECK(p2.error() == pack_error(RingError::kBadOp, 1));
   CHECK(c2.error_count() == 1);
+
+  // The free function (what the daemon's proxy calls) behaves the same.
+  CHECK_FALSE(ring_report_error(other.header(), RingError::kTransport, 5));
+  CHECK(c2.error_count() == 2);
+  CHECK(c2.error() == pack_error(RingError::kBadOp, 1));
+
+  // Every code has a message.
+  for (int c = 0; c <= static_cast<int>(RingError::kTransport); ++c) {
+    CHECK(std::strlen(ring_error_message(static_cast<RingError>(c))) > 0);
+  }
 }
 
 }  // namespace

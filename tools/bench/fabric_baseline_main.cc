@@ -130,8 +130,9 @@ void print_table(const Args& args, const Results& r) {
   std::printf("provider %s, domain %s, mr_mode %s, tx depth %zu, inject %zu B, cq data %zu B\n",
               r.report.provider.c_str(), r.report.domain.c_str(), r.report.mr_mode.c_str(), r.report.tx_depth,
               r.report.inject_size, r.report.cq_data_size);
-  std::printf("fi_writemsg FI_DELIVERY_COMPLETE:     %s\n", r.report.delivery_complete.detail.c_str());
-  std::printf("0-byte fi_writedata with CQ data:     %s\n", r.report.zero_byte_writedata.detail.c_str());
+  std::printf("8-byte fi_writedata:                         %s\n", r.report.plain_writedata.detail.c_str());
+  std::printf("8-byte fi_writemsg(FI_DELIVERY_COMPLETE):     %s\n", r.report.delivery_complete.detail.c_str());
+  std::printf("0-byte fi_writedata with CQ data:            %s\n", r.report.zero_byte_writedata.detail.c_str());
   std::printf("\nlatency: fi_writedata ping-pong, one-way = round trip / 2 (min time %lld ms per size)\n",
               static_cast<long long>(args.options.min_time.count()));
   std::printf("%10s %12s %12s\n", "size", "median us", "p99 us");
@@ -147,13 +148,16 @@ void print_table(const Args& args, const Results& r) {
 
 void print_json(const Args& args, const Results& r) {
   auto check = [](const ProbeCheck& c) {
-    return "{\"works\":" + std::string(c.works ? "true" : "false") + ",\"detail\":" + json_string(c.detail) + "}";
+    return "{\"works\":" + std::string(c.works ? "true" : "false") +
+           ",\"waits_for_target\":" + std::string(c.waits_for_target ? "true" : "false") +
+           ",\"detail\":" + json_string(c.detail) + "}";
   };
   std::string out = "{\"provider\":" + json_string(r.report.provider) + ",\"domain\":" + json_string(r.report.domain) +
                     ",\"mr_mode\":" + json_string(r.report.mr_mode) +
                     ",\"min_time_ms\":" + std::to_string(args.options.min_time.count()) +
                     ",\"window\":" + std::to_string(args.window) +
-                    ",\"probe\":{\"delivery_complete\":" + check(r.report.delivery_complete) +
+                    ",\"probe\":{\"plain_writedata\":" + check(r.report.plain_writedata) +
+                    ",\"delivery_complete\":" + check(r.report.delivery_complete) +
                     ",\"zero_byte_writedata\":" + check(r.report.zero_byte_writedata) + "},\"latency\":[";
   char buf[160];
   for (size_t i = 0; i < r.latency.size(); ++i) {

@@ -74,8 +74,10 @@ TEST_CASE("the provider probe reports what shm and tcp accept") {
     CHECK(!report->provider.empty());
     CHECK(report->cq_data_size >= 4);
     // What the provider accepts is a finding, not a requirement: report it.
-    MESSAGE(report->provider << ": FI_DELIVERY_COMPLETE " << report->delivery_complete.detail
-                             << "; 0-byte fi_writedata " << report->zero_byte_writedata.detail);
+    CHECK_MESSAGE(report->plain_writedata.works, report->plain_writedata.detail);
+    MESSAGE(report->provider << ": fi_writedata " << report->plain_writedata.detail << "; FI_DELIVERY_COMPLETE "
+                             << report->delivery_complete.detail << "; 0-byte fi_writedata "
+                             << report->zero_byte_writedata.detail);
   }
 }
 

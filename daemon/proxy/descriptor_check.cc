@@ -1,0 +1,108 @@
+#include "daemon/proxy/descriptor_check.h"
+
+namespace epx::daemon {
+namespace {
+
+using ring::RingError;
+
+Verdict bad(RingError e, std::string why) { return Verdict{e, std::move(why)}; }
+
+// The destination rank, present, and the remote rail paired with ours.
+Verdict check_rank(const JobView& view, uint16_t dst_rank, uint32_t rail, uint32_t* remote_rail) {
+  if (dst_rank >= view.world) {
+    return bad(RingError::kBadRank, "job " + view.job_id + " has " + std::to_string(view.world) + " ranks");
+  }
+  const RankView& dst = view.ranks[dst_rank];
+  if (!dst.present) return bad(RingError::kBadRank, "rank " + std::to_string(dst_rank) + " is not present (left or lost)");
+  if (rail >= dst.addrs.size() || dst.addrs[rail] == FI_ADDR_UNSPEC) {
+    return bad(RingError::kBadRank, "rank " + std::to_string(dst_rank) + " has no address on rail " + std::to_string(rail));
+  }
+  *remote_rail = dst.remote_rails ? rail % dst.remote_rails : 0;
+  return {};
+}
+
+Verdict check_immediate(const RankView& dst, uint16_t dst_rank, uint32_t signal, uint32_t* imm) {
+  const uint32_t index = ring::signal_index(signal);
+  if (index >= dst.signal_count) {
+    return bad(RingError::kBadSignal, "signal " + std::to_string(index) + " beyond rank " + std::to_string(dst_rank) +
+                                          "'s " + std::to_string(dst.signal_count) + " signals");
+  }
+  *imm = ring::encode_signal(dst.signal_base + index, ring::signal_increment(signal));
+  return {};
+}
+
+}  // namespace
+
+Verdict check_write(const JobView& view, uint32_t src_rank, const ring::RingSlot& d, uint32_t rail,
+                    uint64_t max_bytes, PendingWrite* out) {
+  uint32_t rrail = 0;
+  if (Verdict v = check_rank(view, d.dst_rank, rail, &rrail); !v.ok()) return v;
+  const RankView& dst = view.ranks[d.dst_rank];
+  const uint16_t sw = ring::address_window(d.src), dw = ring::address_window(d.dst);
+  const uint64_t so = ring::address_offset(d.src), doff = ring::address_offset(d.dst);
+  const auto& mine = view.ranks[src_rank].local_windows;
+  if (sw == 0 || sw >= mine.size() || mine[sw].size == 0) {
+    return bad(RingError::kBadWindow, "source window " + std::to_string(sw) + " is not one of rank " +
+                                          std::to_string(src_rank) + "'s windows");
+  }
+  if (dw == 0 || dw >= dst.windows.size() || dst.windows[dw].size == 0) {
+    return bad(RingError::kBadWindow, "rank " + std::to_string(d.dst_rank) + " has no window " + std::to_string(dw) +
+                                          " (created and published?)");
+  }
+  if (d.length == 0 || d.length > max_bytes) {
+    return bad(RingError::kOutOfBounds, "length " + std::to_string(d.length) + " not in 1.." + std::to_string(max_bytes));
+  }
+  if (so > mine[sw].size || d.length > mine[sw].size - so) {
+    return bad(RingError::kOutOfBounds, "source [" + std::to_string(so) + ", +" + std::to_string(d.length) +
+                                            ") beyond window " + std::to_string(sw) + " of " +
+                                            std::to_string(mine[sw].size) + " bytes");
+  }
+  const RemoteWindow& rw = dst.windows[dw];
+  if (doff > rw.size || d.length > rw.size - doff) {
+    return bad(RingError::kOutOfBounds, "destination [" + std::to_string(doff) + ", +" + std::to_string(d.length) +
+                                            ") beyond rank " + std::to_string(d.dst_rank) + "'s window " +
+                                            std::to_string(dw) + " of " + std::to_string(rw.size) + " bytes");
+  }
+  if (rrail >= rw.rails.size() || rail >= mine[sw].descs.size()) {
+    return bad(RingError::kBadWindow, "window " + std::to_string(dw) + " has no key for rail " + std::to_string(rrail));
+  }
+  uint32_t imm = 0;
+  if (static_cast<ring::RingOp>(d.op) == ring::RingOp::kWriteSignal) {
+    if (Verdict v = check_immediate(dst, d.dst_rank, d.signal, &imm); !v.ok()) return v;
+  }
+  out->dst_rank = d.dst_rank;
+  out->src = mine[sw].data + so;
+  out->length = d.length;
+  out->desc = mine[sw].descs[rail];
+  out->remote_addr = rw.rails[rrail].base + doff;
+  out->key = rw.rails[rrail].key;
+  out->addr = dst.addrs[rail];
+  out->imm = imm;
+  out->descriptors = 1;
+  out->src_window = sw;
+  out->dst_window = dw;
+  out->src_end = so + d.length;
+  out->dst_end = doff + d.length;
+  return {};
+}
+
+Verdict check_signal(const JobView& view, const ring::RingSlot& d, uint32_t rail, PendingWrite* out) {
+  uint32_t rrail = 0;
+  if (Verdict v = check_rank(view, d.dst_rank, rail, &rrail); !v.ok()) return v;
+  const RankView& dst = view.ranks[d.dst_rank];
+  uint32_t imm = 0;
+  if (Verdict v = check_immediate(dst, d.dst_rank, d.signal, &imm); !v.ok()) return v;
+  if (rrail >= dst.signal_target.rails.size()) {
+    return bad(RingError::kBadSignal, "rank " + std::to_string(d.dst_rank) + "'s signals have no key for rail " +
+                                          std::to_string(rrail));
+  }
+  out->dst_rank = d.dst_rank;
+  out->remote_addr = dst.signal_target.rails[rrail].base;
+  out->key = dst.signal_target.rails[rrail].key;
+  out->addr = dst.addrs[rail];
+  out->imm = imm;
+  out->descriptors = 1;
+  return {};
+}
+
+}  // namespace epx::daemon

@@ -1,0 +1,31 @@
+// The daemon's checks of a descriptor against the job it came from: the
+// descriptor is untrusted input (a kernel or host thread of any client wrote
+// it), so nothing is touched until these pass. Pure functions of the
+// JobView, unit-tested without a fabric.
+#pragma once
+
+#include <string>
+
+#include "daemon/dataplane/job_view.h"
+#include "daemon/proxy/ring_binding.h"
+#include "proto/ring/ring.h"
+
+namespace epx::daemon {
+
+struct Verdict {
+  ring::RingError error = ring::RingError::kNone;
+  std::string why;  // for the client's status and the daemon log
+  bool ok() const { return error == ring::RingError::kNone; }
+};
+
+// kWrite / kWriteSignal from `src_rank`, posted on local rail `rail`.
+// `max_bytes`: the longest write the daemon allows (and the rail can carry).
+// On success fills `out` (addresses, key, immediate).
+Verdict check_write(const JobView& view, uint32_t src_rank, const ring::RingSlot& d, uint32_t rail,
+                    uint64_t max_bytes, PendingWrite* out);
+
+// kSignal: fills `out` with the destination (scratch word, key, immediate);
+// the caller supplies the source.
+Verdict check_signal(const JobView& view, const ring::RingSlot& d, uint32_t rail, PendingWrite* out);
+
+}  // namespace epx::daemon

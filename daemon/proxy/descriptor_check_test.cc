@@ -1,0 +1,121 @@
+#include "daemon/proxy/descriptor_check.h"
+
+#include <doctest/doctest.h>
+
+using namespace epx::daemon;
+using epx::ring::RingError;
+namespace ring = epx::ring;
+
+namespace {
+
+// A 2-rank job: rank 0 local with windows 1 (4096 B) and 2 (100 B); rank 1
+// remote with window 1 (8192 B) and 10 signals at node ids 500..509.
+struct Fixture {
+  std::vector<uint8_t> w1 = std::vector<uint8_t>(4096), w2 = std::vector<uint8_t>(100);
+  JobView view;
+  Fixture() {
+    view.job_id = "j";
+    view.world = 2;
+    view.ranks.resize(2);
+    RankView& me = view.ranks[0];
+    me.present = true;
+    me.addrs = {7};
+    me.remote_rails = 1;
+    me.local_windows.resize(3);
+    me.local_windows[1] = LocalWindow{w1.data(), w1.size(), {reinterpret_cast<void*>(0x11)}};
+    me.local_windows[2] = LocalWindow{w2.data(), w2.size(), {reinterpret_cast<void*>(0x22)}};
+    RankView& peer = view.ranks[1];
+    peer.present = true;
+    peer.addrs = {9};
+    peer.remote_rails = 1;
+    peer.windows.resize(2);
+    peer.windows[1] = RemoteWindow{8192, {RemoteRail{0xAB, 0x10000}}};
+    peer.signal_base = 500;
+    peer.signal_count = 10;
+    peer.signal_target = RemoteWindow{8, {RemoteRail{0xCD, 0x20000}}};
+  }
+  Verdict write(ring::RingSlot d, PendingWrite* out = nullptr) {
+    PendingWrite scratch;
+    return check_write(view, 0, d, 0, 1 << 20, out ? out : &scratch);
+  }
+};
+
+ring::RingSlot w(uint16_t dst, uint16_t sw, uint64_t so, uint16_t dw, uint64_t doff, uint32_t len) {
+  return ring::make_write(dst, ring::pack_address(sw, so), ring::pack_address(dw, doff), len);
+}
+
+}  // namespace
+
+TEST_CASE("a good write resolves to the right remote address, key and fabric address") {
+  Fixture f;
+  PendingWrite out;
+  auto v = f.write(w(1, 1, 100, 1, 200, 50), &out);
+  REQUIRE(v.ok());
+  CHECK(out.src == f.w1.data() + 100);
+  CHECK(out.remote_addr == 0x10000 + 200);
+  CHECK(out.key == 0xAB);
+  CHECK(out.addr == 9);
+  CHECK(out.desc == reinterpret_cast<void*>(0x11));
+  CHECK(out.imm == 0);
+  CHECK(out.src_end == 150);
+  CHECK(out.dst_end == 250);
+}
+
+TEST_CASE("every field out of range is rejected with its own code") {
+  Fixture f;
+  CHECK(f.write(w(2, 1, 0, 1, 0, 8)).error == RingError::kBadRank);             // rank beyond world
+  CHECK(f.write(w(1, 0, 0, 1, 0, 8)).error == RingError::kBadWindow);           // source window 0
+  CHECK(f.write(w(1, 3, 0, 1, 0, 8)).error == RingError::kBadWindow);           // source window unknown
+  CHECK(f.write(w(1, 1, 0, 2, 0, 8)).error == RingError::kBadWindow);           // destination window unknown
+  CHECK(f.write(w(1, 1, 4090, 1, 0, 8)).error == RingError::kOutOfBounds);      // source end past 4096
+  CHECK(f.write(w(1, 2, 0, 1, 0, 101)).error == RingError::kOutOfBounds);       // longer than window 2
+  CHECK(f.write(w(1, 1, 0, 1, 8190, 8)).error == RingError::kOutOfBounds);      // destination end past 8192
+  CHECK(f.write(w(1, 1, 0, 1, ring::kMaxOffset, 8)).error == RingError::kOutOfBounds);  // no wrap-around
+  CHECK(f.write(w(1, 1, 0, 1, 0, 0)).error == RingError::kOutOfBounds);         // empty write
+  PendingWrite out;
+  CHECK(check_write(f.view, 0, w(1, 1, 0, 1, 0, 4096), 0, 1024, &out).error == RingError::kOutOfBounds);  // > max
+  // Boundaries that are fine.
+  CHECK(f.write(w(1, 1, 4088, 1, 8184, 8)).ok());
+  CHECK(f.write(w(1, 2, 0, 1, 0, 100)).ok());
+  auto v = f.write(w(1, 1, 4090, 1, 0, 8));
+  CHECK(v.why.find("window 1") != std::string::npos);
+}
+
+TEST_CASE("a lost rank is not a destination") {
+  Fixture f;
+  f.view.ranks[1].present = false;
+  auto v = f.write(w(1, 1, 0, 1, 0, 8));
+  CHECK(v.error == RingError::kBadRank);
+  CHECK(v.why.find("not present") != std::string::npos);
+}
+
+TEST_CASE("signals: the immediate names the node-wide id; bad indices are rejected") {
+  Fixture f;
+  PendingWrite out;
+  auto d = ring::make_write_signal(1, ring::pack_address(1, 0), ring::pack_address(1, 0), 8, ring::encode_signal(3, 7));
+  REQUIRE(f.write(d, &out).ok());
+  CHECK(ring::signal_index(out.imm) == 503);
+  CHECK(ring::signal_increment(out.imm) == 7);
+  auto bad = ring::make_write_signal(1, ring::pack_address(1, 0), ring::pack_address(1, 0), 8, ring::encode_signal(10, 1));
+  CHECK(f.write(bad).error == RingError::kBadSignal);
+
+  PendingWrite sig;
+  REQUIRE(check_signal(f.view, ring::make_signal(1, ring::encode_signal(9, 1)), 0, &sig).ok());
+  CHECK(sig.remote_addr == 0x20000);
+  CHECK(sig.key == 0xCD);
+  CHECK(ring::signal_index(sig.imm) == 509);
+  CHECK(check_signal(f.view, ring::make_signal(1, ring::encode_signal(10, 1)), 0, &sig).error == RingError::kBadSignal);
+  CHECK(check_signal(f.view, ring::make_signal(5, ring::encode_signal(0, 1)), 0, &sig).error == RingError::kBadRank);
+}
+
+TEST_CASE("immediate encoding round-trips at the limits") {
+  for (uint32_t index : {0u, 1u, 12345u, ring::kMaxSignalIndex}) {
+    for (uint32_t inc : {1u, 2u, 100u, ring::kMaxSignalIncrement}) {
+      const uint32_t imm = ring::encode_signal(index, inc);
+      CHECK(ring::signal_index(imm) == index);
+      CHECK(ring::signal_increment(imm) == inc);
+    }
+  }
+  CHECK_FALSE(ring::signal_fits(ring::kMaxSignalIndex + 1, 1));
+  CHECK_FALSE(ring::signal_fits(0, ring::kMaxSignalIncrement + 1));
+}
