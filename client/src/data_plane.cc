@@ -215,9 +215,11 @@ Result<std::unique_ptr<Ring>> Job::open_ring(uint32_t capacity) {
   if (!s.ok()) return session_->explain(s, "open ring of " + std::to_string(capacity) + " slots");
   auto region = MappedRegion::fetch(session_->fd_socket(), reply.token(), ring::ring_bytes(capacity));
   if (!region.ok()) return region.status();
-  if (ring::ring_check((*region)->data(), (*region)->size()) != ring::RingCheck::kOk) {
+  // The mapping is whole pages; the ring is its first ring_bytes(capacity).
+  const ring::RingCheck check = ring::ring_check((*region)->data(), ring::ring_bytes(capacity));
+  if (check != ring::RingCheck::kOk) {
     return internal_error("ring " + std::to_string(reply.id()) + " from the daemon fails the ABI check: " +
-                          ring::ring_check_message(ring::ring_check((*region)->data(), (*region)->size())));
+                          ring::ring_check_message(check));
   }
   return std::make_unique<Ring>(reply.id(), std::move(region.value()));
 }

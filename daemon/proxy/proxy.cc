@@ -228,7 +228,7 @@ void Proxy::complete_fence(RingBinding& ring, const RingSlot& d, const JobView& 
     ring.completed.fetch_add(1, std::memory_order_relaxed);
     // release: pairs with the producer's acquire load of fences_done: every
     // write before the flush has completed at its destination.
-    ring::ring_store_release(&ring.header->fences_done, ring.header->fences_done + 1);
+    ring::ring_store_release(&ring.header->fences_done, ++ring.fences_done);
     return;
   }
   // kSignal: an 8-byte write of the proxy's scratch word into the

@@ -51,6 +51,7 @@ struct RingBinding {
   std::optional<PendingWrite> pending;  // assembled, not yet accepted by the provider
   bool waiting_fence = false;     // a kFlush/kSignal waits for inflight == 0
   bool closing = false;           // owner gone: post nothing more
+  uint64_t fences_done = 0;       // our copy: the header's is client-writable
 
   // Any thread.
   std::atomic<uint64_t> consumed{0};   // descriptors taken from the ring

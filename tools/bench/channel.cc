@@ -5,8 +5,6 @@
 #include <sys/uio.h>
 
 #include <cstdio>
-#include <cstdlib>
-#include <atomic>
 
 #include "daemon/fabric/fi_handles.h"
 
@@ -72,10 +70,8 @@ Status Channel::write(size_t len, std::optional<uint64_t> data, uint64_t msg_fla
       return daemon::fi_status(static_cast<int>(ret), std::string(msg_flags ? "fi_writemsg" : data ? "fi_writedata" : "fi_write") +
                                                           " of " + std::to_string(len) + " bytes on " + name());
     }
-    { static std::atomic<long> n{0}; if ((++n & 0x3ff) == 0) fprintf(stderr, "eagain %ld\n", n.load()); }
     // EAGAIN: the transmit queue is full or the provider needs progress
     // first (rxm connecting to the peer); reading the CQ gives both.
-    { static int backoff = getenv("BACKOFF") ? atoi(getenv("BACKOFF")) : 0; for (int k = 0; k < backoff; ++k) __builtin_ia32_pause(); }
     if (Status s = poll(); !s.ok()) {
       free_.push_back(slot);
       return s;

@@ -1,0 +1,214 @@
+// The data plane through real daemons: rings, windows, proxies, signals on
+// the tcp and shm providers.
+#include <doctest/doctest.h>
+#include <signal.h>
+
+#include <cstring>
+#include <future>
+#include <thread>
+
+#include "epx/client.h"
+#include "tests/harness/daemon_process.h"
+
+using namespace epx;
+using namespace epx::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+JoinOptions join_options(const std::string& job, uint32_t world, uint32_t rank, const std::string& coordinator) {
+  JoinOptions o;
+  o.job_id = job;
+  o.world_size = world;
+  o.rank = rank;
+  o.coordinator = coordinator;
+  o.timeout = 20s;
+  return o;
+}
+
+// Starts `world` epx_exchange ranks, alternating between the daemons.
+std::vector<std::unique_ptr<Process>> start_exchange(const TempDir& dir, const std::vector<DaemonProcess*>& daemons,
+                                                     const std::string& job, uint32_t world, uint32_t rounds,
+                                                     uint64_t bytes_per_peer) {
+  std::vector<std::unique_ptr<Process>> ranks;
+  for (uint32_t r = 0; r < world; ++r) {
+    DaemonProcess* d = daemons[r * daemons.size() / world];
+    ranks.push_back(std::make_unique<Process>(
+        std::vector<std::string>{runfile("tools/epx_exchange"), "--socket", d->socket(), "--job", job, "--world",
+                                 std::to_string(world), "--rank", std::to_string(r), "--coordinator",
+                                 daemons[0]->peer_address(), "--rounds", std::to_string(rounds), "--bytes-per-peer",
+                                 std::to_string(bytes_per_peer), "--timeout-ms", "20000"},
+        dir.path() + "/" + job + "-rank" + std::to_string(r) + ".log"));
+  }
+  return ranks;
+}
+
+void expect_exchange_ok(std::vector<std::unique_ptr<Process>>& ranks) {
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    auto code = ranks[r]->wait(90s);
+    REQUIRE_MESSAGE(code.has_value(), "rank " << r << " did not finish:\n" << ranks[r]->output());
+    CHECK_MESSAGE(*code == 0, "rank " << r << " failed:\n" << ranks[r]->output());
+    CHECK(ranks[r]->output().find("every received byte verified") != std::string::npos);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a 4-rank exchange over 2 daemons moves every byte intact") {
+  for (const char* provider : {"tcp", "shm"}) {
+    CAPTURE(provider);
+    TempDir dir;
+    DaemonProcess a(dir, {"a", provider}), b(dir, {"b", provider});
+    auto ranks = start_exchange(dir, {&a, &b}, std::string("x-") + provider, 4, 3, 256 << 10);
+    expect_exchange_ok(ranks);
+    auto [code, out] = a.epxctl({"status"});
+    CHECK(code == 0);
+  }
+}
+
+TEST_CASE("counted signals: many writes from several rings to one signal, all counted, data intact") {
+  TempDir dir;
+  DaemonProcess a(dir, {"a", "tcp"}), b(dir, {"b", "tcp"});
+  auto ca = a.connect(), cb = b.connect();
+  auto fb = std::async(std::launch::async, [&] { return cb->join(join_options("sig", 2, 1, a.peer_address())); });
+  auto ja = ca->join(join_options("sig", 2, 0, a.peer_address()));
+  REQUIRE(ja.ok());
+  auto jb = fb.get();
+  REQUIRE(jb.ok());
+  constexpr uint32_t kBlock = 1000, kBlocks = 300;
+  auto src = ja->create_window(kBlock * kBlocks);
+  auto dst_b = jb->create_window(kBlock * kBlocks);  // window 1 on rank 1
+  REQUIRE(src.ok());
+  REQUIRE(dst_b.ok());
+  auto sig_a = ja->open_signals(4);
+  auto sig_b = jb->open_signals(4);
+  REQUIRE(sig_a.ok());
+  REQUIRE(sig_b.ok());
+  auto r1 = ja->open_ring(64), r2 = ja->open_ring(64);  // small rings: wrap-around many times
+  REQUIRE(r1.ok());
+  REQUIRE(r2.ok());
+  auto fbar = std::async(std::launch::async, [&] { return jb->barrier(10s); });
+  REQUIRE(ja->barrier(10s).ok());
+  REQUIRE(fbar.get().ok());
+
+  for (uint32_t i = 0; i < kBlock * kBlocks; ++i) src->data()[i] = static_cast<uint8_t>(i * 7 + 3);
+  // Interleave two rings; every write counts 1 on signal 2 of rank 1.
+  for (uint32_t k = 0; k < kBlocks; ++k) {
+    Ring& ring = k % 2 ? **r2 : **r1;
+    REQUIRE(ring.post_write_signal(1, *src, k * kBlock, 1, k * kBlock, kBlock, SignalRef{2, 1}).ok());
+  }
+  // And a fence + signal-only on signal 3 after all of ring 1's writes.
+  REQUIRE((*r1)->post_signal(1, SignalRef{3, 5}).ok());
+  REQUIRE(sig_b->wait(2, kBlocks, 20s).ok());
+  REQUIRE(sig_b->wait(3, 5, 20s).ok());
+  CHECK(sig_b->value(2) == kBlocks);  // exactly: nothing counted twice
+  CHECK(std::memcmp(src->data(), dst_b->data(), kBlock * kBlocks) == 0);
+  REQUIRE((*r1)->flush(10s).ok());
+  REQUIRE((*r2)->flush(10s).ok());
+  CHECK((*r1)->error().ok());
+  CHECK((*r2)->error().ok());
+  // A wait that cannot be satisfied times out with a message naming the word.
+  auto late = sig_b->wait(0, 1, 300ms);
+  CHECK(late.code() == StatusCode::kDeadlineExceeded);
+  CHECK(late.message().find("signal 0 is 0") != std::string::npos);
+}
+
+TEST_CASE("bad descriptors from one client are rejected and reported while another job's traffic runs") {
+  TempDir dir;
+  DaemonProcess a(dir, {"a", "tcp"}), b(dir, {"b", "tcp"});
+  auto good = start_exchange(dir, {&a, &b}, "good", 2, 6, 512 << 10);
+
+  auto ca = a.connect("bad-actor"), cb = b.connect();
+  auto fb = std::async(std::launch::async, [&] { return cb->join(join_options("bad", 2, 1, a.peer_address())); });
+  auto ja = ca->join(join_options("bad", 2, 0, a.peer_address()));
+  REQUIRE(ja.ok());
+  auto jb = fb.get();
+  REQUIRE(jb.ok());
+  auto w = ja->create_window(4096);
+  auto wb = jb->create_window(4096);
+  REQUIRE(w.ok());
+  REQUIRE(wb.ok());
+  auto sb = jb->open_signals(2);
+  REQUIRE(sb.ok());
+  auto fbar = std::async(std::launch::async, [&] { return jb->barrier(10s); });
+  REQUIRE(ja->barrier(10s).ok());
+  REQUIRE(fbar.get().ok());
+
+  struct Case {
+    const char* what;
+    std::function<Status(Ring&)> post;
+    const char* reason;  // in the daemon's status
+  };
+  std::vector<Case> cases = {
+      {"rank beyond the job", [&](Ring& r) { return r.post_write(7, *w, 0, 1, 0, 8); }, "bad destination rank"},
+      {"unknown window", [&](Ring& r) { return r.post_write(1, *w, 0, 9, 0, 8); }, "unknown window"},
+      {"beyond the window", [&](Ring& r) { return r.post_write(1, *w, 0, 1, 4090, 64); }, "out of window bounds"},
+      {"bad signal", [&](Ring& r) { return r.post_write_signal(1, *w, 0, 1, 0, 8, SignalRef{99, 1}); }, "bad signal"},
+  };
+  for (auto& c : cases) {
+    CAPTURE(c.what);
+    auto ring = ja->open_ring(16);
+    REQUIRE(ring.ok());
+    REQUIRE(c.post(**ring).ok());  // accepted into the ring; the daemon judges it
+    Status err;
+    for (int i = 0; i < 200 && err.ok(); ++i) {
+      std::this_thread::sleep_for(10ms);
+      err = (*ring)->error();
+    }
+    CHECK(err.code() == StatusCode::kFailedPrecondition);
+    CHECK(err.message().find(c.reason) != std::string::npos);
+    // Later posts report the error instead of silently queueing.
+    CHECK_FALSE((*ring)->post_write(1, *w, 0, 1, 0, 8).ok());
+  }
+  // The destination's memory and signals were not touched.
+  for (int i = 0; i < 4096; ++i) REQUIRE(wb->data()[i] == 0);
+  CHECK(sb->value(0) == 0);
+
+  auto [code, out] = a.epxctl({"status"});
+  CHECK(code == 0);
+  auto [jcode, json] = a.epxctl({"status", "--json"});
+  CHECK(json.find("\"rejected\": \"1\"") != std::string::npos);
+  CHECK(json.find("out of window bounds") != std::string::npos);
+  // The other job never noticed.
+  expect_exchange_ok(good);
+}
+
+TEST_CASE("a client killed with writes in flight: its job's ranks hear it, the daemon serves the next job") {
+  TempDir dir;
+  DaemonProcess a(dir, {"a", "tcp"}), b(dir, {"b", "tcp"});
+  auto victim = start_exchange(dir, {&a, &b}, "victim", 2, 200, 1 << 20);
+  // Let it get going, then kill rank 1 mid-traffic.
+  REQUIRE(victim[0]->wait_output("round 1", 60s));
+  victim[1]->signal(SIGKILL);
+  auto code0 = victim[0]->wait(30s);
+  REQUIRE(code0.has_value());
+  CHECK(*code0 != 0);  // rank 0 was told, not left hanging
+  CHECK(victim[0]->output().find("rank 1") != std::string::npos);
+  // Both daemons live on and serve a new job.
+  CHECK(a.process().running());
+  CHECK(b.process().running());
+  auto next = start_exchange(dir, {&a, &b}, "next", 2, 2, 128 << 10);
+  expect_exchange_ok(next);
+  auto [code, out] = b.epxctl({"status"});
+  CHECK(out.find("victim") == std::string::npos);
+}
+
+TEST_CASE("a peer daemon killed mid-job: the waiting rank gets an error naming the lost rank in time") {
+  TempDir dir;
+  DaemonProcess a(dir, {"a", "tcp", {"--peer-timeout-ms", "1000"}}), b(dir, {"b", "tcp"});
+  auto ca = a.connect(), cb = b.connect();
+  auto fb = std::async(std::launch::async, [&] { return cb->join(join_options("pk", 2, 1, a.peer_address())); });
+  auto ja = ca->join(join_options("pk", 2, 0, a.peer_address()));
+  REQUIRE(ja.ok());
+  auto jb = fb.get();
+  REQUIRE(jb.ok());
+  auto sa = ja->open_signals(2);
+  REQUIRE(sa.ok());
+  b.process().signal(SIGKILL);
+  const auto start = std::chrono::steady_clock::now();
+  auto s = sa->wait(1, 1, 20s);
+  const auto took = std::chrono::steady_clock::now() - start;
+  CHECK(s.code() == StatusCode::kUnavailable);
+  CHECK(s.message().find("rank 1") != std::string::npos);
+  CHECK(took < 10s);
+}
