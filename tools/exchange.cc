@@ -62,7 +62,8 @@ int main(int argc, char** argv) {
       "rounds", po::value<uint32_t>()->default_value(3), "rounds")(
       "bytes-per-peer", po::value<uint64_t>()->default_value(1 << 20), "bytes each rank sends each rank per round")(
       "seed", po::value<uint64_t>()->default_value(42), "block-size seed (same on all ranks)")(
-      "timeout-ms", po::value<uint32_t>()->default_value(30000), "per-wait timeout");
+      "timeout-ms", po::value<uint32_t>()->default_value(30000), "per-wait timeout")(
+      "print-table", "print the rank table after joining");
   po::variables_map vm;
   try {  // program_options reports by exception; it never leaves main.
     po::store(po::parse_command_line(argc, argv, opts), vm);
@@ -91,6 +92,7 @@ int main(int argc, char** argv) {
   jo.timeout = timeout;
   auto job = (*client)->join(jo);
   if (!job.ok()) return fail("join", job.status());
+  if (vm.count("print-table")) std::cout << job->table().to_string() << std::flush;
 
   // Window 1: what this rank sends (one slice per destination); window 2:
   // what it receives (one slice per source). Same ids on every rank.
@@ -160,5 +162,6 @@ int main(int argc, char** argv) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cout << "rank " << rank << ": sent " << total_bytes << " bytes in " << rounds << " rounds, " << secs * 1e3
             << " ms, " << total_bytes / secs / 1e6 << " MB/s, every received byte verified" << std::endl;
+  std::cout << "summary rank=" << rank << " bytes=" << total_bytes << " seconds=" << secs << std::endl;
   return 0;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Two "hosts" in network namespaces joined by a veth pair, one epxd in each
 # (tcp provider on the veth), and a 2-rank job across them: each rank must
-# get the same rank table, with the peer's rail on the other namespace.
+# get the same rank table, with the peer's rail on the other namespace; then
+# a verified data exchange between them through the daemons' proxies.
 # Needs root (ip netns); without it the test says SKIPPED and passes.
 set -euo pipefail
 
@@ -13,7 +14,8 @@ fi
 root=${TEST_SRCDIR:-$(dirname "$0")/../..}/${TEST_WORKSPACE:-epx}
 epxd=$root/daemon/epxd
 epxctl=$root/tools/epxctl
-[[ -x $epxd ]] || { epxd=bazel-bin/daemon/epxd; epxctl=bazel-bin/tools/epxctl; }
+exchange=$root/tools/epx_exchange
+[[ -x $epxd ]] || { epxd=bazel-bin/daemon/epxd; epxctl=bazel-bin/tools/epxctl; exchange=bazel-bin/tools/epx_exchange; }
 
 id=$$
 ns_a=epx-a-$id ns_b=epx-b-$id
@@ -78,3 +80,21 @@ grep -q "rank 0 local 0 node host-a daemon ${net}1:7470" "$dir/rank0.out" || { e
 grep -q "rank 1 local 0 node host-b daemon ${net}2:7470" "$dir/rank0.out" || { echo "FAIL: rank 1 entry"; exit 1; }
 grep -q "$veth_b" "$dir/rank0.out" || { echo "FAIL: rank 1's rail is not on host-b's veth"; exit 1; }
 echo "PASS: 2-rank job across network namespaces $ns_a and $ns_b"
+
+# The data plane across the veth: a verified exchange, one rank per host.
+ip netns exec "$ns_a" "$exchange" --socket "$dir/host-a.sock" --job xdata --world 2 --rank 0 \
+  --coordinator "$coordinator" --rounds 3 --bytes-per-peer 524288 --timeout-ms 20000 >"$dir/x0.out" 2>&1 &
+x0=$!
+ip netns exec "$ns_b" "$exchange" --socket "$dir/host-b.sock" --job xdata --world 2 --rank 1 \
+  --coordinator "$coordinator" --rounds 3 --bytes-per-peer 524288 --timeout-ms 20000 >"$dir/x1.out" 2>&1 &
+x1=$!
+rc=0
+wait $x0 || rc=1
+wait $x1 || rc=1
+cat "$dir/x0.out" "$dir/x1.out"
+if [[ $rc -ne 0 ]]; then
+  echo "FAIL: the exchange across namespaces failed"; tail -n 20 "$dir"/host-*.log; exit 1
+fi
+grep -q "every received byte verified" "$dir/x0.out" && grep -q "every received byte verified" "$dir/x1.out" \
+  || { echo "FAIL: bytes not verified"; exit 1; }
+echo "PASS: verified exchange across network namespaces over the tcp provider"
