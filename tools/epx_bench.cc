@@ -1,0 +1,372 @@
+// epx_bench: EPX's data-plane benchmark. Starts two epxd daemons (two
+// emulated nodes on one host) on the chosen libfabric provider, puts one
+// rank on each, and measures through the whole EPX path (ring -> proxy ->
+// fabric -> remote proxy -> signal -> waiting rank):
+//   (a) one-way latency of a write+signal seen by the remote waiter
+//   (b) streaming bandwidth
+//   (c) small-write (64 B) message rate, and the proxy's CPU ns/descriptor
+//   (d) proxy capacity: adjacent small writes coalesced into fabric writes
+// Each beside a plain libfabric baseline (//tools/bench:fabric_baseline)
+// measured in the same run, same provider and sizes, so every figure is a
+// ratio from one run.
+//   epx_bench --provider shm|tcp [--domain lo] [--json] [--quick]
+//             [--epxd PATH] [--cores A,B,C,D,E,F]
+#include <grpcpp/grpcpp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/program_options.hpp>
+#include <cmath>
+#include <cstdio>
+#include <future>
+#include <optional>
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "epx/client.h"
+#include "epx/v1/local.grpc.pb.h"
+#include "tools/bench/fabric_baseline.h"
+
+extern char** environ;
+namespace po = boost::program_options;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr uint64_t kWindowBytes = 16ull << 20;
+
+void progress(const std::string& line) { std::cerr << "[epx_bench] " << line << std::endl; }
+
+void pin(int core) {
+  if (core < 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(core, &set);
+  pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+// One epxd child process, stopped with SIGTERM at the end.
+struct Daemon {
+  pid_t pid = -1;
+  std::string socket;
+  ~Daemon() {
+    if (pid > 0) {
+      kill(pid, SIGTERM);
+      int st;
+      waitpid(pid, &st, 0);
+    }
+  }
+};
+
+epx::Status start_daemon(Daemon& d, const std::string& epxd, const std::string& dir, const std::string& name,
+                         const std::string& provider, const std::string& domain, int proxy_core) {
+  d.socket = dir + "/" + name + ".sock";
+  std::vector<std::string> args = {epxd, "--node-name", name, "--control-socket", d.socket, "--peer-listen",
+                                   "127.0.0.1:0", "--provider", provider, "--proxy-busy-poll", "true",
+                                   "--log-file", dir + "/" + name + ".log", "--log-level", "warn"};
+  if (!domain.empty()) args.insert(args.end(), {"--rail-domains", domain});
+  if (proxy_core >= 0) args.insert(args.end(), {"--proxy-cores", std::to_string(proxy_core)});
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  if (posix_spawn(&d.pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) {
+    return epx::unavailable("cannot start " + epxd);
+  }
+  for (int i = 0; i < 200; ++i) {
+    if (std::filesystem::exists(d.socket)) return epx::Status();
+    std::this_thread::sleep_for(50ms);
+  }
+  return epx::unavailable("epxd " + name + " did not create " + d.socket + " (see " + dir + "/" + name + ".log)");
+}
+
+struct Rank {
+  std::unique_ptr<epx::Client> client;
+  std::optional<epx::Job> job;
+  std::optional<epx::Window> send, recv;
+  std::optional<epx::Signals> signals;
+  std::unique_ptr<epx::Ring> ring;
+};
+
+epx::Status setup_rank(Rank& r, const std::string& socket, uint32_t rank, const std::string& coordinator) {
+  auto c = epx::Client::connect(socket);
+  if (!c.ok()) return c.status();
+  r.client = std::move(c.value());
+  epx::JoinOptions o;
+  o.job_id = "bench";
+  o.world_size = 2;
+  o.rank = rank;
+  o.coordinator = coordinator;
+  auto j = r.client->join(o);
+  if (!j.ok()) return j.status();
+  r.job.emplace(std::move(j.value()));
+  auto s = r.job->create_window(kWindowBytes);
+  if (!s.ok()) return s.status();
+  r.send.emplace(std::move(s.value()));
+  auto v = r.job->create_window(kWindowBytes);
+  if (!v.ok()) return v.status();
+  r.recv.emplace(std::move(v.value()));
+  auto sig = r.job->open_signals(8);
+  if (!sig.ok()) return sig.status();
+  r.signals.emplace(std::move(sig.value()));
+  auto ring = r.job->open_ring(8192);
+  if (!ring.ok()) return ring.status();
+  r.ring = std::move(ring.value());
+  return epx::Status();
+}
+
+epx::Result<epx::v1::DaemonStatus> daemon_status(const std::string& socket) {
+  auto stub = epx::v1::Local::NewStub(grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+  epx::v1::DaemonStatus st;
+  grpc::Status s = stub->Status(&ctx, epx::v1::StatusRequest(), &st);
+  if (!s.ok()) return epx::unavailable(s.error_message());
+  return st;
+}
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1)))];
+}
+
+struct Row {
+  std::string what;
+  size_t bytes;
+  double epx, base;  // same unit
+  std::string unit;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  po::options_description opts("epx_bench options");
+  opts.add_options()("help,h", "help")("provider", po::value<std::string>()->default_value("shm"), "shm | tcp | efa | verbs")(
+      "domain", po::value<std::string>()->default_value(""), "rail domain (tcp: lo)")("json", "JSON output")(
+      "quick", "fewer sizes and shorter runs")("epxd", po::value<std::string>(), "path of epxd")(
+      "cores", po::value<std::string>()->default_value(""),
+      "cores for proxy A, proxy B, rank 0, rank 1 (comma-separated); empty: no pinning");
+  po::variables_map vm;
+  try {  // program_options reports by exception; it never leaves main.
+    po::store(po::parse_command_line(argc, argv, opts), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "epx_bench: " << e.what() << "\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << opts << "\n";
+    return 0;
+  }
+  const std::string provider = vm["provider"].as<std::string>();
+  std::string domain = vm["domain"].as<std::string>();
+  if (provider == "tcp" && domain.empty()) domain = "lo";
+  const bool quick = vm.count("quick") > 0, json = vm.count("json") > 0;
+  std::vector<int> cores;
+  {
+    std::stringstream in(vm["cores"].as<std::string>());
+    for (std::string c; std::getline(in, c, ',');) cores.push_back(std::stoi(c));
+    cores.resize(4, -1);
+  }
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe");
+  std::string epxd = vm.count("epxd") ? vm["epxd"].as<std::string>() : "";
+  for (auto candidate : {self.parent_path() / "../daemon/epxd", self.parent_path() / "epxd"}) {
+    if (epxd.empty() && std::filesystem::exists(candidate)) epxd = candidate.string();
+  }
+  if (epxd.empty()) {
+    std::cerr << "epx_bench: cannot find epxd next to " << self << "; pass --epxd\n";
+    return 2;
+  }
+
+  char tmpl[] = "/tmp/epx-bench-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  Daemon da, db;
+  auto fail = [&](const std::string& what, const epx::Status& s) {
+    std::cerr << "epx_bench: " << what << ": " << s.to_string() << " (logs in " << dir << ")\n";
+    return 1;
+  };
+  if (auto s = start_daemon(da, epxd, dir, "a", provider, domain, cores[0]); !s.ok()) return fail("daemon a", s);
+  if (auto s = start_daemon(db, epxd, dir, "b", provider, domain, cores[1]); !s.ok()) return fail("daemon b", s);
+  auto st = daemon_status(da.socket);
+  if (!st.ok()) return fail("status of daemon a", st.status());
+  const std::string coordinator = st->peer_address();
+
+  Rank r0, r1;
+  auto f1 = std::async(std::launch::async, [&] { return setup_rank(r1, db.socket, 1, coordinator); });
+  if (auto s = setup_rank(r0, da.socket, 0, coordinator); !s.ok()) return fail("rank 0", s);
+  if (auto s = f1.get(); !s.ok()) return fail("rank 1", s);
+  auto fb = std::async(std::launch::async, [&] { return r1.job->barrier(30s); });
+  if (auto s = r0.job->barrier(30s); !s.ok()) return fail("barrier", s);
+  if (auto s = fb.get(); !s.ok()) return fail("barrier", s);
+
+  epx::bench::BaselineOptions bo;
+  bo.provider = provider;
+  if (!domain.empty()) bo.domains = {domain};
+  bo.min_time = quick ? 100ms : 300ms;
+  std::vector<Row> rows;
+  const auto min_time = quick ? 100ms : 300ms;
+
+  // (a) latency: ping-pong of write+signal, half the round trip.
+  std::vector<size_t> lat_sizes = quick ? std::vector<size_t>{8, 4096, 1 << 20}
+                                        : std::vector<size_t>{8, 64, 512, 4096, 32768, 262144, 1 << 20};
+  auto base_lat = epx::bench::baseline_latency(bo, lat_sizes);
+  if (!base_lat.ok()) return fail("baseline latency", base_lat.status());
+  uint64_t seq = 0;  // signal 0 counts ping-pongs on both ranks
+  for (size_t i = 0; i < lat_sizes.size(); ++i) {
+    const uint32_t size = static_cast<uint32_t>(lat_sizes[i]);
+    progress("latency " + std::to_string(size) + " B");
+    std::atomic<bool> stop{false};
+    std::atomic<uint64_t> target{0};
+    epx::Status pong_status;
+    const uint64_t first = seq + 1;  // read before the ping loop advances seq
+    std::thread pong([&, first] {
+      pin(cores[3]);
+      for (uint64_t k = first;; ++k) {
+        // Wait for ping k, answer it; a stop request ends after the last.
+        while (r1.signals->value(0) < k) {
+          if (stop.load(std::memory_order_acquire) && target.load() < k) return;
+        }
+        pong_status = r1.ring->post_write_signal(0, *r1.send, 0, r1.recv->id(), 0, size, epx::SignalRef{0, 1});
+        if (!pong_status.ok()) return;
+      }
+    });
+    pin(cores[2]);
+    std::vector<double> rtts;
+    const auto begin = Clock::now();
+    for (int n = 0;; ++n) {
+      ++seq;
+      target.store(seq);
+      const auto t0 = Clock::now();
+      if (auto s = r0.ring->post_write_signal(1, *r0.send, 0, r0.recv->id(), 0, size, epx::SignalRef{0, 1}); !s.ok()) {
+        stop = true;
+        pong.join();
+        return fail("ping", s);
+      }
+      if (auto s = r0.signals->wait(0, seq, 10s); !s.ok()) {
+        stop = true;
+        pong.join();
+        return fail("waiting for pong", s);
+      }
+      const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+      if (n >= 20) rtts.push_back(us);
+      if (n >= 220 && Clock::now() - begin > min_time) break;
+    }
+    stop = true;
+    pong.join();
+    if (!pong_status.ok()) return fail("pong", pong_status);
+    rows.push_back({"latency one-way (us)", size, percentile(rtts, 0.5) / 2, (*base_lat)[i].one_way_us, "us"});
+  }
+
+  // (b) streaming bandwidth: writes of S, each counted on signal 1.
+  std::vector<size_t> bw_sizes = quick ? std::vector<size_t>{65536, 1 << 20}
+                                       : std::vector<size_t>{4096, 65536, 262144, 1 << 20, 4 << 20, 16 << 20};
+  auto base_bw = epx::bench::baseline_bandwidth(bo, bw_sizes, 64);
+  if (!base_bw.ok()) return fail("baseline bandwidth", base_bw.status());
+  uint64_t counted = r1.signals->value(1);
+  for (size_t i = 0; i < bw_sizes.size(); ++i) {
+    const uint32_t size = static_cast<uint32_t>(bw_sizes[i]);
+    progress("bandwidth " + std::to_string(size) + " B");
+    const uint64_t slots = kWindowBytes / size;
+    uint64_t n = 0;
+    const auto t0 = Clock::now();
+    do {
+      for (int k = 0; k < 64; ++k, ++n) {
+        const uint64_t off = (n % slots) * size;
+        if (auto s = r0.ring->post_write_signal(1, *r0.send, off, r1.recv->id(), off, size, epx::SignalRef{1, 1}, 30s);
+            !s.ok()) {
+          return fail("stream", s);
+        }
+      }
+    } while (Clock::now() - t0 < min_time);
+    counted += n;
+    if (auto s = r1.signals->wait(1, counted, 60s); !s.ok()) return fail("stream end", s);
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    rows.push_back({"bandwidth (GB/s)", size, n * double(size) / secs / 1e9, (*base_bw)[i].gbytes_per_s, "GB/s"});
+  }
+
+  // (c) 64 B message rate (write+signal each: no coalescing), and the
+  // sending proxy's CPU cost per descriptor.
+  progress("message rate 64 B");
+  auto base_rate = epx::bench::baseline_message_rate(bo, 64, 64);
+  if (!base_rate.ok()) return fail("baseline rate", base_rate.status());
+  auto before = daemon_status(da.socket);
+  {
+    uint64_t n = 0;
+    const auto t0 = Clock::now();
+    do {
+      for (int k = 0; k < 256; ++k, ++n) {
+        const uint64_t off = (n % 65536) * 128;  // never adjacent
+        if (auto s = r0.ring->post_write_signal(1, *r0.send, off, r1.recv->id(), off, 64, epx::SignalRef{2, 1}, 30s);
+            !s.ok()) {
+          return fail("rate", s);
+        }
+      }
+    } while (Clock::now() - t0 < min_time);
+    if (auto s = r1.signals->wait(2, n, 60s); !s.ok()) return fail("rate end", s);
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    rows.push_back({"message rate 64 B (Mops/s)", 64, n / secs / 1e6, base_rate->mops_per_s, "Mops/s"});
+  }
+  auto after = daemon_status(da.socket);
+  double ns_per_desc = 0;
+  if (before.ok() && after.ok() && before->proxies_size() && after->proxies_size()) {
+    const double d = double(after->proxies(0).descriptors() - before->proxies(0).descriptors());
+    const double busy = double(after->proxies(0).busy_ns() - before->proxies(0).busy_ns());
+    ns_per_desc = d > 0 ? busy / d : 0;
+  }
+
+  // (d) proxy capacity: adjacent 64 B writes, which the proxy coalesces.
+  progress("proxy capacity (adjacent 64 B writes)");
+  double capacity_mdesc = 0, ops_per_desc = 0;
+  {
+    auto b2 = daemon_status(da.socket);
+    uint64_t n = 0;
+    const uint64_t per_pass = kWindowBytes / 64;
+    const auto t0 = Clock::now();
+    do {
+      for (int k = 0; k < 1024; ++k, ++n) {
+        const uint64_t off = (n % per_pass) * 64;
+        if (auto s = r0.ring->post_write(1, *r0.send, off, r1.recv->id(), off, 64, 30s); !s.ok()) return fail("capacity", s);
+      }
+    } while (Clock::now() - t0 < min_time);
+    if (auto s = r0.ring->flush(60s); !s.ok()) return fail("capacity flush", s);
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    auto a2 = daemon_status(da.socket);
+    capacity_mdesc = n / secs / 1e6;
+    if (b2.ok() && a2.ok() && a2->proxies_size()) {
+      const double d = double(a2->proxies(0).descriptors() - b2->proxies(0).descriptors());
+      const double ops = double(a2->proxies(0).fabric_ops() - b2->proxies(0).fabric_ops());
+      ops_per_desc = d > 0 ? ops / d : 0;
+    }
+  }
+  if (auto e = r0.ring->error(); !e.ok()) return fail("ring", e);
+
+  if (json) {
+    std::cout << "{\"provider\": \"" << provider << "\", \"rows\": [";
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      std::printf("%s\n  {\"what\": \"%s\", \"bytes\": %zu, \"epx\": %.4f, \"baseline\": %.4f, \"unit\": \"%s\"}",
+                  i ? "," : "", r.what.c_str(), r.bytes, r.epx, r.base, r.unit.c_str());
+    }
+    std::printf("],\n \"proxy_ns_per_descriptor\": %.1f, \"proxy_capacity_mdesc_per_s\": %.2f, "
+                "\"fabric_ops_per_descriptor\": %.4f}\n",
+                ns_per_desc, capacity_mdesc, ops_per_desc);
+    return 0;
+  }
+  std::printf("EPX vs plain libfabric (%s provider%s), two daemons on one host\n", provider.c_str(),
+              domain.empty() ? "" : (", domain " + domain).c_str());
+  std::printf("%-28s %10s %12s %12s %10s\n", "measure", "bytes", "EPX", "baseline", "EPX/base");
+  for (const Row& r : rows) {
+    std::printf("%-28s %10zu %12.3f %12.3f %10.2f\n", r.what.c_str(), r.bytes, r.epx, r.base, r.epx / r.base);
+  }
+  std::printf("proxy CPU per descriptor at the 64 B rate: %.0f ns\n", ns_per_desc);
+  std::printf("proxy capacity, adjacent 64 B writes: %.2f M descriptors/s (%.4f fabric writes per descriptor)\n",
+              capacity_mdesc, ops_per_desc);
+  return 0;
+}
