@@ -21,6 +21,8 @@ Signals::Signals(std::shared_ptr<ClientSession> session, std::string job_id, std
                  uint32_t count)
     : session_(std::move(session)), job_id_(std::move(job_id)), region_(std::move(region)), count_(count) {}
 
+uint64_t* Signals::words() const { return reinterpret_cast<uint64_t*>(region_->data()); }
+
 uint64_t Signals::value(uint32_t index) const {
   if (index >= count_) return 0;
   // acquire: pairs with the daemon's release fetch_add when it applies a
@@ -205,10 +207,18 @@ Result<Signals> Job::open_signals(uint32_t count) {
 }
 
 Result<std::unique_ptr<Ring>> Job::open_ring(uint32_t capacity) {
+  auto r = open_ring_region(capacity, false);
+  if (!r.ok()) return r.status();
+  return std::make_unique<Ring>(r->first, std::move(r->second));
+}
+
+Result<std::pair<uint32_t, std::shared_ptr<MappedRegion>>> Job::open_ring_region(uint32_t capacity,
+                                                                                 bool device_producers) {
   v1::OpenRingRequest req;
   req.set_client_id(session_->client_id());
   req.set_job_id(table_.job_id);
   req.set_capacity(capacity);
+  req.set_device_producers(device_producers);
   v1::RegionReply reply;
   auto ctx = session_->context(session_->options().rpc_timeout);
   grpc::Status s = session_->stub().OpenRing(ctx.get(), req, &reply);
@@ -221,7 +231,7 @@ Result<std::unique_ptr<Ring>> Job::open_ring(uint32_t capacity) {
     return internal_error("ring " + std::to_string(reply.id()) + " from the daemon fails the ABI check: " +
                           ring::ring_check_message(check));
   }
-  return std::make_unique<Ring>(reply.id(), std::move(region.value()));
+  return std::make_pair(reply.id(), std::move(region.value()));
 }
 
 Status Job::barrier(std::chrono::milliseconds timeout) {

@@ -112,6 +112,9 @@ class Job {
   Result<Signals> open_signals(uint32_t count);
   // capacity: slots, a power of two.
   Result<std::unique_ptr<Ring>> open_ring(uint32_t capacity);
+  // For epx_cuda: a ring for GPU producers, as its id and mapped region.
+  Result<std::pair<uint32_t, std::shared_ptr<MappedRegion>>> open_ring_region(uint32_t capacity,
+                                                                              bool device_producers);
   // Waits until every present rank of the job called barrier(). Errors name
   // the ranks that did not arrive (DEADLINE_EXCEEDED) or left (UNAVAILABLE).
   Status barrier(std::chrono::milliseconds timeout = std::chrono::seconds(60));

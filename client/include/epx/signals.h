@@ -24,6 +24,8 @@ class Signals {
           uint32_t count);
 
   uint32_t count() const { return count_; }
+  // The words themselves (host mapping), e.g. to register them with CUDA.
+  uint64_t* words() const;
   // Current value (acquire: data counted by it is visible).
   uint64_t value(uint32_t index) const;
 

@@ -1,0 +1,146 @@
+// Host side of the device API (epx/cuda.h).
+#include <cuda_runtime_api.h>
+
+#include <cstring>
+
+#include "epx/cuda.h"
+#include "proto/ring/ring_host.h"
+#include "client/src/mapped_region.h"
+
+namespace epx {
+namespace {
+
+Status cuda_status(cudaError_t e, const std::string& what) {
+  if (e == cudaSuccess) return Status();
+  (void)cudaGetLastError();  // clear the sticky copy so later calls are not blamed
+  return Status(e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ? StatusCode::kUnavailable
+                                                                            : StatusCode::kInternal,
+                what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+}
+
+// Host memory the GPU may access: registered (mapped), with its device pointer.
+template <typename T>
+Result<T*> map_host(void* host, size_t bytes, const std::string& what) {
+  EPX_RETURN_IF_ERROR(cuda_status(cudaHostRegister(host, bytes, cudaHostRegisterMapped | cudaHostRegisterPortable),
+                                  "cudaHostRegister of " + what));
+  void* dev = nullptr;
+  EPX_RETURN_IF_ERROR(cuda_status(cudaHostGetDevicePointer(&dev, host, 0), "cudaHostGetDevicePointer of " + what));
+  return static_cast<T*>(dev);
+}
+
+Status error_status(const DeviceError* e) {
+  const uint32_t code = __atomic_load_n(&e->code, __ATOMIC_ACQUIRE);
+  switch (code) {
+    case 0:
+      return Status();
+    case 1:
+      return deadline_exceeded("a kernel found the ring full until its timeout (ticket " + std::to_string(e->expected) +
+                               ", head " + std::to_string(e->seen) + "): is the daemon's proxy alive?");
+    case 2:
+      return deadline_exceeded("a kernel's wait for signal " + std::to_string(e->index) + " timed out: expected " +
+                               std::to_string(e->expected) + ", saw " + std::to_string(e->seen));
+    case 3:
+      return deadline_exceeded("a kernel's flush timed out: fence " + std::to_string(e->expected) + ", done " +
+                               std::to_string(e->seen));
+  }
+  return internal_error("device error code " + std::to_string(code));
+}
+
+}  // namespace
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+Result<std::unique_ptr<CudaRing>> CudaRing::open(Job& job, uint32_t capacity, uint64_t post_timeout_ns) {
+  auto region = job.open_ring_region(capacity, /*device_producers=*/true);
+  if (!region.ok()) return region.status();
+  std::unique_ptr<CudaRing> r(new CudaRing());
+  r->id_ = region->first;
+  r->region_ = std::move(region->second);
+  auto base = map_host<uint8_t>(r->region_->data(), r->region_->size(), "ring " + std::to_string(r->id_));
+  if (!base.ok()) return base.status();
+  EPX_RETURN_IF_ERROR(cuda_status(cudaHostAlloc(reinterpret_cast<void**>(&r->error_host_), sizeof(DeviceError),
+                                                cudaHostAllocMapped | cudaHostAllocPortable),
+                                  "cudaHostAlloc of the device error record"));
+  std::memset(r->error_host_, 0, sizeof(DeviceError));
+  DeviceError* error_dev = nullptr;
+  EPX_RETURN_IF_ERROR(cuda_status(cudaHostGetDevicePointer(reinterpret_cast<void**>(&error_dev), r->error_host_, 0),
+                                  "device pointer of the error record"));
+  EPX_RETURN_IF_ERROR(cuda_status(cudaMalloc(&r->counters_, 3 * sizeof(unsigned long long)), "cudaMalloc of ring counters"));
+  EPX_RETURN_IF_ERROR(cuda_status(cudaMemset(r->counters_, 0, 3 * sizeof(unsigned long long)), "cudaMemset"));
+  auto* counters = static_cast<unsigned long long*>(r->counters_);
+  r->device_.header = reinterpret_cast<ring::RingHeader*>(*base);
+  r->device_.slots = reinterpret_cast<ring::RingSlot*>(*base + ring::kRingHeaderBytes);
+  r->device_.capacity = capacity;
+  r->device_.claim = counters;
+  r->device_.cached_head = counters + 1;
+  r->device_.fences = counters + 2;
+  r->device_.error = error_dev;
+  r->device_.timeout_ns = post_timeout_ns;
+  return r;
+}
+
+CudaRing::~CudaRing() {
+  if (counters_) cudaFree(counters_);
+  if (error_host_) cudaFreeHost(error_host_);
+  if (region_) cudaHostUnregister(region_->data());
+}
+
+Status CudaRing::device_error() const {
+  if (error_host_) EPX_RETURN_IF_ERROR(error_status(error_host_));
+  const auto* header = ring::ring_header(region_->data());
+  const uint64_t e = ring::ring_load_acquire(&header->error);
+  if (e == 0) return Status();
+  return failed_precondition("ring " + std::to_string(id_) + ": the daemon rejected the descriptor at position " +
+                             std::to_string(ring::error_position(e)) + " (" +
+                             ring::ring_error_message(ring::error_code(e)) + ")");
+}
+
+Result<std::unique_ptr<CudaSignals>> CudaSignals::open(Job& job, uint32_t count) {
+  auto s = job.open_signals(count);
+  if (!s.ok()) return s.status();
+  std::unique_ptr<CudaSignals> out(new CudaSignals());
+  out->signals_ = std::make_unique<Signals>(std::move(s.value()));
+  // Register the whole page-rounded mapping: count words plus the scratch word.
+  const size_t page = 4096;
+  const size_t bytes = ((uint64_t{count} + 1) * sizeof(uint64_t) + page - 1) / page * page;
+  auto words = map_host<uint64_t>(out->signals_->words(), bytes, "signals");
+  if (!words.ok()) return words.status();
+  EPX_RETURN_IF_ERROR(cuda_status(cudaHostAlloc(reinterpret_cast<void**>(&out->error_host_), sizeof(DeviceError),
+                                                cudaHostAllocMapped | cudaHostAllocPortable),
+                                  "cudaHostAlloc of the device error record"));
+  std::memset(out->error_host_, 0, sizeof(DeviceError));
+  DeviceError* error_dev = nullptr;
+  EPX_RETURN_IF_ERROR(cuda_status(cudaHostGetDevicePointer(reinterpret_cast<void**>(&error_dev), out->error_host_, 0),
+                                  "device pointer of the error record"));
+  out->device_ = DeviceSignals{*words, count, error_dev};
+  return out;
+}
+
+CudaSignals::~CudaSignals() {
+  if (error_host_) cudaFreeHost(error_host_);
+  if (signals_) cudaHostUnregister(signals_->words());
+}
+
+Status CudaSignals::device_error() const { return error_host_ ? error_status(error_host_) : Status(); }
+
+Result<std::unique_ptr<CudaWindow>> CudaWindow::map(const Window& window) {
+  std::unique_ptr<CudaWindow> w(new CudaWindow());
+  auto dev = map_host<uint8_t>(window.data(), window.size(), "window " + std::to_string(window.id()));
+  if (!dev.ok()) return dev.status();
+  w->host_ = window.data();
+  w->device_ptr_ = *dev;
+  return w;
+}
+
+CudaWindow::~CudaWindow() {
+  if (host_) cudaHostUnregister(host_);
+}
+
+}  // namespace epx

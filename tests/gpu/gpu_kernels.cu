@@ -1,0 +1,161 @@
+#include "tests/gpu/gpu_kernels.h"
+
+#include <cuda_runtime.h>
+
+namespace epx::gpu {
+namespace {
+
+Status launched(const char* what) {
+  cudaError_t e = cudaGetLastError();
+  if (e == cudaSuccess) return Status();
+  return internal_error(std::string(what) + ": " + cudaGetErrorName(e) + " " + cudaGetErrorString(e));
+}
+
+__device__ inline uint8_t pattern_dev(uint32_t src_rank, uint32_t round, uint64_t i) {
+  uint64_t x = (uint64_t{src_rank} << 40) ^ (uint64_t{round} << 32) ^ i;
+  x *= 0x9E3779B97F4A7C15ull;
+  return static_cast<uint8_t>(x >> 56);
+}
+
+__global__ void send_blocks(DeviceRing ring, uint8_t* src, uint16_t src_window, uint16_t dst_window, uint32_t dst_rank,
+                            uint32_t src_rank, uint32_t round, const uint64_t* offsets, const uint32_t* sizes,
+                            uint32_t blocks, uint32_t signal, bool warp_post) {
+  const uint32_t stride = gridDim.x * blockDim.x;
+  // Every lane runs the same number of iterations so warp_post sees a full
+  // warp; lanes past the end post nothing.
+  const uint32_t rounds_needed = (blocks + stride - 1) / stride;
+  for (uint32_t r = 0; r < rounds_needed; ++r) {
+    const uint32_t b = r * stride + blockIdx.x * blockDim.x + threadIdx.x;
+    const bool mine = b < blocks;
+    if (mine) {
+      for (uint32_t i = 0; i < sizes[b]; ++i) src[offsets[b] + i] = pattern_dev(src_rank, round, offsets[b] + i);
+      // The proxy reads these bytes from host memory after it sees the slot:
+      // make them visible system-wide before the slot is published.
+      __threadfence_system();
+    }
+    if (warp_post) {
+      if (mine) {
+        post_warp(ring, ring::make_write_signal(static_cast<uint16_t>(dst_rank), ring::pack_address(src_window, offsets[b]),
+                                                ring::pack_address(dst_window, offsets[b]), sizes[b],
+                                                ring::encode_signal(signal, 1)));
+      }
+    } else if (mine) {
+      post_write_signal(ring, dst_rank, src_window, offsets[b], dst_window, offsets[b], sizes[b], signal, 1);
+    }
+  }
+}
+
+__global__ void wait_signal_kernel(DeviceSignals s, uint32_t index, uint64_t value, uint64_t timeout_ns, int* ok) {
+  *ok = wait_signal(s, index, value, timeout_ns) ? 1 : 0;
+}
+
+__global__ void post_raw(DeviceRing ring, ring::RingSlot slot) { post(ring, slot); }
+
+__global__ void pingpong(DeviceRing ring, DeviceSignals s, int role, uint32_t iters, uint32_t bytes, uint32_t dst,
+                         uint16_t src_window, uint16_t dst_window, uint64_t* elapsed, int* ok) {
+  const uint64_t base = signal_value(s, 0);
+  const uint64_t start = device_now_ns();
+  for (uint32_t i = 1; i <= iters; ++i) {
+    if (role == 0) {
+      if (!post_write_signal(ring, dst, src_window, 0, dst_window, 0, bytes, 0, 1) ||
+          !wait_signal(s, 0, base + i, 5000000000ull)) {
+        *ok = 0;
+        return;
+      }
+    } else {
+      if (!wait_signal(s, 0, base + i, 5000000000ull) ||
+          !post_write_signal(ring, dst, src_window, 0, dst_window, 0, bytes, 0, 1)) {
+        *ok = 0;
+        return;
+      }
+    }
+  }
+  elapsed[0] = device_now_ns() - start;
+  *ok = 1;
+}
+
+__global__ void post_many(DeviceRing ring, uint32_t dst, uint16_t src_window, uint16_t dst_window, uint32_t bytes,
+                          uint32_t per_thread, uint32_t signal, bool adjacent) {
+  const uint64_t t = blockIdx.x * blockDim.x + threadIdx.x;
+  for (uint32_t i = 0; i < per_thread; ++i) {
+    if (adjacent) {
+      // Lanes of a warp take consecutive chunks, so the warp's 32 tickets
+      // (one atomic) name one contiguous run the proxy can coalesce.
+      const uint64_t warp = t / 32, lane = t % 32;
+      const uint64_t off = ((warp * per_thread + i) * 32 + lane) * bytes;
+      post_warp(ring, ring::make_write(static_cast<uint16_t>(dst), ring::pack_address(src_window, off),
+                                       ring::pack_address(dst_window, off), bytes));
+    } else {
+      const uint64_t off = ((t * per_thread + i) % 65536) * 2 * bytes;
+      post_warp(ring, ring::make_write_signal(static_cast<uint16_t>(dst), ring::pack_address(src_window, off),
+                                              ring::pack_address(dst_window, off), bytes,
+                                              ring::encode_signal(signal, 1)));
+    }
+  }
+}
+
+__global__ void stream_kernel(DeviceRing ring, uint32_t dst, uint16_t src_window, uint16_t dst_window, uint32_t bytes,
+                              uint64_t window_bytes, uint32_t count, uint32_t signal) {
+  const uint64_t slots = window_bytes / bytes;
+  for (uint32_t i = 0; i < count; ++i) {
+    const uint64_t off = (i % slots) * bytes;
+    if (!post_write_signal(ring, dst, src_window, off, dst_window, off, bytes, signal, 1)) return;
+  }
+}
+
+__global__ void peer_copy(const uint4* src, uint4* dst, uint64_t n) {
+  for (uint64_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) dst[i] = src[i];
+}
+
+}  // namespace
+
+Status launch_send_blocks(DeviceRing ring, uint8_t* src_window_dev, uint16_t src_window, uint16_t dst_window,
+                          uint32_t dst_rank, uint32_t src_rank, uint32_t round, const uint64_t* offsets_dev,
+                          const uint32_t* sizes_dev, uint32_t blocks, uint32_t signal, bool warp_post, int grid,
+                          int block, void* stream) {
+  send_blocks<<<grid, block, 0, static_cast<cudaStream_t>(stream)>>>(ring, src_window_dev, src_window, dst_window,
+                                                                     dst_rank, src_rank, round, offsets_dev, sizes_dev,
+                                                                     blocks, signal, warp_post);
+  return launched("send_blocks");
+}
+
+Status launch_wait_signal(DeviceSignals signals, uint32_t index, uint64_t value, uint64_t timeout_ns, int* ok_dev,
+                          void* stream) {
+  wait_signal_kernel<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(signals, index, value, timeout_ns, ok_dev);
+  return launched("wait_signal");
+}
+
+Status launch_post_raw(DeviceRing ring, ring::RingSlot slot, void* stream) {
+  post_raw<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(ring, slot);
+  return launched("post_raw");
+}
+
+Status launch_pingpong(DeviceRing ring, DeviceSignals signals, int role, uint32_t iters, uint32_t bytes,
+                       uint32_t dst_rank, uint16_t src_window, uint16_t dst_window, uint64_t* elapsed_ns_dev,
+                       int* ok_dev, void* stream) {
+  pingpong<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(ring, signals, role, iters, bytes, dst_rank, src_window,
+                                                           dst_window, elapsed_ns_dev, ok_dev);
+  return launched("pingpong");
+}
+
+Status launch_post_many(DeviceRing ring, uint32_t dst_rank, uint16_t src_window, uint16_t dst_window, uint32_t bytes,
+                        uint32_t per_thread, uint32_t signal, bool adjacent, int grid, int block, void* stream) {
+  post_many<<<grid, block, 0, static_cast<cudaStream_t>(stream)>>>(ring, dst_rank, src_window, dst_window, bytes,
+                                                                   per_thread, signal, adjacent);
+  return launched("post_many");
+}
+
+Status launch_stream(DeviceRing ring, uint32_t dst_rank, uint16_t src_window, uint16_t dst_window, uint32_t bytes,
+                     uint64_t window_bytes, uint32_t count, uint32_t signal, void* stream) {
+  stream_kernel<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(ring, dst_rank, src_window, dst_window, bytes,
+                                                                window_bytes, count, signal);
+  return launched("stream");
+}
+
+Status launch_peer_copy(const void* src, void* dst, uint64_t bytes, int grid, int block, void* stream) {
+  peer_copy<<<grid, block, 0, static_cast<cudaStream_t>(stream)>>>(static_cast<const uint4*>(src),
+                                                                   static_cast<uint4*>(dst), bytes / 16);
+  return launched("peer_copy");
+}
+
+}  // namespace epx::gpu

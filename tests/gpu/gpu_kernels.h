@@ -1,0 +1,59 @@
+// Kernels that drive EPX from the GPU, for the GPU tests and benchmarks.
+// Launchers take raw pointers and a stream; they need no CUDA headers.
+#pragma once
+
+#include <cstdint>
+
+#include "epx/device.cuh"
+#include "epx/status.h"
+
+namespace epx::gpu {
+
+// Byte `i` of the block a rank sends in a test round.
+inline uint8_t test_pattern(uint32_t src_rank, uint32_t round, uint64_t i) {
+  uint64_t x = (uint64_t{src_rank} << 40) ^ (uint64_t{round} << 32) ^ i;
+  x *= 0x9E3779B97F4A7C15ull;
+  return static_cast<uint8_t>(x >> 56);
+}
+
+// Every thread owns block b (grid-stride): writes test_pattern bytes of the
+// block into the mapped source window (at offsets[b]), then posts a
+// write+signal of it to dst_rank's window at the same offset, counting on
+// `signal`. warp_post: use the warp-cooperative post.
+Status launch_send_blocks(DeviceRing ring, uint8_t* src_window_dev, uint16_t src_window, uint16_t dst_window,
+                          uint32_t dst_rank, uint32_t src_rank, uint32_t round, const uint64_t* offsets_dev,
+                          const uint32_t* sizes_dev, uint32_t blocks, uint32_t signal, bool warp_post, int grid,
+                          int block, void* stream);
+
+// One thread waits for signal >= value; *ok_dev = 1 on success, 0 on timeout.
+Status launch_wait_signal(DeviceSignals signals, uint32_t index, uint64_t value, uint64_t timeout_ns, int* ok_dev,
+                          void* stream);
+
+// Posts one descriptor as given (tests send bad ones on purpose).
+Status launch_post_raw(DeviceRing ring, ring::RingSlot slot, void* stream);
+
+// Ping-pong for latency: role 0 pings dst (signal 0 += 1) and waits for the
+// pong; role 1 answers. elapsed_ns_dev[0] = total time of `iters` round
+// trips on role 0; *ok_dev = 0 if any wait timed out.
+Status launch_pingpong(DeviceRing ring, DeviceSignals signals, int role, uint32_t iters, uint32_t bytes,
+                       uint32_t dst_rank, uint16_t src_window, uint16_t dst_window, uint64_t* elapsed_ns_dev,
+                       int* ok_dev, void* stream);
+
+// Many warps post `per_thread` small writes each (distinct, non-adjacent
+// offsets when !adjacent; adjacent 64-byte runs per thread when adjacent),
+// each write+signal (signal `signal`) unless adjacent (plain writes, then
+// the caller flushes). For descriptor-rate measurements.
+Status launch_post_many(DeviceRing ring, uint32_t dst_rank, uint16_t src_window, uint16_t dst_window,
+                        uint32_t bytes, uint32_t per_thread, uint32_t signal, bool adjacent, int grid, int block,
+                        void* stream);
+
+// One thread streams `count` writes of `bytes` each (offsets cycling through
+// `window_bytes`), each counting on `signal`.
+Status launch_stream(DeviceRing ring, uint32_t dst_rank, uint16_t src_window, uint16_t dst_window, uint32_t bytes,
+                     uint64_t window_bytes, uint32_t count, uint32_t signal, void* stream);
+
+// NVLink: `threads` threads copy `bytes` from src to dst (a peer GPU's
+// memory) with 16-byte stores.
+Status launch_peer_copy(const void* src, void* dst, uint64_t bytes, int grid, int block, void* stream);
+
+}  // namespace epx::gpu

@@ -1,0 +1,240 @@
+// GPU-initiated transfers through real daemons (tagged "gpu": CI builds it,
+// tools/device/run.sh runs it on the GPU machine). Two emulated nodes: one
+// daemon and one GPU each (GPU 1 when there are two, else GPU 0 for both).
+#include <cuda_runtime.h>
+#include <doctest/doctest.h>
+
+#include <future>
+#include <thread>
+#include <random>
+
+#include "epx/client.h"
+#include "epx/cuda.h"
+#include "tests/gpu/gpu_kernels.h"
+#include "tests/harness/daemon_process.h"
+
+using namespace epx;
+using namespace epx::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+#define SKIP_WITHOUT_GPU()                                                        \
+  if (cuda_device_count() == 0) {                                                 \
+    MESSAGE("SKIPPED: no CUDA device (this GPU test runs in tools/device/run.sh)"); \
+    return;                                                                       \
+  }
+
+#define CUDA_OK(x) REQUIRE_MESSAGE((x) == cudaSuccess, #x " failed: " << cudaGetErrorString(cudaGetLastError()))
+
+// One rank of the two-rank job: its client, GPU, windows, signals, ring.
+struct GpuRank {
+  int device = 0;
+  std::unique_ptr<Client> client;
+  std::optional<Job> job;
+  std::optional<Window> send, recv;
+  std::unique_ptr<CudaWindow> send_dev, recv_dev;
+  std::unique_ptr<CudaSignals> signals;
+  std::unique_ptr<CudaRing> ring;
+  cudaStream_t stream = nullptr;
+  ~GpuRank() {
+    if (stream) cudaStreamDestroy(stream);
+  }
+};
+
+constexpr uint64_t kWindow = 8 << 20;
+
+void setup(GpuRank& r, const DaemonProcess& d, uint32_t rank, const std::string& coordinator, int device) {
+  r.device = device;
+  CUDA_OK(cudaSetDevice(device));
+  CUDA_OK(cudaStreamCreateWithFlags(&r.stream, cudaStreamNonBlocking));
+  r.client = d.connect("gpu-rank" + std::to_string(rank));
+  JoinOptions o;
+  o.job_id = "gpu";
+  o.world_size = 2;
+  o.rank = rank;
+  o.coordinator = coordinator;
+  auto j = r.client->join(o);
+  REQUIRE_MESSAGE(j.ok(), j.status().to_string());
+  r.job.emplace(std::move(j.value()));
+  auto s = r.job->create_window(kWindow);
+  REQUIRE(s.ok());
+  r.send.emplace(std::move(s.value()));
+  auto v = r.job->create_window(kWindow);
+  REQUIRE(v.ok());
+  r.recv.emplace(std::move(v.value()));
+  auto sd = CudaWindow::map(*r.send);
+  REQUIRE_MESSAGE(sd.ok(), sd.status().to_string());
+  r.send_dev = std::move(sd.value());
+  auto rd = CudaWindow::map(*r.recv);
+  REQUIRE(rd.ok());
+  r.recv_dev = std::move(rd.value());
+  auto sig = CudaSignals::open(*r.job, 8);
+  REQUIRE_MESSAGE(sig.ok(), sig.status().to_string());
+  r.signals = std::move(sig.value());
+  auto ring = CudaRing::open(*r.job, 1024, 2000000000ull);
+  REQUIRE_MESSAGE(ring.ok(), ring.status().to_string());
+  r.ring = std::move(ring.value());
+}
+
+struct Pair {
+  TempDir dir;
+  std::unique_ptr<DaemonProcess> a, b;
+  GpuRank r0, r1;
+  explicit Pair(const std::string& provider) {
+    a = std::make_unique<DaemonProcess>(dir, DaemonOptions{"a", provider, {"--proxy-busy-poll", "true"}});
+    b = std::make_unique<DaemonProcess>(dir, DaemonOptions{"b", provider, {"--proxy-busy-poll", "true"}});
+    const int second = cuda_device_count() > 1 ? 1 : 0;
+    auto f = std::async(std::launch::async, [&] { setup(r1, *b, 1, a->peer_address(), second); });
+    setup(r0, *a, 0, a->peer_address(), 0);
+    f.get();
+    auto fb = std::async(std::launch::async, [&] { return r1.job->barrier(20s); });
+    REQUIRE(r0.job->barrier(20s).ok());
+    REQUIRE(fb.get().ok());
+  }
+};
+
+// Random blocks (1 B .. 64 KiB) tiling part of the window.
+void random_blocks(uint64_t seed, std::vector<uint64_t>* offsets, std::vector<uint32_t>* sizes) {
+  std::mt19937_64 rng(seed);
+  uint64_t off = 0;
+  while (offsets->size() < 3000) {
+    uint32_t size = rng() % 3 == 0 ? 1 + rng() % 65536 : 1 + rng() % 512;
+    off += rng() % 64;  // gaps, so writes are not all adjacent
+    if (off + size > kWindow) break;
+    offsets->push_back(off);
+    sizes->push_back(size);
+    off += size;
+  }
+}
+
+// rank `from` sends random blocks to `to` from many warps; `to` verifies.
+void send_and_verify(GpuRank& from, GpuRank& to, uint32_t from_rank, uint32_t to_rank, uint32_t round, bool warp_post) {
+  std::vector<uint64_t> offsets;
+  std::vector<uint32_t> sizes;
+  random_blocks(round * 7 + from_rank, &offsets, &sizes);
+  CUDA_OK(cudaSetDevice(from.device));
+  uint64_t* d_off = nullptr;
+  uint32_t* d_size = nullptr;
+  CUDA_OK(cudaMalloc(&d_off, offsets.size() * sizeof(uint64_t)));
+  CUDA_OK(cudaMalloc(&d_size, sizes.size() * sizeof(uint32_t)));
+  CUDA_OK(cudaMemcpy(d_off, offsets.data(), offsets.size() * sizeof(uint64_t), cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemcpy(d_size, sizes.data(), sizes.size() * sizeof(uint32_t), cudaMemcpyHostToDevice));
+  const uint64_t before = to.signals->host().value(from_rank);
+  auto s = gpu::launch_send_blocks(from.ring->device(), from.send_dev->device_ptr(), from.send->id(), to.recv->id(),
+                                   to_rank, from_rank, round, d_off, d_size, static_cast<uint32_t>(offsets.size()),
+                                   from_rank, warp_post, 24, 128, from.stream);
+  REQUIRE_MESSAGE(s.ok(), s.to_string());
+  CUDA_OK(cudaStreamSynchronize(from.stream));
+  REQUIRE_MESSAGE(from.ring->device_error().ok(), from.ring->device_error().to_string());
+  auto w = to.signals->host().wait(from_rank, before + offsets.size(), 30s);
+  REQUIRE_MESSAGE(w.ok(), w.to_string());
+  uint64_t bad = 0;
+  for (size_t b = 0; b < offsets.size(); ++b) {
+    for (uint32_t i = 0; i < sizes[b]; ++i) {
+      bad += to.recv->data()[offsets[b] + i] != gpu::test_pattern(from_rank, round, offsets[b] + i);
+    }
+  }
+  CHECK(bad == 0);
+  CHECK(to.signals->host().value(from_rank) == before + offsets.size());
+  cudaFree(d_off);
+  cudaFree(d_size);
+}
+
+}  // namespace
+
+TEST_CASE("GPU-initiated writes with signals, both directions, many warps, ring wrap-around (shm and tcp)") {
+  SKIP_WITHOUT_GPU();
+  for (const char* provider : {"shm", "tcp"}) {
+    CAPTURE(provider);
+    Pair p(provider);
+    for (uint32_t round = 0; round < 3; ++round) {
+      send_and_verify(p.r0, p.r1, 0, 1, round, round % 2 == 1);
+      send_and_verify(p.r1, p.r0, 1, 0, round, round % 2 == 0);
+    }
+    // A kernel waiting on the GPU for a signal that the other GPU sends.
+    int* ok = nullptr;
+    int result = -1;
+    CUDA_OK(cudaSetDevice(p.r1.device));
+    CUDA_OK(cudaMalloc(&ok, sizeof(int)));
+    const uint64_t target = p.r1.signals->host().value(0) + 1;
+    REQUIRE(gpu::launch_wait_signal(p.r1.signals->device(), 0, target, 10000000000ull, ok, p.r1.stream).ok());
+    send_and_verify(p.r0, p.r1, 0, 1, 9, false);
+    CUDA_OK(cudaSetDevice(p.r1.device));
+    CUDA_OK(cudaStreamSynchronize(p.r1.stream));
+    CUDA_OK(cudaMemcpy(&result, ok, sizeof(int), cudaMemcpyDeviceToHost));
+    CHECK(result == 1);
+    cudaFree(ok);
+  }
+}
+
+TEST_CASE("a kernel whose signal never comes gets a timeout error, not a hang") {
+  SKIP_WITHOUT_GPU();
+  Pair p("shm");
+  int* ok = nullptr;
+  int result = -1;
+  CUDA_OK(cudaSetDevice(p.r0.device));
+  CUDA_OK(cudaMalloc(&ok, sizeof(int)));
+  const auto start = std::chrono::steady_clock::now();
+  REQUIRE(gpu::launch_wait_signal(p.r0.signals->device(), 5, 1, 200000000ull, ok, p.r0.stream).ok());
+  CUDA_OK(cudaStreamSynchronize(p.r0.stream));
+  CHECK(std::chrono::steady_clock::now() - start < 10s);
+  CUDA_OK(cudaMemcpy(&result, ok, sizeof(int), cudaMemcpyDeviceToHost));
+  CHECK(result == 0);
+  Status e = p.r0.signals->device_error();
+  CHECK(e.code() == StatusCode::kDeadlineExceeded);
+  CHECK(e.message().find("signal 5") != std::string::npos);
+  cudaFree(ok);
+}
+
+TEST_CASE("bad descriptors posted by a kernel are rejected and reported; the other rank keeps working") {
+  SKIP_WITHOUT_GPU();
+  Pair p("shm");
+  CUDA_OK(cudaSetDevice(p.r0.device));
+  auto bad = ring::make_write_signal(1, ring::pack_address(1, 0), ring::pack_address(99, 0), 64, ring::encode_signal(0, 1));
+  REQUIRE(gpu::launch_post_raw(p.r0.ring->device(), bad, p.r0.stream).ok());
+  CUDA_OK(cudaStreamSynchronize(p.r0.stream));
+  Status e;
+  for (int i = 0; i < 200 && e.ok(); ++i) {
+    std::this_thread::sleep_for(10ms);
+    e = p.r0.ring->device_error();
+  }
+  CHECK(e.code() == StatusCode::kFailedPrecondition);
+  CHECK(e.message().find("unknown window") != std::string::npos);
+  CHECK(p.r1.signals->host().value(0) == 0);
+  // Rank 1's GPU still reaches rank 0.
+  send_and_verify(p.r1, p.r0, 1, 0, 0, false);
+}
+
+TEST_CASE("same node, two GPUs: NVLink peer stores land intact") {
+  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() < 2) {
+    MESSAGE("SKIPPED: needs two GPUs");
+    return;
+  }
+  int can = 0;
+  CUDA_OK(cudaDeviceCanAccessPeer(&can, 0, 1));
+  REQUIRE(can == 1);
+  const uint64_t bytes = 64 << 20;
+  void *src = nullptr, *dst = nullptr;
+  CUDA_OK(cudaSetDevice(1));
+  CUDA_OK(cudaMalloc(&dst, bytes));
+  CUDA_OK(cudaMemset(dst, 0, bytes));
+  CUDA_OK(cudaSetDevice(0));
+  cudaError_t pe = cudaDeviceEnablePeerAccess(1, 0);
+  REQUIRE((pe == cudaSuccess || pe == cudaErrorPeerAccessAlreadyEnabled));
+  (void)cudaGetLastError();
+  CUDA_OK(cudaMalloc(&src, bytes));
+  std::vector<uint8_t> host(bytes);
+  for (uint64_t i = 0; i < bytes; ++i) host[i] = gpu::test_pattern(0, 1, i);
+  CUDA_OK(cudaMemcpy(src, host.data(), bytes, cudaMemcpyHostToDevice));
+  REQUIRE(gpu::launch_peer_copy(src, dst, bytes, 264, 512, nullptr).ok());
+  CUDA_OK(cudaDeviceSynchronize());
+  std::vector<uint8_t> back(bytes);
+  CUDA_OK(cudaSetDevice(1));
+  CUDA_OK(cudaMemcpy(back.data(), dst, bytes, cudaMemcpyDeviceToHost));
+  CHECK(back == host);
+  cudaFree(dst);
+  CUDA_OK(cudaSetDevice(0));
+  cudaFree(src);
+}

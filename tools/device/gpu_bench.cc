@@ -1,0 +1,343 @@
+// gpu_bench: GPU-initiated transfers through EPX on the GPU machine. Two
+// epxd daemons (shm provider, busy-polling pinned proxies) emulate two
+// nodes; rank 0 drives GPU 0, rank 1 GPU 1 (or GPU 0 when alone).
+//   (a) one-way latency of a kernel's write+signal seen by the peer kernel
+//   (b) streaming bandwidth of kernel-posted writes through host windows
+//   (c) end-to-end descriptor rate, many warps posting 64 B write+signal
+//   (d) proxy capacity: many warps posting adjacent 64 B writes (coalesced)
+//   (e) NVLink peer-store bandwidth (two GPUs)
+// Baselines in the same run: the shm provider's own latency, bandwidth and
+// small-write rate (//tools/bench:fabric_baseline).
+//   gpu_bench [--epxd PATH] [--cores A,B] [--json]
+#include <cuda_runtime.h>
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <future>
+#include <iostream>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include "epx/client.h"
+#include "epx/cuda.h"
+#include "epx/v1/local.grpc.pb.h"
+#include "tests/gpu/gpu_kernels.h"
+#include "tools/bench/fabric_baseline.h"
+
+extern char** environ;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr uint64_t kWindow = 64ull << 20;
+
+#define CHECK_CUDA(x)                                                                          \
+  do {                                                                                         \
+    cudaError_t e_ = (x);                                                                      \
+    if (e_ != cudaSuccess) {                                                                   \
+      std::cerr << "gpu_bench: " #x ": " << cudaGetErrorString(e_) << std::endl;              \
+      std::exit(1);                                                                            \
+    }                                                                                          \
+  } while (0)
+
+void die(const std::string& what, const epx::Status& s) {
+  std::cerr << "gpu_bench: " << what << ": " << s.to_string() << std::endl;
+  std::exit(1);
+}
+
+struct Daemon {
+  pid_t pid = -1;
+  std::string socket;
+  ~Daemon() {
+    if (pid > 0) {
+      kill(pid, SIGTERM);
+      int st;
+      waitpid(pid, &st, 0);
+    }
+  }
+};
+
+void start_daemon(Daemon& d, const std::string& epxd, const std::string& dir, const std::string& name, int core) {
+  d.socket = dir + "/" + name + ".sock";
+  std::vector<std::string> args = {epxd, "--node-name", name, "--control-socket", d.socket, "--peer-listen",
+                                   "127.0.0.1:0", "--provider", "shm", "--proxy-busy-poll", "true", "--log-file",
+                                   dir + "/" + name + ".log", "--log-level", "warn"};
+  if (core >= 0) args.insert(args.end(), {"--proxy-cores", std::to_string(core)});
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  if (posix_spawn(&d.pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) die("spawn", epx::unavailable(epxd));
+  for (int i = 0; i < 200 && !std::filesystem::exists(d.socket); ++i) std::this_thread::sleep_for(50ms);
+}
+
+epx::v1::DaemonStatus status_of(const std::string& socket) {
+  auto stub = epx::v1::Local::NewStub(grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+  epx::v1::DaemonStatus st;
+  (void)stub->Status(&ctx, epx::v1::StatusRequest(), &st);
+  return st;
+}
+
+struct Rank {
+  int device = 0;
+  std::unique_ptr<epx::Client> client;
+  std::optional<epx::Job> job;
+  std::optional<epx::Window> send, recv;
+  std::unique_ptr<epx::CudaWindow> send_dev;
+  std::unique_ptr<epx::CudaSignals> signals;
+  std::unique_ptr<epx::CudaRing> ring;
+  cudaStream_t stream = nullptr;
+};
+
+void setup(Rank& r, const std::string& socket, uint32_t rank, const std::string& coordinator, int device) {
+  r.device = device;
+  CHECK_CUDA(cudaSetDevice(device));
+  CHECK_CUDA(cudaStreamCreateWithFlags(&r.stream, cudaStreamNonBlocking));
+  auto c = epx::Client::connect(socket);
+  if (!c.ok()) die("connect", c.status());
+  r.client = std::move(c.value());
+  epx::JoinOptions o;
+  o.job_id = "gpubench";
+  o.world_size = 2;
+  o.rank = rank;
+  o.coordinator = coordinator;
+  auto j = r.client->join(o);
+  if (!j.ok()) die("join", j.status());
+  r.job.emplace(std::move(j.value()));
+  auto s = r.job->create_window(kWindow);
+  if (!s.ok()) die("window", s.status());
+  r.send.emplace(std::move(s.value()));
+  auto v = r.job->create_window(kWindow);
+  if (!v.ok()) die("window", v.status());
+  r.recv.emplace(std::move(v.value()));
+  auto sd = epx::CudaWindow::map(*r.send);
+  if (!sd.ok()) die("map window", sd.status());
+  r.send_dev = std::move(sd.value());
+  auto sig = epx::CudaSignals::open(*r.job, 8);
+  if (!sig.ok()) die("signals", sig.status());
+  r.signals = std::move(sig.value());
+  auto ring = epx::CudaRing::open(*r.job, 16384, 5000000000ull);
+  if (!ring.ok()) die("ring", ring.status());
+  r.ring = std::move(ring.value());
+}
+
+struct Row {
+  std::string what;
+  size_t bytes;
+  double value;
+  std::string unit;
+  std::string compare;  // what it is compared with, and that figure
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string epxd, cores_arg;
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--epxd" && i + 1 < argc) epxd = argv[++i];
+    else if (a == "--cores" && i + 1 < argc) cores_arg = argv[++i];
+    else if (a == "--json") json = true;
+    else {
+      std::cerr << "usage: gpu_bench [--epxd PATH] [--cores A,B] [--json]\n";
+      return 2;
+    }
+  }
+  if (epx::cuda_device_count() == 0) {
+    std::cerr << "gpu_bench: no CUDA device\n";
+    return 1;
+  }
+  std::vector<int> cores;
+  {
+    std::stringstream in(cores_arg);
+    for (std::string c; std::getline(in, c, ',');) cores.push_back(std::stoi(c));
+    cores.resize(2, -1);
+  }
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe");
+  for (auto candidate : {self.parent_path() / "../../daemon/epxd", self.parent_path() / "epxd"}) {
+    if (epxd.empty() && std::filesystem::exists(candidate)) epxd = candidate.string();
+  }
+  char tmpl[] = "/tmp/epx-gpubench-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  Daemon da, db;
+  start_daemon(da, epxd, dir, "a", cores[0]);
+  start_daemon(db, epxd, dir, "b", cores[1]);
+  const std::string coordinator = status_of(da.socket).peer_address();
+  const int second = epx::cuda_device_count() > 1 ? 1 : 0;
+  Rank r0, r1;
+  auto f = std::async(std::launch::async, [&] { setup(r1, db.socket, 1, coordinator, second); });
+  setup(r0, da.socket, 0, coordinator, 0);
+  f.get();
+  auto fb = std::async(std::launch::async, [&] { return r1.job->barrier(30s); });
+  if (auto s = r0.job->barrier(30s); !s.ok()) die("barrier", s);
+  if (auto s = fb.get(); !s.ok()) die("barrier", s);
+
+  epx::bench::BaselineOptions bo;
+  bo.provider = "shm";
+  std::vector<Row> rows;
+
+  // (a) latency: two persistent single-thread kernels ping-pong.
+  std::vector<size_t> sizes = {8, 64, 512, 4096, 32768, 262144, 1 << 20};
+  auto base_lat = epx::bench::baseline_latency(bo, sizes);
+  if (!base_lat.ok()) die("baseline latency", base_lat.status());
+  uint64_t* elapsed = nullptr;
+  int* ok = nullptr;
+  CHECK_CUDA(cudaSetDevice(0));
+  CHECK_CUDA(cudaMalloc(&elapsed, 2 * sizeof(uint64_t)));
+  CHECK_CUDA(cudaMalloc(&ok, 2 * sizeof(int)));
+  uint64_t* elapsed1 = nullptr;
+  int* ok1 = nullptr;
+  CHECK_CUDA(cudaSetDevice(r1.device));
+  CHECK_CUDA(cudaMalloc(&elapsed1, 2 * sizeof(uint64_t)));
+  CHECK_CUDA(cudaMalloc(&ok1, 2 * sizeof(int)));
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const uint32_t iters = sizes[i] >= 262144 ? 200 : 1000;
+    std::cerr << "[gpu_bench] latency " << sizes[i] << " B" << std::endl;
+    CHECK_CUDA(cudaSetDevice(r1.device));
+    if (auto s = epx::gpu::launch_pingpong(r1.ring->device(), r1.signals->device(), 1, iters + 20, sizes[i], 0,
+                                           r1.send->id(), r0.recv->id(), elapsed1, ok1, r1.stream);
+        !s.ok()) die("pong", s);
+    CHECK_CUDA(cudaSetDevice(0));
+    // Warm-up round trips are inside the pong's count: run 20 first.
+    if (auto s = epx::gpu::launch_pingpong(r0.ring->device(), r0.signals->device(), 0, 20, sizes[i], 1, r0.send->id(),
+                                           r1.recv->id(), elapsed, ok, r0.stream);
+        !s.ok()) die("ping warm-up", s);
+    if (auto s = epx::gpu::launch_pingpong(r0.ring->device(), r0.signals->device(), 0, iters, sizes[i], 1,
+                                           r0.send->id(), r1.recv->id(), elapsed, ok, r0.stream);
+        !s.ok()) die("ping", s);
+    CHECK_CUDA(cudaStreamSynchronize(r0.stream));
+    CHECK_CUDA(cudaSetDevice(r1.device));
+    CHECK_CUDA(cudaStreamSynchronize(r1.stream));
+    uint64_t ns = 0;
+    int good = 0;
+    CHECK_CUDA(cudaSetDevice(0));
+    CHECK_CUDA(cudaMemcpy(&ns, elapsed, sizeof(ns), cudaMemcpyDeviceToHost));
+    CHECK_CUDA(cudaMemcpy(&good, ok, sizeof(good), cudaMemcpyDeviceToHost));
+    if (!good) die("latency", epx::deadline_exceeded(r0.signals->device_error().to_string()));
+    rows.push_back({"GPU one-way write+signal", sizes[i], ns / 1e3 / (2.0 * iters), "us",
+                    "shm fi_writedata one-way " + std::to_string((*base_lat)[i].one_way_us) + " us"});
+  }
+
+  // (b) streaming bandwidth from a kernel, host windows.
+  std::vector<size_t> bw_sizes = {65536, 1 << 20, 4 << 20};
+  auto base_bw = epx::bench::baseline_bandwidth(bo, bw_sizes, 64);
+  if (!base_bw.ok()) die("baseline bandwidth", base_bw.status());
+  for (size_t i = 0; i < bw_sizes.size(); ++i) {
+    std::cerr << "[gpu_bench] bandwidth " << bw_sizes[i] << " B" << std::endl;
+    const uint32_t count = static_cast<uint32_t>(std::max<uint64_t>(64, (2ull << 30) / bw_sizes[i]));
+    const uint64_t before = r1.signals->host().value(1);
+    CHECK_CUDA(cudaSetDevice(0));
+    const auto t0 = Clock::now();
+    if (auto s = epx::gpu::launch_stream(r0.ring->device(), 1, r0.send->id(), r1.recv->id(), bw_sizes[i], kWindow,
+                                         count, 1, r0.stream);
+        !s.ok()) die("stream", s);
+    if (auto s = r1.signals->host().wait(1, before + count, 120s); !s.ok()) die("stream wait", s);
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    CHECK_CUDA(cudaStreamSynchronize(r0.stream));
+    rows.push_back({"GPU-posted streaming bandwidth", bw_sizes[i], count * double(bw_sizes[i]) / secs / 1e9, "GB/s",
+                    "shm ceiling " + std::to_string((*base_bw)[i].gbytes_per_s) + " GB/s; PCIe floor 52 GB/s"});
+  }
+
+  // (c) end-to-end descriptor rate: 64 B write+signal from many warps.
+  {
+    std::cerr << "[gpu_bench] descriptor rate" << std::endl;
+    auto base_rate = epx::bench::baseline_message_rate(bo, 64, 64);
+    if (!base_rate.ok()) die("baseline rate", base_rate.status());
+    const int grid = 24, block = 256;
+    const uint32_t per_thread = 64;
+    const uint64_t total = uint64_t{grid} * block * per_thread;
+    const uint64_t before = r1.signals->host().value(2);
+    CHECK_CUDA(cudaSetDevice(0));
+    const auto t0 = Clock::now();
+    if (auto s = epx::gpu::launch_post_many(r0.ring->device(), 1, r0.send->id(), r1.recv->id(), 64, per_thread, 2,
+                                            false, grid, block, r0.stream);
+        !s.ok()) die("post_many", s);
+    if (auto s = r1.signals->host().wait(2, before + total, 120s); !s.ok()) die("rate wait", s);
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    CHECK_CUDA(cudaStreamSynchronize(r0.stream));
+    rows.push_back({"GPU descriptors end to end (64 B write+signal)", 64, total / secs / 1e6, "M/s",
+                    "shm provider's own 64 B rate " + std::to_string(base_rate->mops_per_s) + " M/s"});
+  }
+
+  // (d) proxy capacity: adjacent 64 B writes, coalesced by the proxy.
+  {
+    std::cerr << "[gpu_bench] proxy capacity" << std::endl;
+    const int grid = 64, block = 256;
+    const uint32_t per_thread = 256;  // 4 Mi descriptors, 256 MiB: fits? window is 64 MiB -> use 16 B... see below
+    const uint32_t bytes = 16;
+    const uint64_t total = uint64_t{grid} * block * per_thread;
+    auto before = status_of(da.socket);
+    CHECK_CUDA(cudaSetDevice(0));
+    const auto t0 = Clock::now();
+    if (auto s = epx::gpu::launch_post_many(r0.ring->device(), 1, r0.send->id(), r1.recv->id(), bytes, per_thread, 0,
+                                            true, grid, block, r0.stream);
+        !s.ok()) die("post_many adjacent", s);
+    uint64_t consumed = 0;
+    epx::v1::DaemonStatus after;
+    while (consumed < total && Clock::now() - t0 < 60s) {
+      std::this_thread::sleep_for(1ms);
+      after = status_of(da.socket);
+      consumed = after.proxies(0).descriptors() - before.proxies(0).descriptors();
+    }
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    CHECK_CUDA(cudaStreamSynchronize(r0.stream));
+    const double ops = double(after.proxies(0).fabric_ops() - before.proxies(0).fabric_ops());
+    const double busy = double(after.proxies(0).busy_ns() - before.proxies(0).busy_ns());
+    rows.push_back({"proxy capacity (adjacent 16 B writes, wall)", bytes, consumed / secs / 1e6, "M desc/s",
+                    "target 20 M/s per proxy thread; " + std::to_string(ops / std::max(1.0, double(consumed))) +
+                        " fabric writes per descriptor"});
+    rows.push_back({"proxy busy time per descriptor", bytes, busy / std::max(1.0, double(consumed)), "ns",
+                    "= " + std::to_string(1e3 / std::max(1e-9, busy / std::max(1.0, double(consumed)))) +
+                        " M desc/s of proxy CPU"});
+  }
+  if (auto e = r0.ring->device_error(); !e.ok()) die("ring", e);
+
+  // (e) NVLink peer stores.
+  if (epx::cuda_device_count() > 1) {
+    std::cerr << "[gpu_bench] NVLink" << std::endl;
+    const uint64_t bytes = 1ull << 30;
+    void *src = nullptr, *dst = nullptr;
+    CHECK_CUDA(cudaSetDevice(1));
+    CHECK_CUDA(cudaMalloc(&dst, bytes));
+    CHECK_CUDA(cudaSetDevice(0));
+    cudaError_t pe = cudaDeviceEnablePeerAccess(1, 0);
+    if (pe != cudaSuccess && pe != cudaErrorPeerAccessAlreadyEnabled) die("peer access", epx::internal_error(cudaGetErrorString(pe)));
+    (void)cudaGetLastError();
+    CHECK_CUDA(cudaMalloc(&src, bytes));
+    cudaEvent_t a, b;
+    CHECK_CUDA(cudaEventCreate(&a));
+    CHECK_CUDA(cudaEventCreate(&b));
+    (void)epx::gpu::launch_peer_copy(src, dst, bytes, 528, 512, nullptr);
+    CHECK_CUDA(cudaEventRecord(a));
+    for (int i = 0; i < 5; ++i) (void)epx::gpu::launch_peer_copy(src, dst, bytes, 528, 512, nullptr);
+    CHECK_CUDA(cudaEventRecord(b));
+    CHECK_CUDA(cudaEventSynchronize(b));
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
+    rows.push_back({"NVLink peer stores GPU0->GPU1", bytes, 5.0 * bytes / (ms / 1e3) / 1e9, "GB/s", "floor 368 GB/s"});
+  }
+
+  if (json) {
+    std::cout << "[";
+    for (size_t i = 0; i < rows.size(); ++i) {
+      std::printf("%s\n {\"what\": \"%s\", \"bytes\": %zu, \"value\": %.4f, \"unit\": \"%s\", \"compare\": \"%s\"}",
+                  i ? "," : "", rows[i].what.c_str(), rows[i].bytes, rows[i].value, rows[i].unit.c_str(),
+                  rows[i].compare.c_str());
+    }
+    std::cout << "]\n";
+  } else {
+    std::printf("%-46s %10s %12s %-9s %s\n", "measure", "bytes", "value", "unit", "compared with");
+    for (const Row& r : rows) {
+      std::printf("%-46s %10zu %12.3f %-9s %s\n", r.what.c_str(), r.bytes, r.value, r.unit.c_str(), r.compare.c_str());
+    }
+  }
+  return 0;
+}
