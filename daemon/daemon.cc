@@ -92,6 +92,7 @@ void Daemon::schedule_expiry() {
   expiry_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (ec) return;
     state_->coordinator().expire(Coordinator::Clock::now());
+    state_->ipc_exchange().expire(IpcExchange::Clock::now());
     if (++ticks_ % kPeerCheckTicks == 0) state_->check_peers();
     schedule_expiry();
   });

@@ -97,6 +97,7 @@ void DaemonState::release(const std::vector<Membership>& held, const std::string
   auto one_done = countdown(held.size(), std::move(done));
   for (const auto& m : held) {
     if (m.formed) data_plane_->detach_rank(m.client_id, m.job_id, m.rank);
+    ipc_exchange_.forget(m.job_id, m.rank);
     v1::PeerLeaveRequest req;
     req.set_job_id(m.job_id);
     req.set_rank(m.rank);

@@ -18,6 +18,7 @@
 #include "daemon/fabric/rail.h"
 #include "daemon/jobs/client_table.h"
 #include "daemon/jobs/coordinator.h"
+#include "daemon/jobs/ipc_exchange.h"
 
 namespace epx::daemon {
 
@@ -34,6 +35,7 @@ class DaemonState {
   const std::string& advertise_address() const { return advertise_address_; }
   const std::vector<std::unique_ptr<Rail>>& rails() const { return rails_; }
   Coordinator& coordinator() { return coordinator_; }
+  IpcExchange& ipc_exchange() { return ipc_exchange_; }
   ClientTable& clients() { return clients_; }
   PeerClient& peers() { return peers_; }
   LocalConnections& connections() { return connections_; }
@@ -72,6 +74,7 @@ class DaemonState {
   const std::vector<std::unique_ptr<Rail>> rails_;
   const std::chrono::steady_clock::time_point started_;
   Coordinator coordinator_;
+  IpcExchange ipc_exchange_;
   ClientTable clients_;
   PeerClient peers_;
   LocalConnections connections_;

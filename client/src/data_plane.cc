@@ -246,4 +246,21 @@ Status Job::barrier(std::chrono::milliseconds timeout) {
   return Status();
 }
 
+Result<std::vector<PeerBuffer>> Job::exchange_ipc(const std::string& handle, uint64_t bytes,
+                                                 std::chrono::milliseconds timeout) {
+  v1::ExchangeIpcRequest req;
+  req.set_client_id(session_->client_id());
+  req.set_job_id(table_.job_id);
+  req.set_handle(handle);
+  req.set_bytes(bytes);
+  req.set_timeout_ms(static_cast<uint32_t>(timeout.count()));
+  v1::ExchangeIpcReply reply;
+  auto ctx = session_->context(timeout + std::chrono::seconds(5));
+  grpc::Status s = session_->stub().ExchangeIpc(ctx.get(), req, &reply);
+  if (!s.ok()) return session_->explain(s, "same-node handle exchange of job " + table_.job_id);
+  std::vector<PeerBuffer> out;
+  for (const auto& p : reply.peers()) out.push_back({p.rank(), p.local_rank(), p.pid(), p.handle(), p.bytes()});
+  return out;
+}
+
 }  // namespace epx

@@ -234,4 +234,38 @@ grpc::ServerUnaryReactor* LocalService::Barrier(grpc::CallbackServerContext* con
   return reactor;
 }
 
+grpc::ServerUnaryReactor* LocalService::ExchangeIpc(grpc::CallbackServerContext* context,
+                                                    const v1::ExchangeIpcRequest* request, v1::ExchangeIpcReply* reply) {
+  auto m = state_.clients().membership(request->client_id(), context->peer(), request->job_id());
+  if (!m.ok()) return finish_now(context, to_grpc(m.status()));
+  if (request->handle().empty() || request->handle().size() > 256) {
+    return finish_now(context, to_grpc(invalid_argument("IPC handle must be 1..256 bytes")));
+  }
+  auto creds = state_.connections().lookup(context->peer());
+  std::vector<uint32_t> local;
+  for (const auto& r : m->table.ranks()) {
+    if (r.daemon_address() == state_.advertise_address()) local.push_back(r.rank());
+  }
+  v1::PeerHandle h;
+  h.set_rank(m->rank);
+  h.set_local_rank(m->local_rank);
+  h.set_pid(creds ? creds->pid : 0);
+  h.set_handle(request->handle());
+  h.set_bytes(request->bytes());
+  const uint32_t timeout_ms = request->timeout_ms() ? std::min(request->timeout_ms(), state_.config().max_join_timeout_ms())
+                                                    : 60000;
+  auto* reactor = context->DefaultReactor();
+  state_.ipc_exchange().post(request->job_id(), local, h,
+                             IpcExchange::Clock::now() + std::chrono::milliseconds(timeout_ms),
+                             [reactor, reply](Result<std::vector<v1::PeerHandle>> r) {
+                               if (!r.ok()) {
+                                 reactor->Finish(to_grpc(r.status()));
+                                 return;
+                               }
+                               for (auto& p : r.value()) *reply->add_peers() = std::move(p);
+                               reactor->Finish(grpc::Status::OK);
+                             });
+  return reactor;
+}
+
 }  // namespace epx::daemon

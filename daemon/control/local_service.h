@@ -27,6 +27,8 @@ class LocalService final : public v1::Local::CallbackService {
                                      v1::RegionReply* reply) override;
   grpc::ServerUnaryReactor* Barrier(grpc::CallbackServerContext* context, const v1::BarrierRequest* request,
                                     v1::BarrierReply* reply) override;
+  grpc::ServerUnaryReactor* ExchangeIpc(grpc::CallbackServerContext* context, const v1::ExchangeIpcRequest* request,
+                                        v1::ExchangeIpcReply* reply) override;
 
  private:
   DaemonState& state_;

@@ -103,6 +103,20 @@ __global__ void stream_kernel(DeviceRing ring, uint32_t dst, uint16_t src_window
   }
 }
 
+__global__ void peer_store(DevicePeers peers, uint32_t dst_rank, const uint8_t* src, uint64_t bytes, int* ok) {
+  uint8_t* dst = peer_ptr(peers, dst_rank);
+  if (dst == nullptr) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) *ok = 0;
+    return;
+  }
+  const uint64_t warps = uint64_t{gridDim.x} * blockDim.x / 32;
+  const uint64_t warp = (uint64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
+  const uint64_t chunk = (bytes / warps + 15) / 16 * 16;
+  const uint64_t begin = warp * chunk;
+  if (begin < bytes) warp_copy16(dst + begin, src + begin, begin + chunk <= bytes ? chunk : bytes - begin);
+  if (blockIdx.x == 0 && threadIdx.x == 0) *ok = 1;
+}
+
 __global__ void peer_copy(const uint4* src, uint4* dst, uint64_t n) {
   for (uint64_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) dst[i] = src[i];
 }
@@ -150,6 +164,13 @@ Status launch_stream(DeviceRing ring, uint32_t dst_rank, uint16_t src_window, ui
   stream_kernel<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(ring, dst_rank, src_window, dst_window, bytes,
                                                                 window_bytes, count, signal);
   return launched("stream");
+}
+
+Status launch_peer_store(DevicePeers peers, uint32_t dst_rank, const void* src, uint64_t bytes, int* ok_dev, int grid,
+                         int block, void* stream) {
+  peer_store<<<grid, block, 0, static_cast<cudaStream_t>(stream)>>>(peers, dst_rank, static_cast<const uint8_t*>(src),
+                                                                    bytes, ok_dev);
+  return launched("peer_store");
 }
 
 Status launch_peer_copy(const void* src, void* dst, uint64_t bytes, int grid, int block, void* stream) {

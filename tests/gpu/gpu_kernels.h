@@ -56,4 +56,10 @@ Status launch_stream(DeviceRing ring, uint32_t dst_rank, uint16_t src_window, ui
 // memory) with 16-byte stores.
 Status launch_peer_copy(const void* src, void* dst, uint64_t bytes, int grid, int block, void* stream);
 
+// Every warp stores its share of `bytes` from src to same-node rank
+// `dst_rank`'s buffer through the peer table (NVLink). *ok_dev = 0 when the
+// rank has no peer pointer (it is on another node).
+Status launch_peer_store(DevicePeers peers, uint32_t dst_rank, const void* src, uint64_t bytes, int* ok_dev, int grid,
+                         int block, void* stream);
+
 }  // namespace epx::gpu

@@ -238,3 +238,83 @@ TEST_CASE("same node, two GPUs: NVLink peer stores land intact") {
   CUDA_OK(cudaSetDevice(0));
   cudaFree(src);
 }
+
+TEST_CASE("same node: ranks exchange GPU buffers through the daemon and a kernel stores over NVLink") {
+  SKIP_WITHOUT_GPU();
+  if (cuda_device_count() < 2) {
+    MESSAGE("SKIPPED: needs two GPUs");
+    return;
+  }
+  TempDir dir;
+  DaemonProcess a(dir, {"a", "shm"}), b(dir, {"b", "shm"});
+  // Ranks 0 and 1 share node a (GPU 0 and GPU 1); rank 2 is on node b.
+  const uint64_t bytes = 64 << 20;
+  struct Local {
+    std::unique_ptr<Client> client;
+    std::optional<Job> job;
+    void* buffer = nullptr;
+    std::unique_ptr<CudaPeers> peers;
+  } r[3];
+  const DaemonProcess* daemon_of[3] = {&a, &a, &b};
+  std::vector<std::future<void>> joins;
+  for (uint32_t i = 0; i < 3; ++i) {
+    joins.push_back(std::async(std::launch::async, [&, i] {
+      r[i].client = daemon_of[i]->connect();
+      JoinOptions o;
+      o.job_id = "nvl";
+      o.world_size = 3;
+      o.rank = i;
+      o.local_rank = i == 1 ? 1 : 0;
+      o.coordinator = a.peer_address();
+      auto j = r[i].client->join(o);
+      REQUIRE(j.ok());
+      r[i].job.emplace(std::move(j.value()));
+    }));
+  }
+  for (auto& f : joins) f.get();
+  std::vector<std::future<Status>> ex;
+  for (uint32_t i = 0; i < 2; ++i) {
+    ex.push_back(std::async(std::launch::async, [&, i]() -> Status {
+      if (cudaSetDevice(static_cast<int>(i)) != cudaSuccess) return internal_error("cudaSetDevice");
+      if (cudaMalloc(&r[i].buffer, bytes) != cudaSuccess) return internal_error("cudaMalloc");
+      if (cudaMemset(r[i].buffer, 0, bytes) != cudaSuccess) return internal_error("cudaMemset");
+      auto p = CudaPeers::open(*r[i].job, r[i].buffer, bytes, 20s);
+      if (!p.ok()) return p.status();
+      r[i].peers = std::move(p.value());
+      return Status();
+    }));
+  }
+  for (auto& f : ex) {
+    auto s = f.get();
+    REQUIRE_MESSAGE(s.ok(), s.to_string());
+  }
+  const auto& table = r[0].peers->pointers();
+  REQUIRE(table.size() == 3);
+  CHECK(table[0] == r[0].buffer);
+  CHECK(table[1] == r[1].buffer);
+  CHECK(table[2] == nullptr);  // another node: through the ring, not NVLink
+
+  std::vector<uint8_t> host(bytes);
+  for (uint64_t i = 0; i < bytes; ++i) host[i] = gpu::test_pattern(0, 3, i);
+  CUDA_OK(cudaSetDevice(0));
+  CUDA_OK(cudaMemcpy(r[0].buffer, host.data(), bytes, cudaMemcpyHostToDevice));
+  int* ok = nullptr;
+  CUDA_OK(cudaMalloc(&ok, 2 * sizeof(int)));
+  REQUIRE(gpu::launch_peer_store(r[0].peers->device(), 1, r[0].buffer, bytes, ok, 132, 256, nullptr).ok());
+  REQUIRE(gpu::launch_peer_store(r[0].peers->device(), 2, r[0].buffer, bytes, ok + 1, 1, 32, nullptr).ok());
+  CUDA_OK(cudaDeviceSynchronize());
+  int flags[2] = {-1, -1};
+  CUDA_OK(cudaMemcpy(flags, ok, sizeof(flags), cudaMemcpyDeviceToHost));
+  CHECK(flags[0] == 1);
+  CHECK(flags[1] == 0);
+  std::vector<uint8_t> back(bytes);
+  CUDA_OK(cudaSetDevice(1));
+  CUDA_OK(cudaMemcpy(back.data(), r[1].buffer, bytes, cudaMemcpyDeviceToHost));
+  CHECK(back == host);
+  cudaFree(ok);
+  for (uint32_t i = 0; i < 2; ++i) {
+    r[i].peers.reset();
+    cudaSetDevice(static_cast<int>(i));
+    cudaFree(r[i].buffer);
+  }
+}

@@ -215,3 +215,39 @@ TEST_CASE("a peer daemon killed mid-job: the waiting rank gets an error naming t
   CHECK(s.message().find("rank 1") != std::string::npos);
   CHECK(took < 10s);
 }
+
+TEST_CASE("same-node handle exchange: each local rank gets every local handle; missing ranks are named") {
+  TempDir dir;
+  DaemonProcess a(dir, {"a", "tcp"}), b(dir, {"b", "tcp"});
+  std::unique_ptr<Client> c[3] = {a.connect(), a.connect(), b.connect()};
+  std::vector<std::future<Result<Job>>> f;
+  for (uint32_t r = 0; r < 3; ++r) {
+    f.push_back(std::async(std::launch::async, [&, r] { return c[r]->join(join_options("ipc", 3, r, a.peer_address())); }));
+  }
+  std::vector<Job> jobs;
+  for (auto& x : f) {
+    auto j = x.get();
+    REQUIRE(j.ok());
+    jobs.push_back(std::move(j.value()));
+  }
+  // Rank 2 is alone on its node: its exchange completes with itself only.
+  auto alone = jobs[2].exchange_ipc("handle-2", 22, 5s);
+  REQUIRE(alone.ok());
+  REQUIRE(alone->size() == 1);
+  CHECK(alone->at(0).rank == 2);
+  // Ranks 0 and 1 share node a. Rank 0 alone first: times out naming rank 1.
+  auto lonely = jobs[0].exchange_ipc("handle-0", 10, 500ms);
+  CHECK(lonely.status().code() == StatusCode::kDeadlineExceeded);
+  CHECK(lonely.status().message().find("missing: 1") != std::string::npos);
+  auto other = std::async(std::launch::async, [&] { return jobs[1].exchange_ipc("handle-1", 11, 10s); });
+  auto mine = jobs[0].exchange_ipc("handle-0", 10, 10s);
+  auto theirs = other.get();
+  REQUIRE(mine.ok());
+  REQUIRE(theirs.ok());
+  REQUIRE(mine->size() == 2);
+  CHECK(mine->at(0).handle == "handle-0");
+  CHECK(mine->at(1).handle == "handle-1");
+  CHECK(mine->at(1).bytes == 11);
+  CHECK(theirs->at(0).handle == "handle-0");
+  CHECK(jobs[0].exchange_ipc(std::string(300, 'x'), 1, 1s).status().code() == StatusCode::kInvalidArgument);
+}

@@ -48,6 +48,15 @@ struct JoinOptions {
   std::chrono::milliseconds timeout{60000};
 };
 
+// A same-node rank's GPU buffer handle, as relayed by the daemon.
+struct PeerBuffer {
+  uint32_t rank = 0;
+  uint32_t local_rank = 0;
+  uint32_t pid = 0;
+  std::string handle;  // opaque (CUDA IPC handle bytes)
+  uint64_t bytes = 0;
+};
+
 // Summary of the local daemon (epxctl status shows the full picture).
 struct DaemonInfo {
   std::string node;
@@ -115,6 +124,11 @@ class Job {
   // For epx_cuda: a ring for GPU producers, as its id and mapped region.
   Result<std::pair<uint32_t, std::shared_ptr<MappedRegion>>> open_ring_region(uint32_t capacity,
                                                                               bool device_producers);
+  // Same-node rendezvous: posts this rank's buffer handle and returns those
+  // of every rank of the job on this node (this one included), once all of
+  // them posted. DEADLINE_EXCEEDED names the local ranks that did not.
+  Result<std::vector<PeerBuffer>> exchange_ipc(const std::string& handle, uint64_t bytes,
+                                               std::chrono::milliseconds timeout = std::chrono::seconds(60));
   // Waits until every present rank of the job called barrier(). Errors name
   // the ranks that did not arrive (DEADLINE_EXCEEDED) or left (UNAVAILABLE).
   Status barrier(std::chrono::milliseconds timeout = std::chrono::seconds(60));

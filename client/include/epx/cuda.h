@@ -4,7 +4,9 @@
 #pragma once
 
 #include <memory>
+#include <chrono>
 #include <string>
+#include <vector>
 
 #include "epx/client.h"
 #include "epx/device.cuh"
@@ -64,6 +66,28 @@ class CudaWindow {
   CudaWindow() = default;
   void* host_ = nullptr;
   uint8_t* device_ptr_ = nullptr;
+};
+
+// Same-node peers: exchanges this rank's GPU buffer with the job's other
+// ranks on this node (through the daemon) and maps theirs, giving kernels a
+// pointer per same-node rank (DevicePeers). Ranks in this very process are
+// resolved without IPC (CUDA IPC cannot open a handle in its own process).
+class CudaPeers {
+ public:
+  static Result<std::unique_ptr<CudaPeers>> open(Job& job, void* device_buffer, size_t bytes,
+                                                 std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  ~CudaPeers();
+  const DevicePeers& device() const { return device_; }
+  // Host view of the table (null for ranks on other nodes).
+  const std::vector<uint8_t*>& pointers() const { return pointers_; }
+
+ private:
+  CudaPeers() = default;
+  std::vector<uint8_t*> pointers_;
+  std::vector<void*> opened_;  // cudaIpcOpenMemHandle results, closed on destruction
+  void* table_ = nullptr;      // device memory
+  DevicePeers device_ = {};
+  std::string own_handle_;
 };
 
 // Number of CUDA devices; 0 when there is no driver or device.

@@ -43,6 +43,14 @@ struct DeviceRing {
   uint64_t timeout_ns;              // how long a post waits for space
 };
 
+// Same-node ranks' GPU buffers, mapped into this GPU (CUDA IPC or, within
+// one process, peer access): ptrs[rank] is null for ranks on other nodes,
+// whose data goes through the ring instead.
+struct DevicePeers {
+  uint8_t* const* ptrs;  // device memory, world entries
+  uint32_t world;
+};
+
 struct DeviceSignals {
   uint64_t* words;      // this rank's signal array (host memory, mapped)
   uint32_t count;
@@ -152,6 +160,21 @@ __device__ inline bool flush(const DeviceRing& r, uint64_t timeout_ns) {
     }
     ring::ring_pause();
   }
+}
+
+// Where to store for `rank` over NVLink, or null when the rank is on another
+// node (post to the ring then).
+__device__ inline uint8_t* peer_ptr(const DevicePeers& p, uint32_t rank) {
+  return rank < p.world ? p.ptrs[rank] : nullptr;
+}
+
+// Warp-cooperative copy with 16-byte accesses (both pointers 16-byte
+// aligned, bytes a multiple of 16): the NVLink store path.
+__device__ inline void warp_copy16(uint8_t* dst, const uint8_t* src, uint64_t bytes) {
+  const int lane = threadIdx.x & 31;
+  const uint4* s = reinterpret_cast<const uint4*>(src);
+  uint4* d = reinterpret_cast<uint4*>(dst);
+  for (uint64_t i = lane; i < bytes / 16; i += 32) d[i] = s[i];
 }
 
 __device__ inline uint64_t signal_value(const DeviceSignals& s, uint32_t index) {

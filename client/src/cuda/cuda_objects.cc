@@ -2,6 +2,8 @@
 #include <cuda_runtime_api.h>
 
 #include <cstring>
+#include <map>
+#include <mutex>
 
 #include "epx/cuda.h"
 #include "proto/ring/ring_host.h"
@@ -141,6 +143,79 @@ Result<std::unique_ptr<CudaWindow>> CudaWindow::map(const Window& window) {
 
 CudaWindow::~CudaWindow() {
   if (host_) cudaHostUnregister(host_);
+}
+
+namespace {
+
+// Buffers this process exported, by handle bytes: a same-process peer's
+// handle resolves here (CUDA IPC refuses handles from its own process).
+std::mutex g_exported_mu;
+std::map<std::string, void*>& exported() {
+  static std::map<std::string, void*> m;
+  return m;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<CudaPeers>> CudaPeers::open(Job& job, void* device_buffer, size_t bytes,
+                                                   std::chrono::milliseconds timeout) {
+  std::unique_ptr<CudaPeers> p(new CudaPeers());
+  cudaIpcMemHandle_t h;
+  EPX_RETURN_IF_ERROR(cuda_status(cudaIpcGetMemHandle(&h, device_buffer), "cudaIpcGetMemHandle"));
+  p->own_handle_.assign(reinterpret_cast<const char*>(&h), sizeof(h));
+  {
+    std::lock_guard<std::mutex> lock(g_exported_mu);
+    exported()[p->own_handle_] = device_buffer;
+  }
+  auto peers = job.exchange_ipc(p->own_handle_, bytes, timeout);
+  if (!peers.ok()) return peers.status();
+  int current = 0;
+  EPX_RETURN_IF_ERROR(cuda_status(cudaGetDevice(&current), "cudaGetDevice"));
+  p->pointers_.assign(job.world_size(), nullptr);
+  for (const PeerBuffer& peer : *peers) {
+    if (peer.rank >= job.world_size() || peer.handle.size() != sizeof(cudaIpcMemHandle_t)) {
+      return internal_error("bad handle for rank " + std::to_string(peer.rank) + " from the daemon");
+    }
+    void* ptr = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(g_exported_mu);
+      auto it = exported().find(peer.handle);
+      if (it != exported().end()) ptr = it->second;
+    }
+    if (ptr != nullptr) {
+      // Same process: reach the owner's device with peer access.
+      cudaPointerAttributes attr = {};
+      EPX_RETURN_IF_ERROR(cuda_status(cudaPointerGetAttributes(&attr, ptr), "cudaPointerGetAttributes"));
+      if (attr.device != current) {
+        cudaError_t e = cudaDeviceEnablePeerAccess(attr.device, 0);
+        if (e != cudaErrorPeerAccessAlreadyEnabled) {
+          EPX_RETURN_IF_ERROR(cuda_status(e, "peer access from GPU " + std::to_string(current) + " to GPU " +
+                                                 std::to_string(attr.device)));
+        }
+        (void)cudaGetLastError();
+      }
+    } else {
+      cudaIpcMemHandle_t ph;
+      std::memcpy(&ph, peer.handle.data(), sizeof(ph));
+      EPX_RETURN_IF_ERROR(cuda_status(cudaIpcOpenMemHandle(&ptr, ph, cudaIpcMemLazyEnablePeerAccess),
+                                      "cudaIpcOpenMemHandle of rank " + std::to_string(peer.rank) + "'s buffer"));
+      p->opened_.push_back(ptr);
+    }
+    p->pointers_[peer.rank] = static_cast<uint8_t*>(ptr);
+  }
+  EPX_RETURN_IF_ERROR(cuda_status(cudaMalloc(&p->table_, sizeof(uint8_t*) * p->pointers_.size()), "cudaMalloc"));
+  EPX_RETURN_IF_ERROR(cuda_status(cudaMemcpy(p->table_, p->pointers_.data(), sizeof(uint8_t*) * p->pointers_.size(),
+                                             cudaMemcpyHostToDevice),
+                                  "copying the peer table"));
+  p->device_ = DevicePeers{static_cast<uint8_t* const*>(p->table_), static_cast<uint32_t>(p->pointers_.size())};
+  return p;
+}
+
+CudaPeers::~CudaPeers() {
+  for (void* ptr : opened_) cudaIpcCloseMemHandle(ptr);
+  if (table_) cudaFree(table_);
+  std::lock_guard<std::mutex> lock(g_exported_mu);
+  exported().erase(own_handle_);
 }
 
 }  // namespace epx
