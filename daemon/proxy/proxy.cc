@@ -255,19 +255,22 @@ void Proxy::complete_fence(RingBinding& ring, const RingSlot& d, const JobView& 
 
 bool Proxy::serve(RingBinding& ring) {
   if (ring.closing) return false;
+  // A pending write (held to be extended, or refused with EAGAIN) is posted
+  // by the loop below when the next descriptor does not continue it, at a
+  // fence, or at the end of the pass.
   bool worked = false;
-  if (ring.pending) {
-    if (!post(ring, false)) return false;  // provider still busy: keep the order
-    worked = true;
-  }
   std::shared_ptr<const JobView> view_ptr = ring.plane->view();
   const JobView& view = *view_ptr;
+  bool batch_full = true;
   for (uint32_t n = 0; n < options_.batch; ++n) {
     RingSlot d;
     // Slots arrive from another agent (often a GPU over PCIe): ask for the
     // next lines early so the miss overlaps this descriptor's work.
     __builtin_prefetch(&ring.slots[(ring.position + 8) & (ring.capacity - 1)]);
-    if (!ring::ring_read_slot(ring.slots, ring.capacity, ring.position, &d)) break;
+    if (!ring::ring_read_slot(ring.slots, ring.capacity, ring.position, &d)) {
+      batch_full = false;
+      break;
+    }
     const RingOp op = static_cast<RingOp>(d.op);
     const RingError shape = ring::ring_check_slot(d);
     if (shape != RingError::kNone) {
@@ -318,7 +321,10 @@ bool Proxy::serve(RingBinding& ring) {
     bump(stat_descriptors_, 1);
     worked = true;
   }
-  if (ring.pending) post(ring, false);
+  // A write still being assembled goes out now unless the batch limit cut
+  // this pass short (more descriptors are waiting, and the next pass may
+  // extend it); a drained ring never holds a write back.
+  if (ring.pending && !(batch_full && ring.pending->imm == 0)) post(ring, false);
   if (ring.position != ring.published_head) {
     ring::ring_publish_head(ring.header, ring.position);
     ring.published_head = ring.position;

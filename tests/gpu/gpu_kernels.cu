@@ -78,6 +78,9 @@ __global__ void post_many(DeviceRing ring, uint32_t dst, uint16_t src_window, ui
                           uint32_t per_thread, uint32_t signal, bool adjacent) {
   const uint64_t t = blockIdx.x * blockDim.x + threadIdx.x;
   for (uint32_t i = 0; i < per_thread; ++i) {
+    // Reconverge so post_warp claims for all 32 lanes at once (independent
+    // thread scheduling may have split the warp in the previous post).
+    __syncwarp();
     if (adjacent) {
       // Lanes of a warp take consecutive chunks, so the warp's 32 tickets
       // (one atomic) name one contiguous run the proxy can coalesce.
