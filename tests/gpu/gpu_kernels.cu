@@ -77,30 +77,23 @@ __global__ void pingpong(DeviceRing ring, DeviceSignals s, int role, uint32_t it
 __global__ void post_many(DeviceRing ring, uint32_t dst, uint16_t src_window, uint16_t dst_window, uint32_t bytes,
                           uint32_t per_thread, uint32_t signal, bool adjacent) {
   const uint64_t t = blockIdx.x * blockDim.x + threadIdx.x;
-  if (adjacent) {
-    // One claim per warp for its whole run (32 * per_thread tickets): the
-    // proxy sees long contiguous runs and coalesces them.
-    const uint64_t warp = t / 32, lane = t % 32;
-    __syncwarp();
-    unsigned long long base = 0;
-    if (lane == 0) base = claim_slots(ring, 32 * per_thread);
-    base = __shfl_sync(0xffffffffu, base, 0);
-    for (uint32_t i = 0; i < per_thread; ++i) {
-      const uint64_t k = uint64_t{i} * 32 + lane;  // position in the warp's run
-      const uint64_t off = (warp * per_thread * 32 + k) * bytes;
-      publish_slot(ring, base + k, ring::make_write(static_cast<uint16_t>(dst), ring::pack_address(src_window, off),
-                                                    ring::pack_address(dst_window, off), bytes));
-    }
-    return;
-  }
   for (uint32_t i = 0; i < per_thread; ++i) {
     // Reconverge so post_warp claims for all 32 lanes at once (independent
     // thread scheduling may have split the warp in the previous post).
     __syncwarp();
-    const uint64_t off = ((t * per_thread + i) % 65536) * 2 * bytes;
-    post_warp(ring, ring::make_write_signal(static_cast<uint16_t>(dst), ring::pack_address(src_window, off),
-                                            ring::pack_address(dst_window, off), bytes,
-                                            ring::encode_signal(signal, 1)));
+    if (adjacent) {
+      // Lanes of a warp take consecutive chunks, so the warp's 32 tickets
+      // (one atomic) name one contiguous run the proxy can coalesce.
+      const uint64_t warp = t / 32, lane = t % 32;
+      const uint64_t off = ((warp * per_thread + i) * 32 + lane) * bytes;
+      post_warp(ring, ring::make_write(static_cast<uint16_t>(dst), ring::pack_address(src_window, off),
+                                       ring::pack_address(dst_window, off), bytes));
+    } else {
+      const uint64_t off = ((t * per_thread + i) % 65536) * 2 * bytes;
+      post_warp(ring, ring::make_write_signal(static_cast<uint16_t>(dst), ring::pack_address(src_window, off),
+                                              ring::pack_address(dst_window, off), bytes,
+                                              ring::encode_signal(signal, 1)));
+    }
   }
 }
 

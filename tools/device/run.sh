@@ -4,7 +4,8 @@
 # Here (build machine):
 #   tools/device/pack.sh              # opt build + .device-pack/ (binaries and their Debian libraries)
 # Then one device call, carrying .device-pack:
-#   tools/device/run.sh
+#   tools/device/run.sh [STEP...]     # default: every step
+# Steps: fp8_cast_gpu_test gpu_path_test epx_bench_shm epx_bench_tcp gpu_bench
 # Full logs go to $OUT (one file per step); a short table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,8 +24,10 @@ export TEST_SRCDIR=/tmp/rf TEST_WORKSPACE=epx
 bin=$pack/bin
 
 summary=()
+wanted=" ${*:-fp8_cast_gpu_test gpu_path_test epx_bench_shm epx_bench_tcp gpu_bench} "
 step() {  # name timeout_s command...
   local name=$1 limit=$2; shift 2
+  [[ $wanted == *" $name "* ]] || return 0
   local start=$SECONDS
   timeout "$limit" "$@" >"$out/$name.log" 2>&1
   local rc=$?
@@ -42,7 +45,7 @@ step gpu_bench 120 "$bin/gpu_bench" --epxd "$bin/epxd" --cores 2,4
 
 echo
 echo "== results"
-for f in fp8_cast_gpu_test gpu_path_test; do grep -E "test cases|SKIPPED" "$out/$f.log" | tail -n 2 | sed "s/^/$f: /"; done
-for f in epx_bench_shm epx_bench_tcp gpu_bench; do echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
+for f in fp8_cast_gpu_test gpu_path_test; do [[ -f $out/$f.log ]] && grep -E "test cases|SKIPPED" "$out/$f.log" | tail -n 2 | sed "s/^/$f: /"; done
+for f in epx_bench_shm epx_bench_tcp gpu_bench; do [[ -f $out/$f.log ]] || continue; echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
 echo
 printf '%s\n' "${summary[@]}"

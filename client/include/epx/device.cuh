@@ -126,23 +126,6 @@ __device__ inline bool post_warp(const DeviceRing& r, const ring::RingSlot& d) {
   return true;
 }
 
-// Bulk claim: `n` consecutive tickets for one caller (e.g. a warp that
-// posts a long run). Every claimed ticket must then be published with
-// publish_slot(), or the proxy stops at the first hole.
-__device__ inline uint64_t claim_slots(const DeviceRing& r, uint32_t n) {
-  return atomicAdd(r.claim, static_cast<unsigned long long>(n));
-}
-
-// Publishes `d` at a ticket from claim_slots(), after waiting for space.
-__device__ inline bool publish_slot(const DeviceRing& r, uint64_t ticket, const ring::RingSlot& d) {
-  if (!wait_for_slot(r, ticket)) {
-    record_error(r.error, 1, 0, ticket, ring::ring_load_acquire(&r.header->head));
-    return false;
-  }
-  ring::ring_publish(r.slots, r.capacity, ticket, d);
-  return true;
-}
-
 __device__ inline bool post_write(const DeviceRing& r, uint32_t dst_rank, uint16_t src_window, uint64_t src_offset,
                                   uint16_t dst_window, uint64_t dst_offset, uint32_t length) {
   return post(r, ring::make_write(static_cast<uint16_t>(dst_rank), ring::pack_address(src_window, src_offset),
