@@ -11,11 +11,7 @@
 // ratio from one run.
 //   epx_bench --provider shm|tcp [--domain lo] [--json] [--quick]
 //             [--epxd PATH] [--cores A,B,C,D,E,F]
-#include <grpcpp/grpcpp.h>
 #include <pthread.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,16 +21,14 @@
 #include <cstdio>
 #include <future>
 #include <optional>
-#include <filesystem>
 #include <iostream>
 #include <sstream>
 #include <thread>
 
 #include "epx/client.h"
-#include "epx/v1/local.grpc.pb.h"
 #include "tools/bench/fabric_baseline.h"
+#include "tools/bench/spawned_daemon.h"
 
-extern char** environ;
 namespace po = boost::program_options;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
@@ -51,40 +45,6 @@ void pin(int core) {
   CPU_ZERO(&set);
   CPU_SET(core, &set);
   pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
-
-// One epxd child process, stopped with SIGTERM at the end.
-struct Daemon {
-  pid_t pid = -1;
-  std::string socket;
-  ~Daemon() {
-    if (pid > 0) {
-      kill(pid, SIGTERM);
-      int st;
-      waitpid(pid, &st, 0);
-    }
-  }
-};
-
-epx::Status start_daemon(Daemon& d, const std::string& epxd, const std::string& dir, const std::string& name,
-                         const std::string& provider, const std::string& domain, int proxy_core) {
-  d.socket = dir + "/" + name + ".sock";
-  std::vector<std::string> args = {epxd, "--node-name", name, "--control-socket", d.socket, "--peer-listen",
-                                   "127.0.0.1:0", "--provider", provider, "--proxy-busy-poll", "true",
-                                   "--log-file", dir + "/" + name + ".log", "--log-level", "warn"};
-  if (!domain.empty()) args.insert(args.end(), {"--rail-domains", domain});
-  if (proxy_core >= 0) args.insert(args.end(), {"--proxy-cores", std::to_string(proxy_core)});
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  if (posix_spawn(&d.pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) {
-    return epx::unavailable("cannot start " + epxd);
-  }
-  for (int i = 0; i < 200; ++i) {
-    if (std::filesystem::exists(d.socket)) return epx::Status();
-    std::this_thread::sleep_for(50ms);
-  }
-  return epx::unavailable("epxd " + name + " did not create " + d.socket + " (see " + dir + "/" + name + ".log)");
 }
 
 struct Rank {
@@ -120,16 +80,6 @@ epx::Status setup_rank(Rank& r, const std::string& socket, uint32_t rank, const 
   if (!ring.ok()) return ring.status();
   r.ring = std::move(ring.value());
   return epx::Status();
-}
-
-epx::Result<epx::v1::DaemonStatus> daemon_status(const std::string& socket) {
-  auto stub = epx::v1::Local::NewStub(grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-  epx::v1::DaemonStatus st;
-  grpc::Status s = stub->Status(&ctx, epx::v1::StatusRequest(), &st);
-  if (!s.ok()) return epx::unavailable(s.error_message());
-  return st;
 }
 
 double percentile(std::vector<double> v, double p) {
@@ -175,32 +125,29 @@ int main(int argc, char** argv) {
     for (std::string c; std::getline(in, c, ',');) cores.push_back(std::stoi(c));
     cores.resize(4, -1);
   }
-  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe");
-  std::string epxd = vm.count("epxd") ? vm["epxd"].as<std::string>() : "";
-  for (auto candidate : {self.parent_path() / "../daemon/epxd", self.parent_path() / "epxd"}) {
-    if (epxd.empty() && std::filesystem::exists(candidate)) epxd = candidate.string();
-  }
+  const std::string epxd = vm.count("epxd") ? vm["epxd"].as<std::string>() : epx::bench::find_epxd("../daemon/epxd");
   if (epxd.empty()) {
-    std::cerr << "epx_bench: cannot find epxd next to " << self << "; pass --epxd\n";
+    std::cerr << "epx_bench: cannot find epxd beside this binary; pass --epxd\n";
     return 2;
   }
 
   char tmpl[] = "/tmp/epx-bench-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
-  Daemon da, db;
   auto fail = [&](const std::string& what, const epx::Status& s) {
     std::cerr << "epx_bench: " << what << ": " << s.to_string() << " (logs in " << dir << ")\n";
     return 1;
   };
-  if (auto s = start_daemon(da, epxd, dir, "a", provider, domain, cores[0]); !s.ok()) return fail("daemon a", s);
-  if (auto s = start_daemon(db, epxd, dir, "b", provider, domain, cores[1]); !s.ok()) return fail("daemon b", s);
-  auto st = daemon_status(da.socket);
+  auto da = epx::bench::SpawnedDaemon::start(epxd, dir, "a", provider, domain, cores[0]);
+  if (!da.ok()) return fail("daemon a", da.status());
+  auto db = epx::bench::SpawnedDaemon::start(epxd, dir, "b", provider, domain, cores[1]);
+  if (!db.ok()) return fail("daemon b", db.status());
+  auto st = (*da)->status();
   if (!st.ok()) return fail("status of daemon a", st.status());
   const std::string coordinator = st->peer_address();
 
   Rank r0, r1;
-  auto f1 = std::async(std::launch::async, [&] { return setup_rank(r1, db.socket, 1, coordinator); });
-  if (auto s = setup_rank(r0, da.socket, 0, coordinator); !s.ok()) return fail("rank 0", s);
+  auto f1 = std::async(std::launch::async, [&] { return setup_rank(r1, (*db)->socket(), 1, coordinator); });
+  if (auto s = setup_rank(r0, (*da)->socket(), 0, coordinator); !s.ok()) return fail("rank 0", s);
   if (auto s = f1.get(); !s.ok()) return fail("rank 1", s);
   auto fb = std::async(std::launch::async, [&] { return r1.job->barrier(30s); });
   if (auto s = r0.job->barrier(30s); !s.ok()) return fail("barrier", s);
@@ -296,7 +243,7 @@ int main(int argc, char** argv) {
   progress("message rate 64 B");
   auto base_rate = epx::bench::baseline_message_rate(bo, 64, 64);
   if (!base_rate.ok()) return fail("baseline rate", base_rate.status());
-  auto before = daemon_status(da.socket);
+  auto before = (*da)->status();
   {
     uint64_t n = 0;
     const auto t0 = Clock::now();
@@ -313,7 +260,7 @@ int main(int argc, char** argv) {
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     rows.push_back({"message rate 64 B (Mops/s)", 64, n / secs / 1e6, base_rate->mops_per_s, "Mops/s"});
   }
-  auto after = daemon_status(da.socket);
+  auto after = (*da)->status();
   double ns_per_desc = 0;
   if (before.ok() && after.ok() && before->proxies_size() && after->proxies_size()) {
     const double d = double(after->proxies(0).descriptors() - before->proxies(0).descriptors());
@@ -325,7 +272,7 @@ int main(int argc, char** argv) {
   progress("proxy capacity (adjacent 64 B writes)");
   double capacity_mdesc = 0, ops_per_desc = 0;
   {
-    auto b2 = daemon_status(da.socket);
+    auto b2 = (*da)->status();
     uint64_t n = 0;
     const uint64_t per_pass = kWindowBytes / 64;
     const auto t0 = Clock::now();
@@ -337,7 +284,7 @@ int main(int argc, char** argv) {
     } while (Clock::now() - t0 < min_time);
     if (auto s = r0.ring->flush(60s); !s.ok()) return fail("capacity flush", s);
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-    auto a2 = daemon_status(da.socket);
+    auto a2 = (*da)->status();
     capacity_mdesc = n / secs / 1e6;
     if (b2.ok() && a2.ok() && a2->proxies_size()) {
       const double d = double(a2->proxies(0).descriptors() - b2->proxies(0).descriptors());

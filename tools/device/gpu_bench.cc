@@ -10,13 +10,8 @@
 // small-write rate (//tools/bench:fabric_baseline).
 //   gpu_bench [--epxd PATH] [--cores A,B] [--json]
 #include <cuda_runtime.h>
-#include <grpcpp/grpcpp.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 
 #include <algorithm>
-#include <filesystem>
 #include <future>
 #include <iostream>
 #include <optional>
@@ -25,11 +20,10 @@
 
 #include "epx/client.h"
 #include "epx/cuda.h"
-#include "epx/v1/local.grpc.pb.h"
 #include "tests/gpu/gpu_kernels.h"
 #include "tools/bench/fabric_baseline.h"
+#include "tools/bench/spawned_daemon.h"
 
-extern char** environ;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
@@ -49,40 +43,6 @@ constexpr uint64_t kWindow = 64ull << 20;
 void die(const std::string& what, const epx::Status& s) {
   std::cerr << "gpu_bench: " << what << ": " << s.to_string() << std::endl;
   std::exit(1);
-}
-
-struct Daemon {
-  pid_t pid = -1;
-  std::string socket;
-  ~Daemon() {
-    if (pid > 0) {
-      kill(pid, SIGTERM);
-      int st;
-      waitpid(pid, &st, 0);
-    }
-  }
-};
-
-void start_daemon(Daemon& d, const std::string& epxd, const std::string& dir, const std::string& name, int core) {
-  d.socket = dir + "/" + name + ".sock";
-  std::vector<std::string> args = {epxd, "--node-name", name, "--control-socket", d.socket, "--peer-listen",
-                                   "127.0.0.1:0", "--provider", "shm", "--proxy-busy-poll", "true", "--log-file",
-                                   dir + "/" + name + ".log", "--log-level", "warn"};
-  if (core >= 0) args.insert(args.end(), {"--proxy-cores", std::to_string(core)});
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  if (posix_spawn(&d.pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) die("spawn", epx::unavailable(epxd));
-  for (int i = 0; i < 200 && !std::filesystem::exists(d.socket); ++i) std::this_thread::sleep_for(50ms);
-}
-
-epx::v1::DaemonStatus status_of(const std::string& socket) {
-  auto stub = epx::v1::Local::NewStub(grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-  epx::v1::DaemonStatus st;
-  (void)stub->Status(&ctx, epx::v1::StatusRequest(), &st);
-  return st;
 }
 
 struct Rank {
@@ -161,20 +121,23 @@ int main(int argc, char** argv) {
     for (std::string c; std::getline(in, c, ',');) cores.push_back(std::stoi(c));
     cores.resize(2, -1);
   }
-  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe");
-  for (auto candidate : {self.parent_path() / "../../daemon/epxd", self.parent_path() / "epxd"}) {
-    if (epxd.empty() && std::filesystem::exists(candidate)) epxd = candidate.string();
-  }
+  if (epxd.empty()) epxd = epx::bench::find_epxd("../../daemon/epxd");
   char tmpl[] = "/tmp/epx-gpubench-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
-  Daemon da, db;
-  start_daemon(da, epxd, dir, "a", cores[0]);
-  start_daemon(db, epxd, dir, "b", cores[1]);
-  const std::string coordinator = status_of(da.socket).peer_address();
+  auto da = epx::bench::SpawnedDaemon::start(epxd, dir, "a", "shm", "", cores[0]);
+  if (!da.ok()) die("daemon a", da.status());
+  auto db = epx::bench::SpawnedDaemon::start(epxd, dir, "b", "shm", "", cores[1]);
+  if (!db.ok()) die("daemon b", db.status());
+  auto status_of = [&](const std::string&) {
+    auto st = (*da)->status();
+    if (!st.ok()) die("status of daemon a", st.status());
+    return st.value();
+  };
+  const std::string coordinator = status_of("a").peer_address();
   const int second = epx::cuda_device_count() > 1 ? 1 : 0;
   Rank r0, r1;
-  auto f = std::async(std::launch::async, [&] { setup(r1, db.socket, 1, coordinator, second); });
-  setup(r0, da.socket, 0, coordinator, 0);
+  auto f = std::async(std::launch::async, [&] { setup(r1, (*db)->socket(), 1, coordinator, second); });
+  setup(r0, (*da)->socket(), 0, coordinator, 0);
   f.get();
   auto fb = std::async(std::launch::async, [&] { return r1.job->barrier(30s); });
   if (auto s = r0.job->barrier(30s); !s.ok()) die("barrier", s);
@@ -275,7 +238,7 @@ int main(int argc, char** argv) {
     const uint32_t per_thread = 256;
     const uint32_t bytes = 16;
     const uint64_t total = uint64_t{grid} * block * per_thread;
-    auto before = status_of(da.socket);
+    auto before = status_of("a");
     CHECK_CUDA(cudaSetDevice(0));
     const auto t0 = Clock::now();
     if (auto s = epx::gpu::launch_post_many(r0.ring->device(), 1, r0.send->id(), r1.recv->id(), bytes, per_thread, 0,
@@ -285,7 +248,7 @@ int main(int argc, char** argv) {
     epx::v1::DaemonStatus after;
     while (consumed < total && Clock::now() - t0 < 60s) {
       std::this_thread::sleep_for(1ms);
-      after = status_of(da.socket);
+      after = status_of("a");
       consumed = after.proxies(0).descriptors() - before.proxies(0).descriptors();
     }
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
