@@ -8,8 +8,13 @@
 //   (e) NVLink peer-store bandwidth (two GPUs)
 // Baselines in the same run: the shm provider's own latency, bandwidth and
 // small-write rate (//tools/bench:fabric_baseline).
-//   gpu_bench [--epxd PATH] [--cores A,B] [--json]
+//   gpu_bench [--epxd PATH] [--cores A,B,C] [--json]
+// --cores: proxy of daemon a, proxy of daemon b, and this process's host
+// thread (which waits on signals); keep them apart so nothing shares a core
+// with a busy-polling proxy.
 #include <cuda_runtime.h>
+
+#include <pthread.h>
 
 #include <algorithm>
 #include <future>
@@ -107,7 +112,7 @@ int main(int argc, char** argv) {
     else if (a == "--cores" && i + 1 < argc) cores_arg = argv[++i];
     else if (a == "--json") json = true;
     else {
-      std::cerr << "usage: gpu_bench [--epxd PATH] [--cores A,B] [--json]\n";
+      std::cerr << "usage: gpu_bench [--epxd PATH] [--cores A,B,C] [--json]\n";
       return 2;
     }
   }
@@ -119,7 +124,13 @@ int main(int argc, char** argv) {
   {
     std::stringstream in(cores_arg);
     for (std::string c; std::getline(in, c, ',');) cores.push_back(std::stoi(c));
-    cores.resize(2, -1);
+    cores.resize(3, -1);
+  }
+  if (cores[2] >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cores[2], &set);
+    pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
   }
   if (epxd.empty()) epxd = epx::bench::find_epxd("../../daemon/epxd");
   char tmpl[] = "/tmp/epx-gpubench-XXXXXX";

@@ -41,7 +41,7 @@ step fp8_cast_gpu_test 60 "$bin/fp8_cast_gpu_test"
 step gpu_path_test 200 "$bin/gpu_path_test"
 step epx_bench_shm 100 "$bin/epx_bench" --provider shm --epxd "$bin/epxd" --cores 2,4,6,8
 step epx_bench_tcp 100 "$bin/epx_bench" --provider tcp --epxd "$bin/epxd" --cores 2,4,6,8
-step gpu_bench 120 "$bin/gpu_bench" --epxd "$bin/epxd" --cores 2,4
+step gpu_bench 120 "$bin/gpu_bench" --epxd "$bin/epxd" --cores 2,4,6
 
 echo
 echo "== results"
