@@ -55,6 +55,7 @@ Status ClientSession::open() {
 void ClientSession::read_events() {
   v1::ClientEvent event;
   bool said_goodbye = false;
+  std::string goodbye;  // the daemon's reason, kept here: the app may pop the event
   while (stream_->Read(&event)) {
     std::lock_guard<std::mutex> lock(mu_);
     Event e;
@@ -83,6 +84,7 @@ void ClientSession::read_events() {
         e.kind = Event::Kind::kDaemonShutdown;
         e.reason = event.daemon_shutdown().reason();
         said_goodbye = true;
+        goodbye = e.reason;
         break;
       default:
         continue;  // newer daemon, unknown event: skip
@@ -94,7 +96,7 @@ void ClientSession::read_events() {
   std::lock_guard<std::mutex> lock(mu_);
   ended_ = true;
   if (said_goodbye) {
-    end_status_ = unavailable("epxd shutting down: " + events_.back().reason);
+    end_status_ = unavailable("epxd shutting down: " + goodbye);
   } else if (s.ok() || s.error_code() == grpc::StatusCode::CANCELLED) {
     end_status_ = unavailable("epxd session at " + socket_path_ + " closed");
   } else {

@@ -55,8 +55,9 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
   auto creds = state_.clients().check_caller(request->client_id(), connection);
   if (!creds.ok()) return finish_now(context, to_grpc(creds.status()));
   if (auto s = check_job_id(request->job_id()); !s.ok()) return finish_now(context, to_grpc(s));
-  if (request->world_size() == 0) {
-    return finish_now(context, to_grpc(invalid_argument("job " + request->job_id() + ": world size must be at least 1")));
+  if (request->world_size() == 0 || request->world_size() > Coordinator::kMaxWorld) {
+    return finish_now(context, to_grpc(invalid_argument("job " + request->job_id() + ": world size must be 1.." +
+                                                        std::to_string(Coordinator::kMaxWorld))));
   }
   if (request->rank() >= request->world_size()) {
     return finish_now(context, to_grpc(invalid_argument("job " + request->job_id() + ": rank " +

@@ -12,6 +12,10 @@ namespace epx::daemon {
 namespace {
 
 constexpr std::chrono::milliseconds kDrainTimeout(2000);
+// dst_rank is 16 bits in the ring ABI.
+constexpr uint32_t kMaxWorld = 65536;
+// fi_getname() addresses are small (efa: 32 bytes, sockaddr_in6: 28).
+constexpr size_t kMaxAddressBytes = 256;
 
 }  // namespace
 
@@ -59,7 +63,31 @@ std::shared_ptr<JobPlane> DataPlane::plane(const std::string& job_id) const {
 }
 
 Status DataPlane::attach_rank(uint64_t client_id, const v1::RankTable& table, uint32_t rank) {
+  // The table came from a coordinator the client chose: check its shape
+  // before anything indexes by it.
+  if (table.world_size() == 0 || table.world_size() > kMaxWorld ||
+      table.ranks_size() != static_cast<int>(table.world_size()) || rank >= table.world_size()) {
+    return invalid_argument("rank table of job " + table.job_id() + " is malformed (" +
+                            std::to_string(table.ranks_size()) + " entries for world " +
+                            std::to_string(table.world_size()) + ")");
+  }
+  for (int i = 0; i < table.ranks_size(); ++i) {
+    const auto& e = table.ranks(i);
+    if (e.rank() != static_cast<uint32_t>(i)) return invalid_argument("rank table entry " + std::to_string(i) + " names rank " + std::to_string(e.rank()));
+    for (const auto& rail : e.rails()) {
+      if (rail.address().empty() || rail.address().size() > kMaxAddressBytes) {
+        return invalid_argument("rank " + std::to_string(i) + " has a fabric address of " +
+                                std::to_string(rail.address().size()) + " bytes");
+      }
+    }
+  }
   std::shared_ptr<JobPlane> p = plane(table.job_id());
+  if (p && p->table().SerializeAsString() != table.SerializeAsString()) {
+    // Same id, different job (another coordinator or membership): two
+    // tenants must never share a plane.
+    return failed_precondition("job id " + table.job_id() +
+                               " is already in use on this node by a different job (other coordinator or ranks)");
+  }
   if (!p) {
     // Fabric addresses of every rank's daemon, on every local rail.
     std::vector<std::vector<fi_addr_t>> addrs(table.world_size(), std::vector<fi_addr_t>(rails_.size(), FI_ADDR_UNSPEC));
@@ -121,8 +149,11 @@ void DataPlane::detach_rank(uint64_t client_id, const std::string& job_id, uint3
   if (!p) return;
   auto released = p->remove_local_rank(rank);
   for (auto& r : released.regions) regions_.remove(r.token);
-  close_registrations(released.regions);
+  // Signal ids first; closing the registrations then runs a task on every
+  // proxy, which is the grace period after which no proxy still holds a
+  // pointer to these words; only then are the regions unmapped.
   if (released.signal_count) signals_.release(released.signal_base, released.signal_count);
+  close_registrations(released.regions);
   if (!p->has_local_ranks()) {
     std::lock_guard<std::mutex> lock(mu_);
     jobs_.erase(job_id);
@@ -237,7 +268,16 @@ void DataPlane::create_window(uint64_t client_id, pid_t pid, const std::string& 
   v1::RegionReply reply;
   reply.set_token(reg->token);
   reply.set_bytes(reg->region->size());
-  reply.set_id(p->add_window(rank, std::move(reg.value())));
+  LocalRegion undo;
+  auto id = p->add_window(rank, std::move(reg.value()), &undo);
+  if (!id.ok()) {
+    regions_.remove(undo.token);
+    std::vector<LocalRegion> drop;
+    drop.push_back(std::move(undo));
+    close_registrations(drop);
+    return done(id.status());
+  }
+  reply.set_id(*id);
   publish(p, rank, [done, reply](Status s) {
     if (!s.ok()) return done(s);
     done(reply);
@@ -273,7 +313,15 @@ void DataPlane::open_signals(uint64_t client_id, pid_t pid, const std::string& j
   reply.set_token(reg->token);
   reply.set_bytes(reg->region->size());
   reply.set_id(*base);
-  p->set_signals(rank, std::move(reg.value()), *base, count);
+  LocalRegion undo;
+  if (auto s = p->set_signals(rank, std::move(reg.value()), *base, count, &undo); !s.ok()) {
+    regions_.remove(undo.token);
+    signals_.release(*base, count);
+    std::vector<LocalRegion> drop;
+    drop.push_back(std::move(undo));
+    close_registrations(drop);
+    return done(s);
+  }
   publish(p, rank, [done, reply](Status s) {
     if (!s.ok()) return done(s);
     done(reply);
@@ -317,13 +365,20 @@ Result<v1::RegionReply> DataPlane::open_ring(uint64_t client_id, pid_t pid, cons
   binding->slots = ring::ring_slots(binding->header);
   binding->capacity = capacity;
   EPX_RETURN_IF_ERROR(proxies_[proxy]->add_ring(binding));
+  uint64_t token = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    rings_.push_back(OwnedRing{client_id, job_id, rank, proxy, binding, regions_.add(shared, pid)});
+    if (jobs_.count(job_id) == 0 || !p->is_local(rank)) {
+      // The rank was released while the ring was being set up.
+      (void)proxies_[proxy]->remove_ring(binding, std::chrono::milliseconds(2000));
+      return failed_precondition("job " + job_id + " rank " + std::to_string(rank) + " was released meanwhile");
+    }
+    token = regions_.add(shared, pid);
+    rings_.push_back(OwnedRing{client_id, job_id, rank, proxy, binding, token});
   }
   v1::RegionReply reply;
   reply.set_id(static_cast<uint32_t>(id));
-  reply.set_token(rings_.back().token);
+  reply.set_token(token);
   reply.set_bytes(shared->size());
   return reply;
 }

@@ -22,19 +22,41 @@ void JobPlane::add_local_rank(uint32_t rank) {
   rebuild_locked();
 }
 
-uint32_t JobPlane::add_window(uint32_t rank, LocalRegion window) {
+Result<uint32_t> JobPlane::add_window(uint32_t rank, LocalRegion window, LocalRegion* undo) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (rank >= world_ || !ranks_[rank].local) {
+    *undo = std::move(window);
+    return failed_precondition("job " + job_id_ + " rank " + std::to_string(rank) + " is not on this daemon any more");
+  }
+  if (ranks_[rank].windows.size() >= 0xFFFE) {
+    *undo = std::move(window);
+    return resource_exhausted("rank " + std::to_string(rank) + " already has 65534 windows (16-bit window ids)");
+  }
   ranks_[rank].windows.push_back(std::move(window));
   rebuild_locked();
   return static_cast<uint32_t>(ranks_[rank].windows.size());
 }
 
-void JobPlane::set_signals(uint32_t rank, LocalRegion signals, uint32_t base, uint32_t count) {
+Status JobPlane::set_signals(uint32_t rank, LocalRegion signals, uint32_t base, uint32_t count, LocalRegion* undo) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (rank >= world_ || !ranks_[rank].local) {
+    *undo = std::move(signals);
+    return failed_precondition("job " + job_id_ + " rank " + std::to_string(rank) + " is not on this daemon any more");
+  }
+  if (ranks_[rank].signals.region) {
+    *undo = std::move(signals);
+    return already_exists("job " + job_id_ + " rank " + std::to_string(rank) + " already has signals");
+  }
   ranks_[rank].signals = std::move(signals);
   ranks_[rank].signal_base = base;
   ranks_[rank].signal_count = count;
   rebuild_locked();
+  return Status();
+}
+
+bool JobPlane::is_local(uint32_t rank) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return rank < world_ && ranks_[rank].local;
 }
 
 JobPlane::Released JobPlane::remove_local_rank(uint32_t rank) {
@@ -88,6 +110,18 @@ v1::RankPlane JobPlane::describe(uint32_t rank) const {
 }
 
 Status JobPlane::apply(const v1::RankPlane& plane) {
+  // From the network: check everything the view will index by.
+  if (plane.windows_size() > 0xFFFE || plane.signal_target_size() > 64) {
+    return invalid_argument("job " + job_id_ + ": published plane too large");
+  }
+  for (const auto& w : plane.windows()) {
+    if (w.id() == 0 || w.id() > 0xFFFE || w.rails_size() > 64) {
+      return invalid_argument("job " + job_id_ + ": published window id " + std::to_string(w.id()) + " invalid");
+    }
+  }
+  if (uint64_t{plane.signal_base()} + plane.signal_count() > (1u << 20)) {
+    return invalid_argument("job " + job_id_ + ": published signal range beyond the 20-bit id space");
+  }
   std::lock_guard<std::mutex> lock(mu_);
   if (plane.rank() >= world_) {
     return invalid_argument("job " + job_id_ + ": published rank " + std::to_string(plane.rank()) + " out of range");

@@ -39,9 +39,13 @@ class JobPlane {
   std::shared_ptr<const JobView> view() const { return std::atomic_load(&view_); }
 
   void add_local_rank(uint32_t rank);
-  // Adds a window; returns its id (1, 2, ... per rank).
-  uint32_t add_window(uint32_t rank, LocalRegion window);
-  void set_signals(uint32_t rank, LocalRegion signals, uint32_t base, uint32_t count);
+  // Adds a window to a local rank; returns its id (1, 2, ... per rank). When
+  // the rank is not (or no longer) local, fails and hands the window back
+  // in *undo for the caller to release.
+  Result<uint32_t> add_window(uint32_t rank, LocalRegion window, LocalRegion* undo);
+  // Likewise for the rank's signal array (one per rank).
+  Status set_signals(uint32_t rank, LocalRegion signals, uint32_t base, uint32_t count, LocalRegion* undo);
+  bool is_local(uint32_t rank) const;
   // Removes a local rank; returns its regions so the caller can close their
   // registrations on the proxies and free the signal range.
   struct Released {

@@ -39,8 +39,9 @@ uint64_t Coordinator::register_rank(const std::string& job_id, uint32_t world_si
   {
     std::lock_guard<std::mutex> lock(mu_);
     const uint32_t rank = entry.rank();
-    if (world_size == 0) {
-      pending.emplace_back(std::move(reply), invalid_argument("job " + job_id + ": world size must be at least 1"));
+    if (world_size == 0 || world_size > kMaxWorld) {
+      pending.emplace_back(std::move(reply), invalid_argument("job " + job_id + ": world size must be 1.." +
+                                                              std::to_string(kMaxWorld)));
     } else if (rank >= world_size) {
       pending.emplace_back(std::move(reply), invalid_argument("job " + job_id + ": rank " + std::to_string(rank) +
                                                                   " out of range for world size " +
@@ -211,9 +212,10 @@ void Coordinator::expire(Clock::time_point now) {
         a = job.barrier.erase(a);
       }
       if (!job.formed) {
-        const std::string missing = missing_ranks(job);
+        std::string missing;  // built only when a registration expires
         for (auto m = job.members.begin(); m != job.members.end();) {
           if (m->second.reply && m->second.deadline <= now) {
+            if (missing.empty()) missing = missing_ranks(job);
             pending.emplace_back(std::move(m->second.reply),
                                  deadline_exceeded("job " + it->first + ": bootstrap barrier timed out with " +
                                                    std::to_string(job.members.size()) + "/" +

@@ -33,6 +33,9 @@ class Coordinator {
     v1::JobEvent event;
   };
 
+  // Ranks are 16 bits in the ring ABI's descriptors.
+  static constexpr uint32_t kMaxWorld = 65536;
+
   explicit Coordinator(std::string self_address) : self_address_(std::move(self_address)) {}
 
   // Registers `entry` as a rank of `job_id`. `reply` runs exactly once: with

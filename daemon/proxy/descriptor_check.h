@@ -19,6 +19,8 @@ struct Verdict {
 };
 
 // kWrite / kWriteSignal from `src_rank`, posted on local rail `rail`.
+// Zero-length writes are not for this check: the proxy handles them (a no-op,
+// or a bare signal).
 // `max_bytes`: the longest write the daemon allows (and the rail can carry).
 // On success fills `out` (addresses, key, immediate).
 Verdict check_write(const JobView& view, uint32_t src_rank, const ring::RingSlot& d, uint32_t rail,

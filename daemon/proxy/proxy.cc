@@ -45,7 +45,11 @@ Result<MrPtr> register_memory(Rail& rail, void* data, size_t length, uint64_t re
 }
 
 Proxy::Proxy(Rail& rail, const SignalSpace& signals, ProxyOptions options)
-    : rail_(rail), signals_(signals), options_(options), virt_addr_((rail.mr_mode() & FI_MR_VIRT_ADDR) != 0) {}
+    : rail_(rail),
+      signals_(signals),
+      options_(options),
+      virt_addr_((rail.mr_mode() & FI_MR_VIRT_ADDR) != 0),
+      write_limit_(std::min<uint64_t>(options.max_write_bytes, rail.max_msg_size())) {}
 
 Proxy::~Proxy() {
   stop_.store(true, std::memory_order_release);
@@ -65,20 +69,34 @@ Status Proxy::start() {
 }
 
 Status Proxy::execute(std::function<void()> task, std::chrono::milliseconds timeout) {
-  auto done = std::make_shared<std::promise<void>>();
-  auto future = done->get_future();
+  // Tasks capture the caller's stack by reference, so a task must never run
+  // after execute() returned: on timeout a task still queued is cancelled;
+  // one already running is waited for (it is short and the proxy is alive).
+  enum : int { kQueued, kRunning, kCancelled };
+  struct State {
+    std::atomic<int> phase{kQueued};
+    std::promise<void> done;
+  };
+  auto state = std::make_shared<State>();
+  auto future = state->done.get_future();
   {
     std::lock_guard<std::mutex> lock(task_mu_);
-    tasks_.push_back([task = std::move(task), done] {
+    tasks_.push_back([task = std::move(task), state] {
+      int queued = kQueued;
+      // acq_rel: pairs with the caller's compare-exchange to kCancelled.
+      if (!state->phase.compare_exchange_strong(queued, kRunning, std::memory_order_acq_rel)) return;
       task();
-      done->set_value();
+      state->done.set_value();
     });
   }
   has_tasks_.store(true, std::memory_order_release);
-  if (future.wait_for(timeout) != std::future_status::ready) {
-    return deadline_exceeded("proxy of rail " + std::to_string(rail_.index()) + " did not run a task within " +
-                             std::to_string(timeout.count()) + " ms");
+  if (future.wait_for(timeout) == std::future_status::ready) return Status();
+  int queued = kQueued;
+  if (state->phase.compare_exchange_strong(queued, kCancelled, std::memory_order_acq_rel)) {
+    return deadline_exceeded("proxy of rail " + std::to_string(rail_.index()) + " did not take a task within " +
+                             std::to_string(timeout.count()) + " ms (busy or stalled)");
   }
+  future.wait();  // running now: it finishes on its own
   return Status();
 }
 
@@ -186,7 +204,7 @@ void Proxy::reject(RingBinding& ring, const RingSlot& d, RingError code, const s
 }
 
 bool Proxy::resolve(RingBinding& ring, const JobView& view, const RingSlot& d, PendingWrite* out) {
-  Verdict v = check_write(view, ring.rank, d, rail_.index(), std::min<uint64_t>(options_.max_write_bytes, rail_.max_msg_size()), out);
+  Verdict v = check_write(view, ring.rank, d, rail_.index(), write_limit_, out);
   if (!v.ok()) reject(ring, d, v.error, v.why);
   return v.ok();
 }
@@ -211,6 +229,15 @@ bool Proxy::post(RingBinding& ring, bool more) {
   msg.data = w.imm;
   uint64_t flags = FI_COMPLETION | flags_extra_ | (w.imm ? FI_REMOTE_CQ_DATA : 0) | (more ? FI_MORE : 0);
   ssize_t ret = fi_writemsg(rail_.ep(), &msg, flags);
+  if ((ret == -FI_EBADFLAGS || ret == -FI_EOPNOTSUPP || ret == -FI_EINVAL) && flags_extra_ != 0) {
+    // The provider does not take FI_DELIVERY_COMPLETE: fall back to its
+    // default completion (fences then rely on it) and say so once.
+    spdlog::warn("rail {}: provider refuses FI_DELIVERY_COMPLETE ({}); using its default completion",
+                 rail_.index(), fi_strerror(static_cast<int>(-ret)));
+    flags_extra_ = 0;
+    flags &= ~static_cast<uint64_t>(FI_DELIVERY_COMPLETE);
+    ret = fi_writemsg(rail_.ep(), &msg, flags);
+  }
   if (ret == -FI_EAGAIN) return false;
   if (ret != 0) {
     RingSlot d = {};
@@ -279,6 +306,33 @@ bool Proxy::serve(RingBinding& ring) {
       worked = true;
       continue;
     }
+    if ((op == RingOp::kWrite || op == RingOp::kWriteSignal) && d.length == 0) {
+      // Empty writes are valid (an expert that got no tokens): a plain one is
+      // a no-op; one with a signal delivers just the signal, with no fence,
+      // since it has no data of its own to wait for.
+      if (op == RingOp::kWriteSignal) {
+        PendingWrite w;
+        Verdict v = check_signal(view, d, rail_.index(), &w);
+        if (!v.ok()) {
+          reject(ring, d, v.error, v.why);
+          ++ring.position;
+          worked = true;
+          continue;
+        }
+        if (ring.pending && !post(ring, true)) break;
+        w.src = reinterpret_cast<const uint8_t*>(&scratch_);
+        w.length = sizeof(scratch_);
+        w.desc = scratch_desc_;
+        ring.pending = w;
+      } else {
+        bump(ring.completed, 1);
+      }
+      ++ring.position;
+      bump(ring.consumed, 1);
+      bump(stat_descriptors_, 1);
+      worked = true;
+      continue;
+    }
     if (op == RingOp::kFlush || op == RingOp::kSignal) {
       // A fence: everything earlier must have completed first.
       if (ring.pending) {
@@ -304,7 +358,7 @@ bool Proxy::serve(RingBinding& ring) {
     PendingWrite* p = ring.pending ? &*ring.pending : nullptr;
     if (p && p->imm == 0 && p->dst_rank == w.dst_rank && p->src_window == w.src_window &&
         p->dst_window == w.dst_window && p->src_end + w.length == w.src_end && p->dst_end + w.length == w.dst_end &&
-        p->length + w.length <= options_.max_write_bytes) {
+        p->length + w.length <= write_limit_) {
       p->length += w.length;
       p->src_end = w.src_end;
       p->dst_end = w.dst_end;

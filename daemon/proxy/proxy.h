@@ -81,7 +81,11 @@ class Proxy {
   const SignalSpace& signals_;
   const ProxyOptions options_;
   const bool virt_addr_;
-  uint64_t flags_extra_ = 0;  // FI_DELIVERY_COMPLETE where the provider takes it
+  const uint64_t write_limit_;  // longest write, single or coalesced
+  // A write completes only once its data is placed at the destination, so a
+  // fence (flush, signal-only) orders after placement, not after the send.
+  // Cleared if the provider refuses the flag.
+  uint64_t flags_extra_ = FI_DELIVERY_COMPLETE;
 
   std::thread thread_;
   std::atomic<bool> stop_{false};
