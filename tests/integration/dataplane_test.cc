@@ -251,3 +251,52 @@ TEST_CASE("same-node handle exchange: each local rank gets every local handle; m
   CHECK(theirs->at(0).handle == "handle-0");
   CHECK(jobs[0].exchange_ipc(std::string(300, 'x'), 1, 1s).status().code() == StatusCode::kInvalidArgument);
 }
+
+TEST_CASE("two jobs with the same id on one node never share a data plane") {
+  TempDir dir;
+  DaemonProcess a(dir, {"a", "tcp"}), b(dir, {"b", "tcp"});
+  // Tenant A: job "same" coordinated by daemon a, one rank on each daemon.
+  auto a0 = a.connect("tenant-a"), a1 = b.connect("tenant-a");
+  auto f = std::async(std::launch::async, [&] { return a1->join(join_options("same", 2, 1, a.peer_address())); });
+  auto ja = a0->join(join_options("same", 2, 0, a.peer_address()));
+  REQUIRE(ja.ok());
+  auto jb = f.get();
+  REQUIRE(jb.ok());
+  // Tenant B: a different job that happens to use the same id, coordinated
+  // by daemon b, with its rank on daemon a.
+  auto intruder = a.connect("tenant-b");
+  auto jx = intruder->join(join_options("same", 1, 0, b.peer_address()));
+  CHECK(jx.status().code() == StatusCode::kFailedPrecondition);
+  CHECK(jx.status().message().find("already in use") != std::string::npos);
+  // Tenant A is untouched.
+  auto w = ja->create_window(4096);
+  CHECK(w.ok());
+}
+
+TEST_CASE("zero-length writes: a plain one is a no-op, one with a signal delivers the signal") {
+  TempDir dir;
+  DaemonProcess a(dir, {"a", "shm"}), b(dir, {"b", "shm"});
+  auto ca = a.connect(), cb = b.connect();
+  auto fb = std::async(std::launch::async, [&] { return cb->join(join_options("z", 2, 1, a.peer_address())); });
+  auto ja = ca->join(join_options("z", 2, 0, a.peer_address()));
+  REQUIRE(ja.ok());
+  auto jb = fb.get();
+  REQUIRE(jb.ok());
+  auto w = ja->create_window(4096);
+  auto wb = jb->create_window(4096);
+  auto sb = jb->open_signals(2);
+  auto ring = ja->open_ring(16);
+  REQUIRE(w.ok());
+  REQUIRE(wb.ok());
+  REQUIRE(sb.ok());
+  REQUIRE(ring.ok());
+  auto fbar = std::async(std::launch::async, [&] { return jb->barrier(10s); });
+  REQUIRE(ja->barrier(10s).ok());
+  REQUIRE(fbar.get().ok());
+  REQUIRE((*ring)->post_write(1, *w, 0, 1, 0, 0).ok());
+  REQUIRE((*ring)->post_write_signal(1, *w, 0, 1, 0, 0, SignalRef{1, 3}).ok());
+  REQUIRE(sb->wait(1, 3, 10s).ok());
+  REQUIRE((*ring)->flush(10s).ok());
+  CHECK((*ring)->error().ok());
+  CHECK(sb->value(0) == 0);
+}
