@@ -1,5 +1,6 @@
 #include "daemon/daemon_state.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <condition_variable>
@@ -19,9 +20,39 @@ DaemonState::DaemonState(v1::DaemonConfig config, std::string advertise_address,
       coordinator_(advertise_address_),
       clients_(config_.max_clients(), config_.max_jobs_per_client()),
       fd_socket_(config_.control_socket() + ".fd"),
-      data_plane_(std::make_unique<DataPlane>(config_, rails_, peers_, advertise_address_)) {}
+      data_plane_(std::make_unique<DataPlane>(config_, rails_, peers_, advertise_address_)) {
+  teardown_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "epx-teardown");
+    std::unique_lock<std::mutex> lock(teardown_mu_);
+    for (;;) {
+      teardown_cv_.wait(lock, [&] { return teardown_stop_ || !teardown_queue_.empty(); });
+      if (teardown_queue_.empty()) return;  // stopping, nothing left
+      auto [held, reason] = std::move(teardown_queue_.front());
+      teardown_queue_.pop_front();
+      lock.unlock();
+      release(held, reason);
+      lock.lock();
+    }
+  });
+}
 
-DaemonState::~DaemonState() { data_plane_.reset(); }
+DaemonState::~DaemonState() {
+  {
+    std::lock_guard<std::mutex> lock(teardown_mu_);
+    teardown_stop_ = true;
+  }
+  teardown_cv_.notify_all();
+  teardown_.join();
+  data_plane_.reset();
+}
+
+void DaemonState::release_later(std::vector<Membership> held, std::string reason) {
+  {
+    std::lock_guard<std::mutex> lock(teardown_mu_);
+    teardown_queue_.emplace_back(std::move(held), std::move(reason));
+  }
+  teardown_cv_.notify_one();
+}
 
 Status DaemonState::start_data_plane() { return data_plane_->start(); }
 

@@ -4,7 +4,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <map>
+#include <thread>
 #include <mutex>
 #include <memory>
 #include <string>
@@ -56,6 +59,9 @@ class DaemonState {
   // Releases ranks at their coordinators (async, logged). `done` runs once
   // all answered or failed.
   void release(const std::vector<Membership>& held, const std::string& reason, std::function<void()> done = {});
+  // The same, on the teardown thread: for gRPC callbacks, which must not
+  // block while rings drain (up to seconds per ring).
+  void release_later(std::vector<Membership> held, std::string reason);
 
   // Liveness: pings every daemon that holds ranks of our jobs; one silent
   // for longer than peer_timeout_ms has its ranks reported lost to our
@@ -86,6 +92,11 @@ class DaemonState {
     std::chrono::steady_clock::time_point last_ok;
     bool declared_lost = false;
   };
+  std::mutex teardown_mu_;
+  std::condition_variable teardown_cv_;
+  std::deque<std::pair<std::vector<Membership>, std::string>> teardown_queue_;
+  bool teardown_stop_ = false;
+  std::thread teardown_;  // started last, joined first
   std::mutex health_mu_;
   std::map<std::string, PeerHealth> health_;  // by daemon address
 };

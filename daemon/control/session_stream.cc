@@ -94,8 +94,8 @@ void SessionStream::OnDone() {
     // After detach() no one can push to this stream any more.
     std::vector<Membership> held = state_.clients().detach(client_id_);
     spdlog::info("client {} (pid {}) detached, releasing {} job rank(s)", client_id_, creds_.pid, held.size());
-    state_.release(held, "client pid " + std::to_string(creds_.pid) + " on " + state_.config().node_name() +
-                             " disconnected");
+    state_.release_later(std::move(held), "client pid " + std::to_string(creds_.pid) + " on " +
+                                              state_.config().node_name() + " disconnected");
   }
   delete this;
 }

@@ -227,7 +227,10 @@ bool Proxy::post(RingBinding& ring, bool more) {
   msg.rma_iov_count = 1;
   msg.context = &c->ctx;
   msg.data = w.imm;
-  uint64_t flags = FI_COMPLETION | flags_extra_ | (w.imm ? FI_REMOTE_CQ_DATA : 0) | (more ? FI_MORE : 0);
+  // Plain writes complete only once placed (FI_DELIVERY_COMPLETE), so a
+  // later fence covers their data. A write with an immediate needs no such
+  // wait: its own signal reports its placement to the receiver.
+  uint64_t flags = FI_COMPLETION | (w.imm ? FI_REMOTE_CQ_DATA : flags_extra_) | (more ? FI_MORE : 0);
   ssize_t ret = fi_writemsg(rail_.ep(), &msg, flags);
   if ((ret == -FI_EBADFLAGS || ret == -FI_EOPNOTSUPP || ret == -FI_EINVAL) && flags_extra_ != 0) {
     // The provider does not take FI_DELIVERY_COMPLETE: fall back to its

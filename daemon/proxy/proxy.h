@@ -82,9 +82,9 @@ class Proxy {
   const ProxyOptions options_;
   const bool virt_addr_;
   const uint64_t write_limit_;  // longest write, single or coalesced
-  // A write completes only once its data is placed at the destination, so a
-  // fence (flush, signal-only) orders after placement, not after the send.
-  // Cleared if the provider refuses the flag.
+  // Plain writes complete only once their data is placed at the destination,
+  // so a fence (flush, signal-only) orders after placement, not after the
+  // send. Cleared if the provider refuses the flag.
   uint64_t flags_extra_ = FI_DELIVERY_COMPLETE;
 
   std::thread thread_;

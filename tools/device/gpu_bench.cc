@@ -15,6 +15,7 @@
 #include <cuda_runtime.h>
 
 #include <pthread.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <future>
@@ -126,12 +127,18 @@ int main(int argc, char** argv) {
     for (std::string c; std::getline(in, c, ',');) cores.push_back(std::stoi(c));
     cores.resize(3, -1);
   }
-  if (cores[2] >= 0) {
+  // The host thread waits on signals pinned to its own core; the baselines
+  // pin their own threads, so they run with the whole machine's affinity.
+  cpu_set_t all;
+  sched_getaffinity(0, sizeof(all), &all);
+  auto pin_self = [&] {
+    if (cores[2] < 0) return;
     cpu_set_t set;
     CPU_ZERO(&set);
     CPU_SET(cores[2], &set);
     pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-  }
+  };
+  auto unpin_self = [&] { pthread_setaffinity_np(pthread_self(), sizeof(all), &all); };
   if (epxd.empty()) epxd = epx::bench::find_epxd("../../daemon/epxd");
   char tmpl[] = "/tmp/epx-gpubench-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
@@ -161,6 +168,7 @@ int main(int argc, char** argv) {
   // (a) latency: two persistent single-thread kernels ping-pong.
   std::vector<size_t> sizes = {8, 64, 512, 4096, 32768, 262144, 1 << 20};
   auto base_lat = epx::bench::baseline_latency(bo, sizes);
+  pin_self();
   if (!base_lat.ok()) die("baseline latency", base_lat.status());
   uint64_t* elapsed = nullptr;
   int* ok = nullptr;
@@ -202,7 +210,9 @@ int main(int argc, char** argv) {
 
   // (b) streaming bandwidth from a kernel, host windows.
   std::vector<size_t> bw_sizes = {65536, 1 << 20, 4 << 20};
+  unpin_self();
   auto base_bw = epx::bench::baseline_bandwidth(bo, bw_sizes, 64);
+  pin_self();
   if (!base_bw.ok()) die("baseline bandwidth", base_bw.status());
   for (size_t i = 0; i < bw_sizes.size(); ++i) {
     std::cerr << "[gpu_bench] bandwidth " << bw_sizes[i] << " B" << std::endl;
@@ -223,7 +233,9 @@ int main(int argc, char** argv) {
   // (c) end-to-end descriptor rate: 64 B write+signal from many warps.
   {
     std::cerr << "[gpu_bench] descriptor rate" << std::endl;
+    unpin_self();
     auto base_rate = epx::bench::baseline_message_rate(bo, 64, 64);
+    pin_self();
     if (!base_rate.ok()) die("baseline rate", base_rate.status());
     const int grid = 24, block = 256;
     const uint32_t per_thread = 64;

@@ -43,7 +43,9 @@ class Ring {
                            uint64_t dst_offset, uint32_t length, SignalRef signal,
                            std::chrono::milliseconds timeout = std::chrono::seconds(5));
   // Adds to the destination's signal after every earlier write of this ring
-  // completed (a fence, then a signal).
+  // completed (a fence, then a signal): earlier plain writes are placed at
+  // their destinations by then; earlier signalled writes have been sent
+  // (their own signals report their placement).
   Status post_signal(uint32_t dst_rank, SignalRef signal, std::chrono::milliseconds timeout = std::chrono::seconds(5));
   // Waits until every write posted before it completed at its destination
   // (source buffers may then be reused).
