@@ -11,7 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "daemon/shm/fd_server.h"
+#include "daemon/control/local_socket.h"
 
 namespace epx::daemon {
 
@@ -58,13 +58,6 @@ void UnixListener::accept_next() {
   });
 }
 
-void UnixListener::close() {
-  boost::system::error_code ec;
-  if (acceptor_.is_open()) acceptor_.close(ec);
-  if (!path_.empty()) {
-    ::unlink(path_.c_str());
-    path_.clear();
-  }
-}
+void UnixListener::close() { close_local_socket(acceptor_, path_); }
 
 }  // namespace epx::daemon

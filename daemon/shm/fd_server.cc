@@ -1,8 +1,6 @@
 #include "daemon/shm/fd_server.h"
 
-#include <grp.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -10,36 +8,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include "daemon/control/local_socket.h"
 #include "fd_protocol.h"
 
 namespace epx::daemon {
 
 using boost::asio::local::stream_protocol;
-
-Status bind_local_socket(stream_protocol::acceptor& acceptor, const std::string& path, const std::string& group) {
-  boost::system::error_code ec;
-  {
-    // Someone answering on the path means another daemon owns it.
-    stream_protocol::socket probe(acceptor.get_executor());
-    probe.connect(stream_protocol::endpoint(path), ec);
-    if (!ec) return failed_precondition("another epxd is already serving " + path);
-  }
-  ::unlink(path.c_str());
-  acceptor.open(stream_protocol(), ec);
-  if (!ec) acceptor.bind(stream_protocol::endpoint(path), ec);
-  if (ec) return unavailable("cannot bind " + path + ": " + ec.message());
-  if (::chmod(path.c_str(), 0660) != 0) return permission_denied("chmod 0660 " + path + ": " + std::strerror(errno));
-  if (!group.empty()) {
-    struct group* g = ::getgrnam(group.c_str());
-    if (g == nullptr) return invalid_argument("socket_group: no group named '" + group + "'");
-    if (::chown(path.c_str(), static_cast<uid_t>(-1), g->gr_gid) != 0) {
-      return permission_denied("chown :" + group + " " + path + ": " + std::strerror(errno));
-    }
-  }
-  acceptor.listen(boost::asio::socket_base::max_listen_connections, ec);
-  if (ec) return unavailable("listen on " + path + ": " + ec.message());
-  return Status();
-}
 
 FdServer::FdServer(boost::asio::io_context& io, const RegionTable& regions)
     : io_(io), acceptor_(io), regions_(regions) {}
@@ -135,13 +109,6 @@ void FdServer::accept_next() {
   });
 }
 
-void FdServer::close() {
-  boost::system::error_code ec;
-  if (acceptor_.is_open()) acceptor_.close(ec);
-  if (!path_.empty()) {
-    ::unlink(path_.c_str());
-    path_.clear();
-  }
-}
+void FdServer::close() { close_local_socket(acceptor_, path_); }
 
 }  // namespace epx::daemon

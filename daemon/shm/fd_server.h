@@ -27,9 +27,4 @@ class FdServer {
   std::string path_;
 };
 
-// Binds a unix stream socket at `path` with mode 0660 and group `group`.
-// Shared by the control socket and the fd socket.
-Status bind_local_socket(boost::asio::local::stream_protocol::acceptor& acceptor, const std::string& path,
-                         const std::string& group);
-
 }  // namespace epx::daemon
