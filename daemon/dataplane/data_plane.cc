@@ -120,6 +120,16 @@ Status DataPlane::attach_rank(uint64_t client_id, const v1::RankTable& table, ui
     if (!slot) slot = std::make_shared<JobPlane>(table, std::move(addrs), static_cast<uint32_t>(rails_.size()));
     p = slot;
   }
+  // Under mu_, like detach_rank's "last local rank gone" check, so a plane
+  // is never dropped while a rank is being added to it.
+  std::lock_guard<std::mutex> lock(mu_);
+  auto current = jobs_.find(table.job_id());
+  if (current == jobs_.end() || current->second != p) {
+    return unavailable("job " + table.job_id() + ": its data plane was released meanwhile; join again");
+  }
+  if (p->table().SerializeAsString() != table.SerializeAsString()) {
+    return failed_precondition("job id " + table.job_id() + " is already in use on this node by a different job");
+  }
   p->add_local_rank(rank);
   spdlog::debug("data plane: job {} rank {} attached (client {})", table.job_id(), rank, client_id);
   return Status();
@@ -154,9 +164,10 @@ void DataPlane::detach_rank(uint64_t client_id, const std::string& job_id, uint3
   // pointer to these words; only then are the regions unmapped.
   if (released.signal_count) signals_.release(released.signal_base, released.signal_count);
   close_registrations(released.regions);
-  if (!p->has_local_ranks()) {
+  {
     std::lock_guard<std::mutex> lock(mu_);
-    jobs_.erase(job_id);
+    auto current = jobs_.find(job_id);
+    if (current != jobs_.end() && current->second == p && !p->has_local_ranks()) jobs_.erase(current);
   }
   spdlog::info("data plane: job {} rank {} released: {} ring(s), {} region(s)", job_id, rank, mine.size(),
                released.regions.size());
