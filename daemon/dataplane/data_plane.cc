@@ -265,22 +265,24 @@ void DataPlane::create_window(uint64_t client_id, pid_t pid, const std::string& 
     return done(invalid_argument("window of " + std::to_string(bytes) + " bytes: must be 1.." +
                                  std::to_string(max_window) + " (max_window_mib)"));
   }
-  const uint64_t used = window_usage(client_id).second;
-  const uint64_t max_client = uint64_t{config_.max_client_mib()} << 20;
-  if (used + bytes > max_client) {
-    return done(resource_exhausted("client already holds " + std::to_string(used) + " window bytes; " +
-                                   std::to_string(bytes) + " more exceed max_client_mib"));
-  }
+  if (auto r = reserve(client_id, bytes); !r.ok()) return done(r);
   auto region = SharedRegion::create("epx-window-" + job_id + "-" + std::to_string(rank), bytes);
-  if (!region.ok()) return done(region.status());
+  if (!region.ok()) {
+    unreserve(client_id, bytes);
+    return done(region.status());
+  }
   auto reg = register_region(std::shared_ptr<SharedRegion>(std::move(region.value())), client_id);
-  if (!reg.ok()) return done(reg.status().with_context("registering window of job " + job_id));
+  if (!reg.ok()) {
+    unreserve(client_id, bytes);
+    return done(reg.status().with_context("registering window of job " + job_id));
+  }
   reg->token = regions_.add(reg->region, pid);
   v1::RegionReply reply;
   reply.set_token(reg->token);
   reply.set_bytes(reg->region->size());
   LocalRegion undo;
   auto id = p->add_window(rank, std::move(reg.value()), &undo);
+  unreserve(client_id, bytes);  // counted by the plane now, or given up
   if (!id.ok()) {
     regions_.remove(undo.token);
     std::vector<LocalRegion> drop;
@@ -361,8 +363,13 @@ Result<v1::RegionReply> DataPlane::open_ring(uint64_t client_id, pid_t pid, cons
     }
     id = next_ring_id_++;
   }
-  auto region = SharedRegion::create("epx-ring-" + job_id + "-" + std::to_string(rank), ring::ring_bytes(capacity));
-  if (!region.ok()) return region.status();
+  const uint64_t ring_bytes = ring::ring_bytes(capacity);
+  EPX_RETURN_IF_ERROR(reserve(client_id, ring_bytes));
+  auto region = SharedRegion::create("epx-ring-" + job_id + "-" + std::to_string(rank), ring_bytes);
+  if (!region.ok()) {
+    unreserve(client_id, ring_bytes);
+    return region.status();
+  }
   std::shared_ptr<SharedRegion> shared(std::move(region.value()));
   ring::ring_init(shared->data(), capacity,
                   device_producers ? ring::RingProducerKind::kDevice : ring::RingProducerKind::kHost);
@@ -375,10 +382,15 @@ Result<v1::RegionReply> DataPlane::open_ring(uint64_t client_id, pid_t pid, cons
   binding->header = ring::ring_header(shared->data());
   binding->slots = ring::ring_slots(binding->header);
   binding->capacity = capacity;
-  EPX_RETURN_IF_ERROR(proxies_[proxy]->add_ring(binding));
+  if (auto added = proxies_[proxy]->add_ring(binding); !added.ok()) {
+    unreserve(client_id, ring_bytes);
+    return added;
+  }
   uint64_t token = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    reserved_[client_id] -= ring_bytes;  // counted in rings_ from here on
+    if (reserved_[client_id] == 0) reserved_.erase(client_id);
     if (jobs_.count(job_id) == 0 || !p->is_local(rank)) {
       // The rank was released while the ring was being set up.
       (void)proxies_[proxy]->remove_ring(binding, std::chrono::milliseconds(2000));
@@ -402,6 +414,30 @@ Status DataPlane::apply_publish(const v1::RankPlane& plane_msg) {
 
 void DataPlane::rank_lost(const std::string& job_id, uint32_t rank) {
   if (auto p = plane(job_id)) p->mark_lost(rank);
+}
+
+Status DataPlane::reserve(uint64_t client_id, uint64_t bytes) {
+  const uint64_t windows = window_usage(client_id).second;
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t rings = 0;
+  for (const auto& r : rings_) rings += r.client_id == client_id ? r.ring->region->size() : 0;
+  const uint64_t pending = reserved_.count(client_id) ? reserved_[client_id] : 0;
+  const uint64_t max_client = uint64_t{config_.max_client_mib()} << 20;
+  if (windows + rings + pending + bytes > max_client) {
+    return resource_exhausted("client holds " + std::to_string(windows + rings + pending) +
+                              " bytes of windows and rings; " + std::to_string(bytes) +
+                              " more exceed max_client_mib (" + std::to_string(config_.max_client_mib()) + " MiB)");
+  }
+  reserved_[client_id] += bytes;
+  return Status();
+}
+
+void DataPlane::unreserve(uint64_t client_id, uint64_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = reserved_.find(client_id);
+  if (it == reserved_.end()) return;
+  it->second -= std::min(it->second, bytes);
+  if (it->second == 0) reserved_.erase(it);
 }
 
 std::vector<v1::RingStatus> DataPlane::ring_status(uint64_t client_id) const {

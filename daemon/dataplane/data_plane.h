@@ -67,6 +67,12 @@ class DataPlane {
   };
 
   std::shared_ptr<JobPlane> plane(const std::string& job_id) const;
+  // Shared memory a client holds (windows and rings) counts against
+  // max_client_mib; a creation reserves its bytes first, so concurrent
+  // calls cannot overshoot. unreserve() once the region is recorded (or
+  // failed).
+  Status reserve(uint64_t client_id, uint64_t bytes);
+  void unreserve(uint64_t client_id, uint64_t bytes);
   // Registers `region` on every rail (on each proxy thread).
   Result<LocalRegion> register_region(std::shared_ptr<SharedRegion> region, uint64_t client_id);
   void close_registrations(std::vector<LocalRegion>& regions);
@@ -88,6 +94,7 @@ class DataPlane {
   std::vector<OwnedRing> rings_;
   uint64_t next_ring_id_ = 1;
   uint64_t next_key_ = 1;
+  std::map<uint64_t, uint64_t> reserved_;  // client -> bytes being created
 };
 
 }  // namespace epx::daemon

@@ -300,3 +300,25 @@ TEST_CASE("zero-length writes: a plain one is a no-op, one with a signal deliver
   CHECK((*ring)->error().ok());
   CHECK(sb->value(0) == 0);
 }
+
+TEST_CASE("a client's windows and rings count against max_client_mib") {
+  TempDir dir;
+  DaemonProcess a(dir, {"a", "shm", {"--max-client-mib", "1"}});
+  auto c = a.connect();
+  auto j = c->join(join_options("quota", 1, 0, ""));
+  REQUIRE(j.ok());
+  auto w1 = j->create_window(600 << 10);
+  REQUIRE(w1.ok());
+  auto w2 = j->create_window(600 << 10);
+  CHECK(w2.status().code() == StatusCode::kResourceExhausted);
+  CHECK(w2.status().message().find("max_client_mib") != std::string::npos);
+  auto big_ring = j->open_ring(1 << 14);  // 516 KiB of slots
+  CHECK(big_ring.status().code() == StatusCode::kResourceExhausted);
+  auto small_ring = j->open_ring(16);
+  CHECK(small_ring.ok());
+  // Another client has its own quota.
+  auto other = a.connect();
+  auto jo = other->join(join_options("quota2", 1, 0, ""));
+  REQUIRE(jo.ok());
+  CHECK(jo->create_window(600 << 10).ok());
+}
