@@ -30,6 +30,19 @@ Result<T*> map_host(void* host, size_t bytes, const std::string& what) {
   return static_cast<T*>(dev);
 }
 
+// A zeroed DeviceError in mapped host memory: *host for the host to read
+// (freed by the owner with cudaFreeHost), the result for kernels to write.
+Result<DeviceError*> new_error_record(DeviceError** host) {
+  EPX_RETURN_IF_ERROR(cuda_status(cudaHostAlloc(reinterpret_cast<void**>(host), sizeof(DeviceError),
+                                                cudaHostAllocMapped | cudaHostAllocPortable),
+                                  "cudaHostAlloc of the device error record"));
+  std::memset(*host, 0, sizeof(DeviceError));
+  DeviceError* dev = nullptr;
+  EPX_RETURN_IF_ERROR(cuda_status(cudaHostGetDevicePointer(reinterpret_cast<void**>(&dev), *host, 0),
+                                  "device pointer of the error record"));
+  return dev;
+}
+
 Status error_status(const DeviceError* e) {
   const uint32_t code = __atomic_load_n(&e->code, __ATOMIC_ACQUIRE);
   switch (code) {
@@ -67,13 +80,8 @@ Result<std::unique_ptr<CudaRing>> CudaRing::open(Job& job, uint32_t capacity, ui
   r->region_ = std::move(region->second);
   auto base = map_host<uint8_t>(r->region_->data(), r->region_->size(), "ring " + std::to_string(r->id_));
   if (!base.ok()) return base.status();
-  EPX_RETURN_IF_ERROR(cuda_status(cudaHostAlloc(reinterpret_cast<void**>(&r->error_host_), sizeof(DeviceError),
-                                                cudaHostAllocMapped | cudaHostAllocPortable),
-                                  "cudaHostAlloc of the device error record"));
-  std::memset(r->error_host_, 0, sizeof(DeviceError));
-  DeviceError* error_dev = nullptr;
-  EPX_RETURN_IF_ERROR(cuda_status(cudaHostGetDevicePointer(reinterpret_cast<void**>(&error_dev), r->error_host_, 0),
-                                  "device pointer of the error record"));
+  auto error_dev = new_error_record(&r->error_host_);
+  if (!error_dev.ok()) return error_dev.status();
   EPX_RETURN_IF_ERROR(cuda_status(cudaMalloc(&r->counters_, 3 * sizeof(unsigned long long)), "cudaMalloc of ring counters"));
   EPX_RETURN_IF_ERROR(cuda_status(cudaMemset(r->counters_, 0, 3 * sizeof(unsigned long long)), "cudaMemset"));
   auto* counters = static_cast<unsigned long long*>(r->counters_);
@@ -83,7 +91,7 @@ Result<std::unique_ptr<CudaRing>> CudaRing::open(Job& job, uint32_t capacity, ui
   r->device_.claim = counters;
   r->device_.cached_head = counters + 1;
   r->device_.fences = counters + 2;
-  r->device_.error = error_dev;
+  r->device_.error = *error_dev;
   r->device_.timeout_ns = post_timeout_ns;
   return r;
 }
@@ -114,14 +122,9 @@ Result<std::unique_ptr<CudaSignals>> CudaSignals::open(Job& job, uint32_t count)
   const size_t bytes = ((uint64_t{count} + 1) * sizeof(uint64_t) + page - 1) / page * page;
   auto words = map_host<uint64_t>(out->signals_->words(), bytes, "signals");
   if (!words.ok()) return words.status();
-  EPX_RETURN_IF_ERROR(cuda_status(cudaHostAlloc(reinterpret_cast<void**>(&out->error_host_), sizeof(DeviceError),
-                                                cudaHostAllocMapped | cudaHostAllocPortable),
-                                  "cudaHostAlloc of the device error record"));
-  std::memset(out->error_host_, 0, sizeof(DeviceError));
-  DeviceError* error_dev = nullptr;
-  EPX_RETURN_IF_ERROR(cuda_status(cudaHostGetDevicePointer(reinterpret_cast<void**>(&error_dev), out->error_host_, 0),
-                                  "device pointer of the error record"));
-  out->device_ = DeviceSignals{*words, count, error_dev};
+  auto error_dev = new_error_record(&out->error_host_);
+  if (!error_dev.ok()) return error_dev.status();
+  out->device_ = DeviceSignals{*words, count, *error_dev};
   return out;
 }
 
