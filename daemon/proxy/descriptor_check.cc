@@ -83,7 +83,22 @@ Verdict check_write(const JobView& view, uint32_t src_rank, const ring::RingSlot
   out->dst_window = dw;
   out->src_end = so + d.length;
   out->dst_end = doff + d.length;
+  out->src_limit = mine[sw].size;
+  out->dst_limit = rw.size;
   return {};
+}
+
+bool extends(const PendingWrite& p, const ring::RingSlot& d, uint64_t max_bytes) {
+  // A kWrite's shape (flags 0, signal 0) is part of the test, so a slot that
+  // passes needs no ring_check_slot either.
+  if (static_cast<ring::RingOp>(d.op) != ring::RingOp::kWrite || d.flags != 0 || d.signal != 0) return false;
+  if (p.imm != 0 || p.length == 0 || d.length == 0 || d.dst_rank != p.dst_rank) return false;
+  if (ring::address_window(d.src) != p.src_window || ring::address_window(d.dst) != p.dst_window) return false;
+  if (ring::address_offset(d.src) != p.src_end || ring::address_offset(d.dst) != p.dst_end) return false;
+  // The ends never exceed the limits (check_write put them inside), so
+  // these subtractions cannot wrap.
+  return d.length <= p.src_limit - p.src_end && d.length <= p.dst_limit - p.dst_end &&
+         d.length <= max_bytes - p.length;
 }
 
 Verdict check_signal(const JobView& view, const ring::RingSlot& d, uint32_t rail, PendingWrite* out) {

@@ -26,6 +26,13 @@ struct Verdict {
 Verdict check_write(const JobView& view, uint32_t src_rank, const ring::RingSlot& d, uint32_t rail,
                     uint64_t max_bytes, PendingWrite* out);
 
+// True when `d` is a plain kWrite that continues `p` exactly (same
+// destination rank and windows, both offsets at p's ends), stays inside both
+// windows and keeps the merged write within `max_bytes`: the proxy then
+// appends it to p without a full check_write (the common case when a warp
+// writes one contiguous run). Anything else goes through check_write.
+bool extends(const PendingWrite& p, const ring::RingSlot& d, uint64_t max_bytes);
+
 // kSignal: fills `out` with the destination (scratch word, key, immediate);
 // the caller supplies the source.
 Verdict check_signal(const JobView& view, const ring::RingSlot& d, uint32_t rail, PendingWrite* out);

@@ -32,6 +32,9 @@ struct PendingWrite {
   // For coalescing: where the next adjacent descriptor would start.
   uint16_t src_window = 0, dst_window = 0;
   uint64_t src_end = 0, dst_end = 0;
+  // Sizes of both windows, so a continuing write can be bounds-checked
+  // without looking the windows up again (extends()).
+  uint64_t src_limit = 0, dst_limit = 0;
 };
 
 struct RingBinding {
