@@ -52,18 +52,21 @@ __global__ void wait_signal_kernel(DeviceSignals s, uint32_t index, uint64_t val
 __global__ void post_raw(DeviceRing ring, ring::RingSlot slot) { post(ring, slot); }
 
 __global__ void pingpong(DeviceRing ring, DeviceSignals s, int role, uint32_t iters, uint32_t bytes, uint32_t dst,
-                         uint16_t src_window, uint16_t dst_window, uint64_t* elapsed, int* ok) {
+                         uint16_t src_window, uint16_t dst_window, bool pipelined, uint64_t* elapsed, int* ok) {
+  auto wait = [&](uint64_t value) {
+    return pipelined ? wait_signal_pipelined(s, 0, value, 5000000000ull) : wait_signal_single(s, 0, value, 5000000000ull);
+  };
   const uint64_t base = signal_value(s, 0);
   const uint64_t start = device_now_ns();
   for (uint32_t i = 1; i <= iters; ++i) {
     if (role == 0) {
       if (!post_write_signal(ring, dst, src_window, 0, dst_window, 0, bytes, 0, 1) ||
-          !wait_signal(s, 0, base + i, 5000000000ull)) {
+          !wait(base + i)) {
         *ok = 0;
         return;
       }
     } else {
-      if (!wait_signal(s, 0, base + i, 5000000000ull) ||
+      if (!wait(base + i) ||
           !post_write_signal(ring, dst, src_window, 0, dst_window, 0, bytes, 0, 1)) {
         *ok = 0;
         return;
@@ -94,6 +97,30 @@ __global__ void post_many(DeviceRing ring, uint32_t dst, uint16_t src_window, ui
                                               ring::pack_address(dst_window, off), bytes,
                                               ring::encode_signal(signal, 1)));
     }
+  }
+}
+
+// Every warp claims 32 tickets at a time and writes the chunk its tickets
+// name (offset = ticket * bytes): the ring then holds one contiguous run no
+// matter how warps interleave, which is what the proxy's coalescing is for.
+__global__ void post_ticket_adjacent(DeviceRing ring, uint32_t dst, uint16_t src_window, uint16_t dst_window,
+                                     uint32_t bytes, uint32_t per_thread, uint64_t window_bytes) {
+  const int lane = threadIdx.x & 31;
+  const uint64_t chunks = window_bytes / bytes;
+  for (uint32_t i = 0; i < per_thread; ++i) {
+    __syncwarp();
+    unsigned long long base = 0;
+    if (lane == 0) base = atomicAdd(ring.claim, 32ull);
+    base = __shfl_sync(0xffffffffu, base, 0);
+    const uint64_t ticket = base + lane;
+    if (!wait_for_slot(ring, ticket)) {
+      record_error(ring.error, 1, 0, ticket, 0);
+      return;
+    }
+    const uint64_t off = (ticket % chunks) * bytes;
+    ring::ring_publish(ring.slots, ring.capacity, ticket,
+                       ring::make_write(static_cast<uint16_t>(dst), ring::pack_address(src_window, off),
+                                        ring::pack_address(dst_window, off), bytes));
   }
 }
 
@@ -148,10 +175,10 @@ Status launch_post_raw(DeviceRing ring, ring::RingSlot slot, void* stream) {
 }
 
 Status launch_pingpong(DeviceRing ring, DeviceSignals signals, int role, uint32_t iters, uint32_t bytes,
-                       uint32_t dst_rank, uint16_t src_window, uint16_t dst_window, uint64_t* elapsed_ns_dev,
-                       int* ok_dev, void* stream) {
+                       uint32_t dst_rank, uint16_t src_window, uint16_t dst_window, bool pipelined_wait,
+                       uint64_t* elapsed_ns_dev, int* ok_dev, void* stream) {
   pingpong<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(ring, signals, role, iters, bytes, dst_rank, src_window,
-                                                           dst_window, elapsed_ns_dev, ok_dev);
+                                                           dst_window, pipelined_wait, elapsed_ns_dev, ok_dev);
   return launched("pingpong");
 }
 
@@ -160,6 +187,14 @@ Status launch_post_many(DeviceRing ring, uint32_t dst_rank, uint16_t src_window,
   post_many<<<grid, block, 0, static_cast<cudaStream_t>(stream)>>>(ring, dst_rank, src_window, dst_window, bytes,
                                                                    per_thread, signal, adjacent);
   return launched("post_many");
+}
+
+Status launch_post_ticket_adjacent(DeviceRing ring, uint32_t dst_rank, uint16_t src_window, uint16_t dst_window,
+                                   uint32_t bytes, uint32_t per_thread, uint64_t window_bytes, int grid, int block,
+                                   void* stream) {
+  post_ticket_adjacent<<<grid, block, 0, static_cast<cudaStream_t>(stream)>>>(ring, dst_rank, src_window, dst_window,
+                                                                              bytes, per_thread, window_bytes);
+  return launched("post_ticket_adjacent");
 }
 
 Status launch_stream(DeviceRing ring, uint32_t dst_rank, uint16_t src_window, uint16_t dst_window, uint32_t bytes,

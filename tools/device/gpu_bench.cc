@@ -18,6 +18,8 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
 #include <future>
 #include <iostream>
 #include <optional>
@@ -26,7 +28,9 @@
 
 #include "epx/client.h"
 #include "epx/cuda.h"
+#include "proto/ring/ring_host.h"
 #include "tests/gpu/gpu_kernels.h"
+#include "tools/device/latency_floor.h"
 #include "tools/bench/fabric_baseline.h"
 #include "tools/bench/spawned_daemon.h"
 
@@ -180,20 +184,20 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaSetDevice(r1.device));
   CHECK_CUDA(cudaMalloc(&elapsed1, 2 * sizeof(uint64_t)));
   CHECK_CUDA(cudaMalloc(&ok1, 2 * sizeof(int)));
-  for (size_t i = 0; i < sizes.size(); ++i) {
+  for (bool pipelined : {false, true}) for (size_t i = 0; i < sizes.size(); ++i) {
     const uint32_t iters = sizes[i] >= 262144 ? 200 : 1000;
-    std::cerr << "[gpu_bench] latency " << sizes[i] << " B" << std::endl;
+    std::cerr << "[gpu_bench] latency " << sizes[i] << " B" << (pipelined ? " pipelined" : "") << std::endl;
     CHECK_CUDA(cudaSetDevice(r1.device));
     if (auto s = epx::gpu::launch_pingpong(r1.ring->device(), r1.signals->device(), 1, iters + 20, sizes[i], 0,
-                                           r1.send->id(), r0.recv->id(), elapsed1, ok1, r1.stream);
+                                           r1.send->id(), r0.recv->id(), pipelined, elapsed1, ok1, r1.stream);
         !s.ok()) die("pong", s);
     CHECK_CUDA(cudaSetDevice(0));
     // Warm-up round trips are inside the pong's count: run 20 first.
     if (auto s = epx::gpu::launch_pingpong(r0.ring->device(), r0.signals->device(), 0, 20, sizes[i], 1, r0.send->id(),
-                                           r1.recv->id(), elapsed, ok, r0.stream);
+                                           r1.recv->id(), pipelined, elapsed, ok, r0.stream);
         !s.ok()) die("ping warm-up", s);
     if (auto s = epx::gpu::launch_pingpong(r0.ring->device(), r0.signals->device(), 0, iters, sizes[i], 1,
-                                           r0.send->id(), r1.recv->id(), elapsed, ok, r0.stream);
+                                           r0.send->id(), r1.recv->id(), pipelined, elapsed, ok, r0.stream);
         !s.ok()) die("ping", s);
     CHECK_CUDA(cudaStreamSynchronize(r0.stream));
     CHECK_CUDA(cudaSetDevice(r1.device));
@@ -204,7 +208,7 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaMemcpy(&ns, elapsed, sizeof(ns), cudaMemcpyDeviceToHost));
     CHECK_CUDA(cudaMemcpy(&good, ok, sizeof(good), cudaMemcpyDeviceToHost));
     if (!good) die("latency", epx::deadline_exceeded(r0.signals->device_error().to_string()));
-    rows.push_back({"GPU one-way write+signal", sizes[i], ns / 1e3 / (2.0 * iters), "us",
+    rows.push_back({pipelined ? "GPU one-way write+signal, pipelined wait" : "GPU one-way write+signal, single-poll wait", sizes[i], ns / 1e3 / (2.0 * iters), "us",
                     "shm fi_writedata one-way " + std::to_string((*base_lat)[i].one_way_us) + " us"});
   }
 
@@ -253,9 +257,11 @@ int main(int argc, char** argv) {
                     "shm provider's own 64 B rate " + std::to_string(base_rate->mops_per_s) + " M/s"});
   }
 
-  // (d) proxy capacity: adjacent 64 B writes, coalesced by the proxy.
-  {
-    std::cerr << "[gpu_bench] proxy capacity" << std::endl;
+  // (d) proxy capacity: 16 B writes the proxy coalesces. Per-warp runs: each
+  // warp's 32 tickets name one contiguous run (runs break where warps
+  // interleave). Ticket-adjacent: the whole ring is one contiguous run.
+  auto capacity = [&](const std::string& what, auto launch) {
+    std::cerr << "[gpu_bench] proxy capacity, " << what << std::endl;
     const int grid = 64, block = 256;
     // 4 Mi descriptors of 16 B: the 64 MiB window.
     const uint32_t per_thread = 256;
@@ -264,9 +270,7 @@ int main(int argc, char** argv) {
     auto before = status_of("a");
     CHECK_CUDA(cudaSetDevice(0));
     const auto t0 = Clock::now();
-    if (auto s = epx::gpu::launch_post_many(r0.ring->device(), 1, r0.send->id(), r1.recv->id(), bytes, per_thread, 0,
-                                            true, grid, block, r0.stream);
-        !s.ok()) die("post_many adjacent", s);
+    if (auto s = launch(grid, block, per_thread, bytes); !s.ok()) die("capacity " + what, s);
     uint64_t consumed = 0;
     epx::v1::DaemonStatus after;
     while (consumed < total && Clock::now() - t0 < 60s) {
@@ -278,13 +282,21 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaStreamSynchronize(r0.stream));
     const double ops = double(after.proxies(0).fabric_ops() - before.proxies(0).fabric_ops());
     const double busy = double(after.proxies(0).busy_ns() - before.proxies(0).busy_ns());
-    rows.push_back({"proxy capacity (adjacent 16 B writes, wall)", bytes, consumed / secs / 1e6, "M desc/s",
+    const double per_desc = busy / std::max(1.0, double(consumed));
+    rows.push_back({"proxy capacity, " + what + " (wall)", bytes, consumed / secs / 1e6, "M desc/s",
                     "target 20 M/s per proxy thread; " + std::to_string(ops / std::max(1.0, double(consumed))) +
                         " fabric writes per descriptor"});
-    rows.push_back({"proxy busy time per descriptor", bytes, busy / std::max(1.0, double(consumed)), "ns",
-                    "= " + std::to_string(1e3 / std::max(1e-9, busy / std::max(1.0, double(consumed)))) +
-                        " M desc/s of proxy CPU"});
-  }
+    rows.push_back({"proxy busy time per descriptor, " + what, bytes, per_desc, "ns",
+                    "= " + std::to_string(1e3 / std::max(1e-9, per_desc)) + " M desc/s of proxy CPU"});
+  };
+  capacity("per-warp runs of 32", [&](int grid, int block, uint32_t per_thread, uint32_t bytes) {
+    return epx::gpu::launch_post_many(r0.ring->device(), 1, r0.send->id(), r1.recv->id(), bytes, per_thread, 0, true,
+                                      grid, block, r0.stream);
+  });
+  capacity("ticket-adjacent", [&](int grid, int block, uint32_t per_thread, uint32_t bytes) {
+    return epx::gpu::launch_post_ticket_adjacent(r0.ring->device(), 1, r0.send->id(), r1.recv->id(), bytes,
+                                                 per_thread, kWindow, grid, block, r0.stream);
+  });
   if (auto e = r0.ring->device_error(); !e.ok()) die("ring", e);
 
   // (e) NVLink peer stores.
@@ -310,6 +322,94 @@ int main(int argc, char** argv) {
     float ms = 0;
     CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
     rows.push_back({"NVLink peer stores GPU0->GPU1", bytes, 5.0 * bytes / (ms / 1e3) / 1e9, "GB/s", "floor 368 GB/s"});
+  }
+
+  // (f) GPU <-> CPU round trips without daemon or fabric: the floor, and
+  // what the ring API and each wait strategy add to it. A host thread (pinned
+  // like the signal waiter) plays the proxy: it answers flags directly, or
+  // consumes the kernel's descriptor and bumps the signal word.
+  {
+    std::cerr << "[gpu_bench] GPU<->CPU floor" << std::endl;
+    unpin_self();  // the answering thread takes the pinned core
+    CHECK_CUDA(cudaSetDevice(0));
+    constexpr uint32_t kCap = 1024;
+    const size_t bytes = epx::ring::ring_bytes(kCap) + 4096;
+    uint8_t* host = nullptr;
+    CHECK_CUDA(cudaHostAlloc(reinterpret_cast<void**>(&host), bytes, cudaHostAllocMapped));
+    std::memset(host, 0, bytes);
+    auto* header = reinterpret_cast<epx::ring::RingHeader*>(host);
+    auto* to_cpu = reinterpret_cast<uint64_t*>(host + epx::ring::ring_bytes(kCap));
+    auto* word = to_cpu + 8;  // its own cache line
+    auto* derr = reinterpret_cast<epx::DeviceError*>(to_cpu + 16);
+    unsigned long long* counters = nullptr;
+    CHECK_CUDA(cudaMalloc(&counters, 3 * sizeof(unsigned long long)));
+    uint64_t* elapsed_f = nullptr;
+    int* ok_f = nullptr;
+    CHECK_CUDA(cudaMalloc(&elapsed_f, sizeof(uint64_t)));
+    CHECK_CUDA(cudaMalloc(&ok_f, sizeof(int)));
+    auto dev = [](void* p) {
+      void* d = nullptr;
+      if (cudaHostGetDevicePointer(&d, p, 0) != cudaSuccess) std::exit(1);
+      return d;
+    };
+    const struct {
+      epx::gpu::FloorMode mode;
+      const char* what;
+    } modes[] = {
+        {epx::gpu::FloorMode::kFlagSingle, "GPU->CPU->GPU round trip, flags, single poll"},
+        {epx::gpu::FloorMode::kFlagPipelined, "GPU->CPU->GPU round trip, flags, pipelined wait"},
+        {epx::gpu::FloorMode::kRingSingle, "GPU->CPU->GPU round trip, ring post, single-poll wait"},
+        {epx::gpu::FloorMode::kRingPipelined, "GPU->CPU->GPU round trip, ring post, pipelined wait"},
+    };
+    const uint32_t iters = 2000;
+    for (const auto& m : modes) {
+      std::memset(host, 0, bytes);
+      if (!epx::ring::ring_init(host, kCap, epx::ring::RingProducerKind::kDevice)) die("floor ring", epx::internal_error("ring_init"));
+      CHECK_CUDA(cudaMemset(counters, 0, 3 * sizeof(unsigned long long)));
+      epx::DeviceRing ring{};
+      ring.header = static_cast<epx::ring::RingHeader*>(dev(header));
+      ring.slots = epx::ring::ring_slots(ring.header);
+      ring.capacity = kCap;
+      ring.claim = counters;
+      ring.cached_head = counters + 1;
+      ring.fences = counters + 2;
+      ring.error = static_cast<epx::DeviceError*>(dev(derr));
+      ring.timeout_ns = 1000000000ull;
+      epx::DeviceSignals sig{static_cast<uint64_t*>(dev(word)), 1, ring.error};
+      const bool use_ring = m.mode == epx::gpu::FloorMode::kRingSingle || m.mode == epx::gpu::FloorMode::kRingPipelined;
+      std::atomic<bool> cpu_ok{true};
+      std::thread cpu([&] {
+        pin_self();
+        epx::ring::RingSlot* slots = epx::ring::ring_slots(header);
+        const auto deadline = Clock::now() + 10s;
+        for (uint64_t i = 1; i <= iters; ++i) {
+          if (use_ring) {
+            epx::ring::RingSlot d;
+            while (!epx::ring::ring_read_slot(slots, kCap, i - 1, &d)) {
+              if (Clock::now() > deadline) { cpu_ok = false; return; }
+            }
+            epx::ring::ring_publish_head(header, i);
+          } else {
+            while (__atomic_load_n(to_cpu, __ATOMIC_ACQUIRE) < i) {
+              if (Clock::now() > deadline) { cpu_ok = false; return; }
+            }
+          }
+          __atomic_fetch_add(word, 1, __ATOMIC_RELEASE);
+        }
+      });
+      if (auto s = epx::gpu::launch_floor_pingpong(m.mode, static_cast<uint64_t*>(dev(to_cpu)), ring, sig, iters,
+                                                   elapsed_f, ok_f, r0.stream);
+          !s.ok()) die("floor", s);
+      CHECK_CUDA(cudaStreamSynchronize(r0.stream));
+      cpu.join();
+      uint64_t ns = 0;
+      int good = 0;
+      CHECK_CUDA(cudaMemcpy(&ns, elapsed_f, sizeof(ns), cudaMemcpyDeviceToHost));
+      CHECK_CUDA(cudaMemcpy(&good, ok_f, sizeof(good), cudaMemcpyDeviceToHost));
+      if (!good || !cpu_ok) die("floor", epx::deadline_exceeded(std::string(m.what) + " timed out"));
+      rows.push_back({m.what, 8, ns / 1e3 / iters, "us", "DEVICE.md floor 2.56 us"});
+    }
+    CHECK_CUDA(cudaFreeHost(host));
   }
 
   if (json) {

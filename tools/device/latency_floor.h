@@ -1,0 +1,27 @@
+// GPU <-> CPU round trips through host-pinned memory with no daemon and no
+// fabric: the floor a GPU-initiated one-way latency is judged against, and
+// what EPX's device ring API adds on top of it. Used by gpu_bench (f).
+#pragma once
+
+#include <cstdint>
+
+#include "epx/device.cuh"
+#include "epx/status.h"
+
+namespace epx::gpu {
+
+enum class FloorMode : int {
+  kFlagSingle = 0,     // kernel stores a flag; waits with single polls (no sleep)
+  kFlagPipelined = 1,  // kernel stores a flag; waits with wait_signal_pipelined
+  kRingSingle = 2,     // kernel post()s a descriptor; waits with wait_signal_single
+  kRingPipelined = 3,  // kernel post()s a descriptor; waits with wait_signal_pipelined
+};
+
+// One thread, `iters` rounds: round i tells the CPU (flag `to_cpu` = i, or a
+// write+signal descriptor posted into `ring`) and waits for signal word 0 of
+// `signals` to reach i. elapsed_ns_dev[0] = total time; *ok_dev = 0 on a
+// timeout. `to_cpu` is host-pinned and mapped.
+Status launch_floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring, DeviceSignals signals,
+                             uint32_t iters, uint64_t* elapsed_ns_dev, int* ok_dev, void* stream);
+
+}  // namespace epx::gpu
