@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/config/config.h"
+#include "daemon/fabric/device_memory.h"
 #include "daemon/fabric/rail_discovery.h"
 #include "daemon/logging.h"
 
@@ -35,7 +36,10 @@ Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
   for (const auto& rail : *rails) {
     spdlog::info("rail {}: provider {} fabric {} domain {} mr_mode {} hmem {}", rail->index(), rail->provider(),
                  rail->fabric_name(), rail->domain_name(), mr_mode_string(rail->mr_mode()), rail->supports_hmem());
+    Status gpu = device_window_support(*rail);
+    spdlog::info("rail {}: device windows {}", rail->index(), gpu.ok() ? "possible" : "not possible: " + gpu.message());
   }
+  spdlog::info("libfabric {}", libfabric_description());
 
   int port = 0;
   grpc::ServerBuilder peer_builder;
@@ -66,7 +70,8 @@ Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
   if (!d->local_server_) return internal_error("cannot start the Local gRPC server");
   d->listener_ = std::make_unique<UnixListener>(d->io_, d->state_->connections());
   EPX_RETURN_IF_ERROR(d->listener_->listen(config.control_socket(), config.socket_group(), d->local_server_.get()));
-  d->fd_server_ = std::make_unique<FdServer>(d->io_, d->state_->data_plane().regions());
+  d->fd_server_ = std::make_unique<FdServer>(d->io_, d->state_->data_plane().regions(),
+                                             d->state_->data_plane().submitted_fds());
   EPX_RETURN_IF_ERROR(d->fd_server_->listen(d->state_->fd_socket(), config.socket_group()));
 
   spdlog::info("epxd {} on node {}: control socket {}, peers at {} (listening on {})", kVersion, config.node_name(),
@@ -93,6 +98,7 @@ void Daemon::schedule_expiry() {
     if (ec) return;
     state_->coordinator().expire(Coordinator::Clock::now());
     state_->ipc_exchange().expire(IpcExchange::Clock::now());
+    state_->data_plane().submitted_fds().expire(SubmittedFds::Clock::now());
     if (++ticks_ % kPeerCheckTicks == 0) state_->check_peers();
     schedule_expiry();
   });

@@ -7,6 +7,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "daemon/fabric/device_memory.h"
+
 namespace epx::daemon {
 
 const char kVersion[] = "0.1.0";
@@ -233,12 +235,19 @@ v1::DaemonStatus DaemonState::status() const {
     r->set_max_msg_size(rail->max_msg_size());
     r->set_fi_hmem(rail->supports_hmem());
     r->set_mr_mode(mr_mode_string(rail->mr_mode()));
+    Status gpu = device_window_support(*rail);
+    r->set_device_windows(gpu.ok());
+    r->set_device_windows_reason(gpu.message());
   }
+  s.set_libfabric(libfabric_description());
   for (auto& c : clients_.client_status()) {
     for (auto& r : data_plane_->ring_status(c.client_id())) *c.add_rings() = std::move(r);
-    auto [windows, bytes] = data_plane_->window_usage(c.client_id());
-    c.set_windows(windows);
-    c.set_window_bytes(bytes);
+    const WindowUsage usage = data_plane_->window_usage(c.client_id());
+    c.set_windows(usage.windows);
+    c.set_window_bytes(usage.bytes);
+    c.set_host_windows(usage.windows - usage.device_windows);
+    c.set_device_windows(usage.device_windows);
+    c.set_device_window_bytes(usage.device_bytes);
     *s.add_clients() = std::move(c);
   }
   for (auto& p : data_plane_->proxy_status()) *s.add_proxies() = std::move(p);

@@ -96,18 +96,22 @@ int print_status(const epx::v1::DaemonStatus& st, bool json, bool jobs_only) {
     std::cout << "node " << st.node() << "  epxd " << st.version() << "  pid " << st.pid() << "  up "
               << st.uptime_ms() / 1000 << " s\n"
               << "peer address " << st.peer_address() << "  control socket " << st.control_socket() << "\n"
+              << "libfabric " << st.libfabric() << "\n"
               << "rails: " << st.rails_size() << " (" << st.provider() << ")\n";
     for (const auto& r : st.rails()) {
       std::cout << "  " << r.index() << "  " << r.provider() << "  domain " << r.domain() << "  fabric "
                 << r.fabric() << "  mr " << r.mr_mode() << "  hmem " << (r.fi_hmem() ? "yes" : "no")
-                << "  addr " << hex_prefix(r.address()) << "\n";
+                << "  addr " << hex_prefix(r.address()) << "\n"
+                << "     device windows: "
+                << (r.device_windows() ? std::string("yes") : "no (" + r.device_windows_reason() + ")") << "\n";
     }
     std::cout << "clients: " << st.clients_size() << "\n";
     for (const auto& c : st.clients()) {
       std::cout << "  " << c.client_id() << "  '" << c.name() << "'  pid " << c.pid() << " uid " << c.uid()
                 << "  jobs";
       for (const auto& j : c.jobs()) std::cout << " " << j;
-      std::cout << "\n";
+      std::cout << "  windows " << c.windows() << " (host " << c.host_windows() << ", device " << c.device_windows()
+                << "; " << c.window_bytes() << " bytes)\n";
     }
   }
   print_jobs(st);

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "client_session.h"
+#include "fd_socket.h"
 #include "epx/client.h"
 #include "mapped_region.h"
 #include "proto/ring/ring_host.h"
@@ -190,6 +191,24 @@ Result<Window> Job::create_window(uint64_t bytes) {
   auto region = MappedRegion::fetch(session_->fd_socket(), reply.token(), bytes);
   if (!region.ok()) return region.status();
   return Window(reply.id(), std::move(region.value()));
+}
+
+Result<uint64_t> Job::send_fd(int fd) { return submit_fd(session_->fd_socket(), session_->client_id(), fd); }
+
+Result<uint32_t> Job::create_device_window(uint64_t fd_token, const DeviceMemory& memory) {
+  v1::CreateDeviceWindowRequest req;
+  req.set_client_id(session_->client_id());
+  req.set_job_id(table_.job_id);
+  req.set_bytes(memory.bytes);
+  req.set_device_va(memory.device_va);
+  req.set_cuda_device(memory.cuda_device);
+  req.set_pci_bus_id(memory.pci_bus_id);
+  req.set_fd_token(fd_token);
+  v1::RegionReply reply;
+  auto ctx = session_->context(session_->options().rpc_timeout * 2);
+  grpc::Status s = session_->stub().CreateDeviceWindow(ctx.get(), req, &reply);
+  if (!s.ok()) return session_->explain(s, "create device window of " + std::to_string(memory.bytes) + " bytes");
+  return reply.id();
 }
 
 Result<Signals> Job::open_signals(uint32_t count) {

@@ -21,6 +21,9 @@ class LocalService final : public v1::Local::CallbackService {
                                    v1::DaemonStatus* reply) override;
   grpc::ServerUnaryReactor* CreateWindow(grpc::CallbackServerContext* context,
                                          const v1::CreateWindowRequest* request, v1::RegionReply* reply) override;
+  grpc::ServerUnaryReactor* CreateDeviceWindow(grpc::CallbackServerContext* context,
+                                               const v1::CreateDeviceWindowRequest* request,
+                                               v1::RegionReply* reply) override;
   grpc::ServerUnaryReactor* OpenSignals(grpc::CallbackServerContext* context, const v1::OpenSignalsRequest* request,
                                         v1::RegionReply* reply) override;
   grpc::ServerUnaryReactor* OpenRing(grpc::CallbackServerContext* context, const v1::OpenRingRequest* request,

@@ -93,6 +93,7 @@ void SessionStream::OnDone() {
   if (client_id_ != 0) {
     // After detach() no one can push to this stream any more.
     std::vector<Membership> held = state_.clients().detach(client_id_);
+    state_.data_plane().submitted_fds().drop_client(client_id_);  // descriptors sent but never claimed
     spdlog::info("client {} (pid {}) detached, releasing {} job rank(s)", client_id_, creds_.pid, held.size());
     state_.release_later(std::move(held), "client pid " + std::to_string(creds_.pid) + " on " +
                                               state_.config().node_name() + " disconnected");

@@ -1,11 +1,14 @@
 #include "daemon/dataplane/data_plane.h"
 
 #include <rdma/fi_domain.h>
+#include <unistd.h>
 
 #include <set>
 
 #include <spdlog/spdlog.h>
 
+#include "daemon/fabric/device_memory.h"
+#include "fd_protocol.h"
 #include "proto/ring/ring_host.h"
 
 namespace epx::daemon {
@@ -21,7 +24,11 @@ constexpr size_t kMaxAddressBytes = 256;
 
 DataPlane::DataPlane(const v1::DaemonConfig& config, const std::vector<std::unique_ptr<Rail>>& rails,
                      PeerClient& peers, std::string self_address)
-    : config_(config), rails_(rails), peers_(peers), self_address_(std::move(self_address)) {}
+    : config_(config),
+      rails_(rails),
+      peers_(peers),
+      self_address_(std::move(self_address)),
+      submitted_(std::chrono::milliseconds(fdproto::kSubmitTtlMs)) {}
 
 DataPlane::~DataPlane() {
   // Regions' registrations must close on their proxies; then the proxies stop.
@@ -173,10 +180,14 @@ void DataPlane::detach_rank(uint64_t client_id, const std::string& job_id, uint3
                released.regions.size());
 }
 
-Result<LocalRegion> DataPlane::register_region(std::shared_ptr<SharedRegion> region, uint64_t client_id) {
+Result<LocalRegion> DataPlane::register_host(std::shared_ptr<SharedRegion> region, uint64_t client_id) {
   LocalRegion out;
   out.region = std::move(region);
   out.client_id = client_id;
+  return register_region(std::move(out));
+}
+
+Result<LocalRegion> DataPlane::register_region(LocalRegion out) {
   out.mrs.resize(proxies_.size());
   out.keys.resize(proxies_.size());
   for (size_t i = 0; i < proxies_.size(); ++i) {
@@ -186,16 +197,22 @@ Result<LocalRegion> DataPlane::register_region(std::shared_ptr<SharedRegion> reg
       requested = next_key_++;
     }
     Status reg;
-    EPX_RETURN_IF_ERROR(proxies_[i]->execute([&] {
-      auto mr = register_memory(*rails_[i], out.region->data(), out.region->size(), requested);
+    Status queued = proxies_[i]->execute([&] {
+      Result<MrPtr> mr = out.is_device()
+                             ? register_dmabuf(*rails_[i],
+                                               DmabufRange{out.device->dmabuf.get(), out.device->size,
+                                                           out.device->device_va, out.device->cuda_device},
+                                               requested)
+                             : register_memory(*rails_[i], out.region->data(), out.region->size(), requested);
       if (!mr.ok()) {
         reg = mr.status();
         return;
       }
       out.keys[i].key = fi_mr_key(mr->get());
-      out.keys[i].base = (rails_[i]->mr_mode() & FI_MR_VIRT_ADDR) ? reinterpret_cast<uint64_t>(out.region->data()) : 0;
+      out.keys[i].base = (rails_[i]->mr_mode() & FI_MR_VIRT_ADDR) ? reinterpret_cast<uint64_t>(out.address()) : 0;
       out.mrs[i] = std::move(mr.value());
-    }));
+    });
+    if (!queued.ok()) reg = queued;
     if (!reg.ok()) {
       std::vector<LocalRegion> undo;
       undo.push_back(std::move(out));
@@ -271,7 +288,7 @@ void DataPlane::create_window(uint64_t client_id, pid_t pid, const std::string& 
     unreserve(client_id, bytes);
     return done(region.status());
   }
-  auto reg = register_region(std::shared_ptr<SharedRegion>(std::move(region.value())), client_id);
+  auto reg = register_host(std::shared_ptr<SharedRegion>(std::move(region.value())), client_id);
   if (!reg.ok()) {
     unreserve(client_id, bytes);
     return done(reg.status().with_context("registering window of job " + job_id));
@@ -280,9 +297,14 @@ void DataPlane::create_window(uint64_t client_id, pid_t pid, const std::string& 
   v1::RegionReply reply;
   reply.set_token(reg->token);
   reply.set_bytes(reg->region->size());
-  LocalRegion undo;
-  auto id = p->add_window(rank, std::move(reg.value()), &undo);
+  add_window(p, rank, std::move(reg.value()), reply, std::move(done));
   unreserve(client_id, bytes);  // counted by the plane now, or given up
+}
+
+void DataPlane::add_window(const std::shared_ptr<JobPlane>& p, uint32_t rank, LocalRegion window,
+                           v1::RegionReply reply, Done done) {
+  LocalRegion undo;
+  auto id = p->add_window(rank, std::move(window), &undo);
   if (!id.ok()) {
     regions_.remove(undo.token);
     std::vector<LocalRegion> drop;
@@ -295,6 +317,90 @@ void DataPlane::create_window(uint64_t client_id, pid_t pid, const std::string& 
     if (!s.ok()) return done(s);
     done(reply);
   });
+}
+
+Status DataPlane::device_window_support() const {
+  std::string why;
+  for (const auto& rail : rails_) {
+    Status s = daemon::device_window_support(*rail);
+    if (!s.ok()) why += (why.empty() ? "" : " | ") + s.message();
+  }
+  if (why.empty()) return Status();
+  return failed_precondition("device windows need every rail to register GPU memory: " + why);
+}
+
+namespace {
+
+// A dma-buf's /proc link reads "anon_inode:dmabuf" or "/dmabuf:<name>";
+// anything else (a memfd, a file) is not GPU memory.
+bool is_dmabuf(int fd) {
+  char link[256] = {};
+  const std::string path = "/proc/self/fd/" + std::to_string(fd);
+  const ssize_t n = ::readlink(path.c_str(), link, sizeof(link) - 1);
+  return n > 0 && std::string(link, static_cast<size_t>(n)).find("dmabuf") != std::string::npos;
+}
+
+}  // namespace
+
+void DataPlane::create_device_window(uint64_t client_id, pid_t pid, uint32_t rank,
+                                     const v1::CreateDeviceWindowRequest& request, Done done) {
+  const std::string& job_id = request.job_id();
+  const uint64_t bytes = request.bytes();
+  const std::string what = "device window of job " + job_id + " rank " + std::to_string(rank);
+  if (request.fd_token() == 0) {
+    return done(invalid_argument(what + ": no fd token; send the dma-buf descriptor on the fd socket first"));
+  }
+  // Claimed before anything else can fail, so the descriptor is closed by
+  // the end of this call whatever happens below (or kept by the window).
+  auto fd = submitted_.take(request.fd_token(), pid, client_id);
+  if (!fd.ok()) return done(fd.status().with_context(what));
+  auto p = plane(job_id);
+  if (!p) return done(failed_precondition("job " + job_id + " has no formed rank on this daemon"));
+  const uint64_t max_window = uint64_t{config_.max_window_mib()} << 20;
+  if (bytes == 0 || bytes > max_window) {
+    return done(invalid_argument(what + " of " + std::to_string(bytes) + " bytes: must be 1.." +
+                                 std::to_string(max_window) + " (max_window_mib)"));
+  }
+  if (request.device_va() == 0 || request.device_va() + bytes < request.device_va()) {
+    return done(invalid_argument(what + ": device address " + std::to_string(request.device_va()) + " + " +
+                                 std::to_string(bytes) + " bytes is not a valid range"));
+  }
+  if (auto r = reserve(client_id, bytes); !r.ok()) return done(r.with_context(what));
+  // From here every return gives the reservation back.
+  struct Unreserve {
+    DataPlane* plane;
+    uint64_t client, bytes;
+    ~Unreserve() { plane->unreserve(client, bytes); }
+  } unreserve_at_end{this, client_id, bytes};
+  if (auto s = device_window_support(); !s.ok()) {
+    spdlog::info("client {}: {} refused: {}", client_id, what, s.message());
+    return done(s);
+  }
+  if (!is_dmabuf(fd->get())) {
+    return done(invalid_argument(what + ": the submitted descriptor is not a dma-buf (export GPU memory with "
+                                        "cuMemGetHandleForAddressRange(CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD))"));
+  }
+  const off_t dmabuf_size = ::lseek(fd->get(), 0, SEEK_END);
+  if (dmabuf_size >= 0 && static_cast<uint64_t>(dmabuf_size) < bytes) {
+    return done(invalid_argument(what + ": the dma-buf holds " + std::to_string(dmabuf_size) + " bytes, fewer than " +
+                                 std::to_string(bytes)));
+  }
+  LocalRegion window;
+  window.client_id = client_id;
+  window.device = std::make_shared<DeviceRegion>();
+  window.device->dmabuf = std::move(fd.value());
+  window.device->device_va = request.device_va();
+  window.device->size = bytes;
+  window.device->cuda_device = request.cuda_device();
+  window.device->pci_bus_id = request.pci_bus_id().substr(0, 32);
+  auto reg = register_region(std::move(window));
+  if (!reg.ok()) return done(reg.status().with_context("registering " + what));
+  spdlog::info("client {}: {}: {} bytes of GPU {} ({}) at 0x{:x} registered on {} rail(s)", client_id, what, bytes,
+               request.cuda_device(), request.pci_bus_id(), request.device_va(), rails_.size());
+  v1::RegionReply reply;
+  reply.set_token(0);  // nothing to fetch: the memory is the client's
+  reply.set_bytes(bytes);
+  add_window(p, rank, std::move(reg.value()), reply, std::move(done));
 }
 
 void DataPlane::open_signals(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank,
@@ -312,7 +418,7 @@ void DataPlane::open_signals(uint64_t client_id, pid_t pid, const std::string& j
   auto region = SharedRegion::create("epx-signals-" + job_id + "-" + std::to_string(rank),
                                      (uint64_t{count} + 1) * sizeof(uint64_t));
   if (!region.ok()) return done(region.status());
-  auto reg = register_region(std::shared_ptr<SharedRegion>(std::move(region.value())), client_id);
+  auto reg = register_host(std::shared_ptr<SharedRegion>(std::move(region.value())), client_id);
   if (!reg.ok()) return done(reg.status().with_context("registering signals of job " + job_id));
   auto base = signals_.allocate(static_cast<uint64_t*>(reg->region->data()), count);
   if (!base.ok()) {
@@ -417,7 +523,7 @@ void DataPlane::rank_lost(const std::string& job_id, uint32_t rank) {
 }
 
 Status DataPlane::reserve(uint64_t client_id, uint64_t bytes) {
-  const uint64_t windows = window_usage(client_id).second;
+  const uint64_t windows = window_usage(client_id).bytes;
   std::lock_guard<std::mutex> lock(mu_);
   uint64_t rings = 0;
   for (const auto& r : rings_) rings += r.client_id == client_id ? r.ring->region->size() : 0;
@@ -463,20 +569,15 @@ std::vector<v1::RingStatus> DataPlane::ring_status(uint64_t client_id) const {
   return out;
 }
 
-std::pair<uint32_t, uint64_t> DataPlane::window_usage(uint64_t client_id) const {
+WindowUsage DataPlane::window_usage(uint64_t client_id) const {
   std::vector<std::shared_ptr<JobPlane>> planes;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& [id, p] : jobs_) planes.push_back(p);
   }
-  uint32_t count = 0;
-  uint64_t bytes = 0;
-  for (const auto& p : planes) {
-    auto [c, b] = p->window_usage(client_id);
-    count += c;
-    bytes += b;
-  }
-  return {count, bytes};
+  WindowUsage total;
+  for (const auto& p : planes) total += p->window_usage(client_id);
+  return total;
 }
 
 std::vector<v1::ProxyStatus> DataPlane::proxy_status() const {

@@ -16,6 +16,7 @@
 #include "daemon/dataplane/signal_space.h"
 #include "daemon/proxy/proxy.h"
 #include "daemon/shm/region_table.h"
+#include "daemon/shm/submitted_fds.h"
 #include "epx/v1/config.pb.h"
 #include "epx/v1/local.pb.h"
 #include "epx/v1/status.pb.h"
@@ -42,6 +43,13 @@ class DataPlane {
   // peers acknowledged, for windows and signals).
   void create_window(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank, uint64_t bytes,
                      Done done);
+  // A device window: registers the client's GPU memory (the dma-buf it
+  // submitted on the fd socket under request.fd_token()) on every rail,
+  // when every rail can (device_window_support); otherwise
+  // FAILED_PRECONDITION naming each rail that cannot and why. The submitted
+  // descriptor is consumed whatever the outcome.
+  void create_device_window(uint64_t client_id, pid_t pid, uint32_t rank, const v1::CreateDeviceWindowRequest& request,
+                            Done done);
   void open_signals(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank, uint32_t count,
                     Done done);
   Result<v1::RegionReply> open_ring(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank,
@@ -52,8 +60,12 @@ class DataPlane {
   void rank_lost(const std::string& job_id, uint32_t rank);
 
   const RegionTable& regions() const { return regions_; }
+  // Descriptors clients sent for device windows, not yet claimed.
+  SubmittedFds& submitted_fds() { return submitted_; }
+  // OK when every rail can register GPU memory; else why not, per rail.
+  Status device_window_support() const;
   std::vector<v1::RingStatus> ring_status(uint64_t client_id) const;
-  std::pair<uint32_t, uint64_t> window_usage(uint64_t client_id) const;  // (windows, bytes)
+  WindowUsage window_usage(uint64_t client_id) const;
   std::vector<v1::ProxyStatus> proxy_status() const;
 
  private:
@@ -73,8 +85,13 @@ class DataPlane {
   // failed).
   Status reserve(uint64_t client_id, uint64_t bytes);
   void unreserve(uint64_t client_id, uint64_t bytes);
-  // Registers `region` on every rail (on each proxy thread).
-  Result<LocalRegion> register_region(std::shared_ptr<SharedRegion> region, uint64_t client_id);
+  // Registers `out`'s memory (host region or device dma-buf) on every rail,
+  // on each rail's proxy thread; fills its mrs and keys.
+  Result<LocalRegion> register_region(LocalRegion out);
+  Result<LocalRegion> register_host(std::shared_ptr<SharedRegion> region, uint64_t client_id);
+  // Records a registered window for `rank` and publishes it; answers `done`.
+  void add_window(const std::shared_ptr<JobPlane>& p, uint32_t rank, LocalRegion window, v1::RegionReply reply,
+                  Done done);
   void close_registrations(std::vector<LocalRegion>& regions);
   // Sends `rank`'s current windows/signals to every other daemon of the job.
   void publish(const std::shared_ptr<JobPlane>& plane, uint32_t rank, std::function<void(Status)> done);
@@ -85,6 +102,7 @@ class DataPlane {
   const std::string self_address_;
   SignalSpace signals_;
   RegionTable regions_;
+  SubmittedFds submitted_;
   std::vector<std::unique_ptr<Proxy>> proxies_;
   // Per rail: fabric address bytes -> fi_addr (touched only on that proxy).
   std::vector<std::map<std::string, fi_addr_t>> av_cache_;

@@ -91,7 +91,7 @@ v1::RankPlane JobPlane::describe(uint32_t rank) const {
   for (size_t i = 0; i < r.windows.size(); ++i) {
     auto* w = p.add_windows();
     w->set_id(static_cast<uint32_t>(i + 1));
-    w->set_bytes(r.windows[i].region->size());
+    w->set_bytes(r.windows[i].size());
     for (const auto& k : r.windows[i].keys) {
       auto* rk = w->add_rails();
       rk->set_key(k.key);
@@ -138,18 +138,21 @@ void JobPlane::mark_lost(uint32_t rank) {
   rebuild_locked();
 }
 
-std::pair<uint32_t, uint64_t> JobPlane::window_usage(uint64_t client_id) const {
+WindowUsage JobPlane::window_usage(uint64_t client_id) const {
   std::lock_guard<std::mutex> lock(mu_);
-  uint32_t count = 0;
-  uint64_t total = 0;
+  WindowUsage u;
   for (const auto& r : ranks_) {
     for (const auto& w : r.windows) {
       if (w.client_id != client_id) continue;
-      ++count;
-      total += w.region->size();
+      ++u.windows;
+      u.bytes += w.size();
+      if (w.is_device()) {
+        ++u.device_windows;
+        u.device_bytes += w.size();
+      }
     }
   }
-  return {count, total};
+  return u;
 }
 
 void JobPlane::rebuild_locked() {
@@ -177,11 +180,11 @@ void JobPlane::rebuild_locked() {
       rv.local_windows.resize(r.windows.size() + 1);
       for (size_t w = 0; w < r.windows.size(); ++w) {
         const LocalRegion& lr = r.windows[w];
-        rv.windows[w + 1].size = lr.region->size();
+        rv.windows[w + 1].size = lr.size();
         rv.windows[w + 1].rails = lr.keys;
         LocalWindow lw;
-        lw.data = static_cast<uint8_t*>(lr.region->data());
-        lw.size = lr.region->size();
+        lw.data = lr.address();  // a device window's is the client's GPU address: only the NIC reads it
+        lw.size = lr.size();
         for (const auto& mr : lr.mrs) lw.descs.push_back(mr ? fi_mr_desc(mr.get()) : nullptr);
         rv.local_windows[w + 1] = std::move(lw);
       }

@@ -36,9 +36,10 @@ void tune_provider_defaults() {
   (void)once;
 }
 
-Result<FiInfoPtr> get_info(const char* provider) {
+Result<FiInfoPtr> get_info(const char* provider, uint64_t extra_caps = 0) {
   tune_provider_defaults();
   FiInfoPtr hints = rail_hints();
+  hints->caps |= extra_caps;
   if (provider != nullptr) hints->fabric_attr->prov_name = strdup(provider);
   fi_info* list = nullptr;
   int ret = fi_getinfo(kFiVersion, nullptr, nullptr, 0, hints.get(), &list);
@@ -97,7 +98,13 @@ Result<std::vector<std::unique_ptr<Rail>>> open_rails(const std::string& provide
                                "libfabric offers: " + join(present));
   }
 
-  auto list = get_info(chosen.c_str());
+  // Device windows register GPU memory, which providers accept only on a
+  // domain opened with FI_HMEM (libfabric otherwise treats every
+  // registration as host memory). Ask for it where it can work (NIC DMA:
+  // efa, verbs) and take the plain rails when the provider refuses it.
+  Result<FiInfoPtr> list = FiInfoPtr();
+  if (chosen == "efa" || chosen == "verbs") list = get_info(chosen.c_str(), FI_HMEM);
+  if (!list.ok() || !list.value()) list = get_info(chosen.c_str());
   if (!list.ok()) return list.status();
   // One rail per domain; among a domain's entries prefer IPv4 addressing
   // (tcp lists IPv4 and IPv6 fabrics for every interface).

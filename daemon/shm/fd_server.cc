@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -15,8 +16,8 @@ namespace epx::daemon {
 
 using boost::asio::local::stream_protocol;
 
-FdServer::FdServer(boost::asio::io_context& io, const RegionTable& regions)
-    : io_(io), acceptor_(io), regions_(regions) {}
+FdServer::FdServer(boost::asio::io_context& io, const RegionTable& regions, SubmittedFds& submitted)
+    : io_(io), acceptor_(io), regions_(regions), submitted_(submitted) {}
 
 FdServer::~FdServer() { close(); }
 
@@ -29,10 +30,15 @@ Status FdServer::listen(const std::string& path, const std::string& group) {
 
 namespace {
 
+// A client attaching more descriptors than this to one message is refused;
+// the kernel closes any that do not fit the control buffer.
+constexpr size_t kMaxPassedFds = 4;
+constexpr size_t kRequestBytes = sizeof(fdproto::FdRequest);
+
 // One request/reply exchange; owns its socket and its timeout.
 struct Exchange : std::enable_shared_from_this<Exchange> {
-  Exchange(boost::asio::io_context& io, stream_protocol::socket s, const RegionTable& r)
-      : socket(std::move(s)), timer(io), regions(r) {}
+  Exchange(boost::asio::io_context& io, stream_protocol::socket s, const RegionTable& r, SubmittedFds& f)
+      : socket(std::move(s)), timer(io), regions(r), submitted(f) {}
 
   void start() {
     auto self = shared_from_this();
@@ -40,34 +46,99 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
     timer.async_wait([self](const boost::system::error_code& ec) {
       if (!ec) self->socket.close();  // silent client: drop it
     });
-    boost::asio::async_read(socket, boost::asio::buffer(&request, sizeof(request)),
-                            [self](const boost::system::error_code& ec, size_t) {
-                              self->timer.cancel();
-                              if (!ec) self->answer();
-                            });
+    read_more();
+  }
+
+  void read_more() {
+    auto self = shared_from_this();
+    socket.async_wait(stream_protocol::socket::wait_read, [self](const boost::system::error_code& ec) {
+      if (ec) return;  // closed by the timer, or the io_context stops
+      self->receive();
+    });
+  }
+
+  // recvmsg, not a plain read: a read would discard (close) descriptors
+  // the client attached to the request.
+  void receive() {
+    iovec iov{request + received, kRequestBytes - received};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxPassedFds)] = {};
+    msghdr msg = {};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    const ssize_t n = ::recvmsg(socket.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return read_more();
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < count; ++i) {
+        int fd = -1;
+        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        passed.emplace_back(fd);
+      }
+    }
+    if ((msg.msg_flags & MSG_CTRUNC) != 0) too_many_fds = true;
+    if (n <= 0) {  // the client hung up (or the socket failed) before a whole request
+      timer.cancel();
+      return;
+    }
+    received += static_cast<size_t>(n);
+    if (received < kRequestBytes) return read_more();
+    timer.cancel();
+    answer();
   }
 
   void answer() {
+    uint64_t magic = 0, argument = 0;
+    std::memcpy(&magic, request, sizeof(magic));
+    std::memcpy(&argument, request + sizeof(magic), sizeof(argument));
     fdproto::FdReply reply = {};
     reply.magic = fdproto::kMagic;
-    int fd = -1;
     ucred cred = {};
     socklen_t len = sizeof(cred);
+    int send_fd = -1;
     Status status;
-    if (request.magic != fdproto::kMagic) {
-      status = invalid_argument("bad fd request magic");
-    } else if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    const char* what = "fd request";
+    if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
       status = internal_error(std::string("SO_PEERCRED: ") + std::strerror(errno));
-    } else {
-      auto region = regions.fetch(request.token, cred.pid);
-      if (region.ok()) {
-        fd = (*region)->fd();
-        reply.size = (*region)->size();
-        held = std::move(region.value());  // keep the fd open until sent
+    } else if (magic == fdproto::kMagic) {
+      if (!passed.empty()) {
+        status = invalid_argument("a fetch request carries no descriptors");
       } else {
-        status = region.status();
+        auto region = regions.fetch(argument, cred.pid);
+        if (region.ok()) {
+          send_fd = (*region)->fd();
+          reply.size = (*region)->size();
+          held = std::move(region.value());  // keep the fd open until sent
+        } else {
+          status = region.status();
+        }
       }
+    } else if (magic == fdproto::kSubmitMagic) {
+      what = "fd submit";
+      if (passed.size() != 1 || too_many_fds) {
+        status = invalid_argument("a submit carries exactly one descriptor; got " +
+                                  std::string(too_many_fds ? "more than " : "") + std::to_string(passed.size()));
+      } else {
+        // dma-bufs answer SEEK_END with their size: the daemon checks the
+        // window against it later; here it is only reported back.
+        const off_t size = ::lseek(passed[0].get(), 0, SEEK_END);
+        auto token = submitted.add(std::move(passed[0]), cred.pid, argument);
+        passed.clear();
+        if (token.ok()) {
+          reply.token = *token;
+          reply.size = size > 0 ? static_cast<uint64_t>(size) : 0;
+          spdlog::debug("fd socket: pid {} submitted a descriptor for client {} ({} bytes)", cred.pid, argument,
+                        reply.size);
+        } else {
+          status = token.status();
+        }
+      }
+    } else {
+      status = invalid_argument("bad fd request magic");
     }
+    passed.clear();  // anything not kept is closed here
     reply.status = static_cast<int32_t>(status.code());
     std::strncpy(reply.message, status.message().c_str(), sizeof(reply.message) - 1);
 
@@ -76,26 +147,30 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    if (fd >= 0) {
+    if (send_fd >= 0) {
       msg.msg_control = control;
       msg.msg_controllen = sizeof(control);
       cmsghdr* c = CMSG_FIRSTHDR(&msg);
       c->cmsg_level = SOL_SOCKET;
       c->cmsg_type = SCM_RIGHTS;
       c->cmsg_len = CMSG_LEN(sizeof(int));
-      std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+      std::memcpy(CMSG_DATA(c), &send_fd, sizeof(int));
     }
     // The reply is 256 bytes on a fresh unix socket: it fits the send buffer.
     if (::sendmsg(socket.native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT) != static_cast<ssize_t>(sizeof(reply))) {
       spdlog::warn("fd socket: reply to pid {} failed: {}", cred.pid, std::strerror(errno));
     }
-    if (!status.ok()) spdlog::warn("fd socket: pid {} refused: {}", cred.pid, status.message());
+    if (!status.ok()) spdlog::warn("fd socket: {} of pid {} refused: {}", what, cred.pid, status.message());
   }
 
   stream_protocol::socket socket;
   boost::asio::steady_timer timer;
   const RegionTable& regions;
-  fdproto::FdRequest request = {};
+  SubmittedFds& submitted;
+  char request[kRequestBytes] = {};
+  size_t received = 0;
+  std::vector<UniqueFd> passed;  // descriptors the client attached
+  bool too_many_fds = false;
   std::shared_ptr<SharedRegion> held;
 };
 
@@ -104,7 +179,7 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
 void FdServer::accept_next() {
   acceptor_.async_accept([this](const boost::system::error_code& ec, stream_protocol::socket socket) {
     if (ec == boost::asio::error::operation_aborted) return;
-    if (!ec) std::make_shared<Exchange>(io_, std::move(socket), regions_)->start();
+    if (!ec) std::make_shared<Exchange>(io_, std::move(socket), regions_, submitted_)->start();
     accept_next();
   });
 }

@@ -1,19 +1,22 @@
-// FdServer: the daemon's side of the fd socket (client/internal/fd_protocol.h).
-// Runs on the daemon's io_context; a client that connects and stays silent is
-// dropped after a second, so it cannot stall other clients.
+// FdServer: the daemon's side of the fd socket (client/internal/fd_protocol.h):
+// hands shared regions to the clients that own them (fetch) and takes
+// clients' dma-buf descriptors for device windows (submit). Runs on the
+// daemon's io_context; a client that connects and stays silent is dropped
+// after a second, so it cannot stall other clients.
 #pragma once
 
 #include <boost/asio.hpp>
 #include <string>
 
 #include "daemon/shm/region_table.h"
+#include "daemon/shm/submitted_fds.h"
 #include "epx/status.h"
 
 namespace epx::daemon {
 
 class FdServer {
  public:
-  FdServer(boost::asio::io_context& io, const RegionTable& regions);
+  FdServer(boost::asio::io_context& io, const RegionTable& regions, SubmittedFds& submitted);
   ~FdServer();
   Status listen(const std::string& path, const std::string& group);
   void close();
@@ -24,6 +27,7 @@ class FdServer {
   boost::asio::io_context& io_;
   boost::asio::local::stream_protocol::acceptor acceptor_;
   const RegionTable& regions_;
+  SubmittedFds& submitted_;
   std::string path_;
 };
 

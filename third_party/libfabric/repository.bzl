@@ -2,7 +2,13 @@
 
 Debian's libfabric lives in /usr; AWS EFA hosts bring a newer one in
 /opt/amazon/efa (with FI_HMEM for GPUDirect). Select with
-    bazel build --repo_env=EPX_LIBFABRIC_PREFIX=/opt/amazon/efa //...
+    bazel build --config=aws //...     (.bazelrc: EPX_LIBFABRIC_PREFIX=/opt/amazon/efa)
+    bazel build --repo_env=EPX_LIBFABRIC_PREFIX=<prefix> //...
+The prefix needs include/rdma/ and libfabric.so in lib/x86_64-linux-gnu/,
+lib64/ or lib/ (an installed tree, or Debian's libfabric-dev + libfabric1
+.debs unpacked with dpkg -x: tools/check-libfabric-prefix.sh does that).
+The library also gets include/epx_libfabric_prefix.h, which names the prefix
+for the daemon's messages ("built against ... headers at <prefix>").
 """
 
 def _libfabric_impl(ctx):
@@ -18,6 +24,7 @@ def _libfabric_impl(ctx):
     if libdir == None:
         fail("EPX_LIBFABRIC_PREFIX=%s: no libfabric.so under lib/, lib64/ or lib/x86_64-linux-gnu/" % prefix)
     ctx.symlink(include, "include/rdma")
+    ctx.file("include/epx_libfabric_prefix.h", "#pragma once\n#define EPX_LIBFABRIC_PREFIX \"%s\"\n" % prefix)
     linkopts = ["-L" + libdir, "-lfabric"]
     if prefix != "/usr":
         linkopts.append("-Wl,-rpath," + libdir)
@@ -25,7 +32,7 @@ def _libfabric_impl(ctx):
     ctx.file("BUILD", """
 cc_library(
     name = "libfabric",
-    hdrs = glob(["include/rdma/**/*.h"]),
+    hdrs = glob(["include/rdma/**/*.h"]) + ["include/epx_libfabric_prefix.h"],
     includes = ["include"],
     linkopts = {linkopts},
     visibility = ["//visibility:public"],

@@ -57,6 +57,15 @@ struct PeerBuffer {
   uint64_t bytes = 0;
 };
 
+// GPU memory offered as a device window: an allocation of this process
+// exported as a dma-buf (epx/cuda.h's GpuWindow builds these).
+struct DeviceMemory {
+  uint64_t bytes = 0;       // length of the dma-buf, from its byte 0
+  uint64_t device_va = 0;   // this process's CUDA address of byte 0
+  int cuda_device = 0;      // CUDA device ordinal
+  std::string pci_bus_id;   // of that GPU, for the daemon's logs
+};
+
 // Summary of the local daemon (epxctl status shows the full picture).
 struct DaemonInfo {
   std::string node;
@@ -121,6 +130,20 @@ class Job {
   Result<Signals> open_signals(uint32_t count);
   // capacity: slots, a power of two.
   Result<std::unique_ptr<Ring>> open_ring(uint32_t capacity);
+  // Device windows (epx_cuda's GpuWindow is the usual way to make one).
+  // send_fd hands a copy of `fd` (a dma-buf of this process's GPU memory)
+  // to the daemon over the fd socket and returns the token that names it;
+  // the daemon closes it unless create_device_window claims it within 10 s.
+  Result<uint64_t> send_fd(int fd);
+  // Registers `memory` (sent as `fd_token`) on every rail of the daemon as
+  // this rank's next window: same id sequence as create_window, published
+  // to the job's other daemons before this returns. The token is used up
+  // whatever the outcome. FAILED_PRECONDITION when a rail cannot register
+  // GPU memory, naming each such rail and why (a host window still works);
+  // INVALID_ARGUMENT for a missing token, bad size or address, or a
+  // descriptor that is not a dma-buf; NOT_FOUND for an unknown token;
+  // RESOURCE_EXHAUSTED past max_client_mib.
+  Result<uint32_t> create_device_window(uint64_t fd_token, const DeviceMemory& memory);
   // For epx_cuda: a ring for GPU producers, as its id and mapped region.
   Result<std::pair<uint32_t, std::shared_ptr<MappedRegion>>> open_ring_region(uint32_t capacity,
                                                                               bool device_producers);
