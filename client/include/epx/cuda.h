@@ -3,8 +3,9 @@
 // SDK needs no CUDA.
 #pragma once
 
-#include <memory>
 #include <chrono>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,93 @@ class CudaWindow {
   CudaWindow() = default;
   void* host_ = nullptr;
   uint8_t* device_ptr_ = nullptr;
+};
+
+// GPU memory allocated with the CUDA driver's virtual memory API
+// (cuMemCreate, pinned, GPUDirect RDMA capable where the GPU supports it),
+// mapped read/write for its GPU at an address reserved for it, and
+// exportable as a dma-buf: what a device window is made of. Every handle
+// (allocation, address range, mapping, dma-buf descriptor) is released
+// when the object is destroyed.
+class GpuAllocation {
+ public:
+  // At least `bytes` (rounded up to the allocation granularity, 2 MiB on
+  // Hopper) on CUDA device `device`. Blocks; leaves the calling thread's
+  // current device as it was. UNAVAILABLE without a driver or device;
+  // FAILED_PRECONDITION when the GPU lacks the virtual memory API.
+  static Result<std::unique_ptr<GpuAllocation>> create(int device, uint64_t bytes);
+  ~GpuAllocation();
+  GpuAllocation(const GpuAllocation&) = delete;
+  GpuAllocation& operator=(const GpuAllocation&) = delete;
+
+  uint8_t* device_ptr() const { return reinterpret_cast<uint8_t*>(va_); }
+  size_t size() const { return size_; }
+  int device() const { return device_; }
+  const std::string& pci_bus_id() const { return pci_bus_id_; }
+  // Whether the allocation was made GPUDirect RDMA capable (the GPU
+  // reports CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WITH_CUDA_VMM_SUPPORTED).
+  bool gpu_direct_rdma() const { return gpu_direct_rdma_; }
+  // A dma-buf descriptor of the whole allocation, exported on the first
+  // call and owned by this object. FAILED_PRECONDITION when the GPU or
+  // driver cannot export dma-bufs (CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED).
+  Result<int> dmabuf_fd();
+
+ private:
+  GpuAllocation() = default;
+  struct Handles;  // RAII owners of the driver handles (client/src/cuda/)
+  std::unique_ptr<Handles> handles_;
+  uint64_t va_ = 0;
+  size_t size_ = 0;
+  int device_ = 0;
+  bool gpu_direct_rdma_ = false;
+  std::string pci_bus_id_;
+};
+
+struct GpuWindowOptions {
+  // When the daemon (or the GPU) cannot do device windows, make a host
+  // window mapped for the GPU instead (and say why in fallback_reason()).
+  // false: return the refusal as the error.
+  bool allow_host_fallback = true;
+};
+
+// A window for kernels on GPU `device`: GPU memory registered directly with
+// the NICs (a device window: remote writes land in GPU memory, sends read
+// from it) when the daemon's rails can take GPU memory; otherwise a host
+// window mapped for the GPU (cudaHostRegister), with the reason kept in
+// fallback_reason(). Either way kernels use device_ptr() and address the
+// window by id() in descriptors (same id sequence as Job::create_window).
+// Valid until the Job leaves; a device window's GPU memory stays
+// registered (and allocated, held by the daemon's registration) until then.
+class GpuWindow {
+ public:
+  // Blocks (allocation, registration on every rail, publication to the
+  // job's daemons). Errors other than the daemon's or the GPU's refusal
+  // of device windows are returned, never hidden by the fallback.
+  static Result<std::unique_ptr<GpuWindow>> create(Job& job, uint64_t bytes, int device,
+                                                   GpuWindowOptions options = {});
+  ~GpuWindow();
+
+  uint32_t id() const { return id_; }
+  uint8_t* device_ptr() const { return device_ptr_; }
+  size_t size() const { return size_; }
+  int device() const { return device_; }
+  bool is_device() const { return allocation_ != nullptr; }
+  // Why this is a host window; empty for a device window.
+  const std::string& fallback_reason() const { return fallback_reason_; }
+  // The host mapping of a fallback window (nullptr for a device window,
+  // whose memory the CPU cannot read directly: use cudaMemcpy).
+  uint8_t* host_ptr() const { return host_ ? host_->data() : nullptr; }
+
+ private:
+  GpuWindow() = default;
+  uint32_t id_ = 0;
+  uint8_t* device_ptr_ = nullptr;
+  size_t size_ = 0;
+  int device_ = 0;
+  std::string fallback_reason_;
+  std::unique_ptr<GpuAllocation> allocation_;  // device window
+  std::optional<Window> host_;                 // fallback ...
+  std::unique_ptr<CudaWindow> host_mapping_;   // ... and its GPU mapping
 };
 
 // Same-node peers: exchanges this rank's GPU buffer with the job's other
