@@ -26,5 +26,11 @@ bazel_rc=${PIPESTATUS[0]}
 passed=$(grep -cE "^//[^ ]+ +(\(cached\) )?PASSED" "$log")
 failed=$(grep -cE "^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)" "$log")
 if [[ $bazel_rc -ne 0 && $failed -eq 0 ]]; then failed=1; fi  # e.g. a build error before any test ran
+
+# The other libfabric prefix (--config=aws's setting): the daemon compiles
+# against libfabric 2.1 headers with the FI_MR_DMABUF path. Counted as one
+# check; a download that is not possible fails it.
+echo "== libfabric 2.1 headers (tools/check-libfabric-prefix.sh)"
+if tools/check-libfabric-prefix.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
