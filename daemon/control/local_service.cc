@@ -188,15 +188,14 @@ grpc::ServerUnaryReactor* LocalService::CreateWindow(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* LocalService::CreateDeviceWindow(grpc::CallbackServerContext* context,
                                                            const v1::CreateDeviceWindowRequest* request,
                                                            v1::RegionReply* reply) {
+  auto creds = state_.connections().lookup(context->peer());
   auto m = state_.clients().membership(request->client_id(), context->peer(), request->job_id());
   if (!m.ok()) {
     // The submitted descriptor is consumed by this call whatever happens:
     // close it now rather than at its time limit.
-    auto creds = state_.connections().lookup(context->peer());
     if (creds) (void)state_.data_plane().submitted_fds().take(request->fd_token(), creds->pid, request->client_id());
     return finish_now(context, to_grpc(m.status()));
   }
-  auto creds = state_.connections().lookup(context->peer());
   auto* reactor = context->DefaultReactor();
   state_.data_plane().create_device_window(request->client_id(), creds ? creds->pid : 0, m->rank, *request,
                                            [reactor, reply](Result<v1::RegionReply> r) {
