@@ -52,10 +52,8 @@ __global__ void wait_signal_kernel(DeviceSignals s, uint32_t index, uint64_t val
 __global__ void post_raw(DeviceRing ring, ring::RingSlot slot) { post(ring, slot); }
 
 __global__ void pingpong(DeviceRing ring, DeviceSignals s, int role, uint32_t iters, uint32_t bytes, uint32_t dst,
-                         uint16_t src_window, uint16_t dst_window, bool pipelined, uint64_t* elapsed, int* ok) {
-  auto wait = [&](uint64_t value) {
-    return pipelined ? wait_signal_pipelined(s, 0, value, 5000000000ull) : wait_signal_single(s, 0, value, 5000000000ull);
-  };
+                         uint16_t src_window, uint16_t dst_window, uint64_t* elapsed, int* ok) {
+  auto wait = [&](uint64_t value) { return wait_signal(s, 0, value, 5000000000ull); };
   const uint64_t base = signal_value(s, 0);
   const uint64_t start = device_now_ns();
   for (uint32_t i = 1; i <= iters; ++i) {
@@ -109,11 +107,12 @@ __global__ void post_ticket_adjacent(DeviceRing ring, uint32_t dst, uint16_t src
   const uint64_t chunks = window_bytes / bytes;
   for (uint32_t i = 0; i < per_thread; ++i) {
     __syncwarp();
+    const uint64_t head = cached_head(ring);
     unsigned long long base = 0;
     if (lane == 0) base = atomicAdd(ring.claim, 32ull);
     base = __shfl_sync(0xffffffffu, base, 0);
     const uint64_t ticket = base + lane;
-    if (!wait_for_slot(ring, ticket)) {
+    if (!wait_for_slot(ring, ticket, head)) {
       record_error(ring.error, 1, 0, ticket, 0);
       return;
     }
@@ -121,6 +120,7 @@ __global__ void post_ticket_adjacent(DeviceRing ring, uint32_t dst, uint16_t src
     ring::ring_publish(ring.slots, ring.capacity, ticket,
                        ring::make_write(static_cast<uint16_t>(dst), ring::pack_address(src_window, off),
                                         ring::pack_address(dst_window, off), bytes));
+    push_to_host();
   }
 }
 
@@ -175,10 +175,9 @@ Status launch_post_raw(DeviceRing ring, ring::RingSlot slot, void* stream) {
 }
 
 Status launch_pingpong(DeviceRing ring, DeviceSignals signals, int role, uint32_t iters, uint32_t bytes,
-                       uint32_t dst_rank, uint16_t src_window, uint16_t dst_window, bool pipelined_wait,
-                       uint64_t* elapsed_ns_dev, int* ok_dev, void* stream) {
+                       uint32_t dst_rank, uint16_t src_window, uint16_t dst_window, uint64_t* elapsed_ns_dev, int* ok_dev, void* stream) {
   pingpong<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(ring, signals, role, iters, bytes, dst_rank, src_window,
-                                                           dst_window, pipelined_wait, elapsed_ns_dev, ok_dev);
+                                                           dst_window, elapsed_ns_dev, ok_dev);
   return launched("pingpong");
 }
 

@@ -34,11 +34,10 @@ Status launch_post_raw(DeviceRing ring, ring::RingSlot slot, void* stream);
 
 // Ping-pong for latency: role 0 pings dst (signal 0 += 1) and waits for the
 // pong; role 1 answers. elapsed_ns_dev[0] = total time of `iters` round
-// trips on role 0; *ok_dev = 0 if any wait timed out. pipelined_wait: wait
-// with wait_signal_pipelined instead of wait_signal_single.
+// trips on role 0; *ok_dev = 0 if any wait timed out.
 Status launch_pingpong(DeviceRing ring, DeviceSignals signals, int role, uint32_t iters, uint32_t bytes,
-                       uint32_t dst_rank, uint16_t src_window, uint16_t dst_window, bool pipelined_wait,
-                       uint64_t* elapsed_ns_dev, int* ok_dev, void* stream);
+                       uint32_t dst_rank, uint16_t src_window, uint16_t dst_window, uint64_t* elapsed_ns_dev,
+                       int* ok_dev, void* stream);
 
 // Many warps post `per_thread` small writes each (distinct, non-adjacent
 // offsets when !adjacent; adjacent 64-byte runs per thread when adjacent),

@@ -184,20 +184,20 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaSetDevice(r1.device));
   CHECK_CUDA(cudaMalloc(&elapsed1, 2 * sizeof(uint64_t)));
   CHECK_CUDA(cudaMalloc(&ok1, 2 * sizeof(int)));
-  for (bool pipelined : {false, true}) for (size_t i = 0; i < sizes.size(); ++i) {
+  for (size_t i = 0; i < sizes.size(); ++i) {
     const uint32_t iters = sizes[i] >= 262144 ? 200 : 1000;
-    std::cerr << "[gpu_bench] latency " << sizes[i] << " B" << (pipelined ? " pipelined" : "") << std::endl;
+    std::cerr << "[gpu_bench] latency " << sizes[i] << " B" << std::endl;
     CHECK_CUDA(cudaSetDevice(r1.device));
     if (auto s = epx::gpu::launch_pingpong(r1.ring->device(), r1.signals->device(), 1, iters + 20, sizes[i], 0,
-                                           r1.send->id(), r0.recv->id(), pipelined, elapsed1, ok1, r1.stream);
+                                           r1.send->id(), r0.recv->id(), elapsed1, ok1, r1.stream);
         !s.ok()) die("pong", s);
     CHECK_CUDA(cudaSetDevice(0));
     // Warm-up round trips are inside the pong's count: run 20 first.
     if (auto s = epx::gpu::launch_pingpong(r0.ring->device(), r0.signals->device(), 0, 20, sizes[i], 1, r0.send->id(),
-                                           r1.recv->id(), pipelined, elapsed, ok, r0.stream);
+                                           r1.recv->id(), elapsed, ok, r0.stream);
         !s.ok()) die("ping warm-up", s);
     if (auto s = epx::gpu::launch_pingpong(r0.ring->device(), r0.signals->device(), 0, iters, sizes[i], 1,
-                                           r0.send->id(), r1.recv->id(), pipelined, elapsed, ok, r0.stream);
+                                           r0.send->id(), r1.recv->id(), elapsed, ok, r0.stream);
         !s.ok()) die("ping", s);
     CHECK_CUDA(cudaStreamSynchronize(r0.stream));
     CHECK_CUDA(cudaSetDevice(r1.device));
@@ -208,7 +208,7 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaMemcpy(&ns, elapsed, sizeof(ns), cudaMemcpyDeviceToHost));
     CHECK_CUDA(cudaMemcpy(&good, ok, sizeof(good), cudaMemcpyDeviceToHost));
     if (!good) die("latency", epx::deadline_exceeded(r0.signals->device_error().to_string()));
-    rows.push_back({pipelined ? "GPU one-way write+signal, pipelined wait" : "GPU one-way write+signal, single-poll wait", sizes[i], ns / 1e3 / (2.0 * iters), "us",
+    rows.push_back({"GPU one-way write+signal", sizes[i], ns / 1e3 / (2.0 * iters), "us",
                     "shm fi_writedata one-way " + std::to_string((*base_lat)[i].one_way_us) + " us"});
   }
 
@@ -352,14 +352,14 @@ int main(int argc, char** argv) {
       if (cudaHostGetDevicePointer(&d, p, 0) != cudaSuccess) std::exit(1);
       return d;
     };
-    const struct {
+    struct FloorCase {
       epx::gpu::FloorMode mode;
-      const char* what;
-    } modes[] = {
-        {epx::gpu::FloorMode::kFlagSingle, "GPU->CPU->GPU round trip, flags, single poll"},
-        {epx::gpu::FloorMode::kFlagPipelined, "GPU->CPU->GPU round trip, flags, pipelined wait"},
-        {epx::gpu::FloorMode::kRingSingle, "GPU->CPU->GPU round trip, ring post, single-poll wait"},
-        {epx::gpu::FloorMode::kRingPipelined, "GPU->CPU->GPU round trip, ring post, pipelined wait"},
+      std::string what;
+    };
+    const std::vector<FloorCase> modes = {
+        {epx::gpu::FloorMode::kFlagFenced, "round trip: flag + fence, volatile spin (DEVICE.md's probe)"},
+        {epx::gpu::FloorMode::kFlagReleaseFenced, "round trip: flag + fence, epx::wait_signal (floor)"},
+        {epx::gpu::FloorMode::kRingPost, "round trip: epx::post_signal, epx::wait_signal"},
     };
     const uint32_t iters = 2000;
     for (const auto& m : modes) {
@@ -376,7 +376,7 @@ int main(int argc, char** argv) {
       ring.error = static_cast<epx::DeviceError*>(dev(derr));
       ring.timeout_ns = 1000000000ull;
       epx::DeviceSignals sig{static_cast<uint64_t*>(dev(word)), 1, ring.error};
-      const bool use_ring = m.mode == epx::gpu::FloorMode::kRingSingle || m.mode == epx::gpu::FloorMode::kRingPipelined;
+      const bool use_ring = m.mode == epx::gpu::FloorMode::kRingPost;
       std::atomic<bool> cpu_ok{true};
       std::thread cpu([&] {
         pin_self();
@@ -406,7 +406,7 @@ int main(int argc, char** argv) {
       int good = 0;
       CHECK_CUDA(cudaMemcpy(&ns, elapsed_f, sizeof(ns), cudaMemcpyDeviceToHost));
       CHECK_CUDA(cudaMemcpy(&good, ok_f, sizeof(good), cudaMemcpyDeviceToHost));
-      if (!good || !cpu_ok) die("floor", epx::deadline_exceeded(std::string(m.what) + " timed out"));
+      if (!good || !cpu_ok) die("floor", epx::deadline_exceeded(m.what + " timed out"));
       rows.push_back({m.what, 8, ns / 1e3 / iters, "us", "DEVICE.md floor 2.56 us"});
     }
     CHECK_CUDA(cudaFreeHost(host));

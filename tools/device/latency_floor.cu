@@ -5,13 +5,15 @@
 namespace epx::gpu {
 namespace {
 
-__device__ inline bool wait_single_spin(const DeviceSignals& s, uint64_t value, uint64_t timeout_ns) {
-  // The floor's own wait: one acquire load at a time, no sleep.
+__device__ inline bool wait_volatile(const DeviceSignals& s, uint64_t value, uint64_t timeout_ns) {
+  // DEVICE.md's probe: volatile loads, no acquire, no timer in the loop
+  // except every 1024 polls.
+  const volatile uint64_t* w = s.words;
   const uint64_t start = device_now_ns();
-  while (ring::ring_load_acquire(&s.words[0]) < value) {
-    if (device_now_ns() - start > timeout_ns) return false;
+  for (uint32_t n = 1;; ++n) {
+    if (*w >= value) return true;
+    if ((n & 1023) == 0 && device_now_ns() - start > timeout_ns) return false;
   }
-  return true;
 }
 
 __global__ void floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring, DeviceSignals s, uint32_t iters,
@@ -21,19 +23,18 @@ __global__ void floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring
   for (uint32_t i = 1; i <= iters; ++i) {
     bool good = true;
     switch (mode) {
-      case FloorMode::kFlagSingle:
+      case FloorMode::kFlagFenced:
+        *reinterpret_cast<volatile uint64_t*>(to_cpu) = i;
+        __threadfence_system();
+        good = wait_volatile(s, i, kTimeout);
+        break;
+      case FloorMode::kFlagReleaseFenced:
         ring::ring_store_release(to_cpu, uint64_t{i});
-        good = wait_single_spin(s, i, kTimeout);
+        __threadfence_system();
+        good = wait_signal(s, 0, i, kTimeout);
         break;
-      case FloorMode::kFlagPipelined:
-        ring::ring_store_release(to_cpu, uint64_t{i});
-        good = wait_signal_pipelined(s, 0, i, kTimeout);
-        break;
-      case FloorMode::kRingSingle:
-        good = post_signal(ring, 0, 0, 1) && wait_signal_single(s, 0, i, kTimeout);
-        break;
-      case FloorMode::kRingPipelined:
-        good = post_signal(ring, 0, 0, 1) && wait_signal_pipelined(s, 0, i, kTimeout);
+      case FloorMode::kRingPost:
+        good = post_signal(ring, 0, 0, 1) && wait_signal(s, 0, i, kTimeout);
         break;
     }
     if (!good) {
@@ -47,8 +48,8 @@ __global__ void floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring
 
 }  // namespace
 
-Status launch_floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring, DeviceSignals signals,
-                             uint32_t iters, uint64_t* elapsed_ns_dev, int* ok_dev, void* stream) {
+Status launch_floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring,
+                             DeviceSignals signals, uint32_t iters, uint64_t* elapsed_ns_dev, int* ok_dev, void* stream) {
   floor_pingpong<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(mode, to_cpu, ring, signals, iters, elapsed_ns_dev,
                                                                   ok_dev);
   cudaError_t e = cudaGetLastError();

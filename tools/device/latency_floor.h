@@ -11,10 +11,9 @@
 namespace epx::gpu {
 
 enum class FloorMode : int {
-  kFlagSingle = 0,     // kernel stores a flag; waits with single polls (no sleep)
-  kFlagPipelined = 1,  // kernel stores a flag; waits with wait_signal_pipelined
-  kRingSingle = 2,     // kernel post()s a descriptor; waits with wait_signal_single
-  kRingPipelined = 3,  // kernel post()s a descriptor; waits with wait_signal_pipelined
+  kFlagFenced = 0,         // volatile flag store + system fence, volatile spin (DEVICE.md's probe)
+  kFlagReleaseFenced = 1,  // release store + system fence, epx::wait_signal
+  kRingPost = 2,           // epx::post_signal into a ring, epx::wait_signal
 };
 
 // One thread, `iters` rounds: round i tells the CPU (flag `to_cpu` = i, or a

@@ -42,7 +42,7 @@ step gpu_path_test 200 "$bin/gpu_path_test"
 step gpu_device_window_test 120 "$bin/gpu_device_window_test"
 step epx_bench_shm 100 "$bin/epx_bench" --provider shm --epxd "$bin/epxd" --cores 2,4,6,8
 step epx_bench_tcp 100 "$bin/epx_bench" --provider tcp --epxd "$bin/epxd" --cores 2,4,6,8
-step gpu_bench 120 "$bin/gpu_bench" --epxd "$bin/epxd" --cores 2,4,6
+step gpu_bench 120 "$bin/gpu_bench" --epxd "$bin/epxd" --cores "${EPX_GPU_BENCH_CORES:-2,4,6}"
 
 echo
 echo "== results"
