@@ -42,7 +42,13 @@ class DeviceBuffer {
   Status download(void* host) const {
     return cuda_status(cudaMemcpy(host, ptr_, bytes_, cudaMemcpyDeviceToHost), "download");
   }
-  Status fill(int byte) { return cuda_status(cudaMemset(ptr_, byte, bytes_), "cudaMemset"); }
+  // cudaMemset of device memory may return before it ran, on the legacy
+  // stream, which the tests' non-blocking stream does not wait for: without
+  // the synchronize the poison could land after the kernel's output.
+  Status fill(int byte) {
+    if (Status s = cuda_status(cudaMemset(ptr_, byte, bytes_), "cudaMemset"); !s.ok()) return s;
+    return cuda_status(cudaDeviceSynchronize(), "cudaDeviceSynchronize after cudaMemset");
+  }
 
  private:
   void* ptr_ = nullptr;

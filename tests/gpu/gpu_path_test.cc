@@ -220,6 +220,7 @@ TEST_CASE("same node, two GPUs: NVLink peer stores land intact") {
   CUDA_OK(cudaSetDevice(1));
   CUDA_OK(cudaMalloc(&dst, bytes));
   CUDA_OK(cudaMemset(dst, 0, bytes));
+  CUDA_OK(cudaDeviceSynchronize());  // the kernels run on non-blocking streams
   CUDA_OK(cudaSetDevice(0));
   cudaError_t pe = cudaDeviceEnablePeerAccess(1, 0);
   REQUIRE((pe == cudaSuccess || pe == cudaErrorPeerAccessAlreadyEnabled));
@@ -278,6 +279,7 @@ TEST_CASE("same node: ranks exchange GPU buffers through the daemon and a kernel
       if (cudaSetDevice(static_cast<int>(i)) != cudaSuccess) return internal_error("cudaSetDevice");
       if (cudaMalloc(&r[i].buffer, bytes) != cudaSuccess) return internal_error("cudaMalloc");
       if (cudaMemset(r[i].buffer, 0, bytes) != cudaSuccess) return internal_error("cudaMemset");
+      if (cudaDeviceSynchronize() != cudaSuccess) return internal_error("cudaDeviceSynchronize");
       auto p = CudaPeers::open(*r[i].job, r[i].buffer, bytes, 20s);
       if (!p.ok()) return p.status();
       r[i].peers = std::move(p.value());

@@ -83,7 +83,10 @@ Result<std::unique_ptr<CudaRing>> CudaRing::open(Job& job, uint32_t capacity, ui
   auto error_dev = new_error_record(&r->error_host_);
   if (!error_dev.ok()) return error_dev.status();
   EPX_RETURN_IF_ERROR(cuda_status(cudaMalloc(&r->counters_, 3 * sizeof(unsigned long long)), "cudaMalloc of ring counters"));
-  EPX_RETURN_IF_ERROR(cuda_status(cudaMemset(r->counters_, 0, 3 * sizeof(unsigned long long)), "cudaMemset"));
+  // Zeroed and waited for here: a memset may still be queued when it
+  // returns, and kernels on a non-blocking stream would not wait for it.
+  EPX_RETURN_IF_ERROR(cuda_status(cudaMemsetAsync(r->counters_, 0, 3 * sizeof(unsigned long long), 0), "cudaMemsetAsync"));
+  EPX_RETURN_IF_ERROR(cuda_status(cudaStreamSynchronize(0), "cudaStreamSynchronize after zeroing ring counters"));
   auto* counters = static_cast<unsigned long long*>(r->counters_);
   r->device_.header = reinterpret_cast<ring::RingHeader*>(*base);
   r->device_.slots = reinterpret_cast<ring::RingSlot*>(*base + ring::kRingHeaderBytes);
