@@ -175,7 +175,8 @@ Status launch_post_raw(DeviceRing ring, ring::RingSlot slot, void* stream) {
 }
 
 Status launch_pingpong(DeviceRing ring, DeviceSignals signals, int role, uint32_t iters, uint32_t bytes,
-                       uint32_t dst_rank, uint16_t src_window, uint16_t dst_window, uint64_t* elapsed_ns_dev, int* ok_dev, void* stream) {
+                       uint32_t dst_rank, uint16_t src_window, uint16_t dst_window, uint64_t* elapsed_ns_dev,
+                       int* ok_dev, void* stream) {
   pingpong<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(ring, signals, role, iters, bytes, dst_rank, src_window,
                                                            dst_window, elapsed_ns_dev, ok_dev);
   return launched("pingpong");

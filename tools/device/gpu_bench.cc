@@ -362,6 +362,7 @@ int main(int argc, char** argv) {
         {epx::gpu::FloorMode::kFlagFenced, "round trip: flag + fence, volatile spin (DEVICE.md's probe)"},
         {epx::gpu::FloorMode::kFlagReleaseFenced, "round trip: flag + fence, epx::wait_signal (floor)"},
         {epx::gpu::FloorMode::kRingPost, "round trip: epx::post_signal, epx::wait_signal"},
+        {epx::gpu::FloorMode::kFlagSpinWait, "round trip: flag + fence, relaxed spin + acquire fence"},
     };
     const uint32_t iters = 2000;
     auto measure = [&](const FloorCase& m) {
@@ -379,7 +380,8 @@ int main(int argc, char** argv) {
       ring.error = static_cast<epx::DeviceError*>(dev(derr));
       ring.timeout_ns = 1000000000ull;
       epx::DeviceSignals sig{static_cast<uint64_t*>(dev(word)), 1, ring.error};
-      const bool use_ring = m.mode == epx::gpu::FloorMode::kRingPost;
+      const bool use_ring = m.mode != epx::gpu::FloorMode::kFlagFenced && m.mode != epx::gpu::FloorMode::kFlagReleaseFenced &&
+                            m.mode != epx::gpu::FloorMode::kFlagSpinWait;
       std::atomic<bool> cpu_ok{true};
       std::thread cpu([&] {
         pin_self();

@@ -16,6 +16,22 @@ __device__ inline bool wait_volatile(const DeviceSignals& s, uint64_t value, uin
   }
 }
 
+// Relaxed loads, the timer read every 256 polls, an acquire fence once
+// the value is there.
+__device__ inline bool wait_spin(const DeviceSignals& s, uint64_t value, uint64_t timeout_ns) {
+  const uint64_t* w = s.words;
+  const uint64_t start = device_now_ns();
+  for (uint32_t n = 1;; ++n) {
+    uint64_t v;
+    asm volatile("ld.relaxed.sys.u64 %0, [%1];" : "=l"(v) : "l"(w) : "memory");
+    if (v >= value) {
+      asm volatile("fence.acq_rel.sys;" ::: "memory");
+      return true;
+    }
+    if ((n & 255) == 0 && device_now_ns() - start > timeout_ns) return false;
+  }
+}
+
 __global__ void floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring, DeviceSignals s, uint32_t iters,
                                uint64_t* elapsed, int* ok) {
   constexpr uint64_t kTimeout = 2000000000ull;
@@ -35,6 +51,11 @@ __global__ void floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring
         break;
       case FloorMode::kRingPost:
         good = post_signal(ring, 0, 0, 1) && wait_signal(s, 0, i, kTimeout);
+        break;
+      case FloorMode::kFlagSpinWait:
+        ring::ring_store_release(to_cpu, uint64_t{i});
+        __threadfence_system();
+        good = wait_spin(s, i, kTimeout);
         break;
     }
     if (!good) {

@@ -14,6 +14,7 @@ enum class FloorMode : int {
   kFlagFenced = 0,         // volatile flag store + system fence, volatile spin (DEVICE.md's probe)
   kFlagReleaseFenced = 1,  // release store + system fence, epx::wait_signal
   kRingPost = 2,           // epx::post_signal into a ring, epx::wait_signal
+  kFlagSpinWait = 3,       // release store + system fence, relaxed spin + acquire fence
 };
 
 // One thread, `iters` rounds: round i tells the CPU (flag `to_cpu` = i, or a
