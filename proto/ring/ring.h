@@ -140,7 +140,11 @@
 //   kDevice: GPU threads; they claim with ring_fetch_add() on a counter in
 //            DEVICE memory (atomics across PCIe on host memory are slow or
 //            unsupported), so the header's `claim` stays 0. The GPU reads head
-//            and writes slots in host memory mapped into the device.
+//            and writes slots in host memory mapped into the device. Not part
+//            of the ordering contract but of its latency: a GPU follows the
+//            release of seq with a system fence (epx/device.cuh), since a
+//            store to host memory may otherwise wait in the GPU for
+//            microseconds before it crosses PCIe.
 // The consumer does not care which kind produced a descriptor.
 //
 // Trust: the region is writable by the client, so the daemon validates it
