@@ -70,8 +70,10 @@ Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
   if (!d->local_server_) return internal_error("cannot start the Local gRPC server");
   d->listener_ = std::make_unique<UnixListener>(d->io_, d->state_->connections());
   EPX_RETURN_IF_ERROR(d->listener_->listen(config.control_socket(), config.socket_group(), d->local_server_.get()));
-  d->fd_server_ = std::make_unique<FdServer>(d->io_, d->state_->data_plane().regions(),
-                                             d->state_->data_plane().submitted_fds());
+  DaemonState* state = d->state_.get();
+  d->fd_server_ = std::make_unique<FdServer>(
+      d->io_, state->data_plane().regions(), state->data_plane().submitted_fds(),
+      [state](uint64_t client_id, pid_t pid) { return state->clients().check_process(client_id, pid); });
   EPX_RETURN_IF_ERROR(d->fd_server_->listen(d->state_->fd_socket(), config.socket_group()));
 
   spdlog::info("epxd {} on node {}: control socket {}, peers at {} (listening on {})", kVersion, config.node_name(),

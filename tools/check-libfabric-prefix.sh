@@ -56,7 +56,10 @@ echo "compiling //daemon/... against libfabric $headers headers at $prefix (no l
 log=$(mktemp /tmp/epx-libfabric-check-XXXXXX)
 trap 'rm -f "$log"' EXIT
 # --max_idle_secs: the second Bazel server goes away soon after.
+# --symlink_prefix=/: no bazel-* symlinks, so the workspace's keep pointing
+# at the regular build.
 bazel --output_base="$cache/bazel" --max_idle_secs=60 build \
+  --symlink_prefix=/ \
   --repo_env=EPX_LIBFABRIC_PREFIX="$prefix" \
   --copt=-DEPX_REQUIRE_FI_MR_DMABUF \
   --output_groups=compilation_outputs \

@@ -329,18 +329,6 @@ Status DataPlane::device_window_support() const {
   return failed_precondition("device windows need every rail to register GPU memory: " + why);
 }
 
-namespace {
-
-// A dma-buf's /proc link reads "anon_inode:dmabuf" or "/dmabuf:<name>";
-// anything else (a memfd, a file) is not GPU memory.
-bool is_dmabuf(int fd) {
-  char link[256] = {};
-  const std::string path = "/proc/self/fd/" + std::to_string(fd);
-  const ssize_t n = ::readlink(path.c_str(), link, sizeof(link) - 1);
-  return n > 0 && std::string(link, static_cast<size_t>(n)).find("dmabuf") != std::string::npos;
-}
-
-}  // namespace
 
 void DataPlane::create_device_window(uint64_t client_id, pid_t pid, uint32_t rank,
                                      const v1::CreateDeviceWindowRequest& request, Done done) {

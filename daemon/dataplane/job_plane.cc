@@ -1,5 +1,7 @@
 #include "daemon/dataplane/job_plane.h"
 
+#include <atomic>
+
 namespace epx::daemon {
 
 JobPlane::JobPlane(const v1::RankTable& table, std::vector<std::vector<fi_addr_t>> addrs, uint32_t local_rails)
@@ -156,7 +158,9 @@ WindowUsage JobPlane::window_usage(uint64_t client_id) const {
 }
 
 void JobPlane::rebuild_locked() {
+  static std::atomic<uint64_t> next_generation{1};
   auto v = std::make_shared<JobView>();
+  v->generation = next_generation.fetch_add(1, std::memory_order_relaxed);
   v->job_id = job_id_;
   v->world = world_;
   v->ranks.resize(world_);

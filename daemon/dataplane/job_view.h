@@ -42,6 +42,9 @@ struct RankView {
 };
 
 struct JobView {
+  // Unique per view built in this process (never reused), so a proxy can
+  // tell whether something it derived from a view is still current.
+  uint64_t generation = 0;
   std::string job_id;
   uint32_t world = 0;
   std::vector<RankView> ranks;

@@ -85,7 +85,10 @@ Result<MrPtr> register_dmabuf(Rail& rail, const DmabufRange& range, uint64_t req
   attr.device.cuda = range.cuda_device;
   fid_mr* mr = nullptr;
   int ret = fi_mr_regattr(rail.domain(), &attr, FI_MR_DMABUF, &mr);
-  if (ret != 0) return fi_status(ret, what);
+  // A provider that cannot register this memory (no peer-memory support,
+  // EFA without p2p, ...) is a precondition, so the SDK falls back to a host
+  // window instead of failing.
+  if (ret != 0) return failed_precondition(what + ": fi_mr_regattr(FI_MR_DMABUF): " + fi_strerror(-ret));
   return MrPtr(mr);
 #else
   (void)range;

@@ -102,28 +102,36 @@ Result<std::vector<std::unique_ptr<Rail>>> open_rails(const std::string& provide
   // domain opened with FI_HMEM (libfabric otherwise treats every
   // registration as host memory). Ask for it where it can work (NIC DMA:
   // efa, verbs) and take the plain rails when the provider refuses it.
-  Result<FiInfoPtr> list = FiInfoPtr();
-  if (chosen == "efa" || chosen == "verbs") list = get_info(chosen.c_str(), FI_HMEM);
-  if (!list.ok() || !list.value()) list = get_info(chosen.c_str());
+  // A domain the FI_HMEM query does not list (or a query that fails) still
+  // gets its plain rail.
+  Result<FiInfoPtr> hmem_list = FiInfoPtr();
+  if (chosen == "efa" || chosen == "verbs") hmem_list = get_info(chosen.c_str(), FI_HMEM);
+  Result<FiInfoPtr> list = get_info(chosen.c_str());
   if (!list.ok()) return list.status();
   // One rail per domain; among a domain's entries prefer IPv4 addressing
   // (tcp lists IPv4 and IPv6 fabrics for every interface).
   std::map<std::string, const fi_info*> by_domain;
   std::vector<std::string> order;
-  std::set<std::string> seen;
-  for (const fi_info* i = list->get(); i != nullptr; i = i->next) {
-    if (core_provider(*i) != chosen || !usable(*i)) continue;
-    std::string domain = i->domain_attr->name ? i->domain_attr->name : "";
-    seen.insert(domain);
-    if (!domains.empty() && std::find(domains.begin(), domains.end(), domain) == domains.end()) continue;
-    auto it = by_domain.find(domain);
-    if (it == by_domain.end()) {
-      by_domain[domain] = i;
-      order.push_back(domain);
-    } else if (it->second->addr_format != FI_SOCKADDR_IN && i->addr_format == FI_SOCKADDR_IN) {
-      it->second = i;
+  std::set<std::string> seen, with_hmem;
+  auto consider = [&](const fi_info* head, bool hmem) {
+    for (const fi_info* i = head; i != nullptr; i = i->next) {
+      if (core_provider(*i) != chosen || !usable(*i)) continue;
+      std::string domain = i->domain_attr->name ? i->domain_attr->name : "";
+      seen.insert(domain);
+      if (!domains.empty() && std::find(domains.begin(), domains.end(), domain) == domains.end()) continue;
+      if (!hmem && with_hmem.count(domain)) continue;  // its FI_HMEM entry wins
+      if (hmem) with_hmem.insert(domain);
+      auto it = by_domain.find(domain);
+      if (it == by_domain.end()) {
+        by_domain[domain] = i;
+        order.push_back(domain);
+      } else if (it->second->addr_format != FI_SOCKADDR_IN && i->addr_format == FI_SOCKADDR_IN) {
+        it->second = i;
+      }
     }
-  }
+  };
+  if (hmem_list.ok() && hmem_list.value()) consider(hmem_list->get(), true);
+  consider(list->get(), false);
   if (order.empty()) {
     return failed_precondition("provider '" + chosen + "': no domain matches rail_domains [" + join(domains) +
                                "]; domains present: " + join({seen.begin(), seen.end()}));

@@ -36,6 +36,18 @@ Result<Credentials> ClientTable::check_caller(uint64_t client_id, const std::str
   return it->second.creds;
 }
 
+Status ClientTable::check_process(uint64_t client_id, pid_t pid) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = clients_.find(client_id);
+  if (it == clients_.end()) {
+    return failed_precondition("client " + std::to_string(client_id) + " is not attached (call Hello first)");
+  }
+  if (it->second.creds.pid != pid) {
+    return permission_denied("client " + std::to_string(client_id) + " belongs to another process");
+  }
+  return Status();
+}
+
 Status ClientTable::begin_join(uint64_t client_id, const std::string& connection, const Membership& membership) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = clients_.find(client_id);

@@ -55,6 +55,9 @@ class ClientTable {
   // Checks that `client_id` is attached and was attached on `connection`:
   // a process cannot act for another process's client.
   Result<Credentials> check_caller(uint64_t client_id, const std::string& connection) const;
+  // Checks that `client_id` is attached and belongs to process `pid` (for
+  // the fd socket, which knows the sender's pid, not its gRPC connection).
+  Status check_process(uint64_t client_id, pid_t pid) const;
 
   // Records a rank the client is joining (not yet formed).
   Status begin_join(uint64_t client_id, const std::string& connection, const Membership& membership);

@@ -85,10 +85,12 @@ Verdict check_write(const JobView& view, uint32_t src_rank, const ring::RingSlot
   out->dst_end = doff + d.length;
   out->src_limit = mine[sw].size;
   out->dst_limit = rw.size;
+  out->view_generation = view.generation;
   return {};
 }
 
-bool extends(const PendingWrite& p, const ring::RingSlot& d, uint64_t max_bytes) {
+bool extends(const PendingWrite& p, const JobView& view, const ring::RingSlot& d, uint64_t max_bytes) {
+  if (p.view_generation != view.generation) return false;
   // A kWrite's shape (flags 0, signal 0) is part of the test, so a slot that
   // passes needs no ring_check_slot either.
   if (static_cast<ring::RingOp>(d.op) != ring::RingOp::kWrite || d.flags != 0 || d.signal != 0) return false;

@@ -28,10 +28,12 @@ Verdict check_write(const JobView& view, uint32_t src_rank, const ring::RingSlot
 
 // True when `d` is a plain kWrite that continues `p` exactly (same
 // destination rank and windows, both offsets at p's ends), stays inside both
-// windows and keeps the merged write within `max_bytes`: the proxy then
-// appends it to p without a full check_write (the common case when a warp
-// writes one contiguous run). Anything else goes through check_write.
-bool extends(const PendingWrite& p, const ring::RingSlot& d, uint64_t max_bytes);
+// windows, keeps the merged write within `max_bytes`, and `view` is the view
+// p was checked against (a rank lost or a window removed since makes a new
+// view): the proxy then appends it to p without a full check_write (the
+// common case when a warp writes one contiguous run). Anything else goes
+// through check_write.
+bool extends(const PendingWrite& p, const JobView& view, const ring::RingSlot& d, uint64_t max_bytes);
 
 // kSignal: fills `out` with the destination (scratch word, key, immediate);
 // the caller supplies the source.

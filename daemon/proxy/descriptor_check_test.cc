@@ -169,23 +169,40 @@ TEST_CASE("extends: only an exact continuation inside both windows skips the ful
   REQUIRE(f.write(w(1, 1, 0, 1, 0, 64), &p).ok());
   CHECK(p.src_limit == 4096);
   CHECK(p.dst_limit == 8192);
-  CHECK(extends(p, w(1, 1, 64, 1, 64, 64), 1 << 20));
-  CHECK_FALSE(extends(p, w(1, 1, 65, 1, 64, 64), 1 << 20));   // gap at the source
-  CHECK_FALSE(extends(p, w(1, 1, 64, 1, 128, 64), 1 << 20));  // gap at the destination
-  CHECK_FALSE(extends(p, w(0, 1, 64, 1, 64, 64), 1 << 20));   // another rank
-  CHECK_FALSE(extends(p, w(1, 2, 64, 1, 64, 16), 1 << 20));   // another source window
-  CHECK_FALSE(extends(p, w(1, 1, 64, 1, 64, 0), 1 << 20));    // empty writes take the slow path
-  CHECK_FALSE(extends(p, w(1, 1, 64, 1, 64, 4096), 1 << 20)); // past the source window's end
-  CHECK(extends(p, w(1, 1, 64, 1, 64, 4096 - 64), 1 << 20));  // exactly up to it
-  CHECK_FALSE(extends(p, w(1, 1, 64, 1, 64, 64), 100));       // merged write over the limit
+  CHECK(extends(p, f.view, w(1, 1, 64, 1, 64, 64), 1 << 20));
+  CHECK_FALSE(extends(p, f.view, w(1, 1, 65, 1, 64, 64), 1 << 20));   // gap at the source
+  CHECK_FALSE(extends(p, f.view, w(1, 1, 64, 1, 128, 64), 1 << 20));  // gap at the destination
+  CHECK_FALSE(extends(p, f.view, w(0, 1, 64, 1, 64, 64), 1 << 20));   // another rank
+  CHECK_FALSE(extends(p, f.view, w(1, 2, 64, 1, 64, 16), 1 << 20));   // another source window
+  CHECK_FALSE(extends(p, f.view, w(1, 1, 64, 1, 64, 0), 1 << 20));    // empty writes take the slow path
+  CHECK_FALSE(extends(p, f.view, w(1, 1, 64, 1, 64, 4096), 1 << 20)); // past the source window's end
+  CHECK(extends(p, f.view, w(1, 1, 64, 1, 64, 4096 - 64), 1 << 20));  // exactly up to it
+  CHECK_FALSE(extends(p, f.view, w(1, 1, 64, 1, 64, 64), 100));       // merged write over the limit
   auto signalled = ring::make_write_signal(1, ring::pack_address(1, 64), ring::pack_address(1, 64), 64,
                                            ring::encode_signal(0, 1));
-  CHECK_FALSE(extends(p, signalled, 1 << 20));  // needs its immediate resolved
+  CHECK_FALSE(extends(p, f.view, signalled, 1 << 20));  // needs its immediate resolved
   auto flagged = w(1, 1, 64, 1, 64, 64);
   flagged.flags = 1;
-  CHECK_FALSE(extends(p, flagged, 1 << 20));
+  CHECK_FALSE(extends(p, f.view, flagged, 1 << 20));
   p.imm = 5;  // a write that carries a signal ends its run
-  CHECK_FALSE(extends(p, w(1, 1, 64, 1, 64, 64), 1 << 20));
+  CHECK_FALSE(extends(p, f.view, w(1, 1, 64, 1, 64, 64), 1 << 20));
+}
+
+TEST_CASE("extends: a new view (rank lost, window removed) ends the unchecked run") {
+  Fixture f;
+  f.view.generation = 7;
+  PendingWrite p;
+  REQUIRE(f.write(w(1, 1, 0, 1, 0, 64), &p).ok());
+  CHECK(p.view_generation == 7);
+  CHECK(extends(p, f.view, w(1, 1, 64, 1, 64, 64), 1 << 20));
+  // The destination rank is lost: the plane publishes a new view.
+  JobView next = f.view;
+  next.generation = 8;
+  next.ranks[1].present = false;
+  CHECK_FALSE(extends(p, next, w(1, 1, 64, 1, 64, 64), 1 << 20));
+  // ... and the full check then rejects the same descriptor.
+  PendingWrite out;
+  CHECK(check_write(next, 0, w(1, 1, 64, 1, 64, 64), 0, 1 << 20, &out).error == RingError::kBadRank);
 }
 
 TEST_CASE("extends: a run grown by extends() never leaves the windows (randomized)") {
@@ -198,7 +215,7 @@ TEST_CASE("extends: a run grown by extends() never leaves the windows (randomize
     if (!f.write(w(1, 1, start, 1, start, first), &p).ok()) continue;
     for (int i = 0; i < 100; ++i) {
       const uint32_t len = rng() % 200;
-      if (!extends(p, w(1, 1, p.src_end, 1, p.dst_end, len), 1 << 20)) continue;
+      if (!extends(p, f.view, w(1, 1, p.src_end, 1, p.dst_end, len), 1 << 20)) continue;
       p.length += len;
       p.src_end += len;
       p.dst_end += len;

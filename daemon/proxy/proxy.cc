@@ -307,7 +307,7 @@ bool Proxy::serve(RingBinding& ring) {
       batch_full = false;
       break;
     }
-    if (ring.pending && extends(*ring.pending, d, write_limit_)) {
+    if (ring.pending && extends(*ring.pending, view, d, write_limit_)) {
       // The common case of a contiguous run: append without a full check.
       PendingWrite& p = *ring.pending;
       p.length += d.length;
@@ -372,10 +372,12 @@ bool Proxy::serve(RingBinding& ring) {
       worked = true;
       continue;
     }
-    // Coalesce with the previous write when both sides continue it and the
-    // previous one carries no signal (a signal must follow all its data).
+    // Coalesce with the previous write when both sides continue it, the
+    // previous one carries no signal (a signal must follow all its data) and
+    // both were checked against the same view (keys may change with it).
     PendingWrite* p = ring.pending ? &*ring.pending : nullptr;
-    if (p && p->imm == 0 && p->dst_rank == w.dst_rank && p->src_window == w.src_window &&
+    if (p && p->imm == 0 && p->view_generation == w.view_generation && p->dst_rank == w.dst_rank &&
+        p->src_window == w.src_window &&
         p->dst_window == w.dst_window && p->src_end + w.length == w.src_end && p->dst_end + w.length == w.dst_end &&
         p->length + w.length <= write_limit_) {
       p->length += w.length;

@@ -35,6 +35,9 @@ struct PendingWrite {
   // Sizes of both windows, so a continuing write can be bounds-checked
   // without looking the windows up again (extends()).
   uint64_t src_limit = 0, dst_limit = 0;
+  // The JobView generation the limits came from: a run may only be extended
+  // without a full check while the view it was checked against is current.
+  uint64_t view_generation = 0;
 };
 
 struct RingBinding {

@@ -16,8 +16,9 @@ namespace epx::daemon {
 
 using boost::asio::local::stream_protocol;
 
-FdServer::FdServer(boost::asio::io_context& io, const RegionTable& regions, SubmittedFds& submitted)
-    : io_(io), acceptor_(io), regions_(regions), submitted_(submitted) {}
+FdServer::FdServer(boost::asio::io_context& io, const RegionTable& regions, SubmittedFds& submitted,
+                   SubmitterCheck check_submitter)
+    : io_(io), acceptor_(io), regions_(regions), submitted_(submitted), check_submitter_(std::move(check_submitter)) {}
 
 FdServer::~FdServer() { close(); }
 
@@ -37,8 +38,9 @@ constexpr size_t kRequestBytes = sizeof(fdproto::FdRequest);
 
 // One request/reply exchange; owns its socket and its timeout.
 struct Exchange : std::enable_shared_from_this<Exchange> {
-  Exchange(boost::asio::io_context& io, stream_protocol::socket s, const RegionTable& r, SubmittedFds& f)
-      : socket(std::move(s)), timer(io), regions(r), submitted(f) {}
+  Exchange(boost::asio::io_context& io, stream_protocol::socket s, const RegionTable& r, SubmittedFds& f,
+           const FdServer::SubmitterCheck& c)
+      : socket(std::move(s)), timer(io), regions(r), submitted(f), check_submitter(c) {}
 
   void start() {
     auto self = shared_from_this();
@@ -120,10 +122,14 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
       if (passed.size() != 1 || too_many_fds) {
         status = invalid_argument("a submit carries exactly one descriptor; got " +
                                   std::string(too_many_fds ? "more than " : "") + std::to_string(passed.size()));
+      } else if (Status owner = check_submitter(argument, cred.pid); !owner.ok()) {
+        status = owner;
       } else {
         // dma-bufs answer SEEK_END with their size: the daemon checks the
-        // window against it later; here it is only reported back.
-        const off_t size = ::lseek(passed[0].get(), 0, SEEK_END);
+        // window against it later; here it is only reported back. Nothing
+        // else is asked of other descriptors (a file on a FUSE mount could
+        // block the call), the window call refuses them.
+        const off_t size = is_dmabuf(passed[0].get()) ? ::lseek(passed[0].get(), 0, SEEK_END) : 0;
         auto token = submitted.add(std::move(passed[0]), cred.pid, argument);
         passed.clear();
         if (token.ok()) {
@@ -167,6 +173,7 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
   boost::asio::steady_timer timer;
   const RegionTable& regions;
   SubmittedFds& submitted;
+  FdServer::SubmitterCheck check_submitter;  // a copy: an exchange may outlive the server
   char request[kRequestBytes] = {};
   size_t received = 0;
   std::vector<UniqueFd> passed;  // descriptors the client attached
@@ -179,7 +186,7 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
 void FdServer::accept_next() {
   acceptor_.async_accept([this](const boost::system::error_code& ec, stream_protocol::socket socket) {
     if (ec == boost::asio::error::operation_aborted) return;
-    if (!ec) std::make_shared<Exchange>(io_, std::move(socket), regions_, submitted_)->start();
+    if (!ec) std::make_shared<Exchange>(io_, std::move(socket), regions_, submitted_, check_submitter_)->start();
     accept_next();
   });
 }

@@ -5,6 +5,10 @@
 // after a second, so it cannot stall other clients.
 #pragma once
 
+#include <sys/types.h>
+
+#include <functional>
+
 #include <boost/asio.hpp>
 #include <string>
 
@@ -16,7 +20,12 @@ namespace epx::daemon {
 
 class FdServer {
  public:
-  FdServer(boost::asio::io_context& io, const RegionTable& regions, SubmittedFds& submitted);
+  // `check_submitter(client_id, pid)`: OK when `client_id` belongs to the
+  // process `pid` (a submit names its client; the pid comes from
+  // SO_PEERCRED), so no process can spend another client's descriptor quota.
+  using SubmitterCheck = std::function<Status(uint64_t client_id, pid_t pid)>;
+  FdServer(boost::asio::io_context& io, const RegionTable& regions, SubmittedFds& submitted,
+           SubmitterCheck check_submitter);
   ~FdServer();
   Status listen(const std::string& path, const std::string& group);
   void close();
@@ -28,6 +37,7 @@ class FdServer {
   boost::asio::local::stream_protocol::acceptor acceptor_;
   const RegionTable& regions_;
   SubmittedFds& submitted_;
+  SubmitterCheck check_submitter_;
   std::string path_;
 };
 

@@ -1,5 +1,7 @@
 #include "daemon/shm/submitted_fds.h"
 
+#include <unistd.h>
+
 #include <vector>
 
 namespace epx::daemon {
@@ -61,6 +63,15 @@ void SubmittedFds::expire(Clock::time_point now) {
 size_t SubmittedFds::size() const {
   std::lock_guard<std::mutex> lock(mu_);
   return fds_.size();
+}
+
+bool is_dmabuf(int fd) {
+  char link[256] = {};
+  const std::string path = "/proc/self/fd/" + std::to_string(fd);
+  const ssize_t n = ::readlink(path.c_str(), link, sizeof(link) - 1);
+  if (n <= 0) return false;
+  const std::string target(link, static_cast<size_t>(n));
+  return target == "anon_inode:dmabuf" || target.rfind("/dmabuf:", 0) == 0;
 }
 
 }  // namespace epx::daemon

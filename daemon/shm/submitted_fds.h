@@ -53,4 +53,9 @@ class SubmittedFds {
   std::map<uint64_t, Entry> fds_;
 };
 
+// True when `fd` is a dma-buf: its /proc link reads exactly
+// "anon_inode:dmabuf" or starts with "/dmabuf:". readlink does not enter the
+// fd's filesystem, so this is safe on any descriptor a client sends.
+bool is_dmabuf(int fd);
+
 }  // namespace epx::daemon

@@ -112,8 +112,11 @@ __global__ void post_ticket_adjacent(DeviceRing ring, uint32_t dst, uint16_t src
     if (lane == 0) base = atomicAdd(ring.claim, 32ull);
     base = __shfl_sync(0xffffffffu, base, 0);
     const uint64_t ticket = base + lane;
-    if (!wait_for_slot(ring, ticket, head)) {
-      record_error(ring.error, 1, 0, ticket, 0);
+    // The whole warp leaves together when one lane's slot never frees, so
+    // the next iteration's full-mask __syncwarp/__shfl_sync cannot hang.
+    const bool ok = wait_for_slot(ring, ticket, head);
+    if (!__all_sync(0xffffffffu, ok)) {
+      if (!ok) record_error(ring.error, 1, 0, ticket, 0);
       return;
     }
     const uint64_t off = (ticket % chunks) * bytes;

@@ -428,6 +428,9 @@ int main(int argc, char** argv) {
                           "; DEVICE.md floor 2.56 us"});
     }
     CHECK_CUDA(cudaFreeHost(host));
+    CHECK_CUDA(cudaFree(counters));
+    CHECK_CUDA(cudaFree(elapsed_f));
+    CHECK_CUDA(cudaFree(ok_f));
   }
 
   if (json) {

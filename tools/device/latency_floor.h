@@ -18,7 +18,7 @@ enum class FloorMode : int {
 };
 
 // One thread, `iters` rounds: round i tells the CPU (flag `to_cpu` = i, or a
-// write+signal descriptor posted into `ring`) and waits for signal word 0 of
+// signal-only descriptor posted into `ring`) and waits for signal word 0 of
 // `signals` to reach i. elapsed_ns_dev[0] = total time; *ok_dev = 0 on a
 // timeout. `to_cpu` is host-pinned and mapped.
 Status launch_floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring, DeviceSignals signals,

@@ -31,6 +31,7 @@ Result<Api> load() {
   Api a = {};
   EPX_RETURN_IF_ERROR(resolve("cuDeviceGet", &a.device_get));
   EPX_RETURN_IF_ERROR(resolve("cuDeviceGetAttribute", &a.device_get_attribute));
+  EPX_RETURN_IF_ERROR(resolve("cuDevicePrimaryCtxGetState", &a.primary_ctx_get_state));
   EPX_RETURN_IF_ERROR(resolve("cuGetErrorName", &a.get_error_name));
   EPX_RETURN_IF_ERROR(resolve("cuGetErrorString", &a.get_error_string));
   EPX_RETURN_IF_ERROR(resolve("cuMemGetAllocationGranularity", &a.mem_get_allocation_granularity));
@@ -62,7 +63,11 @@ Status status(const Api& api, CUresult result, const std::string& what) {
   if (api.get_error_string(result, &text) != CUDA_SUCCESS || text == nullptr) text = "";
   const bool no_gpu = result == CUDA_ERROR_NO_DEVICE || result == CUDA_ERROR_NOT_INITIALIZED ||
                       result == CUDA_ERROR_INVALID_DEVICE;
-  return Status(no_gpu ? StatusCode::kUnavailable : StatusCode::kInternal,
+  // What this GPU, driver or system cannot do (GPUDirect flags, dma-buf
+  // export): a precondition, so callers such as GpuWindow fall back.
+  const bool unsupported = result == CUDA_ERROR_NOT_SUPPORTED || result == CUDA_ERROR_NOT_PERMITTED;
+  return Status(no_gpu ? StatusCode::kUnavailable
+                       : unsupported ? StatusCode::kFailedPrecondition : StatusCode::kInternal,
                 what + ": " + name + " (" + text + ") [" + std::to_string(static_cast<int>(result)) + "]");
 }
 

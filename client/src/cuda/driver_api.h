@@ -15,6 +15,7 @@ namespace epx::cuda_driver {
 struct Api {
   PFN_cuDeviceGet_v2000 device_get;
   PFN_cuDeviceGetAttribute_v2000 device_get_attribute;
+  PFN_cuDevicePrimaryCtxGetState_v7000 primary_ctx_get_state;
   PFN_cuGetErrorName_v6000 get_error_name;
   PFN_cuGetErrorString_v6000 get_error_string;
   PFN_cuMemGetAllocationGranularity_v10020 mem_get_allocation_granularity;

@@ -1,7 +1,10 @@
 // GpuAllocation and GpuWindow (epx/cuda.h): device windows, with the host
 // window fallback.
 #include <cuda_runtime_api.h>
+#include <fcntl.h>
 
+#include <cerrno>
+#include <cstring>
 #include <utility>
 
 #include "client/src/cuda/driver_api.h"
@@ -64,6 +67,10 @@ class CurrentDevice {
       (void)cudaGetLastError();
       g->previous_ = -1;
     }
+    // cudaGetDevice says 0 on a thread that never chose a device, and
+    // "restoring" that would create a context (hundreds of MiB) on GPU 0:
+    // restore only a device whose context exists.
+    if (g->previous_ == device || (g->previous_ >= 0 && !has_context(g->previous_))) g->previous_ = -1;
     cudaError_t e = cudaSetDevice(device);
     if (e == cudaSuccess) e = cudaFree(nullptr);  // forces the primary context into existence
     if (e != cudaSuccess) {
@@ -80,6 +87,17 @@ class CurrentDevice {
   }
 
  private:
+  static bool has_context(int device) {
+    auto api = cuda_driver::api();
+    if (!api.ok()) return true;  // cannot tell: restore, as the caller would expect
+    CUdevice dev = 0;
+    if ((*api)->device_get(&dev, device) != CUDA_SUCCESS) return false;
+    unsigned int flags = 0;
+    int active = 0;
+    if ((*api)->primary_ctx_get_state(dev, &flags, &active) != CUDA_SUCCESS) return true;
+    return active != 0;
+  }
+
   CurrentDevice() = default;
   int previous_ = -1;
 };
@@ -195,6 +213,10 @@ Result<int> GpuAllocation::dmabuf_fd() {
       "cuMemGetHandleForAddressRange(DMA_BUF_FD) of " + std::to_string(size_) + " bytes on GPU " +
           std::to_string(device_)));
   handles_->dmabuf.reset(fd);
+  // A child the process forks must not keep the GPU memory pinned.
+  if (::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+    return internal_error(std::string("fcntl(FD_CLOEXEC) on the dma-buf: ") + std::strerror(errno));
+  }
   return fd;
 }
 
