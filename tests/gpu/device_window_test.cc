@@ -17,6 +17,7 @@
 #include "epx/client.h"
 #include "epx/cuda.h"
 #include "tests/gpu/gpu_kernels.h"
+#include "tests/gpu/gpu_test.h"
 #include "tests/harness/daemon_process.h"
 
 using namespace epx;
@@ -24,14 +25,6 @@ using namespace epx::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-#define SKIP_WITHOUT_GPU()                                                          \
-  if (cuda_device_count() == 0) {                                                   \
-    MESSAGE("SKIPPED: no CUDA device (this GPU test runs in tools/device/run.sh)"); \
-    return;                                                                         \
-  }
-
-#define CUDA_OK(x) REQUIRE_MESSAGE((x) == cudaSuccess, #x " failed: " << cudaGetErrorString(cudaGetLastError()))
 
 constexpr uint64_t kWindow = 4 << 20;
 

@@ -50,4 +50,15 @@ std::pair<int, std::string> DaemonProcess::epxctl(const std::vector<std::string>
   return {*code, p.output()};
 }
 
+JoinOptions join_options(const std::string& job, uint32_t world, uint32_t rank, const std::string& coordinator,
+                         std::chrono::milliseconds timeout) {
+  JoinOptions o;
+  o.job_id = job;
+  o.world_size = world;
+  o.rank = rank;
+  o.coordinator = coordinator;
+  o.timeout = timeout;
+  return o;
+}
+
 }  // namespace epx::test

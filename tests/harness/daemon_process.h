@@ -2,6 +2,7 @@
 // ephemeral Peer port on loopback, rails on the chosen provider.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,5 +37,10 @@ class DaemonProcess {
   std::string peer_address_;
   std::unique_ptr<Process> process_;
 };
+
+// Join options every integration test uses: the job, its size, this rank,
+// the coordinator's peer address, a 20 s bootstrap timeout.
+JoinOptions join_options(const std::string& job, uint32_t world, uint32_t rank, const std::string& coordinator,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(20));
 
 }  // namespace epx::test

@@ -15,15 +15,11 @@ using namespace std::chrono_literals;
 
 namespace {
 
-JoinOptions join_options(const std::string& job, uint32_t world, uint32_t rank, const std::string& coordinator,
-                         std::chrono::milliseconds timeout = 20s) {
-  JoinOptions o;
-  o.job_id = job;
-  o.world_size = world;
-  o.rank = rank;
+// The harness's options, with local ranks as two ranks per node would have.
+JoinOptions paired_join_options(const std::string& job, uint32_t world, uint32_t rank, const std::string& coordinator,
+                                std::chrono::milliseconds timeout = 20s) {
+  JoinOptions o = join_options(job, world, rank, coordinator, timeout);
   o.local_rank = rank % 2;
-  o.coordinator = coordinator;
-  o.timeout = timeout;
   return o;
 }
 
@@ -49,7 +45,7 @@ TEST_CASE("4 ranks on 2 daemons get identical full rank tables; leave releases t
   std::vector<std::future<Result<Job>>> joins;
   for (uint32_t r = 0; r < 4; ++r) {
     joins.push_back(std::async(std::launch::async, [&, r] {
-      return clients[r]->join(join_options("job4", 4, r, a.peer_address()));
+      return clients[r]->join(paired_join_options("job4", 4, r, a.peer_address()));
     }));
   }
   std::vector<Job> jobs;
@@ -96,51 +92,51 @@ TEST_CASE("join errors are typed and come within the deadline") {
   auto c0 = a.connect(), c1 = b.connect(), c2 = b.connect();
 
   SUBCASE("rank out of range") {
-    auto j = c0->join(join_options("e1", 2, 2, a.peer_address()));
+    auto j = c0->join(paired_join_options("e1", 2, 2, a.peer_address()));
     CHECK(j.status().code() == StatusCode::kInvalidArgument);
     CHECK(j.status().message().find("rank 2") != std::string::npos);
   }
   SUBCASE("duplicate rank") {
-    auto first = std::async(std::launch::async, [&] { return c0->join(join_options("e2", 2, 0, a.peer_address(), 3s)); });
+    auto first = std::async(std::launch::async, [&] { return c0->join(paired_join_options("e2", 2, 0, a.peer_address(), 3s)); });
     std::this_thread::sleep_for(300ms);
-    auto dup = c1->join(join_options("e2", 2, 0, a.peer_address()));
+    auto dup = c1->join(paired_join_options("e2", 2, 0, a.peer_address()));
     CHECK(dup.status().code() == StatusCode::kAlreadyExists);
     CHECK(dup.status().message().find("rank 0") != std::string::npos);
     CHECK(first.get().status().code() == StatusCode::kDeadlineExceeded);
   }
   SUBCASE("world size mismatch") {
-    auto first = std::async(std::launch::async, [&] { return c0->join(join_options("e3", 2, 0, a.peer_address(), 3s)); });
+    auto first = std::async(std::launch::async, [&] { return c0->join(paired_join_options("e3", 2, 0, a.peer_address(), 3s)); });
     std::this_thread::sleep_for(300ms);
-    auto bad = c1->join(join_options("e3", 4, 1, a.peer_address()));
+    auto bad = c1->join(paired_join_options("e3", 4, 1, a.peer_address()));
     CHECK(bad.status().code() == StatusCode::kFailedPrecondition);
     CHECK(bad.status().message().find("world size 2") != std::string::npos);
     (void)first.get();
   }
   SUBCASE("the same client joining the same job twice") {
-    auto first = std::async(std::launch::async, [&] { return c1->join(join_options("e4", 2, 0, a.peer_address(), 3s)); });
+    auto first = std::async(std::launch::async, [&] { return c1->join(paired_join_options("e4", 2, 0, a.peer_address(), 3s)); });
     std::this_thread::sleep_for(300ms);
-    auto again = c1->join(join_options("e4", 2, 1, a.peer_address()));
+    auto again = c1->join(paired_join_options("e4", 2, 1, a.peer_address()));
     CHECK(again.status().code() == StatusCode::kAlreadyExists);
     (void)first.get();
   }
   SUBCASE("coordinator unreachable") {
     const auto start = std::chrono::steady_clock::now();
-    auto j = c0->join(join_options("e5", 2, 0, "127.0.0.1:1", 3s));
+    auto j = c0->join(paired_join_options("e5", 2, 0, "127.0.0.1:1", 3s));
     CHECK(j.status().code() == StatusCode::kUnavailable);
     CHECK(j.status().message().find("127.0.0.1:1") != std::string::npos);
     CHECK(std::chrono::steady_clock::now() - start < 10s);
   }
   SUBCASE("missing ranks at the deadline are named") {
-    auto r2 = std::async(std::launch::async, [&] { return c2->join(join_options("e6", 4, 2, a.peer_address(), 1500ms)); });
+    auto r2 = std::async(std::launch::async, [&] { return c2->join(paired_join_options("e6", 4, 2, a.peer_address(), 1500ms)); });
     const auto start = std::chrono::steady_clock::now();
-    auto j = c0->join(join_options("e6", 4, 0, a.peer_address(), 1s));
+    auto j = c0->join(paired_join_options("e6", 4, 0, a.peer_address(), 1s));
     CHECK(std::chrono::steady_clock::now() - start < 5s);
     CHECK(j.status().code() == StatusCode::kDeadlineExceeded);
     CHECK(j.status().message().find("missing ranks: 1,3") != std::string::npos);
     CHECK(r2.get().status().code() == StatusCode::kDeadlineExceeded);
   }
   SUBCASE("a bad job id") {
-    auto j = c0->join(join_options("has space", 1, 0, ""));
+    auto j = c0->join(paired_join_options("has space", 1, 0, ""));
     CHECK(j.status().code() == StatusCode::kInvalidArgument);
   }
 }
@@ -157,7 +153,7 @@ TEST_CASE("a client killed with SIGKILL is removed and the job reports it") {
         dir.path() + "/holder" + std::to_string(r) + ".log"));
   }
   auto c = a.connect();
-  auto job = c->join(join_options("k", 3, 2, a.peer_address()));
+  auto job = c->join(paired_join_options("k", 3, 2, a.peer_address()));
   REQUIRE_MESSAGE(job.ok(), job.status().to_string());
   REQUIRE(holders[1]->wait_output("holding rank 1", 10s));
 
@@ -183,8 +179,8 @@ TEST_CASE("a daemon stopped with SIGTERM tells its clients, and the job's other 
   TempDir dir;
   DaemonProcess a(dir, {"a"}), b(dir, {"b"});
   auto ca = a.connect(), cb = b.connect();
-  auto f = std::async(std::launch::async, [&] { return cb->join(join_options("t", 2, 1, a.peer_address())); });
-  auto ja = ca->join(join_options("t", 2, 0, a.peer_address()));
+  auto f = std::async(std::launch::async, [&] { return cb->join(paired_join_options("t", 2, 1, a.peer_address())); });
+  auto ja = ca->join(paired_join_options("t", 2, 0, a.peer_address()));
   REQUIRE_MESSAGE(ja.ok(), ja.status().to_string());
   auto jb = f.get();
   REQUIRE(jb.ok());
@@ -211,8 +207,8 @@ TEST_CASE("a coordinator stopped with SIGTERM aborts the job on the other daemon
   TempDir dir;
   DaemonProcess a(dir, {"a"}), b(dir, {"b"});
   auto ca = a.connect(), cb = b.connect();
-  auto f = std::async(std::launch::async, [&] { return cb->join(join_options("c", 2, 1, a.peer_address())); });
-  auto ja = ca->join(join_options("c", 2, 0, a.peer_address()));
+  auto f = std::async(std::launch::async, [&] { return cb->join(paired_join_options("c", 2, 1, a.peer_address())); });
+  auto ja = ca->join(paired_join_options("c", 2, 0, a.peer_address()));
   REQUIRE(ja.ok());
   auto jb = f.get();  // held: a Job leaves when destroyed
   REQUIRE(jb.ok());

@@ -16,16 +16,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-JoinOptions join_options(const std::string& job, uint32_t world, uint32_t rank, const std::string& coordinator) {
-  JoinOptions o;
-  o.job_id = job;
-  o.world_size = world;
-  o.rank = rank;
-  o.coordinator = coordinator;
-  o.timeout = 20s;
-  return o;
-}
-
 // Starts `world` epx_exchange ranks, alternating between the daemons.
 std::vector<std::unique_ptr<Process>> start_exchange(const TempDir& dir, const std::vector<DaemonProcess*>& daemons,
                                                      const std::string& job, uint32_t world, uint32_t rounds,

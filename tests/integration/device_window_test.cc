@@ -25,16 +25,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-JoinOptions join_options(const std::string& job, uint32_t world, uint32_t rank, const std::string& coordinator) {
-  JoinOptions o;
-  o.job_id = job;
-  o.world_size = world;
-  o.rank = rank;
-  o.coordinator = coordinator;
-  o.timeout = 20s;
-  return o;
-}
-
 // Open descriptors of process `pid` (the daemon runs as this user).
 size_t open_fds(pid_t pid) {
   const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
