@@ -1,5 +1,8 @@
 #include "epx/status.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 namespace epx {
 
 const char* status_code_name(StatusCode code) {
@@ -28,6 +31,11 @@ const char* status_code_name(StatusCode code) {
 std::string Status::to_string() const {
   if (ok()) return "OK";
   return std::string(status_code_name(code_)) + ": " + message_;
+}
+
+void abort_on_error_value(const Status& status) {
+  std::fprintf(stderr, "epx: value() of a Result holding an error: %s\n", status.to_string().c_str());
+  std::abort();
 }
 
 }  // namespace epx

@@ -7,7 +7,6 @@
 // rail or file.
 #pragma once
 
-#include <cassert>
 #include <optional>
 #include <string>
 #include <utility>
@@ -72,24 +71,39 @@ inline Status internal_error(std::string m) { return Status(StatusCode::kInterna
 inline Status resource_exhausted(std::string m) { return Status(StatusCode::kResourceExhausted, std::move(m)); }
 inline Status permission_denied(std::string m) { return Status(StatusCode::kPermissionDenied, std::move(m)); }
 
-// Either a T or a non-OK Status. Reading value() of an error is a programming
-// error (asserted), so callers check ok() first.
+// Reading value() of an error Result is a programming error: it prints the
+// status and aborts, in every build mode (never undefined behaviour).
+[[noreturn]] void abort_on_error_value(const Status& status);
+
+// Either a T or a non-OK Status. Callers check ok() first; value() of an
+// error aborts with the status (abort_on_error_value).
 template <typename T>
 class [[nodiscard]] Result {
  public:
   Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {  // NOLINT: implicit by design
-    assert(!status_.ok() && "Result<T> built from an OK status carries no value");
+    if (status_.ok()) status_ = Status(StatusCode::kInternal, "Result<T> built from an OK status carries no value");
   }
 
   bool ok() const { return value_.has_value(); }
   const Status& status() const { return status_; }
-  T& value() & { assert(ok()); return *value_; }
-  const T& value() const& { assert(ok()); return *value_; }
-  T&& value() && { assert(ok()); return std::move(*value_); }
+  T& value() & {
+    if (!ok()) abort_on_error_value(status_);
+    return *value_;
+  }
+  const T& value() const& {
+    if (!ok()) abort_on_error_value(status_);
+    return *value_;
+  }
+  T&& value() && {
+    if (!ok()) abort_on_error_value(status_);
+    return std::move(*value_);
+  }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }
+  const T& operator*() const& { return value(); }
+  T&& operator*() && { return std::move(*this).value(); }
 
  private:
   Status status_;
@@ -104,3 +118,16 @@ class [[nodiscard]] Result {
     ::epx::Status epx_status_tmp_ = (expr);   \
     if (!epx_status_tmp_.ok()) return epx_status_tmp_; \
   } while (0)
+
+#define EPX_STATUS_CONCAT_INNER_(a, b) a##b
+#define EPX_STATUS_CONCAT_(a, b) EPX_STATUS_CONCAT_INNER_(a, b)
+
+// `EPX_ASSIGN_OR_RETURN(auto x, make_x());` declares x from a Result's value,
+// or returns the Result's status from the enclosing function. The enclosing
+// function returns Status or a Result of any type.
+#define EPX_ASSIGN_OR_RETURN(lhs, expr) \
+  EPX_ASSIGN_OR_RETURN_IMPL_(EPX_STATUS_CONCAT_(epx_result_tmp_, __LINE__), lhs, expr)
+#define EPX_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
+  auto tmp = (expr);                                \
+  if (!tmp.ok()) return tmp.status();               \
+  lhs = std::move(tmp).value()
