@@ -11,7 +11,7 @@
 #include "daemon/control/peer_service.h"
 #include "daemon/control/unix_listener.h"
 #include "daemon/shm/fd_server.h"
-#include "daemon/daemon_state.h"
+#include "daemon/control/daemon_state.h"
 #include "epx/status.h"
 #include "epx/v1/config.pb.h"
 

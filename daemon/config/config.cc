@@ -216,6 +216,19 @@ Status finalize_config(v1::DaemonConfig* c) {
   if (c->max_signals() > (1u << 20) - 2) return invalid_argument("max_signals: at most 1048574 (20-bit signal ids)");
   if (c->max_write_mib() > 4095) return invalid_argument("max_write_mib: at most 4095 (32-bit lengths)");
   if (c->proxy_batch() > 4096) return invalid_argument("proxy_batch: at most 4096");
+  if (c->has_fault_injection()) {
+    const auto& f = c->fault_injection();
+    for (auto [name, v] : {std::pair<const char*, uint32_t>{"eagain_per_mille", f.eagain_per_mille()},
+                           {"fail_write_per_mille", f.fail_write_per_mille()},
+                           {"fail_completion_per_mille", f.fail_completion_per_mille()}}) {
+      if (v > 1000) return invalid_argument(std::string("fault_injection.") + name + ": at most 1000");
+    }
+    if (f.eagain_per_mille() == 1000) {
+      return invalid_argument("fault_injection.eagain_per_mille: 1000 would refuse every write forever");
+    }
+    if (f.hold_count() > 4096) return invalid_argument("fault_injection.hold_count: at most 4096");
+    if (f.hold_us() > 1000000) return invalid_argument("fault_injection.hold_us: at most 1000000 (1 s)");
+  }
   return Status();
 }
 

@@ -2,7 +2,7 @@
 // and translate; the decisions live in ClientTable and Coordinator.
 #pragma once
 
-#include "daemon/daemon_state.h"
+#include "daemon/control/daemon_state.h"
 #include "epx/v1/local.grpc.pb.h"
 
 namespace epx::daemon {

@@ -4,7 +4,7 @@
 
 #include <atomic>
 
-#include "daemon/daemon_state.h"
+#include "daemon/control/daemon_state.h"
 #include "epx/v1/peer.grpc.pb.h"
 
 namespace epx::daemon {

@@ -8,7 +8,7 @@
 #include <deque>
 #include <mutex>
 
-#include "daemon/daemon_state.h"
+#include "daemon/control/daemon_state.h"
 #include "daemon/jobs/event_sink.h"
 
 namespace epx::daemon {

@@ -11,7 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "daemon/control/local_socket.h"
+#include "daemon/shm/local_socket.h"
 
 namespace epx::daemon {
 

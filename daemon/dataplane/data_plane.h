@@ -1,33 +1,41 @@
-// DataPlane: the daemon's byte-moving half. Owns the proxies (one per rail),
-// the node's signal id space, the shared regions handed to clients, and one
-// JobPlane per job with local ranks. gRPC handlers call it; it hands every
-// libfabric operation to the proxy that owns the rail.
+// DataPlane: the daemon's byte-moving half, composed of one part per
+// concern: the proxies and registrations (ProxySet), the job planes
+// (JobPlanes), the rings (RingPlacement), the per-client quota (Quota), the
+// regions clients fetch over the fd socket (RegionTable) and the dma-bufs
+// they submitted (SubmittedFds). gRPC handlers call it; every libfabric
+// operation runs on the proxy that owns the rail.
 #pragma once
 
+#include <sys/types.h>
+
 #include <functional>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
-#include "daemon/control/peer_client.h"
-#include "daemon/dataplane/job_plane.h"
-#include "daemon/dataplane/signal_space.h"
-#include "daemon/proxy/proxy.h"
+#include "daemon/dataplane/job_planes.h"
+#include "daemon/dataplane/proxy_set.h"
+#include "daemon/dataplane/quota.h"
+#include "daemon/dataplane/ring_placement.h"
 #include "daemon/shm/region_table.h"
 #include "daemon/shm/submitted_fds.h"
 #include "epx/v1/config.pb.h"
 #include "epx/v1/local.pb.h"
+#include "epx/v1/peer.pb.h"
 #include "epx/v1/status.pb.h"
 
 namespace epx::daemon {
 
+// Sends one rank's plane to the daemon at `address` (the control layer's
+// Peer client); `done` runs once it answered or failed.
+using PublishFn =
+    std::function<void(const std::string& address, const v1::RankPlane& plane, std::function<void(Status)> done)>;
+
 class DataPlane {
  public:
-  DataPlane(const v1::DaemonConfig& config, const std::vector<std::unique_ptr<Rail>>& rails, PeerClient& peers,
+  DataPlane(const v1::DaemonConfig& config, const std::vector<std::unique_ptr<Rail>>& rails, PublishFn publish,
             std::string self_address);
-  ~DataPlane();  // stops the proxies
+  ~DataPlane();  // closes registrations, then stops the proxies
 
   Status start();
 
@@ -64,55 +72,29 @@ class DataPlane {
   SubmittedFds& submitted_fds() { return submitted_; }
   // OK when every rail can register GPU memory; else why not, per rail.
   Status device_window_support() const;
-  std::vector<v1::RingStatus> ring_status(uint64_t client_id) const;
-  WindowUsage window_usage(uint64_t client_id) const;
-  std::vector<v1::ProxyStatus> proxy_status() const;
+  std::vector<v1::RingStatus> ring_status(uint64_t client_id) const { return rings_.status(client_id); }
+  WindowUsage window_usage(uint64_t client_id) const { return jobs_.window_usage(client_id); }
+  std::vector<v1::ProxyStatus> proxy_status() const { return proxies_.status(); }
 
  private:
-  struct OwnedRing {
-    uint64_t client_id;
-    std::string job_id;
-    uint32_t rank;
-    size_t proxy;
-    std::shared_ptr<RingBinding> ring;
-    uint64_t token;  // fd-socket token of the ring's region
-  };
-
-  std::shared_ptr<JobPlane> plane(const std::string& job_id) const;
-  // Shared memory a client holds (windows and rings) counts against
-  // max_client_mib; a creation reserves its bytes first, so concurrent
-  // calls cannot overshoot. unreserve() once the region is recorded (or
-  // failed).
-  Status reserve(uint64_t client_id, uint64_t bytes);
-  void unreserve(uint64_t client_id, uint64_t bytes);
-  // Registers `out`'s memory (host region or device dma-buf) on every rail,
-  // on each rail's proxy thread; fills its mrs and keys.
-  Result<LocalRegion> register_region(LocalRegion out);
-  Result<LocalRegion> register_host(std::shared_ptr<SharedRegion> region, uint64_t client_id);
+  Result<std::shared_ptr<JobPlane>> formed(const std::string& job_id) const;
+  Status check_window_bytes(const std::string& what, uint64_t bytes) const;
   // Records a registered window for `rank` and publishes it; answers `done`.
   void add_window(const std::shared_ptr<JobPlane>& p, uint32_t rank, LocalRegion window, v1::RegionReply reply,
                   Done done);
-  void close_registrations(std::vector<LocalRegion>& regions);
   // Sends `rank`'s current windows/signals to every other daemon of the job.
   void publish(const std::shared_ptr<JobPlane>& plane, uint32_t rank, std::function<void(Status)> done);
 
   const v1::DaemonConfig& config_;
   const std::vector<std::unique_ptr<Rail>>& rails_;
-  PeerClient& peers_;
+  const PublishFn publish_;
   const std::string self_address_;
-  SignalSpace signals_;
   RegionTable regions_;
   SubmittedFds submitted_;
-  std::vector<std::unique_ptr<Proxy>> proxies_;
-  // Per rail: fabric address bytes -> fi_addr (touched only on that proxy).
-  std::vector<std::map<std::string, fi_addr_t>> av_cache_;
-
-  mutable std::mutex mu_;
-  std::map<std::string, std::shared_ptr<JobPlane>> jobs_;
-  std::vector<OwnedRing> rings_;
-  uint64_t next_ring_id_ = 1;
-  uint64_t next_key_ = 1;
-  std::map<uint64_t, uint64_t> reserved_;  // client -> bytes being created
+  ProxySet proxies_;
+  JobPlanes jobs_;
+  Quota quota_;
+  RingPlacement rings_;
 };
 
 }  // namespace epx::daemon

@@ -10,7 +10,8 @@ JobPlane::JobPlane(const v1::RankTable& table, std::vector<std::vector<fi_addr_t
       table_(table),
       addrs_(std::move(addrs)),
       local_rails_(local_rails),
-      ranks_(table.world_size()) {
+      ranks_(table.world_size()),
+      views_(std::make_shared<JobViewCell>(nullptr)) {
   std::lock_guard<std::mutex> lock(mu_);
   rebuild_locked();
 }
@@ -210,7 +211,7 @@ void JobPlane::rebuild_locked() {
       rv.signal_target.size = p.signal_count() ? sizeof(uint64_t) : 0;
     }
   }
-  std::atomic_store(&view_, std::shared_ptr<const JobView>(std::move(v)));
+  views_->store(std::shared_ptr<const JobView>(std::move(v)));
 }
 
 }  // namespace epx::daemon

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "daemon/dataplane/job_view.h"
+#include "daemon/proxy/job_view.h"
 #include "daemon/proxy/ring_binding.h"
 #include "proto/ring/ring.h"
 

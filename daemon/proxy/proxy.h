@@ -2,21 +2,23 @@
 // (every job's), turns their descriptors into fabric writes, reaps
 // completions, and applies the signals that remote writes carry. Everything
 // that touches the rail's libfabric objects runs on this thread: other
-// threads hand it work with execute().
+// threads hand it work with execute() or submit().
+//
+// Files: proxy.cc (thread, rings), serve.cc (descriptors to writes),
+// completions.cc (the CQ: local completions and remote signals).
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
-#include <deque>
+#include <chrono>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
 
-#include "daemon/dataplane/signal_space.h"
-#include "daemon/fabric/rail.h"
+#include "daemon/fabric/transport.h"
 #include "daemon/proxy/ring_binding.h"
+#include "daemon/proxy/signal_space.h"
+#include "daemon/proxy/task_queue.h"
 #include "epx/status.h"
 
 namespace epx::daemon {
@@ -39,14 +41,20 @@ struct ProxyStats {
 
 class Proxy {
  public:
-  Proxy(Rail& rail, const SignalSpace& signals, ProxyOptions options);
+  // The proxy owns `transport` (the rail's RailTransport, or a decorator).
+  Proxy(std::unique_ptr<Transport> transport, const SignalSpace& signals, ProxyOptions options);
   ~Proxy();  // stops the thread
 
   Status start();
 
   // Runs `task` on the proxy thread between passes and waits for it, at most
   // `timeout`. The task may use the rail's fids.
-  Status execute(std::function<void()> task, std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  Status execute(std::function<void()> task, std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+    return tasks_.execute(std::move(task), timeout);
+  }
+  // Queues `task` for the proxy thread and returns at once. The task must
+  // own what it uses (it may run after the caller returned).
+  void submit(std::function<void()> task) { tasks_.submit(std::move(task)); }
 
   // Starts serving a ring (takes effect on the proxy thread).
   Status add_ring(std::shared_ptr<RingBinding> ring);
@@ -66,7 +74,6 @@ class Proxy {
   };
 
   void run();
-  bool run_tasks();
   bool serve(RingBinding& ring);
   bool poll_cq();
   // Posts ring.pending; false when the provider said EAGAIN (retry later).
@@ -77,6 +84,7 @@ class Proxy {
   bool resolve(RingBinding& ring, const JobView& view, const ring::RingSlot& d, PendingWrite* out);
   void complete_fence(RingBinding& ring, const ring::RingSlot& d, const JobView& view);
 
+  const std::unique_ptr<Transport> transport_;
   Rail& rail_;
   const SignalSpace& signals_;
   const ProxyOptions options_;
@@ -89,9 +97,7 @@ class Proxy {
 
   std::thread thread_;
   std::atomic<bool> stop_{false};
-  std::mutex task_mu_;
-  std::deque<std::function<void()>> tasks_;
-  std::atomic<bool> has_tasks_{false};  // release in execute() pairs with acquire in run_tasks()
+  TaskQueue tasks_;
 
   // Proxy thread only.
   std::vector<std::shared_ptr<RingBinding>> rings_;
@@ -106,9 +112,5 @@ class Proxy {
   std::atomic<size_t> ring_count_{0};
   std::atomic<uint64_t> stat_descriptors_{0}, stat_ops_{0}, stat_signals_{0}, stat_bad_imm_{0}, stat_busy_ns_{0};
 };
-
-// Registers `length` bytes at `data` on `rail` for local use and remote
-// writes. `requested_key` is used when the provider does not choose keys.
-Result<MrPtr> register_memory(Rail& rail, void* data, size_t length, uint64_t requested_key);
 
 }  // namespace epx::daemon

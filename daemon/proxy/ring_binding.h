@@ -10,13 +10,11 @@
 #include <optional>
 #include <string>
 
-#include "daemon/dataplane/job_view.h"
+#include "daemon/proxy/job_view.h"
 #include "daemon/shm/shared_region.h"
 #include "proto/ring/ring.h"
 
 namespace epx::daemon {
-
-class JobPlane;
 
 // A fabric write assembled from one or more adjacent descriptors.
 struct PendingWrite {
@@ -44,7 +42,7 @@ struct RingBinding {
   uint64_t id = 0;
   uint64_t client_id = 0;
   uint32_t rank = 0;  // the producing rank
-  std::shared_ptr<JobPlane> plane;
+  std::shared_ptr<const JobViewCell> views;  // the job's current view
   std::shared_ptr<SharedRegion> region;
   ring::RingHeader* header = nullptr;
   ring::RingSlot* slots = nullptr;

@@ -9,7 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "daemon/control/local_socket.h"
+#include "daemon/shm/local_socket.h"
 #include "fd_protocol.h"
 
 namespace epx::daemon {

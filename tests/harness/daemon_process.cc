@@ -2,6 +2,8 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdlib>
+#include <fstream>
 #include <thread>
 
 namespace epx::test {
@@ -12,6 +14,14 @@ DaemonProcess::DaemonProcess(const TempDir& dir, DaemonOptions o) : dir_(dir) {
                                    "--peer-listen", "127.0.0.1:0", "--provider", o.provider, "--log-level", "debug",
                                    "--rpc-timeout-ms", "2000"};
   if (o.provider == "tcp") argv.insert(argv.end(), {"--rail-domains", "lo"});
+  // A test target that sets EPX_TEST_FAULT_INJECTION (a text-format
+  // epx.v1.FaultInjection) runs every daemon's rails through the fault
+  // injector, with the same assertions as without it.
+  if (const char* faults = std::getenv("EPX_TEST_FAULT_INJECTION"); faults && *faults) {
+    const std::string config = dir.path() + "/" + o.name + "-faults.conf";
+    std::ofstream(config) << "fault_injection { " << faults << " }\n";
+    argv.insert(argv.end(), {"--config", config});
+  }
   argv.insert(argv.end(), o.extra_args.begin(), o.extra_args.end());
   process_ = std::make_unique<Process>(argv, dir.path() + "/" + o.name + ".log");
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);

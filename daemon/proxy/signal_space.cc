@@ -1,17 +1,25 @@
-#include "daemon/dataplane/signal_space.h"
+#include "daemon/proxy/signal_space.h"
 
 #include <sys/mman.h>
 
 #include <algorithm>
-#include <new>
+#include <cerrno>
+#include <cstring>
+#include <string>
 
 namespace epx::daemon {
 
-SignalSpace::SignalSpace() {
+Result<std::unique_ptr<SignalSpace>> SignalSpace::create() {
   void* p = mmap(nullptr, sizeof(std::atomic<uint64_t*>) * kIds, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) throw std::bad_alloc();  // start-up only; the daemon cannot run without it
-  table_ = static_cast<std::atomic<uint64_t*>*>(p);  // zero pages == null pointers
+  if (p == MAP_FAILED) {
+    return resource_exhausted(std::string("mapping the node's signal table: ") + std::strerror(errno));
+  }
+  // Zero pages are null pointers: every id starts unallocated.
+  return std::unique_ptr<SignalSpace>(new SignalSpace(static_cast<std::atomic<uint64_t*>*>(p)));
+}
+
+SignalSpace::SignalSpace(std::atomic<uint64_t*>* table) : table_(table) {
   free_.push_back({1, kIds - 1});  // id 0 stays unused: an all-zero immediate is never valid
 }
 

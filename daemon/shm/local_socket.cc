@@ -1,4 +1,4 @@
-#include "daemon/control/local_socket.h"
+#include "daemon/shm/local_socket.h"
 
 #include <grp.h>
 #include <sys/stat.h>

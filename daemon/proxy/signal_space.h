@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -17,8 +18,11 @@ class SignalSpace {
  public:
   static constexpr uint32_t kIds = 1u << 20;  // the immediate's index field
 
-  SignalSpace();
+  // Maps the id table (8 MiB of virtual memory, resident only where used).
+  static Result<std::unique_ptr<SignalSpace>> create();
   ~SignalSpace();
+  SignalSpace(const SignalSpace&) = delete;
+  SignalSpace& operator=(const SignalSpace&) = delete;
 
   // Reserves `count` consecutive ids for `words`; returns the first id.
   Result<uint32_t> allocate(uint64_t* words, uint32_t count);
@@ -42,6 +46,8 @@ class SignalSpace {
   uint32_t used() const;
 
  private:
+  explicit SignalSpace(std::atomic<uint64_t*>* table);
+
   // 8 MiB of virtual memory; only pages of allocated ranges become resident.
   std::atomic<uint64_t*>* table_;
   mutable std::mutex mu_;

@@ -1,4 +1,4 @@
-#include "daemon/dataplane/signal_space.h"
+#include "daemon/proxy/signal_space.h"
 
 #include <doctest/doctest.h>
 
@@ -8,7 +8,9 @@
 using namespace epx::daemon;
 
 TEST_CASE("allocated ranges map ids to words; unknown ids are refused") {
-  SignalSpace space;
+  auto created = SignalSpace::create();
+  REQUIRE(created.ok());
+  SignalSpace& space = **created;
   std::vector<uint64_t> a(10, 0), b(5, 0);
   auto ba = space.allocate(a.data(), 10);
   auto bb = space.allocate(b.data(), 5);
@@ -36,7 +38,9 @@ TEST_CASE("allocated ranges map ids to words; unknown ids are refused") {
 }
 
 TEST_CASE("concurrent applies are counted exactly") {
-  SignalSpace space;
+  auto created = SignalSpace::create();
+  REQUIRE(created.ok());
+  SignalSpace& space = **created;
   std::vector<uint64_t> words(4, 0);
   auto base = space.allocate(words.data(), 4);
   REQUIRE(base.ok());

@@ -7,6 +7,7 @@
 #include <rdma/fabric.h>
 
 #include <cstdint>
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,6 +49,18 @@ struct JobView {
   std::string job_id;
   uint32_t world = 0;
   std::vector<RankView> ranks;
+};
+
+// The current view of one job. Its plane swaps the whole view on every change;
+// proxies load it lock-free once per pass.
+class JobViewCell {
+ public:
+  explicit JobViewCell(std::shared_ptr<const JobView> initial) : view_(std::move(initial)) {}
+  std::shared_ptr<const JobView> load() const { return std::atomic_load(&view_); }
+  void store(std::shared_ptr<const JobView> view) { std::atomic_store(&view_, std::move(view)); }
+
+ private:
+  std::shared_ptr<const JobView> view_;
 };
 
 }  // namespace epx::daemon

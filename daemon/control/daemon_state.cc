@@ -1,4 +1,4 @@
-#include "daemon/daemon_state.h"
+#include "daemon/control/daemon_state.h"
 
 #include <pthread.h>
 #include <unistd.h>
@@ -22,7 +22,15 @@ DaemonState::DaemonState(v1::DaemonConfig config, std::string advertise_address,
       coordinator_(advertise_address_),
       clients_(config_.max_clients(), config_.max_jobs_per_client()),
       fd_socket_(config_.control_socket() + ".fd"),
-      data_plane_(std::make_unique<DataPlane>(config_, rails_, peers_, advertise_address_)) {
+      data_plane_(std::make_unique<DataPlane>(
+          config_, rails_,
+          [this](const std::string& address, const v1::RankPlane& plane, std::function<void(Status)> done) {
+            peers_.publish(address, plane, rpc_deadline(),
+                           [done = std::move(done)](const grpc::Status& s, v1::PublishReply&) {
+                             done(s.ok() ? Status() : unavailable(s.error_message()));
+                           });
+          },
+          advertise_address_)) {
   teardown_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "epx-teardown");
     std::unique_lock<std::mutex> lock(teardown_mu_);

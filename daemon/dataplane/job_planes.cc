@@ -1,0 +1,99 @@
+#include "daemon/dataplane/job_planes.h"
+
+#include <spdlog/spdlog.h>
+
+namespace epx::daemon {
+namespace {
+
+// dst_rank is 16 bits in the ring ABI.
+constexpr uint32_t kMaxWorld = 65536;
+// fi_getname() addresses are small (efa: 32 bytes, sockaddr_in6: 28).
+constexpr size_t kMaxAddressBytes = 256;
+
+Status check_table(const v1::RankTable& table, uint32_t rank) {
+  if (table.world_size() == 0 || table.world_size() > kMaxWorld ||
+      table.ranks_size() != static_cast<int>(table.world_size()) || rank >= table.world_size()) {
+    return invalid_argument("rank table of job " + table.job_id() + " is malformed (" +
+                            std::to_string(table.ranks_size()) + " entries for world " +
+                            std::to_string(table.world_size()) + ")");
+  }
+  for (int i = 0; i < table.ranks_size(); ++i) {
+    const auto& e = table.ranks(i);
+    if (e.rank() != static_cast<uint32_t>(i)) {
+      return invalid_argument("rank table entry " + std::to_string(i) + " names rank " + std::to_string(e.rank()));
+    }
+    for (const auto& rail : e.rails()) {
+      if (rail.address().empty() || rail.address().size() > kMaxAddressBytes) {
+        return invalid_argument("rank " + std::to_string(i) + " has a fabric address of " +
+                                std::to_string(rail.address().size()) + " bytes");
+      }
+    }
+  }
+  return Status();
+}
+
+Status other_job(const std::string& job_id) {
+  // Same id, different job (another coordinator or membership): two tenants
+  // must never share a plane.
+  return failed_precondition("job id " + job_id +
+                             " is already in use on this node by a different job (other coordinator or ranks)");
+}
+
+}  // namespace
+
+Status JobPlanes::attach(const v1::RankTable& table, uint32_t rank) {
+  EPX_RETURN_IF_ERROR(check_table(table, rank));
+  const std::string serialized = table.SerializeAsString();
+  std::shared_ptr<JobPlane> p = find(table.job_id());
+  if (p && p->table().SerializeAsString() != serialized) return other_job(table.job_id());
+  if (!p) {
+    EPX_ASSIGN_OR_RETURN(auto addrs, proxies_.insert_addresses(table));
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& slot = jobs_[table.job_id()];
+    if (!slot) slot = std::make_shared<JobPlane>(table, std::move(addrs), static_cast<uint32_t>(proxies_.size()));
+    p = slot;
+  }
+  // Under mu_, like release_if_empty's check, so a plane is never dropped
+  // while a rank is being added to it.
+  std::lock_guard<std::mutex> lock(mu_);
+  auto current = jobs_.find(table.job_id());
+  if (current == jobs_.end() || current->second != p) {
+    return unavailable("job " + table.job_id() + ": its data plane was released meanwhile; join again");
+  }
+  if (p->table().SerializeAsString() != serialized) return other_job(table.job_id());
+  p->add_local_rank(rank);
+  return Status();
+}
+
+std::shared_ptr<JobPlane> JobPlanes::find(const std::string& job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  return it == jobs_.end() ? nullptr : it->second;
+}
+
+void JobPlanes::release_if_empty(const std::shared_ptr<JobPlane>& plane) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto current = jobs_.find(plane->job_id());
+  if (current != jobs_.end() && current->second == plane && !plane->has_local_ranks()) jobs_.erase(current);
+}
+
+std::vector<std::shared_ptr<JobPlane>> JobPlanes::take_all() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::shared_ptr<JobPlane>> out;
+  for (auto& [id, p] : jobs_) out.push_back(std::move(p));
+  jobs_.clear();
+  return out;
+}
+
+WindowUsage JobPlanes::window_usage(uint64_t client_id) const {
+  std::vector<std::shared_ptr<JobPlane>> planes;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, p] : jobs_) planes.push_back(p);
+  }
+  WindowUsage total;
+  for (const auto& p : planes) total += p->window_usage(client_id);
+  return total;
+}
+
+}  // namespace epx::daemon

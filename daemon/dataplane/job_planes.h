@@ -1,0 +1,40 @@
+// JobPlanes: the JobPlane of every job with a local rank, by job id. A plane
+// is created when a job's first local rank attaches (with every rank's
+// daemon address inserted on every rail) and dropped with its last one.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "daemon/dataplane/job_plane.h"
+#include "daemon/dataplane/proxy_set.h"
+#include "epx/status.h"
+#include "epx/v1/rank_table.pb.h"
+
+namespace epx::daemon {
+
+class JobPlanes {
+ public:
+  explicit JobPlanes(ProxySet& proxies) : proxies_(proxies) {}
+
+  // Checks the table's shape (it came from a coordinator the client chose),
+  // creates the job's plane if this is its first local rank, and adds `rank`.
+  Status attach(const v1::RankTable& table, uint32_t rank);
+  std::shared_ptr<JobPlane> find(const std::string& job_id) const;
+  // Drops `plane` if it is still the job's plane and has no local rank left.
+  void release_if_empty(const std::shared_ptr<JobPlane>& plane);
+  // Removes and returns every plane (daemon teardown).
+  std::vector<std::shared_ptr<JobPlane>> take_all();
+
+  WindowUsage window_usage(uint64_t client_id) const;
+
+ private:
+  ProxySet& proxies_;
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<JobPlane>> jobs_;
+};
+
+}  // namespace epx::daemon

@@ -1,0 +1,67 @@
+// ProxySet: the node's proxies, one per rail, with what only they may touch:
+// each rail's transport (wrapped in a FaultTransport when the test-only
+// fault_injection config is set), its address vector, and the registrations
+// of windows and signal arrays. Also owns the node's signal id space, which
+// the proxies apply remote signals to.
+#pragma once
+
+#include <rdma/fabric.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "daemon/dataplane/local_region.h"
+#include "daemon/proxy/proxy.h"
+#include "daemon/proxy/signal_space.h"
+#include "epx/status.h"
+#include "epx/v1/config.pb.h"
+#include "epx/v1/rank_table.pb.h"
+#include "epx/v1/status.pb.h"
+
+namespace epx::daemon {
+
+class ProxySet {
+ public:
+  ProxySet(const v1::DaemonConfig& config, const std::vector<std::unique_ptr<Rail>>& rails);
+  ~ProxySet();  // stops the proxies
+
+  // Creates the signal space and starts one proxy per rail.
+  Status start();
+
+  size_t size() const { return proxies_.size(); }
+  Proxy& proxy(size_t rail) { return *proxies_[rail]; }
+  SignalSpace& signals() { return *signals_; }
+  // The rail whose proxy serves the fewest rings.
+  size_t least_loaded() const;
+
+  // Inserts every rank's daemon address into every rail's address vector
+  // (once per address); returns, per rank, its fi_addr on each rail.
+  Result<std::vector<std::vector<fi_addr_t>>> insert_addresses(const v1::RankTable& table);
+
+  // Registers `region`'s memory (host region or device dma-buf) on every
+  // rail, each on its proxy thread; fills its mrs and keys. On failure the
+  // registrations made so far are closed.
+  Result<LocalRegion> register_region(LocalRegion region);
+  // Closes the regions' registrations, each on its rail's proxy thread.
+  // Returning from here is the grace period after which no proxy still
+  // holds a pointer into these regions.
+  void close_registrations(std::vector<LocalRegion>& regions);
+  void close_registration(LocalRegion region);
+
+  std::vector<v1::ProxyStatus> status() const;
+
+ private:
+  const v1::DaemonConfig& config_;
+  const std::vector<std::unique_ptr<Rail>>& rails_;
+  std::unique_ptr<SignalSpace> signals_;
+  std::vector<std::unique_ptr<Proxy>> proxies_;
+  // Per rail: fabric address bytes -> fi_addr (touched only on that proxy).
+  std::vector<std::map<std::string, fi_addr_t>> av_cache_;
+  std::mutex key_mu_;
+  uint64_t next_key_ = 1;
+};
+
+}  // namespace epx::daemon

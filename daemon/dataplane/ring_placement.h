@@ -1,0 +1,64 @@
+// RingPlacement: the descriptor rings clients opened. Each is created in
+// shared memory, placed on the proxy with the fewest rings, drained when its
+// rank is released, and reported in status.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "daemon/dataplane/job_plane.h"
+#include "daemon/dataplane/proxy_set.h"
+#include "daemon/dataplane/quota.h"
+#include "daemon/proxy/ring_binding.h"
+#include "daemon/shm/region_table.h"
+#include "epx/status.h"
+#include "epx/v1/config.pb.h"
+#include "epx/v1/local.pb.h"
+#include "epx/v1/status.pb.h"
+
+namespace epx::daemon {
+
+class RingPlacement {
+ public:
+  RingPlacement(const v1::DaemonConfig& config, ProxySet& proxies, RegionTable& regions, Quota& quota)
+      : config_(config), proxies_(proxies), regions_(regions), quota_(quota) {}
+
+  // Opens a ring for local rank `rank` of `plane`, owned by `client_id`
+  // (process `pid` may fetch its memory).
+  Result<v1::RegionReply> open(uint64_t client_id, pid_t pid, const std::shared_ptr<JobPlane>& plane,
+                               uint32_t rank, uint32_t capacity, bool device_producers);
+  // Stops the client's rings of `job_id` after their in-flight writes
+  // completed (bounded), and drops their memory. Returns how many.
+  size_t close(uint64_t client_id, const std::string& job_id);
+  // Forgets every ring without draining (daemon teardown).
+  void clear();
+
+  uint64_t bytes(uint64_t client_id) const;
+  std::vector<v1::RingStatus> status(uint64_t client_id) const;
+
+ private:
+  struct OwnedRing {
+    uint64_t client_id;
+    std::string job_id;
+    uint32_t rank;
+    size_t proxy;
+    std::shared_ptr<RingBinding> ring;
+    uint64_t token;  // fd-socket token of the ring's region
+  };
+  void drain(const OwnedRing& r);
+
+  const v1::DaemonConfig& config_;
+  ProxySet& proxies_;
+  RegionTable& regions_;
+  Quota& quota_;
+  mutable std::mutex mu_;
+  std::vector<OwnedRing> rings_;
+  uint64_t next_ring_id_ = 1;
+};
+
+}  // namespace epx::daemon

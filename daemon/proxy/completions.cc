@@ -1,0 +1,69 @@
+#include <spdlog/spdlog.h>
+
+#include "daemon/proxy/counters.h"
+#include "daemon/proxy/proxy.h"
+#include "proto/ring/ring_host.h"
+
+namespace epx::daemon {
+namespace {
+
+using ring::RingError;
+using ring::RingOp;
+using ring::RingSlot;
+
+constexpr int kCqBatch = 32;
+
+}  // namespace
+
+bool Proxy::poll_cq() {
+  fi_cq_data_entry entries[kCqBatch];
+  ssize_t n = transport_->read_completions(entries, kCqBatch);
+  if (n == -FI_EAGAIN) return false;
+  if (n == -FI_EAVAIL) {
+    fi_cq_err_entry err = {};
+    if (transport_->read_error(&err) > 0) {
+      const std::string text = transport_->error_text(err);
+      auto* c = static_cast<OpContext*>(err.op_context);
+      if (c != nullptr) {
+        if (c->ring) {
+          RingSlot d = {};
+          reject(*c->ring, d, RingError::kTransport, std::string("write failed: ") + fi_strerror(err.err) + ": " + text);
+          --c->ring->inflight;
+          bump(c->ring->completed, c->descriptors);
+        }
+        c->ring = nullptr;
+        free_contexts_.push_back(c);
+      } else {
+        spdlog::warn("rail {}: completion error without context: {}", rail_.index(), text);
+      }
+    }
+    return true;
+  }
+  if (n < 0) {
+    spdlog::error("rail {}: fi_cq_read: {}", rail_.index(), fi_strerror(static_cast<int>(-n)));
+    return false;
+  }
+  for (ssize_t i = 0; i < n; ++i) {
+    const fi_cq_data_entry& e = entries[i];
+    if (e.flags & FI_REMOTE_CQ_DATA) {
+      const uint32_t imm = static_cast<uint32_t>(e.data);
+      if (signals_.apply(ring::signal_index(imm), ring::signal_increment(imm))) {
+        bump(stat_signals_, 1);
+      } else {
+        bump(stat_bad_imm_, 1);
+      }
+      continue;
+    }
+    auto* c = static_cast<OpContext*>(e.op_context);
+    if (c == nullptr) continue;
+    if (c->ring) {
+      --c->ring->inflight;
+      bump(c->ring->completed, c->descriptors);
+    }
+    c->ring = nullptr;
+    free_contexts_.push_back(c);
+  }
+  return n > 0;
+}
+
+}  // namespace epx::daemon
