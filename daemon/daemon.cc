@@ -1,8 +1,12 @@
 #include "daemon/daemon.h"
 
+#include <condition_variable>
+#include <mutex>
+
 #include <spdlog/spdlog.h>
 
 #include "daemon/config/config.h"
+#include "daemon/control/countdown.h"
 #include "daemon/fabric/device_memory.h"
 #include "daemon/fabric/rail_discovery.h"
 #include "daemon/logging.h"
@@ -19,6 +23,26 @@ constexpr uint64_t kPeerCheckTicks = 5;
 bool is_wildcard(const std::string& host) { return host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]"; }
 
 }  // namespace
+
+Daemon::Parts::Parts(v1::DaemonConfig config, std::string advertise, std::vector<std::unique_ptr<Rail>> rails)
+    : node(std::move(config), std::move(advertise), std::move(rails)),
+      coordinator(node.advertise_address),
+      clients(node.config.max_clients(), node.config.max_jobs_per_client()),
+      data_plane(
+          node.config, node.rails,
+          [this](const std::string& address, const v1::RankPlane& plane, std::function<void(Status)> done) {
+            peers.publish(address, plane, node.rpc_deadline(),
+                          [done = std::move(done)](const grpc::Status& s, v1::PublishReply&) {
+                            done(s.ok() ? Status() : unavailable(s.error_message()));
+                          });
+          },
+          node.advertise_address),
+      events(node, clients, data_plane, peers),
+      release(node, data_plane, ipc, peers),
+      health(node, clients, peers, events),
+      status(node, clients, data_plane, coordinator),
+      local{node, clients, connections, peers, data_plane, ipc, release, status},
+      peer{node, coordinator, events, data_plane} {}
 
 Daemon::Daemon() : signals_(io_, SIGTERM, SIGINT, SIGHUP), expiry_timer_(io_) {}
 
@@ -59,22 +83,23 @@ Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
     if (host.find(':') != std::string::npos) host = "[" + host + "]";
     advertise = host + ":" + std::to_string(port);
   }
-  d->state_ = std::make_unique<DaemonState>(config, advertise, std::move(rails.value()));
-  EPX_RETURN_IF_ERROR(d->state_->start_data_plane());
-  d->peer_service_.attach(d->state_.get());
+  d->parts_ = std::make_unique<Parts>(config, advertise, std::move(rails.value()));
+  Parts& parts = *d->parts_;
+  EPX_RETURN_IF_ERROR(parts.data_plane.start());
+  d->peer_service_.attach(&parts.peer);
 
-  d->local_service_ = std::make_unique<LocalService>(*d->state_);
+  d->local_service_ = std::make_unique<LocalService>(parts.local);
   grpc::ServerBuilder local_builder;
   local_builder.RegisterService(d->local_service_.get());
   d->local_server_ = local_builder.BuildAndStart();
   if (!d->local_server_) return internal_error("cannot start the Local gRPC server");
-  d->listener_ = std::make_unique<UnixListener>(d->io_, d->state_->connections());
+  d->listener_ = std::make_unique<UnixListener>(d->io_, parts.connections);
   EPX_RETURN_IF_ERROR(d->listener_->listen(config.control_socket(), config.socket_group(), d->local_server_.get()));
-  DaemonState* state = d->state_.get();
+  ClientTable& clients = parts.clients;
   d->fd_server_ = std::make_unique<FdServer>(
-      d->io_, state->data_plane().regions(), state->data_plane().submitted_fds(),
-      [state](uint64_t client_id, pid_t pid) { return state->clients().check_process(client_id, pid); });
-  EPX_RETURN_IF_ERROR(d->fd_server_->listen(d->state_->fd_socket(), config.socket_group()));
+      d->io_, parts.data_plane.regions(), parts.data_plane.submitted_fds(),
+      [&clients](uint64_t client_id, pid_t pid) { return clients.check_process(client_id, pid); });
+  EPX_RETURN_IF_ERROR(d->fd_server_->listen(parts.node.fd_socket, config.socket_group()));
 
   spdlog::info("epxd {} on node {}: control socket {}, peers at {} (listening on {})", kVersion, config.node_name(),
                config.control_socket(), advertise, config.peer_listen());
@@ -98,10 +123,10 @@ void Daemon::schedule_expiry() {
   expiry_timer_.expires_after(kExpiryTick);
   expiry_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (ec) return;
-    state_->coordinator().expire(Coordinator::Clock::now());
-    state_->ipc_exchange().expire(IpcExchange::Clock::now());
-    state_->data_plane().submitted_fds().expire(SubmittedFds::Clock::now());
-    if (++ticks_ % kPeerCheckTicks == 0) state_->check_peers();
+    parts_->coordinator.expire(Coordinator::Clock::now());
+    parts_->ipc.expire(IpcExchange::Clock::now());
+    parts_->data_plane.submitted_fds().expire(SubmittedFds::Clock::now());
+    if (++ticks_ % kPeerCheckTicks == 0) parts_->health.check();
     schedule_expiry();
   });
 }
@@ -109,7 +134,7 @@ void Daemon::schedule_expiry() {
 void Daemon::shutdown(const std::string& reason) {
   listener_->close();  // no new clients
   fd_server_->close();
-  state_->begin_shutdown(reason);
+  leave_everything(reason);
   // Calls still in flight get a second to finish, then are cancelled.
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(1);
   local_server_->Shutdown(deadline);
@@ -118,6 +143,37 @@ void Daemon::shutdown(const std::string& reason) {
   signals_.cancel();
   io_.stop();
   spdlog::info("epxd stopped");
+}
+
+void Daemon::leave_everything(const std::string& reason) {
+  Parts& p = *parts_;
+  if (p.node.stopping.exchange(true, std::memory_order_acq_rel)) return;
+  spdlog::info("shutting down: {}", reason);
+  const std::string why = "daemon " + p.node.config.node_name() + " (" + p.node.advertise_address + ") " + reason;
+  std::vector<Membership> held = p.clients.close_all(why);
+
+  // Shared with the callbacks, which may outlive this frame when a
+  // coordinator does not answer in time.
+  struct Wait {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool released = false;
+  };
+  auto wait = std::make_shared<Wait>();
+  // Two groups of calls: our ranks' leaves, and the coordinator's goodbyes.
+  auto group_done = countdown(2, [wait] {
+    std::lock_guard<std::mutex> lock(wait->mu);
+    wait->released = true;
+    wait->cv.notify_all();
+  });
+  p.release.release(held, why, group_done);
+  p.events.send(p.coordinator.shutdown(why), group_done);
+  std::unique_lock<std::mutex> lock(wait->mu);
+  // Bounded: every leave call carries rpc_deadline().
+  if (!wait->cv.wait_for(lock, std::chrono::milliseconds(p.node.config.rpc_timeout_ms() + 1000),
+                         [&] { return wait->released; })) {
+    spdlog::warn("shutdown: some coordinators did not acknowledge within {} ms", p.node.config.rpc_timeout_ms());
+  }
 }
 
 int Daemon::run() {

@@ -7,11 +7,21 @@
 #include <boost/asio.hpp>
 #include <memory>
 
+#include "daemon/control/job_events.h"
+#include "daemon/control/local_connections.h"
 #include "daemon/control/local_service.h"
+#include "daemon/control/node.h"
+#include "daemon/control/peer_client.h"
+#include "daemon/control/peer_health.h"
 #include "daemon/control/peer_service.h"
+#include "daemon/control/rank_release.h"
+#include "daemon/control/status_report.h"
 #include "daemon/control/unix_listener.h"
+#include "daemon/dataplane/data_plane.h"
+#include "daemon/jobs/client_table.h"
+#include "daemon/jobs/coordinator.h"
+#include "daemon/jobs/ipc_exchange.h"
 #include "daemon/shm/fd_server.h"
-#include "daemon/control/daemon_state.h"
 #include "epx/status.h"
 #include "epx/v1/config.pb.h"
 
@@ -31,6 +41,29 @@ class Daemon {
   void wait_signal();
   void schedule_expiry();
   void shutdown(const std::string& reason);
+  // Tells clients and peers; waits at most rpc_timeout_ms for the peers to
+  // acknowledge.
+  void leave_everything(const std::string& reason);
+
+  // The node's parts, built once the rails are open; each service gets the
+  // few it uses. Declared in dependency order: destroyed in reverse.
+  struct Parts {
+    Parts(v1::DaemonConfig config, std::string advertise, std::vector<std::unique_ptr<Rail>> rails);
+
+    Node node;
+    Coordinator coordinator;
+    IpcExchange ipc;
+    ClientTable clients;
+    PeerClient peers;
+    LocalConnections connections;
+    DataPlane data_plane;
+    JobEvents events;
+    RankRelease release;
+    PeerHealth health;
+    StatusReport status;
+    LocalParts local;
+    PeerParts peer;
+  };
 
   boost::asio::io_context io_;
   boost::asio::signal_set signals_;
@@ -38,7 +71,7 @@ class Daemon {
   uint64_t ticks_ = 0;
   PeerService peer_service_;
   std::unique_ptr<grpc::Server> peer_server_;
-  std::unique_ptr<DaemonState> state_;
+  std::unique_ptr<Parts> parts_;
   std::unique_ptr<LocalService> local_service_;
   std::unique_ptr<grpc::Server> local_server_;
   std::unique_ptr<UnixListener> listener_;

@@ -45,14 +45,14 @@ epx::Status check_job_id(const std::string& job_id) {
 
 grpc::ServerWriteReactor<v1::ClientEvent>* LocalService::Hello(grpc::CallbackServerContext* context,
                                                                const v1::HelloRequest* request) {
-  return new SessionStream(state_, context, *request);
+  return new SessionStream(parts_, context, *request);
 }
 
 grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* context,
                                                 const v1::JoinJobRequest* request, v1::JoinJobReply* reply) {
-  if (state_.shutting_down()) return finish_now(context, grpc::Status(grpc::StatusCode::UNAVAILABLE, "epxd is shutting down"));
+  if (parts_.node.shutting_down()) return finish_now(context, grpc::Status(grpc::StatusCode::UNAVAILABLE, "epxd is shutting down"));
   const std::string connection = context->peer();
-  auto creds = state_.clients().check_caller(request->client_id(), connection);
+  auto creds = parts_.clients.check_caller(request->client_id(), connection);
   if (!creds.ok()) return finish_now(context, to_grpc(creds.status()));
   if (auto s = check_job_id(request->job_id()); !s.ok()) return finish_now(context, to_grpc(s));
   if (request->world_size() == 0 || request->world_size() > Coordinator::kMaxWorld) {
@@ -66,12 +66,12 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
                                                         std::to_string(request->world_size()))));
   }
   uint32_t timeout_ms = request->timeout_ms() ? request->timeout_ms() : 60000;
-  if (timeout_ms > state_.config().max_join_timeout_ms()) {
+  if (timeout_ms > parts_.node.config.max_join_timeout_ms()) {
     return finish_now(context, to_grpc(invalid_argument("timeout_ms " + std::to_string(timeout_ms) +
                                                         " exceeds max_join_timeout_ms " +
-                                                        std::to_string(state_.config().max_join_timeout_ms()))));
+                                                        std::to_string(parts_.node.config.max_join_timeout_ms()))));
   }
-  const std::string coordinator = request->coordinator().empty() ? state_.advertise_address() : request->coordinator();
+  const std::string coordinator = request->coordinator().empty() ? parts_.node.advertise_address : request->coordinator();
 
   Membership m;
   m.job_id = request->job_id();
@@ -80,7 +80,7 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
   m.world_size = request->world_size();
   m.coordinator = coordinator;
   const uint64_t client_id = request->client_id();
-  if (auto s = state_.clients().begin_join(client_id, connection, m); !s.ok()) return finish_now(context, to_grpc(s));
+  if (auto s = parts_.clients.begin_join(client_id, connection, m); !s.ok()) return finish_now(context, to_grpc(s));
 
   v1::RegisterRequest reg;
   reg.set_job_id(m.job_id);
@@ -89,10 +89,10 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
   v1::RankEntry* entry = reg.mutable_entry();
   entry->set_rank(m.rank);
   entry->set_local_rank(m.local_rank);
-  entry->set_node(state_.config().node_name());
-  entry->set_daemon_address(state_.advertise_address());
+  entry->set_node(parts_.node.config.node_name());
+  entry->set_daemon_address(parts_.node.advertise_address);
   entry->set_pid(creds->pid);
-  for (const auto& rail : state_.rails()) {
+  for (const auto& rail : parts_.node.rails) {
     auto* r = entry->add_rails();
     r->set_provider(rail->provider());
     r->set_domain(rail->domain_name());
@@ -104,11 +104,11 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
   spdlog::info("client {} joining job {} as rank {}/{} via coordinator {}", client_id, m.job_id, m.rank,
                m.world_size, coordinator);
   const auto deadline = PeerClient::Clock::now() + std::chrono::milliseconds(timeout_ms) + kBarrierGrace;
-  state_.peers().register_rank(
+  parts_.peers.register_rank(
       coordinator, reg, deadline, outgoing,
       [this, reactor, reply, client_id, m, coordinator, timeout_ms](const grpc::Status& s, v1::RegisterReply& r) {
         if (!s.ok()) {
-          state_.clients().abort_join(client_id, m.job_id);
+          parts_.clients.abort_join(client_id, m.job_id);
           std::string message = s.error_message();
           grpc::StatusCode code = s.error_code();
           if (code == grpc::StatusCode::UNAVAILABLE) {
@@ -120,42 +120,46 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
           reactor->Finish(grpc::Status(code, message));
           return;
         }
-        if (auto s = state_.data_plane().attach_rank(client_id, r.table(), m.rank); !s.ok()) {
-          state_.clients().abort_join(client_id, m.job_id);
-          state_.release({m}, "data plane setup failed: " + s.message());
-          reactor->Finish(to_grpc(s.with_context("job " + m.job_id)));
-          return;
-        }
-        if (!state_.clients().complete_join(client_id, m.job_id, r.table())) {
-          state_.data_plane().detach_rank(client_id, m.job_id, m.rank);
-          // The client left or died while waiting: give the rank back.
-          Membership unformed = m;
-          unformed.formed = false;
-          state_.release({unformed}, "client left during bootstrap");
-          reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client left during bootstrap"));
-          return;
-        }
-        *reply->mutable_table() = r.table();
-        spdlog::info("job {}: rank {} joined; {} ranks in table", m.job_id, m.rank, r.table().ranks_size());
-        reactor->Finish(grpc::Status::OK);
+        const v1::RankTable table = r.table();
+        parts_.data_plane.attach_rank(client_id, table, m.rank, [this, reactor, reply, client_id, m, table](epx::Status s) {
+          if (!s.ok()) {
+            parts_.clients.abort_join(client_id, m.job_id);
+            parts_.release.release({m}, "data plane setup failed: " + s.message());
+            reactor->Finish(to_grpc(s.with_context("job " + m.job_id)));
+            return;
+          }
+          if (!parts_.clients.complete_join(client_id, m.job_id, table)) {
+            // The client left or died while waiting: give the rank back
+            // (its data plane as well: it was just attached).
+            Membership attached = m;
+            attached.client_id = client_id;
+            attached.formed = true;
+            parts_.release.release({attached}, "client left during bootstrap");
+            reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client left during bootstrap"));
+            return;
+          }
+          *reply->mutable_table() = table;
+          spdlog::info("job {}: rank {} joined; {} ranks in table", m.job_id, m.rank, table.ranks_size());
+          reactor->Finish(grpc::Status::OK);
+        });
       });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* LocalService::LeaveJob(grpc::CallbackServerContext* context,
                                                  const v1::LeaveJobRequest* request, v1::LeaveJobReply*) {
-  auto m = state_.clients().leave(request->client_id(), context->peer(), request->job_id());
+  auto m = parts_.clients.leave(request->client_id(), context->peer(), request->job_id());
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
   auto* reactor = context->DefaultReactor();
   // Answer once the coordinator took the leave, so a following status or
   // rejoin sees it; the rank is released locally either way.
-  state_.release({*m}, "rank " + std::to_string(m->rank) + " left", [reactor] { reactor->Finish(grpc::Status::OK); });
+  parts_.release.release({*m}, "rank " + std::to_string(m->rank) + " left", [reactor] { reactor->Finish(grpc::Status::OK); });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* LocalService::Status(grpc::CallbackServerContext* context, const v1::StatusRequest*,
                                                v1::DaemonStatus* reply) {
-  *reply = state_.status();
+  *reply = parts_.status.status();
   return finish_now(context, grpc::Status::OK);
 }
 
@@ -174,11 +178,11 @@ void finish_region(grpc::ServerUnaryReactor* reactor, v1::RegionReply* reply, Re
 
 grpc::ServerUnaryReactor* LocalService::CreateWindow(grpc::CallbackServerContext* context,
                                                      const v1::CreateWindowRequest* request, v1::RegionReply* reply) {
-  auto m = state_.clients().membership(request->client_id(), context->peer(), request->job_id());
+  auto m = parts_.clients.membership(request->client_id(), context->peer(), request->job_id());
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
-  auto creds = state_.connections().lookup(context->peer());
+  auto creds = parts_.connections.lookup(context->peer());
   auto* reactor = context->DefaultReactor();
-  state_.data_plane().create_window(request->client_id(), creds ? creds->pid : 0, request->job_id(), m->rank,
+  parts_.data_plane.create_window(request->client_id(), creds ? creds->pid : 0, request->job_id(), m->rank,
                                     request->bytes(), [reactor, reply](Result<v1::RegionReply> r) {
                                       finish_region(reactor, reply, std::move(r));
                                     });
@@ -188,16 +192,16 @@ grpc::ServerUnaryReactor* LocalService::CreateWindow(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* LocalService::CreateDeviceWindow(grpc::CallbackServerContext* context,
                                                            const v1::CreateDeviceWindowRequest* request,
                                                            v1::RegionReply* reply) {
-  auto creds = state_.connections().lookup(context->peer());
-  auto m = state_.clients().membership(request->client_id(), context->peer(), request->job_id());
+  auto creds = parts_.connections.lookup(context->peer());
+  auto m = parts_.clients.membership(request->client_id(), context->peer(), request->job_id());
   if (!m.ok()) {
     // The submitted descriptor is consumed by this call whatever happens:
     // close it now rather than at its time limit.
-    if (creds) (void)state_.data_plane().submitted_fds().take(request->fd_token(), creds->pid, request->client_id());
+    if (creds) (void)parts_.data_plane.submitted_fds().take(request->fd_token(), creds->pid, request->client_id());
     return finish_now(context, to_grpc(m.status()));
   }
   auto* reactor = context->DefaultReactor();
-  state_.data_plane().create_device_window(request->client_id(), creds ? creds->pid : 0, m->rank, *request,
+  parts_.data_plane.create_device_window(request->client_id(), creds ? creds->pid : 0, m->rank, *request,
                                            [reactor, reply](Result<v1::RegionReply> r) {
                                              finish_region(reactor, reply, std::move(r));
                                            });
@@ -206,11 +210,11 @@ grpc::ServerUnaryReactor* LocalService::CreateDeviceWindow(grpc::CallbackServerC
 
 grpc::ServerUnaryReactor* LocalService::OpenSignals(grpc::CallbackServerContext* context,
                                                     const v1::OpenSignalsRequest* request, v1::RegionReply* reply) {
-  auto m = state_.clients().membership(request->client_id(), context->peer(), request->job_id());
+  auto m = parts_.clients.membership(request->client_id(), context->peer(), request->job_id());
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
-  auto creds = state_.connections().lookup(context->peer());
+  auto creds = parts_.connections.lookup(context->peer());
   auto* reactor = context->DefaultReactor();
-  state_.data_plane().open_signals(request->client_id(), creds ? creds->pid : 0, request->job_id(), m->rank,
+  parts_.data_plane.open_signals(request->client_id(), creds ? creds->pid : 0, request->job_id(), m->rank,
                                    request->count(), [reactor, reply](Result<v1::RegionReply> r) {
                                      finish_region(reactor, reply, std::move(r));
                                    });
@@ -219,21 +223,23 @@ grpc::ServerUnaryReactor* LocalService::OpenSignals(grpc::CallbackServerContext*
 
 grpc::ServerUnaryReactor* LocalService::OpenRing(grpc::CallbackServerContext* context,
                                                  const v1::OpenRingRequest* request, v1::RegionReply* reply) {
-  auto m = state_.clients().membership(request->client_id(), context->peer(), request->job_id());
+  auto m = parts_.clients.membership(request->client_id(), context->peer(), request->job_id());
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
-  auto creds = state_.connections().lookup(context->peer());
-  auto r = state_.data_plane().open_ring(request->client_id(), creds ? creds->pid : 0, request->job_id(), m->rank,
-                                         request->capacity(), request->device_producers());
+  auto creds = parts_.connections.lookup(context->peer());
   auto* reactor = context->DefaultReactor();
-  finish_region(reactor, reply, std::move(r));
+  parts_.data_plane.open_ring(request->client_id(), creds ? creds->pid : 0, request->job_id(), m->rank,
+                              request->capacity(), request->device_producers(),
+                              [reactor, reply](Result<v1::RegionReply> r) {
+                                finish_region(reactor, reply, std::move(r));
+                              });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* LocalService::Barrier(grpc::CallbackServerContext* context,
                                                 const v1::BarrierRequest* request, v1::BarrierReply*) {
-  auto m = state_.clients().membership(request->client_id(), context->peer(), request->job_id());
+  auto m = parts_.clients.membership(request->client_id(), context->peer(), request->job_id());
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
-  const uint32_t timeout_ms = request->timeout_ms() ? std::min(request->timeout_ms(), state_.config().max_join_timeout_ms())
+  const uint32_t timeout_ms = request->timeout_ms() ? std::min(request->timeout_ms(), parts_.node.config.max_join_timeout_ms())
                                                     : 60000;
   v1::PeerBarrierRequest req;
   req.set_job_id(request->job_id());
@@ -241,7 +247,7 @@ grpc::ServerUnaryReactor* LocalService::Barrier(grpc::CallbackServerContext* con
   req.set_timeout_ms(timeout_ms);
   auto* reactor = context->DefaultReactor();
   const std::string coordinator = m->coordinator;
-  state_.peers().barrier(coordinator, req,
+  parts_.peers.barrier(coordinator, req,
                          PeerClient::Clock::now() + std::chrono::milliseconds(timeout_ms) + kBarrierGrace,
                          [reactor, coordinator](const grpc::Status& s, v1::PeerBarrierReply&) {
                            if (s.ok() || s.error_code() != grpc::StatusCode::UNAVAILABLE) {
@@ -256,15 +262,15 @@ grpc::ServerUnaryReactor* LocalService::Barrier(grpc::CallbackServerContext* con
 
 grpc::ServerUnaryReactor* LocalService::ExchangeIpc(grpc::CallbackServerContext* context,
                                                     const v1::ExchangeIpcRequest* request, v1::ExchangeIpcReply* reply) {
-  auto m = state_.clients().membership(request->client_id(), context->peer(), request->job_id());
+  auto m = parts_.clients.membership(request->client_id(), context->peer(), request->job_id());
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
   if (request->handle().empty() || request->handle().size() > 256) {
     return finish_now(context, to_grpc(invalid_argument("IPC handle must be 1..256 bytes")));
   }
-  auto creds = state_.connections().lookup(context->peer());
+  auto creds = parts_.connections.lookup(context->peer());
   std::vector<uint32_t> local;
   for (const auto& r : m->table.ranks()) {
-    if (r.daemon_address() == state_.advertise_address()) local.push_back(r.rank());
+    if (r.daemon_address() == parts_.node.advertise_address) local.push_back(r.rank());
   }
   v1::PeerHandle h;
   h.set_rank(m->rank);
@@ -272,10 +278,10 @@ grpc::ServerUnaryReactor* LocalService::ExchangeIpc(grpc::CallbackServerContext*
   h.set_pid(creds ? creds->pid : 0);
   h.set_handle(request->handle());
   h.set_bytes(request->bytes());
-  const uint32_t timeout_ms = request->timeout_ms() ? std::min(request->timeout_ms(), state_.config().max_join_timeout_ms())
+  const uint32_t timeout_ms = request->timeout_ms() ? std::min(request->timeout_ms(), parts_.node.config.max_join_timeout_ms())
                                                     : 60000;
   auto* reactor = context->DefaultReactor();
-  state_.ipc_exchange().post(request->job_id(), local, h,
+  parts_.ipc.post(request->job_id(), local, h,
                              IpcExchange::Clock::now() + std::chrono::milliseconds(timeout_ms),
                              [reactor, reply](Result<std::vector<v1::PeerHandle>> r) {
                                if (!r.ok()) {

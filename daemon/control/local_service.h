@@ -2,14 +2,35 @@
 // and translate; the decisions live in ClientTable and Coordinator.
 #pragma once
 
-#include "daemon/control/daemon_state.h"
+#include "daemon/control/local_connections.h"
+#include "daemon/control/node.h"
+#include "daemon/control/peer_client.h"
+#include "daemon/control/rank_release.h"
+#include "daemon/control/status_report.h"
+#include "daemon/dataplane/data_plane.h"
+#include "daemon/jobs/client_table.h"
+#include "daemon/jobs/ipc_exchange.h"
 #include "epx/v1/local.grpc.pb.h"
 
 namespace epx::daemon {
 
+// What the Local service and its client sessions use.
+struct LocalParts {
+  const Node& node;
+  ClientTable& clients;
+  LocalConnections& connections;
+  PeerClient& peers;
+  DataPlane& data_plane;
+  IpcExchange& ipc;
+  RankRelease& release;
+  const StatusReport& status;
+};
+
+// Local: the service clients on this node call (unix socket). Handlers check
+// the caller and hand work on; none of them blocks.
 class LocalService final : public v1::Local::CallbackService {
  public:
-  explicit LocalService(DaemonState& state) : state_(state) {}
+  explicit LocalService(LocalParts parts) : parts_(parts) {}
 
   grpc::ServerWriteReactor<v1::ClientEvent>* Hello(grpc::CallbackServerContext* context,
                                                    const v1::HelloRequest* request) override;
@@ -34,7 +55,7 @@ class LocalService final : public v1::Local::CallbackService {
                                         v1::ExchangeIpcReply* reply) override;
 
  private:
-  DaemonState& state_;
+  LocalParts parts_;
 };
 
 // Job ids travel in logs, status and file names: keep them printable.

@@ -38,22 +38,22 @@ const grpc::Status kStarting(grpc::StatusCode::UNAVAILABLE, "epxd is starting");
 
 }  // namespace
 
-DaemonState* PeerService::state() { return state_.load(std::memory_order_acquire); }
+PeerParts* PeerService::parts() { return parts_.load(std::memory_order_acquire); }
 
 grpc::ServerUnaryReactor* PeerService::Register(grpc::CallbackServerContext* context,
                                                 const v1::RegisterRequest* request, v1::RegisterReply* reply) {
-  DaemonState* st = state();
+  PeerParts* st = parts();
   if (st == nullptr) return finish_now(context, kStarting);
-  if (st->shutting_down()) {
+  if (st->node.shutting_down()) {
     return finish_now(context, grpc::Status(grpc::StatusCode::UNAVAILABLE, "coordinator is shutting down"));
   }
   if (auto s = check_job_id(request->job_id()); !s.ok()) return finish_now(context, to_grpc(s));
-  const uint32_t timeout_ms = std::min(request->timeout_ms(), st->config().max_join_timeout_ms());
-  auto* reactor = new RegisterReactor(st->coordinator(), request->job_id(), request->entry().rank());
+  const uint32_t timeout_ms = std::min(request->timeout_ms(), st->node.config.max_join_timeout_ms());
+  auto* reactor = new RegisterReactor(st->coordinator, request->job_id(), request->entry().rank());
   const auto deadline = Coordinator::Clock::now() + std::chrono::milliseconds(timeout_ms);
   spdlog::info("job {}: rank {} from {} registers (world {})", request->job_id(), request->entry().rank(),
                request->entry().node(), request->world_size());
-  const uint64_t ticket = st->coordinator().register_rank(request->job_id(), request->world_size(), request->entry(), deadline,
+  const uint64_t ticket = st->coordinator.register_rank(request->job_id(), request->world_size(), request->entry(), deadline,
                                      [reactor, reply](Result<v1::RankTable> table) {
                                        if (!table.ok()) {
                                          reactor->Finish(to_grpc(table.status()));
@@ -70,47 +70,47 @@ grpc::ServerUnaryReactor* PeerService::Register(grpc::CallbackServerContext* con
 
 grpc::ServerUnaryReactor* PeerService::Leave(grpc::CallbackServerContext* context,
                                              const v1::PeerLeaveRequest* request, v1::PeerLeaveReply*) {
-  DaemonState* st = state();
+  PeerParts* st = parts();
   if (st == nullptr) return finish_now(context, kStarting);
-  auto notices = st->coordinator().leave(request->job_id(), request->rank(), request->reason());
+  auto notices = st->coordinator.leave(request->job_id(), request->rank(), request->reason());
   if (!notices.ok()) return finish_now(context, to_grpc(notices.status()));
   spdlog::info("job {}: rank {} left: {}", request->job_id(), request->rank(), request->reason());
-  st->send_notices(*notices);
+  st->events.send(*notices);
   return finish_now(context, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* PeerService::Notify(grpc::CallbackServerContext* context, const v1::JobEvent* request,
                                               v1::NotifyReply*) {
-  DaemonState* st = state();
+  PeerParts* st = parts();
   if (st == nullptr) return finish_now(context, kStarting);
-  st->deliver_job_event(*request);
+  st->events.deliver(*request);
   return finish_now(context, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* PeerService::Ping(grpc::CallbackServerContext* context, const v1::PingRequest*,
                                             v1::PingReply* reply) {
-  DaemonState* st = state();
+  PeerParts* st = parts();
   if (st == nullptr) return finish_now(context, kStarting);
-  reply->set_node(st->config().node_name());
+  reply->set_node(st->node.config.node_name());
   reply->set_version(kVersion);
-  reply->set_uptime_ms(st->uptime_ms());
+  reply->set_uptime_ms(st->node.uptime_ms());
   return finish_now(context, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* PeerService::Publish(grpc::CallbackServerContext* context, const v1::RankPlane* request,
                                                v1::PublishReply*) {
-  DaemonState* st = state();
+  PeerParts* st = parts();
   if (st == nullptr) return finish_now(context, kStarting);
-  return finish_now(context, to_grpc(st->data_plane().apply_publish(*request)));
+  return finish_now(context, to_grpc(st->data_plane.apply_publish(*request)));
 }
 
 grpc::ServerUnaryReactor* PeerService::Barrier(grpc::CallbackServerContext* context,
                                                const v1::PeerBarrierRequest* request, v1::PeerBarrierReply*) {
-  DaemonState* st = state();
+  PeerParts* st = parts();
   if (st == nullptr) return finish_now(context, kStarting);
   auto* reactor = context->DefaultReactor();
-  const uint32_t timeout_ms = std::min(request->timeout_ms(), st->config().max_join_timeout_ms());
-  st->coordinator().barrier(request->job_id(), request->rank(),
+  const uint32_t timeout_ms = std::min(request->timeout_ms(), st->node.config.max_join_timeout_ms());
+  st->coordinator.barrier(request->job_id(), request->rank(),
                             Coordinator::Clock::now() + std::chrono::milliseconds(timeout_ms),
                             [reactor](Status s) { reactor->Finish(to_grpc(s)); });
   return reactor;

@@ -4,17 +4,30 @@
 
 #include <atomic>
 
-#include "daemon/control/daemon_state.h"
+#include "daemon/control/job_events.h"
+#include "daemon/control/node.h"
+#include "daemon/dataplane/data_plane.h"
+#include "daemon/jobs/coordinator.h"
 #include "epx/v1/peer.grpc.pb.h"
 
 namespace epx::daemon {
 
+// What the Peer service uses.
+struct PeerParts {
+  const Node& node;
+  Coordinator& coordinator;
+  JobEvents& events;
+  DataPlane& data_plane;
+};
+
+// Peer: the service other daemons call (TCP): bootstrap, leaves, notices,
+// liveness, published planes, barriers.
 class PeerService final : public v1::Peer::CallbackService {
  public:
   // The Peer server must listen (to learn its port) before the daemon state
   // exists; calls that arrive before attach() get UNAVAILABLE.
   PeerService() = default;
-  void attach(DaemonState* state) { state_.store(state, std::memory_order_release); }
+  void attach(PeerParts* parts) { parts_.store(parts, std::memory_order_release); }
 
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context, const v1::RegisterRequest* request,
                                      v1::RegisterReply* reply) override;
@@ -30,8 +43,8 @@ class PeerService final : public v1::Peer::CallbackService {
                                     v1::PeerBarrierReply* reply) override;
 
  private:
-  DaemonState* state();  // null until attach()
-  std::atomic<DaemonState*> state_{nullptr};  // release in attach() pairs with acquire in state()
+  PeerParts* parts();  // null until attach()
+  std::atomic<PeerParts*> parts_{nullptr};  // release in attach() pairs with acquire in parts()
 };
 
 }  // namespace epx::daemon

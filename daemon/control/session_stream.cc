@@ -6,23 +6,23 @@
 
 namespace epx::daemon {
 
-SessionStream::SessionStream(DaemonState& state, grpc::CallbackServerContext* context,
+SessionStream::SessionStream(LocalParts& parts, grpc::CallbackServerContext* context,
                              const v1::HelloRequest& request)
-    : state_(state) {
+    : parts_(parts) {
   const std::string connection = context->peer();
-  auto creds = state_.connections().lookup(connection);
+  auto creds = parts_.connections.lookup(connection);
   if (!creds) {
     std::lock_guard<std::mutex> lock(mu_);
     finish_locked(grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "unknown local connection " + connection));
     return;
   }
-  if (state_.shutting_down()) {
+  if (parts_.node.shutting_down()) {
     std::lock_guard<std::mutex> lock(mu_);
     finish_locked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "epxd is shutting down"));
     return;
   }
   creds_ = *creds;
-  auto id = state_.clients().attach(request.client_name().substr(0, 128), connection, creds_, this);
+  auto id = parts_.clients.attach(request.client_name().substr(0, 128), connection, creds_, this);
   if (!id.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
     finish_locked(to_grpc(id.status()));
@@ -33,10 +33,10 @@ SessionStream::SessionStream(DaemonState& state, grpc::CallbackServerContext* co
                creds_.uid, creds_.gid);
   v1::ClientEvent welcome;
   welcome.mutable_welcome()->set_client_id(client_id_);
-  welcome.mutable_welcome()->set_node(state_.config().node_name());
+  welcome.mutable_welcome()->set_node(parts_.node.config.node_name());
   welcome.mutable_welcome()->set_daemon_version(kVersion);
   welcome.mutable_welcome()->set_pid(creds_.pid);
-  welcome.mutable_welcome()->set_fd_socket(state_.fd_socket());
+  welcome.mutable_welcome()->set_fd_socket(parts_.node.fd_socket);
   push(welcome);
 }
 
@@ -92,11 +92,11 @@ void SessionStream::finish_locked(const grpc::Status& status) {
 void SessionStream::OnDone() {
   if (client_id_ != 0) {
     // After detach() no one can push to this stream any more.
-    std::vector<Membership> held = state_.clients().detach(client_id_);
-    state_.data_plane().submitted_fds().drop_client(client_id_);  // descriptors sent but never claimed
+    std::vector<Membership> held = parts_.clients.detach(client_id_);
+    parts_.data_plane.submitted_fds().drop_client(client_id_);  // descriptors sent but never claimed
     spdlog::info("client {} (pid {}) detached, releasing {} job rank(s)", client_id_, creds_.pid, held.size());
-    state_.release_later(std::move(held), "client pid " + std::to_string(creds_.pid) + " on " +
-                                              state_.config().node_name() + " disconnected");
+    parts_.release.release(held, "client pid " + std::to_string(creds_.pid) + " on " +
+                                              parts_.node.config.node_name() + " disconnected");
   }
   delete this;
 }

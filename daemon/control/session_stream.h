@@ -8,7 +8,7 @@
 #include <deque>
 #include <mutex>
 
-#include "daemon/control/daemon_state.h"
+#include "daemon/control/local_service.h"
 #include "daemon/jobs/event_sink.h"
 
 namespace epx::daemon {
@@ -16,7 +16,7 @@ namespace epx::daemon {
 class SessionStream final : public grpc::ServerWriteReactor<v1::ClientEvent>, public EventSink {
  public:
   // Attaches the client and writes Welcome, or finishes with the error.
-  SessionStream(DaemonState& state, grpc::CallbackServerContext* context, const v1::HelloRequest& request);
+  SessionStream(LocalParts& parts, grpc::CallbackServerContext* context, const v1::HelloRequest& request);
 
   void push(const v1::ClientEvent& event) override;
   void close(const Status& status) override;
@@ -28,7 +28,7 @@ class SessionStream final : public grpc::ServerWriteReactor<v1::ClientEvent>, pu
  private:
   void finish_locked(const grpc::Status& status);
 
-  DaemonState& state_;
+  LocalParts& parts_;
   uint64_t client_id_ = 0;
   Credentials creds_;
   std::mutex mu_;

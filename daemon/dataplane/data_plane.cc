@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <future>
 #include <set>
 
 #include <spdlog/spdlog.h>
@@ -25,42 +26,65 @@ DataPlane::DataPlane(const v1::DaemonConfig& config, const std::vector<std::uniq
       rings_(config, proxies_, regions_, quota_) {}
 
 DataPlane::~DataPlane() {
-  // Registrations must close on their proxies; the proxies stop after that
-  // (proxies_ is destroyed after jobs_).
+  // Registrations must close on their proxies before the proxies stop
+  // (proxies_ is destroyed after jobs_): wait for them, bounded.
   rings_.clear();
+  std::vector<LocalRegion> regions;
   for (auto& plane : jobs_.take_all()) {
     for (uint32_t r = 0; r < plane->world(); ++r) {
       auto released = plane->remove_local_rank(r);
-      proxies_.close_registrations(released.regions);
+      for (auto& region : released.regions) regions.push_back(std::move(region));
     }
+  }
+  auto closed = std::make_shared<std::promise<void>>();
+  auto future = closed->get_future();
+  proxies_.close_registrations(std::move(regions), [closed] { closed->set_value(); });
+  if (future.wait_for(ProxySet::kRailCallTimeout + std::chrono::seconds(1)) != std::future_status::ready) {
+    spdlog::error("data plane teardown: registrations not closed within {} ms", ProxySet::kRailCallTimeout.count());
   }
 }
 
 Status DataPlane::start() { return proxies_.start(); }
 
-Status DataPlane::attach_rank(uint64_t client_id, const v1::RankTable& table, uint32_t rank) {
-  EPX_RETURN_IF_ERROR(jobs_.attach(table, rank));
-  spdlog::debug("data plane: job {} rank {} attached (client {})", table.job_id(), rank, client_id);
-  return Status();
+void DataPlane::attach_rank(uint64_t client_id, const v1::RankTable& table, uint32_t rank,
+                            std::function<void(Status)> done) {
+  jobs_.attach(table, rank, [client_id, job = table.job_id(), rank, done = std::move(done)](Status s) {
+    if (s.ok()) spdlog::debug("data plane: job {} rank {} attached (client {})", job, rank, client_id);
+    done(std::move(s));
+  });
 }
 
-void DataPlane::detach_rank(uint64_t client_id, const std::string& job_id, uint32_t rank) {
-  size_t rings = rings_.close(client_id, job_id);
-  std::shared_ptr<JobPlane> p = jobs_.find(job_id);
-  if (!p) return;
-  auto released = p->remove_local_rank(rank);
+void DataPlane::detach_rank(uint64_t client_id, const std::string& job_id, uint32_t rank,
+                            std::function<void()> done) {
+  rings_.close(client_id, job_id, [this, client_id, job_id, rank, done = std::move(done)](size_t rings) mutable {
+    std::shared_ptr<JobPlane> p = jobs_.find(job_id);
+    if (!p) {
+      if (done) done();
+      return;
+    }
+    release_rank_regions(p, client_id, rank, rings, std::move(done));
+  });
+}
+
+void DataPlane::release_rank_regions(const std::shared_ptr<JobPlane>& p, uint64_t client_id, uint32_t rank,
+                                     size_t rings, std::function<void()> done) {
+  auto released = std::make_shared<JobPlane::Released>(p->remove_local_rank(rank));
   // A ring opened while the rank was being removed was recorded before the
   // removal (RingPlacement::open checks under its lock): collect it too.
-  rings += rings_.close(client_id, job_id);
-  for (auto& r : released.regions) regions_.remove(r.token);
-  // Signal ids first; closing the registrations then runs a task on every
-  // proxy, which is the grace period after which no proxy still holds a
-  // pointer to these words; only then are the regions unmapped.
-  if (released.signal_count) proxies_.signals().release(released.signal_base, released.signal_count);
-  proxies_.close_registrations(released.regions);
-  jobs_.release_if_empty(p);
-  spdlog::info("data plane: job {} rank {} released: {} ring(s), {} region(s)", job_id, rank, rings,
-               released.regions.size());
+  rings_.close(client_id, p->job_id(), [this, p, rank, rings, released, done = std::move(done)](size_t late) {
+    for (auto& r : released->regions) regions_.remove(r.token);
+    // Signal ids first; closing the registrations then runs a task on every
+    // proxy, which is the grace period after which no proxy still holds a
+    // pointer to these words; only then are the regions unmapped.
+    if (released->signal_count) proxies_.signals().release(released->signal_base, released->signal_count);
+    const size_t regions = released->regions.size();
+    proxies_.close_registrations(std::move(released->regions), [this, p, rank, rings, late, regions, done] {
+      jobs_.release_if_empty(p);
+      spdlog::info("data plane: job {} rank {} released: {} ring(s), {} region(s)", p->job_id(), rank, rings + late,
+                   regions);
+      if (done) done();
+    });
+  });
 }
 
 Result<std::shared_ptr<JobPlane>> DataPlane::formed(const std::string& job_id) const {
@@ -120,19 +144,23 @@ void DataPlane::create_window(uint64_t client_id, pid_t pid, const std::string& 
   if (!p.ok()) return done(p.status());
   if (auto s = check_window_bytes("window", bytes); !s.ok()) return done(s);
   if (auto r = quota_.reserve(client_id, bytes); !r.ok()) return done(r);
-  QuotaReservation reservation(quota_, client_id, bytes);  // counted by the plane once added
+  // Given back when the last step let go of it: the plane counts the window
+  // from then on.
+  auto reservation = std::make_shared<QuotaReservation>(quota_, client_id, bytes);
   auto region = SharedRegion::create("epx-window-" + job_id + "-" + std::to_string(rank), bytes);
   if (!region.ok()) return done(region.status());
   LocalRegion window;
   window.region = std::shared_ptr<SharedRegion>(std::move(region.value()));
   window.client_id = client_id;
-  auto reg = proxies_.register_region(std::move(window));
-  if (!reg.ok()) return done(reg.status().with_context("registering window of job " + job_id));
-  reg->token = regions_.add(reg->region, pid);
-  v1::RegionReply reply;
-  reply.set_token(reg->token);
-  reply.set_bytes(reg->region->size());
-  add_window(*p, rank, std::move(reg.value()), reply, std::move(done));
+  proxies_.register_region(std::move(window), [this, plane = *p, rank, pid, job_id, reservation,
+                                               done = std::move(done)](Result<LocalRegion> reg) {
+    if (!reg.ok()) return done(reg.status().with_context("registering window of job " + job_id));
+    reg->token = regions_.add(reg->region, pid);
+    v1::RegionReply reply;
+    reply.set_token(reg->token);
+    reply.set_bytes(reg->region->size());
+    add_window(plane, rank, std::move(reg.value()), reply, std::move(done));
+  });
 }
 
 void DataPlane::add_window(const std::shared_ptr<JobPlane>& p, uint32_t rank, LocalRegion window,
@@ -141,7 +169,9 @@ void DataPlane::add_window(const std::shared_ptr<JobPlane>& p, uint32_t rank, Lo
   auto id = p->add_window(rank, std::move(window), &undo);
   if (!id.ok()) {
     regions_.remove(undo.token);
-    proxies_.close_registration(std::move(undo));
+    std::vector<LocalRegion> drop;
+    drop.push_back(std::move(undo));
+    proxies_.close_registrations(std::move(drop));
     return done(id.status());
   }
   reply.set_id(*id);
@@ -181,7 +211,7 @@ void DataPlane::create_device_window(uint64_t client_id, pid_t pid, uint32_t ran
                                  std::to_string(bytes) + " bytes is not a valid range"));
   }
   if (auto r = quota_.reserve(client_id, bytes); !r.ok()) return done(r.with_context(what));
-  QuotaReservation reservation(quota_, client_id, bytes);
+  auto reservation = std::make_shared<QuotaReservation>(quota_, client_id, bytes);
   if (auto s = device_window_support(); !s.ok()) {
     spdlog::info("client {}: {} refused: {}", client_id, what, s.message());
     return done(s);
@@ -203,14 +233,16 @@ void DataPlane::create_device_window(uint64_t client_id, pid_t pid, uint32_t ran
   window.device->size = bytes;
   window.device->cuda_device = request.cuda_device();
   window.device->pci_bus_id = request.pci_bus_id().substr(0, 32);
-  auto reg = proxies_.register_region(std::move(window));
-  if (!reg.ok()) return done(reg.status().with_context("registering " + what));
-  spdlog::info("client {}: {}: {} bytes of GPU {} ({}) at 0x{:x} registered on {} rail(s)", client_id, what, bytes,
-               request.cuda_device(), request.pci_bus_id(), request.device_va(), rails_.size());
-  v1::RegionReply reply;
-  reply.set_token(0);  // nothing to fetch: the memory is the client's
-  reply.set_bytes(bytes);
-  add_window(*p, rank, std::move(reg.value()), reply, std::move(done));
+  proxies_.register_region(std::move(window), [this, plane = *p, rank, client_id, what, request, reservation,
+                                               done = std::move(done)](Result<LocalRegion> reg) {
+    if (!reg.ok()) return done(reg.status().with_context("registering " + what));
+    spdlog::info("client {}: {}: {} bytes of GPU {} ({}) at 0x{:x} registered on {} rail(s)", client_id, what,
+                 request.bytes(), request.cuda_device(), request.pci_bus_id(), request.device_va(), rails_.size());
+    v1::RegionReply reply;
+    reply.set_token(0);  // nothing to fetch: the memory is the client's
+    reply.set_bytes(request.bytes());
+    add_window(plane, rank, std::move(reg.value()), reply, std::move(done));
+  });
 }
 
 void DataPlane::open_signals(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank,
@@ -232,35 +264,42 @@ void DataPlane::open_signals(uint64_t client_id, pid_t pid, const std::string& j
   LocalRegion signals;
   signals.region = std::shared_ptr<SharedRegion>(std::move(region.value()));
   signals.client_id = client_id;
-  auto reg = proxies_.register_region(std::move(signals));
-  if (!reg.ok()) return done(reg.status().with_context("registering signals of job " + job_id));
-  auto base = proxies_.signals().allocate(static_cast<uint64_t*>(reg->region->data()), count);
-  if (!base.ok()) {
-    proxies_.close_registration(std::move(reg.value()));
-    return done(base.status());
-  }
-  reg->token = regions_.add(reg->region, pid);
-  v1::RegionReply reply;
-  reply.set_token(reg->token);
-  reply.set_bytes(reg->region->size());
-  reply.set_id(*base);
-  LocalRegion undo;
-  if (auto s = p->set_signals(rank, std::move(reg.value()), *base, count, &undo); !s.ok()) {
-    regions_.remove(undo.token);
-    proxies_.signals().release(*base, count);
-    proxies_.close_registration(std::move(undo));
-    return done(s);
-  }
-  publish(p, rank, [done, reply](Status s) {
-    if (!s.ok()) return done(s);
-    done(reply);
+  proxies_.register_region(std::move(signals), [this, p, rank, pid, count, job_id,
+                                                done = std::move(done)](Result<LocalRegion> reg) {
+    if (!reg.ok()) return done(reg.status().with_context("registering signals of job " + job_id));
+    auto base = proxies_.signals().allocate(static_cast<uint64_t*>(reg->region->data()), count);
+    if (!base.ok()) {
+      std::vector<LocalRegion> drop;
+      drop.push_back(std::move(reg.value()));
+      proxies_.close_registrations(std::move(drop));
+      return done(base.status());
+    }
+    reg->token = regions_.add(reg->region, pid);
+    v1::RegionReply reply;
+    reply.set_token(reg->token);
+    reply.set_bytes(reg->region->size());
+    reply.set_id(*base);
+    LocalRegion undo;
+    if (auto s = p->set_signals(rank, std::move(reg.value()), *base, count, &undo); !s.ok()) {
+      regions_.remove(undo.token);
+      proxies_.signals().release(*base, count);
+      std::vector<LocalRegion> drop;
+      drop.push_back(std::move(undo));
+      proxies_.close_registrations(std::move(drop));
+      return done(s);
+    }
+    publish(p, rank, [done, reply](Status s) {
+      if (!s.ok()) return done(s);
+      done(reply);
+    });
   });
 }
 
-Result<v1::RegionReply> DataPlane::open_ring(uint64_t client_id, pid_t pid, const std::string& job_id,
-                                             uint32_t rank, uint32_t capacity, bool device_producers) {
-  EPX_ASSIGN_OR_RETURN(auto p, formed(job_id));
-  return rings_.open(client_id, pid, p, rank, capacity, device_producers);
+void DataPlane::open_ring(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank,
+                          uint32_t capacity, bool device_producers, Done done) {
+  auto p = formed(job_id);
+  if (!p.ok()) return done(p.status());
+  rings_.open(client_id, pid, *p, rank, capacity, device_producers, std::move(done));
 }
 
 Status DataPlane::apply_publish(const v1::RankPlane& plane_msg) {

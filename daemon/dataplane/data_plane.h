@@ -4,6 +4,11 @@
 // regions clients fetch over the fd socket (RegionTable) and the dma-bufs
 // they submitted (SubmittedFds). gRPC handlers call it; every libfabric
 // operation runs on the proxy that owns the rail.
+//
+// Nothing here blocks its caller: work that needs a proxy is handed to it,
+// and the call's `done` runs when it finished, on the caller's thread, a
+// proxy's, or the deadline thread (a rail that does not answer within
+// ProxySet::kRailCallTimeout is an error naming it). `done` must not block.
 #pragma once
 
 #include <sys/types.h>
@@ -41,10 +46,10 @@ class DataPlane {
 
   // A local rank's job formed: create the job's plane (and fabric addresses
   // of every rank's daemon) if this is its first local rank.
-  Status attach_rank(uint64_t client_id, const v1::RankTable& table, uint32_t rank);
+  void attach_rank(uint64_t client_id, const v1::RankTable& table, uint32_t rank, std::function<void(Status)> done);
   // The rank left or its client died: stop its rings (after their in-flight
-  // writes completed), deregister its windows, free its signals.
-  void detach_rank(uint64_t client_id, const std::string& job_id, uint32_t rank);
+  // writes completed), deregister its windows, free its signals; then `done`.
+  void detach_rank(uint64_t client_id, const std::string& job_id, uint32_t rank, std::function<void()> done = {});
 
   using Done = std::function<void(Result<v1::RegionReply>)>;
   // Each creates a region for `pid` and answers through `done` (after the
@@ -60,8 +65,8 @@ class DataPlane {
                             Done done);
   void open_signals(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank, uint32_t count,
                     Done done);
-  Result<v1::RegionReply> open_ring(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank,
-                                    uint32_t capacity, bool device_producers);
+  void open_ring(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank, uint32_t capacity,
+                 bool device_producers, Done done);
 
   // Another daemon published one of its ranks.
   Status apply_publish(const v1::RankPlane& plane);
@@ -79,6 +84,9 @@ class DataPlane {
  private:
   Result<std::shared_ptr<JobPlane>> formed(const std::string& job_id) const;
   Status check_window_bytes(const std::string& what, uint64_t bytes) const;
+  // After a rank's rings are gone: its regions, signals and plane.
+  void release_rank_regions(const std::shared_ptr<JobPlane>& p, uint64_t client_id, uint32_t rank, size_t rings,
+                            std::function<void()> done);
   // Records a registered window for `rank` and publishes it; answers `done`.
   void add_window(const std::shared_ptr<JobPlane>& p, uint32_t rank, LocalRegion window, v1::RegionReply reply,
                   Done done);

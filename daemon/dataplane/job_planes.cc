@@ -41,18 +41,26 @@ Status other_job(const std::string& job_id) {
 
 }  // namespace
 
-Status JobPlanes::attach(const v1::RankTable& table, uint32_t rank) {
-  EPX_RETURN_IF_ERROR(check_table(table, rank));
-  const std::string serialized = table.SerializeAsString();
+void JobPlanes::attach(const v1::RankTable& table, uint32_t rank, std::function<void(Status)> done) {
+  if (auto s = check_table(table, rank); !s.ok()) return done(s);
   std::shared_ptr<JobPlane> p = find(table.job_id());
-  if (p && p->table().SerializeAsString() != serialized) return other_job(table.job_id());
-  if (!p) {
-    EPX_ASSIGN_OR_RETURN(auto addrs, proxies_.insert_addresses(table));
-    std::lock_guard<std::mutex> lock(mu_);
-    auto& slot = jobs_[table.job_id()];
-    if (!slot) slot = std::make_shared<JobPlane>(table, std::move(addrs), static_cast<uint32_t>(proxies_.size()));
-    p = slot;
-  }
+  if (p) return done(add_rank(p, table, rank));
+  proxies_.insert_addresses(table, [this, table, rank, done = std::move(done)](Result<ProxySet::Addresses> addrs) {
+    if (!addrs.ok()) return done(addrs.status().with_context("job " + table.job_id()));
+    std::shared_ptr<JobPlane> plane;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto& slot = jobs_[table.job_id()];
+      if (!slot) {
+        slot = std::make_shared<JobPlane>(table, std::move(addrs.value()), static_cast<uint32_t>(proxies_.size()));
+      }
+      plane = slot;
+    }
+    done(add_rank(plane, table, rank));
+  });
+}
+
+Status JobPlanes::add_rank(const std::shared_ptr<JobPlane>& p, const v1::RankTable& table, uint32_t rank) {
   // Under mu_, like release_if_empty's check, so a plane is never dropped
   // while a rank is being added to it.
   std::lock_guard<std::mutex> lock(mu_);
@@ -60,7 +68,7 @@ Status JobPlanes::attach(const v1::RankTable& table, uint32_t rank) {
   if (current == jobs_.end() || current->second != p) {
     return unavailable("job " + table.job_id() + ": its data plane was released meanwhile; join again");
   }
-  if (p->table().SerializeAsString() != serialized) return other_job(table.job_id());
+  if (p->table().SerializeAsString() != table.SerializeAsString()) return other_job(table.job_id());
   p->add_local_rank(rank);
   return Status();
 }

@@ -3,6 +3,7 @@
 // daemon address inserted on every rail) and dropped with its last one.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -21,8 +22,10 @@ class JobPlanes {
   explicit JobPlanes(ProxySet& proxies) : proxies_(proxies) {}
 
   // Checks the table's shape (it came from a coordinator the client chose),
-  // creates the job's plane if this is its first local rank, and adds `rank`.
-  Status attach(const v1::RankTable& table, uint32_t rank);
+  // creates the job's plane if this is its first local rank (its addresses
+  // inserted on every rail by the proxies), and adds `rank`. `done` runs on
+  // this thread or a proxy's and must not block.
+  void attach(const v1::RankTable& table, uint32_t rank, std::function<void(Status)> done);
   std::shared_ptr<JobPlane> find(const std::string& job_id) const;
   // Drops `plane` if it is still the job's plane and has no local rank left.
   void release_if_empty(const std::shared_ptr<JobPlane>& plane);
@@ -32,6 +35,8 @@ class JobPlanes {
   WindowUsage window_usage(uint64_t client_id) const;
 
  private:
+  Status add_rank(const std::shared_ptr<JobPlane>& plane, const v1::RankTable& table, uint32_t rank);
+
   ProxySet& proxies_;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<JobPlane>> jobs_;

@@ -63,84 +63,169 @@ size_t ProxySet::least_loaded() const {
   return best;
 }
 
-Result<std::vector<std::vector<fi_addr_t>>> ProxySet::insert_addresses(const v1::RankTable& table) {
-  std::vector<std::vector<fi_addr_t>> addrs(table.world_size(), std::vector<fi_addr_t>(rails_.size(), FI_ADDR_UNSPEC));
-  for (size_t i = 0; i < proxies_.size(); ++i) {
-    Status inserted;
-    EPX_RETURN_IF_ERROR(proxies_[i]->execute([&] {
-      for (uint32_t r = 0; r < table.world_size(); ++r) {
-        const auto& entry = table.ranks(r);
-        if (entry.rails_size() == 0) continue;
-        const std::string& address = entry.rails(i % entry.rails_size()).address();
-        auto& cache = av_cache_[i];
-        auto hit = cache.find(address);
-        if (hit == cache.end()) {
-          fi_addr_t fa = FI_ADDR_UNSPEC;
-          int n = fi_av_insert(rails_[i]->av(), address.data(), 1, &fa, 0, nullptr);
-          if (n != 1) {
-            inserted = internal_error("fi_av_insert of rank " + std::to_string(r) + "'s daemon on rail " +
-                                      std::to_string(i) + " inserted " + std::to_string(n));
-            return;
-          }
-          hit = cache.emplace(address, fa).first;
+namespace {
+
+// One call on several rails: who answered, the first error, and `done`,
+// which runs exactly once.
+struct RailCall {
+  std::mutex mu;
+  std::vector<bool> answered;
+  size_t remaining = 0;
+  bool finished = false;  // done ran (or is running)
+  Status first_error;
+  std::function<void(Status)> done;
+  uint64_t timer = 0;
+};
+
+}  // namespace
+
+void ProxySet::on_every_rail(std::function<Status(size_t)> task, std::function<void(size_t)> undo, bool run_late,
+                             std::function<void(Status)> done) {
+  const size_t n = proxies_.size();
+  if (n == 0) return done(Status());
+  auto call = std::make_shared<RailCall>();
+  call->answered.assign(n, false);
+  call->remaining = n;
+  call->done = std::move(done);
+  {
+    // Scheduled under the lock so the timer id is set before any finisher
+    // reads it to cancel.
+    std::lock_guard<std::mutex> lock(call->mu);
+    call->timer = deadlines_.schedule(DeadlineTimer::Clock::now() + kRailCallTimeout, [call] {
+      std::function<void(Status)> fire;
+      std::string missing;
+      {
+        std::lock_guard<std::mutex> lock(call->mu);
+        if (call->finished) return;
+        call->finished = true;
+        fire = std::move(call->done);
+        for (size_t i = 0; i < call->answered.size(); ++i) {
+          if (!call->answered[i]) missing += (missing.empty() ? "" : ", ") + std::to_string(i);
         }
-        addrs[r][i] = hit->second;
       }
-    }));
-    EPX_RETURN_IF_ERROR(inserted);
-  }
-  return addrs;
-}
-
-Result<LocalRegion> ProxySet::register_region(LocalRegion out) {
-  out.mrs.resize(proxies_.size());
-  out.keys.resize(proxies_.size());
-  for (size_t i = 0; i < proxies_.size(); ++i) {
-    uint64_t requested;
-    {
-      std::lock_guard<std::mutex> lock(key_mu_);
-      requested = next_key_++;
-    }
-    Status reg;
-    Status queued = proxies_[i]->execute([&] {
-      Result<MrPtr> mr = out.is_device()
-                             ? register_dmabuf(*rails_[i],
-                                               DmabufRange{out.device->dmabuf.get(), out.device->size,
-                                                           out.device->device_va, out.device->cuda_device},
-                                               requested)
-                             : register_memory(*rails_[i], out.region->data(), out.region->size(), requested);
-      if (!mr.ok()) {
-        reg = mr.status();
-        return;
-      }
-      out.keys[i].key = fi_mr_key(mr->get());
-      out.keys[i].base = (rails_[i]->mr_mode() & FI_MR_VIRT_ADDR) ? reinterpret_cast<uint64_t>(out.address()) : 0;
-      out.mrs[i] = std::move(mr.value());
+      fire(deadline_exceeded("the proxies of rail(s) " + missing + " did not answer within " +
+                             std::to_string(kRailCallTimeout.count()) + " ms (busy or stalled)"));
     });
-    if (!queued.ok()) reg = queued;
-    if (!reg.ok()) {
-      close_registration(std::move(out));
-      return reg;
-    }
   }
-  return out;
-}
-
-void ProxySet::close_registrations(std::vector<LocalRegion>& regions) {
-  for (size_t i = 0; i < proxies_.size(); ++i) {
-    Status s = proxies_[i]->execute([&] {
-      for (auto& r : regions) {
-        if (i < r.mrs.size()) r.mrs[i].reset();
+  auto shared_task = std::make_shared<std::function<Status(size_t)>>(std::move(task));
+  auto shared_undo = std::make_shared<std::function<void(size_t)>>(std::move(undo));
+  for (size_t i = 0; i < n; ++i) {
+    proxies_[i]->submit([this, call, i, shared_task, shared_undo, run_late] {
+      {
+        std::lock_guard<std::mutex> lock(call->mu);
+        if (call->finished && !run_late) return;  // the caller gave up before this rail got to it
+      }
+      Status s = (*shared_task)(i);
+      std::function<void(Status)> fire;
+      Status result;
+      bool late = false;
+      {
+        std::lock_guard<std::mutex> lock(call->mu);
+        late = call->finished;
+        if (!late) {
+          call->answered[i] = true;
+          if (!s.ok() && call->first_error.ok()) call->first_error = s;
+          if (--call->remaining == 0) {
+            call->finished = true;
+            fire = std::move(call->done);
+            result = call->first_error;
+          }
+        }
+      }
+      if (late && s.ok() && *shared_undo) (*shared_undo)(i);
+      if (fire) {
+        deadlines_.cancel(call->timer);
+        fire(std::move(result));
       }
     });
-    if (!s.ok()) spdlog::error("closing registrations on rail {}: {}", i, s.to_string());
   }
 }
 
-void ProxySet::close_registration(LocalRegion region) {
-  std::vector<LocalRegion> one;
-  one.push_back(std::move(region));
-  close_registrations(one);
+void ProxySet::insert_addresses(const v1::RankTable& table, std::function<void(Result<Addresses>)> done) {
+  auto addrs = std::make_shared<Addresses>(table.world_size(), std::vector<fi_addr_t>(rails_.size(), FI_ADDR_UNSPEC));
+  auto shared_table = std::make_shared<v1::RankTable>(table);
+  on_every_rail(
+      [this, addrs, shared_table](size_t i) -> Status {
+        const v1::RankTable& t = *shared_table;
+        for (uint32_t r = 0; r < t.world_size(); ++r) {
+          const auto& entry = t.ranks(r);
+          if (entry.rails_size() == 0) continue;
+          const std::string& address = entry.rails(i % entry.rails_size()).address();
+          auto& cache = av_cache_[i];
+          auto hit = cache.find(address);
+          if (hit == cache.end()) {
+            fi_addr_t fa = FI_ADDR_UNSPEC;
+            int n = fi_av_insert(rails_[i]->av(), address.data(), 1, &fa, 0, nullptr);
+            if (n != 1) {
+              return internal_error("fi_av_insert of rank " + std::to_string(r) + "'s daemon on rail " +
+                                    std::to_string(i) + " inserted " + std::to_string(n));
+            }
+            hit = cache.emplace(address, fa).first;
+          }
+          (*addrs)[r][i] = hit->second;
+        }
+        return Status();
+      },
+      nullptr, false,
+      [addrs, done = std::move(done)](Status s) {
+        if (!s.ok()) return done(s);
+        done(std::move(*addrs));
+      });
+}
+
+void ProxySet::register_region(LocalRegion region, std::function<void(Result<LocalRegion>)> done) {
+  auto out = std::make_shared<LocalRegion>(std::move(region));
+  out->mrs.resize(proxies_.size());
+  out->keys.resize(proxies_.size());
+  std::vector<uint64_t> keys(proxies_.size());
+  {
+    std::lock_guard<std::mutex> lock(key_mu_);
+    for (auto& k : keys) k = next_key_++;
+  }
+  // Each rail's mrs[i] and keys[i] are touched only on rail i's thread.
+  on_every_rail(
+      [this, out, keys](size_t i) -> Status {
+        Result<MrPtr> mr = out->is_device()
+                               ? register_dmabuf(*rails_[i],
+                                                 DmabufRange{out->device->dmabuf.get(), out->device->size,
+                                                             out->device->device_va, out->device->cuda_device},
+                                                 keys[i])
+                               : register_memory(*rails_[i], out->region->data(), out->region->size(), keys[i]);
+        if (!mr.ok()) return mr.status();
+        out->keys[i].key = fi_mr_key(mr->get());
+        out->keys[i].base = (rails_[i]->mr_mode() & FI_MR_VIRT_ADDR) ? reinterpret_cast<uint64_t>(out->address()) : 0;
+        out->mrs[i] = std::move(mr.value());
+        return Status();
+      },
+      [out](size_t i) { out->mrs[i].reset(); },
+      false,
+      [this, out, done = std::move(done)](Status s) {
+        if (s.ok()) return done(std::move(*out));
+        // Close what was registered; a rail that answers late undoes its own.
+        on_every_rail(
+            [out](size_t i) {
+              out->mrs[i].reset();
+              return Status();
+            },
+            nullptr, true, [](Status) {});
+        done(s);
+      });
+}
+
+void ProxySet::close_registrations(std::vector<LocalRegion> regions, std::function<void()> done) {
+  auto shared = std::make_shared<std::vector<LocalRegion>>(std::move(regions));
+  on_every_rail(
+      [shared](size_t i) {
+        for (auto& r : *shared) {
+          if (i < r.mrs.size()) r.mrs[i].reset();
+        }
+        return Status();
+      },
+      nullptr, true,
+      [shared, done = std::move(done)](Status s) {
+        if (!s.ok()) spdlog::error("closing registrations: {}", s.to_string());
+        if (done) done();
+      });
 }
 
 std::vector<v1::ProxyStatus> ProxySet::status() const {

@@ -7,12 +7,15 @@
 
 #include <rdma/fabric.h>
 
+#include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "daemon/dataplane/deadline_timer.h"
 #include "daemon/dataplane/local_region.h"
 #include "daemon/proxy/proxy.h"
 #include "daemon/proxy/signal_space.h"
@@ -34,28 +37,44 @@ class ProxySet {
   size_t size() const { return proxies_.size(); }
   Proxy& proxy(size_t rail) { return *proxies_[rail]; }
   SignalSpace& signals() { return *signals_; }
+  DeadlineTimer& deadlines() { return deadlines_; }
   // The rail whose proxy serves the fewest rings.
   size_t least_loaded() const;
 
+  // Everything below hands its work to the proxies and returns at once;
+  // `done` runs on a proxy thread (or the deadline thread, when a rail did
+  // not answer within kRailCallTimeout) and must not block.
+  static constexpr std::chrono::milliseconds kRailCallTimeout{5000};
+
+  // Runs `task(rail)` on every rail's proxy thread, all rails at once;
+  // `done` gets the first error, or DEADLINE_EXCEEDED naming the rails that
+  // did not answer in time. A task not started by then never runs, unless
+  // `run_late` (cleanup that must happen whenever the proxy gets to it); a
+  // task that finished after the timeout calls `undo(rail)` on its thread.
+  void on_every_rail(std::function<Status(size_t rail)> task, std::function<void(size_t rail)> undo,
+                     bool run_late, std::function<void(Status)> done);
+
+  using Addresses = std::vector<std::vector<fi_addr_t>>;  // [rank][rail]
   // Inserts every rank's daemon address into every rail's address vector
-  // (once per address); returns, per rank, its fi_addr on each rail.
-  Result<std::vector<std::vector<fi_addr_t>>> insert_addresses(const v1::RankTable& table);
+  // (once per address); answers, per rank, its fi_addr on each rail.
+  void insert_addresses(const v1::RankTable& table, std::function<void(Result<Addresses>)> done);
 
   // Registers `region`'s memory (host region or device dma-buf) on every
   // rail, each on its proxy thread; fills its mrs and keys. On failure the
-  // registrations made so far are closed.
-  Result<LocalRegion> register_region(LocalRegion region);
-  // Closes the regions' registrations, each on its rail's proxy thread.
-  // Returning from here is the grace period after which no proxy still
-  // holds a pointer into these regions.
-  void close_registrations(std::vector<LocalRegion>& regions);
-  void close_registration(LocalRegion region);
+  // registrations made are closed.
+  void register_region(LocalRegion region, std::function<void(Result<LocalRegion>)> done);
+  // Closes the regions' registrations, each on its rail's proxy thread, and
+  // then drops the regions. `done` (optional) runs after every rail closed
+  // its registrations: the grace period after which no proxy still holds a
+  // pointer into these regions.
+  void close_registrations(std::vector<LocalRegion> regions, std::function<void()> done = {});
 
   std::vector<v1::ProxyStatus> status() const;
 
  private:
   const v1::DaemonConfig& config_;
   const std::vector<std::unique_ptr<Rail>>& rails_;
+  DeadlineTimer deadlines_;
   std::unique_ptr<SignalSpace> signals_;
   std::vector<std::unique_ptr<Proxy>> proxies_;
   // Per rail: fabric address bytes -> fi_addr (touched only on that proxy).

@@ -1,5 +1,7 @@
 #include "daemon/dataplane/ring_placement.h"
 
+#include <atomic>
+
 #include <spdlog/spdlog.h>
 
 #include "proto/ring/ring_host.h"
@@ -12,12 +14,13 @@ constexpr std::chrono::milliseconds kDrainTimeout(2000);
 
 }  // namespace
 
-Result<v1::RegionReply> RingPlacement::open(uint64_t client_id, pid_t pid, const std::shared_ptr<JobPlane>& plane,
-                                            uint32_t rank, uint32_t capacity, bool device_producers) {
+void RingPlacement::open(uint64_t client_id, pid_t pid, const std::shared_ptr<JobPlane>& plane, uint32_t rank,
+                         uint32_t capacity, bool device_producers,
+                         std::function<void(Result<v1::RegionReply>)> done) {
   const std::string& job_id = plane->job_id();
   if (!ring::ring_capacity_valid(capacity) || capacity > config_.max_ring_capacity()) {
-    return invalid_argument("ring capacity " + std::to_string(capacity) + ": must be a power of two in 2.." +
-                            std::to_string(config_.max_ring_capacity()) + " (max_ring_capacity)");
+    return done(invalid_argument("ring capacity " + std::to_string(capacity) + ": must be a power of two in 2.." +
+                                 std::to_string(config_.max_ring_capacity()) + " (max_ring_capacity)"));
   }
   uint64_t id = 0;
   {
@@ -25,17 +28,19 @@ Result<v1::RegionReply> RingPlacement::open(uint64_t client_id, pid_t pid, const
     size_t count = 0;
     for (const auto& r : rings_) count += r.client_id == client_id ? 1 : 0;
     if (count >= config_.max_rings_per_client()) {
-      return resource_exhausted("client already has " + std::to_string(count) + " rings (max_rings_per_client)");
+      return done(
+          resource_exhausted("client already has " + std::to_string(count) + " rings (max_rings_per_client)"));
     }
     id = next_ring_id_++;
   }
   const size_t proxy = proxies_.least_loaded();
   const uint64_t ring_bytes = ring::ring_bytes(capacity);
-  EPX_RETURN_IF_ERROR(quota_.reserve(client_id, ring_bytes));
-  QuotaReservation reservation(quota_, client_id, ring_bytes);  // counted in rings_ once recorded
-  EPX_ASSIGN_OR_RETURN(auto region,
-                       SharedRegion::create("epx-ring-" + job_id + "-" + std::to_string(rank), ring_bytes));
-  std::shared_ptr<SharedRegion> shared(std::move(region));
+  if (auto s = quota_.reserve(client_id, ring_bytes); !s.ok()) return done(s);
+  // Given back once the ring is recorded in rings_ (or failed).
+  auto reservation = std::make_shared<QuotaReservation>(quota_, client_id, ring_bytes);
+  auto region = SharedRegion::create("epx-ring-" + job_id + "-" + std::to_string(rank), ring_bytes);
+  if (!region.ok()) return done(region.status());
+  std::shared_ptr<SharedRegion> shared(std::move(region.value()));
   ring::ring_init(shared->data(), capacity,
                   device_producers ? ring::RingProducerKind::kDevice : ring::RingProducerKind::kHost);
   auto binding = std::make_shared<RingBinding>();
@@ -47,38 +52,56 @@ Result<v1::RegionReply> RingPlacement::open(uint64_t client_id, pid_t pid, const
   binding->header = ring::ring_header(shared->data());
   binding->slots = ring::ring_slots(binding->header);
   binding->capacity = capacity;
-  EPX_RETURN_IF_ERROR(proxies_.proxy(proxy).add_ring(binding));
   OwnedRing owned{client_id, job_id, rank, proxy, binding, 0};
-  bool recorded = false;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    // Checked under mu_: a release that removed the rank before this point
-    // collects rings again after removing it (DataPlane::detach_rank), so a
-    // ring recorded here is never missed.
-    if (plane->is_local(rank)) {
-      owned.token = regions_.add(shared, pid);
-      rings_.push_back(owned);
-      recorded = true;
+  proxies_.proxy(proxy).add_ring_async(binding, [this, owned, plane, pid, reservation, done]() mutable {
+    bool recorded = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      // Checked under mu_: a release that removed the rank before this point
+      // collects rings again after removing it (DataPlane::detach_rank), so
+      // a ring recorded here is never missed.
+      if (plane->is_local(owned.rank)) {
+        owned.token = regions_.add(owned.ring->region, pid);
+        rings_.push_back(owned);
+        recorded = true;
+      }
     }
-  }
-  if (!recorded) {
-    drain(owned);  // outside mu_: draining may take up to kDrainTimeout
-    return failed_precondition("job " + job_id + " rank " + std::to_string(rank) + " was released meanwhile");
-  }
-  v1::RegionReply reply;
-  reply.set_id(static_cast<uint32_t>(id));
-  reply.set_token(owned.token);
-  reply.set_bytes(shared->size());
-  return reply;
+    reservation.reset();
+    if (!recorded) {
+      const std::string why =
+          "job " + owned.job_id + " rank " + std::to_string(owned.rank) + " was released meanwhile";
+      return drain(std::move(owned), [done, why] { done(failed_precondition(why)); });
+    }
+    v1::RegionReply reply;
+    reply.set_id(static_cast<uint32_t>(owned.ring->id));
+    reply.set_token(owned.token);
+    reply.set_bytes(owned.ring->region->size());
+    done(std::move(reply));
+  });
 }
 
-void RingPlacement::drain(const OwnedRing& r) {
-  Status s = proxies_.proxy(r.proxy).remove_ring(r.ring, kDrainTimeout);
-  if (!s.ok()) spdlog::warn("job {} rank {}: {}", r.job_id, r.rank, s.to_string());
-  if (r.token) regions_.remove(r.token);
+void RingPlacement::drain(OwnedRing r, std::function<void()> done) {
+  // Finishes once: when the proxy released the ring, or (a stalled proxy)
+  // a second after the drain's own deadline.
+  auto once = std::make_shared<std::atomic<bool>>(false);
+  auto finish = [this, r, done = std::move(done), once](const Status& s) {
+    if (once->exchange(true)) return;
+    if (!s.ok()) spdlog::warn("job {} rank {}: {}", r.job_id, r.rank, s.to_string());
+    if (r.token) regions_.remove(r.token);
+    if (done) done();
+  };
+  const uint64_t timer = proxies_.deadlines().schedule(
+      DeadlineTimer::Clock::now() + kDrainTimeout + std::chrono::seconds(1), [finish, rail = r.proxy, id = r.ring->id] {
+        finish(deadline_exceeded("the proxy of rail " + std::to_string(rail) + " did not release ring " +
+                                 std::to_string(id) + " (stalled)"));
+      });
+  proxies_.proxy(r.proxy).remove_ring_async(r.ring, kDrainTimeout, [this, finish, timer](Status s) {
+    proxies_.deadlines().cancel(timer);
+    finish(s);
+  });
 }
 
-size_t RingPlacement::close(uint64_t client_id, const std::string& job_id) {
+void RingPlacement::close(uint64_t client_id, const std::string& job_id, std::function<void(size_t)> done) {
   std::vector<OwnedRing> mine;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -91,8 +114,15 @@ size_t RingPlacement::close(uint64_t client_id, const std::string& job_id) {
       }
     }
   }
-  for (const auto& r : mine) drain(r);
-  return mine.size();
+  const size_t count = mine.size();
+  if (count == 0) return done(0);
+  auto remaining = std::make_shared<std::atomic<size_t>>(count);
+  auto shared_done = std::make_shared<std::function<void(size_t)>>(std::move(done));
+  for (auto& r : mine) {
+    drain(std::move(r), [remaining, shared_done, count] {
+      if (remaining->fetch_sub(1) == 1) (*shared_done)(count);
+    });
+  }
 }
 
 void RingPlacement::clear() {

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -29,12 +30,14 @@ class RingPlacement {
       : config_(config), proxies_(proxies), regions_(regions), quota_(quota) {}
 
   // Opens a ring for local rank `rank` of `plane`, owned by `client_id`
-  // (process `pid` may fetch its memory).
-  Result<v1::RegionReply> open(uint64_t client_id, pid_t pid, const std::shared_ptr<JobPlane>& plane,
-                               uint32_t rank, uint32_t capacity, bool device_producers);
-  // Stops the client's rings of `job_id` after their in-flight writes
-  // completed (bounded), and drops their memory. Returns how many.
-  size_t close(uint64_t client_id, const std::string& job_id);
+  // (process `pid` may fetch its memory). `done` runs once the proxy serves
+  // it, on this thread or a proxy's; it must not block.
+  void open(uint64_t client_id, pid_t pid, const std::shared_ptr<JobPlane>& plane, uint32_t rank, uint32_t capacity,
+            bool device_producers, std::function<void(Result<v1::RegionReply>)> done);
+  // Stops the client's rings of `job_id`; once their in-flight writes
+  // completed (bounded by kDrainTimeout) drops their memory and runs
+  // `done(count)`, on this thread or a proxy's.
+  void close(uint64_t client_id, const std::string& job_id, std::function<void(size_t)> done);
   // Forgets every ring without draining (daemon teardown).
   void clear();
 
@@ -50,7 +53,8 @@ class RingPlacement {
     std::shared_ptr<RingBinding> ring;
     uint64_t token;  // fd-socket token of the ring's region
   };
-  void drain(const OwnedRing& r);
+  // Takes the ring off its proxy once drained; then `done`.
+  void drain(OwnedRing r, std::function<void()> done);
 
   const v1::DaemonConfig& config_;
   ProxySet& proxies_;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <future>
 
 #include <spdlog/spdlog.h>
 
@@ -46,6 +47,14 @@ Status Proxy::start() {
   return Status();
 }
 
+void Proxy::add_ring_async(std::shared_ptr<RingBinding> ring, std::function<void()> done) {
+  submit([this, ring = std::move(ring), done = std::move(done)] {
+    rings_.push_back(ring);
+    ring_count_.store(rings_.size(), std::memory_order_relaxed);
+    if (done) done();
+  });
+}
+
 Status Proxy::add_ring(std::shared_ptr<RingBinding> ring) {
   return execute([this, ring] {
     rings_.push_back(ring);
@@ -53,33 +62,56 @@ Status Proxy::add_ring(std::shared_ptr<RingBinding> ring) {
   });
 }
 
-Status Proxy::remove_ring(const std::shared_ptr<RingBinding>& ring, std::chrono::milliseconds timeout) {
-  EPX_RETURN_IF_ERROR(execute([ring] {
+void Proxy::remove_ring_async(std::shared_ptr<RingBinding> ring, std::chrono::milliseconds timeout,
+                              std::function<void(Status)> done) {
+  const auto deadline = Clock::now() + timeout;
+  submit([this, ring = std::move(ring), deadline, timeout, done = std::move(done)]() mutable {
     ring->closing = true;
     ring->pending.reset();
-  }));
-  const auto end = Clock::now() + timeout;
-  Status drained;
-  for (;;) {
-    bool idle = false;
-    EPX_RETURN_IF_ERROR(execute([&] { idle = ring->inflight == 0; }));
-    if (idle) break;
-    if (Clock::now() >= end) {
-      drained = deadline_exceeded("ring " + std::to_string(ring->id) + " still had writes in flight after " +
-                                  std::to_string(timeout.count()) + " ms");
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    draining_.push_back(Draining{std::move(ring), deadline, timeout, std::move(done)});
+  });
+}
+
+Status Proxy::remove_ring(const std::shared_ptr<RingBinding>& ring, std::chrono::milliseconds timeout) {
+  auto result = std::make_shared<std::promise<Status>>();
+  auto future = result->get_future();
+  remove_ring_async(ring, timeout, [result](Status s) { result->set_value(std::move(s)); });
+  // The proxy answers by the deadline; a second more covers a busy pass.
+  if (future.wait_for(timeout + std::chrono::seconds(1)) != std::future_status::ready) {
+    return deadline_exceeded("proxy of rail " + std::to_string(rail_.index()) + " did not release ring " +
+                             std::to_string(ring->id) + " within " + std::to_string(timeout.count() + 1000) +
+                             " ms (stalled)");
   }
-  EPX_RETURN_IF_ERROR(execute([this, ring] {
-    rings_.erase(std::remove(rings_.begin(), rings_.end(), ring), rings_.end());
+  return future.get();
+}
+
+bool Proxy::finish_drains() {
+  if (draining_.empty()) return false;
+  const auto now = Clock::now();
+  bool worked = false;
+  for (auto it = draining_.begin(); it != draining_.end();) {
+    RingBinding& ring = *it->ring;
+    if (ring.inflight != 0 && now < it->deadline) {
+      ++it;
+      continue;
+    }
+    Status drained;
+    if (ring.inflight != 0) {
+      drained = deadline_exceeded("ring " + std::to_string(ring.id) + " still had writes in flight after " +
+                                  std::to_string(it->timeout.count()) + " ms");
+    }
+    rings_.erase(std::remove(rings_.begin(), rings_.end(), it->ring), rings_.end());
     ring_count_.store(rings_.size(), std::memory_order_relaxed);
     // Completions still to come for a timed-out ring must not touch it.
     for (auto& c : contexts_) {
-      if (c.ring == ring.get()) c.ring = nullptr;
+      if (c.ring == &ring) c.ring = nullptr;
     }
-  }));
-  return drained;
+    auto done = std::move(it->done);
+    it = draining_.erase(it);
+    if (done) done(std::move(drained));
+    worked = true;
+  }
+  return worked;
 }
 
 ProxyStats Proxy::stats() const {
@@ -107,6 +139,7 @@ void Proxy::run() {
   while (!stop_.load(std::memory_order_acquire)) {
     const auto pass_start = Clock::now();
     bool worked = tasks_.run_pending();
+    worked |= finish_drains();
     const size_t n = rings_.size();
     for (size_t i = 0; i < n; ++i) {
       // Start each pass at a different ring so no tenant always goes first.

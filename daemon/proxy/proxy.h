@@ -56,10 +56,15 @@ class Proxy {
   // own what it uses (it may run after the caller returned).
   void submit(std::function<void()> task) { tasks_.submit(std::move(task)); }
 
-  // Starts serving a ring (takes effect on the proxy thread).
+  // Starts serving a ring; `done` runs on the proxy thread once it does.
+  void add_ring_async(std::shared_ptr<RingBinding> ring, std::function<void()> done);
+  // Stops posting from the ring; once its in-flight writes have completed
+  // (or after `timeout`: DEADLINE_EXCEEDED) the proxy forgets it and runs
+  // `done` on its thread. `done` must not block.
+  void remove_ring_async(std::shared_ptr<RingBinding> ring, std::chrono::milliseconds timeout,
+                         std::function<void(Status)> done);
+  // Blocking forms of the two (tests, teardown).
   Status add_ring(std::shared_ptr<RingBinding> ring);
-  // Stops posting from the ring and waits until its in-flight writes have
-  // completed (or `timeout`); then the proxy forgets it.
   Status remove_ring(const std::shared_ptr<RingBinding>& ring, std::chrono::milliseconds timeout);
 
   Rail& rail() { return rail_; }
@@ -73,7 +78,16 @@ class Proxy {
     uint32_t descriptors = 0;
   };
 
+  struct Draining {
+    std::shared_ptr<RingBinding> ring;
+    std::chrono::steady_clock::time_point deadline;
+    std::chrono::milliseconds timeout;
+    std::function<void(Status)> done;
+  };
+
   void run();
+  // Forgets closing rings whose writes completed (or timed out).
+  bool finish_drains();
   bool serve(RingBinding& ring);
   bool poll_cq();
   // Posts ring.pending; false when the provider said EAGAIN (retry later).
@@ -101,6 +115,7 @@ class Proxy {
 
   // Proxy thread only.
   std::vector<std::shared_ptr<RingBinding>> rings_;
+  std::vector<Draining> draining_;
   size_t next_ring_ = 0;
   std::vector<OpContext> contexts_;
   std::vector<OpContext*> free_contexts_;

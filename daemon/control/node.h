@@ -1,0 +1,46 @@
+// Node: what every part of the daemon may know about this node and this
+// daemon process: its configuration, its address for peers, its rails, and
+// whether it is shutting down. Built once at start; read-only afterwards
+// except the shutdown flag.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "daemon/fabric/rail.h"
+#include "epx/v1/config.pb.h"
+
+namespace epx::daemon {
+
+extern const char kVersion[];
+
+struct Node {
+  Node(v1::DaemonConfig config_in, std::string advertise, std::vector<std::unique_ptr<Rail>> rails_in)
+      : config(std::move(config_in)),
+        advertise_address(std::move(advertise)),
+        rails(std::move(rails_in)),
+        fd_socket(config.control_socket() + ".fd") {}
+
+  uint64_t uptime_ms() const {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
+  }
+  // Deadline for a plain daemon-to-daemon call.
+  std::chrono::system_clock::time_point rpc_deadline() const {
+    return std::chrono::system_clock::now() + std::chrono::milliseconds(config.rpc_timeout_ms());
+  }
+  bool shutting_down() const { return stopping.load(std::memory_order_acquire); }
+
+  const v1::DaemonConfig config;
+  const std::string advertise_address;  // host:port peers dial
+  const std::vector<std::unique_ptr<Rail>> rails;
+  const std::string fd_socket;
+  const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  // Set once by the shutdown; release pairs with shutting_down()'s acquire.
+  std::atomic<bool> stopping{false};
+};
+
+}  // namespace epx::daemon

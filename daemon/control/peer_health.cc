@@ -1,0 +1,49 @@
+#include "daemon/control/peer_health.h"
+
+#include <spdlog/spdlog.h>
+
+#include <vector>
+
+namespace epx::daemon {
+
+void PeerHealth::check() {
+  if (node_.shutting_down()) return;
+  const auto now = std::chrono::steady_clock::now();
+  const auto limit = std::chrono::milliseconds(node_.config.peer_timeout_ms());
+  std::map<std::string, std::vector<std::pair<std::string, v1::RankEntry>>> by_daemon;
+  for (const auto& t : clients_.formed_tables()) {
+    for (const auto& r : t.ranks()) {
+      if (r.daemon_address() != node_.advertise_address) by_daemon[r.daemon_address()].emplace_back(t.job_id(), r);
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = peers_by_address_.begin(); it != peers_by_address_.end();) {
+    it = by_daemon.count(it->first) ? std::next(it) : peers_by_address_.erase(it);  // no shared job any more
+  }
+  for (const auto& [address, ranks] : by_daemon) {
+    auto [h, inserted] = peers_by_address_.try_emplace(address, Peer{now, false});
+    if (!h->second.declared_lost && now - h->second.last_ok > limit) {
+      h->second.declared_lost = true;
+      spdlog::error("peer daemon {} silent for more than {} ms: reporting its ranks lost", address, limit.count());
+      for (const auto& [job, entry] : ranks) {
+        v1::JobEvent e;
+        e.set_job_id(job);
+        e.mutable_rank_left()->set_rank(entry.rank());
+        e.mutable_rank_left()->set_node(entry.node());
+        e.mutable_rank_left()->set_reason("daemon " + address + " on " + entry.node() + " unreachable for " +
+                                          std::to_string(limit.count()) + " ms");
+        events_.deliver(e);
+      }
+    }
+    if (h->second.declared_lost) continue;
+    const auto deadline = PeerClient::Clock::now() + std::min(limit, std::chrono::milliseconds(1000));
+    peers_.ping(address, deadline, [this, address](const grpc::Status& s, v1::PingReply&) {
+      if (!s.ok()) return;
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = peers_by_address_.find(address);
+      if (it != peers_by_address_.end()) it->second.last_ok = std::chrono::steady_clock::now();
+    });
+  }
+}
+
+}  // namespace epx::daemon

@@ -1,0 +1,40 @@
+// PeerHealth: liveness of the daemons that hold ranks of our jobs. Each is
+// pinged periodically; one silent for longer than peer_timeout_ms has its
+// ranks reported lost to our clients (RankLost naming it).
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "daemon/control/job_events.h"
+#include "daemon/control/node.h"
+#include "daemon/control/peer_client.h"
+#include "daemon/jobs/client_table.h"
+
+namespace epx::daemon {
+
+class PeerHealth {
+ public:
+  PeerHealth(const Node& node, ClientTable& clients, PeerClient& peers, JobEvents& events)
+      : node_(node), clients_(clients), peers_(peers), events_(events) {}
+
+  // Called periodically by the Daemon; never blocks.
+  void check();
+
+ private:
+  struct Peer {
+    std::chrono::steady_clock::time_point last_ok;
+    bool declared_lost = false;
+  };
+
+  const Node& node_;
+  ClientTable& clients_;
+  PeerClient& peers_;
+  JobEvents& events_;
+  std::mutex mu_;
+  std::map<std::string, Peer> peers_by_address_;
+};
+
+}  // namespace epx::daemon

@@ -1,0 +1,59 @@
+#include "daemon/control/status_report.h"
+
+#include <unistd.h>
+
+#include <map>
+
+#include "daemon/fabric/device_memory.h"
+
+namespace epx::daemon {
+
+const char kVersion[] = "0.1.0";
+
+v1::DaemonStatus StatusReport::status() const {
+  v1::DaemonStatus s;
+  s.set_node(node_.config.node_name());
+  s.set_version(kVersion);
+  s.set_pid(static_cast<uint32_t>(getpid()));
+  s.set_uptime_ms(node_.uptime_ms());
+  s.set_peer_address(node_.advertise_address);
+  s.set_control_socket(node_.config.control_socket());
+  s.set_provider(node_.rails.empty() ? node_.config.provider() : node_.rails.front()->provider());
+  for (const auto& rail : node_.rails) {
+    auto* r = s.add_rails();
+    r->set_index(rail->index());
+    r->set_provider(rail->provider());
+    r->set_fabric(rail->fabric_name());
+    r->set_domain(rail->domain_name());
+    r->set_address(rail->address());
+    r->set_max_msg_size(rail->max_msg_size());
+    r->set_fi_hmem(rail->supports_hmem());
+    r->set_mr_mode(mr_mode_string(rail->mr_mode()));
+    Status gpu = device_window_support(*rail);
+    r->set_device_windows(gpu.ok());
+    r->set_device_windows_reason(gpu.message());
+  }
+  s.set_libfabric(libfabric_description());
+  for (auto& c : clients_.client_status()) {
+    for (auto& r : data_plane_.ring_status(c.client_id())) *c.add_rings() = std::move(r);
+    const WindowUsage usage = data_plane_.window_usage(c.client_id());
+    c.set_windows(usage.windows);
+    c.set_window_bytes(usage.bytes);
+    c.set_host_windows(usage.windows - usage.device_windows);
+    c.set_device_windows(usage.device_windows);
+    c.set_device_window_bytes(usage.device_bytes);
+    *s.add_clients() = std::move(c);
+  }
+  for (auto& p : data_plane_.proxy_status()) *s.add_proxies() = std::move(p);
+  s.set_fd_socket(node_.fd_socket);
+  std::map<std::string, v1::JobStatus> jobs;
+  for (auto& j : coordinator_.status()) jobs[j.job_id()] = std::move(j);
+  for (auto& j : clients_.job_status()) {
+    auto it = jobs.find(j.job_id());
+    if (it == jobs.end()) jobs[j.job_id()] = std::move(j);  // coordinated elsewhere: local view
+  }
+  for (auto& [id, j] : jobs) *s.add_jobs() = std::move(j);
+  return s;
+}
+
+}  // namespace epx::daemon

@@ -1,0 +1,28 @@
+// StatusReport: the daemon's status as Local.Status and `epxctl status` show
+// it: rails, clients with their rings and windows, proxies, jobs.
+#pragma once
+
+#include "daemon/control/node.h"
+#include "daemon/dataplane/data_plane.h"
+#include "daemon/jobs/client_table.h"
+#include "daemon/jobs/coordinator.h"
+#include "epx/v1/status.pb.h"
+
+namespace epx::daemon {
+
+class StatusReport {
+ public:
+  StatusReport(const Node& node, const ClientTable& clients, const DataPlane& data_plane,
+               const Coordinator& coordinator)
+      : node_(node), clients_(clients), data_plane_(data_plane), coordinator_(coordinator) {}
+
+  v1::DaemonStatus status() const;
+
+ private:
+  const Node& node_;
+  const ClientTable& clients_;
+  const DataPlane& data_plane_;
+  const Coordinator& coordinator_;
+};
+
+}  // namespace epx::daemon
