@@ -185,16 +185,16 @@ void ProxySet::register_region(LocalRegion region, std::function<void(Result<Loc
   // Each rail's mrs[i] and keys[i] are touched only on rail i's thread.
   on_every_rail(
       [this, out, keys](size_t i) -> Status {
-        Result<MrPtr> mr = out->is_device()
-                               ? register_dmabuf(*rails_[i],
-                                                 DmabufRange{out->device->dmabuf.get(), out->device->size,
-                                                             out->device->device_va, out->device->cuda_device},
-                                                 keys[i])
-                               : register_memory(*rails_[i], out->region->data(), out->region->size(), keys[i]);
-        if (!mr.ok()) return mr.status();
-        out->keys[i].key = fi_mr_key(mr->get());
+        EPX_ASSIGN_OR_RETURN(
+            MrPtr mr, out->is_device()
+                          ? register_dmabuf(*rails_[i],
+                                            DmabufRange{out->device->dmabuf.get(), out->device->size,
+                                                        out->device->device_va, out->device->cuda_device},
+                                            keys[i])
+                          : register_memory(*rails_[i], out->region->data(), out->region->size(), keys[i]));
+        out->keys[i].key = fi_mr_key(mr.get());
         out->keys[i].base = (rails_[i]->mr_mode() & FI_MR_VIRT_ADDR) ? reinterpret_cast<uint64_t>(out->address()) : 0;
-        out->mrs[i] = std::move(mr.value());
+        out->mrs[i] = std::move(mr);
         return Status();
       },
       [out](size_t i) { out->mrs[i].reset(); },

@@ -106,8 +106,7 @@ Result<std::vector<std::unique_ptr<Rail>>> open_rails(const std::string& provide
   // gets its plain rail.
   Result<FiInfoPtr> hmem_list = FiInfoPtr();
   if (chosen == "efa" || chosen == "verbs") hmem_list = get_info(chosen.c_str(), FI_HMEM);
-  Result<FiInfoPtr> list = get_info(chosen.c_str());
-  if (!list.ok()) return list.status();
+  EPX_ASSIGN_OR_RETURN(FiInfoPtr list, get_info(chosen.c_str()));
   // One rail per domain; among a domain's entries prefer IPv4 addressing
   // (tcp lists IPv4 and IPv6 fabrics for every interface).
   std::map<std::string, const fi_info*> by_domain;
@@ -131,16 +130,15 @@ Result<std::vector<std::unique_ptr<Rail>>> open_rails(const std::string& provide
     }
   };
   if (hmem_list.ok() && hmem_list.value()) consider(hmem_list->get(), true);
-  consider(list->get(), false);
+  consider(list.get(), false);
   if (order.empty()) {
     return failed_precondition("provider '" + chosen + "': no domain matches rail_domains [" + join(domains) +
                                "]; domains present: " + join({seen.begin(), seen.end()}));
   }
   std::vector<std::unique_ptr<Rail>> rails;
   for (const auto& domain : order) {
-    auto rail = Rail::open(*by_domain[domain], static_cast<uint32_t>(rails.size()));
-    if (!rail.ok()) return rail.status();
-    rails.push_back(std::move(rail.value()));
+    EPX_ASSIGN_OR_RETURN(auto rail, Rail::open(*by_domain[domain], static_cast<uint32_t>(rails.size())));
+    rails.push_back(std::move(rail));
   }
   return rails;
 }

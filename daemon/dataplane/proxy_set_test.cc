@@ -1,0 +1,123 @@
+// ProxySet hands work to the proxies and never blocks its caller: a stalled
+// proxy turns into an error naming its rail within kRailCallTimeout, and the
+// work it runs late is undone on its own thread.
+#include "daemon/dataplane/proxy_set.h"
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <future>
+
+#include "daemon/config/config.h"
+#include "daemon/fabric/rail_discovery.h"
+
+using namespace epx;
+using namespace epx::daemon;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Node {
+  v1::DaemonConfig config;
+  std::vector<std::unique_ptr<Rail>> rails;
+  std::unique_ptr<ProxySet> proxies;
+
+  Node() {
+    config.set_provider("tcp");
+    config.add_rail_domains("lo");
+    config.set_control_socket("/tmp/unused.sock");
+    REQUIRE(finalize_config(&config).ok());
+    auto opened = open_rails("tcp", {"lo"});
+    REQUIRE_MESSAGE(opened.ok(), opened.status().to_string());
+    rails = std::move(opened.value());
+    proxies = std::make_unique<ProxySet>(config, rails);
+    REQUIRE(proxies->start().ok());
+  }
+};
+
+LocalRegion host_region(size_t bytes) {
+  auto region = SharedRegion::create("epx-proxy-set-test", bytes);
+  REQUIRE(region.ok());
+  LocalRegion r;
+  r.region = std::shared_ptr<SharedRegion>(std::move(region.value()));
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("a registration answers without blocking and gives registered keys") {
+  Node n;
+  std::promise<Result<LocalRegion>> answer;
+  n.proxies->register_region(host_region(1 << 16), [&](Result<LocalRegion> r) { answer.set_value(std::move(r)); });
+  auto future = answer.get_future();
+  REQUIRE(future.wait_for(5s) == std::future_status::ready);
+  Result<LocalRegion> r = future.get();
+  REQUIRE_MESSAGE(r.ok(), r.status().to_string());
+  REQUIRE(r->mrs.size() == n.rails.size());
+  CHECK(r->mrs[0] != nullptr);
+  std::promise<void> closed;
+  std::vector<LocalRegion> regions;
+  regions.push_back(std::move(r.value()));
+  n.proxies->close_registrations(std::move(regions), [&] { closed.set_value(); });
+  CHECK(closed.get_future().wait_for(5s) == std::future_status::ready);
+}
+
+TEST_CASE("a stalled proxy is an error naming its rail, the caller never waits, and late work is undone") {
+  Node n;
+  // Stall rail 0's proxy until released.
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::promise<void> stalled;
+  n.proxies->proxy(0).submit([&stalled, released] {
+    stalled.set_value();
+    released.wait();
+  });
+  stalled.get_future().wait();
+
+  std::promise<Result<LocalRegion>> answer;
+  const auto start = Clock::now();
+  n.proxies->register_region(host_region(1 << 16), [&](Result<LocalRegion> r) { answer.set_value(std::move(r)); });
+  CHECK(Clock::now() - start < 500ms);  // handed off, not waited for
+  auto future = answer.get_future();
+  REQUIRE(future.wait_for(ProxySet::kRailCallTimeout + 3s) == std::future_status::ready);
+  const auto took = Clock::now() - start;
+  Result<LocalRegion> r = future.get();
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == StatusCode::kDeadlineExceeded);
+  CHECK_MESSAGE(r.status().message().find("rail(s) 0") != std::string::npos, r.status().message());
+  CHECK(took >= ProxySet::kRailCallTimeout - 100ms);
+
+  // The proxy comes back: the late registration is skipped, and the proxy
+  // serves new calls normally.
+  release.set_value();
+  std::promise<Status> next;
+  n.proxies->on_every_rail([](size_t) { return Status(); }, nullptr, false, [&](Status s) { next.set_value(s); });
+  auto f = next.get_future();
+  REQUIRE(f.wait_for(5s) == std::future_status::ready);
+  CHECK(f.get().ok());
+}
+
+TEST_CASE("a task that finishes after the caller gave up undoes its work on its own rail") {
+  Node n;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<int> ran{0}, undone{0};
+  std::promise<Status> answer;
+  // The task itself stalls past the timeout, so it finishes late.
+  n.proxies->on_every_rail(
+      [&, released](size_t) {
+        released.wait();
+        ran.fetch_add(1);
+        return Status();
+      },
+      [&](size_t) { undone.fetch_add(1); }, false, [&](Status s) { answer.set_value(s); });
+  auto f = answer.get_future();
+  REQUIRE(f.wait_for(ProxySet::kRailCallTimeout + 3s) == std::future_status::ready);
+  CHECK(f.get().code() == StatusCode::kDeadlineExceeded);
+  release.set_value();
+  const auto end = Clock::now() + 5s;
+  while (undone.load() < static_cast<int>(n.rails.size()) && Clock::now() < end) std::this_thread::sleep_for(1ms);
+  CHECK(ran.load() == static_cast<int>(n.rails.size()));
+  CHECK(undone.load() == static_cast<int>(n.rails.size()));
+}
