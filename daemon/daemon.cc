@@ -70,10 +70,14 @@ Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
   peer_builder.AddListeningPort(config.peer_listen(), grpc::InsecureServerCredentials(), &port);
   peer_builder.RegisterService(&d->peer_service_);
   peer_builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // gRPC sets SO_REUSEPORT by default: a second daemon on a taken port would
+  // start and share the peers' calls with the first. Without it, it fails.
+  peer_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   peer_builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   d->peer_server_ = peer_builder.BuildAndStart();
   if (!d->peer_server_ || port == 0) {
-    return unavailable("cannot listen for peers on " + config.peer_listen() + " (address in use or not local?)");
+    return unavailable("cannot listen for peers on " + config.peer_listen() +
+                       " (address in use, e.g. by another epxd, or not local)");
   }
 
   std::string advertise = config.advertise_address();

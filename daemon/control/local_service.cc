@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "daemon/config/config.h"
 #include "daemon/control/session_stream.h"
 #include "grpc_status.h"
 
@@ -12,6 +13,8 @@ namespace {
 // the coordinator's own DEADLINE_EXCEEDED (naming the missing ranks) arrives
 // before gRPC's generic one.
 constexpr std::chrono::milliseconds kBarrierGrace(2000);
+// host:port of a daemon; DNS names are at most 253 bytes.
+constexpr size_t kMaxCoordinatorBytes = 262;
 
 grpc::ServerUnaryReactor* finish_now(grpc::CallbackServerContext* context, const grpc::Status& status) {
   auto* reactor = context->DefaultReactor();
@@ -40,6 +43,19 @@ epx::Status check_job_id(const std::string& job_id) {
       return invalid_argument("job id '" + job_id + "' may only hold letters, digits, '-', '_' and '.'");
     }
   }
+  return epx::Status();
+}
+
+epx::Status check_coordinator(const std::string& address) {
+  // Checked before anything is dialled: a bad argument fails only this call.
+  if (address.size() > kMaxCoordinatorBytes) {
+    return invalid_argument("coordinator address of " + std::to_string(address.size()) + " bytes: at most " +
+                            std::to_string(kMaxCoordinatorBytes));
+  }
+  auto hp = split_host_port(address);
+  if (!hp.ok()) return hp.status().with_context("coordinator");
+  if (hp->second == 0) return invalid_argument("coordinator '" + address + "': port 0 cannot be dialled");
+  if (hp->first.empty()) return invalid_argument("coordinator '" + address + "': no host");
   return epx::Status();
 }
 
@@ -72,6 +88,7 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
                                                         std::to_string(parts_.node.config.max_join_timeout_ms()))));
   }
   const std::string coordinator = request->coordinator().empty() ? parts_.node.advertise_address : request->coordinator();
+  if (auto s = check_coordinator(coordinator); !s.ok()) return finish_now(context, to_grpc(s));
 
   Membership m;
   m.job_id = request->job_id();
