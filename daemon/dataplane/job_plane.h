@@ -13,10 +13,10 @@
 #include "daemon/dataplane/job_view.h"
 #include "daemon/fabric/fi_handles.h"
 #include "daemon/shm/shared_region.h"
-#include "daemon/shm/unique_fd.h"
 #include "epx/status.h"
 #include "epx/v1/peer.pb.h"
 #include "epx/v1/rank_table.pb.h"
+#include "proto/fd/unique_fd.h"
 
 namespace epx::daemon {
 

@@ -8,7 +8,7 @@
 #include <utility>
 
 #include "client/src/cuda/driver_api.h"
-#include "client/src/fd_socket.h"
+#include "proto/fd/unique_fd.h"
 #include "epx/cuda.h"
 
 namespace epx {
@@ -116,7 +116,7 @@ struct GpuAllocation::Handles {
   std::unique_ptr<MemoryHandle> memory;
   std::unique_ptr<AddressRange> range;
   std::unique_ptr<Mapping> mapping;
-  ScopedFd dmabuf;
+  UniqueFd dmabuf;
 };
 
 Result<std::unique_ptr<GpuAllocation>> GpuAllocation::create(int device, uint64_t bytes) {
