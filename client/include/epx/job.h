@@ -27,7 +27,7 @@ struct PeerBuffer {
   uint32_t rank = 0;
   uint32_t local_rank = 0;
   uint32_t pid = 0;
-  std::string handle;  // opaque (CUDA IPC handle bytes)
+  std::string handle;  // opaque to the SDK and daemon (CudaPeers posts a CUDA IPC handle and its owner)
   uint64_t bytes = 0;
 };
 
