@@ -42,7 +42,9 @@ Result<FdAnswer> fd_request(const std::string& fd_socket, const void* request, s
                           .with_context(what + ": request to epxd fd socket " + fd_socket));
   FdAnswer answer;
   auto received = receive_with_fds(sock.get(), &answer.reply, sizeof(answer.reply), 1, MSG_WAITALL);
-  if (!received.ok()) return unavailable("bad reply from epxd fd socket " + fd_socket + ": " + received.status().message());
+  if (!received.ok()) {
+    return unavailable("bad reply from epxd fd socket " + fd_socket + ": " + received.status().message());
+  }
   if (received->bytes != sizeof(answer.reply) || answer.reply.magic != fdproto::kMagic) {
     return unavailable("bad reply from epxd fd socket " + fd_socket);
   }

@@ -59,7 +59,10 @@ Status Signals::wait_all(const std::vector<uint32_t>& indices, uint64_t target,
         for (uint32_t i : indices) {
           const uint64_t v = value(i);
           if (v >= target) continue;
-          if (shown++ < 8) short_of += (short_of.empty() ? "" : ", ") + std::string("signal ") + std::to_string(i) + " is " + std::to_string(v);
+          if (shown++ < 8) {
+            short_of += (short_of.empty() ? "" : ", ") + std::string("signal ") + std::to_string(i) + " is " +
+                        std::to_string(v);
+          }
         }
         return deadline_exceeded("job " + job_id_ + ": after " + std::to_string(timeout.count()) + " ms waiting for " +
                                  std::to_string(target) + ": " + short_of);

@@ -37,8 +37,9 @@ Result<MappedHost> map_host(void* host, size_t bytes, const std::string& what) {
 
 Result<ErrorRecord> new_error_record() {
   void* host = nullptr;
-  EPX_RETURN_IF_ERROR(cuda_status(cudaHostAlloc(&host, sizeof(DeviceError), cudaHostAllocMapped | cudaHostAllocPortable),
-                                  "cudaHostAlloc of the device error record"));
+  EPX_RETURN_IF_ERROR(
+      cuda_status(cudaHostAlloc(&host, sizeof(DeviceError), cudaHostAllocMapped | cudaHostAllocPortable),
+                  "cudaHostAlloc of the device error record"));
   ErrorRecord record;
   record.memory = PinnedHostAllocation(host);
   std::memset(host, 0, sizeof(DeviceError));

@@ -2,6 +2,7 @@
 // CudaWindow. CudaPeers is in cuda_peers.cc, device windows in gpu_window.cc.
 #include <cuda_runtime_api.h>
 
+#include <string>
 #include <utility>
 
 #include "client/src/cuda/cuda_handles.h"
@@ -38,8 +39,8 @@ Result<std::unique_ptr<CudaRing>> CudaRing::open(Job& job, uint32_t capacity, ui
   r->resources_ = std::make_unique<Resources>();
   Resources& res = *r->resources_;
   res.region = std::move(opened.second);
-  EPX_ASSIGN_OR_RETURN(res.mapped,
-                       cuda_handles::map_host(res.region->data(), res.region->size(), "ring " + std::to_string(r->id_)));
+  const std::string what = "ring " + std::to_string(r->id_);
+  EPX_ASSIGN_OR_RETURN(res.mapped, cuda_handles::map_host(res.region->data(), res.region->size(), what));
   EPX_ASSIGN_OR_RETURN(res.error, cuda_handles::new_error_record());
   constexpr size_t kCounterBytes = 3 * sizeof(unsigned long long);
   EPX_ASSIGN_OR_RETURN(res.counters, cuda_handles::allocate_device(kCounterBytes, "ring counters"));
