@@ -18,7 +18,7 @@
 #include <cstdint>
 #include <string>
 
-#include "kernels/cuda_status.h"
+#include "cuda/cuda_status.h"
 #include "kernels/fp8_cast.h"
 
 namespace epx::kernels {

@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cuda_device.h"
-#include "kernels/cuda_status.h"
+#include "cuda/cuda_device.h"
+#include "cuda/cuda_status.h"
 #include "kernels/fp8_cast.h"
 #include "kernels/fp8_reference.h"
 
@@ -30,7 +30,7 @@ class DeviceBuffer {
     status_ = cuda_status(cudaMalloc(&ptr_, bytes == 0 ? 1 : bytes), "cudaMalloc(" + std::to_string(bytes) + ")");
   }
   ~DeviceBuffer() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
+    if (ptr_ != nullptr) check_cuda_release(cudaFree(ptr_), "cudaFree of a test buffer");
   }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
@@ -61,7 +61,7 @@ class Stream {
  public:
   Stream() { status_ = cuda_status(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"); }
   ~Stream() {
-    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+    if (stream_ != nullptr) check_cuda_release(cudaStreamDestroy(stream_), "cudaStreamDestroy of the test stream");
   }
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
@@ -295,7 +295,7 @@ TEST_CASE("fp8 cast kernel timing (informational)") {
 }  // namespace epx::kernels
 
 int main(int argc, char** argv) {
-  const epx::Result<int> devices = epx::kernels::cuda_device_count();
+  const epx::Result<int> devices = epx::count_cuda_devices();
   if (!devices.ok()) {
     // A driver is there but unusable: on a GPU machine that is a failure, not a skip.
     std::printf("FAILED: cannot query CUDA devices: %s\n", devices.status().to_string().c_str());

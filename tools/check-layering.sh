@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # Lowest first: a library may depend only on libraries before it.
 order=(config fabric shm proxy dataplane jobs control daemon)
 # What the daemon may take from the SDK package: base types and contracts.
-sdk_allowed="//client:status //client:fd_protocol //client:grpc_status"
+sdk_allowed="//client:status //client:grpc_status"
 
 bad=0
 query() {

@@ -1,7 +1,5 @@
 #include "epx/client.h"
 
-#include <sstream>
-
 #include "client_session.h"
 
 namespace epx {
@@ -86,76 +84,5 @@ Result<DaemonInfo> Client::status() {
 std::optional<Event> Client::next_event(std::chrono::milliseconds timeout) { return session_->next_event(timeout); }
 Status Client::session_status() const { return session_->session_status(); }
 uint64_t Client::client_id() const { return session_->client_id(); }
-
-Job::Job(std::shared_ptr<ClientSession> session, RankTable table, uint32_t rank)
-    : session_(std::move(session)), table_(std::move(table)), rank_(rank), joined_(true) {}
-
-Job::Job(Job&& other) noexcept
-    : session_(std::move(other.session_)), table_(std::move(other.table_)), rank_(other.rank_), joined_(other.joined_) {
-  other.joined_ = false;
-}
-
-Job& Job::operator=(Job&& other) noexcept {
-  if (this != &other) {
-    (void)leave();
-    session_ = std::move(other.session_);
-    table_ = std::move(other.table_);
-    rank_ = other.rank_;
-    joined_ = other.joined_;
-    other.joined_ = false;
-  }
-  return *this;
-}
-
-Job::~Job() { (void)leave(); }
-
-Status Job::leave() {
-  if (!joined_) return Status();
-  joined_ = false;
-  if (!session_->session_status().ok()) return Status();  // the daemon already released everything
-  v1::LeaveJobRequest req;
-  req.set_client_id(session_->client_id());
-  req.set_job_id(table_.job_id);
-  v1::LeaveJobReply reply;
-  auto ctx = session_->context(session_->options().rpc_timeout);
-  grpc::Status s = session_->stub().LeaveJob(ctx.get(), req, &reply);
-  if (!s.ok()) return session_->explain(s, "leave " + table_.job_id);
-  return Status();
-}
-
-std::vector<uint32_t> RankTable::same_node_ranks(uint32_t rank) const {
-  std::vector<uint32_t> out;
-  if (rank >= ranks.size()) return out;
-  for (const auto& r : ranks) {
-    if (r.node == ranks[rank].node && r.daemon_address == ranks[rank].daemon_address) out.push_back(r.rank);
-  }
-  return out;
-}
-
-std::string RankTable::to_string() const {
-  std::ostringstream out;
-  out << "job " << job_id << " world " << world_size << " coordinator " << coordinator << "\n";
-  for (const auto& r : ranks) {
-    out << "  rank " << r.rank << " local " << r.local_rank << " node " << r.node << " daemon " << r.daemon_address
-        << " pid " << r.pid << " rails " << r.rails.size();
-    for (const auto& rail : r.rails) out << " [" << rail.provider << " " << rail.domain << "]";
-    out << "\n";
-  }
-  return out.str();
-}
-
-std::string Event::to_string() const {
-  switch (kind) {
-    case Kind::kRankLost:
-      return "rank " + std::to_string(rank) + " of job " + job_id + " lost (node " + node + "): " + reason;
-    case Kind::kJobAborted:
-      return "job " + job_id + " aborted: " + reason;
-    case Kind::kDaemonShutdown:
-      return "daemon shutting down: " + reason;
-    case Kind::kSessionLost:
-      return "session lost: " + reason;
-  }
-  return "unknown event";
-}
 
 }  // namespace epx

@@ -2,23 +2,22 @@
 
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <utility>
+#include <vector>
 
-#include "fd_protocol.h"
+#include "proto/fd/scm_rights.h"
 
 namespace epx {
+namespace {
 
-void ScopedFd::reset(int fd) {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = fd;
-}
-
-Result<ScopedFd> connect_fd_socket(const std::string& path) {
-  ScopedFd sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (sock.get() < 0) return unavailable(std::string("socket: ") + std::strerror(errno));
+// A unix stream socket connected to `path`; sends and receives time out
+// after 5 s (the daemon answers at once).
+Result<UniqueFd> connect_fd_socket(const std::string& path) {
+  UniqueFd sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!sock) return unavailable(std::string("socket: ") + std::strerror(errno));
   timeval tv{5, 0};  // the daemon answers at once; never wait longer than this
   ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   ::setsockopt(sock.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
@@ -32,39 +31,38 @@ Result<ScopedFd> connect_fd_socket(const std::string& path) {
   return std::move(sock);
 }
 
+}  // namespace
+
+Result<FdAnswer> fd_request(const std::string& fd_socket, const void* request, size_t bytes, int attach,
+                            const std::string& what) {
+  EPX_ASSIGN_OR_RETURN(UniqueFd sock, connect_fd_socket(fd_socket));
+  const std::vector<int> attached = attach >= 0 ? std::vector<int>{attach} : std::vector<int>{};
+  // One sendmsg: a descriptor travels with the request's first byte.
+  EPX_RETURN_IF_ERROR(send_with_fds(sock.get(), request, bytes, attached)
+                          .with_context(what + ": request to epxd fd socket " + fd_socket));
+  FdAnswer answer;
+  auto received = receive_with_fds(sock.get(), &answer.reply, sizeof(answer.reply), 1, MSG_WAITALL);
+  if (!received.ok()) {
+    return unavailable("bad reply from epxd fd socket " + fd_socket + ": " + received.status().message());
+  }
+  if (received->bytes != sizeof(answer.reply) || answer.reply.magic != fdproto::kMagic) {
+    return unavailable("bad reply from epxd fd socket " + fd_socket);
+  }
+  if (answer.reply.status != 0) {
+    answer.reply.message[sizeof(answer.reply.message) - 1] = '\0';
+    return Status(static_cast<StatusCode>(answer.reply.status), what + ": " + answer.reply.message);
+  }
+  if (!received->fds.empty()) answer.fd = std::move(received->fds.front());
+  return std::move(answer);
+}
+
 Result<uint64_t> submit_fd(const std::string& fd_socket, uint64_t client_id, int fd) {
   if (fd < 0) return invalid_argument("no descriptor to send (fd " + std::to_string(fd) + ")");
-  auto sock = connect_fd_socket(fd_socket);
-  if (!sock.ok()) return sock.status();
-  fdproto::FdSubmit submit{fdproto::kSubmitMagic, client_id};
-  iovec iov{&submit, sizeof(submit)};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg = {};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-  // One sendmsg: the descriptor travels with the request's first byte.
-  if (::sendmsg(sock->get(), &msg, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(submit))) {
-    return unavailable("sending a descriptor to " + fd_socket + ": " + std::strerror(errno));
-  }
-  fdproto::FdReply reply = {};
-  const ssize_t n = ::recv(sock->get(), &reply, sizeof(reply), MSG_WAITALL);
-  if (n != static_cast<ssize_t>(sizeof(reply)) || reply.magic != fdproto::kMagic) {
-    return unavailable("bad reply from epxd fd socket " + fd_socket +
-                       (n < 0 ? std::string(": ") + std::strerror(errno) : ""));
-  }
-  if (reply.status != 0) {
-    reply.message[sizeof(reply.message) - 1] = '\0';
-    return Status(static_cast<StatusCode>(reply.status), std::string("sending a descriptor to epxd: ") + reply.message);
-  }
-  if (reply.token == 0) return internal_error("epxd took the descriptor but sent no token");
-  return reply.token;
+  const fdproto::FdSubmit submit{fdproto::kSubmitMagic, client_id};
+  EPX_ASSIGN_OR_RETURN(FdAnswer answer, fd_request(fd_socket, &submit, sizeof(submit), fd,
+                                                   "sending a descriptor to epxd"));
+  if (answer.reply.token == 0) return internal_error("epxd took the descriptor but sent no token");
+  return answer.reply.token;
 }
 
 }  // namespace epx

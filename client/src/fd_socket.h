@@ -1,42 +1,31 @@
-// The SDK's side of the daemon's fd socket (client/internal/fd_protocol.h):
-// one connection per request.
+// The SDK's side of the daemon's fd socket (proto/fd/fd_protocol.h): one
+// connection per request.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
 #include "epx/status.h"
+#include "proto/fd/fd_protocol.h"
+#include "proto/fd/unique_fd.h"
 
 namespace epx {
 
-// Closes a file descriptor on scope exit.
-class ScopedFd {
- public:
-  ScopedFd() = default;
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ScopedFd(ScopedFd&& o) noexcept : fd_(o.release()) {}
-  ScopedFd& operator=(ScopedFd&& o) noexcept {
-    if (this != &o) reset(o.release());
-    return *this;
-  }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  ~ScopedFd() { reset(); }
-  int get() const { return fd_; }
-  int release() {
-    int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-  void reset(int fd = -1);
-
- private:
-  int fd_ = -1;
+// The daemon's answer to one request, with the descriptor it attached (a
+// fetched region's; none for a submit).
+struct FdAnswer {
+  fdproto::FdReply reply = {};
+  UniqueFd fd;
 };
 
-// A unix stream socket connected to `path`; sends and receives time out
-// after 5 s (the daemon answers at once).
-Result<ScopedFd> connect_fd_socket(const std::string& path);
+// Connects to `fd_socket`, sends `bytes` of `request` (with a copy of
+// `attach` attached unless it is -1) and reads the reply. Blocks at most
+// about 5 s per direction (the daemon answers at once). UNAVAILABLE when the
+// daemon cannot be reached or answers garbage; the daemon's refusal comes
+// back with its code and message, prefixed with `what`.
+Result<FdAnswer> fd_request(const std::string& fd_socket, const void* request, size_t bytes, int attach,
+                            const std::string& what);
 
 // Sends `fd` (a copy; the caller keeps its own) to the daemon for
 // `client_id` and returns the token that names it in CreateDeviceWindow.

@@ -8,7 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/fabric/device_memory.h"
-#include "fd_protocol.h"
+#include "proto/fd/fd_protocol.h"
 
 namespace epx::daemon {
 

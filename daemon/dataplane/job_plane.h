@@ -15,6 +15,7 @@
 #include "epx/status.h"
 #include "epx/v1/peer.pb.h"
 #include "epx/v1/rank_table.pb.h"
+#include "proto/fd/unique_fd.h"
 
 namespace epx::daemon {
 

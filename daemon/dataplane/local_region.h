@@ -11,7 +11,7 @@
 #include "daemon/fabric/fi_handles.h"
 #include "daemon/proxy/job_view.h"
 #include "daemon/shm/shared_region.h"
-#include "daemon/shm/unique_fd.h"
+#include "proto/fd/unique_fd.h"
 
 namespace epx::daemon {
 

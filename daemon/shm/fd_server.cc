@@ -10,7 +10,8 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/shm/local_socket.h"
-#include "fd_protocol.h"
+#include "proto/fd/fd_protocol.h"
+#include "proto/fd/scm_rights.h"
 
 namespace epx::daemon {
 
@@ -62,30 +63,18 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
   // recvmsg, not a plain read: a read would discard (close) descriptors
   // the client attached to the request.
   void receive() {
-    iovec iov{request + received, kRequestBytes - received};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxPassedFds)] = {};
-    msghdr msg = {};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    const ssize_t n = ::recvmsg(socket.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return read_more();
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t i = 0; i < count; ++i) {
-        int fd = -1;
-        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-        passed.emplace_back(fd);
-      }
+    auto got = receive_with_fds(socket.native_handle(), request + received, kRequestBytes - received, kMaxPassedFds,
+                                MSG_DONTWAIT);
+    if (got.ok() && got->would_block) return read_more();
+    if (got.ok()) {
+      for (UniqueFd& fd : got->fds) passed.push_back(std::move(fd));
+      if (got->truncated) too_many_fds = true;
     }
-    if ((msg.msg_flags & MSG_CTRUNC) != 0) too_many_fds = true;
-    if (n <= 0) {  // the client hung up (or the socket failed) before a whole request
+    if (!got.ok() || got->bytes == 0) {  // the client hung up (or the socket failed) before a whole request
       timer.cancel();
       return;
     }
-    received += static_cast<size_t>(n);
+    received += got->bytes;
     if (received < kRequestBytes) return read_more();
     timer.cancel();
     answer();
@@ -148,23 +137,11 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
     reply.status = static_cast<int32_t>(status.code());
     std::strncpy(reply.message, status.message().c_str(), sizeof(reply.message) - 1);
 
-    iovec iov{&reply, sizeof(reply)};
-    msghdr msg = {};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    if (send_fd >= 0) {
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof(control);
-      cmsghdr* c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int));
-      std::memcpy(CMSG_DATA(c), &send_fd, sizeof(int));
-    }
     // The reply is 256 bytes on a fresh unix socket: it fits the send buffer.
-    if (::sendmsg(socket.native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT) != static_cast<ssize_t>(sizeof(reply))) {
-      spdlog::warn("fd socket: reply to pid {} failed: {}", cred.pid, std::strerror(errno));
+    const std::vector<int> attached = send_fd >= 0 ? std::vector<int>{send_fd} : std::vector<int>{};
+    if (Status sent = send_with_fds(socket.native_handle(), &reply, sizeof(reply), attached, MSG_DONTWAIT);
+        !sent.ok()) {
+      spdlog::warn("fd socket: reply to pid {} failed: {}", cred.pid, sent.message());
     }
     if (!status.ok()) spdlog::warn("fd socket: {} of pid {} refused: {}", what, cred.pid, status.message());
   }

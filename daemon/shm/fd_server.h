@@ -1,4 +1,4 @@
-// FdServer: the daemon's side of the fd socket (client/internal/fd_protocol.h):
+// FdServer: the daemon's side of the fd socket (proto/fd/fd_protocol.h):
 // hands shared regions to the clients that own them (fetch) and takes
 // clients' dma-buf descriptors for device windows (submit). Runs on the
 // daemon's io_context; a client that connects and stays silent is dropped

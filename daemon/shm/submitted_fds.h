@@ -13,8 +13,8 @@
 #include <mutex>
 #include <random>
 
-#include "daemon/shm/unique_fd.h"
 #include "epx/status.h"
+#include "proto/fd/unique_fd.h"
 
 namespace epx::daemon {
 

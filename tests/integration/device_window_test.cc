@@ -16,7 +16,8 @@
 #include <thread>
 
 #include "epx/client.h"
-#include "fd_protocol.h"
+#include "proto/fd/fd_protocol.h"
+#include "proto/fd/scm_rights.h"
 #include "tests/harness/daemon_process.h"
 
 using namespace epx;
@@ -93,8 +94,9 @@ DeviceMemory device_memory(uint64_t bytes) {
   return m;
 }
 
-// Sends a submit request on the fd socket with no descriptor attached.
-fdproto::FdReply submit_without_fd(const std::string& fd_socket, uint64_t client_id) {
+// Sends a submit request on the fd socket in the name of `client_id`,
+// carrying `fds` (none, or descriptors that should not be there).
+fdproto::FdReply submit_raw(const std::string& fd_socket, uint64_t client_id, const std::vector<int>& fds) {
   int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   REQUIRE(s >= 0);
   sockaddr_un addr = {};
@@ -102,38 +104,8 @@ fdproto::FdReply submit_without_fd(const std::string& fd_socket, uint64_t client
   std::strncpy(addr.sun_path, fd_socket.c_str(), sizeof(addr.sun_path) - 1);
   REQUIRE(::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
   fdproto::FdSubmit submit{fdproto::kSubmitMagic, client_id};
-  REQUIRE(::send(s, &submit, sizeof(submit), MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof(submit)));
-  fdproto::FdReply reply = {};
-  timeval tv{5, 0};
-  ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  REQUIRE(::recv(s, &reply, sizeof(reply), MSG_WAITALL) == static_cast<ssize_t>(sizeof(reply)));
-  ::close(s);
-  return reply;
-}
-
-// Sends a submit request carrying `fd` on the fd socket in the name of
-// `client_id`.
-fdproto::FdReply submit_fd(const std::string& fd_socket, uint64_t client_id, int fd) {
-  int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(s >= 0);
-  sockaddr_un addr = {};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, fd_socket.c_str(), sizeof(addr.sun_path) - 1);
-  REQUIRE(::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  fdproto::FdSubmit submit{fdproto::kSubmitMagic, client_id};
-  iovec iov{&submit, sizeof(submit)};
-  msghdr msg = {};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-  REQUIRE(::sendmsg(s, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof(submit)));
+  const Status sent = send_with_fds(s, &submit, sizeof(submit), fds);
+  REQUIRE_MESSAGE(sent.ok(), sent.to_string());
   fdproto::FdReply reply = {};
   timeval tv{5, 0};
   ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -219,13 +191,13 @@ TEST_CASE("refused device windows leak nothing, bad requests get clear errors, h
   auto none = ja->create_device_window(0, device_memory(1 << 20));
   CHECK(none.status().code() == StatusCode::kInvalidArgument);
   CHECK(none.status().message().find("no fd token") != std::string::npos);
-  fdproto::FdReply bare = submit_without_fd(a.socket() + ".fd", ca->client_id());
+  fdproto::FdReply bare = submit_raw(a.socket() + ".fd", ca->client_id(), {});
   CHECK(bare.status == static_cast<int32_t>(StatusCode::kInvalidArgument));
   CHECK(std::string(bare.message).find("exactly one descriptor") != std::string::npos);
   CHECK(bare.token == 0);
   // A submit in the name of a client that is not this process's: refused,
   // so nobody can spend another client's descriptor quota.
-  fdproto::FdReply forged = submit_fd(a.socket() + ".fd", ca->client_id() + 1000, gpu.fd);
+  fdproto::FdReply forged = submit_raw(a.socket() + ".fd", ca->client_id() + 1000, {gpu.fd});
   CHECK(forged.status == static_cast<int32_t>(StatusCode::kFailedPrecondition));
   CHECK(std::string(forged.message).find("is not attached") != std::string::npos);
   CHECK(forged.token == 0);

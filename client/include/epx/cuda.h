@@ -16,11 +16,14 @@
 namespace epx {
 
 // A ring whose producers are GPU threads: the ring memory registered with
-// CUDA (mapped), and the producers' counters in device memory.
+// CUDA (mapped), and the producers' counters in device memory. Everything
+// is released when the object is destroyed (after the kernels using
+// device() have finished).
 class CudaRing {
  public:
   // capacity: slots (power of two). post_timeout_ns: how long a kernel's
   // post waits for a full ring before giving up with a DeviceError.
+  // Blocks (daemon call, CUDA allocation and a synchronize).
   static Result<std::unique_ptr<CudaRing>> open(Job& job, uint32_t capacity, uint64_t post_timeout_ns = 1000000000ull);
   ~CudaRing();
   const DeviceRing& device() const { return device_; }
@@ -31,32 +34,34 @@ class CudaRing {
 
  private:
   CudaRing() = default;
-  std::shared_ptr<MappedRegion> region_;
+  struct Resources;  // the mapped ring and its CUDA resources (client/src/cuda/)
+  std::unique_ptr<Resources> resources_;
   DeviceRing device_ = {};
-  DeviceError* error_host_ = nullptr;
-  void* counters_ = nullptr;  // device memory
   uint32_t id_ = 0;
 };
 
-// This rank's signals, readable by kernels.
+// This rank's signals, readable by kernels: the signal array registered
+// with CUDA (mapped), and an error record kernels' waits write to.
 class CudaSignals {
  public:
+  // Blocks (daemon call, CUDA registration).
   static Result<std::unique_ptr<CudaSignals>> open(Job& job, uint32_t count);
   ~CudaSignals();
   const DeviceSignals& device() const { return device_; }
-  Signals& host() { return *signals_; }
+  Signals& host();
+  // OK, or the first timeout a kernel's wait recorded.
   Status device_error() const;
 
  private:
   CudaSignals() = default;
-  std::unique_ptr<Signals> signals_;
+  struct Resources;  // the signals and their CUDA resources (client/src/cuda/)
+  std::unique_ptr<Resources> resources_;
   DeviceSignals device_ = {};
-  DeviceError* error_host_ = nullptr;
 };
 
 // Registers a window with CUDA so kernels can read and write it; returns
 // the device pointer of its first byte. Unregistered when the returned
-// object is destroyed.
+// object is destroyed, which must happen before the Window goes.
 class CudaWindow {
  public:
   static Result<std::unique_ptr<CudaWindow>> map(const Window& window);
@@ -65,7 +70,8 @@ class CudaWindow {
 
  private:
   CudaWindow() = default;
-  void* host_ = nullptr;
+  struct Resources;  // the CUDA registration (client/src/cuda/)
+  std::unique_ptr<Resources> resources_;
   uint8_t* device_ptr_ = nullptr;
 };
 
@@ -159,7 +165,10 @@ class GpuWindow {
 // Same-node peers: exchanges this rank's GPU buffer with the job's other
 // ranks on this node (through the daemon) and maps theirs, giving kernels a
 // pointer per same-node rank (DevicePeers). Ranks in this very process are
-// resolved without IPC (CUDA IPC cannot open a handle in its own process).
+// resolved without IPC (CUDA IPC cannot open a handle in its own process):
+// each posted handle says which process made it and at which address.
+// Blocks until every same-node rank posted (at most `timeout`); the peers'
+// mappings are closed when the object is destroyed.
 class CudaPeers {
  public:
   static Result<std::unique_ptr<CudaPeers>> open(Job& job, void* device_buffer, size_t bytes,
@@ -171,14 +180,14 @@ class CudaPeers {
 
  private:
   CudaPeers() = default;
+  struct Resources;  // the peers' IPC mappings and the device table (client/src/cuda/)
+  std::unique_ptr<Resources> resources_;
   std::vector<uint8_t*> pointers_;
-  std::vector<void*> opened_;  // cudaIpcOpenMemHandle results, closed on destruction
-  void* table_ = nullptr;      // device memory
   DevicePeers device_ = {};
-  std::string own_handle_;
 };
 
-// Number of CUDA devices; 0 when there is no driver or device.
+// Number of CUDA devices; 0 when there is no driver or device, or the
+// driver cannot be used (e.g. older than this binary's CUDA runtime).
 int cuda_device_count();
 
 }  // namespace epx

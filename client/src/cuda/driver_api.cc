@@ -2,6 +2,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "cuda/cuda_status.h"
+
 namespace epx::cuda_driver {
 namespace {
 
@@ -13,13 +15,9 @@ template <typename Fn>
 Status resolve(const char* symbol, Fn* out) {
   void* fn = nullptr;
   cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
-  cudaError_t e = cudaGetDriverEntryPointByVersion(symbol, &fn, kAbiVersion, cudaEnableDefault, &found);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    return Status(e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ? StatusCode::kUnavailable
-                                                                              : StatusCode::kInternal,
-                  std::string("cudaGetDriverEntryPointByVersion(") + symbol + "): " + cudaGetErrorName(e));
-  }
+  EPX_RETURN_IF_ERROR(
+      cuda_status(cudaGetDriverEntryPointByVersion(symbol, &fn, kAbiVersion, cudaEnableDefault, &found),
+                  std::string("cudaGetDriverEntryPointByVersion(") + symbol + ")"));
   if (found != cudaDriverEntryPointSuccess || fn == nullptr) {
     return failed_precondition(std::string("the CUDA driver has no ") + symbol + " (as of CUDA 12.0)");
   }
@@ -69,6 +67,11 @@ Status status(const Api& api, CUresult result, const std::string& what) {
   return Status(no_gpu ? StatusCode::kUnavailable
                        : unsupported ? StatusCode::kFailedPrecondition : StatusCode::kInternal,
                 what + ": " + name + " (" + text + ") [" + std::to_string(static_cast<int>(result)) + "]");
+}
+
+void check_release(const Api& api, CUresult result, const char* what) {
+  if (result == CUDA_SUCCESS || result == CUDA_ERROR_DEINITIALIZED) return;
+  log_release_failure(status(api, result, what));
 }
 
 }  // namespace epx::cuda_driver

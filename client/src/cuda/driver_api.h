@@ -37,4 +37,10 @@ Result<const Api*> api();
 // there is no usable driver or device, INTERNAL otherwise.
 Status status(const Api& api, CUresult result, const std::string& what);
 
+// For destructors, which cannot return a Status: a release call's result
+// (cuMemRelease, cuMemUnmap, ...). A failure is logged (log_release_failure
+// in cuda/cuda_status.h), except CUDA_ERROR_DEINITIALIZED: the driver is
+// shutting down at process exit and has released everything itself.
+void check_release(const Api& api, CUresult result, const char* what);
+
 }  // namespace epx::cuda_driver

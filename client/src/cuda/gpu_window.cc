@@ -8,8 +8,9 @@
 #include <utility>
 
 #include "client/src/cuda/driver_api.h"
-#include "client/src/fd_socket.h"
+#include "cuda/cuda_status.h"
 #include "epx/cuda.h"
+#include "proto/fd/unique_fd.h"
 
 namespace epx {
 namespace {
@@ -17,13 +18,14 @@ namespace {
 using cuda_driver::Api;
 
 // One RAII owner per driver handle, so a failure half-way through create()
-// releases exactly what was made, in reverse order.
+// releases exactly what was made, in reverse order. A failed release is
+// logged (cuda_driver::check_release).
 class MemoryHandle {
  public:
   MemoryHandle(const Api& api, CUmemGenericAllocationHandle h) : api_(&api), handle_(h) {}
   MemoryHandle(const MemoryHandle&) = delete;
   MemoryHandle& operator=(const MemoryHandle&) = delete;
-  ~MemoryHandle() { api_->mem_release(handle_); }
+  ~MemoryHandle() { cuda_driver::check_release(*api_, api_->mem_release(handle_), "cuMemRelease"); }
   CUmemGenericAllocationHandle get() const { return handle_; }
 
  private:
@@ -36,7 +38,7 @@ class AddressRange {
   AddressRange(const Api& api, CUdeviceptr va, size_t size) : api_(&api), va_(va), size_(size) {}
   AddressRange(const AddressRange&) = delete;
   AddressRange& operator=(const AddressRange&) = delete;
-  ~AddressRange() { api_->mem_address_free(va_, size_); }
+  ~AddressRange() { cuda_driver::check_release(*api_, api_->mem_address_free(va_, size_), "cuMemAddressFree"); }
 
  private:
   const Api* api_;
@@ -49,7 +51,7 @@ class Mapping {
   Mapping(const Api& api, CUdeviceptr va, size_t size) : api_(&api), va_(va), size_(size) {}
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
-  ~Mapping() { api_->mem_unmap(va_, size_); }
+  ~Mapping() { cuda_driver::check_release(*api_, api_->mem_unmap(va_, size_), "cuMemUnmap"); }
 
  private:
   const Api* api_;
@@ -73,17 +75,14 @@ class CurrentDevice {
     if (g->previous_ == device || (g->previous_ >= 0 && !has_context(g->previous_))) g->previous_ = -1;
     cudaError_t e = cudaSetDevice(device);
     if (e == cudaSuccess) e = cudaFree(nullptr);  // forces the primary context into existence
-    if (e != cudaSuccess) {
-      (void)cudaGetLastError();
-      return Status(e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver || e == cudaErrorInvalidDevice
-                        ? StatusCode::kUnavailable
-                        : StatusCode::kInternal,
-                    "making CUDA device " + std::to_string(device) + " current: " + cudaGetErrorName(e));
-    }
+    Status made = cuda_status(e, "making CUDA device " + std::to_string(device) + " current");
+    // No such device is the machine's lack of it, as with no device at all.
+    if (e == cudaErrorInvalidDevice) made = Status(StatusCode::kUnavailable, made.message());
+    EPX_RETURN_IF_ERROR(made);
     return g;
   }
   ~CurrentDevice() {
-    if (previous_ >= 0) (void)cudaSetDevice(previous_);
+    if (previous_ >= 0) check_cuda_release(cudaSetDevice(previous_), "restoring the calling thread's CUDA device");
   }
 
  private:
@@ -116,16 +115,14 @@ struct GpuAllocation::Handles {
   std::unique_ptr<MemoryHandle> memory;
   std::unique_ptr<AddressRange> range;
   std::unique_ptr<Mapping> mapping;
-  ScopedFd dmabuf;
+  UniqueFd dmabuf;
 };
 
 Result<std::unique_ptr<GpuAllocation>> GpuAllocation::create(int device, uint64_t bytes) {
   if (bytes == 0) return invalid_argument("GPU allocation of 0 bytes");
-  auto driver = cuda_driver::api();
-  if (!driver.ok()) return driver.status();
-  const Api& api = **driver;
-  auto current = CurrentDevice::set(device);
-  if (!current.ok()) return current.status();
+  EPX_ASSIGN_OR_RETURN(const Api* driver, cuda_driver::api());
+  const Api& api = *driver;
+  EPX_ASSIGN_OR_RETURN(auto current, CurrentDevice::set(device));
   const std::string where = "GPU " + std::to_string(device);
 
   CUdevice dev = 0;
@@ -190,16 +187,15 @@ GpuAllocation::~GpuAllocation() {
   if (!handles_) return;
   // The driver calls act on the allocation's device context.
   auto current = CurrentDevice::set(device_);
+  if (!current.ok()) log_release_failure(current.status().with_context("releasing GPU memory"));
   handles_.reset();
 }
 
 Result<int> GpuAllocation::dmabuf_fd() {
   if (handles_->dmabuf.get() >= 0) return handles_->dmabuf.get();
-  auto driver = cuda_driver::api();
-  if (!driver.ok()) return driver.status();
-  const Api& api = **driver;
-  auto current = CurrentDevice::set(device_);
-  if (!current.ok()) return current.status();
+  EPX_ASSIGN_OR_RETURN(const Api* driver, cuda_driver::api());
+  const Api& api = *driver;
+  EPX_ASSIGN_OR_RETURN(auto current, CurrentDevice::set(device_));
   CUdevice dev = 0;
   EPX_RETURN_IF_ERROR(cuda_driver::status(api, api.device_get(&dev, device_), "cuDeviceGet"));
   if (!attribute(api, dev, CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED)) {
@@ -266,11 +262,8 @@ Result<std::unique_ptr<GpuWindow>> GpuWindow::create(Job& job, uint64_t bytes, i
   if (!host.ok()) return host.status().with_context("host window after the device window was refused (" +
                                                      refused.message() + ")");
   w->host_.emplace(std::move(host.value()));
-  auto current = CurrentDevice::set(device);
-  if (!current.ok()) return current.status();
-  auto mapping = CudaWindow::map(*w->host_);
-  if (!mapping.ok()) return mapping.status();
-  w->host_mapping_ = std::move(mapping.value());
+  EPX_ASSIGN_OR_RETURN(auto current, CurrentDevice::set(device));
+  EPX_ASSIGN_OR_RETURN(w->host_mapping_, CudaWindow::map(*w->host_));
   w->id_ = w->host_->id();
   w->device_ptr_ = w->host_mapping_->device_ptr();
   w->size_ = w->host_->size();

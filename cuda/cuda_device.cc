@@ -1,11 +1,11 @@
-#include "kernels/cuda_device.h"
+#include "cuda/cuda_device.h"
 
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
 
-#include "kernels/cuda_status.h"
+#include "cuda/cuda_status.h"
 
-namespace epx::kernels {
+namespace epx {
 namespace {
 
 // Without a driver the runtime answers cudaErrorInsufficientDriver, the same
@@ -20,10 +20,10 @@ bool driver_library_loads() {
 
 }  // namespace
 
-Result<int> cuda_device_count() {
+Result<int> count_cuda_devices() {
   int count = 0;
   const cudaError_t error = cudaGetDeviceCount(&count);
-  cudaGetLastError();  // clear the runtime's last error so it does not leak into later checks
+  (void)cudaGetLastError();  // clear the runtime's last error so it does not leak into later checks
   if (error == cudaSuccess) return count;
   if (error == cudaErrorNoDevice) return 0;
   if (error == cudaErrorInsufficientDriver && !driver_library_loads()) return 0;
@@ -31,8 +31,8 @@ Result<int> cuda_device_count() {
 }
 
 bool cuda_device_present() {
-  Result<int> count = cuda_device_count();
+  Result<int> count = count_cuda_devices();
   return count.ok() && count.value() > 0;
 }
 
-}  // namespace epx::kernels
+}  // namespace epx

@@ -1,10 +1,10 @@
-// Is there a GPU? Lets GPU tests and the data plane pick the CUDA path or the
-// CPU reference. No CUDA headers needed by includers.
+// Is there a GPU? Lets GPU tests, the SDK and the data plane pick the CUDA
+// path or the CPU reference. No CUDA headers needed by includers.
 #pragma once
 
 #include "epx/status.h"
 
-namespace epx::kernels {
+namespace epx {
 
 // Number of CUDA devices this process can use.
 //   * OK(0) when the machine has no CUDA driver (libcuda.so.1 cannot be
@@ -15,9 +15,9 @@ namespace epx::kernels {
 //     should fail loudly, not silently skip its GPU work.
 // The runtime's error state is cleared in every case, so a later
 // cudaGetLastError() does not report this probe.
-Result<int> cuda_device_count();
+Result<int> count_cuda_devices();
 
-// cuda_device_count() is OK and > 0.
+// count_cuda_devices() is OK and > 0.
 bool cuda_device_present();
 
-}  // namespace epx::kernels
+}  // namespace epx

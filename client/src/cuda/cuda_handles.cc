@@ -1,0 +1,73 @@
+#include "client/src/cuda/cuda_handles.h"
+
+#include <cstring>
+#include <utility>
+
+#include "cuda/cuda_status.h"
+
+namespace epx::cuda_handles {
+
+void DeviceFree::operator()(void* p) const { check_cuda_release(cudaFree(p), "cudaFree"); }
+void PinnedHostFree::operator()(void* p) const { check_cuda_release(cudaFreeHost(p), "cudaFreeHost"); }
+void HostUnregister::operator()(void* p) const { check_cuda_release(cudaHostUnregister(p), "cudaHostUnregister"); }
+void IpcClose::operator()(void* p) const { check_cuda_release(cudaIpcCloseMemHandle(p), "cudaIpcCloseMemHandle"); }
+
+Result<DeviceAllocation> allocate_device(size_t bytes, const std::string& what) {
+  void* p = nullptr;
+  EPX_RETURN_IF_ERROR(cuda_status(cudaMalloc(&p, bytes), "cudaMalloc of " + what));
+  return DeviceAllocation(p);
+}
+
+Result<IpcMapping> open_ipc(const cudaIpcMemHandle_t& handle, const std::string& what) {
+  void* p = nullptr;
+  EPX_RETURN_IF_ERROR(cuda_status(cudaIpcOpenMemHandle(&p, handle, cudaIpcMemLazyEnablePeerAccess),
+                                  "cudaIpcOpenMemHandle of " + what));
+  return IpcMapping(p);
+}
+
+Result<MappedHost> map_host(void* host, size_t bytes, const std::string& what) {
+  EPX_RETURN_IF_ERROR(cuda_status(cudaHostRegister(host, bytes, cudaHostRegisterMapped | cudaHostRegisterPortable),
+                                  "cudaHostRegister of " + what));
+  MappedHost mapped;
+  mapped.registration = HostRegistration(host);  // owned from here: a failure below unregisters it
+  EPX_RETURN_IF_ERROR(
+      cuda_status(cudaHostGetDevicePointer(&mapped.device, host, 0), "cudaHostGetDevicePointer of " + what));
+  return std::move(mapped);
+}
+
+Result<ErrorRecord> new_error_record() {
+  void* host = nullptr;
+  EPX_RETURN_IF_ERROR(
+      cuda_status(cudaHostAlloc(&host, sizeof(DeviceError), cudaHostAllocMapped | cudaHostAllocPortable),
+                  "cudaHostAlloc of the device error record"));
+  ErrorRecord record;
+  record.memory = PinnedHostAllocation(host);
+  std::memset(host, 0, sizeof(DeviceError));
+  void* device = nullptr;
+  EPX_RETURN_IF_ERROR(cuda_status(cudaHostGetDevicePointer(&device, host, 0), "device pointer of the error record"));
+  record.device = static_cast<DeviceError*>(device);
+  return std::move(record);
+}
+
+Status device_error_status(const ErrorRecord& record) {
+  const DeviceError* e = record.host();
+  // acquire: pairs with record_error's __threadfence_system before it
+  // publishes the code (epx/device.cuh); the other fields are then visible.
+  const uint32_t code = __atomic_load_n(&e->code, __ATOMIC_ACQUIRE);
+  switch (code) {
+    case 0:
+      return Status();
+    case 1:
+      return deadline_exceeded("a kernel found the ring full until its timeout (ticket " + std::to_string(e->expected) +
+                               ", head " + std::to_string(e->seen) + "): is the daemon's proxy alive?");
+    case 2:
+      return deadline_exceeded("a kernel's wait for signal " + std::to_string(e->index) + " timed out: expected " +
+                               std::to_string(e->expected) + ", saw " + std::to_string(e->seen));
+    case 3:
+      return deadline_exceeded("a kernel's flush timed out: fence " + std::to_string(e->expected) + ", done " +
+                               std::to_string(e->seen));
+  }
+  return internal_error("device error code " + std::to_string(code));
+}
+
+}  // namespace epx::cuda_handles

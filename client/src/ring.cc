@@ -1,0 +1,108 @@
+#include "epx/ring.h"
+
+#include <thread>
+#include <utility>
+
+#include "epx/window.h"
+#include "mapped_region.h"
+#include "proto/ring/ring_host.h"
+
+namespace epx {
+
+struct Ring::Producer {
+  explicit Producer(void* mem) : producer(mem) {}
+  ring::RingProducer producer;
+};
+
+Ring::Ring(uint32_t id, std::shared_ptr<MappedRegion> region)
+    : id_(id), region_(std::move(region)), producer_(std::make_unique<Producer>(region_->data())) {}
+Ring::~Ring() = default;
+
+uint32_t Ring::capacity() const { return producer_->producer.capacity(); }
+
+Status Ring::error() const {
+  const uint64_t e = producer_->producer.error();
+  if (e == 0) return Status();
+  return failed_precondition("ring " + std::to_string(id_) + ": the daemon rejected the descriptor at position " +
+                             std::to_string(ring::error_position(e)) + " (" +
+                             ring::ring_error_message(ring::error_code(e)) + "); epxctl status shows why");
+}
+
+Status Ring::post(const ring::RingSlot& slot, std::chrono::milliseconds timeout) {
+  EPX_RETURN_IF_ERROR(error());
+  if (!producer_->producer.post(slot, timeout)) {
+    return deadline_exceeded("ring " + std::to_string(id_) + " stayed full for " + std::to_string(timeout.count()) +
+                             " ms (is the daemon's proxy running? epxctl status)");
+  }
+  return Status();
+}
+
+namespace {
+
+Status check_write(const Window& src, uint64_t src_offset, uint32_t dst_window, uint64_t dst_offset,
+                   uint32_t length) {
+  if (src_offset > src.size() || length > src.size() - src_offset) {
+    return invalid_argument("write of " + std::to_string(length) + " bytes at offset " + std::to_string(src_offset) +
+                            " beyond source window " + std::to_string(src.id()) + " (" + std::to_string(src.size()) +
+                            " bytes)");
+  }
+  if (dst_window > ring::kMaxWindow || dst_offset > ring::kMaxOffset) {
+    return invalid_argument("destination window/offset out of the descriptor's range");
+  }
+  return Status();
+}
+
+}  // namespace
+
+Status Ring::post_write(uint32_t dst_rank, const Window& src, uint64_t src_offset, uint32_t dst_window,
+                        uint64_t dst_offset, uint32_t length, std::chrono::milliseconds timeout) {
+  EPX_RETURN_IF_ERROR(check_write(src, src_offset, dst_window, dst_offset, length));
+  return post(ring::make_write(static_cast<uint16_t>(dst_rank), ring::pack_address(src.id(), src_offset),
+                               ring::pack_address(dst_window, dst_offset), length),
+              timeout);
+}
+
+Status Ring::post_write_signal(uint32_t dst_rank, const Window& src, uint64_t src_offset, uint32_t dst_window,
+                               uint64_t dst_offset, uint32_t length, SignalRef signal,
+                               std::chrono::milliseconds timeout) {
+  EPX_RETURN_IF_ERROR(check_write(src, src_offset, dst_window, dst_offset, length));
+  if (!ring::signal_fits(signal.index, signal.increment) || signal.increment == 0) {
+    return invalid_argument("signal index " + std::to_string(signal.index) + " / increment " +
+                            std::to_string(signal.increment) + " does not fit the 20/12-bit immediate");
+  }
+  return post(ring::make_write_signal(static_cast<uint16_t>(dst_rank), ring::pack_address(src.id(), src_offset),
+                                      ring::pack_address(dst_window, dst_offset), length,
+                                      ring::encode_signal(signal.index, signal.increment)),
+              timeout);
+}
+
+Status Ring::post_signal(uint32_t dst_rank, SignalRef signal, std::chrono::milliseconds timeout) {
+  if (!ring::signal_fits(signal.index, signal.increment) || signal.increment == 0) {
+    return invalid_argument("signal index " + std::to_string(signal.index) + " / increment " +
+                            std::to_string(signal.increment) + " does not fit the 20/12-bit immediate");
+  }
+  return post(ring::make_signal(static_cast<uint16_t>(dst_rank), ring::encode_signal(signal.index, signal.increment)),
+              timeout);
+}
+
+Status Ring::flush(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  EPX_RETURN_IF_ERROR(post(ring::make_flush(), timeout));
+  const uint64_t target = ++fences_posted_;
+  auto* header = ring::ring_header(region_->data());
+  for (uint64_t spins = 0;; ++spins) {
+    // acquire: pairs with the proxy's release store after the fence completed.
+    if (ring::ring_load_acquire(&header->fences_done) >= target) return error();
+    if ((spins & 1023) == 0) {
+      EPX_RETURN_IF_ERROR(error());
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return deadline_exceeded("ring " + std::to_string(id_) + ": flush did not complete within " +
+                                 std::to_string(timeout.count()) + " ms");
+      }
+      std::this_thread::yield();
+    }
+    ring::ring_pause();
+  }
+}
+
+}  // namespace epx
