@@ -13,15 +13,15 @@ Result<std::unique_ptr<SharedRegion>> SharedRegion::create(const std::string& na
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   size = (size + page - 1) / page * page;
   std::unique_ptr<SharedRegion> r(new SharedRegion());
-  r->fd_ = memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
-  if (r->fd_ < 0) return resource_exhausted("memfd_create " + name + ": " + std::strerror(errno));
-  if (ftruncate(r->fd_, static_cast<off_t>(size)) != 0) {
+  r->fd_.reset(memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (r->fd_.get() < 0) return resource_exhausted("memfd_create " + name + ": " + std::strerror(errno));
+  if (ftruncate(r->fd_.get(), static_cast<off_t>(size)) != 0) {
     return resource_exhausted("ftruncate " + name + " to " + std::to_string(size) + ": " + std::strerror(errno));
   }
-  if (fcntl(r->fd_, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+  if (fcntl(r->fd_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
     return internal_error("sealing " + name + ": " + std::strerror(errno));
   }
-  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd_, 0);
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd_.get(), 0);
   if (p == MAP_FAILED) return resource_exhausted("mmap " + name + ": " + std::strerror(errno));
   r->data_ = p;
   r->size_ = size;
@@ -30,7 +30,6 @@ Result<std::unique_ptr<SharedRegion>> SharedRegion::create(const std::string& na
 
 SharedRegion::~SharedRegion() {
   if (data_ != nullptr) munmap(data_, size_);
-  if (fd_ >= 0) close(fd_);
 }
 
 }  // namespace epx::daemon

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "epx/status.h"
+#include "proto/fd/unique_fd.h"
 
 namespace epx::daemon {
 
@@ -22,11 +23,11 @@ class SharedRegion {
 
   void* data() const { return data_; }
   size_t size() const { return size_; }
-  int fd() const { return fd_; }  // owned; duplicated into the client by SCM_RIGHTS
+  int fd() const { return fd_.get(); }  // owned; duplicated into the client by SCM_RIGHTS
 
  private:
   SharedRegion() = default;
-  int fd_ = -1;
+  UniqueFd fd_;
   void* data_ = nullptr;
   size_t size_ = 0;
 };
