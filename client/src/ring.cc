@@ -14,8 +14,8 @@ struct Ring::Producer {
   ring::RingProducer producer;
 };
 
-Ring::Ring(uint32_t id, std::shared_ptr<MappedRegion> region)
-    : id_(id), region_(std::move(region)), producer_(std::make_unique<Producer>(region_->data())) {}
+Ring::Ring(uint32_t id, uint32_t world_size, std::shared_ptr<MappedRegion> region)
+    : id_(id), world_size_(world_size), region_(std::move(region)), producer_(std::make_unique<Producer>(region_->data())) {}
 Ring::~Ring() = default;
 
 uint32_t Ring::capacity() const { return producer_->producer.capacity(); }
@@ -33,6 +33,14 @@ Status Ring::post(const ring::RingSlot& slot, std::chrono::milliseconds timeout)
   if (!producer_->producer.post(slot, timeout)) {
     return deadline_exceeded("ring " + std::to_string(id_) + " stayed full for " + std::to_string(timeout.count()) +
                              " ms (is the daemon's proxy running? epxctl status)");
+  }
+  return Status();
+}
+
+Status Ring::check_rank(uint32_t dst_rank) const {
+  if (dst_rank >= world_size_) {
+    return invalid_argument("ring " + std::to_string(id_) + ": destination rank " + std::to_string(dst_rank) +
+                            " is outside the job's " + std::to_string(world_size_) + " ranks");
   }
   return Status();
 }
@@ -56,6 +64,7 @@ Status check_write(const Window& src, uint64_t src_offset, uint32_t dst_window, 
 
 Status Ring::post_write(uint32_t dst_rank, const Window& src, uint64_t src_offset, uint32_t dst_window,
                         uint64_t dst_offset, uint32_t length, std::chrono::milliseconds timeout) {
+  EPX_RETURN_IF_ERROR(check_rank(dst_rank));
   EPX_RETURN_IF_ERROR(check_write(src, src_offset, dst_window, dst_offset, length));
   return post(ring::make_write(static_cast<uint16_t>(dst_rank), ring::pack_address(src.id(), src_offset),
                                ring::pack_address(dst_window, dst_offset), length),
@@ -65,6 +74,7 @@ Status Ring::post_write(uint32_t dst_rank, const Window& src, uint64_t src_offse
 Status Ring::post_write_signal(uint32_t dst_rank, const Window& src, uint64_t src_offset, uint32_t dst_window,
                                uint64_t dst_offset, uint32_t length, SignalRef signal,
                                std::chrono::milliseconds timeout) {
+  EPX_RETURN_IF_ERROR(check_rank(dst_rank));
   EPX_RETURN_IF_ERROR(check_write(src, src_offset, dst_window, dst_offset, length));
   if (!ring::signal_fits(signal.index, signal.increment) || signal.increment == 0) {
     return invalid_argument("signal index " + std::to_string(signal.index) + " / increment " +
@@ -77,6 +87,7 @@ Status Ring::post_write_signal(uint32_t dst_rank, const Window& src, uint64_t sr
 }
 
 Status Ring::post_signal(uint32_t dst_rank, SignalRef signal, std::chrono::milliseconds timeout) {
+  EPX_RETURN_IF_ERROR(check_rank(dst_rank));
   if (!ring::signal_fits(signal.index, signal.increment) || signal.increment == 0) {
     return invalid_argument("signal index " + std::to_string(signal.index) + " / increment " +
                             std::to_string(signal.increment) + " does not fit the 20/12-bit immediate");

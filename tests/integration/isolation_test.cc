@@ -45,3 +45,29 @@ TEST_CASE("a bad coordinator address fails only its own call, before anything is
   REQUIRE_MESSAGE(job.ok(), job.status().to_string());
   CHECK(client->status().ok());
 }
+
+TEST_CASE("a ring refuses ranks outside the job's world instead of truncating them to 16 bits") {
+  TempDir dir;
+  DaemonProcess a(dir, {"a", "tcp"});
+  auto client = a.connect();
+  auto job = client->join(join_options("ranks", 1, 0, a.peer_address()));
+  REQUIRE_MESSAGE(job.ok(), job.status().to_string());
+  auto window = job->create_window(4096);
+  REQUIRE(window.ok());
+  auto ring = job->open_ring(64);
+  REQUIRE(ring.ok());
+  // 65536 and 70000 would have become ranks 0 and 4464 with 16 bits kept.
+  for (uint32_t rank : {1u, 65536u, 70000u, 0xFFFFFFFFu}) {
+    CAPTURE(rank);
+    Status s = (*ring)->post_write(rank, *window, 0, 1, 0, 64);
+    CHECK(s.code() == StatusCode::kInvalidArgument);
+    CHECK(s.message().find("outside the job's 1 ranks") != std::string::npos);
+    CHECK((*ring)->post_write_signal(rank, *window, 0, 1, 0, 64, SignalRef{0, 1}).code() ==
+          StatusCode::kInvalidArgument);
+    CHECK((*ring)->post_signal(rank, SignalRef{0, 1}).code() == StatusCode::kInvalidArgument);
+  }
+  // Rank 0 (itself) is in the world: the write goes through.
+  CHECK((*ring)->post_write(0, *window, 0, 1, 2048, 64).ok());
+  CHECK((*ring)->flush().ok());
+  CHECK((*ring)->error().ok());
+}

@@ -28,7 +28,9 @@ struct SignalRef {
 
 class Ring {
  public:
-  Ring(uint32_t id, std::shared_ptr<MappedRegion> region);
+  // Built by Job::open_ring. `world_size`: ranks of the job; every post to a
+  // rank outside it is INVALID_ARGUMENT (the descriptor has 16 rank bits).
+  Ring(uint32_t id, uint32_t world_size, std::shared_ptr<MappedRegion> region);
   ~Ring();
   uint32_t id() const { return id_; }
   uint32_t capacity() const;
@@ -57,8 +59,10 @@ class Ring {
 
  private:
   Status post(const ring::RingSlot& slot, std::chrono::milliseconds timeout);
+  Status check_rank(uint32_t dst_rank) const;
 
   uint32_t id_;
+  uint32_t world_size_;
   std::shared_ptr<MappedRegion> region_;
   struct Producer;
   std::unique_ptr<Producer> producer_;
