@@ -1,6 +1,7 @@
 #include "tests/harness/daemon_process.h"
 
 #include <doctest/doctest.h>
+#include <google/protobuf/util/json_util.h>
 
 #include <thread>
 
@@ -48,6 +49,27 @@ std::pair<int, std::string> DaemonProcess::epxctl(const std::vector<std::string>
   auto code = p.wait(std::chrono::seconds(30));
   REQUIRE_MESSAGE(code.has_value(), "epxctl did not exit within 30 s");
   return {*code, p.output()};
+}
+
+v1::DaemonStatus DaemonProcess::status() const {
+  auto [code, out] = epxctl({"status", "--json"});
+  REQUIRE_MESSAGE(code == 0, "epxctl status --json exited with " << code << ": " << out);
+  v1::DaemonStatus status;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;
+  const auto parsed = google::protobuf::util::JsonStringToMessage(out, &status, options);
+  REQUIRE_MESSAGE(parsed.ok(), "epxctl status --json: " << parsed.ToString() << "\n" << out);
+  return status;
+}
+
+bool DaemonProcess::coordinates_rank(const std::string& job, uint32_t rank) const {
+  for (const v1::JobStatus& j : status().jobs()) {
+    if (j.job_id() != job || !j.coordinated_here()) continue;
+    for (const v1::JobMemberStatus& m : j.members()) {
+      if (m.rank() == rank && m.present()) return true;
+    }
+  }
+  return false;
 }
 
 JoinOptions join_options(const std::string& job, uint32_t world, uint32_t rank, const std::string& coordinator,

@@ -6,7 +6,6 @@
 
 #include <cstdio>
 #include <fstream>
-#include <thread>
 
 #include "tests/harness/daemon_process.h"
 
@@ -112,14 +111,13 @@ TEST_CASE("SIGHUP reopens the log file and the daemon keeps serving") {
   DaemonProcess a(dir, {"a", "tcp", {"--log-file", log}});
   std::rename(log.c_str(), (log + ".1").c_str());  // logrotate
   a.process().signal(SIGHUP);
-  const auto end = std::chrono::steady_clock::now() + 5s;
-  bool reopened = false;
-  while (!reopened && std::chrono::steady_clock::now() < end) {
-    std::ifstream in(log);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    reopened = text.find("logs reopened") != std::string::npos;
-    if (!reopened) std::this_thread::sleep_for(50ms);
-  }
-  CHECK(reopened);
+  const bool reopened = wait_until(
+      [&] {
+        std::ifstream in(log);
+        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        return text.find("logs reopened") != std::string::npos;
+      },
+      5s);
+  CHECK_MESSAGE(reopened, "no \"logs reopened\" in " << log << " within 5 s of SIGHUP");
   CHECK(a.epxctl({"ping"}).first == 0);
 }

@@ -13,7 +13,6 @@
 
 #include <cstring>
 #include <future>
-#include <thread>
 
 #include "epx/client.h"
 #include "fd_protocol.h"
@@ -56,11 +55,8 @@ std::string describe_fds(pid_t pid) {
 // socket connection is released on the daemon's io thread, a moment after
 // the reply); returns the last count.
 size_t settle_fds(pid_t pid, size_t limit) {
-  size_t n = open_fds(pid);
-  for (int i = 0; i < 300 && n > limit; ++i) {
-    std::this_thread::sleep_for(10ms);
-    n = open_fds(pid);
-  }
+  size_t n = 0;
+  wait_until([&] { return (n = open_fds(pid)) <= limit; }, 3s);
   return n;
 }
 

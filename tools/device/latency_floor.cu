@@ -2,6 +2,8 @@
 
 #include <cuda_runtime.h>
 
+#include "kernels/cuda_status.h"
+
 namespace epx::gpu {
 namespace {
 
@@ -73,9 +75,7 @@ Status launch_floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring,
                              DeviceSignals signals, uint32_t iters, uint64_t* elapsed_ns_dev, int* ok_dev, void* stream) {
   floor_pingpong<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(mode, to_cpu, ring, signals, iters, elapsed_ns_dev,
                                                                   ok_dev);
-  cudaError_t e = cudaGetLastError();
-  if (e == cudaSuccess) return Status();
-  return internal_error(std::string("floor_pingpong: ") + cudaGetErrorName(e) + " " + cudaGetErrorString(e));
+  return kernels::cuda_status(cudaGetLastError(), "floor_pingpong launch");
 }
 
 }  // namespace epx::gpu
