@@ -63,7 +63,8 @@ v1::DaemonStatus DaemonProcess::status() const {
 }
 
 bool DaemonProcess::coordinates_rank(const std::string& job, uint32_t rank) const {
-  for (const v1::JobStatus& j : status().jobs()) {
+  const v1::DaemonStatus st = status();
+  for (const v1::JobStatus& j : st.jobs()) {
     if (j.job_id() != job || !j.coordinated_here()) continue;
     for (const v1::JobMemberStatus& m : j.members()) {
       if (m.rank() == rank && m.present()) return true;
