@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # EPX's tests: installs what is missing, builds everything (GPU code too),
-# runs every test that needs no GPU, runs one compile check
-# (tools/check-libfabric-prefix.sh), and ends with the line
+# runs every test that needs no GPU, runs two checks
+# (tools/check-libfabric-prefix.sh, tools/check-format.sh), and ends with
+# the line
 #   N passed, N failed, N skipped
 # Exit status is non-zero iff N failed > 0. Extra arguments go to bazel test.
 #
@@ -10,7 +11,7 @@
 #     exits 0 (Bazel says PASSED); its log decides, and the reason is printed;
 #   * GPU tests (tag gpu) are built but not run here; tools/device/run.sh runs
 #     them on a GPU machine.
-# The compile check is no test: it has its own lines, and its result is
+# The checks are no tests: they have their own lines, and their results are
 # counted in the closing line's passed or failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -66,16 +67,25 @@ done < <(bazel query 'attr(tags, "\bgpu\b", tests(//...))' 2>/dev/null)
 echo "== tests: $passed passed, $failed failed, $skipped skipped"
 for s in "${skips[@]}"; do echo "skipped $s"; done
 
-# A compile check, not a test: the daemon compiles against libfabric 2.1
-# headers with the FI_MR_DMABUF path (the --config=aws setting). A download
-# that is not possible fails it.
-echo "== compile check (not a test): tools/check-libfabric-prefix.sh"
-if tools/check-libfabric-prefix.sh; then
-  passed=$((passed + 1))
-  echo "compile check libfabric-prefix: passed (counted below as 1 passed)"
-else
-  failed=$((failed + 1))
-  echo "compile check libfabric-prefix: failed (counted below as 1 failed)"
-fi
+# Checks, not tests: each is reported on its own lines and counted in the
+# closing line's passed or failed.
+#   libfabric-prefix: the daemon compiles against libfabric 2.1 headers with
+#     the FI_MR_DMABUF path (the --config=aws setting); a download that is not
+#     possible fails it.
+#   format: tools/ and tests/ match .clang-format.
+check() {  # name command...
+  local name=$1
+  shift
+  echo "== check (not a test): $name ($*)"
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "check $name: passed (counted below as 1 passed)"
+  else
+    failed=$((failed + 1))
+    echo "check $name: failed (counted below as 1 failed)"
+  fi
+}
+check libfabric-prefix tools/check-libfabric-prefix.sh
+check format tools/check-format.sh
 summary "$passed" "$failed" "$skipped"
 [[ $failed -eq 0 ]]
