@@ -86,8 +86,9 @@ struct Row {
 
 int main(int argc, char** argv) {
   po::options_description opts("epx_bench options");
-  opts.add_options()("help,h", "help")("provider", po::value<std::string>()->default_value("shm"), "shm | tcp | efa | verbs")(
-      "domain", po::value<std::string>()->default_value(""), "rail domain (tcp: lo)")("json", "JSON output")(
+  opts.add_options()("help,h", "help")("provider", po::value<std::string>()->default_value("shm"),
+                                       "shm | tcp | efa | verbs")("domain", po::value<std::string>()->default_value(""),
+                                                                  "rail domain (tcp: lo)")("json", "JSON output")(
       "quick", "fewer sizes and shorter runs")("epxd", po::value<std::string>(), "path of epxd")(
       "cores", po::value<std::string>()->default_value(""),
       "cores for proxy A, proxy B, rank 0, rank 1 (comma-separated); empty: no pinning");
@@ -139,8 +140,8 @@ int main(int argc, char** argv) {
   const auto min_time = quick ? 100ms : 300ms;
 
   // (a) latency: ping-pong of write+signal, half the round trip.
-  std::vector<size_t> lat_sizes = quick ? std::vector<size_t>{8, 4096, 1 << 20}
-                                        : std::vector<size_t>{8, 64, 512, 4096, 32768, 262144, 1 << 20};
+  std::vector<size_t> lat_sizes =
+      quick ? std::vector<size_t>{8, 4096, 1 << 20} : std::vector<size_t>{8, 64, 512, 4096, 32768, 262144, 1 << 20};
   auto base_lat = epx::bench::baseline_latency(bo, lat_sizes);
   if (!base_lat.ok()) return fail("baseline latency", base_lat.status());
   uint64_t seq = 0;  // signal 0 counts ping-pongs on both ranks
@@ -186,7 +187,8 @@ int main(int argc, char** argv) {
     stop = true;
     pong.join();
     if (!pong_status.ok()) return fail("pong", pong_status);
-    rows.push_back({"latency one-way (us)", size, epx::bench::quantile(rtts, 0.5) / 2, (*base_lat)[i].one_way_us, "us"});
+    rows.push_back(
+        {"latency one-way (us)", size, epx::bench::quantile(rtts, 0.5) / 2, (*base_lat)[i].one_way_us, "us"});
   }
 
   // (b) streaming bandwidth: writes of S, each counted on signal 1.
@@ -257,7 +259,8 @@ int main(int argc, char** argv) {
     do {
       for (int k = 0; k < 1024; ++k, ++n) {
         const uint64_t off = (n % per_pass) * 64;
-        if (auto s = r0.ring->post_write(1, *r0.send, off, r1.recv->id(), off, 64, 30s); !s.ok()) return fail("capacity", s);
+        if (auto s = r0.ring->post_write(1, *r0.send, off, r1.recv->id(), off, 64, 30s); !s.ok())
+          return fail("capacity", s);
       }
     } while (Clock::now() - t0 < min_time);
     if (auto s = r0.ring->flush(60s); !s.ok()) return fail("capacity flush", s);

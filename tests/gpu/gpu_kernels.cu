@@ -9,7 +9,9 @@
 namespace epx::gpu {
 namespace {
 
-Status launched(const char* kernel) { return kernels::cuda_status(cudaGetLastError(), std::string(kernel) + " launch"); }
+Status launched(const char* kernel) {
+  return kernels::cuda_status(cudaGetLastError(), std::string(kernel) + " launch");
+}
 
 __device__ inline uint8_t pattern_dev(uint32_t src_rank, uint32_t round, uint64_t i) {
   uint64_t x = (uint64_t{src_rank} << 40) ^ (uint64_t{round} << 32) ^ i;
@@ -35,9 +37,9 @@ __global__ void send_blocks(DeviceRing ring, uint8_t* src, uint16_t src_window, 
     }
     if (warp_post) {
       if (mine) {
-        post_warp(ring, ring::make_write_signal(static_cast<uint16_t>(dst_rank), ring::pack_address(src_window, offsets[b]),
-                                                ring::pack_address(dst_window, offsets[b]), sizes[b],
-                                                ring::encode_signal(signal, 1)));
+        post_warp(ring, ring::make_write_signal(
+                            static_cast<uint16_t>(dst_rank), ring::pack_address(src_window, offsets[b]),
+                            ring::pack_address(dst_window, offsets[b]), sizes[b], ring::encode_signal(signal, 1)));
       }
     } else if (mine) {
       post_write_signal(ring, dst_rank, src_window, offsets[b], dst_window, offsets[b], sizes[b], signal, 1);

@@ -181,7 +181,8 @@ TEST_CASE("a kernel whose signal never comes gets a timeout error, not a hang") 
 TEST_CASE("bad descriptors posted by a kernel are rejected and reported; the other rank keeps working") {
   Pair p("shm");
   CUDA_OK(cudaSetDevice(p.r0.device));
-  auto bad = ring::make_write_signal(1, ring::pack_address(1, 0), ring::pack_address(99, 0), 64, ring::encode_signal(0, 1));
+  auto bad =
+      ring::make_write_signal(1, ring::pack_address(1, 0), ring::pack_address(99, 0), 64, ring::encode_signal(0, 1));
   REQUIRE(gpu::launch_post_raw(p.r0.ring->device(), bad, p.r0.stream).ok());
   CUDA_OK(cudaStreamSynchronize(p.r0.stream));
   Status e;

@@ -51,9 +51,8 @@ TEST_CASE("4 ranks on 2 daemons get identical full rank tables; leave releases t
 
   std::vector<std::future<Result<Job>>> joins;
   for (uint32_t r = 0; r < 4; ++r) {
-    joins.push_back(std::async(std::launch::async, [&, r] {
-      return clients[r]->join(paired_join_options("job4", 4, r, a.peer_address()));
-    }));
+    joins.push_back(std::async(
+        std::launch::async, [&, r] { return clients[r]->join(paired_join_options("job4", 4, r, a.peer_address())); }));
   }
   std::vector<Job> jobs;
   for (auto& f : joins) {
@@ -104,7 +103,8 @@ TEST_CASE("join errors are typed and come within the deadline") {
     CHECK(j.status().message().find("rank 2") != std::string::npos);
   }
   SUBCASE("duplicate rank") {
-    auto first = std::async(std::launch::async, [&] { return c0->join(paired_join_options("e2", 2, 0, a.peer_address(), 3s)); });
+    auto first =
+        std::async(std::launch::async, [&] { return c0->join(paired_join_options("e2", 2, 0, a.peer_address(), 3s)); });
     wait_registered(a, "e2", 0);
     auto dup = c1->join(paired_join_options("e2", 2, 0, a.peer_address()));
     CHECK(dup.status().code() == StatusCode::kAlreadyExists);
@@ -112,7 +112,8 @@ TEST_CASE("join errors are typed and come within the deadline") {
     CHECK(first.get().status().code() == StatusCode::kDeadlineExceeded);
   }
   SUBCASE("world size mismatch") {
-    auto first = std::async(std::launch::async, [&] { return c0->join(paired_join_options("e3", 2, 0, a.peer_address(), 3s)); });
+    auto first =
+        std::async(std::launch::async, [&] { return c0->join(paired_join_options("e3", 2, 0, a.peer_address(), 3s)); });
     wait_registered(a, "e3", 0);
     auto bad = c1->join(paired_join_options("e3", 4, 1, a.peer_address()));
     CHECK(bad.status().code() == StatusCode::kFailedPrecondition);
@@ -120,7 +121,8 @@ TEST_CASE("join errors are typed and come within the deadline") {
     (void)first.get();
   }
   SUBCASE("the same client joining the same job twice") {
-    auto first = std::async(std::launch::async, [&] { return c1->join(paired_join_options("e4", 2, 0, a.peer_address(), 3s)); });
+    auto first =
+        std::async(std::launch::async, [&] { return c1->join(paired_join_options("e4", 2, 0, a.peer_address(), 3s)); });
     wait_registered(a, "e4", 0);
     auto again = c1->join(paired_join_options("e4", 2, 1, a.peer_address()));
     CHECK(again.status().code() == StatusCode::kAlreadyExists);
@@ -134,7 +136,8 @@ TEST_CASE("join errors are typed and come within the deadline") {
     CHECK(std::chrono::steady_clock::now() - start < 10s);
   }
   SUBCASE("missing ranks at the deadline are named") {
-    auto r2 = std::async(std::launch::async, [&] { return c2->join(paired_join_options("e6", 4, 2, a.peer_address(), 3s)); });
+    auto r2 =
+        std::async(std::launch::async, [&] { return c2->join(paired_join_options("e6", 4, 2, a.peer_address(), 3s)); });
     wait_registered(a, "e6", 2);  // rank 2 is there before rank 0's deadline
     const auto start = std::chrono::steady_clock::now();
     auto j = c0->join(paired_join_options("e6", 4, 0, a.peer_address(), 1s));

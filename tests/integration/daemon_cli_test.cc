@@ -61,8 +61,8 @@ TEST_CASE("flags override the config file") {
 
 TEST_CASE("a provider that is not there is a startup error listing those that are") {
   TempDir dir;
-  auto [code, out] = run(dir, {runfile("daemon/epxd"), "--provider", "efa", "--control-socket",
-                               dir.path() + "/x.sock", "--peer-listen", "127.0.0.1:0"});
+  auto [code, out] = run(dir, {runfile("daemon/epxd"), "--provider", "efa", "--control-socket", dir.path() + "/x.sock",
+                               "--peer-listen", "127.0.0.1:0"});
   CHECK(code == 2);
   CHECK(out.find("'efa' is not available") != std::string::npos);
   CHECK(out.find("tcp") != std::string::npos);  // listed as present
@@ -71,8 +71,8 @@ TEST_CASE("a provider that is not there is a startup error listing those that ar
 TEST_CASE("a second daemon on the same socket refuses to start") {
   TempDir dir;
   DaemonProcess a(dir, {"a"});
-  auto [code, out] = run(dir, {runfile("daemon/epxd"), "--control-socket", a.socket(), "--peer-listen",
-                               "127.0.0.1:0", "--provider", "tcp", "--rail-domains", "lo"});
+  auto [code, out] = run(dir, {runfile("daemon/epxd"), "--control-socket", a.socket(), "--peer-listen", "127.0.0.1:0",
+                               "--provider", "tcp", "--rail-domains", "lo"});
   CHECK(code == 2);
   CHECK(out.find("already serving") != std::string::npos);
   CHECK(a.process().running());

@@ -208,8 +208,9 @@ TEST_CASE("refused device windows leak nothing, bad requests get clear errors, h
     REQUIRE(t.ok());
     CHECK(ja->create_device_window(*t, device_memory(1 << 20)).status().code() == StatusCode::kFailedPrecondition);
   }
-  CHECK_MESSAGE(settle_fds(daemon, baseline) == baseline,
-                "before:\n" << baseline_fds << "now:\n" << describe_fds(daemon));
+  CHECK_MESSAGE(settle_fds(daemon, baseline) == baseline, "before:\n"
+                                                              << baseline_fds << "now:\n"
+                                                              << describe_fds(daemon));
 
   // No descriptor sent: token 0, and a raw submit without SCM_RIGHTS.
   auto none = ja->create_device_window(0, device_memory(1 << 20));
@@ -288,8 +289,9 @@ TEST_CASE("refused device windows leak nothing, bad requests get clear errors, h
     for (int i = 0; i < 3; ++i) REQUIRE(jl->send_fd(gpu.fd).ok());
     CHECK(open_fds(daemon) >= with_windows + 3);  // held while the client lives
   }
-  CHECK_MESSAGE(settle_fds(daemon, with_windows) == with_windows,
-                "before:\n" << baseline_fds << "now:\n" << describe_fds(daemon));
+  CHECK_MESSAGE(settle_fds(daemon, with_windows) == with_windows, "before:\n"
+                                                                      << baseline_fds << "now:\n"
+                                                                      << describe_fds(daemon));
 
   // The client keeps working: host windows, a ring, signals, a verified write.
   auto dst = jb->create_window(64 << 10);  // rank 1's window 1

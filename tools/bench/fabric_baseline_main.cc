@@ -54,7 +54,9 @@ std::variant<Args, int> parse_args(int argc, char** argv) {
   const struct {
     const char* flag;
     long long value, min;
-  } numbers[] = {{"--min-time-ms", min_time_ms, 0}, {"--warmup", warmup, 0}, {"--window", window, 1},
+  } numbers[] = {{"--min-time-ms", min_time_ms, 0},
+                 {"--warmup", warmup, 0},
+                 {"--window", window, 1},
                  {"--rate-bytes", rate_bytes, 1}};
   for (const auto& n : numbers) {
     if (n.value < n.min) {

@@ -59,9 +59,9 @@ Result<LatencyPoint> measure_latency(EndpointPair& pair, const BaselineOptions& 
   auto side_b = [&](Channel& b) -> Status {
     uint64_t answered = 0;
     for (;;) {
-      EPX_RETURN_IF_ERROR(b.wait(
-          [&] { return b.remote_completions() > answered || control.stop.load(std::memory_order_acquire); },
-          [&] { return "side A's " + size + " ping " + std::to_string(answered + 1); }));
+      EPX_RETURN_IF_ERROR(
+          b.wait([&] { return b.remote_completions() > answered || control.stop.load(std::memory_order_acquire); },
+                 [&] { return "side A's " + size + " ping " + std::to_string(answered + 1); }));
       if (b.remote_completions() == answered) break;  // stopped, nothing pending
       while (answered < b.remote_completions()) {
         ++answered;

@@ -32,8 +32,8 @@ std::optional<CpuPair> pick_cpus(const cpu_set_t& allowed) {
 
 }  // namespace
 
-Status run_pair(EndpointPair& pair, PairControl& control, std::chrono::milliseconds stall_timeout,
-                const SideFn& side_a, const SideFn& side_b, bool pin_threads) {
+Status run_pair(EndpointPair& pair, PairControl& control, std::chrono::milliseconds stall_timeout, const SideFn& side_a,
+                const SideFn& side_b, bool pin_threads) {
   const cpu_set_t a_affinity = current_thread_cpus();
   std::optional<CpuPair> cpus;
   if (pin_threads) cpus = pick_cpus(a_affinity);

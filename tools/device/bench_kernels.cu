@@ -9,7 +9,9 @@
 namespace epx::gpu {
 namespace {
 
-Status launched(const char* kernel) { return kernels::cuda_status(cudaGetLastError(), std::string(kernel) + " launch"); }
+Status launched(const char* kernel) {
+  return kernels::cuda_status(cudaGetLastError(), std::string(kernel) + " launch");
+}
 
 __global__ void pingpong(DeviceRing ring, DeviceSignals s, int role, uint32_t iters, uint32_t bytes, uint32_t dst,
                          uint16_t src_window, uint16_t dst_window, uint64_t* elapsed, int* ok) {
@@ -18,14 +20,12 @@ __global__ void pingpong(DeviceRing ring, DeviceSignals s, int role, uint32_t it
   const uint64_t start = device_now_ns();
   for (uint32_t i = 1; i <= iters; ++i) {
     if (role == 0) {
-      if (!post_write_signal(ring, dst, src_window, 0, dst_window, 0, bytes, 0, 1) ||
-          !wait(base + i)) {
+      if (!post_write_signal(ring, dst, src_window, 0, dst_window, 0, bytes, 0, 1) || !wait(base + i)) {
         *ok = 0;
         return;
       }
     } else {
-      if (!wait(base + i) ||
-          !post_write_signal(ring, dst, src_window, 0, dst_window, 0, bytes, 0, 1)) {
+      if (!wait(base + i) || !post_write_signal(ring, dst, src_window, 0, dst_window, 0, bytes, 0, 1)) {
         *ok = 0;
         return;
       }
@@ -51,9 +51,9 @@ __global__ void post_many(DeviceRing ring, uint32_t dst, uint16_t src_window, ui
                                        ring::pack_address(dst_window, off), bytes));
     } else {
       const uint64_t off = ((t * per_thread + i) % 65536) * 2 * bytes;
-      post_warp(ring, ring::make_write_signal(static_cast<uint16_t>(dst), ring::pack_address(src_window, off),
-                                              ring::pack_address(dst_window, off), bytes,
-                                              ring::encode_signal(signal, 1)));
+      post_warp(ring,
+                ring::make_write_signal(static_cast<uint16_t>(dst), ring::pack_address(src_window, off),
+                                        ring::pack_address(dst_window, off), bytes, ring::encode_signal(signal, 1)));
     }
   }
 }

@@ -21,9 +21,8 @@ Status launch_pingpong(DeviceRing ring, DeviceSignals signals, int role, uint32_
 // offsets when !adjacent; adjacent 64-byte runs per thread when adjacent),
 // each write+signal (signal `signal`) unless adjacent (plain writes, then
 // the caller flushes). For descriptor-rate measurements.
-Status launch_post_many(DeviceRing ring, uint32_t dst_rank, uint16_t src_window, uint16_t dst_window,
-                        uint32_t bytes, uint32_t per_thread, uint32_t signal, bool adjacent, int grid, int block,
-                        void* stream);
+Status launch_post_many(DeviceRing ring, uint32_t dst_rank, uint16_t src_window, uint16_t dst_window, uint32_t bytes,
+                        uint32_t per_thread, uint32_t signal, bool adjacent, int grid, int block, void* stream);
 
 // Warps claim 32 tickets at a time and write chunk (ticket % chunks) of
 // `bytes`, so the ring's writes form one contiguous run (wrapping at

@@ -47,13 +47,13 @@ namespace {
 
 constexpr uint64_t kWindow = 64ull << 20;
 
-#define CHECK_CUDA(x)                                                                          \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::cerr << "gpu_bench: " #x ": " << cudaGetErrorString(e_) << std::endl;              \
-      std::exit(1);                                                                            \
-    }                                                                                          \
+#define CHECK_CUDA(x)                                                            \
+  do {                                                                           \
+    cudaError_t e_ = (x);                                                        \
+    if (e_ != cudaSuccess) {                                                     \
+      std::cerr << "gpu_bench: " #x ": " << cudaGetErrorString(e_) << std::endl; \
+      std::exit(1);                                                              \
+    }                                                                            \
   } while (0)
 
 void die(const std::string& what, const epx::Status& s) {
@@ -189,15 +189,18 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaSetDevice(r1.device));
     if (auto s = epx::gpu::launch_pingpong(r1.ring->device(), r1.signals->device(), 1, iters + warm, sizes[i], 0,
                                            r1.send->id(), r0.recv->id(), elapsed1, ok1, r1.stream);
-        !s.ok()) die("pong", s);
+        !s.ok())
+      die("pong", s);
     CHECK_CUDA(cudaSetDevice(0));
     // Warm-up round trips are inside the pong's count: run them first.
     if (auto s = epx::gpu::launch_pingpong(r0.ring->device(), r0.signals->device(), 0, warm, sizes[i], 1, r0.send->id(),
                                            r1.recv->id(), elapsed, ok, r0.stream);
-        !s.ok()) die("ping warm-up", s);
+        !s.ok())
+      die("ping warm-up", s);
     if (auto s = epx::gpu::launch_pingpong(r0.ring->device(), r0.signals->device(), 0, iters, sizes[i], 1,
                                            r0.send->id(), r1.recv->id(), elapsed, ok, r0.stream);
-        !s.ok()) die("ping", s);
+        !s.ok())
+      die("ping", s);
     CHECK_CUDA(cudaStreamSynchronize(r0.stream));
     CHECK_CUDA(cudaSetDevice(r1.device));
     CHECK_CUDA(cudaStreamSynchronize(r1.stream));
@@ -225,7 +228,8 @@ int main(int argc, char** argv) {
     const auto t0 = Clock::now();
     if (auto s = epx::gpu::launch_stream(r0.ring->device(), 1, r0.send->id(), r1.recv->id(), bw_sizes[i], kWindow,
                                          count, 1, r0.stream);
-        !s.ok()) die("stream", s);
+        !s.ok())
+      die("stream", s);
     if (auto s = r1.signals->host().wait(1, before + count, 120s); !s.ok()) die("stream wait", s);
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     CHECK_CUDA(cudaStreamSynchronize(r0.stream));
@@ -248,7 +252,8 @@ int main(int argc, char** argv) {
     const auto t0 = Clock::now();
     if (auto s = epx::gpu::launch_post_many(r0.ring->device(), 1, r0.send->id(), r1.recv->id(), 64, per_thread, 2,
                                             false, grid, block, r0.stream);
-        !s.ok()) die("post_many", s);
+        !s.ok())
+      die("post_many", s);
     if (auto s = r1.signals->host().wait(2, before + total, 120s); !s.ok()) die("rate wait", s);
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     CHECK_CUDA(cudaStreamSynchronize(r0.stream));
@@ -293,8 +298,8 @@ int main(int argc, char** argv) {
                                       grid, block, r0.stream);
   });
   capacity("ticket-adjacent", [&](int grid, int block, uint32_t per_thread, uint32_t bytes) {
-    return epx::gpu::launch_post_ticket_adjacent(r0.ring->device(), 1, r0.send->id(), r1.recv->id(), bytes,
-                                                 per_thread, kWindow, grid, block, r0.stream);
+    return epx::gpu::launch_post_ticket_adjacent(r0.ring->device(), 1, r0.send->id(), r1.recv->id(), bytes, per_thread,
+                                                 kWindow, grid, block, r0.stream);
   });
   if (auto e = r0.ring->device_error(); !e.ok()) die("ring", e);
 
@@ -307,7 +312,8 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaMalloc(&dst, bytes));
     CHECK_CUDA(cudaSetDevice(0));
     cudaError_t pe = cudaDeviceEnablePeerAccess(1, 0);
-    if (pe != cudaSuccess && pe != cudaErrorPeerAccessAlreadyEnabled) die("peer access", epx::internal_error(cudaGetErrorString(pe)));
+    if (pe != cudaSuccess && pe != cudaErrorPeerAccessAlreadyEnabled)
+      die("peer access", epx::internal_error(cudaGetErrorString(pe)));
     (void)cudaGetLastError();
     CHECK_CUDA(cudaMalloc(&src, bytes));
     cudaEvent_t a, b;
@@ -364,7 +370,8 @@ int main(int argc, char** argv) {
     const uint32_t iters = 2000;
     auto measure = [&](const FloorCase& m) {
       std::memset(host, 0, bytes);
-      if (!epx::ring::ring_init(host, kCap, epx::ring::RingProducerKind::kDevice)) die("floor ring", epx::internal_error("ring_init"));
+      if (!epx::ring::ring_init(host, kCap, epx::ring::RingProducerKind::kDevice))
+        die("floor ring", epx::internal_error("ring_init"));
       CHECK_CUDA(cudaMemset(counters, 0, 3 * sizeof(unsigned long long)));
       CHECK_CUDA(cudaDeviceSynchronize());  // the kernel runs on a non-blocking stream
       epx::DeviceRing ring{};
@@ -377,7 +384,8 @@ int main(int argc, char** argv) {
       ring.error = static_cast<epx::DeviceError*>(dev(derr));
       ring.timeout_ns = 1000000000ull;
       epx::DeviceSignals sig{static_cast<uint64_t*>(dev(word)), 1, ring.error};
-      const bool use_ring = m.mode != epx::gpu::FloorMode::kFlagFenced && m.mode != epx::gpu::FloorMode::kFlagReleaseFenced &&
+      const bool use_ring = m.mode != epx::gpu::FloorMode::kFlagFenced &&
+                            m.mode != epx::gpu::FloorMode::kFlagReleaseFenced &&
                             m.mode != epx::gpu::FloorMode::kFlagSpinWait;
       std::atomic<bool> cpu_ok{true};
       std::thread cpu([&] {
@@ -388,12 +396,18 @@ int main(int argc, char** argv) {
           if (use_ring) {
             epx::ring::RingSlot d;
             while (!epx::ring::ring_read_slot(slots, kCap, i - 1, &d)) {
-              if (Clock::now() > deadline) { cpu_ok = false; return; }
+              if (Clock::now() > deadline) {
+                cpu_ok = false;
+                return;
+              }
             }
             epx::ring::ring_publish_head(header, i);
           } else {
             while (__atomic_load_n(to_cpu, __ATOMIC_ACQUIRE) < i) {
-              if (Clock::now() > deadline) { cpu_ok = false; return; }
+              if (Clock::now() > deadline) {
+                cpu_ok = false;
+                return;
+              }
             }
           }
           __atomic_fetch_add(word, 1, __ATOMIC_RELEASE);
@@ -401,7 +415,8 @@ int main(int argc, char** argv) {
       });
       if (auto s = epx::gpu::launch_floor_pingpong(m.mode, static_cast<uint64_t*>(dev(to_cpu)), ring, sig, iters,
                                                    elapsed_f, ok_f, r0.stream);
-          !s.ok()) die("floor", s);
+          !s.ok())
+        die("floor", s);
       CHECK_CUDA(cudaStreamSynchronize(r0.stream));
       cpu.join();
       uint64_t ns = 0;
@@ -421,8 +436,7 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < modes.size(); ++i) {
       rows.push_back({modes[i].what, 8, epx::bench::quantile(us[i], 0.5), "us",
                       "median of " + std::to_string(kRounds) + "; min " +
-                          std::to_string(*std::min_element(us[i].begin(), us[i].end())) +
-                          "; DEVICE.md floor 2.56 us"});
+                          std::to_string(*std::min_element(us[i].begin(), us[i].end())) + "; DEVICE.md floor 2.56 us"});
     }
     CHECK_CUDA(cudaFreeHost(host));
     CHECK_CUDA(cudaFree(counters));

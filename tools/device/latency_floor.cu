@@ -51,9 +51,7 @@ __global__ void floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring
         __threadfence_system();
         good = wait_signal(s, 0, i, kTimeout);
         break;
-      case FloorMode::kRingPost:
-        good = post_signal(ring, 0, 0, 1) && wait_signal(s, 0, i, kTimeout);
-        break;
+      case FloorMode::kRingPost: good = post_signal(ring, 0, 0, 1) && wait_signal(s, 0, i, kTimeout); break;
       case FloorMode::kFlagSpinWait:
         ring::ring_store_release(to_cpu, uint64_t{i});
         __threadfence_system();
@@ -71,10 +69,10 @@ __global__ void floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring
 
 }  // namespace
 
-Status launch_floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring,
-                             DeviceSignals signals, uint32_t iters, uint64_t* elapsed_ns_dev, int* ok_dev, void* stream) {
+Status launch_floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring, DeviceSignals signals, uint32_t iters,
+                             uint64_t* elapsed_ns_dev, int* ok_dev, void* stream) {
   floor_pingpong<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(mode, to_cpu, ring, signals, iters, elapsed_ns_dev,
-                                                                  ok_dev);
+                                                                 ok_dev);
   return kernels::cuda_status(cudaGetLastError(), "floor_pingpong launch");
 }
 
