@@ -9,19 +9,9 @@ namespace epx::test {
 
 DaemonProcess::DaemonProcess(const TempDir& dir, DaemonOptions o) : dir_(dir) {
   socket_ = dir.path() + "/" + o.name + ".sock";
-  std::vector<std::string> argv = {runfile("daemon/epxd"),
-                                   "--node-name",
-                                   o.name,
-                                   "--control-socket",
-                                   socket_,
-                                   "--peer-listen",
-                                   "127.0.0.1:0",
-                                   "--provider",
-                                   o.provider,
-                                   "--log-level",
-                                   "debug",
-                                   "--rpc-timeout-ms",
-                                   "2000"};
+  std::vector<std::string> argv = {runfile("daemon/epxd"), "--node-name", o.name, "--control-socket", socket_};
+  argv.insert(argv.end(), {"--peer-listen", "127.0.0.1:0", "--provider", o.provider});
+  argv.insert(argv.end(), {"--log-level", "debug", "--rpc-timeout-ms", "2000"});
   if (o.provider == "tcp") argv.insert(argv.end(), {"--rail-domains", "lo"});
   argv.insert(argv.end(), o.extra_args.begin(), o.extra_args.end());
   process_ = std::make_unique<Process>(argv, dir.path() + "/" + o.name + ".log");
