@@ -59,7 +59,9 @@ done < <(sed -nE 's/^(\/\/[^ ]+) +(\(cached\) )?PASSED.*/\1/p' "$log")
 failed=$((failed + $(grep -cE "^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)" "$log")))
 if [[ $bazel_rc -ne 0 && $failed -eq 0 ]]; then failed=1; fi  # e.g. a build error before any test ran
 
+# GPU tests that did not run (the tag filter; extra arguments may lift it).
 while read -r label; do
+  grep -qE "^$label +" "$log" && continue
   skipped=$((skipped + 1))
   skips+=("$label: tag gpu, not run here (tools/device/run.sh runs it on a GPU machine)")
 done < <(bazel query 'attr(tags, "\bgpu\b", tests(//...))' 2>/dev/null)
