@@ -5,7 +5,13 @@
 # compiled in, not the 1.17 refusal.
 #
 # Uses Debian trixie's libfabric 2.1 packages, unpacked (dpkg -x) into a
-# cache. Their libraries need glibc 2.38, newer than this machine's, so
+# cache. They come from the Debian archive this machine's apt is configured
+# with (sources.list, sources.list.d/*.list or deb822 *.sources, as
+# `apt-get indextargets` reads them): Debian's pool is shared by all its
+# suites, so a bookworm mirror serves trixie's files too, and the pinned
+# sha256 below decides whatever the mirror. apt's own downloader
+# (apt-helper, with apt's proxy settings) fetches them. The repository names
+# no host. Their libraries need glibc 2.38, newer than this machine's, so
 # nothing is linked: Bazel builds //daemon/... compilation outputs only,
 # with -DEPX_REQUIRE_FI_MR_DMABUF, which makes device_memory.cc refuse to
 # compile without FI_MR_DMABUF. A separate Bazel output base keeps the
@@ -17,7 +23,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 version=2.1.0-1.1
-pool=http://deb.debian.org/debian/pool/main/libf/libfabric
+pool_path=pool/main/libf/libfabric
 # sha256 of the two .debs (Debian's pool files for $version).
 declare -A sha256=(
   [libfabric-dev_${version}_amd64.deb]=0c827978d96c2c84bb4065d14f2cc2f6774c2145a2e6ad84dc3e7c25956abb0a
@@ -31,18 +37,43 @@ fail() {
   exit 1
 }
 
+# The archives (base URIs) of this machine's deb sources, in apt's order.
+archives() {
+  apt-get indextargets --no-release-info --format '$(TARGET_OF) $(REPO_URI)' 2>/dev/null |
+    awk '$1 == "deb" && !seen[$2]++ { print $2 }'
+}
+
+# download DEB FILE: from the first archive that has it with the pinned sha256.
+download() {
+  local deb=$1 file=$2 archive tried=() sandbox=()
+  [[ $(id -u) -ne 0 ]] || sandbox=(-o APT::Sandbox::User=root)  # root may write where _apt cannot
+  mapfile -t sources < <(archives)
+  ((${#sources[@]})) || fail "apt has no deb sources configured (apt-get indextargets lists none), so there is no archive to fetch $deb from"
+  for archive in "${sources[@]}"; do
+    echo "downloading ${archive%/}/$pool_path/$deb"
+    if /usr/lib/apt/apt-helper "${sandbox[@]}" download-file "${archive%/}/$pool_path/$deb" "$file.part" \
+      "SHA256:${sha256[$deb]}" >"$file.log" 2>&1; then
+      rm -f "$file.log"
+      mv "$file.part" "$file"
+      return 0
+    fi
+    tried+=("$(grep -m1 "^E: " "$file.log" | sed "s/^E: //" | tr -s ' ')")
+    rm -f "$file.part" "$file.part.FAILED"
+  done
+  rm -f "$file.log"
+  fail "cannot download $deb with sha256 ${sha256[$deb]} from any archive apt is configured with" \
+    "($(printf '%s; ' "${tried[@]}")no network, a mirror that is not Debian's, or Debian dropped $version" \
+    "from its pool: update version and sha256 here)"
+}
+
 if [[ ! -f $prefix/include/rdma/fi_domain.h || ! -e $prefix/lib/x86_64-linux-gnu/libfabric.so ]]; then
   mkdir -p "$cache/debs" || fail "cannot create $cache"
   rm -rf "$cache/root"
   for deb in "${!sha256[@]}"; do
     file=$cache/debs/$deb
     if ! { [[ -f $file ]] && echo "${sha256[$deb]}  $file" | sha256sum -c --quiet - >/dev/null 2>&1; }; then
-      echo "downloading $pool/$deb"
-      curl -fsSL --retry 2 --connect-timeout 15 --max-time 300 -o "$file.part" "$pool/$deb" ||
-        fail "cannot download $pool/$deb (no network, or Debian dropped $version from its pool: update version and sha256 here)"
-      echo "${sha256[$deb]}  $file.part" | sha256sum -c --quiet - ||
-        fail "$deb does not have the expected sha256"
-      mv "$file.part" "$file"
+      download "$deb" "$file"
+      echo "${sha256[$deb]}  $file" | sha256sum -c --quiet - || fail "$deb does not have the expected sha256"
     fi
     dpkg -x "$file" "$cache/root" || fail "dpkg -x $file"
   done

@@ -10,26 +10,27 @@
 // measured in the same run, same provider and sizes, so every figure is a
 // ratio from one run.
 //   epx_bench --provider shm|tcp [--domain lo] [--json] [--quick]
-//             [--epxd PATH] [--cores A,B,C,D,E,F]
-#include <pthread.h>
+//             [--epxd PATH] [--cores A,B,C,D]
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <boost/program_options.hpp>
-#include <cmath>
 #include <cstdio>
 #include <future>
-#include <optional>
 #include <iostream>
-#include <sstream>
+#include <optional>
 #include <thread>
 
 #include "epx/client.h"
+#include "tools/bench/affinity.h"
+#include "tools/bench/bench_report.pb.h"
 #include "tools/bench/fabric_baseline.h"
 #include "tools/bench/spawned_daemon.h"
+#include "tools/bench/stats.h"
+#include "tools/cli.h"
 
 namespace po = boost::program_options;
+namespace report = epx::bench_report::v1;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
@@ -38,14 +39,6 @@ namespace {
 constexpr uint64_t kWindowBytes = 16ull << 20;
 
 void progress(const std::string& line) { std::cerr << "[epx_bench] " << line << std::endl; }
-
-void pin(int core) {
-  if (core < 0) return;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(core, &set);
-  pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
 
 struct Rank {
   std::unique_ptr<epx::Client> client;
@@ -82,11 +75,6 @@ epx::Status setup_rank(Rank& r, const std::string& socket, uint32_t rank, const 
   return epx::Status();
 }
 
-double percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1)))];
-}
-
 struct Row {
   std::string what;
   size_t bytes;
@@ -98,33 +86,24 @@ struct Row {
 
 int main(int argc, char** argv) {
   po::options_description opts("epx_bench options");
-  opts.add_options()("help,h", "help")("provider", po::value<std::string>()->default_value("shm"), "shm | tcp | efa | verbs")(
-      "domain", po::value<std::string>()->default_value(""), "rail domain (tcp: lo)")("json", "JSON output")(
+  opts.add_options()("help,h", "help")("provider", po::value<std::string>()->default_value("shm"),
+                                       "shm | tcp | efa | verbs")("domain", po::value<std::string>()->default_value(""),
+                                                                  "rail domain (tcp: lo)")("json", "JSON output")(
       "quick", "fewer sizes and shorter runs")("epxd", po::value<std::string>(), "path of epxd")(
       "cores", po::value<std::string>()->default_value(""),
       "cores for proxy A, proxy B, rank 0, rank 1 (comma-separated); empty: no pinning");
   po::variables_map vm;
-  try {  // program_options reports by exception; it never leaves main.
-    po::store(po::parse_command_line(argc, argv, opts), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "epx_bench: " << e.what() << "\n";
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << opts << "\n";
-    return 0;
-  }
+  if (auto exit_code = epx::cli::parse(argc, argv, opts, &vm, "epx_bench")) return *exit_code;
   const std::string provider = vm["provider"].as<std::string>();
   std::string domain = vm["domain"].as<std::string>();
   if (provider == "tcp" && domain.empty()) domain = "lo";
   const bool quick = vm.count("quick") > 0, json = vm.count("json") > 0;
-  std::vector<int> cores;
-  {
-    std::stringstream in(vm["cores"].as<std::string>());
-    for (std::string c; std::getline(in, c, ',');) cores.push_back(std::stoi(c));
-    cores.resize(4, -1);
+  auto parsed_cores = epx::cli::parse_cores(vm["cores"].as<std::string>(), 4);
+  if (!parsed_cores.ok()) {
+    std::cerr << "epx_bench: --cores: " << parsed_cores.status().message() << "\n";
+    return 2;
   }
+  const std::vector<int> cores = std::move(parsed_cores.value());
   const std::string epxd = vm.count("epxd") ? vm["epxd"].as<std::string>() : epx::bench::find_epxd("../daemon/epxd");
   if (epxd.empty()) {
     std::cerr << "epx_bench: cannot find epxd beside this binary; pass --epxd\n";
@@ -161,8 +140,8 @@ int main(int argc, char** argv) {
   const auto min_time = quick ? 100ms : 300ms;
 
   // (a) latency: ping-pong of write+signal, half the round trip.
-  std::vector<size_t> lat_sizes = quick ? std::vector<size_t>{8, 4096, 1 << 20}
-                                        : std::vector<size_t>{8, 64, 512, 4096, 32768, 262144, 1 << 20};
+  std::vector<size_t> lat_sizes =
+      quick ? std::vector<size_t>{8, 4096, 1 << 20} : std::vector<size_t>{8, 64, 512, 4096, 32768, 262144, 1 << 20};
   auto base_lat = epx::bench::baseline_latency(bo, lat_sizes);
   if (!base_lat.ok()) return fail("baseline latency", base_lat.status());
   uint64_t seq = 0;  // signal 0 counts ping-pongs on both ranks
@@ -174,7 +153,7 @@ int main(int argc, char** argv) {
     epx::Status pong_status;
     const uint64_t first = seq + 1;  // read before the ping loop advances seq
     std::thread pong([&, first] {
-      pin(cores[3]);
+      epx::bench::pin_current_thread(cores[3]);
       for (uint64_t k = first;; ++k) {
         // Wait for ping k, answer it; a stop request ends after the last.
         while (r1.signals->value(0) < k) {
@@ -184,7 +163,7 @@ int main(int argc, char** argv) {
         if (!pong_status.ok()) return;
       }
     });
-    pin(cores[2]);
+    epx::bench::pin_current_thread(cores[2]);
     std::vector<double> rtts;
     const auto begin = Clock::now();
     for (int n = 0;; ++n) {
@@ -208,7 +187,8 @@ int main(int argc, char** argv) {
     stop = true;
     pong.join();
     if (!pong_status.ok()) return fail("pong", pong_status);
-    rows.push_back({"latency one-way (us)", size, percentile(rtts, 0.5) / 2, (*base_lat)[i].one_way_us, "us"});
+    rows.push_back(
+        {"latency one-way (us)", size, epx::bench::quantile(rtts, 0.5) / 2, (*base_lat)[i].one_way_us, "us"});
   }
 
   // (b) streaming bandwidth: writes of S, each counted on signal 1.
@@ -279,7 +259,8 @@ int main(int argc, char** argv) {
     do {
       for (int k = 0; k < 1024; ++k, ++n) {
         const uint64_t off = (n % per_pass) * 64;
-        if (auto s = r0.ring->post_write(1, *r0.send, off, r1.recv->id(), off, 64, 30s); !s.ok()) return fail("capacity", s);
+        if (auto s = r0.ring->post_write(1, *r0.send, off, r1.recv->id(), off, 64, 30s); !s.ok())
+          return fail("capacity", s);
       }
     } while (Clock::now() - t0 < min_time);
     if (auto s = r0.ring->flush(60s); !s.ok()) return fail("capacity flush", s);
@@ -295,15 +276,20 @@ int main(int argc, char** argv) {
   if (auto e = r0.ring->error(); !e.ok()) return fail("ring", e);
 
   if (json) {
-    std::cout << "{\"provider\": \"" << provider << "\", \"rows\": [";
-    for (size_t i = 0; i < rows.size(); ++i) {
-      const Row& r = rows[i];
-      std::printf("%s\n  {\"what\": \"%s\", \"bytes\": %zu, \"epx\": %.4f, \"baseline\": %.4f, \"unit\": \"%s\"}",
-                  i ? "," : "", r.what.c_str(), r.bytes, r.epx, r.base, r.unit.c_str());
+    report::EpxBenchReport result;
+    result.set_provider(provider);
+    for (const Row& r : rows) {
+      report::EpxBenchRow* out = result.add_rows();
+      out->set_what(r.what);
+      out->set_bytes(static_cast<uint32_t>(r.bytes));
+      out->set_epx(r.epx);
+      out->set_baseline(r.base);
+      out->set_unit(r.unit);
     }
-    std::printf("],\n \"proxy_ns_per_descriptor\": %.1f, \"proxy_capacity_mdesc_per_s\": %.2f, "
-                "\"fabric_ops_per_descriptor\": %.4f}\n",
-                ns_per_desc, capacity_mdesc, ops_per_desc);
+    result.set_proxy_ns_per_descriptor(ns_per_desc);
+    result.set_proxy_capacity_mdesc_per_s(capacity_mdesc);
+    result.set_fabric_ops_per_descriptor(ops_per_desc);
+    if (auto s = epx::cli::print_json(result); !s.ok()) return fail("output", s);
     return 0;
   }
   std::printf("EPX vs plain libfabric (%s provider%s), two daemons on one host\n", provider.c_str(),

@@ -99,16 +99,15 @@ int print_status(const epx::v1::DaemonStatus& st, bool json, bool jobs_only) {
               << "libfabric " << st.libfabric() << "\n"
               << "rails: " << st.rails_size() << " (" << st.provider() << ")\n";
     for (const auto& r : st.rails()) {
-      std::cout << "  " << r.index() << "  " << r.provider() << "  domain " << r.domain() << "  fabric "
-                << r.fabric() << "  mr " << r.mr_mode() << "  hmem " << (r.fi_hmem() ? "yes" : "no")
-                << "  addr " << hex_prefix(r.address()) << "\n"
+      std::cout << "  " << r.index() << "  " << r.provider() << "  domain " << r.domain() << "  fabric " << r.fabric()
+                << "  mr " << r.mr_mode() << "  hmem " << (r.fi_hmem() ? "yes" : "no") << "  addr "
+                << hex_prefix(r.address()) << "\n"
                 << "     device windows: "
                 << (r.device_windows() ? std::string("yes") : "no (" + r.device_windows_reason() + ")") << "\n";
     }
     std::cout << "clients: " << st.clients_size() << "\n";
     for (const auto& c : st.clients()) {
-      std::cout << "  " << c.client_id() << "  '" << c.name() << "'  pid " << c.pid() << " uid " << c.uid()
-                << "  jobs";
+      std::cout << "  " << c.client_id() << "  '" << c.name() << "'  pid " << c.pid() << " uid " << c.uid() << "  jobs";
       for (const auto& j : c.jobs()) std::cout << " " << j;
       std::cout << "  windows " << c.windows() << " (host " << c.host_windows() << ", device " << c.device_windows()
                 << "; " << c.window_bytes() << " bytes)\n";
@@ -124,8 +123,7 @@ int ping(const std::string& socket, const std::string& peer, std::chrono::millis
     auto st = fetch_status(socket, timeout);
     if (!st.ok()) return failed(st.status());
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
-    std::cout << "epxd " << st->version() << " on " << st->node() << " at " << socket << ": " << us.count()
-              << " us\n";
+    std::cout << "epxd " << st->version() << " on " << st->node() << " at " << socket << ": " << us.count() << " us\n";
     return 0;
   }
   auto stub = epx::v1::Peer::NewStub(grpc::CreateChannel(peer, grpc::InsecureChannelCredentials()));
@@ -135,8 +133,7 @@ int ping(const std::string& socket, const std::string& peer, std::chrono::millis
   grpc::Status s = stub->Ping(&ctx, epx::v1::PingRequest(), &reply);
   if (!s.ok()) return failed(epx::from_grpc(s).with_context("peer " + peer));
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
-  std::cout << "epxd " << reply.version() << " on " << reply.node() << " at " << peer << ": " << us.count()
-            << " us\n";
+  std::cout << "epxd " << reply.version() << " on " << reply.node() << " at " << peer << ": " << us.count() << " us\n";
   return 0;
 }
 
@@ -184,16 +181,16 @@ int join(const std::string& socket, const po::variables_map& vm, std::chrono::mi
 
 int main(int argc, char** argv) {
   po::options_description opts("epxctl options");
-  opts.add_options()("help,h", "show this help")(
-      "socket,s", po::value<std::string>(), "epxd control socket (default $EPX_SOCKET or /run/epx/epxd.sock)")(
+  opts.add_options()("help,h", "show this help")("socket,s", po::value<std::string>(),
+                                                 "epxd control socket (default $EPX_SOCKET or /run/epx/epxd.sock)")(
       "json", "machine-readable output (status, jobs)")("timeout-ms", po::value<uint32_t>(),
                                                         "deadline of each call; for join, the barrier timeout")(
       "peer", po::value<std::string>(), "ping: a daemon's Peer address host:port")(
       "job", po::value<std::string>(), "join: job id")("world", po::value<uint32_t>(), "join: world size")(
       "rank", po::value<uint32_t>(), "join: rank")("local-rank", po::value<uint32_t>(), "join: local rank")(
       "coordinator", po::value<std::string>(), "join: coordinating daemon host:port (default: local daemon)")(
-      "hold", "join: keep the rank until stdin closes or SIGTERM")(
-      "command", po::value<std::string>(), "status | jobs | ping | join");
+      "hold", "join: keep the rank until stdin closes or SIGTERM")("command", po::value<std::string>(),
+                                                                   "status | jobs | ping | join");
   po::positional_options_description pos;
   pos.add("command", 1);
   po::variables_map vm;

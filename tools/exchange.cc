@@ -13,6 +13,7 @@
 #include <random>
 
 #include "epx/client.h"
+#include "tools/cli.h"
 
 namespace po = boost::program_options;
 using namespace std::chrono_literals;
@@ -65,17 +66,7 @@ int main(int argc, char** argv) {
       "timeout-ms", po::value<uint32_t>()->default_value(30000), "per-wait timeout")(
       "print-table", "print the rank table after joining");
   po::variables_map vm;
-  try {  // program_options reports by exception; it never leaves main.
-    po::store(po::parse_command_line(argc, argv, opts), vm);
-    if (vm.count("help")) {
-      std::cout << opts << "\n";
-      return 0;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "epx_exchange: " << e.what() << "\n";
-    return 2;
-  }
+  if (auto exit_code = epx::cli::parse(argc, argv, opts, &vm, "epx_exchange")) return *exit_code;
   const uint32_t world = vm["world"].as<uint32_t>(), rank = vm["rank"].as<uint32_t>();
   const uint32_t rounds = vm["rounds"].as<uint32_t>();
   const uint64_t per_peer = vm["bytes-per-peer"].as<uint64_t>(), seed = vm["seed"].as<uint64_t>();

@@ -9,7 +9,7 @@ packages=(
   libfabric-dev libfabric-bin rdma-core libibverbs-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev libboost-dev libboost-program-options-dev doctest-dev
-  iproute2 curl
+  iproute2 clang-format
 )
 
 missing=()

@@ -1,36 +1,93 @@
 #!/usr/bin/env bash
 # EPX's tests: installs what is missing, builds everything (GPU code too),
-# runs every test that needs no GPU, and ends with "N passed, N failed".
-# GPU tests run on a GPU machine with tools/device/run.sh.
+# runs every test that needs no GPU, runs two checks
+# (tools/check-libfabric-prefix.sh, tools/check-format.sh), and ends with
+# the line
+#   N passed, N failed, N skipped
+# Exit status is non-zero iff N failed > 0. Extra arguments go to bazel test.
+#
+# Skipped, never passed:
+#   * a test that cannot run here prints a line "EPX_TEST_SKIPPED: <why>" and
+#     exits 0 (Bazel says PASSED); its log decides, and the reason is printed;
+#   * GPU tests (tag gpu) are built but not run here; tools/device/run.sh runs
+#     them on a GPU machine.
+# The checks are no tests: they have their own lines, and their results are
+# counted in the closing line's passed or failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-tools/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+summary() { echo "$1 passed, $2 failed, $3 skipped"; }
+
+tools/setup.sh || { echo "setup failed"; summary 0 1 0; exit 1; }
 
 log=$(mktemp /tmp/epx-test-log-XXXXXX)
 trap 'rm -f "$log"' EXIT
 
 echo "== bazel build //..."
-if ! bazel build //... 2>&1 | tee "$log" | grep -E "^(ERROR|FAILED)|error:" ; then :; fi
+bazel build //... 2>&1 | tee "$log" | grep -E "^(ERROR|FAILED)|error:"
 if ! grep -q "Build completed successfully" "$log"; then
   tail -n 40 "$log"
   echo "build failed"
-  echo "0 passed, 1 failed"
+  summary 0 1 0
   exit 1
 fi
 
-echo "== bazel test //... (without GPU tests)"
+echo "== bazel test //... --test_tag_filters=-gpu --keep_going $* (GPU tests are not run here)"
 bazel test //... --test_tag_filters=-gpu --keep_going "$@" 2>&1 | tee "$log" | grep -vE "^\s*$|linux-sandbox"
 bazel_rc=${PIPESTATUS[0]}
 
-passed=$(grep -cE "^//[^ ]+ +(\(cached\) )?PASSED" "$log")
-failed=$(grep -cE "^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)" "$log")
+# Where this configuration's test logs are: not the bazel-testlogs symlink,
+# which another build in this workspace (other flags) may have re-pointed.
+testlogs=$(bazel info bazel-testlogs "$@" 2>/dev/null) || testlogs=bazel-testlogs
+
+passed=0 failed=0 skipped=0
+skips=()
+while read -r label; do
+  path=${label#//}
+  test_log=$testlogs/${path%%:*}/${path#*:}/test.log
+  reason=$(grep -m1 "^EPX_TEST_SKIPPED: " "$test_log" 2>/dev/null)
+  if [[ -n $reason ]]; then
+    skipped=$((skipped + 1))
+    skips+=("$label: ${reason#EPX_TEST_SKIPPED: }")
+  elif [[ -f $test_log ]]; then
+    passed=$((passed + 1))
+  else
+    echo "$label: PASSED but its log $test_log is missing: counted as failed"
+    failed=$((failed + 1))
+  fi
+done < <(sed -nE 's/^(\/\/[^ ]+) +(\(cached\) )?PASSED.*/\1/p' "$log")
+failed=$((failed + $(grep -cE "^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)" "$log")))
 if [[ $bazel_rc -ne 0 && $failed -eq 0 ]]; then failed=1; fi  # e.g. a build error before any test ran
 
-# The other libfabric prefix (--config=aws's setting): the daemon compiles
-# against libfabric 2.1 headers with the FI_MR_DMABUF path. Counted as one
-# check; a download that is not possible fails it.
-echo "== libfabric 2.1 headers (tools/check-libfabric-prefix.sh)"
-if tools/check-libfabric-prefix.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
-echo "$passed passed, $failed failed"
+# GPU tests that did not run (the tag filter; extra arguments may lift it).
+while read -r label; do
+  grep -qE "^$label +" "$log" && continue
+  skipped=$((skipped + 1))
+  skips+=("$label: tag gpu, not run here (tools/device/run.sh runs it on a GPU machine)")
+done < <(bazel query 'attr(tags, "\bgpu\b", tests(//...))' 2>/dev/null)
+
+echo "== tests: $passed passed, $failed failed, $skipped skipped"
+for s in "${skips[@]}"; do echo "skipped $s"; done
+
+# Checks, not tests: each is reported on its own lines and counted in the
+# closing line's passed or failed.
+#   libfabric-prefix: the daemon compiles against libfabric 2.1 headers with
+#     the FI_MR_DMABUF path (the --config=aws setting); a download that is not
+#     possible fails it.
+#   format: tools/ and tests/ match .clang-format.
+check() {  # name command...
+  local name=$1
+  shift
+  echo "== check (not a test): $name ($*)"
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "check $name: passed (counted below as 1 passed)"
+  else
+    failed=$((failed + 1))
+    echo "check $name: failed (counted below as 1 failed)"
+  fi
+}
+check libfabric-prefix tools/check-libfabric-prefix.sh
+check format tools/check-format.sh
+summary "$passed" "$failed" "$skipped"
 [[ $failed -eq 0 ]]

@@ -28,7 +28,7 @@ Result<UniqueFd> connect_fd_socket(const std::string& path) {
   if (::connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     return unavailable("connect to epxd fd socket " + path + ": " + std::strerror(errno));
   }
-  return std::move(sock);
+  return sock;
 }
 
 }  // namespace
@@ -53,7 +53,7 @@ Result<FdAnswer> fd_request(const std::string& fd_socket, const void* request, s
     return Status(static_cast<StatusCode>(answer.reply.status), what + ": " + answer.reply.message);
   }
   if (!received->fds.empty()) answer.fd = std::move(received->fds.front());
-  return std::move(answer);
+  return answer;
 }
 
 Result<uint64_t> submit_fd(const std::string& fd_socket, uint64_t client_id, int fd) {

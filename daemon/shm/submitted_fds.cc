@@ -37,7 +37,7 @@ Result<UniqueFd> SubmittedFds::take(uint64_t token, pid_t pid, uint64_t client_i
   }
   UniqueFd fd = std::move(it->second.fd);
   fds_.erase(it);
-  return std::move(fd);
+  return fd;
 }
 
 void SubmittedFds::drop_client(uint64_t client_id) {

@@ -70,7 +70,7 @@ Result<ReceivedFds> receive_with_fds(int socket, void* data, size_t bytes, size_
     const int error = errno;
     if ((flags & MSG_DONTWAIT) != 0 && (error == EAGAIN || error == EWOULDBLOCK || error == EINTR)) {
       received.would_block = true;
-      return std::move(received);
+      return received;
     }
     return unavailable(std::string("recvmsg: ") + std::strerror(error));
   }
@@ -85,7 +85,7 @@ Result<ReceivedFds> receive_with_fds(int socket, void* data, size_t bytes, size_
     }
   }
   received.truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
-  return std::move(received);
+  return received;
 }
 
 }  // namespace epx

@@ -125,10 +125,10 @@ void send_and_verify(Rank& from, Rank& to, uint32_t from_rank, uint32_t to_rank,
   CUDA_OK(cudaMemcpy(d_off, offsets.data(), offsets.size() * sizeof(uint64_t), cudaMemcpyHostToDevice));
   CUDA_OK(cudaMemcpy(d_size, sizes.data(), sizes.size() * sizeof(uint32_t), cudaMemcpyHostToDevice));
   const uint64_t before = to.signals->host().value(from_rank);
-  auto s = gpu::launch_send_blocks(from.ring->device(), from.send->device_ptr(), static_cast<uint16_t>(from.send->id()),
-                                   static_cast<uint16_t>(to.recv->id()), to_rank, from_rank, round, d_off, d_size,
-                                   static_cast<uint32_t>(offsets.size()), from_rank, round % 2 == 1, 16, 128,
-                                   from.stream);
+  auto s =
+      gpu::launch_send_blocks(from.ring->device(), from.send->device_ptr(), static_cast<uint16_t>(from.send->id()),
+                              static_cast<uint16_t>(to.recv->id()), to_rank, from_rank, round, d_off, d_size,
+                              static_cast<uint32_t>(offsets.size()), from_rank, round % 2 == 1, 16, 128, from.stream);
   REQUIRE_MESSAGE(s.ok(), s.to_string());
   CUDA_OK(cudaStreamSynchronize(from.stream));
   REQUIRE_MESSAGE(from.ring->device_error().ok(), from.ring->device_error().to_string());
@@ -155,7 +155,6 @@ void send_and_verify(Rank& from, Rank& to, uint32_t from_rank, uint32_t to_rank,
 }  // namespace
 
 TEST_CASE("GPU memory from cuMemCreate maps, works and exports as a dma-buf") {
-  SKIP_WITHOUT_GPU();
   auto a = GpuAllocation::create(0, 5 << 20);
   REQUIRE_MESSAGE(a.ok(), a.status().to_string());
   CHECK((*a)->size() >= (5u << 20));
@@ -182,12 +181,11 @@ TEST_CASE("GPU memory from cuMemCreate maps, works and exports as a dma-buf") {
   auto again = (*a)->dmabuf_fd();
   REQUIRE(again.ok());
   CHECK(*again == *fd);  // one export, owned by the allocation
-  a->reset();  // unmap, free the range and the memory, close the fd
+  a->reset();            // unmap, free the range and the memory, close the fd
   CHECK(fd_target(*fd).find("dmabuf") == std::string::npos);
 }
 
 TEST_CASE("shm daemons refuse GPU memory; the host fallback carries kernel writes intact both ways") {
-  SKIP_WITHOUT_GPU();
   TempDir dir;
   DaemonProcess a(dir, {"a", "shm", {"--proxy-busy-poll", "true"}});
   DaemonProcess b(dir, {"b", "shm", {"--proxy-busy-poll", "true"}});

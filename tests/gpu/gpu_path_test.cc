@@ -5,7 +5,6 @@
 #include <doctest/doctest.h>
 
 #include <future>
-#include <thread>
 #include <random>
 
 #include "epx/client.h"
@@ -13,6 +12,7 @@
 #include "tests/gpu/gpu_kernels.h"
 #include "tests/gpu/gpu_test.h"
 #include "tests/harness/daemon_process.h"
+#include "tools/device/bench_kernels.h"
 
 using namespace epx;
 using namespace epx::test;
@@ -137,7 +137,6 @@ void send_and_verify(GpuRank& from, GpuRank& to, uint32_t from_rank, uint32_t to
 }  // namespace
 
 TEST_CASE("GPU-initiated writes with signals, both directions, many warps, ring wrap-around (shm and tcp)") {
-  SKIP_WITHOUT_GPU();
   for (const char* provider : {"shm", "tcp"}) {
     CAPTURE(provider);
     Pair p(provider);
@@ -162,7 +161,6 @@ TEST_CASE("GPU-initiated writes with signals, both directions, many warps, ring 
 }
 
 TEST_CASE("a kernel whose signal never comes gets a timeout error, not a hang") {
-  SKIP_WITHOUT_GPU();
   Pair p("shm");
   int* ok = nullptr;
   int result = -1;
@@ -181,17 +179,14 @@ TEST_CASE("a kernel whose signal never comes gets a timeout error, not a hang") 
 }
 
 TEST_CASE("bad descriptors posted by a kernel are rejected and reported; the other rank keeps working") {
-  SKIP_WITHOUT_GPU();
   Pair p("shm");
   CUDA_OK(cudaSetDevice(p.r0.device));
-  auto bad = ring::make_write_signal(1, ring::pack_address(1, 0), ring::pack_address(99, 0), 64, ring::encode_signal(0, 1));
+  auto bad =
+      ring::make_write_signal(1, ring::pack_address(1, 0), ring::pack_address(99, 0), 64, ring::encode_signal(0, 1));
   REQUIRE(gpu::launch_post_raw(p.r0.ring->device(), bad, p.r0.stream).ok());
   CUDA_OK(cudaStreamSynchronize(p.r0.stream));
   Status e;
-  for (int i = 0; i < 200 && e.ok(); ++i) {
-    std::this_thread::sleep_for(10ms);
-    e = p.r0.ring->device_error();
-  }
+  wait_until([&] { return !(e = p.r0.ring->device_error()).ok(); }, 2s);
   CHECK(e.code() == StatusCode::kFailedPrecondition);
   CHECK(e.message().find("unknown window") != std::string::npos);
   CHECK(p.r1.signals->host().value(0) == 0);
@@ -200,11 +195,7 @@ TEST_CASE("bad descriptors posted by a kernel are rejected and reported; the oth
 }
 
 TEST_CASE("same node, two GPUs: NVLink peer stores land intact") {
-  SKIP_WITHOUT_GPU();
-  if (cuda_device_count() < 2) {
-    MESSAGE("SKIPPED: needs two GPUs");
-    return;
-  }
+  if (cuda_device_count() < 2) SKIP_TEST_CASE("NVLink peer stores need two GPUs");
   int can = 0;
   CUDA_OK(cudaDeviceCanAccessPeer(&can, 0, 1));
   REQUIRE(can == 1);
@@ -234,11 +225,7 @@ TEST_CASE("same node, two GPUs: NVLink peer stores land intact") {
 }
 
 TEST_CASE("same node: ranks exchange GPU buffers through the daemon and a kernel stores over NVLink") {
-  SKIP_WITHOUT_GPU();
-  if (cuda_device_count() < 2) {
-    MESSAGE("SKIPPED: needs two GPUs");
-    return;
-  }
+  if (cuda_device_count() < 2) SKIP_TEST_CASE("same-node GPU buffer exchange over NVLink needs two GPUs");
   TempDir dir;
   DaemonProcess a(dir, {"a", "shm"}), b(dir, {"b", "shm"});
   // Ranks 0 and 1 share node a (GPU 0 and GPU 1); rank 2 is on node b.

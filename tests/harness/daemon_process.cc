@@ -1,6 +1,7 @@
 #include "tests/harness/daemon_process.h"
 
 #include <doctest/doctest.h>
+#include <google/protobuf/util/json_util.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -10,9 +11,9 @@ namespace epx::test {
 
 DaemonProcess::DaemonProcess(const TempDir& dir, DaemonOptions o) : dir_(dir) {
   socket_ = dir.path() + "/" + o.name + ".sock";
-  std::vector<std::string> argv = {runfile("daemon/epxd"), "--node-name", o.name, "--control-socket", socket_,
-                                   "--peer-listen", "127.0.0.1:0", "--provider", o.provider, "--log-level", "debug",
-                                   "--rpc-timeout-ms", "2000"};
+  std::vector<std::string> argv = {runfile("daemon/epxd"), "--node-name", o.name, "--control-socket", socket_};
+  argv.insert(argv.end(), {"--peer-listen", "127.0.0.1:0", "--provider", o.provider});
+  argv.insert(argv.end(), {"--log-level", "debug", "--rpc-timeout-ms", "2000"});
   if (o.provider == "tcp") argv.insert(argv.end(), {"--rail-domains", "lo"});
   // A test target that sets EPX_TEST_FAULT_INJECTION (a text-format
   // epx.v1.FaultInjection) runs every daemon's rails through the fault
@@ -58,6 +59,28 @@ std::pair<int, std::string> DaemonProcess::epxctl(const std::vector<std::string>
   auto code = p.wait(std::chrono::seconds(30));
   REQUIRE_MESSAGE(code.has_value(), "epxctl did not exit within 30 s");
   return {*code, p.output()};
+}
+
+v1::DaemonStatus DaemonProcess::status() const {
+  auto [code, out] = epxctl({"status", "--json"});
+  REQUIRE_MESSAGE(code == 0, "epxctl status --json exited with " << code << ": " << out);
+  v1::DaemonStatus status;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;
+  const auto parsed = google::protobuf::util::JsonStringToMessage(out, &status, options);
+  REQUIRE_MESSAGE(parsed.ok(), "epxctl status --json: " << parsed.ToString() << "\n" << out);
+  return status;
+}
+
+bool DaemonProcess::coordinates_rank(const std::string& job, uint32_t rank) const {
+  const v1::DaemonStatus st = status();
+  for (const v1::JobStatus& j : st.jobs()) {
+    if (j.job_id() != job || !j.coordinated_here()) continue;
+    for (const v1::JobMemberStatus& m : j.members()) {
+      if (m.rank() == rank && m.present()) return true;
+    }
+  }
+  return false;
 }
 
 JoinOptions join_options(const std::string& job, uint32_t world, uint32_t rank, const std::string& coordinator,

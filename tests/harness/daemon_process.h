@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "epx/client.h"
+#include "epx/v1/status.pb.h"
 #include "tests/harness/process.h"
 
 namespace epx::test {
@@ -30,6 +31,12 @@ class DaemonProcess {
   std::unique_ptr<Client> connect(const std::string& client_name = "test") const;
   // `epxctl` with the given arguments against this daemon; returns (exit code, output).
   std::pair<int, std::string> epxctl(const std::vector<std::string>& args) const;
+  // The daemon's full status, as `epxctl status --json` reports it (fails
+  // the test when epxctl fails or prints something that does not parse).
+  v1::DaemonStatus status() const;
+  // Whether this daemon coordinates `job` and holds `rank` of it (the rank
+  // registered at its bootstrap barrier, or a member of the formed job).
+  bool coordinates_rank(const std::string& job, uint32_t rank) const;
 
  private:
   const TempDir& dir_;

@@ -87,12 +87,16 @@ std::string Process::output() const {
 }
 
 bool Process::wait_output(const std::string& text, std::chrono::milliseconds timeout) const {
+  return wait_until([&] { return output().find(text) != std::string::npos; }, timeout);
+}
+
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
   const auto end = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < end) {
-    if (output().find(text) != std::string::npos) return true;
+  for (;;) {
+    if (done()) return true;
+    if (std::chrono::steady_clock::now() >= end) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  return false;
 }
 
 std::string runfile(const std::string& path) {

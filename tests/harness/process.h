@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,6 +48,11 @@ class Process {
   std::optional<int> exit_code_;
   std::string log_path_;
 };
+
+// Polls `done` until it returns true (then true) or `timeout` has passed
+// (then false). For waiting on an event the test can observe, never for
+// ordering by time alone.
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout);
 
 // Path of a binary in this test's runfiles ("daemon/epxd").
 std::string runfile(const std::string& path);

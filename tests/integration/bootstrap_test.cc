@@ -4,7 +4,6 @@
 #include <signal.h>
 
 #include <future>
-#include <thread>
 
 #include "epx/client.h"
 #include "tests/harness/daemon_process.h"
@@ -34,6 +33,14 @@ std::optional<Event> wait_event(Client& c, Event::Kind kind, std::chrono::millis
 
 std::string serialize(const RankTable& t) { return t.to_string(); }
 
+// Waits until `coordinator` holds `rank` of `job` at its bootstrap barrier,
+// so that a join made next is ordered after that rank's.
+void wait_registered(const DaemonProcess& coordinator, const std::string& job, uint32_t rank) {
+  REQUIRE_MESSAGE(wait_until([&] { return coordinator.coordinates_rank(job, rank); }, 10s),
+                  "rank " << rank << " of job " << job << " was not registered at coordinator "
+                          << coordinator.peer_address() << " within 10 s");
+}
+
 }  // namespace
 
 TEST_CASE("4 ranks on 2 daemons get identical full rank tables; leave releases them") {
@@ -44,9 +51,8 @@ TEST_CASE("4 ranks on 2 daemons get identical full rank tables; leave releases t
 
   std::vector<std::future<Result<Job>>> joins;
   for (uint32_t r = 0; r < 4; ++r) {
-    joins.push_back(std::async(std::launch::async, [&, r] {
-      return clients[r]->join(paired_join_options("job4", 4, r, a.peer_address()));
-    }));
+    joins.push_back(std::async(
+        std::launch::async, [&, r] { return clients[r]->join(paired_join_options("job4", 4, r, a.peer_address())); }));
   }
   std::vector<Job> jobs;
   for (auto& f : joins) {
@@ -97,24 +103,27 @@ TEST_CASE("join errors are typed and come within the deadline") {
     CHECK(j.status().message().find("rank 2") != std::string::npos);
   }
   SUBCASE("duplicate rank") {
-    auto first = std::async(std::launch::async, [&] { return c0->join(paired_join_options("e2", 2, 0, a.peer_address(), 3s)); });
-    std::this_thread::sleep_for(300ms);
+    auto first =
+        std::async(std::launch::async, [&] { return c0->join(paired_join_options("e2", 2, 0, a.peer_address(), 3s)); });
+    wait_registered(a, "e2", 0);
     auto dup = c1->join(paired_join_options("e2", 2, 0, a.peer_address()));
     CHECK(dup.status().code() == StatusCode::kAlreadyExists);
     CHECK(dup.status().message().find("rank 0") != std::string::npos);
     CHECK(first.get().status().code() == StatusCode::kDeadlineExceeded);
   }
   SUBCASE("world size mismatch") {
-    auto first = std::async(std::launch::async, [&] { return c0->join(paired_join_options("e3", 2, 0, a.peer_address(), 3s)); });
-    std::this_thread::sleep_for(300ms);
+    auto first =
+        std::async(std::launch::async, [&] { return c0->join(paired_join_options("e3", 2, 0, a.peer_address(), 3s)); });
+    wait_registered(a, "e3", 0);
     auto bad = c1->join(paired_join_options("e3", 4, 1, a.peer_address()));
     CHECK(bad.status().code() == StatusCode::kFailedPrecondition);
     CHECK(bad.status().message().find("world size 2") != std::string::npos);
     (void)first.get();
   }
   SUBCASE("the same client joining the same job twice") {
-    auto first = std::async(std::launch::async, [&] { return c1->join(paired_join_options("e4", 2, 0, a.peer_address(), 3s)); });
-    std::this_thread::sleep_for(300ms);
+    auto first =
+        std::async(std::launch::async, [&] { return c1->join(paired_join_options("e4", 2, 0, a.peer_address(), 3s)); });
+    wait_registered(a, "e4", 0);
     auto again = c1->join(paired_join_options("e4", 2, 1, a.peer_address()));
     CHECK(again.status().code() == StatusCode::kAlreadyExists);
     (void)first.get();
@@ -127,7 +136,9 @@ TEST_CASE("join errors are typed and come within the deadline") {
     CHECK(std::chrono::steady_clock::now() - start < 10s);
   }
   SUBCASE("missing ranks at the deadline are named") {
-    auto r2 = std::async(std::launch::async, [&] { return c2->join(paired_join_options("e6", 4, 2, a.peer_address(), 1500ms)); });
+    auto r2 =
+        std::async(std::launch::async, [&] { return c2->join(paired_join_options("e6", 4, 2, a.peer_address(), 3s)); });
+    wait_registered(a, "e6", 2);  // rank 2 is there before rank 0's deadline
     const auto start = std::chrono::steady_clock::now();
     auto j = c0->join(paired_join_options("e6", 4, 0, a.peer_address(), 1s));
     CHECK(std::chrono::steady_clock::now() - start < 5s);

@@ -6,7 +6,6 @@
 
 #include <cstdio>
 #include <fstream>
-#include <thread>
 
 #include "tests/harness/daemon_process.h"
 
@@ -62,8 +61,8 @@ TEST_CASE("flags override the config file") {
 
 TEST_CASE("a provider that is not there is a startup error listing those that are") {
   TempDir dir;
-  auto [code, out] = run(dir, {runfile("daemon/epxd"), "--provider", "efa", "--control-socket",
-                               dir.path() + "/x.sock", "--peer-listen", "127.0.0.1:0"});
+  auto [code, out] = run(dir, {runfile("daemon/epxd"), "--provider", "efa", "--control-socket", dir.path() + "/x.sock",
+                               "--peer-listen", "127.0.0.1:0"});
   CHECK(code == 2);
   CHECK(out.find("'efa' is not available") != std::string::npos);
   CHECK(out.find("tcp") != std::string::npos);  // listed as present
@@ -72,8 +71,8 @@ TEST_CASE("a provider that is not there is a startup error listing those that ar
 TEST_CASE("a second daemon on the same socket refuses to start") {
   TempDir dir;
   DaemonProcess a(dir, {"a"});
-  auto [code, out] = run(dir, {runfile("daemon/epxd"), "--control-socket", a.socket(), "--peer-listen",
-                               "127.0.0.1:0", "--provider", "tcp", "--rail-domains", "lo"});
+  auto [code, out] = run(dir, {runfile("daemon/epxd"), "--control-socket", a.socket(), "--peer-listen", "127.0.0.1:0",
+                               "--provider", "tcp", "--rail-domains", "lo"});
   CHECK(code == 2);
   CHECK(out.find("already serving") != std::string::npos);
   CHECK(a.process().running());
@@ -112,14 +111,13 @@ TEST_CASE("SIGHUP reopens the log file and the daemon keeps serving") {
   DaemonProcess a(dir, {"a", "tcp", {"--log-file", log}});
   std::rename(log.c_str(), (log + ".1").c_str());  // logrotate
   a.process().signal(SIGHUP);
-  const auto end = std::chrono::steady_clock::now() + 5s;
-  bool reopened = false;
-  while (!reopened && std::chrono::steady_clock::now() < end) {
-    std::ifstream in(log);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    reopened = text.find("logs reopened") != std::string::npos;
-    if (!reopened) std::this_thread::sleep_for(50ms);
-  }
-  CHECK(reopened);
+  const bool reopened = wait_until(
+      [&] {
+        std::ifstream in(log);
+        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        return text.find("logs reopened") != std::string::npos;
+      },
+      5s);
+  CHECK_MESSAGE(reopened, "no \"logs reopened\" in " << log << " within 5 s of SIGHUP");
   CHECK(a.epxctl({"ping"}).first == 0);
 }

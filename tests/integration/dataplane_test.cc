@@ -5,7 +5,6 @@
 
 #include <cstring>
 #include <future>
-#include <thread>
 
 #include "epx/client.h"
 #include "tests/harness/daemon_process.h"
@@ -133,7 +132,11 @@ TEST_CASE("bad descriptors from one client are rejected and reported while anoth
       {"rank beyond the job", [&](Ring& r) { return r.post_write(7, *w, 0, 1, 0, 8); }, "bad destination rank"},
       {"unknown window", [&](Ring& r) { return r.post_write(1, *w, 0, 9, 0, 8); }, "unknown window"},
       {"beyond the window", [&](Ring& r) { return r.post_write(1, *w, 0, 1, 4090, 64); }, "out of window bounds"},
-      {"bad signal", [&](Ring& r) { return r.post_write_signal(1, *w, 0, 1, 0, 8, SignalRef{99, 1}); }, "bad signal"},
+      {"bad signal",
+       [&](Ring& r) {
+         return r.post_write_signal(1, *w, 0, 1, 0, 8, SignalRef{99, 1});
+       },
+       "bad signal"},
   };
   for (auto& c : cases) {
     CAPTURE(c.what);
@@ -141,10 +144,7 @@ TEST_CASE("bad descriptors from one client are rejected and reported while anoth
     REQUIRE(ring.ok());
     REQUIRE(c.post(**ring).ok());  // accepted into the ring; the daemon judges it
     Status err;
-    for (int i = 0; i < 200 && err.ok(); ++i) {
-      std::this_thread::sleep_for(10ms);
-      err = (*ring)->error();
-    }
+    wait_until([&] { return !(err = (*ring)->error()).ok(); }, 2s);
     CHECK(err.code() == StatusCode::kFailedPrecondition);
     CHECK(err.message().find(c.reason) != std::string::npos);
     // Later posts report the error instead of silently queueing.
@@ -212,7 +212,8 @@ TEST_CASE("same-node handle exchange: each local rank gets every local handle; m
   std::unique_ptr<Client> c[3] = {a.connect(), a.connect(), b.connect()};
   std::vector<std::future<Result<Job>>> f;
   for (uint32_t r = 0; r < 3; ++r) {
-    f.push_back(std::async(std::launch::async, [&, r] { return c[r]->join(join_options("ipc", 3, r, a.peer_address())); }));
+    f.push_back(
+        std::async(std::launch::async, [&, r] { return c[r]->join(join_options("ipc", 3, r, a.peer_address())); }));
   }
   std::vector<Job> jobs;
   for (auto& x : f) {

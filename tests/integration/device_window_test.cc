@@ -13,7 +13,6 @@
 
 #include <cstring>
 #include <future>
-#include <thread>
 
 #include "epx/client.h"
 #include "proto/fd/fd_protocol.h"
@@ -57,11 +56,8 @@ std::string describe_fds(pid_t pid) {
 // socket connection is released on the daemon's io thread, a moment after
 // the reply); returns the last count.
 size_t settle_fds(pid_t pid, size_t limit) {
-  size_t n = open_fds(pid);
-  for (int i = 0; i < 300 && n > limit; ++i) {
-    std::this_thread::sleep_for(10ms);
-    n = open_fds(pid);
-  }
+  size_t n = 0;
+  wait_until([&] { return (n = open_fds(pid)) <= limit; }, 3s);
   return n;
 }
 
@@ -184,8 +180,9 @@ TEST_CASE("refused device windows leak nothing, bad requests get clear errors, h
     REQUIRE(t.ok());
     CHECK(ja->create_device_window(*t, device_memory(1 << 20)).status().code() == StatusCode::kFailedPrecondition);
   }
-  CHECK_MESSAGE(settle_fds(daemon, baseline) == baseline,
-                "before:\n" << baseline_fds << "now:\n" << describe_fds(daemon));
+  CHECK_MESSAGE(settle_fds(daemon, baseline) == baseline, "before:\n"
+                                                              << baseline_fds << "now:\n"
+                                                              << describe_fds(daemon));
 
   // No descriptor sent: token 0, and a raw submit without SCM_RIGHTS.
   auto none = ja->create_device_window(0, device_memory(1 << 20));
@@ -264,8 +261,9 @@ TEST_CASE("refused device windows leak nothing, bad requests get clear errors, h
     for (int i = 0; i < 3; ++i) REQUIRE(jl->send_fd(gpu.fd).ok());
     CHECK(open_fds(daemon) >= with_windows + 3);  // held while the client lives
   }
-  CHECK_MESSAGE(settle_fds(daemon, with_windows) == with_windows,
-                "before:\n" << baseline_fds << "now:\n" << describe_fds(daemon));
+  CHECK_MESSAGE(settle_fds(daemon, with_windows) == with_windows, "before:\n"
+                                                                      << baseline_fds << "now:\n"
+                                                                      << describe_fds(daemon));
 
   // The client keeps working: host windows, a ring, signals, a verified write.
   auto dst = jb->create_window(64 << 10);  // rank 1's window 1

@@ -3,11 +3,12 @@
 # (tcp provider on the veth), and a 2-rank job across them: each rank must
 # get the same rank table, with the peer's rail on the other namespace; then
 # a verified data exchange between them through the daemons' proxies.
-# Needs root (ip netns); without it the test says SKIPPED and passes.
+# Needs root (ip netns); without it the test prints "EPX_TEST_SKIPPED: <why>"
+# and exits 0, which tools/test.sh counts as skipped.
 set -euo pipefail
 
 if [[ $(id -u) -ne 0 ]] || ! command -v ip >/dev/null; then
-  echo "SKIPPED: multihost_netns_test needs root and iproute2 (ip netns)"
+  echo "EPX_TEST_SKIPPED: multihost_netns_test needs root and iproute2 (ip netns)"
   exit 0
 fi
 

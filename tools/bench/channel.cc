@@ -67,7 +67,9 @@ Status Channel::write(size_t len, std::optional<uint64_t> data, uint64_t msg_fla
     if (ret == 0) return Status();
     if (ret != -FI_EAGAIN) {
       free_.push_back(slot);
-      return daemon::fi_status(static_cast<int>(ret), std::string(msg_flags ? "fi_writemsg" : data ? "fi_writedata" : "fi_write") +
+      return daemon::fi_status(static_cast<int>(ret), std::string(msg_flags ? "fi_writemsg"
+                                                                  : data    ? "fi_writedata"
+                                                                            : "fi_write") +
                                                           " of " + std::to_string(len) + " bytes on " + name());
     }
     // EAGAIN: the transmit queue is full or the provider needs progress
@@ -135,13 +137,13 @@ Status Channel::cq_error() {
   const char* detail = fi_cq_strerror(ep_.rail().cq(), err.prov_errno, err.err_data, nullptr, 0);
   return Status(err.err == FI_ECANCELED ? StatusCode::kCancelled : StatusCode::kInternal,
                 name() + ": " + (remote ? "incoming write" : "write") + " failed: " + fi_strerror(err.err) +
-                    " (provider: " + (detail ? detail : "?") + ", prov_errno " + std::to_string(err.prov_errno) +
-                    ", " + std::to_string(err.len) + " bytes)");
+                    " (provider: " + (detail ? detail : "?") + ", prov_errno " + std::to_string(err.prov_errno) + ", " +
+                    std::to_string(err.len) + " bytes)");
 }
 
 Status Channel::stalled(const std::string& what) const {
-  return deadline_exceeded(name() + ": no completion for " + ms(stall_timeout_) + " while waiting for " + what +
-                           " (" + std::to_string(in_flight()) + " writes in flight, " + std::to_string(remote_) +
+  return deadline_exceeded(name() + ": no completion for " + ms(stall_timeout_) + " while waiting for " + what + " (" +
+                           std::to_string(in_flight()) + " writes in flight, " + std::to_string(remote_) +
                            " incoming writes seen)");
 }
 

@@ -58,8 +58,8 @@ Result<std::vector<LatencyPoint>> baseline_latency(const BaselineOptions& option
   return points;
 }
 
-Result<std::vector<BandwidthPoint>> baseline_bandwidth(const BaselineOptions& options,
-                                                       const std::vector<size_t>& sizes, size_t window) {
+Result<std::vector<BandwidthPoint>> baseline_bandwidth(const BaselineOptions& options, const std::vector<size_t>& sizes,
+                                                       size_t window) {
   EPX_RETURN_IF_ERROR(check_options(options));
   EPX_RETURN_IF_ERROR(check_sizes(sizes));
   if (window == 0) return invalid_argument("window must be at least 1");

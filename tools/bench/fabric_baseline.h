@@ -53,15 +53,14 @@ struct RatePoint {
 // Ping-pong: A fi_writedata()s `bytes` into B's buffer; B sees the remote CQ
 // data completion and writes the same size back; A's round trip / 2 is the
 // one-way latency. Writes of 0 bytes are refused (see provider_probe.h).
-Result<std::vector<LatencyPoint>> baseline_latency(const BaselineOptions& options,
-                                                   const std::vector<size_t>& sizes);
+Result<std::vector<LatencyPoint>> baseline_latency(const BaselineOptions& options, const std::vector<size_t>& sizes);
 
 // Streaming: A keeps up to `window` fi_writedata()s of each size in flight
 // into the same destination buffer for min_time; every write carries CQ data
 // so B counts each arrival, as EPX's receivers do. The clock runs from A's
 // first timed post to B's completion of A's last write.
-Result<std::vector<BandwidthPoint>> baseline_bandwidth(const BaselineOptions& options,
-                                                       const std::vector<size_t>& sizes, size_t window);
+Result<std::vector<BandwidthPoint>> baseline_bandwidth(const BaselineOptions& options, const std::vector<size_t>& sizes,
+                                                       size_t window);
 
 // The streaming loop with small writes (64 B by default), in writes per second.
 Result<RatePoint> baseline_message_rate(const BaselineOptions& options, size_t bytes, size_t window);

@@ -5,30 +5,25 @@
 //   fabric_baseline --provider tcp --domain lo --json
 //
 // Exit status: 0 measured, 1 a measurement failed, 2 bad usage.
+#include <algorithm>
+#include <boost/program_options.hpp>
 #include <cstdio>
-#include <cstdlib>
+#include <limits>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "epx/status.h"
+#include "tools/bench/bench_report.pb.h"
 #include "tools/bench/fabric_baseline.h"
 #include "tools/bench/provider_probe.h"
+#include "tools/cli.h"
 
 namespace {
 
+namespace po = boost::program_options;
+namespace report = epx::bench_report::v1;
 using namespace epx::bench;
-
-constexpr char kUsage[] =
-    "usage: fabric_baseline --provider tcp|shm|efa|verbs [--domain NAME[,NAME]]... [--json]\n"
-    "                       [--min-time-ms N] [--warmup N] [--window N] [--rate-bytes N] [--no-pin]\n"
-    "  --provider     libfabric provider of both endpoints\n"
-    "  --domain       domain (NIC; tcp: interface such as lo) to use; default: the first\n"
-    "  --json         one JSON object on stdout instead of tables\n"
-    "  --min-time-ms  timed part of each size (default 300)\n"
-    "  --warmup       untimed operations per size, at most 16 MiB (default 100)\n"
-    "  --window       writes in flight for bandwidth and message rate (default 64)\n"
-    "  --rate-bytes   write size of the message-rate run (default 64)\n"
-    "  --no-pin       leave the two sides' threads unpinned (default: two different CPUs)\n";
 
 struct Args {
   BaselineOptions options;
@@ -37,80 +32,50 @@ struct Args {
   size_t rate_bytes = 64;
 };
 
-bool parse_number(const std::string& text, long long min, long long* out) {
-  char* end = nullptr;
-  long long v = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || v < min) return false;
-  *out = v;
-  return true;
-}
-
-// Returns false (after printing why) on bad usage.
-bool parse_args(int argc, char** argv, Args* args) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--json") { args->json = true; continue; }
-    if (flag == "--no-pin") { args->options.pin_threads = false; continue; }
-    if (flag == "--help" || flag == "-h") { std::fputs(kUsage, stdout); std::exit(0); }
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "fabric_baseline: %s needs a value\n%s", flag.c_str(), kUsage);
-      return false;
-    }
-    const std::string value = argv[++i];
-    long long n = 0;
-    bool ok = true;
-    if (flag == "--provider") {
-      args->options.provider = value;
-    } else if (flag == "--domain") {
-      for (size_t start = 0; start <= value.size();) {
-        size_t comma = value.find(',', start);
-        if (comma == std::string::npos) comma = value.size();
-        if (comma > start) args->options.domains.push_back(value.substr(start, comma - start));
-        start = comma + 1;
-      }
-    } else if (flag == "--min-time-ms") {
-      ok = parse_number(value, 0, &n);
-      args->options.min_time = std::chrono::milliseconds(n);
-    } else if (flag == "--warmup") {
-      ok = parse_number(value, 0, &n);
-      args->options.warmup = static_cast<int>(n);
-    } else if (flag == "--window") {
-      ok = parse_number(value, 1, &n);
-      args->window = static_cast<size_t>(n);
-    } else if (flag == "--rate-bytes") {
-      ok = parse_number(value, 1, &n);
-      args->rate_bytes = static_cast<size_t>(n);
-    } else {
-      std::fprintf(stderr, "fabric_baseline: unknown flag %s\n%s", flag.c_str(), kUsage);
-      return false;
-    }
-    if (!ok) {
-      std::fprintf(stderr, "fabric_baseline: bad value '%s' for %s\n", value.c_str(), flag.c_str());
-      return false;
+// The arguments, or the exit code for main() (0 after --help, 2 bad usage).
+std::variant<Args, int> parse_args(int argc, char** argv) {
+  long long min_time_ms = 0, warmup = 0, window = 0, rate_bytes = 0;
+  std::vector<std::string> domains;
+  po::options_description opts(
+      "usage: fabric_baseline --provider tcp|shm|efa|verbs [--domain NAME[,NAME]]... [--json]\n"
+      "                       [--min-time-ms N] [--warmup N] [--window N] [--rate-bytes N] [--no-pin]");
+  opts.add_options()("help,h", "this help")("provider", po::value<std::string>()->required(),
+                                            "libfabric provider of both endpoints")(
+      "domain", po::value<std::vector<std::string>>(&domains)->composing(),
+      "domain (NIC; tcp: interface such as lo) to use; default: the first")(
+      "json", "one JSON object on stdout instead of tables")(
+      "min-time-ms", po::value<long long>(&min_time_ms)->default_value(300), "timed part of each size")(
+      "warmup", po::value<long long>(&warmup)->default_value(100), "untimed operations per size, at most 16 MiB")(
+      "window", po::value<long long>(&window)->default_value(64), "writes in flight for bandwidth and message rate")(
+      "rate-bytes", po::value<long long>(&rate_bytes)->default_value(64), "write size of the message-rate run")(
+      "no-pin", "leave the two sides' threads unpinned (default: two different CPUs)");
+  po::variables_map vm;
+  if (auto exit_code = epx::cli::parse(argc, argv, opts, &vm, "fabric_baseline")) return *exit_code;
+  const struct {
+    const char* flag;
+    long long value, min;
+  } numbers[] = {{"--min-time-ms", min_time_ms, 0},
+                 {"--warmup", warmup, 0},
+                 {"--window", window, 1},
+                 {"--rate-bytes", rate_bytes, 1}};
+  for (const auto& n : numbers) {
+    if (n.value < n.min) {
+      std::fprintf(stderr, "fabric_baseline: %s must be at least %lld, not %lld\n", n.flag, n.min, n.value);
+      return 2;
     }
   }
-  if (args->options.provider.empty()) {
-    std::fprintf(stderr, "fabric_baseline: --provider is required\n%s", kUsage);
-    return false;
+  Args args;
+  args.options.provider = vm["provider"].as<std::string>();
+  for (const std::string& d : domains) {
+    for (std::string& name : epx::cli::split_list(d)) args.options.domains.push_back(std::move(name));
   }
-  return true;
-}
-
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
+  args.options.min_time = std::chrono::milliseconds(min_time_ms);
+  args.options.warmup = static_cast<int>(std::min<long long>(warmup, std::numeric_limits<int>::max()));
+  args.options.pin_threads = vm.count("no-pin") == 0;
+  args.json = vm.count("json") > 0;
+  args.window = static_cast<size_t>(window);
+  args.rate_bytes = static_cast<size_t>(rate_bytes);
+  return args;
 }
 
 std::string human_size(size_t bytes) {
@@ -146,35 +111,36 @@ void print_table(const Args& args, const Results& r) {
               args.window, r.rate.mops_per_s);
 }
 
-void print_json(const Args& args, const Results& r) {
-  auto check = [](const ProbeCheck& c) {
-    return "{\"works\":" + std::string(c.works ? "true" : "false") +
-           ",\"waits_for_target\":" + std::string(c.waits_for_target ? "true" : "false") +
-           ",\"detail\":" + json_string(c.detail) + "}";
-  };
-  std::string out = "{\"provider\":" + json_string(r.report.provider) + ",\"domain\":" + json_string(r.report.domain) +
-                    ",\"mr_mode\":" + json_string(r.report.mr_mode) +
-                    ",\"min_time_ms\":" + std::to_string(args.options.min_time.count()) +
-                    ",\"window\":" + std::to_string(args.window) +
-                    ",\"probe\":{\"plain_writedata\":" + check(r.report.plain_writedata) +
-                    ",\"delivery_complete\":" + check(r.report.delivery_complete) +
-                    ",\"zero_byte_writedata\":" + check(r.report.zero_byte_writedata) + "},\"latency\":[";
-  char buf[160];
-  for (size_t i = 0; i < r.latency.size(); ++i) {
-    std::snprintf(buf, sizeof(buf), "%s{\"bytes\":%zu,\"one_way_us\":%.4f,\"p99_us\":%.4f}", i ? "," : "",
-                  r.latency[i].bytes, r.latency[i].one_way_us, r.latency[i].p99_us);
-    out += buf;
+void set_check(const ProbeCheck& c, report::ProbeCheck* out) {
+  out->set_works(c.works);
+  out->set_waits_for_target(c.waits_for_target);
+  out->set_detail(c.detail);
+}
+
+epx::Status print_json(const Args& args, const Results& r) {
+  report::BaselineReport result;
+  result.set_provider(r.report.provider);
+  result.set_domain(r.report.domain);
+  result.set_mr_mode(r.report.mr_mode);
+  result.set_min_time_ms(static_cast<uint32_t>(args.options.min_time.count()));
+  result.set_window(static_cast<uint32_t>(args.window));
+  set_check(r.report.plain_writedata, result.mutable_probe()->mutable_plain_writedata());
+  set_check(r.report.delivery_complete, result.mutable_probe()->mutable_delivery_complete());
+  set_check(r.report.zero_byte_writedata, result.mutable_probe()->mutable_zero_byte_writedata());
+  for (const LatencyPoint& p : r.latency) {
+    report::LatencyPoint* out = result.add_latency();
+    out->set_bytes(static_cast<uint32_t>(p.bytes));
+    out->set_one_way_us(p.one_way_us);
+    out->set_p99_us(p.p99_us);
   }
-  out += "],\"bandwidth\":[";
-  for (size_t i = 0; i < r.bandwidth.size(); ++i) {
-    std::snprintf(buf, sizeof(buf), "%s{\"bytes\":%zu,\"gbytes_per_s\":%.4f}", i ? "," : "", r.bandwidth[i].bytes,
-                  r.bandwidth[i].gbytes_per_s);
-    out += buf;
+  for (const BandwidthPoint& p : r.bandwidth) {
+    report::BandwidthPoint* out = result.add_bandwidth();
+    out->set_bytes(static_cast<uint32_t>(p.bytes));
+    out->set_gbytes_per_s(p.gbytes_per_s);
   }
-  std::snprintf(buf, sizeof(buf), "],\"message_rate\":{\"bytes\":%zu,\"mops_per_s\":%.4f}}", r.rate.bytes,
-                r.rate.mops_per_s);
-  out += buf;
-  std::puts(out.c_str());
+  result.mutable_message_rate()->set_bytes(static_cast<uint32_t>(r.rate.bytes));
+  result.mutable_message_rate()->set_mops_per_s(r.rate.mops_per_s);
+  return epx::cli::print_json(result);
 }
 
 int fail(const char* what, const epx::Status& status) {
@@ -185,8 +151,9 @@ int fail(const char* what, const epx::Status& status) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Args args;
-  if (!parse_args(argc, argv, &args)) return 2;
+  auto parsed = parse_args(argc, argv);
+  if (const int* exit_code = std::get_if<int>(&parsed)) return *exit_code;
+  const Args& args = std::get<Args>(parsed);
   Results r;
   auto report = probe_provider(args.options);
   if (!report.ok()) return fail("probe", report.status());
@@ -200,10 +167,10 @@ int main(int argc, char** argv) {
   auto rate = baseline_message_rate(args.options, args.rate_bytes, args.window);
   if (!rate.ok()) return fail("message rate", rate.status());
   r.rate = rate.value();
-  if (args.json) {
-    print_json(args, r);
-  } else {
+  if (!args.json) {
     print_table(args, r);
+    return 0;
   }
+  if (auto s = print_json(args, r); !s.ok()) return fail("output", s);
   return 0;
 }

@@ -44,8 +44,8 @@ void check_all_measurements(const std::string& provider) {
   }
   CHECK((*latency)[0].bytes == 8);
   CHECK((*latency)[1].one_way_us > (*latency)[0].one_way_us);
-  MESSAGE(provider << " one-way latency: 8 B " << (*latency)[0].one_way_us << " us, 1 MiB "
-                   << (*latency)[1].one_way_us << " us");
+  MESSAGE(provider << " one-way latency: 8 B " << (*latency)[0].one_way_us << " us, 1 MiB " << (*latency)[1].one_way_us
+                   << " us");
 
   auto bandwidth = baseline_bandwidth(options, {4096, size_t{1} << 20}, 16);
   REQUIRE_MESSAGE(bandwidth.ok(), bandwidth.status().to_string());
@@ -120,7 +120,8 @@ TEST_CASE("a wait for something that never comes ends with DEADLINE_EXCEEDED") {
       *pair, control, 200ms,
       [&](Channel& a) -> Status {
         EPX_RETURN_IF_ERROR(a.write(8, 1));
-        return a.wait([&] { return a.remote_completions() > 0; }, [] { return std::string("a reply that never comes"); });
+        return a.wait([&] { return a.remote_completions() > 0; },
+                      [] { return std::string("a reply that never comes"); });
       },
       [&](Channel& b) -> Status {
         while (!control.failed.load() && !control.stop.load()) EPX_RETURN_IF_ERROR(b.poll());

@@ -1,11 +1,10 @@
 // Ping-pong latency at one size: A writes `bytes` with CQ data into B's
 // buffer, B's thread sees the remote completion and writes the same size
 // back, A sees B's write arrive. Half of each round trip is one sample.
-#include <algorithm>
-#include <cmath>
 #include <vector>
 
 #include "tools/bench/measure.h"
+#include "tools/bench/stats.h"
 
 namespace epx::bench {
 namespace {
@@ -17,12 +16,6 @@ constexpr size_t kMaxSamples = size_t{1} << 21;
 
 // CQ data is at least 4 bytes on every usable provider (rail discovery checks).
 constexpr uint64_t kDataMask = 0xffffffffu;
-
-// q-quantile (0 < q <= 1) of sorted samples, nearest rank.
-double quantile(const std::vector<double>& sorted, double q) {
-  size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(sorted.size())));
-  return sorted[std::clamp<size_t>(rank, 1, sorted.size()) - 1];
-}
 
 }  // namespace
 
@@ -66,9 +59,9 @@ Result<LatencyPoint> measure_latency(EndpointPair& pair, const BaselineOptions& 
   auto side_b = [&](Channel& b) -> Status {
     uint64_t answered = 0;
     for (;;) {
-      EPX_RETURN_IF_ERROR(b.wait(
-          [&] { return b.remote_completions() > answered || control.stop.load(std::memory_order_acquire); },
-          [&] { return "side A's " + size + " ping " + std::to_string(answered + 1); }));
+      EPX_RETURN_IF_ERROR(
+          b.wait([&] { return b.remote_completions() > answered || control.stop.load(std::memory_order_acquire); },
+                 [&] { return "side A's " + size + " ping " + std::to_string(answered + 1); }));
       if (b.remote_completions() == answered) break;  // stopped, nothing pending
       while (answered < b.remote_completions()) {
         ++answered;
@@ -80,7 +73,6 @@ Result<LatencyPoint> measure_latency(EndpointPair& pair, const BaselineOptions& 
 
   EPX_RETURN_IF_ERROR(run_pair(pair, control, options.stall_timeout, side_a, side_b, options.pin_threads)
                           .with_context("latency at " + std::to_string(bytes) + " bytes"));
-  std::sort(round_trip_ns.begin(), round_trip_ns.end());
   // One-way = half the round trip; ns -> us.
   return LatencyPoint{bytes, quantile(round_trip_ns, 0.5) / 2e3, quantile(round_trip_ns, 0.99) / 2e3};
 }

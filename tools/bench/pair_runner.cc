@@ -1,10 +1,11 @@
 #include "tools/bench/pair_runner.h"
 
-#include <pthread.h>
 #include <sched.h>
 
 #include <optional>
 #include <thread>
+
+#include "tools/bench/affinity.h"
 
 namespace epx::bench {
 namespace {
@@ -29,38 +30,27 @@ std::optional<CpuPair> pick_cpus(const cpu_set_t& allowed) {
   return std::nullopt;
 }
 
-void pin_self(int cpu) {
-  cpu_set_t one;
-  CPU_ZERO(&one);
-  CPU_SET(cpu, &one);
-  // Ignored on failure: an unpinned run is slower under contention, not wrong.
-  (void)pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
-}
-
 }  // namespace
 
-Status run_pair(EndpointPair& pair, PairControl& control, std::chrono::milliseconds stall_timeout,
-                const SideFn& side_a, const SideFn& side_b, bool pin_threads) {
-  cpu_set_t a_affinity;
-  CPU_ZERO(&a_affinity);
+Status run_pair(EndpointPair& pair, PairControl& control, std::chrono::milliseconds stall_timeout, const SideFn& side_a,
+                const SideFn& side_b, bool pin_threads) {
+  const cpu_set_t a_affinity = current_thread_cpus();
   std::optional<CpuPair> cpus;
-  if (pin_threads && pthread_getaffinity_np(pthread_self(), sizeof(a_affinity), &a_affinity) == 0) {
-    cpus = pick_cpus(a_affinity);
-  }
+  if (pin_threads) cpus = pick_cpus(a_affinity);
 
   Status status_b;
   std::thread thread_b([&] {
-    if (cpus) pin_self(cpus->b);
+    if (cpus) pin_current_thread(cpus->b);
     Channel b(*pair.b, control, stall_timeout);
     status_b = side_b(b);
     if (!status_b.ok()) control.failed.store(true, std::memory_order_relaxed);
   });
-  if (cpus) pin_self(cpus->a);
+  if (cpus) pin_current_thread(cpus->a);
   Channel a(*pair.a, control, stall_timeout);
   Status status_a = side_a(a);
   if (!status_a.ok()) control.failed.store(true, std::memory_order_relaxed);
   thread_b.join();
-  if (cpus) (void)pthread_setaffinity_np(pthread_self(), sizeof(a_affinity), &a_affinity);
+  if (cpus) set_current_thread_cpus(a_affinity);
 
   // The side that failed first has the cause; the other usually says
   // ABORTED, which tells what it was waiting for at the time.

@@ -24,7 +24,7 @@ using SideFn = std::function<Status(Channel&)>;
 // pinned to two different CPUs for the run (A's previous affinity is
 // restored): two busy-polling threads left on one CPU answer each other
 // only at scheduler time slices, milliseconds instead of microseconds.
-Status run_pair(EndpointPair& pair, PairControl& control, std::chrono::milliseconds stall_timeout,
-                const SideFn& side_a, const SideFn& side_b, bool pin_threads = true);
+Status run_pair(EndpointPair& pair, PairControl& control, std::chrono::milliseconds stall_timeout, const SideFn& side_a,
+                const SideFn& side_b, bool pin_threads = true);
 
 }  // namespace epx::bench

@@ -53,14 +53,14 @@ ProbeCheck probe_write(const BaselineOptions& options, size_t len, uint64_t msg_
     return Status();
   };
   auto side_b = [&](Channel& b) -> Status {
-    EPX_RETURN_IF_ERROR(b.wait([&] { return b.remote_completions() >= 1; },
-                               [] { return std::string("the connecting write"); }));
+    EPX_RETURN_IF_ERROR(
+        b.wait([&] { return b.remote_completions() >= 1; }, [] { return std::string("the connecting write"); }));
     control.received.store(1, std::memory_order_release);
     // Deliberately no progress here, bounded by A's hold-back or failure.
     while (!resume.load(std::memory_order_acquire) && !control.failed.load(std::memory_order_relaxed)) {
     }
-    EPX_RETURN_IF_ERROR(b.wait([&] { return b.remote_completions() >= 2; },
-                               [] { return std::string("the probed write's CQ data"); }));
+    EPX_RETURN_IF_ERROR(
+        b.wait([&] { return b.remote_completions() >= 2; }, [] { return std::string("the probed write's CQ data"); }));
     if (b.last_remote_data() != kProbeData) {
       return internal_error(b.name() + ": probed write arrived with CQ data " + std::to_string(b.last_remote_data()) +
                             ", expected " + std::to_string(kProbeData));

@@ -21,9 +21,9 @@ Result<std::unique_ptr<SpawnedDaemon>> SpawnedDaemon::start(const std::string& e
                                                             const std::string& domain, int proxy_core) {
   std::unique_ptr<SpawnedDaemon> d(new SpawnedDaemon());
   d->socket_ = dir + "/" + name + ".sock";
-  std::vector<std::string> args = {epxd, "--node-name", name, "--control-socket", d->socket_, "--peer-listen",
-                                   "127.0.0.1:0", "--provider", provider, "--proxy-busy-poll", "true",
-                                   "--log-file", dir + "/" + name + ".log", "--log-level", "warn"};
+  std::vector<std::string> args = {epxd, "--node-name", name, "--control-socket", d->socket_};
+  args.insert(args.end(), {"--peer-listen", "127.0.0.1:0", "--provider", provider, "--proxy-busy-poll", "true"});
+  args.insert(args.end(), {"--log-file", dir + "/" + name + ".log", "--log-level", "warn"});
   if (!domain.empty()) args.insert(args.end(), {"--rail-domains", domain});
   if (proxy_core >= 0) args.insert(args.end(), {"--proxy-cores", std::to_string(proxy_core)});
   std::vector<char*> argv;

@@ -18,8 +18,7 @@ int64_t to_ns(Clock::time_point t) {
 
 }  // namespace
 
-Result<StreamResult> measure_stream(EndpointPair& pair, const BaselineOptions& options, size_t bytes,
-                                    size_t window) {
+Result<StreamResult> measure_stream(EndpointPair& pair, const BaselineOptions& options, size_t bytes, size_t window) {
   PairControl control;
   StreamResult result;
   const uint64_t warmup = warmup_ops(options, bytes);
@@ -65,9 +64,9 @@ Result<StreamResult> measure_stream(EndpointPair& pair, const BaselineOptions& o
   auto side_b = [&](Channel& b) -> Status {
     uint64_t seen = 0;
     for (;;) {
-      EPX_RETURN_IF_ERROR(b.wait(
-          [&] { return b.remote_completions() != seen || control.stop.load(std::memory_order_acquire); },
-          [&] { return "side A's " + size + " write " + std::to_string(seen + 1); }));
+      EPX_RETURN_IF_ERROR(
+          b.wait([&] { return b.remote_completions() != seen || control.stop.load(std::memory_order_acquire); },
+                 [&] { return "side A's " + size + " write " + std::to_string(seen + 1); }));
       if (b.remote_completions() == seen) return Status();  // stopped: A saw every write arrive
       seen = b.remote_completions();
       // Time first, count second: A reads the count with acquire, so the

@@ -9,31 +9,37 @@
 // Baselines in the same run: the shm provider's own latency, bandwidth and
 // small-write rate (//tools/bench:fabric_baseline).
 //   gpu_bench [--epxd PATH] [--cores A,B,C] [--json]
+// --json prints one line {"rows": [{"what", "bytes", "value", "unit",
+// "compare"}, ...]} (tools/bench/bench_report.proto, GpuBenchReport).
 // --cores: proxy of daemon a, proxy of daemon b, and this process's host
 // thread (which waits on signals); keep them apart so nothing shares a core
 // with a busy-polling proxy.
 #include <cuda_runtime.h>
-
-#include <pthread.h>
 #include <sched.h>
 
 #include <algorithm>
 #include <atomic>
+#include <boost/program_options.hpp>
 #include <cstring>
 #include <future>
 #include <iostream>
 #include <optional>
-#include <sstream>
 #include <thread>
 
 #include "epx/client.h"
 #include "epx/cuda.h"
 #include "proto/ring/ring_host.h"
-#include "tests/gpu/gpu_kernels.h"
-#include "tools/device/latency_floor.h"
+#include "tools/bench/affinity.h"
+#include "tools/bench/bench_report.pb.h"
 #include "tools/bench/fabric_baseline.h"
 #include "tools/bench/spawned_daemon.h"
+#include "tools/bench/stats.h"
+#include "tools/cli.h"
+#include "tools/device/bench_kernels.h"
+#include "tools/device/latency_floor.h"
 
+namespace po = boost::program_options;
+namespace report = epx::bench_report::v1;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
@@ -41,13 +47,13 @@ namespace {
 
 constexpr uint64_t kWindow = 64ull << 20;
 
-#define CHECK_CUDA(x)                                                                          \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::cerr << "gpu_bench: " #x ": " << cudaGetErrorString(e_) << std::endl;              \
-      std::exit(1);                                                                            \
-    }                                                                                          \
+#define CHECK_CUDA(x)                                                            \
+  do {                                                                           \
+    cudaError_t e_ = (x);                                                        \
+    if (e_ != cudaSuccess) {                                                     \
+      std::cerr << "gpu_bench: " #x ": " << cudaGetErrorString(e_) << std::endl; \
+      std::exit(1);                                                              \
+    }                                                                            \
   } while (0)
 
 void die(const std::string& what, const epx::Status& s) {
@@ -109,40 +115,31 @@ struct Row {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string epxd, cores_arg;
-  bool json = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--epxd" && i + 1 < argc) epxd = argv[++i];
-    else if (a == "--cores" && i + 1 < argc) cores_arg = argv[++i];
-    else if (a == "--json") json = true;
-    else {
-      std::cerr << "usage: gpu_bench [--epxd PATH] [--cores A,B,C] [--json]\n";
-      return 2;
-    }
+  po::options_description opts("gpu_bench options");
+  opts.add_options()("help,h", "help")("epxd", po::value<std::string>()->default_value(""),
+                                       "path of epxd (default: beside this binary)")(
+      "cores", po::value<std::string>()->default_value(""),
+      "cores for proxy A, proxy B and this process's signal-waiting thread (comma-separated); empty: no pinning")(
+      "json", "JSON output");
+  po::variables_map vm;
+  if (auto exit_code = epx::cli::parse(argc, argv, opts, &vm, "gpu_bench")) return *exit_code;
+  std::string epxd = vm["epxd"].as<std::string>();
+  const bool json = vm.count("json") > 0;
+  auto parsed_cores = epx::cli::parse_cores(vm["cores"].as<std::string>(), 3);
+  if (!parsed_cores.ok()) {
+    std::cerr << "gpu_bench: --cores: " << parsed_cores.status().message() << "\n";
+    return 2;
   }
+  const std::vector<int> cores = std::move(parsed_cores.value());
   if (epx::cuda_device_count() == 0) {
     std::cerr << "gpu_bench: no CUDA device\n";
     return 1;
   }
-  std::vector<int> cores;
-  {
-    std::stringstream in(cores_arg);
-    for (std::string c; std::getline(in, c, ',');) cores.push_back(std::stoi(c));
-    cores.resize(3, -1);
-  }
   // The host thread waits on signals pinned to its own core; the baselines
   // pin their own threads, so they run with the whole machine's affinity.
-  cpu_set_t all;
-  sched_getaffinity(0, sizeof(all), &all);
-  auto pin_self = [&] {
-    if (cores[2] < 0) return;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cores[2], &set);
-    pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-  };
-  auto unpin_self = [&] { pthread_setaffinity_np(pthread_self(), sizeof(all), &all); };
+  const cpu_set_t all = epx::bench::current_thread_cpus();
+  auto pin_self = [&] { epx::bench::pin_current_thread(cores[2]); };
+  auto unpin_self = [&] { epx::bench::set_current_thread_cpus(all); };
   if (epxd.empty()) epxd = epx::bench::find_epxd("../../daemon/epxd");
   char tmpl[] = "/tmp/epx-gpubench-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
@@ -192,15 +189,18 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaSetDevice(r1.device));
     if (auto s = epx::gpu::launch_pingpong(r1.ring->device(), r1.signals->device(), 1, iters + warm, sizes[i], 0,
                                            r1.send->id(), r0.recv->id(), elapsed1, ok1, r1.stream);
-        !s.ok()) die("pong", s);
+        !s.ok())
+      die("pong", s);
     CHECK_CUDA(cudaSetDevice(0));
     // Warm-up round trips are inside the pong's count: run them first.
     if (auto s = epx::gpu::launch_pingpong(r0.ring->device(), r0.signals->device(), 0, warm, sizes[i], 1, r0.send->id(),
                                            r1.recv->id(), elapsed, ok, r0.stream);
-        !s.ok()) die("ping warm-up", s);
+        !s.ok())
+      die("ping warm-up", s);
     if (auto s = epx::gpu::launch_pingpong(r0.ring->device(), r0.signals->device(), 0, iters, sizes[i], 1,
                                            r0.send->id(), r1.recv->id(), elapsed, ok, r0.stream);
-        !s.ok()) die("ping", s);
+        !s.ok())
+      die("ping", s);
     CHECK_CUDA(cudaStreamSynchronize(r0.stream));
     CHECK_CUDA(cudaSetDevice(r1.device));
     CHECK_CUDA(cudaStreamSynchronize(r1.stream));
@@ -228,7 +228,8 @@ int main(int argc, char** argv) {
     const auto t0 = Clock::now();
     if (auto s = epx::gpu::launch_stream(r0.ring->device(), 1, r0.send->id(), r1.recv->id(), bw_sizes[i], kWindow,
                                          count, 1, r0.stream);
-        !s.ok()) die("stream", s);
+        !s.ok())
+      die("stream", s);
     if (auto s = r1.signals->host().wait(1, before + count, 120s); !s.ok()) die("stream wait", s);
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     CHECK_CUDA(cudaStreamSynchronize(r0.stream));
@@ -251,7 +252,8 @@ int main(int argc, char** argv) {
     const auto t0 = Clock::now();
     if (auto s = epx::gpu::launch_post_many(r0.ring->device(), 1, r0.send->id(), r1.recv->id(), 64, per_thread, 2,
                                             false, grid, block, r0.stream);
-        !s.ok()) die("post_many", s);
+        !s.ok())
+      die("post_many", s);
     if (auto s = r1.signals->host().wait(2, before + total, 120s); !s.ok()) die("rate wait", s);
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     CHECK_CUDA(cudaStreamSynchronize(r0.stream));
@@ -296,8 +298,8 @@ int main(int argc, char** argv) {
                                       grid, block, r0.stream);
   });
   capacity("ticket-adjacent", [&](int grid, int block, uint32_t per_thread, uint32_t bytes) {
-    return epx::gpu::launch_post_ticket_adjacent(r0.ring->device(), 1, r0.send->id(), r1.recv->id(), bytes,
-                                                 per_thread, kWindow, grid, block, r0.stream);
+    return epx::gpu::launch_post_ticket_adjacent(r0.ring->device(), 1, r0.send->id(), r1.recv->id(), bytes, per_thread,
+                                                 kWindow, grid, block, r0.stream);
   });
   if (auto e = r0.ring->device_error(); !e.ok()) die("ring", e);
 
@@ -310,7 +312,8 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaMalloc(&dst, bytes));
     CHECK_CUDA(cudaSetDevice(0));
     cudaError_t pe = cudaDeviceEnablePeerAccess(1, 0);
-    if (pe != cudaSuccess && pe != cudaErrorPeerAccessAlreadyEnabled) die("peer access", epx::internal_error(cudaGetErrorString(pe)));
+    if (pe != cudaSuccess && pe != cudaErrorPeerAccessAlreadyEnabled)
+      die("peer access", epx::internal_error(cudaGetErrorString(pe)));
     (void)cudaGetLastError();
     CHECK_CUDA(cudaMalloc(&src, bytes));
     cudaEvent_t a, b;
@@ -367,7 +370,8 @@ int main(int argc, char** argv) {
     const uint32_t iters = 2000;
     auto measure = [&](const FloorCase& m) {
       std::memset(host, 0, bytes);
-      if (!epx::ring::ring_init(host, kCap, epx::ring::RingProducerKind::kDevice)) die("floor ring", epx::internal_error("ring_init"));
+      if (!epx::ring::ring_init(host, kCap, epx::ring::RingProducerKind::kDevice))
+        die("floor ring", epx::internal_error("ring_init"));
       CHECK_CUDA(cudaMemset(counters, 0, 3 * sizeof(unsigned long long)));
       CHECK_CUDA(cudaDeviceSynchronize());  // the kernel runs on a non-blocking stream
       epx::DeviceRing ring{};
@@ -380,7 +384,8 @@ int main(int argc, char** argv) {
       ring.error = static_cast<epx::DeviceError*>(dev(derr));
       ring.timeout_ns = 1000000000ull;
       epx::DeviceSignals sig{static_cast<uint64_t*>(dev(word)), 1, ring.error};
-      const bool use_ring = m.mode != epx::gpu::FloorMode::kFlagFenced && m.mode != epx::gpu::FloorMode::kFlagReleaseFenced &&
+      const bool use_ring = m.mode != epx::gpu::FloorMode::kFlagFenced &&
+                            m.mode != epx::gpu::FloorMode::kFlagReleaseFenced &&
                             m.mode != epx::gpu::FloorMode::kFlagSpinWait;
       std::atomic<bool> cpu_ok{true};
       std::thread cpu([&] {
@@ -391,12 +396,18 @@ int main(int argc, char** argv) {
           if (use_ring) {
             epx::ring::RingSlot d;
             while (!epx::ring::ring_read_slot(slots, kCap, i - 1, &d)) {
-              if (Clock::now() > deadline) { cpu_ok = false; return; }
+              if (Clock::now() > deadline) {
+                cpu_ok = false;
+                return;
+              }
             }
             epx::ring::ring_publish_head(header, i);
           } else {
             while (__atomic_load_n(to_cpu, __ATOMIC_ACQUIRE) < i) {
-              if (Clock::now() > deadline) { cpu_ok = false; return; }
+              if (Clock::now() > deadline) {
+                cpu_ok = false;
+                return;
+              }
             }
           }
           __atomic_fetch_add(word, 1, __ATOMIC_RELEASE);
@@ -404,7 +415,8 @@ int main(int argc, char** argv) {
       });
       if (auto s = epx::gpu::launch_floor_pingpong(m.mode, static_cast<uint64_t*>(dev(to_cpu)), ring, sig, iters,
                                                    elapsed_f, ok_f, r0.stream);
-          !s.ok()) die("floor", s);
+          !s.ok())
+        die("floor", s);
       CHECK_CUDA(cudaStreamSynchronize(r0.stream));
       cpu.join();
       uint64_t ns = 0;
@@ -422,10 +434,9 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < modes.size(); ++i) us[i].push_back(measure(modes[i]));
     }
     for (size_t i = 0; i < modes.size(); ++i) {
-      std::sort(us[i].begin(), us[i].end());
-      rows.push_back({modes[i].what, 8, us[i][kRounds / 2], "us",
-                      "median of " + std::to_string(kRounds) + "; min " + std::to_string(us[i].front()) +
-                          "; DEVICE.md floor 2.56 us"});
+      rows.push_back({modes[i].what, 8, epx::bench::quantile(us[i], 0.5), "us",
+                      "median of " + std::to_string(kRounds) + "; min " +
+                          std::to_string(*std::min_element(us[i].begin(), us[i].end())) + "; DEVICE.md floor 2.56 us"});
     }
     CHECK_CUDA(cudaFreeHost(host));
     CHECK_CUDA(cudaFree(counters));
@@ -434,13 +445,16 @@ int main(int argc, char** argv) {
   }
 
   if (json) {
-    std::cout << "[";
-    for (size_t i = 0; i < rows.size(); ++i) {
-      std::printf("%s\n {\"what\": \"%s\", \"bytes\": %zu, \"value\": %.4f, \"unit\": \"%s\", \"compare\": \"%s\"}",
-                  i ? "," : "", rows[i].what.c_str(), rows[i].bytes, rows[i].value, rows[i].unit.c_str(),
-                  rows[i].compare.c_str());
+    report::GpuBenchReport result;
+    for (const Row& r : rows) {
+      report::GpuBenchRow* out = result.add_rows();
+      out->set_what(r.what);
+      out->set_bytes(static_cast<uint32_t>(r.bytes));
+      out->set_value(r.value);
+      out->set_unit(r.unit);
+      out->set_compare(r.compare);
     }
-    std::cout << "]\n";
+    if (auto s = epx::cli::print_json(result); !s.ok()) die("output", s);
   } else {
     std::printf("%-46s %10s %12s %-9s %s\n", "measure", "bytes", "value", "unit", "compared with");
     for (const Row& r : rows) {

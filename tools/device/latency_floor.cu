@@ -2,6 +2,8 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda/cuda_status.h"
+
 namespace epx::gpu {
 namespace {
 
@@ -49,9 +51,7 @@ __global__ void floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring
         __threadfence_system();
         good = wait_signal(s, 0, i, kTimeout);
         break;
-      case FloorMode::kRingPost:
-        good = post_signal(ring, 0, 0, 1) && wait_signal(s, 0, i, kTimeout);
-        break;
+      case FloorMode::kRingPost: good = post_signal(ring, 0, 0, 1) && wait_signal(s, 0, i, kTimeout); break;
       case FloorMode::kFlagSpinWait:
         ring::ring_store_release(to_cpu, uint64_t{i});
         __threadfence_system();
@@ -69,13 +69,11 @@ __global__ void floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring
 
 }  // namespace
 
-Status launch_floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring,
-                             DeviceSignals signals, uint32_t iters, uint64_t* elapsed_ns_dev, int* ok_dev, void* stream) {
+Status launch_floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring, DeviceSignals signals, uint32_t iters,
+                             uint64_t* elapsed_ns_dev, int* ok_dev, void* stream) {
   floor_pingpong<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>(mode, to_cpu, ring, signals, iters, elapsed_ns_dev,
-                                                                  ok_dev);
-  cudaError_t e = cudaGetLastError();
-  if (e == cudaSuccess) return Status();
-  return internal_error(std::string("floor_pingpong: ") + cudaGetErrorName(e) + " " + cudaGetErrorString(e));
+                                                                 ok_dev);
+  return cuda_status(cudaGetLastError(), "floor_pingpong launch");
 }
 
 }  // namespace epx::gpu

@@ -21,7 +21,7 @@ enum class FloorMode : int {
 // signal-only descriptor posted into `ring`) and waits for signal word 0 of
 // `signals` to reach i. elapsed_ns_dev[0] = total time; *ok_dev = 0 on a
 // timeout. `to_cpu` is host-pinned and mapped.
-Status launch_floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring, DeviceSignals signals,
-                             uint32_t iters, uint64_t* elapsed_ns_dev, int* ok_dev, void* stream);
+Status launch_floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring, DeviceSignals signals, uint32_t iters,
+                             uint64_t* elapsed_ns_dev, int* ok_dev, void* stream);
 
 }  // namespace epx::gpu

@@ -6,7 +6,11 @@
 # Then one device call, carrying .device-pack:
 #   tools/device/run.sh [STEP...]     # default: every step
 # Steps: fp8_cast_gpu_test gpu_path_test gpu_device_window_test epx_bench_shm epx_bench_tcp gpu_bench
-# Full logs go to $OUT (one file per step); a short table is printed last.
+# Full logs go to $OUT (one file per step); a short table is printed, then
+# "benchmarks: N ran, N failed" and, last, the tests' "N passed, N failed,
+# N skipped" (a test that printed "EPX_TEST_SKIPPED: <why>" and exited 0 is
+# skipped, as in tools/test.sh). Exit status non-zero iff a test or a
+# benchmark failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 pack=.device-pack
@@ -23,30 +27,54 @@ cp "$pack/bin/epxctl" /tmp/rf/epx/tools/
 export TEST_SRCDIR=/tmp/rf TEST_WORKSPACE=epx
 bin=$pack/bin
 
-summary=()
+summary=() results=()
+passed=0 failed=0 skipped=0 benches=0 bench_failed=0
 wanted=" ${*:-fp8_cast_gpu_test gpu_path_test gpu_device_window_test epx_bench_shm epx_bench_tcp gpu_bench} "
-step() {  # name timeout_s command...
+step() {  # name timeout_s command...: runs it (when wanted), output in $out/name.log; sets step_rc
   local name=$1 limit=$2; shift 2
-  [[ $wanted == *" $name "* ]] || return 0
+  [[ $wanted == *" $name "* ]] || return 1
   local start=$SECONDS
   timeout "$limit" "$@" >"$out/$name.log" 2>&1
-  local rc=$?
-  summary+=("$(printf '%-22s rc=%-3s %4ss' "$name" "$rc" $((SECONDS - start)))")
-  echo "== $name: rc=$rc ($((SECONDS - start)) s)"
+  step_rc=$?
+  summary+=("$(printf '%-22s rc=%-3s %4ss' "$name" "$step_rc" $((SECONDS - start)))")
+  echo "== $name: rc=$step_rc ($((SECONDS - start)) s)"
+}
+gpu_test() {  # name timeout_s command...: passed, failed or skipped
+  step "$@" || return 0
+  local name=$1 reason
+  reason=$(grep -m1 "^EPX_TEST_SKIPPED: " "$out/$name.log")
+  if [[ $step_rc -ne 0 ]]; then
+    failed=$((failed + 1))
+    results+=("$name: FAILED (rc=$step_rc)")
+  elif [[ -n $reason ]]; then
+    skipped=$((skipped + 1))
+    results+=("$name: skipped: ${reason#EPX_TEST_SKIPPED: }")
+  else
+    passed=$((passed + 1))
+    results+=("$name: passed ($(grep -E "test cases" "$out/$name.log" | tail -n 1))")
+  fi
+}
+bench() {  # name timeout_s command...: ran, or failed
+  step "$@" || return 0
+  benches=$((benches + 1))
+  [[ $step_rc -eq 0 ]] || bench_failed=$((bench_failed + 1))
 }
 
 nvidia-smi -L
 nproc
-step fp8_cast_gpu_test 60 "$bin/fp8_cast_gpu_test"
-step gpu_path_test 200 "$bin/gpu_path_test"
-step gpu_device_window_test 120 "$bin/gpu_device_window_test"
-step epx_bench_shm 100 "$bin/epx_bench" --provider shm --epxd "$bin/epxd" --cores 2,4,6,8
-step epx_bench_tcp 100 "$bin/epx_bench" --provider tcp --epxd "$bin/epxd" --cores 2,4,6,8
-step gpu_bench 120 "$bin/gpu_bench" --epxd "$bin/epxd" --cores "${EPX_GPU_BENCH_CORES:-2,4,6}"
+gpu_test fp8_cast_gpu_test 60 "$bin/fp8_cast_gpu_test"
+gpu_test gpu_path_test 200 "$bin/gpu_path_test"
+gpu_test gpu_device_window_test 120 "$bin/gpu_device_window_test"
+bench epx_bench_shm 100 "$bin/epx_bench" --provider shm --epxd "$bin/epxd" --cores 2,4,6,8
+bench epx_bench_tcp 100 "$bin/epx_bench" --provider tcp --epxd "$bin/epxd" --cores 2,4,6,8
+bench gpu_bench 120 "$bin/gpu_bench" --epxd "$bin/epxd" --cores "${EPX_GPU_BENCH_CORES:-2,4,6}"
 
 echo
 echo "== results"
-for f in fp8_cast_gpu_test gpu_path_test gpu_device_window_test; do [[ -f $out/$f.log ]] && grep -E "test cases|SKIPPED" "$out/$f.log" | tail -n 2 | sed "s/^/$f: /"; done
+printf '%s\n' "${results[@]}"
 for f in epx_bench_shm epx_bench_tcp gpu_bench; do [[ -f $out/$f.log ]] || continue; echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
 echo
 printf '%s\n' "${summary[@]}"
+echo "benchmarks: $benches ran, $bench_failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
+[[ $failed -eq 0 && $bench_failed -eq 0 ]]

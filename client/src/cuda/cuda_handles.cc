@@ -32,7 +32,7 @@ Result<MappedHost> map_host(void* host, size_t bytes, const std::string& what) {
   mapped.registration = HostRegistration(host);  // owned from here: a failure below unregisters it
   EPX_RETURN_IF_ERROR(
       cuda_status(cudaHostGetDevicePointer(&mapped.device, host, 0), "cudaHostGetDevicePointer of " + what));
-  return std::move(mapped);
+  return mapped;
 }
 
 Result<ErrorRecord> new_error_record() {
@@ -46,7 +46,7 @@ Result<ErrorRecord> new_error_record() {
   void* device = nullptr;
   EPX_RETURN_IF_ERROR(cuda_status(cudaHostGetDevicePointer(&device, host, 0), "device pointer of the error record"));
   record.device = static_cast<DeviceError*>(device);
-  return std::move(record);
+  return record;
 }
 
 Status device_error_status(const ErrorRecord& record) {
