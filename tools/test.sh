@@ -9,6 +9,8 @@
 # Skipped, never passed:
 #   * a test that cannot run here prints a line "EPX_TEST_SKIPPED: <why>" and
 #     exits 0 (Bazel says PASSED); its log decides, and the reason is printed;
+#   * a test case that cannot run prints "EPX_TEST_CASE_SKIPPED: <why>": the
+#     binary counts as passed and each such case as one skipped;
 #   * GPU tests (tag gpu) are built but not run here; tools/device/run.sh runs
 #     them on a GPU machine.
 # The checks are no tests: they have their own lines, and their results are
@@ -51,6 +53,11 @@ while read -r label; do
     skips+=("$label: ${reason#EPX_TEST_SKIPPED: }")
   elif [[ -f $test_log ]]; then
     passed=$((passed + 1))
+    # Test cases that returned early (EPX_TEST_CASE_SKIPPED) are skipped.
+    while read -r why; do
+      skipped=$((skipped + 1))
+      skips+=("$label (one case): ${why#EPX_TEST_CASE_SKIPPED: }")
+    done < <(grep "^EPX_TEST_CASE_SKIPPED: " "$test_log")
   else
     echo "$label: PASSED but its log $test_log is missing: counted as failed"
     failed=$((failed + 1))

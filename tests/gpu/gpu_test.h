@@ -13,7 +13,7 @@
 // tools/device/run.sh count the binary as skipped, not passed.
 #define SKIP_TEST_CASE(why)                                \
   do {                                                     \
-    std::cout << "EPX_TEST_SKIPPED: " << why << std::endl; \
+    std::cout << "EPX_TEST_CASE_SKIPPED: " << why << std::endl; \
     return;                                                \
   } while (0)
 

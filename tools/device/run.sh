@@ -9,7 +9,8 @@
 # Full logs go to $OUT (one file per step); a short table is printed, then
 # "benchmarks: N ran, N failed" and, last, the tests' "N passed, N failed,
 # N skipped" (a test that printed "EPX_TEST_SKIPPED: <why>" and exited 0 is
-# skipped, as in tools/test.sh). Exit status non-zero iff a test or a
+# skipped, as in tools/test.sh; each "EPX_TEST_CASE_SKIPPED: <why>" line is
+# one skipped test case of a binary that otherwise passed). Exit status non-zero iff a test or a
 # benchmark failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -50,8 +51,15 @@ gpu_test() {  # name timeout_s command...: passed, failed or skipped
     skipped=$((skipped + 1))
     results+=("$name: skipped: ${reason#EPX_TEST_SKIPPED: }")
   else
+    # Cases that returned early (SKIP_TEST_CASE) are skipped, not passed:
+    # doctest counts them as passed, so they are taken out and named.
+    local case_skips
+    case_skips=$(grep -c "^EPX_TEST_CASE_SKIPPED: " "$out/$name.log")
     passed=$((passed + 1))
-    results+=("$name: passed ($(grep -E "test cases" "$out/$name.log" | tail -n 1))")
+    skipped=$((skipped + case_skips))
+    results+=("$name: passed ($(grep -E "test cases" "$out/$name.log" | tail -n 1); of those $case_skips skipped, counted as skipped)")
+    while read -r why; do results+=("  skipped case in $name: ${why#EPX_TEST_CASE_SKIPPED: }"); done \
+      < <(grep "^EPX_TEST_CASE_SKIPPED: " "$out/$name.log")
   fi
 }
 bench() {  # name timeout_s command...: ran, or failed
