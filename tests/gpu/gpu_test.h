@@ -11,10 +11,10 @@
 // Ends a test case that cannot run here (e.g. it needs two GPUs) and reports
 // it: a line "EPX_TEST_SKIPPED: <why>" makes tools/test.sh and
 // tools/device/run.sh count the binary as skipped, not passed.
-#define SKIP_TEST_CASE(why)                                \
-  do {                                                     \
+#define SKIP_TEST_CASE(why)                                     \
+  do {                                                          \
     std::cout << "EPX_TEST_CASE_SKIPPED: " << why << std::endl; \
-    return;                                                \
+    return;                                                     \
   } while (0)
 
 #define CUDA_OK(x) REQUIRE_MESSAGE((x) == cudaSuccess, #x " failed: " << cudaGetErrorString(cudaGetLastError()))
