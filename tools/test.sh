@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # EPX's tests: installs what is missing, builds everything (GPU code too),
-# runs every test that needs no GPU, runs two checks
-# (tools/check-libfabric-prefix.sh, tools/check-format.sh), and ends with
+# runs every test that needs no GPU, runs three checks
+# (tools/check-layering.sh, tools/check-libfabric-prefix.sh,
+# tools/check-format.sh), and ends with
 # the line
 #   N passed, N failed, N skipped
 # Exit status is non-zero iff N failed > 0. Extra arguments go to bazel test.
@@ -94,6 +95,7 @@ check() {  # name command...
     echo "check $name: failed (counted below as 1 failed)"
   fi
 }
+check layering tools/check-layering.sh
 check libfabric-prefix tools/check-libfabric-prefix.sh
 check format tools/check-format.sh
 summary "$passed" "$failed" "$skipped"
