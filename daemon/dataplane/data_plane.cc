@@ -144,22 +144,33 @@ void DataPlane::create_window(uint64_t client_id, pid_t pid, const std::string& 
   if (!p.ok()) return done(p.status());
   if (auto s = check_window_bytes("window", bytes); !s.ok()) return done(s);
   if (auto r = quota_.reserve(client_id, bytes); !r.ok()) return done(r);
-  // Given back when the last step let go of it: the plane counts the window
-  // from then on.
+  // Given back just before the answer: by then the plane counts the window
+  // (or it failed), so the client's next call never sees it twice.
   auto reservation = std::make_shared<QuotaReservation>(quota_, client_id, bytes);
   auto region = SharedRegion::create("epx-window-" + job_id + "-" + std::to_string(rank), bytes);
-  if (!region.ok()) return done(region.status());
+  if (!region.ok()) {
+    reservation->release();
+    return done(region.status());
+  }
   LocalRegion window;
   window.region = std::shared_ptr<SharedRegion>(std::move(region.value()));
   window.client_id = client_id;
   proxies_.register_region(std::move(window), [this, plane = *p, rank, pid, job_id, reservation,
                                                done = std::move(done)](Result<LocalRegion> reg) {
-    if (!reg.ok()) return done(reg.status().with_context("registering window of job " + job_id));
+    if (!reg.ok()) {
+      reservation->release();
+      return done(reg.status().with_context("registering window of job " + job_id));
+    }
     reg->token = regions_.add(reg->region, pid);
     v1::RegionReply reply;
     reply.set_token(reg->token);
     reply.set_bytes(reg->region->size());
-    add_window(plane, rank, std::move(reg.value()), reply, std::move(done));
+    // The plane counts the window once add_window recorded it, which is
+    // before `done` runs: give the reservation back just before answering.
+    add_window(plane, rank, std::move(reg.value()), reply, [reservation, done](Result<v1::RegionReply> r) {
+      reservation->release();
+      done(std::move(r));
+    });
   });
 }
 
@@ -212,18 +223,23 @@ void DataPlane::create_device_window(uint64_t client_id, pid_t pid, uint32_t ran
   }
   if (auto r = quota_.reserve(client_id, bytes); !r.ok()) return done(r.with_context(what));
   auto reservation = std::make_shared<QuotaReservation>(quota_, client_id, bytes);
+  // Every answer gives the reservation back first (see create_window).
+  auto refuse = [&](const Status& s) {
+    reservation->release();
+    done(s);
+  };
   if (auto s = device_window_support(); !s.ok()) {
     spdlog::info("client {}: {} refused: {}", client_id, what, s.message());
-    return done(s);
+    return refuse(s);
   }
   if (!is_dmabuf(fd->get())) {
-    return done(invalid_argument(what + ": the submitted descriptor is not a dma-buf (export GPU memory with "
-                                        "cuMemGetHandleForAddressRange(CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD))"));
+    return refuse(invalid_argument(what + ": the submitted descriptor is not a dma-buf (export GPU memory with "
+                                          "cuMemGetHandleForAddressRange(CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD))"));
   }
   const off_t dmabuf_size = ::lseek(fd->get(), 0, SEEK_END);
   if (dmabuf_size >= 0 && static_cast<uint64_t>(dmabuf_size) < bytes) {
-    return done(invalid_argument(what + ": the dma-buf holds " + std::to_string(dmabuf_size) + " bytes, fewer than " +
-                                 std::to_string(bytes)));
+    return refuse(invalid_argument(what + ": the dma-buf holds " + std::to_string(dmabuf_size) +
+                                   " bytes, fewer than " + std::to_string(bytes)));
   }
   LocalRegion window;
   window.client_id = client_id;
@@ -235,13 +251,19 @@ void DataPlane::create_device_window(uint64_t client_id, pid_t pid, uint32_t ran
   window.device->pci_bus_id = request.pci_bus_id().substr(0, 32);
   proxies_.register_region(std::move(window), [this, plane = *p, rank, client_id, what, request, reservation,
                                                done = std::move(done)](Result<LocalRegion> reg) {
-    if (!reg.ok()) return done(reg.status().with_context("registering " + what));
+    if (!reg.ok()) {
+      reservation->release();
+      return done(reg.status().with_context("registering " + what));
+    }
     spdlog::info("client {}: {}: {} bytes of GPU {} ({}) at 0x{:x} registered on {} rail(s)", client_id, what,
                  request.bytes(), request.cuda_device(), request.pci_bus_id(), request.device_va(), rails_.size());
     v1::RegionReply reply;
     reply.set_token(0);  // nothing to fetch: the memory is the client's
     reply.set_bytes(request.bytes());
-    add_window(plane, rank, std::move(reg.value()), reply, std::move(done));
+    add_window(plane, rank, std::move(reg.value()), reply, [reservation, done](Result<v1::RegionReply> r) {
+      reservation->release();
+      done(std::move(r));
+    });
   });
 }
 

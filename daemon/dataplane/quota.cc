@@ -7,9 +7,10 @@ namespace epx::daemon {
 
 Status Quota::reserve(uint64_t client_id, uint64_t bytes) {
   // Read before taking mu_: `held` takes the planes' and rings' locks. A
-  // region recorded meanwhile is counted twice (briefly refusing early),
-  // never zero times, since its reservation is given back only after it
-  // was recorded.
+  // region being recorded concurrently (another call of the same client) may
+  // be counted twice for that instant, never zero times, since a
+  // reservation is given back only after its region was recorded (and
+  // before the call is answered, so a client's own next call never is).
   const uint64_t held = held_(client_id);
   std::lock_guard<std::mutex> lock(mu_);
   const uint64_t pending = reserved_.count(client_id) ? reserved_[client_id] : 0;

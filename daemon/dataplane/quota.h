@@ -4,6 +4,7 @@
 // recorded (where `held` counts it) or failed.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -29,18 +30,26 @@ class Quota {
   std::map<uint64_t, uint64_t> reserved_;  // client -> bytes being created
 };
 
-// Gives a reservation back when it goes out of scope.
+// A reservation, given back by release() (once the region is recorded where
+// Quota's `held` counts it, and before the caller is answered, so the next
+// call never sees it twice) or, at the latest, when it is destroyed.
 class QuotaReservation {
  public:
   QuotaReservation(Quota& quota, uint64_t client_id, uint64_t bytes)
       : quota_(quota), client_id_(client_id), bytes_(bytes) {}
-  ~QuotaReservation() { quota_.unreserve(client_id_, bytes_); }
+  ~QuotaReservation() { release(); }
   QuotaReservation(const QuotaReservation&) = delete;
   QuotaReservation& operator=(const QuotaReservation&) = delete;
+
+  void release() {
+    // acq_rel: one caller gives the bytes back, whichever thread it is.
+    if (!released_.exchange(true, std::memory_order_acq_rel)) quota_.unreserve(client_id_, bytes_);
+  }
 
  private:
   Quota& quota_;
   const uint64_t client_id_, bytes_;
+  std::atomic<bool> released_{false};
 };
 
 }  // namespace epx::daemon

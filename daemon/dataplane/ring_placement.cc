@@ -39,7 +39,10 @@ void RingPlacement::open(uint64_t client_id, pid_t pid, const std::shared_ptr<Jo
   // Given back once the ring is recorded in rings_ (or failed).
   auto reservation = std::make_shared<QuotaReservation>(quota_, client_id, ring_bytes);
   auto region = SharedRegion::create("epx-ring-" + job_id + "-" + std::to_string(rank), ring_bytes);
-  if (!region.ok()) return done(region.status());
+  if (!region.ok()) {
+    reservation->release();
+    return done(region.status());
+  }
   std::shared_ptr<SharedRegion> shared(std::move(region.value()));
   ring::ring_init(shared->data(), capacity,
                   device_producers ? ring::RingProducerKind::kDevice : ring::RingProducerKind::kHost);
@@ -66,7 +69,7 @@ void RingPlacement::open(uint64_t client_id, pid_t pid, const std::shared_ptr<Jo
         recorded = true;
       }
     }
-    reservation.reset();
+    reservation->release();  // counted in rings_ now (or given up), before the answer
     if (!recorded) {
       const std::string why =
           "job " + owned.job_id + " rank " + std::to_string(owned.rank) + " was released meanwhile";
