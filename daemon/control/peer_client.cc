@@ -14,8 +14,8 @@ v1::Peer::Stub* PeerClient::stub(const std::string& address) {
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     // Daemons talk to each other directly: an http_proxy from the
-    // environment would answer for unreachable peers (seen as UNIMPLEMENTED
-    // "404" in 3 ms) instead of UNAVAILABLE.
+    // environment would answer for unreachable peers (seen as an HTTP 404
+    // status in 3 ms) instead of UNAVAILABLE.
     args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);
     stub = v1::Peer::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
   }
