@@ -35,7 +35,7 @@ if ! grep -q "Build completed successfully" "$log"; then
   exit 1
 fi
 
-echo "== bazel test //... --test_tag_filters=-gpu --keep_going $* (GPU tests are not run here)"
+echo "== bazel test //... --test_tag_filters=-gpu --keep_going${*:+ $*} (GPU tests are not run here)"
 bazel test //... --test_tag_filters=-gpu --keep_going "$@" 2>&1 | tee "$log" | grep -vE "^\s*$|linux-sandbox"
 bazel_rc=${PIPESTATUS[0]}
 
