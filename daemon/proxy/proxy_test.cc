@@ -142,22 +142,39 @@ class Loopback {
 
 uint64_t dst_addr(uint64_t offset) { return ring::pack_address(1, offset); }
 
-// Producer `id` of `producers` writes `count` pieces of its own slice of the
-// window, each followed by a signal on word `id % kSignals`.
-void produce(void* ring_mem, uint32_t id, uint32_t producers, uint32_t count) {
-  ring::RingProducer producer(ring_mem);
+// The pieces producer `id` of `producers` writes into its own slice of the
+// window: fn(i, offset, length) for i in 0..count. Most are not adjacent in
+// ring order, and gaps keep writes from all coalescing.
+template <typename Fn>
+void for_each_piece(uint32_t id, uint32_t producers, uint32_t count, Fn fn) {
   const uint64_t slice = kWindowBytes / producers;
   uint64_t offset = slice * id;
   for (uint32_t i = 0; i < count; ++i) {
-    const uint32_t length = 1 + (i * 37 + id * 11) % 700;  // 1..700 bytes, most not adjacent in ring order
+    const uint32_t length = 1 + (i * 37 + id * 11) % 700;  // 1..700 bytes
     REQUIRE(offset + length <= slice * (id + 1));
+    fn(i, offset, length);
+    offset += length + (i % 5 == 0 ? 64 : 0);
+  }
+}
+
+// Producer `id` posts its pieces, two of every three followed by a signal on
+// word `id % kSignals`.
+void produce(void* ring_mem, uint32_t id, uint32_t producers, uint32_t count) {
+  ring::RingProducer producer(ring_mem);
+  for_each_piece(id, producers, count, [&](uint32_t i, uint64_t offset, uint32_t length) {
     const ring::RingSlot d =
         (i % 3 == 0) ? ring::make_write(1, dst_addr(offset), dst_addr(offset), length)
                      : ring::make_write_signal(1, dst_addr(offset), dst_addr(offset), length,
                                                ring::encode_signal(id % kSignals, 1));
     REQUIRE(producer.post(d, 10s));
-    offset += length + (i % 5 == 0 ? 64 : 0);  // leave gaps so writes cannot all coalesce
-  }
+  });
+}
+
+// Posts a flush and waits until the proxy completed it.
+void flush(Loopback& lb, const char* what) {
+  ring::RingProducer tail(lb.ring_memory());
+  REQUIRE(tail.post(ring::make_flush(), 10s));
+  lb.wait_for(what, [&] { return lb.fences_done() >= 1; });
 }
 
 uint32_t signalled(uint32_t count) {
@@ -183,25 +200,19 @@ TEST_CASE("writes arrive intact and every signal counts through EAGAIN bursts an
     producers.emplace_back([&, p] { produce(lb.ring_memory(), p, kProducers, kCount); });
   }
   for (auto& t : producers) t.join();
-  ring::RingProducer tail(lb.ring_memory());
-  REQUIRE(tail.post(ring::make_flush(), 10s));
-  lb.wait_for("the flush", [&] { return lb.fences_done() >= 1; });
+  flush(lb, "the flush");
 
   // Each producer signalled word p % kSignals for 2 of every 3 writes.
   uint64_t total = 0;
   for (uint32_t s = 0; s < kSignals; ++s) total += lb.signal(s);
   CHECK(total == uint64_t{kProducers} * signalled(kCount));
-  // Every byte a producer wrote equals its source; gaps stayed zero.
-  const uint64_t slice = kWindowBytes / kProducers;
+  // Every byte a producer wrote equals its source.
   for (uint32_t p = 0; p < kProducers; ++p) {
-    uint64_t offset = slice * p;
-    for (uint32_t i = 0; i < kCount; ++i) {
-      const uint32_t length = 1 + (i * 37 + p * 11) % 700;
+    for_each_piece(p, kProducers, kCount, [&](uint32_t i, uint64_t offset, uint32_t length) {
       for (uint64_t b = offset; b < offset + length; ++b) {
         if (lb.dst()[b] != lb.src()[b]) FAIL("producer " << p << " write " << i << ": byte " << b << " differs");
       }
-      offset += length + (i % 5 == 0 ? 64 : 0);
-    }
+    });
   }
   CHECK(lb.ring().rejected.load() == 0);
   CHECK(lb.ring().completed.load() == lb.ring().consumed.load());
@@ -222,9 +233,7 @@ TEST_CASE("failed writes and failed completions surface on the sender's ring; fl
   Loopback lb(plan);
   constexpr uint32_t kCount = 2000;
   produce(lb.ring_memory(), 0, 1, kCount);
-  ring::RingProducer tail(lb.ring_memory());
-  REQUIRE(tail.post(ring::make_flush(), 10s));
-  lb.wait_for("the flush after failed writes", [&] { return lb.fences_done() >= 1; });
+  flush(lb, "the flush after failed writes");
 
   CHECK(lb.faults().failed_writes.load() > 0);
   CHECK(lb.faults().failed_completions.load() > 0);
