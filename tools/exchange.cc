@@ -100,7 +100,11 @@ int main(int argc, char** argv) {
   uint64_t total_bytes = 0;
   std::vector<uint64_t> expected(world, 0);
   const auto start = std::chrono::steady_clock::now();
+  // The longest round: a job that shares its daemons with others reports
+  // how long the others ever stalled it.
+  std::chrono::steady_clock::duration longest_round{};
   for (uint32_t round = 0; round < rounds; ++round) {
+    const auto round_start = std::chrono::steady_clock::now();
     for (uint32_t dst = 0; dst < world; ++dst) {
       uint8_t* slice = send->data() + dst * per_peer;
       for (uint64_t i = 0; i < per_peer; ++i) slice[i] = pattern(round, rank, dst, i);
@@ -149,10 +153,12 @@ int main(int argc, char** argv) {
     if (auto s = job->barrier(timeout); !s.ok()) return fail("barrier after round", s);
     std::cout << "rank " << rank << " round " << round << ": all bytes from " << world << " ranks verified"
               << std::endl;
+    longest_round = std::max(longest_round, std::chrono::steady_clock::now() - round_start);
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cout << "rank " << rank << ": sent " << total_bytes << " bytes in " << rounds << " rounds, " << secs * 1e3
             << " ms, " << total_bytes / secs / 1e6 << " MB/s, every received byte verified" << std::endl;
-  std::cout << "summary rank=" << rank << " bytes=" << total_bytes << " seconds=" << secs << std::endl;
+  std::cout << "summary rank=" << rank << " bytes=" << total_bytes << " seconds=" << secs
+            << " longest_round_ms=" << std::chrono::duration<double, std::milli>(longest_round).count() << std::endl;
   return 0;
 }

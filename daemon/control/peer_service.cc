@@ -101,7 +101,9 @@ grpc::ServerUnaryReactor* PeerService::Publish(grpc::CallbackServerContext* cont
                                                v1::PublishReply*) {
   PeerParts* st = parts();
   if (st == nullptr) return finish_now(context, kStarting);
-  return finish_now(context, to_grpc(st->data_plane.apply_publish(*request)));
+  auto* reactor = context->DefaultReactor();
+  st->data_plane.apply_publish(*request, [reactor](Status s) { reactor->Finish(to_grpc(s)); });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* PeerService::Barrier(grpc::CallbackServerContext* context,

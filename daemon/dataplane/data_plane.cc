@@ -1,5 +1,7 @@
 #include "daemon/dataplane/data_plane.h"
 
+#include <atomic>
+
 #include <unistd.h>
 
 #include <future>
@@ -71,19 +73,25 @@ void DataPlane::release_rank_regions(const std::shared_ptr<JobPlane>& p, uint64_
   auto released = std::make_shared<JobPlane::Released>(p->remove_local_rank(rank));
   // A ring opened while the rank was being removed was recorded before the
   // removal (RingPlacement::open checks under its lock): collect it too.
-  rings_.close(client_id, p->job_id(), [this, p, rank, rings, released, done = std::move(done)](size_t late) {
-    for (auto& r : released->regions) regions_.remove(r.token);
-    // Signal ids first; closing the registrations then runs a task on every
-    // proxy, which is the grace period after which no proxy still holds a
-    // pointer to these words; only then are the regions unmapped.
-    if (released->signal_count) proxies_.signals().release(released->signal_base, released->signal_count);
-    const size_t regions = released->regions.size();
-    proxies_.close_registrations(std::move(released->regions), [this, p, rank, rings, late, regions, done] {
-      jobs_.release_if_empty(p);
-      spdlog::info("data plane: job {} rank {} released: {} ring(s), {} region(s)", p->job_id(), rank, rings + late,
-                   regions);
-      if (done) done();
+  rings_.close(client_id, p->job_id(), [this, p, rank, rings, released, done = std::move(done)](size_t late) mutable {
+    quiesce_leaving(p, rank, [this, p, rank, rings, released, late, done = std::move(done)]() mutable {
+      close_rank_regions(p, rank, rings + late, released, std::move(done));
     });
+  });
+}
+
+void DataPlane::close_rank_regions(const std::shared_ptr<JobPlane>& p, uint32_t rank, size_t rings,
+                                   const std::shared_ptr<JobPlane::Released>& released, std::function<void()> done) {
+  for (auto& r : released->regions) regions_.remove(r.token);
+  // Signal ids first; closing the registrations then runs a task on every
+  // proxy, which is the grace period after which no proxy still holds a
+  // pointer to these words; only then are the regions unmapped.
+  if (released->signal_count) proxies_.signals().release(released->signal_base, released->signal_count);
+  const size_t regions = released->regions.size();
+  proxies_.close_registrations(std::move(released->regions), [this, p, rank, rings, regions, done] {
+    jobs_.release_if_empty(p);
+    spdlog::info("data plane: job {} rank {} released: {} ring(s), {} region(s)", p->job_id(), rank, rings, regions);
+    if (done) done();
   });
 }
 
@@ -103,7 +111,11 @@ Status DataPlane::check_window_bytes(const std::string& what, uint64_t bytes) co
 }
 
 void DataPlane::publish(const std::shared_ptr<JobPlane>& p, uint32_t rank, std::function<void(Status)> done) {
-  v1::RankPlane plane = p->describe(rank);
+  send_to_peers(p, p->describe(rank), std::move(done));
+}
+
+void DataPlane::send_to_peers(const std::shared_ptr<JobPlane>& p, const v1::RankPlane& plane,
+                              std::function<void(Status)> done) {
   std::set<std::string> daemons;
   for (const auto& r : p->table().ranks()) {
     if (r.daemon_address() != self_address_) daemons.insert(r.daemon_address());
@@ -136,6 +148,32 @@ void DataPlane::publish(const std::shared_ptr<JobPlane>& p, uint32_t rank, std::
       if (finish) finish(result);
     });
   }
+}
+
+std::chrono::milliseconds DataPlane::quiesce_timeout() const {
+  return std::chrono::milliseconds(std::max<uint64_t>(1, uint64_t{config_.rpc_timeout_ms()} * 3 / 4));
+}
+
+void DataPlane::quiesce_leaving(const std::shared_ptr<JobPlane>& p, uint32_t rank, std::function<void()> done) {
+  // Two waits at once: this daemon's proxies (its other local ranks write
+  // to the rank through the fabric too) and every other daemon of the job.
+  auto remaining = std::make_shared<std::atomic<int>>(2);
+  auto finish = [p, rank, remaining, done = std::move(done)](const char* who, Status s) {
+    if (!s.ok()) {
+      // A peer that does not answer (gone, or stalled past the deadline)
+      // is not waited for forever; say what may still arrive.
+      spdlog::warn("job {} rank {}: {} did not confirm that writes to the rank stopped: {}", p->job_id(), rank, who,
+                   s.to_string());
+    }
+    if (remaining->fetch_sub(1, std::memory_order_acq_rel) == 1 && done) done();
+  };
+  proxies_.quiesce(p->views(), rank, quiesce_timeout(), [finish](Status s) { finish("this daemon's proxies", s); });
+  v1::RankPlane leaving;
+  leaving.set_job_id(p->job_id());
+  leaving.set_rank(rank);
+  leaving.set_leaving(true);
+  leaving.set_formation(p->table().formation());
+  send_to_peers(p, leaving, [finish](Status s) { finish("another daemon", s); });
 }
 
 void DataPlane::create_window(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank,
@@ -324,10 +362,17 @@ void DataPlane::open_ring(uint64_t client_id, pid_t pid, const std::string& job_
   rings_.open(client_id, pid, *p, rank, capacity, device_producers, std::move(done));
 }
 
-Status DataPlane::apply_publish(const v1::RankPlane& plane_msg) {
-  auto p = jobs_.find(plane_msg.job_id());
-  if (!p) return Status();  // no local rank of that job (any more): nothing to route
-  return p->apply(plane_msg);
+void DataPlane::apply_publish(const v1::RankPlane& plane_msg, std::function<void(Status)> done) {
+  auto p = jobs_.find_or_keep(plane_msg);
+  if (!p) return done(Status());  // kept until a local rank of the job attaches
+  if (!plane_msg.leaving()) return done(p->apply(plane_msg));
+  if (plane_msg.formation() != p->table().formation()) return done(Status());  // another job of that id left
+  if (plane_msg.rank() >= p->world() || p->is_local(plane_msg.rank())) {
+    return done(invalid_argument("job " + p->job_id() + ": rank " + std::to_string(plane_msg.rank()) +
+                                 " cannot leave through another daemon"));
+  }
+  p->mark_lost(plane_msg.rank());
+  proxies_.quiesce(p->views(), plane_msg.rank(), quiesce_timeout(), std::move(done));
 }
 
 void DataPlane::rank_lost(const std::string& job_id, uint32_t rank) {

@@ -13,6 +13,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -38,6 +39,7 @@ using PublishFn =
 
 class DataPlane {
  public:
+
   DataPlane(const v1::DaemonConfig& config, const std::vector<std::unique_ptr<Rail>>& rails, PublishFn publish,
             std::string self_address);
   ~DataPlane();  // closes registrations, then stops the proxies
@@ -68,8 +70,9 @@ class DataPlane {
   void open_ring(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank, uint32_t capacity,
                  bool device_producers, Done done);
 
-  // Another daemon published one of its ranks.
-  Status apply_publish(const v1::RankPlane& plane);
+  // Another daemon published one of its ranks; for a leaving rank, `done`
+  // runs once this daemon's proxies can no longer write to it.
+  void apply_publish(const v1::RankPlane& plane, std::function<void(Status)> done);
   void rank_lost(const std::string& job_id, uint32_t rank);
 
   const RegionTable& regions() const { return regions_; }
@@ -87,11 +90,24 @@ class DataPlane {
   // After a rank's rings are gone: its regions, signals and plane.
   void release_rank_regions(const std::shared_ptr<JobPlane>& p, uint64_t client_id, uint32_t rank, size_t rings,
                             std::function<void()> done);
+  // After the quiesce: frees the signal ids, closes the registrations.
+  void close_rank_regions(const std::shared_ptr<JobPlane>& p, uint32_t rank, size_t rings,
+                          const std::shared_ptr<JobPlane::Released>& released, std::function<void()> done);
   // Records a registered window for `rank` and publishes it; answers `done`.
   void add_window(const std::shared_ptr<JobPlane>& p, uint32_t rank, LocalRegion window, v1::RegionReply reply,
                   Done done);
   // Sends `rank`'s current windows/signals to every other daemon of the job.
   void publish(const std::shared_ptr<JobPlane>& plane, uint32_t rank, std::function<void(Status)> done);
+  // Sends `plane` to every other daemon of the job; `done` gets the first error.
+  void send_to_peers(const std::shared_ptr<JobPlane>& p, const v1::RankPlane& plane, std::function<void(Status)> done);
+  // A local rank is leaving (already absent from the job's view): waits
+  // until neither this daemon's proxies nor any other daemon's can still
+  // write to it, so closing its registrations cannot hit a write in flight.
+  void quiesce_leaving(const std::shared_ptr<JobPlane>& p, uint32_t rank, std::function<void()> done);
+
+  // Longest wait for writes towards a leaving rank to drain, on each daemon:
+  // three quarters of rpc_timeout_ms, so a peer answers within the call.
+  std::chrono::milliseconds quiesce_timeout() const;
 
   const v1::DaemonConfig& config_;
   const std::vector<std::unique_ptr<Rail>>& rails_;

@@ -90,6 +90,7 @@ v1::RankPlane JobPlane::describe(uint32_t rank) const {
   v1::RankPlane p;
   p.set_job_id(job_id_);
   p.set_rank(rank);
+  p.set_formation(table_.formation());
   const RankState& r = ranks_[rank];
   for (size_t i = 0; i < r.windows.size(); ++i) {
     auto* w = p.add_windows();
@@ -113,6 +114,10 @@ v1::RankPlane JobPlane::describe(uint32_t rank) const {
 }
 
 Status JobPlane::apply(const v1::RankPlane& plane) {
+  if (plane.formation() != table_.formation()) {
+    return failed_precondition("job " + job_id_ + ": plane of rank " + std::to_string(plane.rank()) +
+                               " is from another formation of the job id (an earlier or other job)");
+  }
   // From the network: check everything the view will index by.
   if (plane.windows_size() > 0xFFFE || plane.signal_target_size() > 64) {
     return invalid_argument("job " + job_id_ + ": published plane too large");

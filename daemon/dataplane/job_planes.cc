@@ -53,6 +53,17 @@ void JobPlanes::attach(const v1::RankTable& table, uint32_t rank, std::function<
       auto& slot = jobs_[table.job_id()];
       if (!slot) {
         slot = std::make_shared<JobPlane>(table, std::move(addrs.value()), static_cast<uint32_t>(proxies_.size()));
+        // Under the lock: a newer Publish of the same rank waits for mu_ and
+        // so is applied after the older, kept one.
+        auto first = early_.lower_bound({table.job_id(), 0});
+        auto it = first;
+        for (; it != early_.end() && it->first.first == table.job_id(); ++it) {
+          if (auto s = slot->apply(it->second.plane); !s.ok()) {
+            spdlog::warn("job {}: an early published plane of rank {} is invalid: {}", table.job_id(),
+                         it->first.second, s.to_string());
+          }
+        }
+        early_.erase(first, it);
       }
       plane = slot;
     }
@@ -77,6 +88,31 @@ std::shared_ptr<JobPlane> JobPlanes::find(const std::string& job_id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = jobs_.find(job_id);
   return it == jobs_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<JobPlane> JobPlanes::find_or_keep(const v1::RankPlane& published) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(published.job_id());
+  if (it != jobs_.end()) return it->second;
+  forget_old_early_planes_locked();
+  const auto key = std::make_pair(published.job_id(), published.rank());
+  if (published.leaving()) {
+    early_.erase(key);
+  } else if (early_.size() < kMaxEarlyPlanes || early_.count(key)) {
+    early_[key] = EarlyPlane{published, std::chrono::steady_clock::now()};
+  } else {
+    spdlog::warn("job {}: plane of rank {} published before the job formed here, and {} such planes are kept "
+                 "already: dropped",
+                 published.job_id(), published.rank(), kMaxEarlyPlanes);
+  }
+  return nullptr;
+}
+
+void JobPlanes::forget_old_early_planes_locked() {
+  const auto oldest = std::chrono::steady_clock::now() - kEarlyPlaneLifetime;
+  for (auto it = early_.begin(); it != early_.end();) {
+    it = it->second.received < oldest ? early_.erase(it) : std::next(it);
+  }
 }
 
 void JobPlanes::release_if_empty(const std::shared_ptr<JobPlane>& plane) {

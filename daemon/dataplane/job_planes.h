@@ -3,6 +3,7 @@
 // daemon address inserted on every rail) and dropped with its last one.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -27,6 +28,11 @@ class JobPlanes {
   // this thread or a proxy's and must not block.
   void attach(const v1::RankTable& table, uint32_t rank, std::function<void(Status)> done);
   std::shared_ptr<JobPlane> find(const std::string& job_id) const;
+  // The job's plane, or (when none exists yet) nullptr after keeping
+  // `published` for the plane to apply when it is created: another daemon's
+  // rank may publish its windows before this daemon's own rank of the job
+  // finished attaching. A leaving rank's earlier plane is forgotten.
+  std::shared_ptr<JobPlane> find_or_keep(const v1::RankPlane& published);
   // Drops `plane` if it is still the job's plane and has no local rank left.
   void release_if_empty(const std::shared_ptr<JobPlane>& plane);
   // Removes and returns every plane (daemon teardown).
@@ -37,9 +43,20 @@ class JobPlanes {
  private:
   Status add_rank(const std::shared_ptr<JobPlane>& plane, const v1::RankTable& table, uint32_t rank);
 
+  // Planes published for jobs with no plane here yet; bounded, and dropped
+  // after kEarlyPlaneLifetime (the job never formed here).
+  struct EarlyPlane {
+    v1::RankPlane plane;
+    std::chrono::steady_clock::time_point received;
+  };
+  static constexpr size_t kMaxEarlyPlanes = 4096;
+  static constexpr std::chrono::seconds kEarlyPlaneLifetime{120};
+  void forget_old_early_planes_locked();
+
   ProxySet& proxies_;
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<JobPlane>> jobs_;
+  std::map<std::pair<std::string, uint32_t>, EarlyPlane> early_;  // by (job, rank)
 };
 
 }  // namespace epx::daemon

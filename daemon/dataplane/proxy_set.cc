@@ -2,6 +2,8 @@
 
 #include <rdma/fi_domain.h>
 
+#include <optional>
+
 #include <spdlog/spdlog.h>
 
 #include "daemon/fabric/device_memory.h"
@@ -226,6 +228,56 @@ void ProxySet::close_registrations(std::vector<LocalRegion> regions, std::functi
         if (!s.ok()) spdlog::error("closing registrations: {}", s.to_string());
         if (done) done();
       });
+}
+
+void ProxySet::quiesce(std::shared_ptr<const JobViewCell> views, uint32_t rank, std::chrono::milliseconds timeout,
+                       std::function<void(Status)> done) {
+  const size_t n = proxies_.size();
+  if (n == 0) return done(Status());
+  auto call = std::make_shared<RailCall>();
+  call->answered.assign(n, false);
+  call->remaining = n;
+  call->done = std::move(done);
+  auto answer = [this, call](std::optional<size_t> rail, Status s) {
+    std::function<void(Status)> fire;
+    Status result;
+    uint64_t timer = 0;
+    {
+      std::lock_guard<std::mutex> lock(call->mu);
+      if (call->finished) return;
+      if (rail) {
+        call->answered[*rail] = true;
+        if (!s.ok() && call->first_error.ok()) call->first_error = s;
+        if (--call->remaining > 0) return;
+        result = call->first_error;
+        timer = call->timer;
+      } else {
+        result = s;  // the backstop
+      }
+      call->finished = true;
+      fire = std::move(call->done);
+    }
+    if (timer) deadlines_.cancel(timer);
+    fire(std::move(result));
+  };
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    const auto backstop = timeout + std::chrono::seconds(1);
+    call->timer = deadlines_.schedule(DeadlineTimer::Clock::now() + backstop, [call, answer, backstop] {
+      std::string missing;
+      {
+        std::lock_guard<std::mutex> lock(call->mu);
+        for (size_t i = 0; i < call->answered.size(); ++i) {
+          if (!call->answered[i]) missing += (missing.empty() ? "" : ", ") + std::to_string(i);
+        }
+      }
+      answer(std::nullopt, deadline_exceeded("quiesce: the proxies of rail(s) " + missing + " did not answer within " +
+                                             std::to_string(backstop.count()) + " ms (stalled)"));
+    });
+  }
+  for (size_t i = 0; i < n; ++i) {
+    proxies_[i]->quiesce_async(views, rank, timeout, [answer, i](Status s) { answer(i, std::move(s)); });
+  }
 }
 
 std::vector<v1::ProxyStatus> ProxySet::status() const {

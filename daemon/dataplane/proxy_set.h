@@ -69,6 +69,13 @@ class ProxySet {
   // pointer into these regions.
   void close_registrations(std::vector<LocalRegion> regions, std::function<void()> done = {});
 
+  // Proxy::quiesce_async on every rail (the caller marked `rank` absent in
+  // the job's view first); `done` gets the first rail's error, if any, once
+  // every rail answered. A rail that does not answer within `timeout` plus
+  // a second is an error naming it.
+  void quiesce(std::shared_ptr<const JobViewCell> views, uint32_t rank, std::chrono::milliseconds timeout,
+               std::function<void(Status)> done);
+
   std::vector<v1::ProxyStatus> status() const;
 
  private:

@@ -1,5 +1,7 @@
 #include "daemon/jobs/coordinator.h"
 
+#include <random>
+
 #include <set>
 
 namespace epx::daemon {
@@ -23,11 +25,19 @@ std::string Coordinator::missing_ranks(const Job& job) {
   return out;
 }
 
+uint64_t Coordinator::new_formation() {
+  static std::mt19937_64 rng(std::random_device{}());
+  uint64_t f = 0;
+  while (f == 0) f = rng();  // 0 is "unset" on the wire
+  return f;
+}
+
 v1::RankTable Coordinator::table_of(const std::string& job_id, const Job& job) const {
   v1::RankTable table;
   table.set_job_id(job_id);
   table.set_world_size(job.world_size);
   table.set_coordinator(self_address_);
+  table.set_formation(job.formation);
   for (const auto& [rank, member] : job.members) *table.add_ranks() = member.entry;
   return table;
 }
@@ -73,6 +83,7 @@ uint64_t Coordinator::register_rank(const std::string& job_id, uint32_t world_si
         m.ticket = ticket = next_ticket_++;
         if (job.members.size() == world_size) {
           job.formed = true;
+          job.formation = new_formation();
           v1::RankTable table = table_of(job_id, job);
           for (auto& [r, member] : job.members) {
             pending.emplace_back(std::move(member.reply), table);

@@ -89,6 +89,7 @@ class Coordinator {
   struct Job {
     uint32_t world_size = 0;
     bool formed = false;
+    uint64_t formation = 0;  // RankTable.formation, set when formed
     std::map<uint32_t, Member> members;
     std::map<uint32_t, Arrival> barrier;  // ranks waiting at the current barrier
   };
@@ -98,6 +99,8 @@ class Coordinator {
   using Pending = std::vector<std::pair<Reply, Result<v1::RankTable>>>;
 
   static std::string missing_ranks(const Job& job);
+  // Called under mu_ (the generator is not thread-safe).
+  static uint64_t new_formation();
   v1::RankTable table_of(const std::string& job_id, const Job& job) const;
   static void run(Pending& pending);
 

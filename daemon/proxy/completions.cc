@@ -31,8 +31,7 @@ bool Proxy::poll_cq() {
           --c->ring->inflight;
           bump(c->ring->completed, c->descriptors);
         }
-        c->ring = nullptr;
-        free_contexts_.push_back(c);
+        release_context(c);
       } else {
         spdlog::warn("rail {}: completion error without context: {}", rail_.index(), text);
       }
@@ -60,8 +59,7 @@ bool Proxy::poll_cq() {
       --c->ring->inflight;
       bump(c->ring->completed, c->descriptors);
     }
-    c->ring = nullptr;
-    free_contexts_.push_back(c);
+    release_context(c);
   }
   return n > 0;
 }

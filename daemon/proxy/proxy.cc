@@ -140,6 +140,7 @@ void Proxy::run() {
     const auto pass_start = Clock::now();
     bool worked = tasks_.run_pending();
     worked |= finish_drains();
+    worked |= finish_quiesces();
     const size_t n = rings_.size();
     for (size_t i = 0; i < n; ++i) {
       // Start each pass at a different ring so no tenant always goes first.

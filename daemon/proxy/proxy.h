@@ -63,6 +63,15 @@ class Proxy {
   // `done` on its thread. `done` must not block.
   void remove_ring_async(std::shared_ptr<RingBinding> ring, std::chrono::milliseconds timeout,
                          std::function<void(Status)> done);
+  // Runs `done` on the proxy thread once no write towards `rank` of the job
+  // whose rings read `views` is waiting to be posted or in flight here (or
+  // after `timeout`: DEADLINE_EXCEEDED naming how many are left). The caller
+  // first marks the rank absent in the job's view, so nothing new is posted
+  // towards it; writes complete only once delivered, so afterwards none of
+  // this rail's writes can still reach the rank's registrations, which may
+  // then close. `done` must not block.
+  void quiesce_async(std::shared_ptr<const JobViewCell> views, uint32_t rank, std::chrono::milliseconds timeout,
+                     std::function<void(Status)> done);
   // Blocking forms of the two (tests, teardown).
   Status add_ring(std::shared_ptr<RingBinding> ring);
   Status remove_ring(const std::shared_ptr<RingBinding>& ring, std::chrono::milliseconds timeout);
@@ -76,6 +85,10 @@ class Proxy {
     fi_context2 ctx;  // first member: libfabric hands back &ctx as op_context
     RingBinding* ring = nullptr;
     uint32_t descriptors = 0;
+    // Where the write goes, for quiesce: set while in flight. Only compared,
+    // never dereferenced (the ring may be gone before its completion).
+    const JobViewCell* views = nullptr;
+    uint32_t dst_rank = 0;
   };
 
   struct Draining {
@@ -85,9 +98,23 @@ class Proxy {
     std::function<void(Status)> done;
   };
 
+  struct Quiescing {
+    std::shared_ptr<const JobViewCell> views;
+    uint32_t rank;
+    std::chrono::steady_clock::time_point deadline;
+    std::chrono::milliseconds timeout;
+    std::function<void(Status)> done;
+  };
+
   void run();
   // Forgets closing rings whose writes completed (or timed out).
   bool finish_drains();
+  // Answers quiesces whose rank has no write left here (or timed out).
+  bool finish_quiesces();
+  // Writes towards (views, rank) assembled or in flight on this rail.
+  size_t writes_towards(const JobViewCell* views, uint32_t rank) const;
+  // A posted write's context is free again.
+  void release_context(OpContext* c);
   bool serve(RingBinding& ring);
   bool poll_cq();
   // Posts ring.pending; false when the provider said EAGAIN (retry later).
@@ -104,9 +131,9 @@ class Proxy {
   const ProxyOptions options_;
   const bool virt_addr_;
   const uint64_t write_limit_;  // longest write, single or coalesced
-  // Plain writes complete only once their data is placed at the destination,
-  // so a fence (flush, signal-only) orders after placement, not after the
-  // send. Cleared if the provider refuses the flag.
+  // Writes complete only once their data is placed at the destination, so a
+  // fence (flush, signal-only) and a quiesce order after placement, not
+  // after the send. Cleared if the provider refuses the flag.
   uint64_t flags_extra_ = FI_DELIVERY_COMPLETE;
 
   std::thread thread_;
@@ -116,6 +143,7 @@ class Proxy {
   // Proxy thread only.
   std::vector<std::shared_ptr<RingBinding>> rings_;
   std::vector<Draining> draining_;
+  std::vector<Quiescing> quiescing_;
   size_t next_ring_ = 0;
   std::vector<OpContext> contexts_;
   std::vector<OpContext*> free_contexts_;

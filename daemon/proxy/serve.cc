@@ -42,6 +42,8 @@ bool Proxy::post(RingBinding& ring, bool more) {
   OpContext* c = free_contexts_.back();
   c->ring = &ring;
   c->descriptors = w.descriptors;
+  c->views = ring.views.get();
+  c->dst_rank = w.dst_rank;
   iovec iov{const_cast<uint8_t*>(w.src), w.length};
   void* desc = w.desc;
   fi_rma_iov rma{w.remote_addr, w.length, w.key};
@@ -54,10 +56,12 @@ bool Proxy::post(RingBinding& ring, bool more) {
   msg.rma_iov_count = 1;
   msg.context = &c->ctx;
   msg.data = w.imm;
-  // Plain writes complete only once placed (FI_DELIVERY_COMPLETE), so a
-  // later fence covers their data. A write with an immediate needs no such
-  // wait: its own signal reports its placement to the receiver.
-  uint64_t flags = FI_COMPLETION | (w.imm ? FI_REMOTE_CQ_DATA : flags_extra_) | (more ? FI_MORE : 0);
+  // Every write completes only once placed (FI_DELIVERY_COMPLETE): a later
+  // fence covers its data, a quiesce (quiesce.cc) knows it can no longer
+  // arrive, and a write the fabric lost after sending it fails on its
+  // sender's ring instead of vanishing. The receiver sees a signal as early
+  // either way; only the sender's slot is held for the acknowledgement.
+  uint64_t flags = FI_COMPLETION | (w.imm ? FI_REMOTE_CQ_DATA : 0) | flags_extra_ | (more ? FI_MORE : 0);
   ssize_t ret = transport_->write(msg, flags);
   if ((ret == -FI_EBADFLAGS || ret == -FI_EOPNOTSUPP || ret == -FI_EINVAL) && flags_extra_ != 0) {
     // The provider does not take FI_DELIVERY_COMPLETE: fall back to its
