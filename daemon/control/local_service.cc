@@ -134,6 +134,16 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
             message = "coordinator " + coordinator + " did not answer within " + std::to_string(timeout_ms) + " ms";
           }
           spdlog::warn("job {}: rank {} could not join: {}", m.job_id, m.rank, message);
+          if (code == grpc::StatusCode::CANCELLED || code == grpc::StatusCode::DEADLINE_EXCEEDED ||
+              code == grpc::StatusCode::UNAVAILABLE) {
+            // The coordinator may have registered the rank (even formed the
+            // job) just as the call ended: take it back there, so the job
+            // does not keep a rank nobody holds. Answered after that, so a
+            // retry of the join cannot be the one the leave removes.
+            parts_.release.release({m}, "join failed: " + message,
+                                   [reactor, code, message] { reactor->Finish(grpc::Status(code, message)); });
+            return;
+          }
           reactor->Finish(grpc::Status(code, message));
           return;
         }

@@ -58,7 +58,10 @@ void JobPlanes::attach(const v1::RankTable& table, uint32_t rank, std::function<
         auto first = early_.lower_bound({table.job_id(), 0});
         auto it = first;
         for (; it != early_.end() && it->first.first == table.job_id(); ++it) {
-          if (auto s = slot->apply(it->second.plane); !s.ok()) {
+          const v1::RankPlane& early = it->second.plane;
+          if (early.leaving()) {
+            if (early.formation() == table.formation()) slot->mark_lost(early.rank());
+          } else if (auto s = slot->apply(early); !s.ok()) {
             spdlog::warn("job {}: an early published plane of rank {} is invalid: {}", table.job_id(),
                          it->first.second, s.to_string());
           }
@@ -96,10 +99,13 @@ std::shared_ptr<JobPlane> JobPlanes::find_or_keep(const v1::RankPlane& published
   if (it != jobs_.end()) return it->second;
   forget_old_early_planes_locked();
   const auto key = std::make_pair(published.job_id(), published.rank());
-  if (published.leaving()) {
-    early_.erase(key);
-  } else if (early_.size() < kMaxEarlyPlanes || early_.count(key)) {
-    early_[key] = EarlyPlane{published, std::chrono::steady_clock::now()};
+  auto kept = early_.find(key);
+  if (kept != early_.end()) {
+    // A rank that left stays gone: its windows' Publish may arrive after its
+    // leaving one (separate calls), and must not bring it back.
+    if (!kept->second.plane.leaving()) kept->second = EarlyPlane{published, std::chrono::steady_clock::now()};
+  } else if (early_.size() < kMaxEarlyPlanes) {
+    early_.emplace(key, EarlyPlane{published, std::chrono::steady_clock::now()});
   } else {
     spdlog::warn("job {}: plane of rank {} published before the job formed here, and {} such planes are kept "
                  "already: dropped",

@@ -31,7 +31,8 @@ class JobPlanes {
   // The job's plane, or (when none exists yet) nullptr after keeping
   // `published` for the plane to apply when it is created: another daemon's
   // rank may publish its windows before this daemon's own rank of the job
-  // finished attaching. A leaving rank's earlier plane is forgotten.
+  // finished attaching. A leaving rank is kept as such (the plane marks it
+  // lost when created) and no later Publish of it is kept.
   std::shared_ptr<JobPlane> find_or_keep(const v1::RankPlane& published);
   // Drops `plane` if it is still the job's plane and has no local rank left.
   void release_if_empty(const std::shared_ptr<JobPlane>& plane);

@@ -199,7 +199,7 @@ void run(const std::string& provider, int kills) {
                                  << daemon_complaints(dir));
     for (auto* q : {q0.get(), q1.get()}) {
       const double longest = longest_round_ms(q->output());
-      REQUIRE(longest >= 0);
+      REQUIRE_MESSAGE(longest >= 0, "no longest_round_ms in the quiet job's output:\n" << q->output());
       worst_round_ms = std::max(worst_round_ms, longest);
     }
     ++quiet_runs;
