@@ -70,6 +70,10 @@ class DataPlane {
 
   // Another daemon published one of its ranks.
   Status apply_publish(const v1::RankPlane& plane);
+  // The job's plane while a rank of it is attached here (its rank table
+  // names each rank's daemon: the Peer service checks callers against it);
+  // null otherwise.
+  std::shared_ptr<const JobPlane> job_plane(const std::string& job_id) const { return jobs_.find(job_id); }
   void rank_lost(const std::string& job_id, uint32_t rank);
 
   const RegionTable& regions() const { return regions_; }
