@@ -97,8 +97,7 @@ Result<PeerCaller> PeerGate::check(const PeerCallFacts& call, const std::string&
       // a second line should a server be started without client checks.
       if (!call.tls_authenticated) return unauthenticated("Peer call without a verified client certificate");
       break;
-    case PeerSecurity::Mode::kNone:
-      break;
+    case PeerSecurity::Mode::kNone: break;
   }
   auto hp = split_host_port(caller.address);
   if (!hp.ok()) return invalid_argument("caller address: " + hp.status().message());

@@ -21,10 +21,10 @@ namespace epx::daemon {
 // What the server knows of one call, taken from its ServerContext (of())
 // or built by a test.
 struct PeerCallFacts {
-  std::string peer;                            // ServerContext::peer(): "ipv4:127.0.0.1:50312"
+  std::string peer;                             // ServerContext::peer(): "ipv4:127.0.0.1:50312"
   std::map<std::string, std::string> metadata;  // the epx-* keys the caller sent (first value of each)
-  bool tls_authenticated = false;              // the handshake verified a client certificate
-  std::vector<std::string> certificate_names;  // its subject alternative names
+  bool tls_authenticated = false;               // the handshake verified a client certificate
+  std::vector<std::string> certificate_names;   // its subject alternative names
 
   static PeerCallFacts of(const grpc::ServerContextBase& context);
 };

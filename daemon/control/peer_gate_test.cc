@@ -129,8 +129,9 @@ TEST_CASE("a stated IP address must be where the call comes from") {
   CHECK(r.status().message().find("10.0.0.5:7470") != std::string::npos);
   CHECK(r.status().message().find("127.0.0.1") != std::string::npos);
   // A host name cannot be compared without a lookup; the proof still holds.
-  auto named = gate.admit(proven(*security, kPeerLeave, request, now, "0123456789abcdef0123456789abcdef", "node-a:7470"),
-                          kPeerLeave, request, now);
+  auto named =
+      gate.admit(proven(*security, kPeerLeave, request, now, "0123456789abcdef0123456789abcdef", "node-a:7470"),
+                 kPeerLeave, request, now);
   CHECK(named.ok());
 }
 

@@ -257,12 +257,9 @@ std::shared_ptr<const PeerSecurity> PeerSecurity::none() { return std::shared_pt
 
 std::string PeerSecurity::describe() const {
   switch (mode_) {
-    case Mode::kSecret:
-      return "cluster secret from " + secret_file_ + " (HMAC-SHA256 proof per call; plaintext TCP)";
-    case Mode::kTls:
-      return "mutual TLS, certificate " + cert_file_ + " naming " + join(names_);
-    case Mode::kNone:
-      break;
+    case Mode::kSecret: return "cluster secret from " + secret_file_ + " (HMAC-SHA256 proof per call; plaintext TCP)";
+    case Mode::kTls: return "mutual TLS, certificate " + cert_file_ + " naming " + join(names_);
+    case Mode::kNone: break;
   }
   return "none: the Peer port is UNAUTHENTICATED; anyone who reaches it can register, release and signal "
          "ranks of this daemon's jobs (set peer_secret_file or peer_tls_*)";

@@ -58,8 +58,7 @@ class RawPeer {
     e.mutable_rank_left()->set_reason("forged");
     return call(daemon::kPeerNotify, e, &v1::Peer::Stub::Notify);
   }
-  grpc::Status register_rank(const std::string& job, uint32_t world, uint32_t rank,
-                             const std::string& daemon_address) {
+  grpc::Status register_rank(const std::string& job, uint32_t world, uint32_t rank, const std::string& daemon_address) {
     v1::RegisterRequest r;
     r.set_job_id(job);
     r.set_world_size(world);
@@ -69,7 +68,9 @@ class RawPeer {
     r.mutable_entry()->set_daemon_address(daemon_address);
     return call(daemon::kPeerRegister, r, &v1::Peer::Stub::Register);
   }
-  grpc::Status publish(const v1::RankPlane& plane) { return call(daemon::kPeerPublish, plane, &v1::Peer::Stub::Publish); }
+  grpc::Status publish(const v1::RankPlane& plane) {
+    return call(daemon::kPeerPublish, plane, &v1::Peer::Stub::Publish);
+  }
 
  private:
   template <typename Req, typename Resp>
@@ -92,8 +93,7 @@ class RawPeer {
 };
 
 // A plane as a daemon publishes it: one window with one key per rail.
-v1::RankPlane plane_of(const std::string& job, uint32_t rank, uint64_t bytes, int keys = 1,
-                       uint32_t signal_count = 4) {
+v1::RankPlane plane_of(const std::string& job, uint32_t rank, uint64_t bytes, int keys = 1, uint32_t signal_count = 4) {
   v1::RankPlane p;
   p.set_job_id(job);
   p.set_rank(rank);
@@ -152,8 +152,8 @@ struct LiveJob {
     }
     for (int r = 0; r < 2; ++r) {
       const uint32_t peer = 1 - r;
-      REQUIRE(rings[r]->post_write_signal(peer, *windows[r], 0, windows[peer]->id(), kHalf, kHalf, SignalRef{0, 1})
-                  .ok());
+      REQUIRE(
+          rings[r]->post_write_signal(peer, *windows[r], 0, windows[peer]->id(), kHalf, kHalf, SignalRef{0, 1}).ok());
     }
     for (int r = 0; r < 2; ++r) {
       const uint32_t peer = 1 - r;
@@ -181,9 +181,9 @@ std::string code_name(const grpc::Status& s) {
   return std::string(status_code_name(static_cast<StatusCode>(s.error_code()))) + ": " + s.error_message();
 }
 
-#define CHECK_CODE(call, code)                                              \
-  do {                                                                      \
-    const grpc::Status status_ = (call);                                    \
+#define CHECK_CODE(call, code)                                                         \
+  do {                                                                                 \
+    const grpc::Status status_ = (call);                                               \
     CHECK_MESSAGE(status_.error_code() == (code), #call " -> " << code_name(status_)); \
   } while (0)
 
@@ -235,8 +235,8 @@ class TestPki {
                        << "keyUsage=critical,digitalSignature,keyEncipherment\n"
                        << "extendedKeyUsage=serverAuth,clientAuth\n";
     const std::string csr = dir_.path() + "/" + name + ".csr";
-    openssl({"req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
-             key(name), "-out", csr, "-subj", "/CN=" + name});
+    openssl({"req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key(name),
+             "-out", csr, "-subj", "/CN=" + name});
     openssl({"x509", "-req", "-in", csr, "-CA", crt(ca), "-CAkey", key(ca), "-set_serial", std::to_string(++serial_),
              "-days", "2", "-out", crt(name), "-extfile", ext});
     REQUIRE(::chmod(key(name).c_str(), 0600) == 0);
@@ -286,9 +286,9 @@ TEST_CASE("Peer calls without the cluster's proof are refused and the real job k
     std::string stated;
     std::shared_ptr<const PeerSecurity> proof;
   };
-  for (const Forger& f : {Forger{"no metadata at all", "", nullptr},
-                          Forger{"b's address, no proof", b.peer_address(), nullptr},
-                          Forger{"b's address, proof with another secret", b.peer_address(), wrong_secret}}) {
+  for (const Forger& f :
+       {Forger{"no metadata at all", "", nullptr}, Forger{"b's address, no proof", b.peer_address(), nullptr},
+        Forger{"b's address, proof with another secret", b.peer_address(), wrong_secret}}) {
     CAPTURE(f.what);
     RawPeer to_a(a.peer_address(), f.stated, f.proof), to_b(b.peer_address(), f.stated, f.proof);
     CHECK_CODE(to_a.leave("auth", 1), grpc::StatusCode::UNAUTHENTICATED);
@@ -305,7 +305,8 @@ TEST_CASE("Peer calls without the cluster's proof are refused and the real job k
 
   // A forming job: a forged rank does not take the free slot.
   auto c0 = a.connect("forming0"), c1 = b.connect("forming1");
-  auto first = std::async(std::launch::async, [&] { return c0->join(join_options("forming", 2, 0, a.peer_address())); });
+  auto first =
+      std::async(std::launch::async, [&] { return c0->join(join_options("forming", 2, 0, a.peer_address())); });
   REQUIRE(wait_until([&] { return a.coordinates_rank("forming", 0); }, 10s));
   RawPeer forger(a.peer_address(), b.peer_address(), wrong_secret);
   CHECK_CODE(forger.register_rank("forming", 2, 1, b.peer_address()), grpc::StatusCode::UNAUTHENTICATED);
@@ -338,10 +339,10 @@ TEST_CASE("with the cluster's proof, a daemon may act only for ranks it hosts, w
     v1::RankPlane plane;
     const char* field;
   };
-  for (const Bad& bad : {Bad{plane_of("owned", 1, UINT64_MAX), "windows[0].bytes"},
-                         Bad{plane_of("owned", 1, 0), "windows[0].bytes"},
-                         Bad{plane_of("owned", 1, 4096, 64), "windows[0].rails"},
-                         Bad{plane_of("owned", 1, 4096, 1, 1u << 21), "signal_count"}}) {
+  for (const Bad& bad :
+       {Bad{plane_of("owned", 1, UINT64_MAX), "windows[0].bytes"}, Bad{plane_of("owned", 1, 0), "windows[0].bytes"},
+        Bad{plane_of("owned", 1, 4096, 64), "windows[0].rails"},
+        Bad{plane_of("owned", 1, 4096, 1, 1u << 21), "signal_count"}}) {
     CAPTURE(bad.field);
     const grpc::Status s = b_to_a.publish(bad.plane);
     CHECK_MESSAGE(s.error_code() == grpc::StatusCode::INVALID_ARGUMENT, code_name(s));
@@ -361,8 +362,14 @@ TEST_CASE("with the cluster's proof, a daemon may act only for ranks it hosts, w
 TEST_CASE("peer security settings: a readable secret file stops the daemon; none is reported") {
   TempDir dir;
   const std::string epxd = runfile("daemon/epxd");
-  const std::vector<std::string> base = {epxd,       "--control-socket", dir.path() + "/x.sock", "--peer-listen",
-                                         "127.0.0.1:0", "--provider",    "tcp",                  "--rail-domains",
+  const std::vector<std::string> base = {epxd,
+                                         "--control-socket",
+                                         dir.path() + "/x.sock",
+                                         "--peer-listen",
+                                         "127.0.0.1:0",
+                                         "--provider",
+                                         "tcp",
+                                         "--rail-domains",
                                          "lo"};
 
   auto [code, out] = run(dir, [&] {
@@ -426,7 +433,8 @@ TEST_CASE("mutual TLS: daemons of one CA work together; another CA's certificate
 
   // The rogue daemon's client tries to take rank 1 of a forming job.
   auto c0 = a.connect("forming0"), c1 = b.connect("forming1"), intruder = rogue.connect("intruder");
-  auto first = std::async(std::launch::async, [&] { return c0->join(join_options("forming", 2, 0, a.peer_address())); });
+  auto first =
+      std::async(std::launch::async, [&] { return c0->join(join_options("forming", 2, 0, a.peer_address())); });
   REQUIRE(wait_until([&] { return a.coordinates_rank("forming", 0); }, 10s));
   auto refused = intruder->join(join_options("forming", 2, 1, a.peer_address(), 5s));
   CHECK_MESSAGE(refused.status().code() == StatusCode::kUnavailable, refused.status().to_string());
