@@ -99,9 +99,10 @@ Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
   }
   if (auto hp = split_host_port(advertise);
       (*security)->mode() == PeerSecurity::Mode::kTls && hp.ok() && !(*security)->certificate_names(hp->first)) {
-    spdlog::warn("peer security: the certificate does not name this daemon's advertise host {}: peers that dial {} "
-                 "will refuse it (add it as a subject alternative name, or set advertise_address to a name it has)",
-                 hp->first, advertise);
+    spdlog::warn(
+        "peer security: the certificate does not name this daemon's advertise host {}: peers that dial {} "
+        "will refuse it (add it as a subject alternative name, or set advertise_address to a name it has)",
+        hp->first, advertise);
   }
   d->parts_ = std::make_unique<Parts>(config, advertise, std::move(rails.value()), *security);
   Parts& parts = *d->parts_;

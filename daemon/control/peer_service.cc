@@ -97,7 +97,8 @@ Status check_published(const v1::RankPlane& plane, const v1::RankEntry& owner, c
     }
     for (int k = 0; k < w.rails_size(); ++k) {
       if (w.rails(k).base() > UINT64_MAX - w.bytes()) {
-        return invalid_argument(field + "rails[" + std::to_string(k) + "].base: the window would wrap the "
+        return invalid_argument(field + "rails[" + std::to_string(k) +
+                                "].base: the window would wrap the "
                                 "64-bit address space");
       }
     }
@@ -203,8 +204,8 @@ grpc::ServerUnaryReactor* PeerService::Notify(grpc::CallbackServerContext* conte
     spdlog::debug("job {}: event from {} for no local rank", request->job_id(), caller->address);
     return finish_now(context, grpc::Status::OK);
   }
-  if (auto s = caller->may_act_for(coordinator, "send events of job " + request->job_id() +
-                                                    " (only its coordinator does)");
+  if (auto s =
+          caller->may_act_for(coordinator, "send events of job " + request->job_id() + " (only its coordinator does)");
       !s.ok()) {
     return refuse(*st, context, kPeerNotify, s);
   }

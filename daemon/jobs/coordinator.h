@@ -69,8 +69,8 @@ class Coordinator {
   // present rank arrived (OK), when a rank leaves meanwhile (UNAVAILABLE
   // naming it), or at `deadline` (DEADLINE_EXCEEDED naming the ranks that did
   // not arrive); at once with `owner`'s refusal.
-  void barrier(const std::string& job_id, uint32_t rank, Clock::time_point deadline,
-               std::function<void(Status)> reply, const OwnerCheck& owner);
+  void barrier(const std::string& job_id, uint32_t rank, Clock::time_point deadline, std::function<void(Status)> reply,
+               const OwnerCheck& owner);
 
   // Fails registrations and barriers whose deadline is at or before `now`.
   void expire(Clock::time_point now);

@@ -163,22 +163,27 @@ TEST_CASE("a barrier completes when every present rank arrived, and names the mi
   for (uint32_t r = 0; r < 3; ++r) c.register_rank("j", 3, entry(r, "a"), kLater, a[r].reply());
   std::optional<Status> b[3];
   const auto t0 = Clock::now();
-  c.barrier("j", 0, t0 + std::chrono::seconds(1), [&](Status s) { b[0] = s; }, from("a"));
-  c.barrier("j", 1, t0 + std::chrono::seconds(5), [&](Status s) { b[1] = s; }, from("a"));
+  c.barrier(
+      "j", 0, t0 + std::chrono::seconds(1), [&](Status s) { b[0] = s; }, from("a"));
+  c.barrier(
+      "j", 1, t0 + std::chrono::seconds(5), [&](Status s) { b[1] = s; }, from("a"));
   CHECK_FALSE(b[0].has_value());
   c.expire(t0 + std::chrono::seconds(2));
   REQUIRE(b[0].has_value());
   CHECK(b[0]->code() == StatusCode::kDeadlineExceeded);
   CHECK(b[0]->message().find("not arrived: 0,2") == std::string::npos);  // 0 had arrived
   CHECK(b[0]->message().find("2") != std::string::npos);
-  c.barrier("j", 0, kLater, [&](Status s) { b[0] = s; }, from("a"));
-  c.barrier("j", 2, kLater, [&](Status s) { b[2] = s; }, from("a"));
+  c.barrier(
+      "j", 0, kLater, [&](Status s) { b[0] = s; }, from("a"));
+  c.barrier(
+      "j", 2, kLater, [&](Status s) { b[2] = s; }, from("a"));
   CHECK(b[0]->ok());
   CHECK(b[1]->ok());
   CHECK(b[2]->ok());
   // A second round; a rank leaving fails the waiters naming it.
   std::optional<Status> w;
-  c.barrier("j", 0, kLater, [&](Status s) { w = s; }, from("a"));
+  c.barrier(
+      "j", 0, kLater, [&](Status s) { w = s; }, from("a"));
   REQUIRE(c.leave("j", 2, "crashed", from("a")).ok());
   REQUIRE(w.has_value());
   CHECK(w->code() == StatusCode::kUnavailable);
@@ -195,7 +200,8 @@ TEST_CASE("only the daemon that registered a rank may release it or bring it to 
   auto forged = c.leave("j", 0, "forged", from("b"));
   CHECK(forged.status().code() == StatusCode::kPermissionDenied);
   std::optional<Status> refused;
-  c.barrier("j", 0, kLater, [&](Status s) { refused = s; }, from("b"));
+  c.barrier(
+      "j", 0, kLater, [&](Status s) { refused = s; }, from("b"));
   REQUIRE(refused.has_value());
   CHECK(refused->code() == StatusCode::kPermissionDenied);
 
@@ -204,8 +210,10 @@ TEST_CASE("only the daemon that registered a rank may release it or bring it to 
   REQUIRE(st.size() == 1);
   CHECK(st[0].members(0).present());
   std::optional<Status> b[2];
-  c.barrier("j", 0, kLater, [&](Status s) { b[0] = s; }, from("a"));
-  c.barrier("j", 1, kLater, [&](Status s) { b[1] = s; }, from("b"));
+  c.barrier(
+      "j", 0, kLater, [&](Status s) { b[0] = s; }, from("a"));
+  c.barrier(
+      "j", 1, kLater, [&](Status s) { b[1] = s; }, from("b"));
   REQUIRE(b[0].has_value());
   CHECK(b[0]->ok());
   CHECK(b[1]->ok());
