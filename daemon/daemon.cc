@@ -24,10 +24,13 @@ bool is_wildcard(const std::string& host) { return host.empty() || host == "0.0.
 
 }  // namespace
 
-Daemon::Parts::Parts(v1::DaemonConfig config, std::string advertise, std::vector<std::unique_ptr<Rail>> rails)
+Daemon::Parts::Parts(v1::DaemonConfig config, std::string advertise, std::vector<std::unique_ptr<Rail>> rails,
+                     const std::shared_ptr<const PeerSecurity>& security)
     : node(std::move(config), std::move(advertise), std::move(rails)),
+      gate(security),
       coordinator(node.advertise_address),
       clients(node.config.max_clients(), node.config.max_jobs_per_client()),
+      peers(security, node.advertise_address),
       data_plane(
           node.config, node.rails,
           [this](const std::string& address, const v1::RankPlane& plane, std::function<void(Status)> done) {
@@ -42,7 +45,7 @@ Daemon::Parts::Parts(v1::DaemonConfig config, std::string advertise, std::vector
       health(node, clients, peers, events),
       status(node, clients, data_plane, coordinator),
       local{node, clients, connections, peers, data_plane, ipc, release, status},
-      peer{node, coordinator, events, data_plane} {}
+      peer{node, coordinator, events, data_plane, clients, gate} {}
 
 Daemon::Daemon() : signals_(io_, SIGTERM, SIGINT, SIGHUP), expiry_timer_(io_) {}
 
@@ -53,6 +56,13 @@ Daemon::~Daemon() {
 
 Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
   std::unique_ptr<Daemon> d(new Daemon());
+  auto security = PeerSecurity::load(config);
+  if (!security.ok()) return security.status().with_context("peer security");
+  if ((*security)->mode() == PeerSecurity::Mode::kNone) {
+    spdlog::warn("peer security: {}", (*security)->describe());
+  } else {
+    spdlog::info("peer security: {}", (*security)->describe());
+  }
 
   std::vector<std::string> domains(config.rail_domains().begin(), config.rail_domains().end());
   auto rails = open_rails(config.provider(), domains);
@@ -67,7 +77,7 @@ Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
 
   int port = 0;
   grpc::ServerBuilder peer_builder;
-  peer_builder.AddListeningPort(config.peer_listen(), grpc::InsecureServerCredentials(), &port);
+  peer_builder.AddListeningPort(config.peer_listen(), (*security)->server_credentials(), &port);
   peer_builder.RegisterService(&d->peer_service_);
   peer_builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   // gRPC sets SO_REUSEPORT by default: a second daemon on a taken port would
@@ -87,7 +97,14 @@ Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
     if (host.find(':') != std::string::npos) host = "[" + host + "]";
     advertise = host + ":" + std::to_string(port);
   }
-  d->parts_ = std::make_unique<Parts>(config, advertise, std::move(rails.value()));
+  if (auto hp = split_host_port(advertise);
+      (*security)->mode() == PeerSecurity::Mode::kTls && hp.ok() && !(*security)->certificate_names(hp->first)) {
+    spdlog::warn(
+        "peer security: the certificate does not name this daemon's advertise host {}: peers that dial {} "
+        "will refuse it (add it as a subject alternative name, or set advertise_address to a name it has)",
+        hp->first, advertise);
+  }
+  d->parts_ = std::make_unique<Parts>(config, advertise, std::move(rails.value()), *security);
   Parts& parts = *d->parts_;
   EPX_RETURN_IF_ERROR(parts.data_plane.start());
   d->peer_service_.attach(&parts.peer);

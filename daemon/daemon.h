@@ -12,7 +12,9 @@
 #include "daemon/control/local_service.h"
 #include "daemon/control/node.h"
 #include "daemon/control/peer_client.h"
+#include "daemon/control/peer_gate.h"
 #include "daemon/control/peer_health.h"
+#include "daemon/control/peer_security.h"
 #include "daemon/control/peer_service.h"
 #include "daemon/control/rank_release.h"
 #include "daemon/control/status_report.h"
@@ -48,9 +50,11 @@ class Daemon {
   // The node's parts, built once the rails are open; each service gets the
   // few it uses. Declared in dependency order: destroyed in reverse.
   struct Parts {
-    Parts(v1::DaemonConfig config, std::string advertise, std::vector<std::unique_ptr<Rail>> rails);
+    Parts(v1::DaemonConfig config, std::string advertise, std::vector<std::unique_ptr<Rail>> rails,
+          const std::shared_ptr<const PeerSecurity>& security);
 
     Node node;
+    PeerGate gate;
     Coordinator coordinator;
     IpcExchange ipc;
     ClientTable clients;

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/config/config.h"
+#include "daemon/control/peer_security.h"
 #include "daemon/daemon.h"
 #include "daemon/logging.h"
 
@@ -72,6 +73,11 @@ int main(int argc, char** argv) {
   }
   if (auto s = daemon::finalize_config(&config); !s.ok()) return fail("config: " + s.message());
   if (vm.count("check-config")) {
+    auto security = daemon::PeerSecurity::load(config);
+    if (!security.ok()) return fail("config: " + security.status().message());
+    if ((*security)->mode() == daemon::PeerSecurity::Mode::kNone) {
+      std::cerr << "epxd: warning: peer security: " << (*security)->describe() << "\n";
+    }
     std::string text;
     google::protobuf::TextFormat::PrintToString(config, &text);
     std::cout << text;

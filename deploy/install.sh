@@ -27,3 +27,5 @@ else
   echo "install.sh: no systemd here; start with: epxd --config /etc/epx/epxd.conf"
 fi
 echo "EPX installed. Clients use /run/epx/epxd.sock (EPX_SOCKET); 'epxctl status' shows the rails."
+grep -Eq '^[[:space:]]*peer_(secret_file|tls_cert_file)' /etc/epx/epxd.conf ||
+  echo "install.sh: the Peer port is unauthenticated: set peer_secret_file or peer_tls_* in /etc/epx/epxd.conf (README, \"Peer security\")"

@@ -34,9 +34,13 @@ trap cleanup EXIT
 
 domains=()
 [[ $provider == tcp ]] && domains=(--rail-domains lo)
+# The daemons authenticate each other's Peer calls with a secret made for
+# this run (mode 0600 in the private temp dir, removed at exit).
+secret=$dir/cluster.secret
+(umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$secret")
 for node in node-a node-b; do
   "$epxd" --node-name "$node" --control-socket "$dir/$node.sock" --peer-listen 127.0.0.1:0 \
-    --provider "$provider" "${domains[@]}" --log-file "$dir/$node.log" &
+    --provider "$provider" "${domains[@]}" --peer-secret-file "$secret" --log-file "$dir/$node.log" &
   pids+=($!)
 done
 for node in node-a node-b; do
@@ -44,7 +48,7 @@ for node in node-a node-b; do
   "$epxctl" --socket "$dir/$node.sock" ping
 done
 coordinator=$("$epxctl" --socket "$dir/node-a.sock" status --json | sed -n 's/.*"peerAddress": "\(.*\)".*/\1/p')
-echo "coordinator: node-a at $coordinator; provider $provider"
+echo "coordinator: node-a at $coordinator; provider $provider; Peer calls proven with a per-run cluster secret"
 echo
 
 ranks=()

@@ -10,6 +10,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev libboost-dev libboost-program-options-dev doctest-dev
   iproute2 clang-format
+  libssl-dev openssl
 )
 
 missing=()

@@ -216,6 +216,18 @@ Status finalize_config(v1::DaemonConfig* c) {
   if (c->max_signals() > (1u << 20) - 2) return invalid_argument("max_signals: at most 1048574 (20-bit signal ids)");
   if (c->max_write_mib() > 4095) return invalid_argument("max_write_mib: at most 4095 (32-bit lengths)");
   if (c->proxy_batch() > 4096) return invalid_argument("proxy_batch: at most 4096");
+  // The files themselves (modes, PEM contents) are checked when the daemon
+  // loads them (control/peer_security.h); here only the combination.
+  const int tls_files =
+      !c->peer_tls_cert_file().empty() + !c->peer_tls_key_file().empty() + !c->peer_tls_ca_file().empty();
+  if (tls_files != 0 && tls_files != 3) {
+    return invalid_argument(
+        "peer_tls_cert_file, peer_tls_key_file, peer_tls_ca_file: set all three (mutual TLS) "
+        "or none");
+  }
+  if (tls_files == 3 && !c->peer_secret_file().empty()) {
+    return invalid_argument("peer_secret_file: set either it or the peer_tls_* files, not both");
+  }
   if (c->has_fault_injection()) {
     const auto& f = c->fault_injection();
     for (auto [name, v] : {std::pair<const char*, uint32_t>{"eagain_per_mille", f.eagain_per_mille()},

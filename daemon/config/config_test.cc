@@ -116,3 +116,27 @@ TEST_CASE("host:port splitting") {
   CHECK_FALSE(split_host_port("h:").ok());
   CHECK_FALSE(split_host_port("h:x1").ok());
 }
+
+TEST_CASE("peer security: all three TLS files or none, and not both modes") {
+  v1::DaemonConfig partial;
+  partial.set_peer_tls_cert_file("/etc/epx/peer.crt");
+  partial.set_peer_tls_ca_file("/etc/epx/ca.crt");
+  auto s = finalize_config(&partial);
+  CHECK(s.code() == StatusCode::kInvalidArgument);
+  CHECK(s.message().find("peer_tls_key_file") != std::string::npos);
+
+  v1::DaemonConfig both;
+  both.set_peer_tls_cert_file("/etc/epx/peer.crt");
+  both.set_peer_tls_key_file("/etc/epx/peer.key");
+  both.set_peer_tls_ca_file("/etc/epx/ca.crt");
+  both.set_peer_secret_file("/etc/epx/peer.secret");
+  s = finalize_config(&both);
+  CHECK(s.code() == StatusCode::kInvalidArgument);
+  CHECK(s.message().find("peer_secret_file") != std::string::npos);
+
+  both.clear_peer_secret_file();
+  CHECK(finalize_config(&both).ok());
+  v1::DaemonConfig secret;
+  secret.set_peer_secret_file("/etc/epx/peer.secret");
+  CHECK(finalize_config(&secret).ok());
+}

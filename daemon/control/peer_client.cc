@@ -17,13 +17,13 @@ v1::Peer::Stub* PeerClient::stub(const std::string& address) {
     // environment would answer for unreachable peers (seen as an HTTP 404
     // status in 3 ms) instead of UNAVAILABLE.
     args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);
-    stub = v1::Peer::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+    stub = v1::Peer::NewStub(grpc::CreateCustomChannel(address, security_->channel_credentials(), args));
   }
   return stub.get();
 }
 
 template <typename Req, typename Resp, typename Start>
-void PeerClient::call(const std::string& address, const Req& req, Clock::time_point deadline,
+void PeerClient::call(const char* method, const std::string& address, const Req& req, Clock::time_point deadline,
                       std::shared_ptr<grpc::ClientContext> context, Done<Resp> done, Start start) {
   struct Call {
     std::shared_ptr<grpc::ClientContext> context;
@@ -34,6 +34,7 @@ void PeerClient::call(const std::string& address, const Req& req, Clock::time_po
   auto* c = new Call{context ? std::move(context) : std::make_shared<grpc::ClientContext>(), req, Resp(),
                      std::move(done)};
   c->context->set_deadline(deadline);
+  security_->prove(c->context.get(), method, c->req, self_address_, Clock::now());
   start(stub(address)->async(), c->context.get(), &c->req, &c->resp, [c](grpc::Status status) {
     if (c->done) c->done(status, c->resp);
     delete c;
@@ -44,41 +45,41 @@ void PeerClient::register_rank(const std::string& address, const v1::RegisterReq
                                Clock::time_point deadline, std::shared_ptr<grpc::ClientContext> context,
                                Done<v1::RegisterReply> done) {
   call<v1::RegisterRequest, v1::RegisterReply>(
-      address, req, deadline, std::move(context), std::move(done),
+      kPeerRegister, address, req, deadline, std::move(context), std::move(done),
       [](auto* async, auto* ctx, auto* rq, auto* rs, auto cb) { async->Register(ctx, rq, rs, std::move(cb)); });
 }
 
 void PeerClient::leave(const std::string& address, const v1::PeerLeaveRequest& req, Clock::time_point deadline,
                        Done<v1::PeerLeaveReply> done) {
   call<v1::PeerLeaveRequest, v1::PeerLeaveReply>(
-      address, req, deadline, nullptr, std::move(done),
+      kPeerLeave, address, req, deadline, nullptr, std::move(done),
       [](auto* async, auto* ctx, auto* rq, auto* rs, auto cb) { async->Leave(ctx, rq, rs, std::move(cb)); });
 }
 
 void PeerClient::notify(const std::string& address, const v1::JobEvent& req, Clock::time_point deadline,
                         Done<v1::NotifyReply> done) {
   call<v1::JobEvent, v1::NotifyReply>(
-      address, req, deadline, nullptr, std::move(done),
+      kPeerNotify, address, req, deadline, nullptr, std::move(done),
       [](auto* async, auto* ctx, auto* rq, auto* rs, auto cb) { async->Notify(ctx, rq, rs, std::move(cb)); });
 }
 
 void PeerClient::ping(const std::string& address, Clock::time_point deadline, Done<v1::PingReply> done) {
   call<v1::PingRequest, v1::PingReply>(
-      address, v1::PingRequest(), deadline, nullptr, std::move(done),
+      kPeerPing, address, v1::PingRequest(), deadline, nullptr, std::move(done),
       [](auto* async, auto* ctx, auto* rq, auto* rs, auto cb) { async->Ping(ctx, rq, rs, std::move(cb)); });
 }
 
 void PeerClient::publish(const std::string& address, const v1::RankPlane& req, Clock::time_point deadline,
                          Done<v1::PublishReply> done) {
   call<v1::RankPlane, v1::PublishReply>(
-      address, req, deadline, nullptr, std::move(done),
+      kPeerPublish, address, req, deadline, nullptr, std::move(done),
       [](auto* async, auto* ctx, auto* rq, auto* rs, auto cb) { async->Publish(ctx, rq, rs, std::move(cb)); });
 }
 
 void PeerClient::barrier(const std::string& address, const v1::PeerBarrierRequest& req, Clock::time_point deadline,
                          Done<v1::PeerBarrierReply> done) {
   call<v1::PeerBarrierRequest, v1::PeerBarrierReply>(
-      address, req, deadline, nullptr, std::move(done),
+      kPeerBarrier, address, req, deadline, nullptr, std::move(done),
       [](auto* async, auto* ctx, auto* rq, auto* rs, auto cb) { async->Barrier(ctx, rq, rs, std::move(cb)); });
 }
 

@@ -1,12 +1,20 @@
 // The Peer gRPC service (other daemons, TCP): bootstrap barrier, leave,
-// job events, ping.
+// job events, ping. Every call but Ping is admitted by the PeerGate (the
+// caller proves it is a daemon of the cluster and which one), then may only
+// concern ranks the caller hosts: Register, Leave, Barrier and Publish come
+// from the daemon named in the rank's RankEntry, Notify from the job's
+// coordinator. Refusals: UNAUTHENTICATED (no valid proof), PERMISSION_DENIED
+// (another daemon's rank), INVALID_ARGUMENT (values out of bounds, naming
+// the field); none of them changes any job.
 #pragma once
 
 #include <atomic>
 
 #include "daemon/control/job_events.h"
 #include "daemon/control/node.h"
+#include "daemon/control/peer_gate.h"
 #include "daemon/dataplane/data_plane.h"
+#include "daemon/jobs/client_table.h"
 #include "daemon/jobs/coordinator.h"
 #include "epx/v1/peer.grpc.pb.h"
 
@@ -18,6 +26,8 @@ struct PeerParts {
   Coordinator& coordinator;
   JobEvents& events;
   DataPlane& data_plane;
+  ClientTable& clients;
+  PeerGate& gate;
 };
 
 // Peer: the service other daemons call (TCP): bootstrap, leaves, notices,

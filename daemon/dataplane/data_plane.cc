@@ -362,8 +362,9 @@ void DataPlane::open_ring(uint64_t client_id, pid_t pid, const std::string& job_
   rings_.open(client_id, pid, *p, rank, capacity, device_producers, std::move(done));
 }
 
-void DataPlane::apply_publish(const v1::RankPlane& plane_msg, std::function<void(Status)> done) {
-  auto p = jobs_.find_or_keep(plane_msg);
+void DataPlane::apply_publish(const v1::RankPlane& plane_msg, const std::string& from,
+                              std::function<void(Status)> done) {
+  auto p = jobs_.find_or_keep(plane_msg, from);
   if (!p) return done(Status());  // kept until a local rank of the job attaches
   if (!plane_msg.leaving()) return done(p->apply(plane_msg));
   if (plane_msg.formation() != p->table().formation()) return done(Status());  // another job of that id left

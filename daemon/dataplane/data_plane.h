@@ -70,9 +70,16 @@ class DataPlane {
   void open_ring(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank, uint32_t capacity,
                  bool device_producers, Done done);
 
-  // Another daemon published one of its ranks; for a leaving rank, `done`
-  // runs once this daemon's proxies can no longer write to it.
-  void apply_publish(const v1::RankPlane& plane, std::function<void(Status)> done);
+  // Another daemon (`from`, its advertise address) published one of its
+  // ranks; for a leaving rank, `done` runs once this daemon's proxies can
+  // no longer write to it. The caller checked `from` against the job's rank
+  // table when the job has a plane here; a plane kept for a job not formed
+  // here yet is checked when it forms.
+  void apply_publish(const v1::RankPlane& plane, const std::string& from, std::function<void(Status)> done);
+  // The job's plane while a rank of it is attached here (its rank table
+  // names each rank's daemon: the Peer service checks callers against it);
+  // null otherwise.
+  std::shared_ptr<const JobPlane> job_plane(const std::string& job_id) const { return jobs_.find(job_id); }
   void rank_lost(const std::string& job_id, uint32_t rank);
 
   const RegionTable& regions() const { return regions_; }

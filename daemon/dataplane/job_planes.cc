@@ -59,7 +59,11 @@ void JobPlanes::attach(const v1::RankTable& table, uint32_t rank, std::function<
         auto it = first;
         for (; it != early_.end() && it->first.first == table.job_id(); ++it) {
           const v1::RankPlane& early = it->second.plane;
-          if (early.leaving()) {
+          if (early.rank() >= table.world_size() ||
+              table.ranks(static_cast<int>(early.rank())).daemon_address() != it->second.from) {
+            spdlog::warn("job {}: dropped a plane of rank {} published early by {}, which does not host it",
+                         table.job_id(), early.rank(), it->second.from);
+          } else if (early.leaving()) {
             if (early.formation() == table.formation()) slot->mark_lost(early.rank());
           } else if (auto s = slot->apply(early); !s.ok()) {
             spdlog::warn("job {}: an early published plane of rank {} is invalid: {}", table.job_id(),
@@ -93,7 +97,7 @@ std::shared_ptr<JobPlane> JobPlanes::find(const std::string& job_id) const {
   return it == jobs_.end() ? nullptr : it->second;
 }
 
-std::shared_ptr<JobPlane> JobPlanes::find_or_keep(const v1::RankPlane& published) {
+std::shared_ptr<JobPlane> JobPlanes::find_or_keep(const v1::RankPlane& published, const std::string& from) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = jobs_.find(published.job_id());
   if (it != jobs_.end()) return it->second;
@@ -103,9 +107,9 @@ std::shared_ptr<JobPlane> JobPlanes::find_or_keep(const v1::RankPlane& published
   if (kept != early_.end()) {
     // A rank that left stays gone: its windows' Publish may arrive after its
     // leaving one (separate calls), and must not bring it back.
-    if (!kept->second.plane.leaving()) kept->second = EarlyPlane{published, std::chrono::steady_clock::now()};
+    if (!kept->second.plane.leaving()) kept->second = EarlyPlane{published, from, std::chrono::steady_clock::now()};
   } else if (early_.size() < kMaxEarlyPlanes) {
-    early_.emplace(key, EarlyPlane{published, std::chrono::steady_clock::now()});
+    early_.emplace(key, EarlyPlane{published, from, std::chrono::steady_clock::now()});
   } else {
     spdlog::warn("job {}: plane of rank {} published before the job formed here, and {} such planes are kept "
                  "already: dropped",

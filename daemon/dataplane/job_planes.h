@@ -33,7 +33,9 @@ class JobPlanes {
   // rank may publish its windows before this daemon's own rank of the job
   // finished attaching. A leaving rank is kept as such (the plane marks it
   // lost when created) and no later Publish of it is kept.
-  std::shared_ptr<JobPlane> find_or_keep(const v1::RankPlane& published);
+  // `from` is the publishing daemon's address: a kept plane is applied only
+  // if the job's rank table places the rank there.
+  std::shared_ptr<JobPlane> find_or_keep(const v1::RankPlane& published, const std::string& from);
   // Drops `plane` if it is still the job's plane and has no local rank left.
   void release_if_empty(const std::shared_ptr<JobPlane>& plane);
   // Removes and returns every plane (daemon teardown).
@@ -48,6 +50,7 @@ class JobPlanes {
   // after kEarlyPlaneLifetime (the job never formed here).
   struct EarlyPlane {
     v1::RankPlane plane;
+    std::string from;
     std::chrono::steady_clock::time_point received;
   };
   static constexpr size_t kMaxEarlyPlanes = 4096;

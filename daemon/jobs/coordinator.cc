@@ -115,7 +115,7 @@ void Coordinator::cancel_registration(const std::string& job_id, uint32_t rank, 
 }
 
 Result<std::vector<Coordinator::Notice>> Coordinator::leave(const std::string& job_id, uint32_t rank,
-                                                            const std::string& reason) {
+                                                            const std::string& reason, const OwnerCheck& owner) {
   std::vector<Notice> notices;
   Pending pending;
   Answers barrier_answers;
@@ -128,6 +128,7 @@ Result<std::vector<Coordinator::Notice>> Coordinator::leave(const std::string& j
     if (m == job.members.end() || !m->second.present) {
       return not_found("job " + job_id + ": rank " + std::to_string(rank) + " is not a member");
     }
+    EPX_RETURN_IF_ERROR(owner(m->second.entry.daemon_address()));
     if (!job.formed) {
       // Still at the barrier: the slot is free again for a retry.
       if (m->second.reply) {
@@ -177,7 +178,7 @@ void Coordinator::check_barrier(Job& job, Answers& answers) {
 }
 
 void Coordinator::barrier(const std::string& job_id, uint32_t rank, Clock::time_point deadline,
-                          std::function<void(Status)> reply) {
+                          std::function<void(Status)> reply, const OwnerCheck& owner) {
   Answers answers;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -190,6 +191,8 @@ void Coordinator::barrier(const std::string& job_id, uint32_t rank, Clock::time_
       if (m == job.members.end() || !m->second.present) {
         answers.emplace_back(std::move(reply), failed_precondition("job " + job_id + ": rank " +
                                                                    std::to_string(rank) + " is not a member"));
+      } else if (Status refused = owner(m->second.entry.daemon_address()); !refused.ok()) {
+        answers.emplace_back(std::move(reply), std::move(refused));
       } else if (job.barrier.count(rank)) {
         answers.emplace_back(std::move(reply), already_exists("job " + job_id + ": rank " + std::to_string(rank) +
                                                               " is already at the barrier"));

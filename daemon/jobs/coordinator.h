@@ -53,16 +53,24 @@ class Coordinator {
   // rank's slot is free again.
   void cancel_registration(const std::string& job_id, uint32_t rank, uint64_t ticket);
 
+  // Whether the daemon making a call may act for a rank that registered
+  // from `daemon_address` (its RankEntry's); a non-OK status refuses the
+  // call with that status before anything changes. The Peer service
+  // compares the address with the authenticated caller; runs under the
+  // coordinator's lock, so it must be quick and must not call back.
+  using OwnerCheck = std::function<Status(const std::string& daemon_address)>;
+
   // A rank left or its client died. Returns the RankLeft events for the
   // other members' daemons. A job whose ranks all left is removed.
-  Result<std::vector<Notice>> leave(const std::string& job_id, uint32_t rank, const std::string& reason);
+  Result<std::vector<Notice>> leave(const std::string& job_id, uint32_t rank, const std::string& reason,
+                                    const OwnerCheck& owner);
 
   // Rank `rank` arrived at the job's barrier; `reply` runs once every
   // present rank arrived (OK), when a rank leaves meanwhile (UNAVAILABLE
   // naming it), or at `deadline` (DEADLINE_EXCEEDED naming the ranks that did
-  // not arrive).
-  void barrier(const std::string& job_id, uint32_t rank, Clock::time_point deadline,
-               std::function<void(Status)> reply);
+  // not arrive); at once with `owner`'s refusal.
+  void barrier(const std::string& job_id, uint32_t rank, Clock::time_point deadline, std::function<void(Status)> reply,
+               const OwnerCheck& owner);
 
   // Fails registrations and barriers whose deadline is at or before `now`.
   void expire(Clock::time_point now);

@@ -33,6 +33,14 @@ struct Answer {
 
 const auto kLater = Clock::now() + std::chrono::hours(1);
 
+// The caller is the daemon of node `node` (entry()'s address), as the Peer
+// service's check would establish.
+Coordinator::OwnerCheck from(const std::string& node) {
+  return [address = node + ":7470"](const std::string& registered) {
+    return registered == address ? Status() : permission_denied(address + " is not " + registered);
+  };
+}
+
 }  // namespace
 
 TEST_CASE("the barrier answers every rank with the same full table once all joined") {
@@ -117,13 +125,13 @@ TEST_CASE("leaving a formed job notifies the other members' daemons; the last le
   c.register_rank("j", 3, entry(0, "a"), kLater, a[0].reply());
   c.register_rank("j", 3, entry(1, "a"), kLater, a[1].reply());
   c.register_rank("j", 3, entry(2, "b"), kLater, a[2].reply());
-  auto n = c.leave("j", 2, "client died");
+  auto n = c.leave("j", 2, "client died", from("b"));
   REQUIRE(n.ok());
   REQUIRE(n->size() == 1);  // daemon a (ranks 0 and 1); daemon b has no one left
   CHECK(n->front().daemon_address == "a:7470");
   CHECK(n->front().event.rank_left().rank() == 2);
   CHECK(n->front().event.rank_left().reason() == "client died");
-  CHECK(c.leave("j", 2, "again").status().code() == StatusCode::kNotFound);
+  CHECK(c.leave("j", 2, "again", from("b")).status().code() == StatusCode::kNotFound);
   auto st = c.status();
   REQUIRE(st.size() == 1);
   CHECK_FALSE(st[0].members(2).present());
@@ -131,8 +139,8 @@ TEST_CASE("leaving a formed job notifies the other members' daemons; the last le
   Answer late;
   c.register_rank("j", 3, entry(2, "c"), kLater, late.reply());
   CHECK(late.result->status().code() == StatusCode::kAlreadyExists);
-  REQUIRE(c.leave("j", 0, "done").ok());
-  REQUIRE(c.leave("j", 1, "done").ok());
+  REQUIRE(c.leave("j", 0, "done", from("a")).ok());
+  REQUIRE(c.leave("j", 1, "done", from("a")).ok());
   CHECK(c.job_count() == 0);
 }
 
@@ -155,24 +163,71 @@ TEST_CASE("a barrier completes when every present rank arrived, and names the mi
   for (uint32_t r = 0; r < 3; ++r) c.register_rank("j", 3, entry(r, "a"), kLater, a[r].reply());
   std::optional<Status> b[3];
   const auto t0 = Clock::now();
-  c.barrier("j", 0, t0 + std::chrono::seconds(1), [&](Status s) { b[0] = s; });
-  c.barrier("j", 1, t0 + std::chrono::seconds(5), [&](Status s) { b[1] = s; });
+  c.barrier(
+      "j", 0, t0 + std::chrono::seconds(1), [&](Status s) { b[0] = s; }, from("a"));
+  c.barrier(
+      "j", 1, t0 + std::chrono::seconds(5), [&](Status s) { b[1] = s; }, from("a"));
   CHECK_FALSE(b[0].has_value());
   c.expire(t0 + std::chrono::seconds(2));
   REQUIRE(b[0].has_value());
   CHECK(b[0]->code() == StatusCode::kDeadlineExceeded);
   CHECK(b[0]->message().find("not arrived: 0,2") == std::string::npos);  // 0 had arrived
   CHECK(b[0]->message().find("2") != std::string::npos);
-  c.barrier("j", 0, kLater, [&](Status s) { b[0] = s; });
-  c.barrier("j", 2, kLater, [&](Status s) { b[2] = s; });
+  c.barrier(
+      "j", 0, kLater, [&](Status s) { b[0] = s; }, from("a"));
+  c.barrier(
+      "j", 2, kLater, [&](Status s) { b[2] = s; }, from("a"));
   CHECK(b[0]->ok());
   CHECK(b[1]->ok());
   CHECK(b[2]->ok());
   // A second round; a rank leaving fails the waiters naming it.
   std::optional<Status> w;
-  c.barrier("j", 0, kLater, [&](Status s) { w = s; });
-  REQUIRE(c.leave("j", 2, "crashed").ok());
+  c.barrier(
+      "j", 0, kLater, [&](Status s) { w = s; }, from("a"));
+  REQUIRE(c.leave("j", 2, "crashed", from("a")).ok());
   REQUIRE(w.has_value());
   CHECK(w->code() == StatusCode::kUnavailable);
   CHECK(w->message().find("rank 2") != std::string::npos);
+}
+
+TEST_CASE("only the daemon that registered a rank may release it or bring it to a barrier") {
+  Coordinator c("coord:1");
+  Answer a[2];
+  c.register_rank("j", 2, entry(0, "a"), kLater, a[0].reply());
+  c.register_rank("j", 2, entry(1, "b"), kLater, a[1].reply());
+  REQUIRE(a[0].result->ok());
+
+  auto forged = c.leave("j", 0, "forged", from("b"));
+  CHECK(forged.status().code() == StatusCode::kPermissionDenied);
+  std::optional<Status> refused;
+  c.barrier(
+      "j", 0, kLater, [&](Status s) { refused = s; }, from("b"));
+  REQUIRE(refused.has_value());
+  CHECK(refused->code() == StatusCode::kPermissionDenied);
+
+  // The job is as it was: both ranks present, and a real barrier completes.
+  auto st = c.status();
+  REQUIRE(st.size() == 1);
+  CHECK(st[0].members(0).present());
+  std::optional<Status> b[2];
+  c.barrier(
+      "j", 0, kLater, [&](Status s) { b[0] = s; }, from("a"));
+  c.barrier(
+      "j", 1, kLater, [&](Status s) { b[1] = s; }, from("b"));
+  REQUIRE(b[0].has_value());
+  CHECK(b[0]->ok());
+  CHECK(b[1]->ok());
+  // The rank's own daemon may release it.
+  CHECK(c.leave("j", 0, "done", from("a")).ok());
+}
+
+TEST_CASE("a rank still forming is released only by its own daemon") {
+  Coordinator c("coord:1");
+  Answer a;
+  c.register_rank("j", 2, entry(0, "a"), kLater, a.reply());
+  CHECK(c.leave("j", 0, "forged", from("b")).status().code() == StatusCode::kPermissionDenied);
+  CHECK_FALSE(a.result.has_value());  // still waiting at the bootstrap barrier
+  CHECK(c.leave("j", 0, "gave up", from("a")).ok());
+  REQUIRE(a.result.has_value());
+  CHECK(a.result->status().code() == StatusCode::kCancelled);
 }

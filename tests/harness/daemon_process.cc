@@ -3,11 +3,35 @@
 #include <doctest/doctest.h>
 #include <google/protobuf/util/json_util.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <thread>
 
 namespace epx::test {
+
+std::string cluster_secret_file(const TempDir& dir) {
+  const std::string path = dir.path() + "/cluster.secret";
+  if (::access(path.c_str(), F_OK) == 0) return path;
+  unsigned char raw[32];
+  std::ifstream random("/dev/urandom", std::ios::binary);
+  REQUIRE_MESSAGE(random.read(reinterpret_cast<char*>(raw), sizeof(raw)), "cannot read /dev/urandom");
+  std::string hex;
+  for (unsigned char c : raw) {
+    hex += "0123456789abcdef"[c >> 4];
+    hex += "0123456789abcdef"[c & 15];
+  }
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  REQUIRE_MESSAGE(fd >= 0, "cannot create " << path << ": " << std::strerror(errno));
+  const bool written = ::write(fd, hex.data(), hex.size()) == static_cast<ssize_t>(hex.size());
+  ::close(fd);
+  REQUIRE_MESSAGE(written, "cannot write " << path);
+  return path;
+}
 
 DaemonProcess::DaemonProcess(const TempDir& dir, DaemonOptions o) : dir_(dir) {
   socket_ = dir.path() + "/" + o.name + ".sock";
@@ -23,6 +47,7 @@ DaemonProcess::DaemonProcess(const TempDir& dir, DaemonOptions o) : dir_(dir) {
     std::ofstream(config) << "fault_injection { " << faults << " }\n";
     argv.insert(argv.end(), {"--config", config});
   }
+  if (o.cluster_secret) argv.insert(argv.end(), {"--peer-secret-file", cluster_secret_file(dir)});
   argv.insert(argv.end(), o.extra_args.begin(), o.extra_args.end());
   process_ = std::make_unique<Process>(argv, dir.path() + "/" + o.name + ".log");
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);

@@ -17,7 +17,15 @@ struct DaemonOptions {
   std::string name = "a";
   std::string provider = "tcp";
   std::vector<std::string> extra_args;
+  // Every daemon of a TempDir shares one cluster secret (its Peer calls
+  // carry the proof, as in production); off for daemons a test configures
+  // otherwise (mutual TLS, none).
+  bool cluster_secret = true;
 };
+
+// The cluster secret file of the daemons in `dir` (created on first use:
+// 32 random bytes in hex, mode 0600).
+std::string cluster_secret_file(const TempDir& dir);
 
 class DaemonProcess {
  public:
