@@ -15,6 +15,7 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,10 @@ class DataPlane {
   void open_ring(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank, uint32_t capacity,
                  bool device_producers, Done done);
 
+  // Replaces the operator's job weights (config job_weights, validated) and
+  // re-weighs every job already here (SIGHUP); later jobs get them too.
+  void set_job_weights(const google::protobuf::RepeatedPtrField<v1::JobWeight>& weights);
+
   // Another daemon published one of its ranks.
   Status apply_publish(const v1::RankPlane& plane);
   void rank_lost(const std::string& job_id, uint32_t rank);
@@ -93,6 +98,9 @@ class DataPlane {
   // Sends `rank`'s current windows/signals to every other daemon of the job.
   void publish(const std::shared_ptr<JobPlane>& plane, uint32_t rank, std::function<void(Status)> done);
 
+  // Sets the plane's weight from the current job weights.
+  void weigh(JobPlane& plane) const;
+
   const v1::DaemonConfig& config_;
   const std::vector<std::unique_ptr<Rail>>& rails_;
   const PublishFn publish_;
@@ -103,6 +111,10 @@ class DataPlane {
   JobPlanes jobs_;
   Quota quota_;
   RingPlacement rings_;
+  // Held while a weight is computed and set, so a reload never races a
+  // job's first weighing with the old table.
+  mutable std::mutex weights_mu_;
+  google::protobuf::RepeatedPtrField<v1::JobWeight> weights_;
 };
 
 }  // namespace epx::daemon

@@ -29,6 +29,8 @@ class JobPlanes {
   std::shared_ptr<JobPlane> find(const std::string& job_id) const;
   // Drops `plane` if it is still the job's plane and has no local rank left.
   void release_if_empty(const std::shared_ptr<JobPlane>& plane);
+  // Every plane now.
+  std::vector<std::shared_ptr<JobPlane>> all() const;
   // Removes and returns every plane (daemon teardown).
   std::vector<std::shared_ptr<JobPlane>> take_all();
 

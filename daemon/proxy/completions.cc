@@ -31,6 +31,7 @@ bool Proxy::poll_cq() {
           --c->ring->inflight;
           bump(c->ring->completed, c->descriptors);
         }
+        uncount(*c);
         c->ring = nullptr;
         free_contexts_.push_back(c);
       } else {
@@ -60,6 +61,7 @@ bool Proxy::poll_cq() {
       --c->ring->inflight;
       bump(c->ring->completed, c->descriptors);
     }
+    uncount(*c);
     c->ring = nullptr;
     free_contexts_.push_back(c);
   }
