@@ -10,7 +10,7 @@
 // post, wait or ring error; there must be none), and the noisy job's
 // throughput as its receiver counted it. Needs no GPU.
 //   epx_noisy_bench [--provider tcp] [--domain lo] [--seconds 5] [--epxd PATH]
-//                   [--cores PA,PB,Q0,Q1,N] [--busy-poll] [--job-weights W] [--json]
+//                   [--cores PA,PB,Q0,Q1,N] [--busy-poll] [--epxd-args '--flag value ...'] [--json]
 // Exit status 1 when any phase saw an error.
 #include <unistd.h>
 
@@ -20,6 +20,7 @@
 #include <future>
 #include <iostream>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include "epx/client.h"
@@ -218,8 +219,9 @@ int main(int argc, char** argv) {
       "cores", po::value<std::string>()->default_value(""),
       "cores for proxy A, proxy B, quiet rank 0, quiet rank 1, noisy rank 0 (comma-separated); empty: no pinning")(
       "busy-poll", "proxies never sleep (default: the daemon's spin, then back-off)")(
-      "job-weights", po::value<std::string>()->default_value(""),
-      "epxd --job-weights for both daemons, e.g. quiet=4 (the jobs are 'quiet' and 'noisy')")(
+      "epxd-args", po::value<std::string>()->default_value(""),
+      "more epxd flags for both daemons, space-separated, e.g. '--job-weights quiet=4' (the jobs are 'quiet' "
+      "and 'noisy')")(
       "json", "JSON output");
   po::variables_map vm;
   if (auto exit_code = epx::cli::parse(argc, argv, opts, &vm, "epx_noisy_bench")) return *exit_code;
@@ -245,8 +247,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::vector<std::string> daemon_args;
-  if (!vm["job-weights"].as<std::string>().empty()) {
-    daemon_args = {"--job-weights", vm["job-weights"].as<std::string>()};
+  {
+    std::istringstream in(vm["epxd-args"].as<std::string>());
+    for (std::string arg; in >> arg;) daemon_args.push_back(arg);
   }
 
   char tmpl[] = "/tmp/epx-noisy-XXXXXX";
