@@ -30,13 +30,13 @@ struct RingBinding;
 struct JobShareStats {
   std::string job_id;
   uint32_t weight = 1;
-  uint64_t descriptors = 0;         // taken from the job's rings (rejected ones too)
-  uint64_t charged_bytes = 0;       // what the turns charged: max(length, op cost) per descriptor
-  uint64_t fabric_ops = 0;          // writes posted
-  uint64_t fabric_bytes = 0;        // bytes of those writes
-  uint64_t max_inflight_ops = 0;    // high-water marks of the writes in flight
+  uint64_t descriptors = 0;       // taken from the job's rings (rejected ones too)
+  uint64_t charged_bytes = 0;     // what the turns charged: max(length, op cost) per descriptor
+  uint64_t fabric_ops = 0;        // writes posted
+  uint64_t fabric_bytes = 0;      // bytes of those writes
+  uint64_t max_inflight_ops = 0;  // high-water marks of the writes in flight
   uint64_t max_inflight_bytes = 0;
-  uint64_t bound_waits = 0;         // writes held back by the in-flight bound (each time)
+  uint64_t bound_waits = 0;  // writes held back by the in-flight bound (each time)
 };
 
 struct JobShare {

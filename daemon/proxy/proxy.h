@@ -129,8 +129,8 @@ class Proxy {
   const SignalSpace& signals_;
   const ProxyOptions options_;
   const bool virt_addr_;
-  const uint64_t write_limit_;  // longest write, single or coalesced
-  const int64_t op_cost_;       // the least a descriptor is charged
+  const uint64_t write_limit_;     // longest write, single or coalesced
+  const int64_t op_cost_;          // the least a descriptor is charged
   uint64_t inflight_ops_cap_ = 1;  // half the transmit contexts (set by start())
   // Plain writes complete only once their data is placed at the destination,
   // so a fence (flush, signal-only) orders after placement, not after the

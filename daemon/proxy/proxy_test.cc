@@ -102,11 +102,13 @@ class Rig {
     recording_ = recording.get();
     proxy_ = std::make_unique<Proxy>(std::move(recording), *signals_, options);
     REQUIRE(proxy_->start().ok());
-    REQUIRE(proxy_->execute([&] {
-      REQUIRE(fi_av_insert(rail_->av(), rail_->address().data(), 1, &self_, 0, nullptr) == 1);
-      src_mr_ = register_or_fail(src_.data(), src_.size(), 1);
-      words_mr_ = register_or_fail(words_.data(), words_.size() * sizeof(uint64_t), 2);
-    }).ok());
+    REQUIRE(proxy_
+                ->execute([&] {
+                  REQUIRE(fi_av_insert(rail_->av(), rail_->address().data(), 1, &self_, 0, nullptr) == 1);
+                  src_mr_ = register_or_fail(src_.data(), src_.size(), 1);
+                  words_mr_ = register_or_fail(words_.data(), words_.size() * sizeof(uint64_t), 2);
+                })
+                .ok());
     auto base = signals_->allocate(words_.data(), kSignals);
     REQUIRE(base.ok());
     signal_base_ = *base;
@@ -121,9 +123,8 @@ class Rig {
     jobs_.push_back(std::make_unique<Job>());
     Job& job = *jobs_.back();
     job.dst.assign(kWindowBytes, 0);
-    REQUIRE(proxy_->execute([&] {
-      job.dst_mr = register_or_fail(job.dst.data(), job.dst.size(), 100 + jobs_.size());
-    }).ok());
+    REQUIRE(proxy_->execute([&] { job.dst_mr = register_or_fail(job.dst.data(), job.dst.size(), 100 + jobs_.size()); })
+                .ok());
     job.remote = remote(job.dst.data(), job.dst_mr.get());
 
     auto view = std::make_shared<JobView>();
@@ -286,10 +287,9 @@ void for_each_piece(uint32_t id, uint32_t producers, uint32_t count, Fn fn) {
 void produce(void* ring_mem, uint32_t id, uint32_t producers, uint32_t count) {
   ring::RingProducer producer(ring_mem);
   for_each_piece(id, producers, count, [&](uint32_t i, uint64_t offset, uint32_t length) {
-    const ring::RingSlot d =
-        (i % 3 == 0) ? ring::make_write(1, dst_addr(offset), dst_addr(offset), length)
-                     : ring::make_write_signal(1, dst_addr(offset), dst_addr(offset), length,
-                                               ring::encode_signal(id % kSignals, 1));
+    const ring::RingSlot d = (i % 3 == 0) ? ring::make_write(1, dst_addr(offset), dst_addr(offset), length)
+                                          : ring::make_write_signal(1, dst_addr(offset), dst_addr(offset), length,
+                                                                    ring::encode_signal(id % kSignals, 1));
     REQUIRE(producer.post(d, 10s));
   });
 }
@@ -367,7 +367,8 @@ TEST_CASE("failed writes and failed completions surface on the sender's ring; fl
   {
     std::lock_guard<std::mutex> lock(lb.ring().error_mu);
     const std::string& e = lb.ring().first_error;
-    CHECK_MESSAGE((e.find("fi_writemsg") != std::string::npos || e.find("injected completion failure") != std::string::npos), e);
+    CHECK_MESSAGE(
+        (e.find("fi_writemsg") != std::string::npos || e.find("injected completion failure") != std::string::npos), e);
   }
   // Nothing is lost from the accounting: every descriptor completed (some
   // as failures), so flushes cannot wait for them forever.
@@ -386,7 +387,8 @@ TEST_CASE("a signal fence waits for every earlier write even when their completi
   constexpr uint32_t kWrites = 200, kLength = 4096;
   for (uint32_t i = 0; i < kWrites; ++i) {
     // Every other block: no two writes coalesce.
-    REQUIRE(producer.post(ring::make_write(1, dst_addr(2ull * i * kLength), dst_addr(2ull * i * kLength), kLength), 10s));
+    REQUIRE(
+        producer.post(ring::make_write(1, dst_addr(2ull * i * kLength), dst_addr(2ull * i * kLength), kLength), 10s));
   }
   REQUIRE(producer.post(ring::make_signal(1, ring::encode_signal(2, 1)), 10s));
   lb.wait_for("the fenced signal", [&] { return lb.signal(2) == 1; });

@@ -212,7 +212,6 @@ bool Proxy::serve(RingBinding& ring, JobShare& job) {
   uint32_t n = 0;
   for (; n < options_.batch && job.deficit > 0; ++n) {
     RingSlot d;
-
     // Slots arrive from another agent (often a GPU over PCIe), so each line
     // is a cache miss: ask for lines well ahead, once per line (two slots),
     // so the misses overlap the work on the slots before them.

@@ -86,9 +86,8 @@ epx::Status setup_rank(Rank& r, const std::string& socket, const std::string& jo
 
 // Both ranks of a job, rank 0 on daemon A and rank 1 on daemon B (joined at
 // once: the bootstrap barrier needs both).
-epx::Status setup_job(Rank* ranks, const std::string& job_id, const std::string& socket_a,
-                      const std::string& socket_b, const std::string& coordinator, uint64_t window_bytes,
-                      uint32_t ring_capacity) {
+epx::Status setup_job(Rank* ranks, const std::string& job_id, const std::string& socket_a, const std::string& socket_b,
+                      const std::string& coordinator, uint64_t window_bytes, uint32_t ring_capacity) {
   auto second = std::async(std::launch::async, [&] {
     return setup_rank(ranks[1], socket_b, job_id, 1, coordinator, window_bytes, ring_capacity);
   });
@@ -133,8 +132,7 @@ class Pong {
         s = r1.signals->wait(0, k, 100ms);
       } while (s.code() == epx::StatusCode::kDeadlineExceeded);
       if (s.ok()) {
-        s = r1.ring->post_write_signal(0, *r1.send, 0, reply_window, 0, kPingBytes, epx::SignalRef{0, 1},
-                                       kPingTimeout);
+        s = r1.ring->post_write_signal(0, *r1.send, 0, reply_window, 0, kPingBytes, epx::SignalRef{0, 1}, kPingTimeout);
       }
       if (!s.ok()) {
         std::lock_guard<std::mutex> lock(mu_);
@@ -212,17 +210,16 @@ void ping(Rank& q0, uint32_t ping_window, uint64_t* seq, Clock::duration duratio
 int main(int argc, char** argv) {
   po::options_description opts("epx_noisy_bench options");
   opts.add_options()("help,h", "help")("provider", po::value<std::string>()->default_value("tcp"),
-                                       "tcp | shm | efa | verbs")(
-      "domain", po::value<std::string>()->default_value(""), "rail domain (tcp: lo)")(
-      "seconds", po::value<double>()->default_value(5), "measured time of each phase")(
-      "epxd", po::value<std::string>(), "path of epxd")(
+                                       "tcp | shm | efa | verbs")("domain", po::value<std::string>()->default_value(""),
+                                                                  "rail domain (tcp: lo)")(
+      "seconds", po::value<double>()->default_value(5), "measured time of each phase")("epxd", po::value<std::string>(),
+                                                                                       "path of epxd")(
       "cores", po::value<std::string>()->default_value(""),
       "cores for proxy A, proxy B, quiet rank 0, quiet rank 1, noisy rank 0 (comma-separated); empty: no pinning")(
       "busy-poll", "proxies never sleep (default: the daemon's spin, then back-off)")(
       "epxd-args", po::value<std::string>()->default_value(""),
       "more epxd flags for both daemons, space-separated, e.g. '--job-weights quiet=4' (the jobs are 'quiet' "
-      "and 'noisy')")(
-      "json", "JSON output");
+      "and 'noisy')")("json", "JSON output");
   po::variables_map vm;
   if (auto exit_code = epx::cli::parse(argc, argv, opts, &vm, "epx_noisy_bench")) return *exit_code;
   const std::string provider = vm["provider"].as<std::string>();
@@ -240,8 +237,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::vector<int> cores = std::move(parsed_cores.value());
-  const std::string epxd =
-      vm.count("epxd") ? vm["epxd"].as<std::string>() : epx::bench::find_epxd("../../daemon/epxd");
+  const std::string epxd = vm.count("epxd") ? vm["epxd"].as<std::string>() : epx::bench::find_epxd("../../daemon/epxd");
   if (epxd.empty()) {
     std::cerr << "epx_noisy_bench: cannot find epxd beside this binary; pass --epxd\n";
     return 2;
@@ -271,8 +267,7 @@ int main(int argc, char** argv) {
   if (auto s = setup_job(quiet, "quiet", (*da)->socket(), (*db)->socket(), coordinator, 4096, 64); !s.ok()) {
     return fail("quiet job", s);
   }
-  if (auto s = setup_job(noisy, "noisy", (*da)->socket(), (*db)->socket(), coordinator, kNoisyWindow, 1024);
-      !s.ok()) {
+  if (auto s = setup_job(noisy, "noisy", (*da)->socket(), (*db)->socket(), coordinator, kNoisyWindow, 1024); !s.ok()) {
     return fail("noisy job", s);
   }
 
@@ -378,8 +373,9 @@ int main(int argc, char** argv) {
     }
   }
   for (const Phase& p : phases) {
-    if (p.errors.count) std::printf("errors in '%s': %llu, first: %s\n", p.name.c_str(),
-                                    static_cast<unsigned long long>(p.errors.count), p.errors.first.c_str());
+    if (p.errors.count)
+      std::printf("errors in '%s': %llu, first: %s\n", p.name.c_str(), static_cast<unsigned long long>(p.errors.count),
+                  p.errors.first.c_str());
   }
   return any_error ? 1 : 0;
 }

@@ -18,8 +18,8 @@ namespace epx::bench {
 
 Result<std::unique_ptr<SpawnedDaemon>> SpawnedDaemon::start(const std::string& epxd, const std::string& dir,
                                                             const std::string& name, const std::string& provider,
-                                                            const std::string& domain, int proxy_core,
-                                                            bool busy_poll, const std::vector<std::string>& extra_args) {
+                                                            const std::string& domain, int proxy_core, bool busy_poll,
+                                                            const std::vector<std::string>& extra_args) {
   std::unique_ptr<SpawnedDaemon> d(new SpawnedDaemon());
   d->socket_ = dir + "/" + name + ".sock";
   std::vector<std::string> args = {epxd, "--node-name", name, "--control-socket", d->socket_};

@@ -21,8 +21,7 @@ class SpawnedDaemon {
   // back-off); `extra_args`: more epxd flags. Logs go to <dir>/<name>.log.
   static Result<std::unique_ptr<SpawnedDaemon>> start(const std::string& epxd, const std::string& dir,
                                                       const std::string& name, const std::string& provider,
-                                                      const std::string& domain, int proxy_core,
-                                                      bool busy_poll = true,
+                                                      const std::string& domain, int proxy_core, bool busy_poll = true,
                                                       const std::vector<std::string>& extra_args = {});
   ~SpawnedDaemon();
   const std::string& socket() const { return socket_; }
