@@ -38,7 +38,7 @@ struct ProxyOptions {
   uint64_t quantum_bytes = 256 << 10;
   uint64_t op_cost_bytes = 4 << 10;
   uint32_t job_inflight_ops = 64;
-  uint64_t job_inflight_bytes = 8 << 20;
+  uint64_t job_inflight_bytes = 2 << 20;
 };
 
 struct ProxyStats {
