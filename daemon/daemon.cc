@@ -133,11 +133,24 @@ void Daemon::wait_signal() {
     if (signo == SIGHUP) {
       if (auto s = reopen_logs(); !s.ok()) spdlog::error("SIGHUP: {}", s.to_string());
       spdlog::info("SIGHUP: logs reopened");
+      reload_settings();
       wait_signal();
       return;
     }
     shutdown(signo == SIGTERM ? "stopped by SIGTERM" : "stopped by SIGINT");
   });
+}
+
+void Daemon::reload_settings() {
+  if (!reload_) return;
+  auto config = reload_();
+  if (!config.ok()) {
+    spdlog::error("SIGHUP: configuration not reloaded, job weights unchanged: {}", config.status().to_string());
+    return;
+  }
+  parts_->data_plane.set_job_weights(config->job_weights());
+  spdlog::info("SIGHUP: {} job weight entries applied; other settings change only at a restart",
+               config->job_weights_size());
 }
 
 void Daemon::schedule_expiry() {

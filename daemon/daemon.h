@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <boost/asio.hpp>
+#include <functional>
 #include <memory>
 
 #include "daemon/control/job_events.h"
@@ -35,12 +36,17 @@ class Daemon {
   ~Daemon();
 
   // Serves until SIGTERM or SIGINT, then shuts down gracefully. SIGHUP
-  // reopens the log file. Returns the process exit code.
+  // reopens the log file and, given set_reload, applies the job weights of
+  // the configuration read again. Returns the process exit code.
   int run();
+  // How SIGHUP reads the configuration again (file and flags, as at start).
+  void set_reload(std::function<Result<v1::DaemonConfig>()> reload) { reload_ = std::move(reload); }
 
  private:
   Daemon();
   void wait_signal();
+  // SIGHUP: the settings that apply while running (job weights).
+  void reload_settings();
   void schedule_expiry();
   void shutdown(const std::string& reason);
   // Tells clients and peers; waits at most rpc_timeout_ms for the peers to
@@ -73,6 +79,7 @@ class Daemon {
   boost::asio::signal_set signals_;
   boost::asio::steady_timer expiry_timer_;
   uint64_t ticks_ = 0;
+  std::function<Result<v1::DaemonConfig>()> reload_;
   PeerService peer_service_;
   std::unique_ptr<grpc::Server> peer_server_;
   std::unique_ptr<Parts> parts_;

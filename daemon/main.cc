@@ -59,19 +59,26 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  epx::v1::DaemonConfig config;
-  if (vm.count("config")) {
-    auto loaded = daemon::load_config_file(vm["config"].as<std::string>());
-    if (!loaded.ok()) return fail(loaded.status().message());
-    config = std::move(loaded.value());
-  }
-  for (const auto& field : daemon::config_field_names()) {
-    const std::string flag = flag_name(field);
-    if (!vm.count(flag)) continue;
-    auto s = daemon::apply_override(&config, field, vm[flag].as<std::string>());
-    if (!s.ok()) return fail("--" + flag + ": " + s.message());
-  }
-  if (auto s = daemon::finalize_config(&config); !s.ok()) return fail("config: " + s.message());
+  // The config file, then the flags over it; again on SIGHUP.
+  auto load = [vm]() -> Result<epx::v1::DaemonConfig> {
+    epx::v1::DaemonConfig config;
+    if (vm.count("config")) {
+      auto loaded = daemon::load_config_file(vm["config"].as<std::string>());
+      if (!loaded.ok()) return loaded.status();
+      config = std::move(loaded.value());
+    }
+    for (const auto& field : daemon::config_field_names()) {
+      const std::string flag = flag_name(field);
+      if (!vm.count(flag)) continue;
+      auto s = daemon::apply_override(&config, field, vm[flag].as<std::string>());
+      if (!s.ok()) return s.with_context("--" + flag);
+    }
+    EPX_RETURN_IF_ERROR(daemon::finalize_config(&config).with_context("config"));
+    return config;
+  };
+  auto loaded = load();
+  if (!loaded.ok()) return fail(loaded.status().message());
+  epx::v1::DaemonConfig config = std::move(loaded.value());
   if (vm.count("check-config")) {
     auto security = daemon::PeerSecurity::load(config);
     if (!security.ok()) return fail("config: " + security.status().message());
@@ -90,5 +97,6 @@ int main(int argc, char** argv) {
     spdlog::error("{}", started.status().to_string());
     return fail(started.status().message());
   }
+  started.value()->set_reload(load);
   return started.value()->run();
 }

@@ -67,7 +67,68 @@ std::string host_name() {
   return buf;
 }
 
+// "train-*=3,infer=2" (the job_weights flag); checked later by finalize_config.
+Status parse_job_weights(const std::string& text, google::protobuf::RepeatedPtrField<v1::JobWeight>* out) {
+  out->Clear();
+  std::istringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    if (item.empty()) continue;
+    const auto eq = item.rfind('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) {
+      return invalid_argument("job_weights: '" + item + "' is not JOB=WEIGHT (JOB an id or a prefix ending in '*')");
+    }
+    const std::string number = item.substr(eq + 1);
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long weight = std::strtoull(number.c_str(), &end, 10);
+    if (*end != '\0' || errno != 0 || number[0] == '-' || weight > 0xffffffffULL) {
+      return invalid_argument("job_weights: weight '" + number + "' of '" + item.substr(0, eq) +
+                              "' is not an unsigned integer");
+    }
+    v1::JobWeight* w = out->Add();
+    w->set_job(item.substr(0, eq));
+    w->set_weight(static_cast<uint32_t>(weight));
+  }
+  return Status();
+}
+
+Status check_job_weights(const google::protobuf::RepeatedPtrField<v1::JobWeight>& weights) {
+  std::set<std::string> seen;
+  for (const auto& w : weights) {
+    const std::string& job = w.job();
+    if (job.empty() || job == "*") {
+      return invalid_argument("job_weights: an entry needs a job id or a prefix ending in '*' (got '" + job + "')");
+    }
+    if (job.find('*') != job.size() - 1 && job.find('*') != std::string::npos) {
+      return invalid_argument("job_weights: '" + job + "': '*' may only end a prefix");
+    }
+    if (w.weight() < 1 || w.weight() > 1000) {
+      return invalid_argument("job_weights: weight " + std::to_string(w.weight()) + " of '" + job +
+                              "' is not in 1..1000");
+    }
+    if (!seen.insert(job).second) return invalid_argument("job_weights: '" + job + "' is given twice");
+  }
+  return Status();
+}
+
 }  // namespace
+
+uint32_t job_weight(const google::protobuf::RepeatedPtrField<v1::JobWeight>& weights, const std::string& job_id) {
+  uint32_t weight = 1;
+  size_t best = 0;  // length of the best prefix so far; exact entries beat every prefix
+  for (const auto& w : weights) {
+    const std::string& job = w.job();
+    if (job == job_id) return w.weight();
+    if (!job.empty() && job.back() == '*') {
+      const size_t prefix = job.size() - 1;
+      if (prefix >= best && job_id.compare(0, prefix, job, 0, prefix) == 0) {
+        best = prefix;
+        weight = w.weight();
+      }
+    }
+  }
+  return weight;
+}
 
 Result<v1::DaemonConfig> parse_config_text(const std::string& text, const std::string& origin) {
   v1::DaemonConfig config;
@@ -139,6 +200,9 @@ Status apply_override(v1::DaemonConfig* config, const std::string& field, const 
         return invalid_argument(field + ": '" + value + "' is not true or false");
       }
       return Status();
+    case FieldDescriptor::CPPTYPE_MESSAGE:
+      if (field == "job_weights") return parse_job_weights(value, config->mutable_job_weights());
+      return invalid_argument("config field '" + field + "' can only be set in the config file");
     default:
       return internal_error("config field '" + field + "' has a type flags cannot set");
   }
@@ -187,6 +251,9 @@ Status finalize_config(v1::DaemonConfig* c) {
   if (c->proxy_spin_us() == 0) c->set_proxy_spin_us(1000);
   if (c->proxy_idle_sleep_us() == 0) c->set_proxy_idle_sleep_us(50);
   if (c->max_write_mib() == 0) c->set_max_write_mib(1024);
+  if (c->proxy_quantum_kib() == 0) c->set_proxy_quantum_kib(256);
+  if (c->job_inflight_ops() == 0) c->set_job_inflight_ops(64);
+  if (c->job_inflight_kib() == 0) c->set_job_inflight_kib(2048);
 
   if (!providers().count(c->provider())) {
     return invalid_argument("provider: '" + c->provider() + "' is not one of " + join(providers()));
@@ -228,6 +295,10 @@ Status finalize_config(v1::DaemonConfig* c) {
   if (tls_files == 3 && !c->peer_secret_file().empty()) {
     return invalid_argument("peer_secret_file: set either it or the peer_tls_* files, not both");
   }
+  if (c->proxy_quantum_kib() > (1u << 20)) return invalid_argument("proxy_quantum_kib: at most 1048576 (1 GiB)");
+  if (c->job_inflight_ops() > 65536) return invalid_argument("job_inflight_ops: at most 65536");
+  if (c->job_inflight_kib() > (1u << 22)) return invalid_argument("job_inflight_kib: at most 4194304 (4 GiB)");
+  EPX_RETURN_IF_ERROR(check_job_weights(c->job_weights()));
   if (c->has_fault_injection()) {
     const auto& f = c->fault_injection();
     for (auto [name, v] : {std::pair<const char*, uint32_t>{"eagain_per_mille", f.eagain_per_mille()},

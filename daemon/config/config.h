@@ -23,6 +23,11 @@ Status apply_override(v1::DaemonConfig* config, const std::string& field, const 
 // the field and the allowed values.
 Status finalize_config(v1::DaemonConfig* config);
 
+// The weight of `job_id` under the operator's job_weights (validated by
+// finalize_config): its exact entry, else its longest matching prefix
+// entry ("train-*"), else 1.
+uint32_t job_weight(const google::protobuf::RepeatedPtrField<v1::JobWeight>& weights, const std::string& job_id);
+
 // Names of the fields a flag can override, in declaration order.
 std::vector<std::string> config_field_names();
 

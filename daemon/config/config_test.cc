@@ -139,4 +139,47 @@ TEST_CASE("peer security: all three TLS files or none, and not both modes") {
   v1::DaemonConfig secret;
   secret.set_peer_secret_file("/etc/epx/peer.secret");
   CHECK(finalize_config(&secret).ok());
+
+TEST_CASE("job weights: from the file and the flag, validated, looked up exact first, then longest prefix") {
+  auto c = parse_config_text(R"(
+    job_weights { job: "train-*" weight: 3 }
+    job_weights { job: "train-big-*" weight: 5 }
+    job_weights { job: "train-7" weight: 2 }
+  )",
+                             "weights.conf");
+  REQUIRE(c.ok());
+  REQUIRE(finalize_config(&c.value()).ok());
+  CHECK(c->proxy_quantum_kib() == 256);  // defaults of the sharing settings
+  CHECK(c->job_inflight_ops() == 64);
+  CHECK(c->job_inflight_kib() == 2048);
+  CHECK(job_weight(c->job_weights(), "train-1") == 3);
+  CHECK(job_weight(c->job_weights(), "train-big-1") == 5);  // the longer prefix
+  CHECK(job_weight(c->job_weights(), "train-7") == 2);      // exact beats every prefix
+  CHECK(job_weight(c->job_weights(), "train") == 1);        // shorter than the prefix
+  CHECK(job_weight(c->job_weights(), "infer") == 1);
+
+  v1::DaemonConfig f;
+  REQUIRE(apply_override(&f, "job_weights", "infer=4,batch-*=1000").ok());
+  REQUIRE(f.job_weights_size() == 2);
+  CHECK(f.job_weights(0).job() == "infer");
+  CHECK(f.job_weights(0).weight() == 4);
+  CHECK(job_weight(f.job_weights(), "batch-x") == 1000);
+  CHECK(finalize_config(&f).ok());
+  CHECK(apply_override(&f, "job_weights", "infer").message().find("JOB=WEIGHT") != std::string::npos);
+  CHECK(apply_override(&f, "job_weights", "infer=x").message().find("'x'") != std::string::npos);
+
+  auto invalid = [](const std::string& flag) {
+    v1::DaemonConfig w;
+    REQUIRE(apply_override(&w, "job_weights", flag).ok());
+    return finalize_config(&w).message();
+  };
+  CHECK(invalid("a=0").find("not in 1..1000") != std::string::npos);
+  CHECK(invalid("a=1001").find("not in 1..1000") != std::string::npos);
+  CHECK(invalid("a=2,a=3").find("twice") != std::string::npos);
+  CHECK(invalid("a*b=2").find("'*' may only end") != std::string::npos);
+  CHECK(invalid("*=2").find("job id or a prefix") != std::string::npos);
+
+  v1::DaemonConfig q;
+  q.set_job_inflight_ops(70000);
+  CHECK(finalize_config(&q).message().find("job_inflight_ops") != std::string::npos);
 }

@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "daemon/config/config.h"
 #include "daemon/fabric/device_memory.h"
 #include "proto/fd/fd_protocol.h"
 
@@ -25,7 +26,8 @@ DataPlane::DataPlane(const v1::DaemonConfig& config, const std::vector<std::uniq
       jobs_(proxies_),
       quota_(uint64_t{config.max_client_mib()} << 20,
              [this](uint64_t client) { return jobs_.window_usage(client).bytes + rings_.bytes(client); }),
-      rings_(config, proxies_, regions_, quota_) {}
+      rings_(config, proxies_, regions_, quota_),
+      weights_(config.job_weights()) {}
 
 DataPlane::~DataPlane() {
   // Registrations must close on their proxies before the proxies stop
@@ -50,10 +52,30 @@ Status DataPlane::start() { return proxies_.start(); }
 
 void DataPlane::attach_rank(uint64_t client_id, const v1::RankTable& table, uint32_t rank,
                             std::function<void(Status)> done) {
-  jobs_.attach(table, rank, [client_id, job = table.job_id(), rank, done = std::move(done)](Status s) {
-    if (s.ok()) spdlog::debug("data plane: job {} rank {} attached (client {})", job, rank, client_id);
+  jobs_.attach(table, rank, [this, client_id, job = table.job_id(), rank, done = std::move(done)](Status s) {
+    if (s.ok()) {
+      // Before the client hears of it, so its first ring already has its weight.
+      if (auto plane = jobs_.find(job)) weigh(*plane);
+      spdlog::debug("data plane: job {} rank {} attached (client {})", job, rank, client_id);
+    }
     done(std::move(s));
   });
+}
+
+void DataPlane::weigh(JobPlane& plane) const {
+  std::lock_guard<std::mutex> lock(weights_mu_);
+  plane.set_weight(job_weight(weights_, plane.job_id()));
+}
+
+void DataPlane::set_job_weights(const google::protobuf::RepeatedPtrField<v1::JobWeight>& weights) {
+  {
+    std::lock_guard<std::mutex> lock(weights_mu_);
+    weights_ = weights;
+  }
+  for (const auto& plane : jobs_.all()) {
+    weigh(*plane);
+    spdlog::info("data plane: job {} weighs {}", plane->job_id(), plane->views()->weight());
+  }
 }
 
 void DataPlane::detach_rank(uint64_t client_id, const std::string& job_id, uint32_t rank,

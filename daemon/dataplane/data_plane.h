@@ -16,6 +16,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,9 @@ class DataPlane {
   // names each rank's daemon: the Peer service checks callers against it);
   // null otherwise.
   std::shared_ptr<const JobPlane> job_plane(const std::string& job_id) const { return jobs_.find(job_id); }
+  // Replaces the operator's job weights (config job_weights, validated) and
+  // re-weighs every job already here (SIGHUP); later jobs get them too.
+  void set_job_weights(const google::protobuf::RepeatedPtrField<v1::JobWeight>& weights);
   void rank_lost(const std::string& job_id, uint32_t rank);
 
   const RegionTable& regions() const { return regions_; }
@@ -116,6 +120,9 @@ class DataPlane {
   // three quarters of rpc_timeout_ms, so a peer answers within the call.
   std::chrono::milliseconds quiesce_timeout() const;
 
+  // Sets the plane's weight from the current job weights.
+  void weigh(JobPlane& plane) const;
+
   const v1::DaemonConfig& config_;
   const std::vector<std::unique_ptr<Rail>>& rails_;
   const PublishFn publish_;
@@ -126,6 +133,10 @@ class DataPlane {
   JobPlanes jobs_;
   Quota quota_;
   RingPlacement rings_;
+  // Held while a weight is computed and set, so a reload never races a
+  // job's first weighing with the old table.
+  mutable std::mutex weights_mu_;
+  google::protobuf::RepeatedPtrField<v1::JobWeight> weights_;
 };
 
 }  // namespace epx::daemon

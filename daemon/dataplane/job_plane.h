@@ -30,6 +30,8 @@ class JobPlane {
   std::shared_ptr<const JobView> view() const { return views_->load(); }
   // What the proxies serving this job's rings read.
   std::shared_ptr<const JobViewCell> views() const { return views_; }
+  // The job's share of each rail relative to other jobs (config job_weights).
+  void set_weight(uint32_t weight) { views_->set_weight(weight); }
 
   void add_local_rank(uint32_t rank);
   // Adds a window to a local rank; returns its id (1, 2, ... per rank). When

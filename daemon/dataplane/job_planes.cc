@@ -131,6 +131,13 @@ void JobPlanes::release_if_empty(const std::shared_ptr<JobPlane>& plane) {
   if (current != jobs_.end() && current->second == plane && !plane->has_local_ranks()) jobs_.erase(current);
 }
 
+std::vector<std::shared_ptr<JobPlane>> JobPlanes::all() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::shared_ptr<JobPlane>> out;
+  for (const auto& [id, p] : jobs_) out.push_back(p);
+  return out;
+}
+
 std::vector<std::shared_ptr<JobPlane>> JobPlanes::take_all() {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::shared_ptr<JobPlane>> out;

@@ -38,6 +38,8 @@ class JobPlanes {
   std::shared_ptr<JobPlane> find_or_keep(const v1::RankPlane& published, const std::string& from);
   // Drops `plane` if it is still the job's plane and has no local rank left.
   void release_if_empty(const std::shared_ptr<JobPlane>& plane);
+  // Every plane now.
+  std::vector<std::shared_ptr<JobPlane>> all() const;
   // Removes and returns every plane (daemon teardown).
   std::vector<std::shared_ptr<JobPlane>> take_all();
 

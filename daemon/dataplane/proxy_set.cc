@@ -43,6 +43,9 @@ Status ProxySet::start() {
     o.spin_us = config_.proxy_spin_us();
     o.idle_sleep_us = config_.proxy_busy_poll() ? 0 : config_.proxy_idle_sleep_us();
     o.max_write_bytes = uint64_t{config_.max_write_mib()} << 20;
+    o.quantum_bytes = uint64_t{config_.proxy_quantum_kib()} << 10;
+    o.job_inflight_ops = config_.job_inflight_ops();
+    o.job_inflight_bytes = uint64_t{config_.job_inflight_kib()} << 10;
     std::unique_ptr<Transport> transport = std::make_unique<RailTransport>(*rails_[i]);
     if (config_.has_fault_injection()) {
       spdlog::warn("rail {}: fault injection on (test-only config): {}", i,

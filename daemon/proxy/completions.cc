@@ -31,6 +31,7 @@ bool Proxy::poll_cq() {
           --c->ring->inflight;
           bump(c->ring->completed, c->descriptors);
         }
+        uncount(*c);
         release_context(c);
       } else {
         spdlog::warn("rail {}: completion error without context: {}", rail_.index(), text);
@@ -59,6 +60,7 @@ bool Proxy::poll_cq() {
       --c->ring->inflight;
       bump(c->ring->completed, c->descriptors);
     }
+    uncount(*c);
     release_context(c);
   }
   return n > 0;

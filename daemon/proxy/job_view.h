@@ -51,16 +51,29 @@ struct JobView {
   std::vector<RankView> ranks;
 };
 
-// The current view of one job. Its plane swaps the whole view on every change;
-// proxies load it lock-free once per pass.
+// The current view of one job, and its scheduling weight. Its plane swaps the
+// whole view on every change; proxies load it lock-free once per pass. One
+// cell per job on this daemon: proxies also use it as the job's identity when
+// they share a rail between jobs (JobShare).
 class JobViewCell {
  public:
   explicit JobViewCell(std::shared_ptr<const JobView> initial) : view_(std::move(initial)) {}
   std::shared_ptr<const JobView> load() const { return std::atomic_load(&view_); }
   void store(std::shared_ptr<const JobView> view) { std::atomic_store(&view_, std::move(view)); }
 
+  // The operator's weight of the job (config job_weights, 1..1000): its share
+  // of each rail relative to the other jobs. May change while proxies serve
+  // the job (SIGHUP); they read it at each turn.
+  uint32_t weight() const {
+    // relaxed: a lone value, read again at the next turn; nothing is
+    // published with it.
+    return weight_.load(std::memory_order_relaxed);
+  }
+  void set_weight(uint32_t weight) { weight_.store(weight, std::memory_order_relaxed); }
+
  private:
   std::shared_ptr<const JobView> view_;
+  std::atomic<uint32_t> weight_{1};
 };
 
 }  // namespace epx::daemon

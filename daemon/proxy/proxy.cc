@@ -28,6 +28,7 @@ Proxy::Proxy(std::unique_ptr<Transport> transport, const SignalSpace& signals, P
       options_(options),
       virt_addr_((rail_.mr_mode() & FI_MR_VIRT_ADDR) != 0),
       write_limit_(std::min<uint64_t>(options.max_write_bytes, rail_.max_msg_size())),
+      op_cost_(static_cast<int64_t>(std::max<uint64_t>(options.op_cost_bytes, 1))),
       tasks_("proxy of rail " + std::to_string(rail_.index())) {}
 
 Proxy::~Proxy() {
@@ -39,6 +40,7 @@ Status Proxy::start() {
   const size_t tx = rail_.info().tx_attr->size ? rail_.info().tx_attr->size : 256;
   contexts_.resize(std::min(tx, kMaxContexts));
   for (auto& c : contexts_) free_contexts_.push_back(&c);
+  inflight_ops_cap_ = std::max<size_t>(contexts_.size() / 2, 1);
   auto mr = register_memory(rail_, &scratch_, sizeof(scratch_), 0xE0000000ull + rail_.index());
   if (!mr.ok()) return mr.status().with_context("proxy scratch word");
   scratch_mr_ = std::move(mr.value());
@@ -47,19 +49,70 @@ Status Proxy::start() {
   return Status();
 }
 
+void Proxy::attach(std::shared_ptr<RingBinding> ring) {
+  const JobViewCell* cell = ring->views.get();
+  auto it = std::find_if(jobs_.begin(), jobs_.end(), [&](const auto& j) { return j->cell == cell; });
+  if (it == jobs_.end()) {
+    auto job = std::make_unique<JobShare>();
+    job->cell = cell;
+    if (auto view = cell->load()) job->stats.job_id = view->job_id;
+    reweigh(*job);
+    jobs_.push_back(std::move(job));
+    it = std::prev(jobs_.end());
+  }
+  (*it)->rings.push_back(ring.get());
+  ring->share = it->get();
+  rings_.push_back(std::move(ring));
+  ring_count_.store(rings_.size(), std::memory_order_relaxed);
+}
+
+void Proxy::detach(RingBinding& ring) {
+  JobShare* job = ring.share;
+  ring.share = nullptr;
+  rings_.erase(std::remove_if(rings_.begin(), rings_.end(), [&](const auto& r) { return r.get() == &ring; }),
+               rings_.end());
+  ring_count_.store(rings_.size(), std::memory_order_relaxed);
+  // Completions still to come for a timed-out ring must not touch it.
+  for (auto& c : contexts_) {
+    if (c.ring == &ring) c.ring = nullptr;
+  }
+  if (job == nullptr) return;
+  job->rings.erase(std::remove(job->rings.begin(), job->rings.end(), &ring), job->rings.end());
+  if (job->next_ring >= job->rings.size()) job->next_ring = 0;
+  if (!job->rings.empty()) return;
+  // The job's last ring here: forget its share (a later ring starts afresh).
+  for (auto& c : contexts_) {
+    if (c.share == job) c.share = nullptr;
+  }
+  jobs_.erase(std::find_if(jobs_.begin(), jobs_.end(), [&](const auto& j) { return j.get() == job; }));
+  if (next_job_ >= jobs_.size()) next_job_ = 0;
+}
+
+void Proxy::reweigh(JobShare& job) {
+  const uint32_t weight = std::max<uint32_t>(job.cell->weight(), 1);
+  job.stats.weight = weight;
+  job.quantum = static_cast<int64_t>(std::max<uint64_t>(options_.quantum_bytes, 1) * weight);
+  job.max_inflight_ops =
+      std::min<uint64_t>(std::max<uint64_t>(options_.job_inflight_ops, 1) * weight, inflight_ops_cap_);
+  job.max_inflight_bytes = std::max<uint64_t>(options_.job_inflight_bytes, 1) * weight;
+}
+
+void Proxy::uncount(OpContext& c) {
+  if (c.share == nullptr) return;
+  --c.share->inflight_ops;
+  c.share->inflight_bytes -= c.bytes;
+  c.share = nullptr;
+}
+
 void Proxy::add_ring_async(std::shared_ptr<RingBinding> ring, std::function<void()> done) {
-  submit([this, ring = std::move(ring), done = std::move(done)] {
-    rings_.push_back(ring);
-    ring_count_.store(rings_.size(), std::memory_order_relaxed);
+  submit([this, ring = std::move(ring), done = std::move(done)]() mutable {
+    attach(std::move(ring));
     if (done) done();
   });
 }
 
 Status Proxy::add_ring(std::shared_ptr<RingBinding> ring) {
-  return execute([this, ring] {
-    rings_.push_back(ring);
-    ring_count_.store(rings_.size(), std::memory_order_relaxed);
-  });
+  return execute([this, ring] { attach(ring); });
 }
 
 void Proxy::remove_ring_async(std::shared_ptr<RingBinding> ring, std::chrono::milliseconds timeout,
@@ -100,18 +153,23 @@ bool Proxy::finish_drains() {
       drained = deadline_exceeded("ring " + std::to_string(ring.id) + " still had writes in flight after " +
                                   std::to_string(it->timeout.count()) + " ms");
     }
-    rings_.erase(std::remove(rings_.begin(), rings_.end(), it->ring), rings_.end());
-    ring_count_.store(rings_.size(), std::memory_order_relaxed);
-    // Completions still to come for a timed-out ring must not touch it.
-    for (auto& c : contexts_) {
-      if (c.ring == &ring) c.ring = nullptr;
-    }
+    detach(ring);
     auto done = std::move(it->done);
     it = draining_.erase(it);
     if (done) done(std::move(drained));
     worked = true;
   }
   return worked;
+}
+
+Result<std::vector<JobShareStats>> Proxy::job_stats(std::chrono::milliseconds timeout) {
+  std::vector<JobShareStats> out;
+  EPX_RETURN_IF_ERROR(execute(
+      [&] {
+        for (const auto& job : jobs_) out.push_back(job->stats);
+      },
+      timeout));
+  return out;
 }
 
 ProxyStats Proxy::stats() const {
@@ -141,12 +199,7 @@ void Proxy::run() {
     bool worked = tasks_.run_pending();
     worked |= finish_drains();
     worked |= finish_quiesces();
-    const size_t n = rings_.size();
-    for (size_t i = 0; i < n; ++i) {
-      // Start each pass at a different ring so no tenant always goes first.
-      worked |= serve(*rings_[(next_ring_ + i) % n]);
-    }
-    if (n) next_ring_ = (next_ring_ + 1) % n;
+    worked |= serve_jobs();
     worked |= poll_cq();
     const auto now = Clock::now();
     if (worked) {

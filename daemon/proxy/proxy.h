@@ -1,6 +1,7 @@
 // Proxy: the thread that owns one rail. It serves the rings assigned to it
-// (every job's), turns their descriptors into fabric writes, reaps
-// completions, and applies the signals that remote writes carry. Everything
+// (every job's, sharing the rail fairly between jobs: job_share.h), turns
+// their descriptors into fabric writes, reaps completions, and applies the
+// signals that remote writes carry. Everything
 // that touches the rail's libfabric objects runs on this thread: other
 // threads hand it work with execute() or submit().
 //
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "daemon/fabric/transport.h"
+#include "daemon/proxy/job_share.h"
 #include "daemon/proxy/ring_binding.h"
 #include "daemon/proxy/signal_space.h"
 #include "daemon/proxy/task_queue.h"
@@ -25,10 +27,18 @@ namespace epx::daemon {
 
 struct ProxyOptions {
   int core = -1;                 // pin to this CPU; -1: no pinning
-  uint32_t batch = 64;           // descriptors per ring per pass (round-robin fairness)
+  uint32_t batch = 64;           // descriptors per ring per visit (round robin within a job)
   uint32_t spin_us = 1000;       // busy-poll this long after the last work before backing off
   uint32_t idle_sleep_us = 50;   // then sleep this long between polls; 0: always spin
   uint64_t max_write_bytes = 1ull << 30;
+  // Sharing the rail between jobs (job_share.h): bytes a job of weight 1 may
+  // post per turn, the least a descriptor costs, and the writes (count and
+  // bytes) a job of weight 1 may have in flight. A job of weight w gets w
+  // times each, but never more than half the rail's transmit contexts.
+  uint64_t quantum_bytes = 256 << 10;
+  uint64_t op_cost_bytes = 4 << 10;
+  uint32_t job_inflight_ops = 64;
+  uint64_t job_inflight_bytes = 2 << 20;
 };
 
 struct ProxyStats {
@@ -78,6 +88,9 @@ class Proxy {
 
   Rail& rail() { return rail_; }
   ProxyStats stats() const;
+  // Each job's share of this rail now (jobs with a ring here), copied on the
+  // proxy thread; waits at most `timeout` for it.
+  Result<std::vector<JobShareStats>> job_stats(std::chrono::milliseconds timeout = std::chrono::seconds(5));
   size_t ring_count() const { return ring_count_.load(std::memory_order_relaxed); }
 
  private:
@@ -89,6 +102,8 @@ class Proxy {
     // never dereferenced (the ring may be gone before its completion).
     const JobViewCell* views = nullptr;
     uint32_t dst_rank = 0;
+    JobShare* share = nullptr;  // counts this write in flight
+    uint64_t bytes = 0;
   };
 
   struct Draining {
@@ -107,6 +122,7 @@ class Proxy {
   };
 
   void run();
+  void attach(std::shared_ptr<RingBinding> ring);
   // Forgets closing rings whose writes completed (or timed out).
   bool finish_drains();
   // Answers quiesces whose rank has no write left here (or timed out).
@@ -115,7 +131,17 @@ class Proxy {
   size_t writes_towards(const JobViewCell* views, uint32_t rank) const;
   // A posted write's context is free again.
   void release_context(OpContext* c);
-  bool serve(RingBinding& ring);
+  void detach(RingBinding& ring);
+  // One pass over the jobs (job_share.h); true when a descriptor was taken.
+  bool serve_jobs();
+  // A job's turn: its rings in turn while it has credit and work.
+  bool serve_job(JobShare& job);
+  // Takes descriptors from `ring` while `job` has credit, up to the batch.
+  bool serve(RingBinding& ring, JobShare& job);
+  // Sets the job's quantum and in-flight bound from its weight now.
+  void reweigh(JobShare& job);
+  // The write of `c` completed (or failed): no longer in flight for its job.
+  static void uncount(OpContext& c);
   bool poll_cq();
   // Posts ring.pending; false when the provider said EAGAIN (retry later).
   bool post(RingBinding& ring, bool more);
@@ -130,7 +156,9 @@ class Proxy {
   const SignalSpace& signals_;
   const ProxyOptions options_;
   const bool virt_addr_;
-  const uint64_t write_limit_;  // longest write, single or coalesced
+  const uint64_t write_limit_;     // longest write, single or coalesced
+  const int64_t op_cost_;          // the least a descriptor is charged
+  uint64_t inflight_ops_cap_ = 1;  // half the transmit contexts (set by start())
   // Writes complete only once their data is placed at the destination, so a
   // fence (flush, signal-only) and a quiesce order after placement, not
   // after the send. Cleared if the provider refuses the flag.
@@ -144,7 +172,8 @@ class Proxy {
   std::vector<std::shared_ptr<RingBinding>> rings_;
   std::vector<Draining> draining_;
   std::vector<Quiescing> quiescing_;
-  size_t next_ring_ = 0;
+  std::vector<std::unique_ptr<JobShare>> jobs_;
+  size_t next_job_ = 0;  // the job that goes first in the next pass
   std::vector<OpContext> contexts_;
   std::vector<OpContext*> free_contexts_;
   // Source of signal-only writes: one registered word.

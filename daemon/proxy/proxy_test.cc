@@ -1,14 +1,21 @@
 // The proxy against a real rail (tcp provider on loopback, writing to its
 // own endpoint) behind the fault-injecting transport: EAGAIN bursts, failed
-// writes, failed completions, completions held back and reordered. Built
-// twice: plainly, and with ThreadSanitizer over the proxy serving a ring that
-// several producer threads feed at once (//daemon:proxy_tsan_test).
+// writes, failed completions, completions held back and reordered. Then
+// several jobs sharing the rail: the order the proxy posted their writes in
+// (recorded by a decorator over the transport) and its per-job counters show
+// the fair share, the weights and the in-flight bound, never wall time.
+// Built twice: plainly, and with ThreadSanitizer over the proxy serving rings
+// that several producer threads feed at once (//daemon:proxy_tsan_test).
 #include "daemon/proxy/proxy.h"
 
 #include <doctest/doctest.h>
 #include <rdma/fi_domain.h>
 
+#include <algorithm>
 #include <chrono>
+#include <future>
+#include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -29,12 +36,57 @@ constexpr uint64_t kWindowBytes = 4 << 20;
 
 uint8_t pattern(uint64_t offset) { return static_cast<uint8_t>((offset * 131 + 7) >> 3); }
 
-// One rail, one proxy, and a 2-rank job whose both ranks live behind this
-// very endpoint: rank 0 writes from its window 1 into rank 1's window 1 and
-// bumps rank 1's signals.
-class Loopback {
+// A decorator that remembers every write the transport below accepted, in
+// posting order, so tests can check the proxy's schedule itself rather than
+// timings. Proxy thread only, like every Transport: read it through
+// Proxy::execute.
+class RecordingTransport final : public Transport {
  public:
-  explicit Loopback(FaultPlan plan, uint32_t ring_capacity = 1024) {
+  struct Write {
+    uint64_t key;   // the destination window's key: tells jobs apart
+    uint64_t addr;  // remote address as posted
+    uint64_t length;
+  };
+  explicit RecordingTransport(std::unique_ptr<Transport> inner) : inner_(std::move(inner)) {}
+
+  Rail& rail() override { return inner_->rail(); }
+  ssize_t write(const fi_msg_rma& msg, uint64_t flags) override {
+    const ssize_t ret = inner_->write(msg, flags);
+    if (ret == 0) writes_.push_back({msg.rma_iov[0].key, msg.rma_iov[0].addr, msg.rma_iov[0].len});
+    return ret;
+  }
+  ssize_t read_completions(fi_cq_data_entry* entries, size_t count) override {
+    return inner_->read_completions(entries, count);
+  }
+  ssize_t read_error(fi_cq_err_entry* entry) override { return inner_->read_error(entry); }
+  std::string error_text(const fi_cq_err_entry& entry) override { return inner_->error_text(entry); }
+
+  const std::vector<Write>& writes() const { return writes_; }
+
+ private:
+  const std::unique_ptr<Transport> inner_;
+  std::vector<Write> writes_;
+};
+
+ProxyOptions spinning(ProxyOptions options = {}) {
+  options.idle_sleep_us = 0;
+  return options;
+}
+
+// One rail and its proxy, and jobs of two ranks that both live behind this
+// very endpoint: rank 0 writes from the shared source window (window 1) into
+// rank 1's window 1, which each job has of its own (its own key, so the
+// recorded writes tell the jobs apart), and bumps rank 1's signals.
+class Rig {
+ public:
+  struct Job {
+    std::shared_ptr<JobViewCell> cell;
+    std::vector<uint8_t> dst;
+    MrPtr dst_mr;
+    RemoteRail remote;  // where its destination window is, as the proxy posts to it
+  };
+
+  explicit Rig(FaultPlan plan, ProxyOptions options = spinning()) {
     auto rails = open_rails("tcp", {"lo"});
     REQUIRE_MESSAGE(rails.ok(), rails.status().to_string());
     rail_ = std::move(rails->front());
@@ -42,75 +94,114 @@ class Loopback {
     REQUIRE(signals.ok());
     signals_ = std::move(signals.value());
     src_.resize(kWindowBytes);
-    dst_.assign(kWindowBytes, 0);
     words_.assign(kSignals + 1, 0);
     for (uint64_t i = 0; i < kWindowBytes; ++i) src_[i] = pattern(i);
     auto faults = std::make_unique<FaultTransport>(std::make_unique<RailTransport>(*rail_), plan);
     faults_ = faults.get();
-    ProxyOptions options;
-    options.idle_sleep_us = 0;
-    proxy_ = std::make_unique<Proxy>(std::move(faults), *signals_, options);
+    auto recording = std::make_unique<RecordingTransport>(std::move(faults));
+    recording_ = recording.get();
+    proxy_ = std::make_unique<Proxy>(std::move(recording), *signals_, options);
     REQUIRE(proxy_->start().ok());
-
-    fi_addr_t self = FI_ADDR_UNSPEC;
-    REQUIRE(proxy_->execute([&] {
-      REQUIRE(fi_av_insert(rail_->av(), rail_->address().data(), 1, &self, 0, nullptr) == 1);
-      src_mr_ = register_or_fail(src_.data(), src_.size(), 1);
-      dst_mr_ = register_or_fail(dst_.data(), dst_.size(), 2);
-      words_mr_ = register_or_fail(words_.data(), words_.size() * sizeof(uint64_t), 3);
-    }).ok());
+    REQUIRE(proxy_
+                ->execute([&] {
+                  REQUIRE(fi_av_insert(rail_->av(), rail_->address().data(), 1, &self_, 0, nullptr) == 1);
+                  src_mr_ = register_or_fail(src_.data(), src_.size(), 1);
+                  words_mr_ = register_or_fail(words_.data(), words_.size() * sizeof(uint64_t), 2);
+                })
+                .ok());
     auto base = signals_->allocate(words_.data(), kSignals);
     REQUIRE(base.ok());
     signal_base_ = *base;
+  }
 
-    const bool virt = (rail_->mr_mode() & FI_MR_VIRT_ADDR) != 0;
-    auto remote = [&](void* p, fid_mr* mr) { return RemoteRail{fi_mr_key(mr), virt ? reinterpret_cast<uint64_t>(p) : 0}; };
+  ~Rig() {
+    for (auto& ring : rings_) CHECK(proxy_->remove_ring(ring, 5000ms).ok());
+    proxy_.reset();  // stops the thread; the registrations close after it
+  }
+
+  Job& add_job(const std::string& id, uint32_t weight = 1) {
+    jobs_.push_back(std::make_unique<Job>());
+    Job& job = *jobs_.back();
+    job.dst.assign(kWindowBytes, 0);
+    REQUIRE(proxy_->execute([&] { job.dst_mr = register_or_fail(job.dst.data(), job.dst.size(), 100 + jobs_.size()); })
+                .ok());
+    job.remote = remote(job.dst.data(), job.dst_mr.get());
+
     auto view = std::make_shared<JobView>();
-    view->generation = 1;
-    view->job_id = "proxy-test";
+    view->generation = jobs_.size();
+    view->job_id = id;
     view->world = 2;
     view->ranks.resize(2);
     for (auto& r : view->ranks) {
       r.present = true;
-      r.addrs = {self};
+      r.addrs = {self_};
       r.remote_rails = 1;
     }
     view->ranks[0].local_windows.resize(2);
     view->ranks[0].local_windows[1] = LocalWindow{src_.data(), src_.size(), {fi_mr_desc(src_mr_.get())}};
     RankView& dst = view->ranks[1];
     dst.windows.resize(2);
-    dst.windows[1] = RemoteWindow{dst_.size(), {remote(dst_.data(), dst_mr_.get())}};
+    dst.windows[1] = RemoteWindow{job.dst.size(), {job.remote}};
     dst.signal_base = signal_base_;
     dst.signal_count = kSignals;
     RemoteRail target = remote(words_.data(), words_mr_.get());
     target.base += kSignals * sizeof(uint64_t);  // the scratch word after the signals
     dst.signal_target = RemoteWindow{sizeof(uint64_t), {target}};
+    job.cell = std::make_shared<JobViewCell>(view);
+    job.cell->set_weight(weight);
+    return job;
+  }
 
-    auto region = SharedRegion::create("epx-proxy-test-ring", ring::ring_bytes(ring_capacity));
+  // A ring of `job`, not yet served: tests may fill it first.
+  std::shared_ptr<RingBinding> make_ring(const Job& job, uint32_t capacity) {
+    auto region = SharedRegion::create("epx-proxy-test-ring", ring::ring_bytes(capacity));
     REQUIRE(region.ok());
-    ring_ = std::make_shared<RingBinding>();
-    ring_->id = 1;
-    ring_->region = std::shared_ptr<SharedRegion>(std::move(region.value()));
-    REQUIRE(ring::ring_init(ring_->region->data(), ring_capacity));
-    ring_->views = std::make_shared<JobViewCell>(view);
-    ring_->header = ring::ring_header(ring_->region->data());
-    ring_->slots = ring::ring_slots(ring_->header);
-    ring_->capacity = ring_capacity;
-    REQUIRE(proxy_->add_ring(ring_).ok());
+    auto ring = std::make_shared<RingBinding>();
+    ring->id = ++ring_ids_;
+    ring->region = std::shared_ptr<SharedRegion>(std::move(region.value()));
+    REQUIRE(ring::ring_init(ring->region->data(), capacity));
+    ring->views = job.cell;
+    ring->header = ring::ring_header(ring->region->data());
+    ring->slots = ring::ring_slots(ring->header);
+    ring->capacity = capacity;
+    return ring;
   }
 
-  ~Loopback() {
-    CHECK(proxy_->remove_ring(ring_, 5000ms).ok());
-    proxy_.reset();  // stops the thread; the registrations close after it
+  // Starts serving `rings` between two passes, all at once: the first pass
+  // finds every one of them as the test filled it. A gate task holds the
+  // proxy thread while the rings are queued behind it.
+  void serve(const std::vector<std::shared_ptr<RingBinding>>& rings) {
+    std::promise<void> open;
+    std::shared_future<void> gate = open.get_future().share();
+    auto held = std::make_shared<std::promise<void>>();
+    auto holding = held->get_future();
+    proxy_->submit([gate, held] {
+      held->set_value();
+      gate.wait_for(10s);
+    });
+    REQUIRE(holding.wait_for(10s) == std::future_status::ready);
+    for (const auto& r : rings) {
+      proxy_->add_ring_async(r, nullptr);
+      rings_.push_back(r);
+    }
+    open.set_value();
   }
 
-  void* ring_memory() { return ring_->region->data(); }
-  RingBinding& ring() { return *ring_; }
+  std::vector<RecordingTransport::Write> writes() {
+    std::vector<RecordingTransport::Write> out;
+    REQUIRE(proxy_->execute([&] { out = recording_->writes(); }).ok());
+    return out;
+  }
+  std::vector<JobShareStats> job_stats() {
+    auto stats = proxy_->job_stats();
+    REQUIRE_MESSAGE(stats.ok(), stats.status().to_string());
+    return stats.value();
+  }
+
+  Proxy& proxy() { return *proxy_; }
   const FaultStats& faults() const { return faults_->stats(); }
   const std::vector<uint8_t>& src() const { return src_; }
-  const std::vector<uint8_t>& dst() const { return dst_; }
   uint64_t signal(uint32_t i) const { return __atomic_load_n(&words_[i], __ATOMIC_ACQUIRE); }
-  uint64_t fences_done() const { return ring::ring_load_acquire(&ring_->header->fences_done); }
 
   // Waits until `done()` holds; fails naming `what` after 30 s.
   template <typename Pred>
@@ -128,16 +219,50 @@ class Loopback {
     REQUIRE_MESSAGE(mr.ok(), mr.status().to_string());
     return std::move(mr.value());
   }
+  RemoteRail remote(void* p, fid_mr* mr) const {
+    const bool virt = (rail_->mr_mode() & FI_MR_VIRT_ADDR) != 0;
+    return RemoteRail{fi_mr_key(mr), virt ? reinterpret_cast<uint64_t>(p) : 0};
+  }
 
   std::unique_ptr<Rail> rail_;
   std::unique_ptr<SignalSpace> signals_;
-  std::vector<uint8_t> src_, dst_;
+  std::vector<uint8_t> src_;
   std::vector<uint64_t> words_;
-  MrPtr src_mr_, dst_mr_, words_mr_;
+  MrPtr src_mr_, words_mr_;
+  fi_addr_t self_ = FI_ADDR_UNSPEC;
   uint32_t signal_base_ = 0;
+  std::vector<std::unique_ptr<Job>> jobs_;
+  std::vector<std::shared_ptr<RingBinding>> rings_;  // served: removed before the proxy stops
+  uint64_t ring_ids_ = 0;
   FaultTransport* faults_ = nullptr;
+  RecordingTransport* recording_ = nullptr;
+  std::unique_ptr<Proxy> proxy_;  // stopped first (destroyed before the registrations)
+};
+
+// The single-job setup of the first tests: one job, one ring, served.
+class Loopback {
+ public:
+  explicit Loopback(FaultPlan plan, uint32_t ring_capacity = 1024) : rig_(plan), job_(rig_.add_job("proxy-test")) {
+    ring_ = rig_.make_ring(job_, ring_capacity);
+    rig_.serve({ring_});
+  }
+
+  void* ring_memory() { return ring_->region->data(); }
+  RingBinding& ring() { return *ring_; }
+  const FaultStats& faults() const { return rig_.faults(); }
+  const std::vector<uint8_t>& src() const { return rig_.src(); }
+  const std::vector<uint8_t>& dst() const { return job_.dst; }
+  uint64_t signal(uint32_t i) const { return rig_.signal(i); }
+  uint64_t fences_done() const { return ring::ring_load_acquire(&ring_->header->fences_done); }
+  template <typename Pred>
+  void wait_for(const char* what, Pred done) {
+    rig_.wait_for(what, done);
+  }
+
+ private:
+  Rig rig_;
+  Rig::Job& job_;
   std::shared_ptr<RingBinding> ring_;
-  std::unique_ptr<Proxy> proxy_;  // last: stopped first
 };
 
 uint64_t dst_addr(uint64_t offset) { return ring::pack_address(1, offset); }
@@ -162,10 +287,9 @@ void for_each_piece(uint32_t id, uint32_t producers, uint32_t count, Fn fn) {
 void produce(void* ring_mem, uint32_t id, uint32_t producers, uint32_t count) {
   ring::RingProducer producer(ring_mem);
   for_each_piece(id, producers, count, [&](uint32_t i, uint64_t offset, uint32_t length) {
-    const ring::RingSlot d =
-        (i % 3 == 0) ? ring::make_write(1, dst_addr(offset), dst_addr(offset), length)
-                     : ring::make_write_signal(1, dst_addr(offset), dst_addr(offset), length,
-                                               ring::encode_signal(id % kSignals, 1));
+    const ring::RingSlot d = (i % 3 == 0) ? ring::make_write(1, dst_addr(offset), dst_addr(offset), length)
+                                          : ring::make_write_signal(1, dst_addr(offset), dst_addr(offset), length,
+                                                                    ring::encode_signal(id % kSignals, 1));
     REQUIRE(producer.post(d, 10s));
   });
 }
@@ -243,7 +367,8 @@ TEST_CASE("failed writes and failed completions surface on the sender's ring; fl
   {
     std::lock_guard<std::mutex> lock(lb.ring().error_mu);
     const std::string& e = lb.ring().first_error;
-    CHECK_MESSAGE((e.find("fi_writemsg") != std::string::npos || e.find("injected completion failure") != std::string::npos), e);
+    CHECK_MESSAGE(
+        (e.find("fi_writemsg") != std::string::npos || e.find("injected completion failure") != std::string::npos), e);
   }
   // Nothing is lost from the accounting: every descriptor completed (some
   // as failures), so flushes cannot wait for them forever.
@@ -262,7 +387,8 @@ TEST_CASE("a signal fence waits for every earlier write even when their completi
   constexpr uint32_t kWrites = 200, kLength = 4096;
   for (uint32_t i = 0; i < kWrites; ++i) {
     // Every other block: no two writes coalesce.
-    REQUIRE(producer.post(ring::make_write(1, dst_addr(2ull * i * kLength), dst_addr(2ull * i * kLength), kLength), 10s));
+    REQUIRE(
+        producer.post(ring::make_write(1, dst_addr(2ull * i * kLength), dst_addr(2ull * i * kLength), kLength), 10s));
   }
   REQUIRE(producer.post(ring::make_signal(1, ring::encode_signal(2, 1)), 10s));
   lb.wait_for("the fenced signal", [&] { return lb.signal(2) == 1; });
@@ -272,4 +398,209 @@ TEST_CASE("a signal fence waits for every earlier write even when their completi
     if (lb.dst()[at + kLength - 1] != lb.src()[at + kLength - 1]) FAIL("write " << i << " not in place at the signal");
   }
   CHECK(lb.ring().rejected.load() == 0);
+}
+
+namespace {
+
+// Fills `ring` (not yet served) with `count` copies of what slot(i) gives.
+template <typename SlotFn>
+void fill(const std::shared_ptr<RingBinding>& ring, uint32_t count, SlotFn slot) {
+  ring::RingProducer producer(ring->region->data());
+  for (uint32_t i = 0; i < count; ++i) REQUIRE(producer.post(slot(i), 10s));
+}
+
+uint64_t completed(const std::vector<std::shared_ptr<RingBinding>>& rings) {
+  uint64_t n = 0;
+  for (const auto& r : rings) n += r->completed.load();
+  return n;
+}
+
+const JobShareStats& stats_of(const std::vector<JobShareStats>& all, const std::string& job) {
+  for (const auto& s : all) {
+    if (s.job_id == job) return s;
+  }
+  FAIL("no share for job " << job);
+  return all.front();
+}
+
+}  // namespace
+
+TEST_CASE("a job flooding 1 MiB writes from four rings holds a small-write job back by one write per turn at most") {
+  ProxyOptions options = spinning();
+  options.job_inflight_ops = 1024;  // the small job is never held by its own bound here
+  Rig rig(FaultPlan{}, options);
+  Rig::Job& noisy = rig.add_job("noisy");
+  Rig::Job& quiet = rig.add_job("quiet");
+  constexpr uint32_t kNoisyRings = 4, kNoisyWrites = 32, kQuietWrites = 512;
+  std::vector<std::shared_ptr<RingBinding>> rings;
+  for (uint32_t r = 0; r < kNoisyRings; ++r) {
+    rings.push_back(rig.make_ring(noisy, 64));
+    // The same 1 MiB again and again: never adjacent, so one fabric write each.
+    fill(rings.back(), kNoisyWrites, [](uint32_t) { return ring::make_write(1, dst_addr(0), dst_addr(0), 1 << 20); });
+  }
+  rings.push_back(rig.make_ring(quiet, 1024));
+  fill(rings.back(), kQuietWrites, [](uint32_t i) {
+    return ring::make_write(1, dst_addr(i * 128ull), dst_addr(i * 128ull), 64);  // gaps: no coalescing
+  });
+  rig.serve(rings);  // the noisy job's rings first: it goes first in the first pass
+  rig.wait_for("every write", [&] { return completed(rings) == kNoisyRings * kNoisyWrites + kQuietWrites; });
+
+  // In each turn the small job may post quantum / op cost = 64 writes; the
+  // big one posts one 1 MiB write and then owes three turns. So before the
+  // small job's write i, at most i / 64 + 1 big writes went out (one more
+  // is allowed for a provider EAGAIN that costs the small job a pass).
+  uint64_t noisy_posted = 0, quiet_posted = 0, worst = 0, worst_at = 0;
+  for (const auto& w : rig.writes()) {
+    if (w.key == noisy.remote.key) {
+      ++noisy_posted;
+    } else if (w.key == quiet.remote.key) {
+      const uint64_t excess = noisy_posted - std::min(noisy_posted, quiet_posted / 64);
+      if (excess > worst) worst = excess, worst_at = quiet_posted;
+      ++quiet_posted;
+    }
+  }
+  CHECK(noisy_posted == kNoisyRings * kNoisyWrites);
+  CHECK(quiet_posted == kQuietWrites);
+  CHECK_MESSAGE(worst <= 2, "before small write " << worst_at << ", " << worst << " big writes more than one per turn");
+  for (uint32_t i = 0; i < kQuietWrites; ++i) {
+    const uint64_t at = i * 128ull;
+    if (!std::equal(quiet.dst.begin() + at, quiet.dst.begin() + at + 64, rig.src().begin() + at)) {
+      FAIL("small write " << i << " did not arrive intact");
+    }
+  }
+  for (const auto& r : rings) CHECK(r->rejected.load() == 0);
+}
+
+TEST_CASE("weights 3:1 give a 3:1 byte share while both jobs are backlogged") {
+  // Two ways a share is enforced, each weighted: turns, when the proxy is
+  // what limits (bounds out of reach), and in-flight bounds, when the
+  // fabric is (the default bounds are reached at once).
+  ProxyOptions options = spinning();
+  bool bounds_decide = true;
+  SUBCASE("turns decide") {
+    options.job_inflight_ops = 1024;
+    options.job_inflight_bytes = 1ull << 32;
+    bounds_decide = false;
+  }
+  SUBCASE("in-flight bounds decide") {}
+  Rig rig(FaultPlan{}, options);
+  Rig::Job& light = rig.add_job("light", 1);
+  Rig::Job& heavy = rig.add_job("heavy", 3);
+  constexpr uint32_t kWrites = 1024, kLength = 16 << 10;
+  auto slot = [](uint32_t i) {
+    const uint64_t at = (i % 128) * 32768ull;  // 16 KiB gaps: no coalescing
+    return ring::make_write(1, dst_addr(at), dst_addr(at), kLength);
+  };
+  std::vector<std::shared_ptr<RingBinding>> rings = {rig.make_ring(light, kWrites), rig.make_ring(heavy, kWrites)};
+  fill(rings[0], kWrites, slot);
+  fill(rings[1], kWrites, slot);
+  rig.serve(rings);  // the light job first: it goes first in the first pass
+  rig.wait_for("every write", [&] { return completed(rings) == 2 * kWrites; });
+
+  // Until the heavy job posted its last write both were backlogged: the
+  // bytes posted up to then are the shares.
+  const auto writes = rig.writes();
+  size_t last_heavy = 0;
+  for (size_t i = 0; i < writes.size(); ++i) {
+    if (writes[i].key == heavy.remote.key) last_heavy = i;
+  }
+  uint64_t heavy_bytes = 0, light_bytes = 0;
+  for (size_t i = 0; i <= last_heavy; ++i) {
+    (writes[i].key == heavy.remote.key ? heavy_bytes : light_bytes) += writes[i].length;
+  }
+  REQUIRE(light_bytes > 0);
+  const double ratio = double(heavy_bytes) / double(light_bytes);
+  MESSAGE("heavy:light bytes " << heavy_bytes << ":" << light_bytes << " = " << ratio);
+  CHECK((ratio > 2.5 && ratio < 3.6));
+  const auto stats = rig.job_stats();
+  CHECK(stats_of(stats, "heavy").weight == 3);
+  CHECK(stats_of(stats, "light").weight == 1);
+  CHECK(stats_of(stats, "heavy").fabric_bytes == uint64_t{kWrites} * kLength);
+  // Which of the two it was.
+  CHECK((stats_of(stats, "heavy").bound_waits > 0) == bounds_decide);
+  CHECK((stats_of(stats, "light").bound_waits > 0) == bounds_decide);
+  for (const auto& r : rings) CHECK(r->rejected.load() == 0);
+}
+
+TEST_CASE("a job never has more writes in flight than its bound; held writes wait in ring order and all complete") {
+  FaultPlan plan;  // completions come late and in bursts, so writes pile up in flight
+  plan.seed = 7;
+  plan.hold_count = 16;
+  plan.hold_us = 2000;
+  plan.reorder = true;
+  ProxyOptions options = spinning();
+  options.job_inflight_ops = 8;
+  options.job_inflight_bytes = 256 << 10;
+  Rig rig(plan, options);
+  // flood: 48 KiB writes, held by the byte bound (5 fit in 256 KiB);
+  // many (weight 2: 16 ops, 512 KiB): 4 KiB writes, held by the count;
+  // whale: 1 MiB writes, each larger than its whole byte bound: one at a time.
+  struct Flow {
+    Rig::Job* job;
+    uint32_t count, length;
+    uint64_t stride;
+  };
+  const std::vector<Flow> flows = {{&rig.add_job("flood"), 600, 48 << 10, 64 << 10},
+                                   {&rig.add_job("many", 2), 1500, 4 << 10, 8 << 10},
+                                   {&rig.add_job("whale"), 24, 1 << 20, 0}};
+  auto offset = [](const Flow& f, uint32_t i) { return f.stride ? (i % (kWindowBytes / f.stride)) * f.stride : 0; };
+  std::vector<std::shared_ptr<RingBinding>> rings;
+  for (const Flow& f : flows) rings.push_back(rig.make_ring(*f.job, 128));
+  rig.serve(rings);
+  // Producers wrap their small rings many times while the proxy serves them.
+  std::vector<std::thread> producers;
+  for (size_t k = 0; k < flows.size(); ++k) {
+    producers.emplace_back([&, k] {
+      ring::RingProducer producer(rings[k]->region->data());
+      const Flow& f = flows[k];
+      for (uint32_t i = 0; i < f.count; ++i) {
+        const uint64_t at = offset(f, i);
+        REQUIRE(producer.post(ring::make_write(1, dst_addr(at), dst_addr(at), f.length), 10s));
+      }
+    });
+  }
+  for (auto& t : producers) t.join();
+  uint64_t total = 0;
+  for (const Flow& f : flows) total += f.count;
+  rig.wait_for("every write", [&] { return completed(rings) == total; });
+
+  const auto stats = rig.job_stats();
+  const JobShareStats& flood = stats_of(stats, "flood");
+  CHECK(flood.max_inflight_bytes <= 256u << 10);
+  CHECK(flood.max_inflight_ops <= 5);
+  CHECK(flood.bound_waits > 0);  // the bound did hold writes back
+  const JobShareStats& many = stats_of(stats, "many");
+  CHECK(many.max_inflight_ops <= 16);
+  CHECK(many.max_inflight_bytes <= 512u << 10);
+  CHECK(many.bound_waits > 0);
+  const JobShareStats& whale = stats_of(stats, "whale");
+  CHECK(whale.max_inflight_ops == 1);
+  CHECK(whale.max_inflight_bytes == 1u << 20);
+  CHECK(rig.faults().reordered.load() > 0);
+
+  // Each job's writes went out in its ring's order, every one of them, and
+  // its data is in place.
+  const auto writes = rig.writes();
+  for (const Flow& f : flows) {
+    uint32_t next = 0;
+    for (const auto& w : writes) {
+      if (w.key != f.job->remote.key) continue;
+      REQUIRE_MESSAGE(next < f.count, f.job->cell->load()->job_id << ": more writes than descriptors");
+      REQUIRE_MESSAGE(w.addr == f.job->remote.base + offset(f, next),
+                      f.job->cell->load()->job_id << ": write " << next << " out of ring order");
+      CHECK(w.length == f.length);
+      ++next;
+    }
+    CHECK(next == f.count);
+    for (uint32_t i = 0; i < std::min<uint64_t>(f.count, f.stride ? kWindowBytes / f.stride : 1); ++i) {
+      const uint64_t at = offset(f, i);
+      if (!std::equal(f.job->dst.begin() + at, f.job->dst.begin() + at + f.length, rig.src().begin() + at)) {
+        FAIL(f.job->cell->load()->job_id << " write " << i << " did not arrive intact");
+      }
+    }
+  }
+  for (const auto& r : rings) {
+    CHECK(r->rejected.load() == 0);
+    CHECK(r->completed.load() == r->consumed.load());
+  }
 }

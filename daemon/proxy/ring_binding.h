@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "daemon/proxy/job_share.h"
 #include "daemon/proxy/job_view.h"
 #include "daemon/shm/shared_region.h"
 #include "proto/ring/ring.h"
@@ -56,6 +57,7 @@ struct RingBinding {
   bool waiting_fence = false;     // a kFlush/kSignal waits for inflight == 0
   bool closing = false;           // owner gone: post nothing more
   uint64_t fences_done = 0;       // our copy: the header's is client-writable
+  JobShare* share = nullptr;      // its job's share of the rail, while the proxy serves it
 
   // Any thread.
   std::atomic<uint64_t> consumed{0};   // descriptors taken from the ring

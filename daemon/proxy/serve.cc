@@ -1,5 +1,8 @@
 #include <rdma/fi_rma.h>
 
+#include <algorithm>
+#include <limits>
+
 #include <spdlog/spdlog.h>
 
 #include "daemon/proxy/counters.h"
@@ -39,11 +42,14 @@ bool Proxy::resolve(RingBinding& ring, const JobView& view, const RingSlot& d, P
 bool Proxy::post(RingBinding& ring, bool more) {
   if (free_contexts_.empty()) return false;
   PendingWrite& w = *ring.pending;
+  JobShare& job = *ring.share;
+  if (job.holds_back(w.length)) {
+    ++job.stats.bound_waits;
+    return false;
+  }
   OpContext* c = free_contexts_.back();
   c->ring = &ring;
   c->descriptors = w.descriptors;
-  c->views = ring.views.get();
-  c->dst_rank = w.dst_rank;
   iovec iov{const_cast<uint8_t*>(w.src), w.length};
   void* desc = w.desc;
   fi_rma_iov rma{w.remote_addr, w.length, w.key};
@@ -84,6 +90,18 @@ bool Proxy::post(RingBinding& ring, bool more) {
   }
   free_contexts_.pop_back();
   ++ring.inflight;
+  // Only now in flight: a context left free by EAGAIN must not count.
+  c->views = ring.views.get();
+  c->dst_rank = w.dst_rank;
+  c->share = &job;
+  c->bytes = w.length;
+  ++job.inflight_ops;
+  job.inflight_bytes += w.length;
+  JobShareStats& st = job.stats;
+  ++st.fabric_ops;
+  st.fabric_bytes += w.length;
+  st.max_inflight_ops = std::max(st.max_inflight_ops, job.inflight_ops);
+  st.max_inflight_bytes = std::max(st.max_inflight_bytes, job.inflight_bytes);
   bump(ring.fabric_ops, 1);
   bump(stat_ops_, 1);
   ring.pending.reset();
@@ -114,17 +132,90 @@ void Proxy::complete_fence(RingBinding& ring, const RingSlot& d, const JobView& 
   ring.pending = w;
 }
 
-bool Proxy::serve(RingBinding& ring) {
+bool Proxy::serve_jobs() {
+  const size_t n = jobs_.size();
+  if (n == 0) return false;
+  bool worked = false;
+  bool owing = false;  // a job sat out this pass repaying an overdraft
+  for (size_t i = 0; i < n; ++i) {
+    // Start each pass at a different job so no tenant always goes first.
+    JobShare& job = *jobs_[(next_job_ + i) % n];
+    reweigh(job);
+    // At its bound the job waits for completions, earning nothing meanwhile.
+    if (job.at_bound()) continue;
+    if (job.deficit <= 0) {
+      // Alone on the rail, a job has nobody to repay: it never waits.
+      job.deficit = n == 1 ? job.quantum : job.deficit + job.quantum;
+    }
+    if (job.deficit <= 0) {
+      owing = true;
+      continue;
+    }
+    if (serve_job(job)) {
+      worked = true;
+    } else {
+      job.deficit = 0;  // idle: no credit banked for later
+    }
+  }
+  next_job_ = (next_job_ + 1) % n;
+  if (!worked && owing) {
+    // Nobody could post, only because of overdrafts: run the turns that
+    // would repay the smallest one (in quanta) at once instead of idling
+    // through them pass by pass.
+    int64_t turns = std::numeric_limits<int64_t>::max();
+    for (const auto& job : jobs_) {
+      if (job->deficit < 0 && !job->at_bound()) turns = std::min(turns, (-job->deficit) / job->quantum + 1);
+    }
+    for (auto& job : jobs_) {
+      if (job->deficit < 0 && !job->at_bound()) job->deficit += turns * job->quantum;
+    }
+  }
+  return worked;
+}
+
+bool Proxy::serve_job(JobShare& job) {
+  bool worked = false;
+  const size_t n = job.rings.size();
+  // Sweeps over the job's rings (each up to the batch per visit) until its
+  // credit is spent, its bound is reached, or no ring has anything to post.
+  for (bool progress = true; progress && job.deficit > 0 && !job.at_bound();) {
+    progress = false;
+    for (size_t i = 0; i < n && job.deficit > 0; ++i) {
+      const size_t r = (job.next_ring + i) % n;
+      if (serve(*job.rings[r], job)) {
+        progress = worked = true;
+        if (job.deficit <= 0 || job.at_bound()) {
+          job.next_ring = (r + 1) % n;  // the next ring goes first at the next turn
+          return true;
+        }
+      }
+    }
+  }
+  if (n) job.next_ring = (job.next_ring + 1) % n;
+  return worked;
+}
+
+bool Proxy::serve(RingBinding& ring, JobShare& job) {
   if (ring.closing) return false;
-  // A pending write (held to be extended, or refused with EAGAIN) is posted
-  // by the loop below when the next descriptor does not continue it, at a
-  // fence, or at the end of the pass.
+  // A pending write (held to be extended, or refused with EAGAIN or by the
+  // job's in-flight bound) is posted by the loop below when the next
+  // descriptor does not continue it, at a fence, or at the end of the pass.
   bool worked = false;
   std::shared_ptr<const JobView> view_ptr = ring.views->load();
   const JobView& view = *view_ptr;
   bool batch_full = true;
   uint32_t consumed = 0;  // counted once per pass: the counters are shared lines
-  for (uint32_t n = 0; n < options_.batch; ++n) {
+  uint64_t taken = 0;     // descriptors taken, rejected ones included
+  int64_t charged = 0;
+  // Every descriptor taken from the ring is charged to the job's turn.
+  auto charge = [&](uint32_t length) {
+    const int64_t cost = std::max<int64_t>(length, op_cost_);
+    charged += cost;
+    job.deficit -= cost;
+    ++taken;
+  };
+  uint32_t n = 0;
+  for (; n < options_.batch && job.deficit > 0; ++n) {
     RingSlot d;
     // Slots arrive from another agent (often a GPU over PCIe), so each line
     // is a cache miss: ask for lines well ahead, once per line (two slots),
@@ -144,6 +235,7 @@ bool Proxy::serve(RingBinding& ring) {
       p.dst_end += d.length;
       ++p.descriptors;
       ++ring.position;
+      charge(d.length);
       ++consumed;
       worked = true;
       continue;
@@ -153,6 +245,7 @@ bool Proxy::serve(RingBinding& ring) {
     if (shape != RingError::kNone) {
       reject(ring, d, shape, "descriptor fails the ring ABI checks");
       ++ring.position;
+      charge(0);
       worked = true;
       continue;
     }
@@ -166,6 +259,7 @@ bool Proxy::serve(RingBinding& ring) {
         if (!v.ok()) {
           reject(ring, d, v.error, v.why);
           ++ring.position;
+          charge(0);
           worked = true;
           continue;
         }
@@ -178,6 +272,7 @@ bool Proxy::serve(RingBinding& ring) {
         bump(ring.completed, 1);
       }
       ++ring.position;
+      charge(0);
       ++consumed;
       worked = true;
       continue;
@@ -190,6 +285,7 @@ bool Proxy::serve(RingBinding& ring) {
       if (ring.inflight > 0) break;  // revisit this slot once completions came
       complete_fence(ring, d, view);
       ++ring.position;
+      charge(0);
       ++consumed;
       worked = true;
       if (ring.pending && !post(ring, false)) break;
@@ -198,6 +294,7 @@ bool Proxy::serve(RingBinding& ring) {
     PendingWrite w;
     if (!resolve(ring, view, d, &w)) {
       ++ring.position;
+      charge(0);
       worked = true;
       continue;
     }
@@ -221,6 +318,7 @@ bool Proxy::serve(RingBinding& ring) {
       ring.pending = w;
     }
     ++ring.position;
+    charge(d.length);
     ++consumed;
     worked = true;
   }
@@ -228,6 +326,11 @@ bool Proxy::serve(RingBinding& ring) {
     bump(ring.consumed, consumed);
     bump(stat_descriptors_, consumed);
   }
+  job.stats.descriptors += taken;
+  job.stats.charged_bytes += static_cast<uint64_t>(charged);
+  // The job's turn ended before the batch did: what it assembled is paid
+  // for and goes out now, not after the turns it may owe.
+  if (n < options_.batch && job.deficit <= 0) batch_full = false;
   // A write still being assembled goes out now unless the batch limit cut
   // this pass short (more descriptors are waiting, and the next pass may
   // extend it); a drained ring never holds a write back.

@@ -121,3 +121,24 @@ TEST_CASE("SIGHUP reopens the log file and the daemon keeps serving") {
   CHECK_MESSAGE(reopened, "no \"logs reopened\" in " << log << " within 5 s of SIGHUP");
   CHECK(a.epxctl({"ping"}).first == 0);
 }
+
+TEST_CASE("SIGHUP applies the config file's job weights to running jobs; a bad file changes nothing") {
+  TempDir dir;
+  const std::string conf = dir.path() + "/weights.conf";
+  std::ofstream(conf) << "job_weights { job: \"w-*\" weight: 2 }\n";
+  DaemonProcess a(dir, {"a", "tcp", {"--config", conf}});
+  auto client = a.connect();
+  auto job = client->join(join_options("w-1", 1, 0, a.peer_address()));
+  REQUIRE_MESSAGE(job.ok(), job.status().to_string());
+
+  std::ofstream(conf) << "job_weights { job: \"w-*\" weight: 2 }\njob_weights { job: \"w-1\" weight: 7 }\n";
+  a.process().signal(SIGHUP);
+  CHECK(a.process().wait_output("job w-1 weighs 7", 10s));
+
+  std::ofstream(conf) << "job_weights { job: \"w-1\" weight: 5000 }\n";
+  a.process().signal(SIGHUP);
+  CHECK(a.process().wait_output("job weights unchanged", 10s));
+  CHECK(a.process().output().find("not in 1..1000") != std::string::npos);
+  CHECK(a.process().output().find("weighs 5000") == std::string::npos);
+  CHECK(a.process().running());
+}

@@ -18,14 +18,17 @@ namespace epx::bench {
 
 Result<std::unique_ptr<SpawnedDaemon>> SpawnedDaemon::start(const std::string& epxd, const std::string& dir,
                                                             const std::string& name, const std::string& provider,
-                                                            const std::string& domain, int proxy_core) {
+                                                            const std::string& domain, int proxy_core, bool busy_poll,
+                                                            const std::vector<std::string>& extra_args) {
   std::unique_ptr<SpawnedDaemon> d(new SpawnedDaemon());
   d->socket_ = dir + "/" + name + ".sock";
   std::vector<std::string> args = {epxd, "--node-name", name, "--control-socket", d->socket_};
-  args.insert(args.end(), {"--peer-listen", "127.0.0.1:0", "--provider", provider, "--proxy-busy-poll", "true"});
+  args.insert(args.end(), {"--peer-listen", "127.0.0.1:0", "--provider", provider});
+  if (busy_poll) args.insert(args.end(), {"--proxy-busy-poll", "true"});
   args.insert(args.end(), {"--log-file", dir + "/" + name + ".log", "--log-level", "warn"});
   if (!domain.empty()) args.insert(args.end(), {"--rail-domains", domain});
   if (proxy_core >= 0) args.insert(args.end(), {"--proxy-cores", std::to_string(proxy_core)});
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

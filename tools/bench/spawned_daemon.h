@@ -1,5 +1,5 @@
 // SpawnedDaemon: an epxd child process for the benchmarks (two of them
-// emulate two nodes), busy-polling, optionally with its proxy pinned;
+// emulate two nodes), busy-polling or not, optionally with its proxy pinned;
 // stopped with SIGTERM when destroyed.
 #pragma once
 
@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "epx/status.h"
 #include "epx/v1/status.pb.h"
@@ -16,10 +17,12 @@ namespace epx::bench {
 class SpawnedDaemon {
  public:
   // `domain` may be empty (every domain of the provider); `proxy_core` < 0:
-  // no pinning. Logs go to <dir>/<name>.log.
+  // no pinning; `busy_poll`: proxies never sleep (else the daemon's default
+  // back-off); `extra_args`: more epxd flags. Logs go to <dir>/<name>.log.
   static Result<std::unique_ptr<SpawnedDaemon>> start(const std::string& epxd, const std::string& dir,
                                                       const std::string& name, const std::string& provider,
-                                                      const std::string& domain, int proxy_core);
+                                                      const std::string& domain, int proxy_core, bool busy_poll = true,
+                                                      const std::vector<std::string>& extra_args = {});
   ~SpawnedDaemon();
   const std::string& socket() const { return socket_; }
   // The daemon's Status (rails, proxies, peer address).

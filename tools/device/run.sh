@@ -5,7 +5,7 @@
 #   tools/device/pack.sh              # opt build + .device-pack/ (binaries and their Debian libraries)
 # Then one device call, carrying .device-pack:
 #   tools/device/run.sh [STEP...]     # default: every step
-# Steps: fp8_cast_gpu_test gpu_path_test gpu_device_window_test epx_bench_shm epx_bench_tcp gpu_bench
+# Steps: fp8_cast_gpu_test gpu_path_test gpu_device_window_test epx_bench_shm epx_bench_tcp noisy_bench gpu_bench
 # Full logs go to $OUT (one file per step); a short table is printed, then
 # "benchmarks: N ran, N failed" and, last, the tests' "N passed, N failed,
 # N skipped" (a test that printed "EPX_TEST_SKIPPED: <why>" and exited 0 is
@@ -30,7 +30,7 @@ bin=$pack/bin
 
 summary=() results=()
 passed=0 failed=0 skipped=0 benches=0 bench_failed=0
-wanted=" ${*:-fp8_cast_gpu_test gpu_path_test gpu_device_window_test epx_bench_shm epx_bench_tcp gpu_bench} "
+wanted=" ${*:-fp8_cast_gpu_test gpu_path_test gpu_device_window_test epx_bench_shm epx_bench_tcp noisy_bench gpu_bench} "
 step() {  # name timeout_s command...: runs it (when wanted), output in $out/name.log; sets step_rc
   local name=$1 limit=$2; shift 2
   [[ $wanted == *" $name "* ]] || return 1
@@ -75,12 +75,14 @@ gpu_test gpu_path_test 200 "$bin/gpu_path_test"
 gpu_test gpu_device_window_test 120 "$bin/gpu_device_window_test"
 bench epx_bench_shm 100 "$bin/epx_bench" --provider shm --epxd "$bin/epxd" --cores 2,4,6,8
 bench epx_bench_tcp 100 "$bin/epx_bench" --provider tcp --epxd "$bin/epxd" --cores 2,4,6,8
+# No GPU needed: two jobs through the same two daemons (docs/PERFORMANCE.md, noisy neighbour).
+bench noisy_bench 200 "$bin/epx_noisy_bench" --provider tcp --epxd "$bin/epxd" --busy-poll --cores 2,4,6,8,10
 bench gpu_bench 120 "$bin/gpu_bench" --epxd "$bin/epxd" --cores "${EPX_GPU_BENCH_CORES:-2,4,6}"
 
 echo
 echo "== results"
 printf '%s\n' "${results[@]}"
-for f in epx_bench_shm epx_bench_tcp gpu_bench; do [[ -f $out/$f.log ]] || continue; echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
+for f in epx_bench_shm epx_bench_tcp noisy_bench gpu_bench; do [[ -f $out/$f.log ]] || continue; echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
 echo
 printf '%s\n' "${summary[@]}"
 echo "benchmarks: $benches ran, $bench_failed failed"
