@@ -139,6 +139,7 @@ TEST_CASE("peer security: all three TLS files or none, and not both modes") {
   v1::DaemonConfig secret;
   secret.set_peer_secret_file("/etc/epx/peer.secret");
   CHECK(finalize_config(&secret).ok());
+}
 
 TEST_CASE("job weights: from the file and the flag, validated, looked up exact first, then longest prefix") {
   auto c = parse_config_text(R"(

@@ -3,18 +3,18 @@
 // data through the same two daemons. The other job never errs or stalls,
 // and the daemons give back every fd, memfd and (within malloc's slack)
 // byte of memory the killed clients held.
-#include <doctest/doctest.h>
 #include <dirent.h>
+#include <doctest/doctest.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
-#include <random>
-#include <set>
-#include <algorithm>
 #include <iterator>
+#include <random>
 #include <regex>
+#include <set>
 #include <thread>
 
 #include "tests/harness/daemon_process.h"
@@ -167,9 +167,8 @@ void run(const std::string& provider, int kills) {
       auto& survivor = first ? r0 : r1;
       auto code = survivor->wait(10s);
       if (code.has_value() && *code != 0) ++told;
-      CHECK_MESSAGE((code.has_value() && *code != 0),
-                    "job " << job << ": the surviving rank did not fail by itself:\n"
-                           << survivor->output());
+      CHECK_MESSAGE((code.has_value() && *code != 0), "job " << job << ": the surviving rank did not fail by itself:\n"
+                                                             << survivor->output());
     }
   };
   std::thread k1(killer, 1, kills / 2), k2(killer, 2, kills - kills / 2);
