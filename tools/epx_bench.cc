@@ -27,6 +27,7 @@
 #include "tools/bench/fabric_baseline.h"
 #include "tools/bench/spawned_daemon.h"
 #include "tools/bench/stats.h"
+#include "tools/bench/two_rank_job.h"
 #include "tools/cli.h"
 
 namespace po = boost::program_options;
@@ -39,41 +40,6 @@ namespace {
 constexpr uint64_t kWindowBytes = 16ull << 20;
 
 void progress(const std::string& line) { std::cerr << "[epx_bench] " << line << std::endl; }
-
-struct Rank {
-  std::unique_ptr<epx::Client> client;
-  std::optional<epx::Job> job;
-  std::optional<epx::Window> send, recv;
-  std::optional<epx::Signals> signals;
-  std::unique_ptr<epx::Ring> ring;
-};
-
-epx::Status setup_rank(Rank& r, const std::string& socket, uint32_t rank, const std::string& coordinator) {
-  auto c = epx::Client::connect(socket);
-  if (!c.ok()) return c.status();
-  r.client = std::move(c.value());
-  epx::JoinOptions o;
-  o.job_id = "bench";
-  o.world_size = 2;
-  o.rank = rank;
-  o.coordinator = coordinator;
-  auto j = r.client->join(o);
-  if (!j.ok()) return j.status();
-  r.job.emplace(std::move(j.value()));
-  auto s = r.job->create_window(kWindowBytes);
-  if (!s.ok()) return s.status();
-  r.send.emplace(std::move(s.value()));
-  auto v = r.job->create_window(kWindowBytes);
-  if (!v.ok()) return v.status();
-  r.recv.emplace(std::move(v.value()));
-  auto sig = r.job->open_signals(8);
-  if (!sig.ok()) return sig.status();
-  r.signals.emplace(std::move(sig.value()));
-  auto ring = r.job->open_ring(8192);
-  if (!ring.ok()) return ring.status();
-  r.ring = std::move(ring.value());
-  return epx::Status();
-}
 
 struct Row {
   std::string what;
@@ -124,13 +90,14 @@ int main(int argc, char** argv) {
   if (!st.ok()) return fail("status of daemon a", st.status());
   const std::string coordinator = st->peer_address();
 
-  Rank r0, r1;
-  auto f1 = std::async(std::launch::async, [&] { return setup_rank(r1, (*db)->socket(), 1, coordinator); });
-  if (auto s = setup_rank(r0, (*da)->socket(), 0, coordinator); !s.ok()) return fail("rank 0", s);
-  if (auto s = f1.get(); !s.ok()) return fail("rank 1", s);
-  auto fb = std::async(std::launch::async, [&] { return r1.job->barrier(30s); });
-  if (auto s = r0.job->barrier(30s); !s.ok()) return fail("barrier", s);
-  if (auto s = fb.get(); !s.ok()) return fail("barrier", s);
+  epx::bench::TwoRankJob job;
+  if (auto s = epx::bench::join_two_rank_job(job, {"bench", kWindowBytes, 8, 8192}, (*da)->socket(), (*db)->socket(),
+                                             coordinator);
+      !s.ok()) {
+    return fail("joining the job", s);
+  }
+  epx::bench::BenchRank& r0 = job.ranks[0];
+  epx::bench::BenchRank& r1 = job.ranks[1];
 
   epx::bench::BaselineOptions bo;
   bo.provider = provider;

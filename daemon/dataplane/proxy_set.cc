@@ -2,10 +2,9 @@
 
 #include <rdma/fi_domain.h>
 
-#include <optional>
-
 #include <spdlog/spdlog.h>
 
+#include "daemon/dataplane/rail_call.h"
 #include "daemon/fabric/device_memory.h"
 #include "daemon/fabric/fault_transport.h"
 #include "daemon/fabric/memory_registration.h"
@@ -68,80 +67,19 @@ size_t ProxySet::least_loaded() const {
   return best;
 }
 
-namespace {
-
-// One call on several rails: who answered, the first error, and `done`,
-// which runs exactly once.
-struct RailCall {
-  std::mutex mu;
-  std::vector<bool> answered;
-  size_t remaining = 0;
-  bool finished = false;  // done ran (or is running)
-  Status first_error;
-  std::function<void(Status)> done;
-  uint64_t timer = 0;
-};
-
-}  // namespace
-
 void ProxySet::on_every_rail(std::function<Status(size_t)> task, std::function<void(size_t)> undo, bool run_late,
                              std::function<void(Status)> done) {
   const size_t n = proxies_.size();
-  if (n == 0) return done(Status());
-  auto call = std::make_shared<RailCall>();
-  call->answered.assign(n, false);
-  call->remaining = n;
-  call->done = std::move(done);
-  {
-    // Scheduled under the lock so the timer id is set before any finisher
-    // reads it to cancel.
-    std::lock_guard<std::mutex> lock(call->mu);
-    call->timer = deadlines_.schedule(DeadlineTimer::Clock::now() + kRailCallTimeout, [call] {
-      std::function<void(Status)> fire;
-      std::string missing;
-      {
-        std::lock_guard<std::mutex> lock(call->mu);
-        if (call->finished) return;
-        call->finished = true;
-        fire = std::move(call->done);
-        for (size_t i = 0; i < call->answered.size(); ++i) {
-          if (!call->answered[i]) missing += (missing.empty() ? "" : ", ") + std::to_string(i);
-        }
-      }
-      fire(deadline_exceeded("the proxies of rail(s) " + missing + " did not answer within " +
-                             std::to_string(kRailCallTimeout.count()) + " ms (busy or stalled)"));
-    });
-  }
+  auto call = RailCall::start(n, deadlines_, kRailCallTimeout, "", std::move(done));
   auto shared_task = std::make_shared<std::function<Status(size_t)>>(std::move(task));
   auto shared_undo = std::make_shared<std::function<void(size_t)>>(std::move(undo));
   for (size_t i = 0; i < n; ++i) {
-    proxies_[i]->submit([this, call, i, shared_task, shared_undo, run_late] {
-      {
-        std::lock_guard<std::mutex> lock(call->mu);
-        if (call->finished && !run_late) return;  // the caller gave up before this rail got to it
-      }
+    proxies_[i]->submit([call, i, shared_task, shared_undo, run_late] {
+      if (call->finished() && !run_late) return;  // the caller gave up before this rail got to it
       Status s = (*shared_task)(i);
-      std::function<void(Status)> fire;
-      Status result;
-      bool late = false;
-      {
-        std::lock_guard<std::mutex> lock(call->mu);
-        late = call->finished;
-        if (!late) {
-          call->answered[i] = true;
-          if (!s.ok() && call->first_error.ok()) call->first_error = s;
-          if (--call->remaining == 0) {
-            call->finished = true;
-            fire = std::move(call->done);
-            result = call->first_error;
-          }
-        }
-      }
-      if (late && s.ok() && *shared_undo) (*shared_undo)(i);
-      if (fire) {
-        deadlines_.cancel(call->timer);
-        fire(std::move(result));
-      }
+      const bool ok = s.ok();
+      const bool in_time = call->answer(i, std::move(s));
+      if (!in_time && ok && *shared_undo) (*shared_undo)(i);
     });
   }
 }
@@ -235,51 +173,11 @@ void ProxySet::close_registrations(std::vector<LocalRegion> regions, std::functi
 
 void ProxySet::quiesce(std::shared_ptr<const JobViewCell> views, uint32_t rank, std::chrono::milliseconds timeout,
                        std::function<void(Status)> done) {
-  const size_t n = proxies_.size();
-  if (n == 0) return done(Status());
-  auto call = std::make_shared<RailCall>();
-  call->answered.assign(n, false);
-  call->remaining = n;
-  call->done = std::move(done);
-  auto answer = [this, call](std::optional<size_t> rail, Status s) {
-    std::function<void(Status)> fire;
-    Status result;
-    uint64_t timer = 0;
-    {
-      std::lock_guard<std::mutex> lock(call->mu);
-      if (call->finished) return;
-      if (rail) {
-        call->answered[*rail] = true;
-        if (!s.ok() && call->first_error.ok()) call->first_error = s;
-        if (--call->remaining > 0) return;
-        result = call->first_error;
-        timer = call->timer;
-      } else {
-        result = s;  // the backstop
-      }
-      call->finished = true;
-      fire = std::move(call->done);
-    }
-    if (timer) deadlines_.cancel(timer);
-    fire(std::move(result));
-  };
-  {
-    std::lock_guard<std::mutex> lock(call->mu);
-    const auto backstop = timeout + std::chrono::seconds(1);
-    call->timer = deadlines_.schedule(DeadlineTimer::Clock::now() + backstop, [call, answer, backstop] {
-      std::string missing;
-      {
-        std::lock_guard<std::mutex> lock(call->mu);
-        for (size_t i = 0; i < call->answered.size(); ++i) {
-          if (!call->answered[i]) missing += (missing.empty() ? "" : ", ") + std::to_string(i);
-        }
-      }
-      answer(std::nullopt, deadline_exceeded("quiesce: the proxies of rail(s) " + missing + " did not answer within " +
-                                             std::to_string(backstop.count()) + " ms (stalled)"));
-    });
-  }
-  for (size_t i = 0; i < n; ++i) {
-    proxies_[i]->quiesce_async(views, rank, timeout, [answer, i](Status s) { answer(i, std::move(s)); });
+  // Each proxy answers by `timeout` on its own; the call's deadline, a
+  // second later, is the backstop for a proxy that is stalled.
+  auto call = RailCall::start(proxies_.size(), deadlines_, timeout + std::chrono::seconds(1), "quiesce", std::move(done));
+  for (size_t i = 0; i < proxies_.size(); ++i) {
+    proxies_[i]->quiesce_async(views, rank, timeout, [call, i](Status s) { call->answer(i, std::move(s)); });
   }
 }
 

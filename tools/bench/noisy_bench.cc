@@ -28,6 +28,7 @@
 #include "tools/bench/bench_report.pb.h"
 #include "tools/bench/spawned_daemon.h"
 #include "tools/bench/stats.h"
+#include "tools/bench/two_rank_job.h"
 #include "tools/cli.h"
 
 namespace po = boost::program_options;
@@ -46,56 +47,7 @@ constexpr auto kDrainTimeout = 120s;
 
 void progress(const std::string& line) { std::cerr << "[epx_noisy_bench] " << line << std::endl; }
 
-struct Rank {
-  std::unique_ptr<epx::Client> client;
-  std::optional<epx::Job> job;
-  std::optional<epx::Window> send, recv;
-  std::optional<epx::Signals> signals;
-  std::unique_ptr<epx::Ring> ring;
-};
-
-epx::Status setup_rank(Rank& r, const std::string& socket, const std::string& job_id, uint32_t rank,
-                       const std::string& coordinator, uint64_t window_bytes, uint32_t ring_capacity) {
-  epx::ClientOptions co;
-  co.name = job_id + "-" + std::to_string(rank);
-  auto c = epx::Client::connect(socket, co);
-  if (!c.ok()) return c.status();
-  r.client = std::move(c.value());
-  epx::JoinOptions o;
-  o.job_id = job_id;
-  o.world_size = 2;
-  o.rank = rank;
-  o.coordinator = coordinator;
-  auto j = r.client->join(o);
-  if (!j.ok()) return j.status();
-  r.job.emplace(std::move(j.value()));
-  auto s = r.job->create_window(window_bytes);
-  if (!s.ok()) return s.status();
-  r.send.emplace(std::move(s.value()));
-  auto v = r.job->create_window(window_bytes);
-  if (!v.ok()) return v.status();
-  r.recv.emplace(std::move(v.value()));
-  auto sig = r.job->open_signals(1);
-  if (!sig.ok()) return sig.status();
-  r.signals.emplace(std::move(sig.value()));
-  auto ring = r.job->open_ring(ring_capacity);
-  if (!ring.ok()) return ring.status();
-  r.ring = std::move(ring.value());
-  return r.job->barrier(30s);
-}
-
-// Both ranks of a job, rank 0 on daemon A and rank 1 on daemon B (joined at
-// once: the bootstrap barrier needs both).
-epx::Status setup_job(Rank* ranks, const std::string& job_id, const std::string& socket_a, const std::string& socket_b,
-                      const std::string& coordinator, uint64_t window_bytes, uint32_t ring_capacity) {
-  auto second = std::async(std::launch::async, [&] {
-    return setup_rank(ranks[1], socket_b, job_id, 1, coordinator, window_bytes, ring_capacity);
-  });
-  epx::Status first = setup_rank(ranks[0], socket_a, job_id, 0, coordinator, window_bytes, ring_capacity);
-  epx::Status other = second.get();
-  if (!first.ok()) return first.with_context("job " + job_id + " rank 0");
-  return other.with_context("job " + job_id + " rank 1");
-}
+using epx::bench::BenchRank;
 
 // Errors of one phase: how many, and the first.
 struct Errors {
@@ -111,7 +63,7 @@ struct Errors {
 // reaches k, for the whole run.
 class Pong {
  public:
-  Pong(Rank& r1, uint32_t reply_window, int core)
+  Pong(BenchRank& r1, uint32_t reply_window, int core)
       : thread_([this, &r1, reply_window, core] { run(r1, reply_window, core); }) {}
   ~Pong() {
     stop_.store(true, std::memory_order_relaxed);
@@ -123,7 +75,7 @@ class Pong {
   }
 
  private:
-  void run(Rank& r1, uint32_t reply_window, int core) {
+  void run(BenchRank& r1, uint32_t reply_window, int core) {
     epx::bench::pin_current_thread(core);
     for (uint64_t k = 1;; ++k) {
       epx::Status s;
@@ -152,7 +104,7 @@ class Pong {
 // stopped; never two adjacent, so each is one fabric write.
 class Flood {
  public:
-  Flood(Rank& r0, uint32_t recv_window, uint32_t bytes, int core)
+  Flood(BenchRank& r0, uint32_t recv_window, uint32_t bytes, int core)
       : thread_([this, &r0, recv_window, bytes, core] { run(r0, recv_window, bytes, core); }) {}
   // Stops posting; returns how many were posted and the poster's status.
   std::pair<uint64_t, epx::Status> stop() {
@@ -162,7 +114,7 @@ class Flood {
   }
 
  private:
-  void run(Rank& r0, uint32_t recv_window, uint32_t bytes, int core) {
+  void run(BenchRank& r0, uint32_t recv_window, uint32_t bytes, int core) {
     epx::bench::pin_current_thread(core);
     const uint64_t stride = std::max<uint64_t>(bytes, 128);
     const uint64_t slots = kNoisyWindow / stride;
@@ -189,7 +141,7 @@ struct Phase {
 };
 
 // Quiet round trips for `duration`; stops at the first error.
-void ping(Rank& q0, uint32_t ping_window, uint64_t* seq, Clock::duration duration, Phase* phase) {
+void ping(BenchRank& q0, uint32_t ping_window, uint64_t* seq, Clock::duration duration, Phase* phase) {
   const auto end = Clock::now() + duration;
   while (Clock::now() < end) {
     const uint64_t target = ++*seq;
@@ -263,13 +215,19 @@ int main(int argc, char** argv) {
   if (!st.ok()) return fail("status of daemon a", st.status());
   const std::string coordinator = st->peer_address();
 
-  Rank quiet[2], noisy[2];
-  if (auto s = setup_job(quiet, "quiet", (*da)->socket(), (*db)->socket(), coordinator, 4096, 64); !s.ok()) {
+  epx::bench::TwoRankJob quiet_job, noisy_job;
+  if (auto s = epx::bench::join_two_rank_job(quiet_job, {"quiet", 4096, 1, 64}, (*da)->socket(), (*db)->socket(),
+                                             coordinator);
+      !s.ok()) {
     return fail("quiet job", s);
   }
-  if (auto s = setup_job(noisy, "noisy", (*da)->socket(), (*db)->socket(), coordinator, kNoisyWindow, 1024); !s.ok()) {
+  if (auto s = epx::bench::join_two_rank_job(noisy_job, {"noisy", kNoisyWindow, 1, 1024}, (*da)->socket(),
+                                             (*db)->socket(), coordinator);
+      !s.ok()) {
     return fail("noisy job", s);
   }
+  BenchRank* quiet = quiet_job.ranks;
+  BenchRank* noisy = noisy_job.ranks;
 
   std::vector<Phase> phases;
   uint64_t seq = 0;  // quiet round trips so far: signal 0 of both quiet ranks
@@ -315,7 +273,7 @@ int main(int argc, char** argv) {
     progress("after the noisy job left");
     phases.push_back({"after noisy left", 0, {}, {}, 0});
     Phase& after = phases.back();
-    for (Rank& r : noisy) {
+    for (BenchRank& r : noisy_job.ranks) {
       r.ring.reset();
       r.signals.reset();
       r.send.reset();
