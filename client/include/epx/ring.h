@@ -67,6 +67,8 @@ class Ring {
  private:
   Status post(const ring::RingSlot& slot, std::chrono::milliseconds timeout);
   Status check_rank(uint32_t dst_rank) const;
+  // error(); when a lost peer explains it, UNAVAILABLE naming that peer.
+  Status rejection() const;
   // OK, or why a wait begun at `since` should end now (a lost peer).
   Status check_peers(std::chrono::steady_clock::time_point since, const std::string& waiting_for) const;
 
