@@ -180,7 +180,9 @@ TEST_CASE("mid-traffic: the surviving rank's flush ends naming the stopped daemo
   auto wb = p.jb->create_window(kBlock * kBlocks);
   REQUIRE(wa.ok());
   REQUIRE(wb.ok());
+  auto barrier_b = std::async(std::launch::async, [&] { return p.jb->barrier(10s); });
   REQUIRE(p.ja->barrier(10s).ok());  // windows exist on both sides
+  REQUIRE(barrier_b.get().ok());
   auto ra = p.ja->open_ring(64), rb = p.jb->open_ring(64);
   REQUIRE(ra.ok());
   REQUIRE(rb.ok());
