@@ -44,7 +44,7 @@ Daemon::Parts::Parts(v1::DaemonConfig config, std::string advertise, std::vector
       release(node, data_plane, ipc, peers),
       health(node, clients, peers, events),
       status(node, clients, data_plane, coordinator),
-      local{node, clients, connections, peers, data_plane, ipc, release, status},
+      local{node, clients, connections, peers, data_plane, ipc, release, status, local_calls},
       peer{node, coordinator, events, data_plane, clients, gate} {}
 
 Daemon::Daemon() : signals_(io_, SIGTERM, SIGINT, SIGHUP), expiry_timer_(io_) {}
@@ -52,6 +52,9 @@ Daemon::Daemon() : signals_(io_, SIGTERM, SIGINT, SIGHUP), expiry_timer_(io_) {}
 Daemon::~Daemon() {
   if (listener_) listener_->close();
   if (fd_server_) fd_server_->close();
+  // The members go next (servers, data plane, proxies, rails): still within
+  // the bound armed by shutdown().
+  shutdown_bound_.stage("stopping the data plane and closing the rails");
 }
 
 Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
@@ -166,13 +169,27 @@ void Daemon::schedule_expiry() {
 }
 
 void Daemon::shutdown(const std::string& reason) {
+  const Node& node = parts_->node;
+  shutdown_bound_.arm(std::chrono::milliseconds(node.config.shutdown_timeout_ms()), "closing the listeners");
   listener_->close();  // no new clients
   fd_server_->close();
+  shutdown_bound_.stage("leaving jobs (telling coordinators and member daemons)");
   leave_everything(reason);
-  // Calls still in flight get a second to finish, then are cancelled.
+  // Calls waiting on others (joins, barriers, exchanges) would otherwise
+  // wait for ranks that may never come: answer them now, naming this daemon.
+  shutdown_bound_.stage("answering waiting local calls");
+  const size_t answered = parts_->local_calls.close_all(
+      grpc::Status(grpc::StatusCode::UNAVAILABLE, "daemon " + node.config.node_name() + " (" + node.advertise_address +
+                                                      ") is shutting down: " + reason));
+  if (answered > 0) spdlog::info("shutdown: answered {} waiting local call(s)", answered);
+  // Calls still in flight get a second to finish, then are cancelled; every
+  // waiting call finishes on cancellation, so these return.
   const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(1);
+  shutdown_bound_.stage("stopping the Local gRPC server");
   local_server_->Shutdown(deadline);
+  shutdown_bound_.stage("stopping the Peer gRPC server");
   peer_server_->Shutdown(deadline);
+  shutdown_bound_.stage("stopping the event loop");
   expiry_timer_.cancel();
   signals_.cancel();
   io_.stop();

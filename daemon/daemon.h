@@ -25,6 +25,7 @@
 #include "daemon/jobs/coordinator.h"
 #include "daemon/jobs/ipc_exchange.h"
 #include "daemon/shm/fd_server.h"
+#include "daemon/shutdown_bound.h"
 #include "epx/status.h"
 #include "epx/v1/config.pb.h"
 
@@ -71,10 +72,14 @@ class Daemon {
     RankRelease release;
     PeerHealth health;
     StatusReport status;
+    LocalCalls local_calls;
     LocalParts local;
     PeerParts peer;
   };
 
+  // First: destroyed last, so it bounds the whole teardown (servers, data
+  // plane, rails) as well as shutdown().
+  ShutdownBound shutdown_bound_;
   boost::asio::io_context io_;
   boost::asio::signal_set signals_;
   boost::asio::steady_timer expiry_timer_;

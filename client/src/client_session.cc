@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "grpc_status.h"
@@ -72,13 +73,14 @@ void ClientSession::read_events() {
         e.rank = event.rank_lost().rank();
         e.node = event.rank_lost().node();
         e.reason = event.rank_lost().reason();
-        job_trouble_.emplace(e.job_id, "rank " + std::to_string(e.rank) + " (node " + e.node + ") lost: " + e.reason);
+        job_trouble_.emplace(e.job_id, Trouble{"rank " + std::to_string(e.rank) + " (node " + e.node + ") lost: " + e.reason,
+                                               std::chrono::steady_clock::now()});
         break;
       case v1::ClientEvent::kJobAborted:
         e.kind = Event::Kind::kJobAborted;
         e.job_id = event.job_aborted().job_id();
         e.reason = event.job_aborted().reason();
-        job_trouble_.emplace(e.job_id, "job aborted: " + e.reason);
+        job_trouble_.emplace(e.job_id, Trouble{"job aborted: " + e.reason, std::chrono::steady_clock::now()});
         break;
       case v1::ClientEvent::kDaemonShutdown:
         e.kind = Event::Kind::kDaemonShutdown;
@@ -95,6 +97,7 @@ void ClientSession::read_events() {
   grpc::Status s = stream_->Finish();
   std::lock_guard<std::mutex> lock(mu_);
   ended_ = true;
+  ended_at_ = std::chrono::steady_clock::now();
   if (said_goodbye) {
     end_status_ = unavailable("epxd shutting down: " + goodbye);
   } else if (s.ok() || s.error_code() == grpc::StatusCode::CANCELLED) {
@@ -123,7 +126,18 @@ Status ClientSession::job_health(const std::string& job_id) const {
   std::lock_guard<std::mutex> lock(mu_);
   if (ended_) return end_status_;
   auto it = job_trouble_.find(job_id);
-  if (it != job_trouble_.end()) return unavailable("job " + job_id + ": " + it->second);
+  if (it != job_trouble_.end()) return unavailable("job " + job_id + ": " + it->second.what);
+  return Status();
+}
+
+Status ClientSession::peer_wait_status(const std::string& job_id, std::chrono::steady_clock::time_point since) const {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = job_trouble_.find(job_id);
+  if (it != job_trouble_.end() && now >= std::max(it->second.at, since) + kTroubleGrace) {
+    return unavailable("job " + job_id + ": " + it->second.what);
+  }
+  if (ended_ && now >= std::max(ended_at_, since) + kTroubleGrace) return end_status_;
   return Status();
 }
 

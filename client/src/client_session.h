@@ -5,6 +5,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -32,6 +33,15 @@ class ClientSession {
   // OK while every rank of `job_id` is present and the session is up; else
   // UNAVAILABLE naming the lost rank (or why the session or job ended).
   Status job_health(const std::string& job_id) const;
+  // For a wait that depends on the job's peers (a flush, a post waiting for
+  // ring space) and began at `since`: OK while it may go on; UNAVAILABLE
+  // naming the lost rank and its node (or why the job or the session ended)
+  // once that trouble is kTroubleGrace old, counted from `since` at the
+  // earliest. The grace lets a wait that does not involve the lost rank
+  // complete; one that does (writes to a stopped daemon never complete)
+  // ends then instead of at its own timeout.
+  static constexpr std::chrono::milliseconds kTroubleGrace{1000};
+  Status peer_wait_status(const std::string& job_id, std::chrono::steady_clock::time_point since) const;
 
   // Status to return from a call that failed with `s`: when the session is
   // gone, say why (the daemon shut down) rather than a bare UNAVAILABLE.
@@ -59,8 +69,13 @@ class ClientSession {
   bool welcomed_ = false;
   bool ended_ = false;
   Status end_status_;  // why the session ended, once ended_
+  std::chrono::steady_clock::time_point ended_at_;
   std::deque<Event> events_;
-  std::map<std::string, std::string> job_trouble_;  // job -> first lost rank / abort
+  struct Trouble {
+    std::string what;  // the first lost rank, or the abort
+    std::chrono::steady_clock::time_point at;
+  };
+  std::map<std::string, Trouble> job_trouble_;
 
 };
 

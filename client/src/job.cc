@@ -92,7 +92,7 @@ Result<Signals> Job::open_signals(uint32_t count) {
 
 Result<std::unique_ptr<Ring>> Job::open_ring(uint32_t capacity) {
   EPX_ASSIGN_OR_RETURN(auto opened, open_ring_region(capacity, /*device_producers=*/false));
-  return std::make_unique<Ring>(opened.first, table_.world_size, std::move(opened.second));
+  return std::make_unique<Ring>(session_, table_.job_id, opened.first, table_.world_size, std::move(opened.second));
 }
 
 Result<std::pair<uint32_t, std::shared_ptr<MappedRegion>>> Job::open_ring_region(uint32_t capacity,

@@ -1,21 +1,35 @@
 #include "epx/ring.h"
 
+#include <algorithm>
 #include <thread>
 #include <utility>
 
+#include "client_session.h"
 #include "epx/window.h"
 #include "mapped_region.h"
 #include "proto/ring/ring_host.h"
 
 namespace epx {
+namespace {
+
+// How often a post waiting for ring space looks at the job's peers.
+constexpr std::chrono::milliseconds kPeerCheckEvery(10);
+
+}  // namespace
 
 struct Ring::Producer {
   explicit Producer(void* mem) : producer(mem) {}
   ring::RingProducer producer;
 };
 
-Ring::Ring(uint32_t id, uint32_t world_size, std::shared_ptr<MappedRegion> region)
-    : id_(id), world_size_(world_size), region_(std::move(region)), producer_(std::make_unique<Producer>(region_->data())) {}
+Ring::Ring(std::shared_ptr<ClientSession> session, std::string job_id, uint32_t id, uint32_t world_size,
+           std::shared_ptr<MappedRegion> region)
+    : session_(std::move(session)),
+      job_id_(std::move(job_id)),
+      id_(id),
+      world_size_(world_size),
+      region_(std::move(region)),
+      producer_(std::make_unique<Producer>(region_->data())) {}
 Ring::~Ring() = default;
 
 uint32_t Ring::capacity() const { return producer_->producer.capacity(); }
@@ -28,13 +42,46 @@ Status Ring::error() const {
                              ring::ring_error_message(ring::error_code(e)) + "); epxctl status shows why");
 }
 
-Status Ring::post(const ring::RingSlot& slot, std::chrono::milliseconds timeout) {
-  EPX_RETURN_IF_ERROR(error());
-  if (!producer_->producer.post(slot, timeout)) {
-    return deadline_exceeded("ring " + std::to_string(id_) + " stayed full for " + std::to_string(timeout.count()) +
-                             " ms (is the daemon's proxy running? epxctl status)");
+Status Ring::rejection() const {
+  Status rejected = error();
+  if (rejected.ok()) return rejected;
+  const auto code = ring::error_code(producer_->producer.error());
+  // A destination that is not present, or a write the fabric failed, is
+  // almost always a lost peer (ranks outside the job never leave the SDK),
+  // and the daemon marks the rank absent just before its event reaches us:
+  // give that event a moment, so the error names the peer.
+  const bool peer_like = code == ring::RingError::kBadRank || code == ring::RingError::kTransport;
+  const auto until = std::chrono::steady_clock::now() + (peer_like ? ClientSession::kTroubleGrace : std::chrono::milliseconds(0));
+  for (;;) {
+    Status health = session_->job_health(job_id_);
+    if (!health.ok()) return unavailable(health.message() + " (" + rejected.message() + ")");
+    if (std::chrono::steady_clock::now() >= until) return rejected;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  return Status();
+}
+
+Status Ring::check_peers(std::chrono::steady_clock::time_point since, const std::string& waiting_for) const {
+  return session_->peer_wait_status(job_id_, since).with_context("ring " + std::to_string(id_) + ": " + waiting_for);
+}
+
+Status Ring::post(const ring::RingSlot& slot, std::chrono::milliseconds timeout) {
+  EPX_RETURN_IF_ERROR(rejection());
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + timeout;
+  // A full ring waits for the proxy in slices, between which a lost peer
+  // (whose writes may never complete and so never free slots) ends the wait.
+  for (;;) {
+    const auto left = std::max(deadline - std::chrono::steady_clock::now(), std::chrono::steady_clock::duration::zero());
+    if (producer_->producer.post(slot, std::min<std::chrono::steady_clock::duration>(left, kPeerCheckEvery))) {
+      return Status();
+    }
+    EPX_RETURN_IF_ERROR(rejection());
+    EPX_RETURN_IF_ERROR(check_peers(start, "waiting for ring space"));
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return deadline_exceeded("ring " + std::to_string(id_) + " stayed full for " + std::to_string(timeout.count()) +
+                               " ms (is the daemon's proxy running? epxctl status)");
+    }
+  }
 }
 
 Status Ring::check_rank(uint32_t dst_rank) const {
@@ -97,15 +144,17 @@ Status Ring::post_signal(uint32_t dst_rank, SignalRef signal, std::chrono::milli
 }
 
 Status Ring::flush(std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + timeout;
   EPX_RETURN_IF_ERROR(post(ring::make_flush(), timeout));
   const uint64_t target = ++fences_posted_;
   auto* header = ring::ring_header(region_->data());
   for (uint64_t spins = 0;; ++spins) {
     // acquire: pairs with the proxy's release store after the fence completed.
-    if (ring::ring_load_acquire(&header->fences_done) >= target) return error();
+    if (ring::ring_load_acquire(&header->fences_done) >= target) return rejection();
     if ((spins & 1023) == 0) {
-      EPX_RETURN_IF_ERROR(error());
+      EPX_RETURN_IF_ERROR(rejection());
+      EPX_RETURN_IF_ERROR(check_peers(start, "flush"));
       if (std::chrono::steady_clock::now() >= deadline) {
         return deadline_exceeded("ring " + std::to_string(id_) + ": flush did not complete within " +
                                  std::to_string(timeout.count()) + " ms");

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -240,6 +241,7 @@ Status finalize_config(v1::DaemonConfig* c) {
   if (c->rpc_timeout_ms() == 0) c->set_rpc_timeout_ms(5000);
   if (c->max_join_timeout_ms() == 0) c->set_max_join_timeout_ms(600000);
   if (c->peer_timeout_ms() == 0) c->set_peer_timeout_ms(3000);
+  if (c->shutdown_timeout_ms() == 0) c->set_shutdown_timeout_ms(std::max<uint32_t>(10000, c->rpc_timeout_ms() + 3000));
   if (c->max_clients() == 0) c->set_max_clients(256);
   if (c->max_jobs_per_client() == 0) c->set_max_jobs_per_client(16);
   if (c->max_window_mib() == 0) c->set_max_window_mib(16384);
@@ -277,6 +279,12 @@ Status finalize_config(v1::DaemonConfig* c) {
     if (d.empty()) return invalid_argument("rail_domains: empty domain name");
   }
   if (c->rpc_timeout_ms() > 3600000) return invalid_argument("rpc_timeout_ms: at most 3600000 (one hour)");
+  if (c->shutdown_timeout_ms() > 3600000) return invalid_argument("shutdown_timeout_ms: at most 3600000 (one hour)");
+  if (c->shutdown_timeout_ms() < c->rpc_timeout_ms() + 3000) {
+    return invalid_argument("shutdown_timeout_ms: " + std::to_string(c->shutdown_timeout_ms()) +
+                            " leaves no time to tell the coordinators (at least rpc_timeout_ms + 3000 = " +
+                            std::to_string(c->rpc_timeout_ms() + 3000) + ")");
+  }
   if (c->max_ring_capacity() > (1u << 24) || (c->max_ring_capacity() & (c->max_ring_capacity() - 1)) != 0) {
     return invalid_argument("max_ring_capacity: must be a power of two of at most 16777216");
   }

@@ -73,6 +73,23 @@ TEST_CASE("semantic errors name the field and the allowed values") {
   CHECK(finalize_config(&a).message().find("advertise_address") != std::string::npos);
 }
 
+TEST_CASE("shutdown_timeout_ms: a default above rpc_timeout_ms, and no value that leaves no time to leave") {
+  v1::DaemonConfig d;
+  REQUIRE(finalize_config(&d).ok());
+  CHECK(d.shutdown_timeout_ms() == 10000);
+
+  v1::DaemonConfig slow;
+  slow.set_rpc_timeout_ms(20000);
+  REQUIRE(finalize_config(&slow).ok());
+  CHECK(slow.shutdown_timeout_ms() == 23000);
+
+  v1::DaemonConfig tight;
+  REQUIRE(apply_override(&tight, "shutdown_timeout_ms", "4000").ok());
+  auto s = finalize_config(&tight);  // rpc_timeout_ms 5000: telling coordinators alone may take longer
+  CHECK(s.code() == StatusCode::kInvalidArgument);
+  CHECK(s.message().find("shutdown_timeout_ms") != std::string::npos);
+}
+
 TEST_CASE("flag overrides set fields by name and reject bad values") {
   v1::DaemonConfig c;
   REQUIRE(apply_override(&c, "node_name", "n7").ok());

@@ -4,6 +4,7 @@
 
 #include "daemon/config/config.h"
 #include "daemon/control/session_stream.h"
+#include "daemon/control/waiting_reactor.h"
 #include "grpc_status.h"
 
 namespace epx::daemon {
@@ -21,18 +22,6 @@ grpc::ServerUnaryReactor* finish_now(grpc::CallbackServerContext* context, const
   reactor->Finish(status);
   return reactor;
 }
-
-// JoinJob waits at a remote barrier; if the client goes away meanwhile, the
-// outgoing Register call is cancelled too.
-class JoinReactor final : public grpc::ServerUnaryReactor {
- public:
-  explicit JoinReactor(std::shared_ptr<grpc::ClientContext> outgoing) : outgoing_(std::move(outgoing)) {}
-  void OnCancel() override { outgoing_->TryCancel(); }
-  void OnDone() override { delete this; }
-
- private:
-  std::shared_ptr<grpc::ClientContext> outgoing_;
-};
 
 }  // namespace
 
@@ -116,8 +105,12 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
     r->set_address(rail->address());
   }
 
+  // JoinJob waits at a remote barrier; if the client goes away meanwhile,
+  // the outgoing Register call is cancelled too, and the answer waits for
+  // the rank to be given back (below).
   auto outgoing = std::make_shared<grpc::ClientContext>();
-  auto* reactor = new JoinReactor(outgoing);
+  auto* waiting = new WaitingReactor(&parts_.calls, [outgoing] { outgoing->TryCancel(); });
+  std::shared_ptr<CallAnswer> reactor = waiting->answer();
   spdlog::info("client {} joining job {} as rank {}/{} via coordinator {}", client_id, m.job_id, m.rank,
                m.world_size, coordinator);
   const auto deadline = PeerClient::Clock::now() + std::chrono::milliseconds(timeout_ms) + kBarrierGrace;
@@ -141,10 +134,10 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
             // does not keep a rank nobody holds. Answered after that, so a
             // retry of the join cannot be the one the leave removes.
             parts_.release.release({m}, "join failed: " + message,
-                                   [reactor, code, message] { reactor->Finish(grpc::Status(code, message)); });
+                                   [reactor, code, message] { reactor->finish(grpc::Status(code, message)); });
             return;
           }
-          reactor->Finish(grpc::Status(code, message));
+          reactor->finish(grpc::Status(code, message));
           return;
         }
         const v1::RankTable table = r.table();
@@ -152,7 +145,7 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
           if (!s.ok()) {
             parts_.clients.abort_join(client_id, m.job_id);
             parts_.release.release({m}, "data plane setup failed: " + s.message());
-            reactor->Finish(to_grpc(s.with_context("job " + m.job_id)));
+            reactor->finish(to_grpc(s.with_context("job " + m.job_id)));
             return;
           }
           if (!parts_.clients.complete_join(client_id, m.job_id, table)) {
@@ -162,15 +155,14 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
             attached.client_id = client_id;
             attached.formed = true;
             parts_.release.release({attached}, "client left during bootstrap");
-            reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client left during bootstrap"));
+            reactor->finish(grpc::Status(grpc::StatusCode::CANCELLED, "client left during bootstrap"));
             return;
           }
-          *reply->mutable_table() = table;
           spdlog::info("job {}: rank {} joined; {} ranks in table", m.job_id, m.rank, table.ranks_size());
-          reactor->Finish(grpc::Status::OK);
+          reactor->finish(grpc::Status::OK, [reply, &table] { *reply->mutable_table() = table; });
         });
       });
-  return reactor;
+  return waiting;
 }
 
 grpc::ServerUnaryReactor* LocalService::LeaveJob(grpc::CallbackServerContext* context,
@@ -272,19 +264,20 @@ grpc::ServerUnaryReactor* LocalService::Barrier(grpc::CallbackServerContext* con
   req.set_job_id(request->job_id());
   req.set_rank(m->rank);
   req.set_timeout_ms(timeout_ms);
-  auto* reactor = context->DefaultReactor();
+  auto* waiting = new WaitingReactor(&parts_.calls);
+  std::shared_ptr<CallAnswer> reactor = waiting->answer();
   const std::string coordinator = m->coordinator;
   parts_.peers.barrier(coordinator, req,
                          PeerClient::Clock::now() + std::chrono::milliseconds(timeout_ms) + kBarrierGrace,
                          [reactor, coordinator](const grpc::Status& s, v1::PeerBarrierReply&) {
                            if (s.ok() || s.error_code() != grpc::StatusCode::UNAVAILABLE) {
-                             reactor->Finish(s);
+                             reactor->finish(s);
                              return;
                            }
-                           reactor->Finish(grpc::Status(s.error_code(), "barrier at coordinator " + coordinator +
+                           reactor->finish(grpc::Status(s.error_code(), "barrier at coordinator " + coordinator +
                                                                             ": " + s.error_message()));
                          });
-  return reactor;
+  return waiting;
 }
 
 grpc::ServerUnaryReactor* LocalService::ExchangeIpc(grpc::CallbackServerContext* context,
@@ -307,18 +300,20 @@ grpc::ServerUnaryReactor* LocalService::ExchangeIpc(grpc::CallbackServerContext*
   h.set_bytes(request->bytes());
   const uint32_t timeout_ms = request->timeout_ms() ? std::min(request->timeout_ms(), parts_.node.config.max_join_timeout_ms())
                                                     : 60000;
-  auto* reactor = context->DefaultReactor();
+  auto* waiting = new WaitingReactor(&parts_.calls);
+  std::shared_ptr<CallAnswer> reactor = waiting->answer();
   parts_.ipc.post(request->job_id(), local, h,
                              IpcExchange::Clock::now() + std::chrono::milliseconds(timeout_ms),
                              [reactor, reply](Result<std::vector<v1::PeerHandle>> r) {
                                if (!r.ok()) {
-                                 reactor->Finish(to_grpc(r.status()));
+                                 reactor->finish(to_grpc(r.status()));
                                  return;
                                }
-                               for (auto& p : r.value()) *reply->add_peers() = std::move(p);
-                               reactor->Finish(grpc::Status::OK);
+                               reactor->finish(grpc::Status::OK, [&] {
+                                 for (auto& p : r.value()) *reply->add_peers() = std::move(p);
+                               });
                              });
-  return reactor;
+  return waiting;
 }
 
 }  // namespace epx::daemon

@@ -2,6 +2,7 @@
 // and translate; the decisions live in ClientTable and Coordinator.
 #pragma once
 
+#include "daemon/control/local_calls.h"
 #include "daemon/control/local_connections.h"
 #include "daemon/control/node.h"
 #include "daemon/control/peer_client.h"
@@ -24,6 +25,7 @@ struct LocalParts {
   IpcExchange& ipc;
   RankRelease& release;
   const StatusReport& status;
+  LocalCalls& calls;  // calls that wait on others, answered at shutdown
 };
 
 // Local: the service clients on this node call (unix socket). Handlers check

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "daemon/control/local_service.h"
+#include "daemon/control/waiting_reactor.h"
 #include "daemon/proxy/signal_space.h"
 #include "grpc_status.h"
 
@@ -266,19 +267,23 @@ grpc::ServerUnaryReactor* PeerService::Barrier(grpc::CallbackServerContext* cont
   auto caller = admit(*st, context, kPeerBarrier, *request);
   if (!caller.ok()) return finish_now(context, to_grpc(caller.status()));
   const std::string from = context->peer();  // the reactor may finish inside barrier()
-  auto* reactor = context->DefaultReactor();
+  // Cancellable: a barrier call the coordinator never answers (a bug, a
+  // rank that never comes) still ends when the caller goes or the server
+  // stops, so it cannot hold up this daemon's shutdown.
+  auto* waiting = new WaitingReactor(nullptr);
+  std::shared_ptr<CallAnswer> answer = waiting->answer();
   const uint32_t timeout_ms = std::min(request->timeout_ms(), st->node.config.max_join_timeout_ms());
   const std::string what = "bring " + rank_of(request->job_id(), request->rank()) + " to a barrier";
   Status refused;
   st->coordinator.barrier(
       request->job_id(), request->rank(), Coordinator::Clock::now() + std::chrono::milliseconds(timeout_ms),
-      [reactor](Status s) { reactor->Finish(to_grpc(s)); },
+      [answer](Status s) { answer->finish(to_grpc(s)); },
       [&](const std::string& owner) {
         refused = caller->may_act_for(owner, what);
         return refused;
       });
   if (!refused.ok()) st->gate.log_refusal(from, kPeerBarrier, refused);
-  return reactor;
+  return waiting;
 }
 
 }  // namespace epx::daemon

@@ -139,7 +139,16 @@ Result<std::vector<Coordinator::Notice>> Coordinator::leave(const std::string& j
       job.members.erase(m);
     } else {
       m->second.present = false;
-      job.barrier.erase(rank);
+      // The leaving rank's own arrival is answered too: its caller (a
+      // server-side barrier call) must finish, or the server that holds it
+      // cannot shut down.
+      if (auto own = job.barrier.find(rank); own != job.barrier.end()) {
+        barrier_answers.emplace_back(std::move(own->second.reply),
+                                     Status(StatusCode::kCancelled, "job " + job_id + ": rank " +
+                                                                        std::to_string(rank) +
+                                                                        " left while at the barrier: " + reason));
+        job.barrier.erase(own);
+      }
       for (auto& [r, a] : job.barrier) {
         barrier_answers.emplace_back(std::move(a.reply),
                                      unavailable("job " + job_id + ": rank " + std::to_string(rank) + " on " +

@@ -190,6 +190,26 @@ TEST_CASE("a barrier completes when every present rank arrived, and names the mi
   CHECK(w->message().find("rank 2") != std::string::npos);
 }
 
+TEST_CASE("a rank that leaves while at the barrier gets its own arrival answered, so its call finishes") {
+  Coordinator c("coord:1");
+  Answer a[3];
+  for (uint32_t r = 0; r < 3; ++r) c.register_rank("j", 3, entry(r, r == 2 ? "b" : "a"), kLater, a[r].reply());
+  std::optional<Status> own, other;
+  c.barrier(
+      "j", 2, kLater, [&](Status s) { own = s; }, from("b"));
+  c.barrier(
+      "j", 0, kLater, [&](Status s) { other = s; }, from("a"));
+  // Rank 2's daemon stops: it releases the rank while the rank's barrier
+  // call still waits here. Without an answer that call would never finish.
+  REQUIRE(c.leave("j", 2, "daemon b stopped", from("b")).ok());
+  REQUIRE(own.has_value());
+  CHECK(own->code() == StatusCode::kCancelled);
+  CHECK(own->message().find("rank 2") != std::string::npos);
+  REQUIRE(other.has_value());
+  CHECK(other->code() == StatusCode::kUnavailable);
+  CHECK(other->message().find("daemon b stopped") != std::string::npos);
+}
+
 TEST_CASE("only the daemon that registered a rank may release it or bring it to a barrier") {
   Coordinator c("coord:1");
   Answer a[2];

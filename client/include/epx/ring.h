@@ -5,11 +5,16 @@
 // Posting never blocks longer than the call's timeout (a full ring waits for
 // the proxy); a descriptor the daemon rejects (bad rank, window, bounds,
 // signal) sets the ring's error, which error() and every later post report.
+// Waits (flush, a post waiting for space) also end, UNAVAILABLE naming the
+// lost rank and its node, about a second after a rank of the job is lost,
+// the job is aborted or the daemon session ends, if they have not
+// completed by then (writes to a stopped daemon never complete).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "epx/status.h"
 
@@ -18,6 +23,7 @@ namespace ring {
 struct RingSlot;
 }
 
+class ClientSession;
 class MappedRegion;
 class Window;
 
@@ -30,7 +36,8 @@ class Ring {
  public:
   // Built by Job::open_ring. `world_size`: ranks of the job; every post to a
   // rank outside it is INVALID_ARGUMENT (the descriptor has 16 rank bits).
-  Ring(uint32_t id, uint32_t world_size, std::shared_ptr<MappedRegion> region);
+  Ring(std::shared_ptr<ClientSession> session, std::string job_id, uint32_t id, uint32_t world_size,
+       std::shared_ptr<MappedRegion> region);
   ~Ring();
   uint32_t id() const { return id_; }
   uint32_t capacity() const;
@@ -60,7 +67,13 @@ class Ring {
  private:
   Status post(const ring::RingSlot& slot, std::chrono::milliseconds timeout);
   Status check_rank(uint32_t dst_rank) const;
+  // error(); when a lost peer explains it, UNAVAILABLE naming that peer.
+  Status rejection() const;
+  // OK, or why a wait begun at `since` should end now (a lost peer).
+  Status check_peers(std::chrono::steady_clock::time_point since, const std::string& waiting_for) const;
 
+  std::shared_ptr<ClientSession> session_;
+  std::string job_id_;
   uint32_t id_;
   uint32_t world_size_;
   std::shared_ptr<MappedRegion> region_;
