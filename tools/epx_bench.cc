@@ -180,7 +180,7 @@ int main(int argc, char** argv) {
       }
     } while (Clock::now() - t0 < min_time);
     counted += n;
-    if (auto s = r1.signals->wait(1, counted, 60s); !s.ok()) return fail("stream end", s);
+    if (auto s = epx::bench::wait_while_rising(*r1.signals, 1, counted, 30s); !s.ok()) return fail("stream end", s);
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     rows.push_back({"bandwidth (GB/s)", size, n * double(size) / secs / 1e9, (*base_bw)[i].gbytes_per_s, "GB/s"});
   }
@@ -203,7 +203,7 @@ int main(int argc, char** argv) {
         }
       }
     } while (Clock::now() - t0 < min_time);
-    if (auto s = r1.signals->wait(2, n, 60s); !s.ok()) return fail("rate end", s);
+    if (auto s = epx::bench::wait_while_rising(*r1.signals, 2, n, 30s); !s.ok()) return fail("rate end", s);
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     rows.push_back({"message rate 64 B (Mops/s)", 64, n / secs / 1e6, base_rate->mops_per_s, "Mops/s"});
   }

@@ -38,6 +38,19 @@ Status join_rank(BenchRank& r, const TwoRankJobShape& shape, const std::string& 
 
 }  // namespace
 
+Status wait_while_rising(Signals& signals, uint32_t index, uint64_t target, std::chrono::milliseconds stall) {
+  uint64_t seen = signals.value(index);
+  for (;;) {
+    Status s = signals.wait(index, target, stall);
+    if (s.code() != StatusCode::kDeadlineExceeded) return s;
+    const uint64_t now = signals.value(index);
+    if (now == seen) {
+      return s.with_context("no progress for " + std::to_string(stall.count()) + " ms at " + std::to_string(now));
+    }
+    seen = now;
+  }
+}
+
 Status join_two_rank_job(TwoRankJob& job, const TwoRankJobShape& shape, const std::string& socket_a,
                          const std::string& socket_b, const std::string& coordinator) {
   auto second =

@@ -4,6 +4,7 @@
 // first barrier when join_two_rank_job returns.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -31,6 +32,12 @@ struct TwoRankJobShape {
 struct TwoRankJob {
   BenchRank ranks[2];
 };
+
+// Waits until signal `index` reaches `target`, for as long as it keeps
+// rising: fails only after `stall` without progress. A stream queued deep in
+// a ring drains at the rail's rate, which a loaded machine can make slow; a
+// fixed deadline would call that slowness a failure.
+Status wait_while_rising(Signals& signals, uint32_t index, uint64_t target, std::chrono::milliseconds stall);
 
 // Errors name the job and the rank that failed.
 Status join_two_rank_job(TwoRankJob& job, const TwoRankJobShape& shape, const std::string& socket_a,
