@@ -254,8 +254,8 @@ Status finalize_config(v1::DaemonConfig* c) {
   if (c->proxy_idle_sleep_us() == 0) c->set_proxy_idle_sleep_us(50);
   if (c->max_write_mib() == 0) c->set_max_write_mib(1024);
   if (c->proxy_quantum_kib() == 0) c->set_proxy_quantum_kib(256);
-  if (c->job_inflight_ops() == 0) c->set_job_inflight_ops(64);
-  if (c->job_inflight_kib() == 0) c->set_job_inflight_kib(2048);
+  if (c->job_inflight_ops() == 0) c->set_job_inflight_ops(8);
+  if (c->job_inflight_kib() == 0) c->set_job_inflight_kib(256);
 
   if (!providers().count(c->provider())) {
     return invalid_argument("provider: '" + c->provider() + "' is not one of " + join(providers()));

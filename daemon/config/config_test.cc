@@ -168,8 +168,8 @@ TEST_CASE("job weights: from the file and the flag, validated, looked up exact f
   REQUIRE(c.ok());
   REQUIRE(finalize_config(&c.value()).ok());
   CHECK(c->proxy_quantum_kib() == 256);  // defaults of the sharing settings
-  CHECK(c->job_inflight_ops() == 64);
-  CHECK(c->job_inflight_kib() == 2048);
+  CHECK(c->job_inflight_ops() == 8);
+  CHECK(c->job_inflight_kib() == 256);
   CHECK(job_weight(c->job_weights(), "train-1") == 3);
   CHECK(job_weight(c->job_weights(), "train-big-1") == 5);  // the longer prefix
   CHECK(job_weight(c->job_weights(), "train-7") == 2);      // exact beats every prefix

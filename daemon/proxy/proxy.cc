@@ -5,6 +5,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <limits>
 #include <chrono>
 #include <future>
 
@@ -92,6 +93,14 @@ void Proxy::reweigh(JobShare& job) {
   const uint32_t weight = std::max<uint32_t>(job.cell->weight(), 1);
   job.stats.weight = weight;
   job.quantum = static_cast<int64_t>(std::max<uint64_t>(options_.quantum_bytes, 1) * weight);
+  if (jobs_.size() == 1) {
+    // Alone on the rail: the bounds keep a job's writes from queueing ahead
+    // of other jobs' in the provider, and there are none, so only the
+    // transmit queue's half limits it (a single job keeps its full rate).
+    job.max_inflight_ops = inflight_ops_cap_;
+    job.max_inflight_bytes = std::numeric_limits<uint64_t>::max();
+    return;
+  }
   job.max_inflight_ops =
       std::min<uint64_t>(std::max<uint64_t>(options_.job_inflight_ops, 1) * weight, inflight_ops_cap_);
   job.max_inflight_bytes = std::max<uint64_t>(options_.job_inflight_bytes, 1) * weight;

@@ -604,3 +604,40 @@ TEST_CASE("a job never has more writes in flight than its bound; held writes wai
     CHECK(r->completed.load() == r->consumed.load());
   }
 }
+
+TEST_CASE("a job alone on the rail is not held by the per-job bounds; a second job brings them back") {
+  FaultPlan plan;  // completions come late, so writes pile up in flight
+  plan.seed = 11;
+  plan.hold_count = 32;
+  plan.hold_us = 2000;
+  ProxyOptions options = spinning();
+  options.job_inflight_ops = 2;
+  options.job_inflight_bytes = 8 << 10;
+  Rig rig(plan, options);
+  Rig::Job& alone = rig.add_job("alone");
+  auto ring = rig.make_ring(alone, 256);
+  rig.serve({ring});
+  ring::RingProducer producer(ring->region->data());
+  for (uint32_t i = 0; i < 200; ++i) {
+    const uint64_t at = (i % 64) * (16 << 10);
+    REQUIRE(producer.post(ring::make_write(1, dst_addr(at), dst_addr(at), 16 << 10), 10s));
+  }
+  rig.wait_for("the lone job's writes", [&] { return ring->completed.load() == 200; });
+  const JobShareStats lone = stats_of(rig.job_stats(), "alone");
+  CHECK(lone.bound_waits == 0);
+  CHECK(lone.max_inflight_ops > 2);  // more than the shared bound allows
+
+  // A second job on the rail: both are bound again.
+  Rig::Job& other = rig.add_job("other");
+  auto other_ring = rig.make_ring(other, 256);
+  rig.serve({other_ring});
+  ring::RingProducer other_producer(other_ring->region->data());
+  for (uint32_t i = 0; i < 200; ++i) {
+    const uint64_t at = (i % 64) * (16 << 10);
+    REQUIRE(producer.post(ring::make_write(1, dst_addr(at), dst_addr(at), 16 << 10), 10s));
+    REQUIRE(other_producer.post(ring::make_write(1, dst_addr(at), dst_addr(at), 16 << 10), 10s));
+  }
+  rig.wait_for("both jobs' writes", [&] { return ring->completed.load() == 400 && other_ring->completed.load() == 200; });
+  const auto stats = rig.job_stats();
+  CHECK(stats_of(stats, "other").max_inflight_ops == 1);  // 16 KiB writes under an 8 KiB bound: one at a time
+}
