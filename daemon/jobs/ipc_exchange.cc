@@ -59,18 +59,24 @@ void IpcExchange::expire(Clock::time_point now) {
 }
 
 void IpcExchange::forget(const std::string& job_id, uint32_t rank) {
-  Reply reply;
+  std::vector<std::pair<Reply, Status>> answers;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = rounds_.find(job_id);
     if (it == rounds_.end()) return;
-    auto w = it->second.posted.find(rank);
-    if (w == it->second.posted.end()) return;
-    reply = std::move(w->second.reply);
-    it->second.posted.erase(w);
-    if (it->second.posted.empty()) rounds_.erase(it);
+    Round& round = it->second;
+    if (std::find(round.expected.begin(), round.expected.end(), rank) == round.expected.end()) return;
+    // The round waits for every local rank, so without this one it can
+    // never complete: answer the others now instead of at their deadlines.
+    for (auto& [r, w] : round.posted) {
+      answers.emplace_back(std::move(w.reply),
+                           r == rank ? Status(StatusCode::kCancelled, "rank " + std::to_string(rank) + " left")
+                                     : unavailable("job " + job_id + ": local rank " + std::to_string(rank) +
+                                                   " left before the same-node handle exchange completed"));
+    }
+    rounds_.erase(it);
   }
-  if (reply) reply(Status(StatusCode::kCancelled, "rank " + std::to_string(rank) + " left"));
+  for (auto& [reply, status] : answers) reply(std::move(status));
 }
 
 }  // namespace epx::daemon

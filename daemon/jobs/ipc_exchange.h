@@ -25,7 +25,9 @@ class IpcExchange {
             Clock::time_point deadline, Reply reply);
   // Fails posts whose deadline passed, naming the local ranks missing.
   void expire(Clock::time_point now);
-  // A rank left: its waiting post (if any) is cancelled.
+  // A rank left: its waiting post (if any) is cancelled, and the other
+  // ranks of the round, which can no longer complete, get UNAVAILABLE
+  // naming it.
   void forget(const std::string& job_id, uint32_t rank);
 
  private:
