@@ -51,10 +51,8 @@ epx::Status check_submitter(uint64_t client_id, pid_t pid) {
 
 epx::UniqueFd some_descriptor(uint8_t kind) {
   switch (kind % 3) {
-    case 0:
-      return epx::UniqueFd(::memfd_create("fuzz", MFD_CLOEXEC));
-    case 1:
-      return epx::UniqueFd(::dup(STDIN_FILENO));
+    case 0: return epx::UniqueFd(::memfd_create("fuzz", MFD_CLOEXEC));
+    case 1: return epx::UniqueFd(::dup(STDIN_FILENO));
     default: {
       int pipe_fds[2];
       if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return epx::UniqueFd();
