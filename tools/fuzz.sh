@@ -79,12 +79,12 @@ for t in "${targets[@]}"; do
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:handle_abort=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     "$bin/tests/fuzz/${t}_fuzzer" "${flags[@]}" "$found" "$kept" >"$log" 2>&1
   rc=$?
-  grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::new_units_added)" "$log" | tr '\n' ' '
+  grep -aE "^(stat::number_of_executed_units|stat::new_units_added)" "$log" | tr '\n' ' '
   echo
   after=$(ls "$crashes" | grep -cvE '^last-run\.log$')
   if ((rc != 0 || after > before)); then
-    input=$(grep -m1 -oE "Test unit written to [^ ]+" "$log" | sed 's/Test unit written to //')
-    grep -m1 -E "ERROR: (AddressSanitizer|UndefinedBehaviorSanitizer|libFuzzer)|runtime error:" "$log"
+    input=$(grep -a -m1 -oE "Test unit written to [^ ]+" "$log" | sed 's/Test unit written to //')
+    grep -a -m1 -E "ERROR: (AddressSanitizer|UndefinedBehaviorSanitizer|libFuzzer)|runtime error:" "$log"
     echo "fuzz: $t CRASHED (exit $rc); input: ${input:-see $log}; log: $log"
     failed+=("$t")
     continue
