@@ -53,7 +53,9 @@ echo "== fuzz: building ${targets[*]} with clang (output base $output_base)"
 start=$(date +%s)
 build_log=$(mktemp /tmp/epx-fuzz-build-XXXXXX)
 trap 'rm -f "$build_log"' EXIT
-if ! bazel --output_base="$output_base" build --config=fuzz "${labels[@]}" >"$build_log" 2>&1; then
+# --symlink_prefix=/: no bazel-* links in the workspace; those belong to the
+# gcc build, and links into this output base would be walked by its //...
+if ! bazel --output_base="$output_base" build --config=fuzz --symlink_prefix=/ "${labels[@]}" >"$build_log" 2>&1; then
   grep -E "^(ERROR|FAILED)|error:" "$build_log" | head -n 40
   echo "fuzz: build failed"
   exit 1
