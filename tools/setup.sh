@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what EPX builds with, from Debian's packages, when missing
-# (idempotent; needs root or sudo the first time). CUDA comes from
+# (idempotent; needs root or sudo the first time). clang and its sanitizer
+# and libFuzzer runtimes (libclang-rt-14-dev) build the fuzz targets
+# (tools/fuzz.sh); everything else builds with gcc. CUDA comes from
 # /usr/local/cuda (nvcc 13), which the GPU-capable build machines carry.
 set -euo pipefail
 
@@ -10,6 +12,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev libboost-dev libboost-program-options-dev doctest-dev
   iproute2 clang-format
+  clang libclang-rt-14-dev
   libssl-dev openssl
 )
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # EPX's tests: installs what is missing, builds everything (GPU code too),
-# runs every test that needs no GPU, runs three checks
+# runs every test that needs no GPU, runs four checks
 # (tools/check-layering.sh, tools/check-libfabric-prefix.sh,
-# tools/check-format.sh), and ends with
+# tools/check-format.sh, tools/fuzz.sh), and ends with
 # the line
 #   N passed, N failed, N skipped
 # Exit status is non-zero iff N failed > 0. Extra arguments go to bazel test.
@@ -83,6 +83,8 @@ for s in "${skips[@]}"; do echo "skipped $s"; done
 #     the FI_MR_DMABUF path (the --config=aws setting); a download that is not
 #     possible fails it.
 #   format: tools/ and tests/ match .clang-format.
+#   fuzz: every libFuzzer target (tests/fuzz) builds with clang, ASan and
+#     UBSan and runs 10 s without a crash (docs/TESTING.md: longer runs).
 check() {  # name command...
   local name=$1
   shift
@@ -98,5 +100,6 @@ check() {  # name command...
 check layering tools/check-layering.sh
 check libfabric-prefix tools/check-libfabric-prefix.sh
 check format tools/check-format.sh
+check fuzz tools/fuzz.sh --seconds 10
 summary "$passed" "$failed" "$skipped"
 [[ $failed -eq 0 ]]

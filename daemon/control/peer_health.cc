@@ -37,10 +37,13 @@ void PeerHealth::check() {
     }
     if (h->second.declared_lost) continue;
     const auto deadline = PeerClient::Clock::now() + std::min(limit, std::chrono::milliseconds(1000));
-    peers_.ping(address, deadline, [this, address](const grpc::Status& s, v1::PingReply&) {
+    // A named copy for the callback: C++17 lambdas cannot capture a
+    // structured binding (gcc allows it, clang refuses).
+    std::string peer = address;
+    peers_.ping(address, deadline, [this, peer](const grpc::Status& s, v1::PingReply&) {
       if (!s.ok()) return;
       std::lock_guard<std::mutex> lock(mu_);
-      auto it = peers_by_address_.find(address);
+      auto it = peers_by_address_.find(peer);
       if (it != peers_by_address_.end()) it->second.last_ok = std::chrono::steady_clock::now();
     });
   }

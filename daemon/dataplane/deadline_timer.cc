@@ -45,7 +45,10 @@ void DeadlineTimer::run() {
     }
     auto first = due_.begin();
     if (Clock::now() < first->first.first) {
-      cv_.wait_until(lock, first->first.first);
+      // A copy: wait_until reads the deadline again after waking, and
+      // cancel() may have erased this entry while the lock was released.
+      const Clock::time_point next = first->first.first;
+      cv_.wait_until(lock, next);
       continue;
     }
     std::function<void()> fn = std::move(first->second);

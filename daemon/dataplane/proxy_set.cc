@@ -97,6 +97,17 @@ void ProxySet::insert_addresses(const v1::RankTable& table, std::function<void(R
           auto& cache = av_cache_[i];
           auto hit = cache.find(address);
           if (hit == cache.end()) {
+            // fi_av_insert reads the provider's address length from the
+            // pointer, whatever the table says: an address from a peer
+            // daemon must be exactly that long (a shorter one was read past
+            // its end).
+            const size_t addrlen = rails_[i]->address().size();
+            if (address.size() != addrlen) {
+              return invalid_argument("rank " + std::to_string(r) + "'s address for rail " + std::to_string(i) +
+                                      " is " + std::to_string(address.size()) + " bytes; the " +
+                                      rails_[i]->provider() + " provider's addresses are " +
+                                      std::to_string(addrlen));
+            }
             fi_addr_t fa = FI_ADDR_UNSPEC;
             int n = fi_av_insert(rails_[i]->av(), address.data(), 1, &fa, 0, nullptr);
             if (n != 1) {

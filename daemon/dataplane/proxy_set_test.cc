@@ -121,3 +121,29 @@ TEST_CASE("a task that finishes after the caller gave up undoes its work on its 
   CHECK(ran.load() == static_cast<int>(n.rails.size()));
   CHECK(undone.load() == static_cast<int>(n.rails.size()));
 }
+
+TEST_CASE("a rank table address of another length than the provider's is refused, never read past its end") {
+  Node n;
+  const std::string own = n.rails[0]->address();
+  REQUIRE(own.size() > 3);
+  auto insert = [&](const std::string& address) {
+    v1::RankTable table;
+    table.set_job_id("j");
+    table.set_world_size(1);
+    auto* entry = table.add_ranks();
+    entry->add_rails()->set_address(address);
+    std::promise<Result<ProxySet::Addresses>> answer;
+    n.proxies->insert_addresses(table, [&](Result<ProxySet::Addresses> r) { answer.set_value(std::move(r)); });
+    auto future = answer.get_future();
+    REQUIRE(future.wait_for(5s) == std::future_status::ready);
+    return future.get();
+  };
+  auto shorter = insert(own.substr(0, 3));
+  REQUIRE_FALSE(shorter.ok());
+  CHECK(shorter.status().code() == StatusCode::kInvalidArgument);
+  CHECK(shorter.status().message().find("is 3 bytes") != std::string::npos);
+  CHECK_FALSE(insert(own + "x").ok());
+  auto exact = insert(own);
+  REQUIRE_MESSAGE(exact.ok(), exact.status().to_string());
+  CHECK((*exact)[0][0] != FI_ADDR_UNSPEC);
+}

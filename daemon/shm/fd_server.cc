@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "daemon/shm/fd_request.h"
 #include "daemon/shm/local_socket.h"
 #include "proto/fd/fd_protocol.h"
 #include "proto/fd/scm_rights.h"
@@ -35,7 +36,7 @@ namespace {
 // A client attaching more descriptors than this to one message is refused;
 // the kernel closes any that do not fit the control buffer.
 constexpr size_t kMaxPassedFds = 4;
-constexpr size_t kRequestBytes = sizeof(fdproto::FdRequest);
+constexpr size_t kRequestBytes = kFdRequestBytes;
 
 // One request/reply exchange; owns its socket and its timeout.
 struct Exchange : std::enable_shared_from_this<Exchange> {
@@ -81,69 +82,31 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
   }
 
   void answer() {
-    uint64_t magic = 0, argument = 0;
-    std::memcpy(&magic, request, sizeof(magic));
-    std::memcpy(&argument, request + sizeof(magic), sizeof(argument));
-    fdproto::FdReply reply = {};
-    reply.magic = fdproto::kMagic;
     ucred cred = {};
     socklen_t len = sizeof(cred);
-    int send_fd = -1;
-    Status status;
-    const char* what = "fd request";
+    FdAnswer answer;
     if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-      status = internal_error(std::string("SO_PEERCRED: ") + std::strerror(errno));
-    } else if (magic == fdproto::kMagic) {
-      if (!passed.empty()) {
-        status = invalid_argument("a fetch request carries no descriptors");
-      } else {
-        auto region = regions.fetch(argument, cred.pid);
-        if (region.ok()) {
-          send_fd = (*region)->fd();
-          reply.size = (*region)->size();
-          held = std::move(region.value());  // keep the fd open until sent
-        } else {
-          status = region.status();
-        }
-      }
-    } else if (magic == fdproto::kSubmitMagic) {
-      what = "fd submit";
-      if (passed.size() != 1 || too_many_fds) {
-        status = invalid_argument("a submit carries exactly one descriptor; got " +
-                                  std::string(too_many_fds ? "more than " : "") + std::to_string(passed.size()));
-      } else if (Status owner = check_submitter(argument, cred.pid); !owner.ok()) {
-        status = owner;
-      } else {
-        // dma-bufs answer SEEK_END with their size: the daemon checks the
-        // window against it later; here it is only reported back. Nothing
-        // else is asked of other descriptors (a file on a FUSE mount could
-        // block the call), the window call refuses them.
-        const off_t size = is_dmabuf(passed[0].get()) ? ::lseek(passed[0].get(), 0, SEEK_END) : 0;
-        auto token = submitted.add(std::move(passed[0]), cred.pid, argument);
-        passed.clear();
-        if (token.ok()) {
-          reply.token = *token;
-          reply.size = size > 0 ? static_cast<uint64_t>(size) : 0;
-          spdlog::debug("fd socket: pid {} submitted a descriptor for client {} ({} bytes)", cred.pid, argument,
-                        reply.size);
-        } else {
-          status = token.status();
-        }
-      }
+      answer.reply.magic = fdproto::kMagic;
+      answer.status = internal_error(std::string("SO_PEERCRED: ") + std::strerror(errno));
+      answer.reply.status = static_cast<int32_t>(answer.status.code());
+      std::strncpy(answer.reply.message, answer.status.message().c_str(), sizeof(answer.reply.message) - 1);
+      passed.clear();
     } else {
-      status = invalid_argument("bad fd request magic");
+      answer = answer_fd_request(FdRequestFrom{request, cred.pid, std::move(passed), too_many_fds}, regions,
+                                 submitted, check_submitter);
     }
-    passed.clear();  // anything not kept is closed here
-    reply.status = static_cast<int32_t>(status.code());
-    std::strncpy(reply.message, status.message().c_str(), sizeof(reply.message) - 1);
 
     // The reply is 256 bytes on a fresh unix socket: it fits the send buffer.
-    const std::vector<int> attached = send_fd >= 0 ? std::vector<int>{send_fd} : std::vector<int>{};
-    if (Status sent = send_with_fds(socket.native_handle(), &reply, sizeof(reply), attached, MSG_DONTWAIT);
+    // answer.region keeps the descriptor open until it is sent.
+    const std::vector<int> attached = answer.region ? std::vector<int>{answer.region->fd()} : std::vector<int>{};
+    if (Status sent = send_with_fds(socket.native_handle(), &answer.reply, sizeof(answer.reply), attached,
+                                    MSG_DONTWAIT);
         !sent.ok()) {
       spdlog::warn("fd socket: reply to pid {} failed: {}", cred.pid, sent.message());
     }
-    if (!status.ok()) spdlog::warn("fd socket: {} of pid {} refused: {}", what, cred.pid, status.message());
+    if (!answer.status.ok()) {
+      spdlog::warn("fd socket: {} of pid {} refused: {}", answer.what, cred.pid, answer.status.message());
+    }
   }
 
   stream_protocol::socket socket;
@@ -155,7 +118,6 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
   size_t received = 0;
   std::vector<UniqueFd> passed;  // descriptors the client attached
   bool too_many_fds = false;
-  std::shared_ptr<SharedRegion> held;
 };
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <boost/asio.hpp>
 #include <string>
 
+#include "daemon/shm/fd_request.h"
 #include "daemon/shm/region_table.h"
 #include "daemon/shm/submitted_fds.h"
 #include "epx/status.h"
@@ -20,10 +21,9 @@ namespace epx::daemon {
 
 class FdServer {
  public:
-  // `check_submitter(client_id, pid)`: OK when `client_id` belongs to the
-  // process `pid` (a submit names its client; the pid comes from
-  // SO_PEERCRED), so no process can spend another client's descriptor quota.
-  using SubmitterCheck = std::function<Status(uint64_t client_id, pid_t pid)>;
+  // Who may submit for which client (fd_request.h); the pid comes from
+  // SO_PEERCRED.
+  using SubmitterCheck = FdSubmitterCheck;
   FdServer(boost::asio::io_context& io, const RegionTable& regions, SubmittedFds& submitted,
            SubmitterCheck check_submitter);
   ~FdServer();

@@ -42,7 +42,8 @@ Status send_with_fds(int socket, const void* data, size_t bytes, const std::vect
     c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
     std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
   }
-  const ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL | flags);
+  ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL | flags);
+  while (n < 0 && errno == EINTR) n = ::sendmsg(socket, &msg, MSG_NOSIGNAL | flags);  // interrupted before sending
   if (n < 0) return unavailable(std::string("sendmsg: ") + std::strerror(errno));
   if (static_cast<size_t>(n) != bytes) {
     return unavailable("sendmsg sent " + std::to_string(n) + " of " + std::to_string(bytes) + " bytes");
@@ -64,7 +65,10 @@ Result<ReceivedFds> receive_with_fds(int socket, void* data, size_t bytes, size_
   // Sized for max_fds, not the whole buffer: the kernel closes descriptors
   // beyond what the control buffer holds and sets MSG_CTRUNC.
   msg.msg_controllen = CMSG_SPACE(sizeof(int) * max_fds);
-  const ssize_t n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC | flags);
+  ssize_t n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC | flags);
+  // A signal that arrives while a blocking call waits is no failure of the
+  // socket: wait again (a non-blocking caller is told to try again below).
+  while (n < 0 && errno == EINTR && (flags & MSG_DONTWAIT) == 0) n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC | flags);
   ReceivedFds received;
   if (n < 0) {
     const int error = errno;

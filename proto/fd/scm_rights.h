@@ -42,6 +42,7 @@ struct ReceivedFds {
 // inherits them. `flags` adds MSG_WAITALL or MSG_DONTWAIT. Blocks as the
 // socket does (SO_RCVTIMEO). Errors: INVALID_ARGUMENT for max_fds out of
 // range; UNAVAILABLE when recvmsg fails (naming errno; a timeout is EAGAIN).
+// A signal that interrupts a blocking call is no failure: it waits again.
 Result<ReceivedFds> receive_with_fds(int socket, void* data, size_t bytes, size_t max_fds, int flags = 0);
 
 }  // namespace epx

@@ -9,8 +9,12 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <csignal>
 #include <cstring>
+#include <thread>
+#include <pthread.h>
 
 using namespace epx;
 
@@ -116,4 +120,28 @@ TEST_CASE("bad arguments and a vanished peer are errors with a reason") {
   CHECK(sent.code() == StatusCode::kUnavailable);
   CHECK(sent.message().find("sendmsg") != std::string::npos);
   CHECK(receive_with_fds(-1, &got, 1, 1).status().code() == StatusCode::kUnavailable);
+}
+
+TEST_CASE("a blocking receive interrupted by a signal keeps waiting for the message") {
+  // A handler without SA_RESTART: recvmsg then fails with EINTR instead of
+  // being restarted by the kernel, as it does in a process whose signal
+  // handlers were installed that way (or with SO_RCVTIMEO set).
+  struct sigaction quiet = {}, previous = {};
+  quiet.sa_handler = [](int) {};
+  sigemptyset(&quiet.sa_mask);
+  REQUIRE(::sigaction(SIGUSR1, &quiet, &previous) == 0);
+  SocketPair s;
+  Result<ReceivedFds> got = internal_error("not received");
+  char byte = 0;
+  std::thread receiver([&] { got = receive_with_fds(s.b.get(), &byte, 1, 1); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // it waits in recvmsg by now
+  REQUIRE(::pthread_kill(receiver.native_handle(), SIGUSR1) == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const char sent = 'x';
+  REQUIRE(::write(s.a.get(), &sent, 1) == 1);
+  receiver.join();
+  ::sigaction(SIGUSR1, &previous, nullptr);
+  REQUIRE_MESSAGE(got.ok(), got.status().to_string());
+  CHECK(got->bytes == 1);
+  CHECK(byte == 'x');
 }
