@@ -40,7 +40,8 @@ v1::DaemonStatus StatusReport::status(const StatusView& view) const {
   for (auto& c : clients_.client_status()) {
     if (!view.all) {
       if (c.uid() != view.uid) continue;
-      own_jobs.insert(c.jobs().begin(), c.jobs().end());
+      // ClientStatus names a job as "job/rank"; job ids hold no '/'.
+      for (const auto& j : c.jobs()) own_jobs.insert(j.substr(0, j.rfind('/')));
     }
     for (auto& r : data_plane_.ring_status(c.client_id())) *c.add_rings() = std::move(r);
     const WindowUsage usage = data_plane_.window_usage(c.client_id());

@@ -42,8 +42,7 @@ std::string code_name(const grpc::Status& s) {
 // call goes over the same channel, so the same connection.
 class RawSession {
  public:
-  RawSession(const std::string& socket, const std::string& name)
-      : stub_(v1::Local::NewStub(grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()))) {
+  RawSession(const std::string& socket, const std::string& name) : stub_(v1::Local::NewStub(own_channel(socket))) {
     v1::HelloRequest hello;
     hello.set_client_name(name);
     hello_context_.set_deadline(std::chrono::system_clock::now() + 600s);
@@ -63,6 +62,14 @@ class RawSession {
     while (session_->Read(&rest)) {
     }
     (void)session_->Finish();
+  }
+
+  // Channels of one process to one target share their connection unless
+  // told otherwise; this one must be a connection (a caller) of its own.
+  static std::shared_ptr<grpc::Channel> own_channel(const std::string& socket) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    return grpc::CreateCustomChannel("unix:" + socket, grpc::InsecureChannelCredentials(), args);
   }
 
   uint64_t client_id() const { return client_id_; }
@@ -140,7 +147,8 @@ class RawSession {
 };
 
 bool rank_present(const DaemonProcess& d, const std::string& job, uint32_t rank) {
-  for (const auto& j : d.status().jobs()) {
+  const v1::DaemonStatus status = d.status();
+  for (const auto& j : status.jobs()) {
     if (j.job_id() != job) continue;
     for (const auto& m : j.members()) {
       if (m.rank() == rank && m.present()) return true;
@@ -236,7 +244,8 @@ TEST_CASE("a client name must be bounded UTF-8 without control characters") {
   RawSession good(a.socket(), "w\xc3\xb6rker-1");
   REQUIRE_MESSAGE(good.client_id() != 0, code_name(good.hello_status()));
   bool listed = false;
-  for (const auto& c : a.status().clients()) listed = listed || c.name() == "w\xc3\xb6rker-1";
+  const v1::DaemonStatus status = a.status();
+  for (const auto& c : status.clients()) listed = listed || c.name() == "w\xc3\xb6rker-1";
   CHECK(listed);
 }
 
@@ -442,9 +451,16 @@ v1::DaemonStatus status_as(const TempDir& dir, const DaemonProcess& d, uid_t uid
   return status;
 }
 
-std::set<std::string> job_ids(const v1::DaemonStatus& s) {
-  std::set<std::string> out;
-  for (const auto& j : s.jobs()) out.insert(j.job_id());
+// The jobs a report lists, as one string ("a,b") for readable failures.
+std::string job_ids(const v1::DaemonStatus& s) {
+  std::set<std::string> ids;
+  for (const auto& j : s.jobs()) ids.insert(j.job_id());
+  // Clients name their jobs as "job/rank".
+  for (const auto& c : s.clients()) {
+    for (const auto& j : c.jobs()) ids.insert("client:" + j.substr(0, j.rfind('/')));
+  }
+  std::string out;
+  for (const auto& id : ids) out += (out.empty() ? "" : ",") + id;
   return out;
 }
 
@@ -487,17 +503,17 @@ TEST_CASE("Local.Status shows a tenant its own clients and jobs; every tenant on
   const v1::DaemonStatus all = a.status();
   CHECK(all.view() == "all");
   CHECK(client_uids(all) == std::set<uint32_t>{0, 65534});
-  CHECK(job_ids(all) == std::set<std::string>{"root-job", "other-job"});
+  CHECK(job_ids(all) == "client:other-job,client:root-job,other-job,root-job");
   // Root asking for its own view.
   const v1::DaemonStatus root_own = status_as(dir, a, 0, 0, "-", {"--own"});
   CHECK(root_own.view() == "own (uid 0)");
   CHECK(client_uids(root_own) == std::set<uint32_t>{0});
-  CHECK(job_ids(root_own) == std::set<std::string>{"root-job"});
+  CHECK(job_ids(root_own) == "client:root-job,root-job");
   // The other tenant sees itself only, with the node's rails all the same.
   const v1::DaemonStatus theirs = status_as(dir, a, 65534, 65534, "-");
   CHECK(theirs.view() == "own (uid 65534)");
   CHECK(client_uids(theirs) == std::set<uint32_t>{65534});
-  CHECK(job_ids(theirs) == std::set<std::string>{"other-job"});
+  CHECK(job_ids(theirs) == "client:other-job,other-job");
   CHECK(theirs.rails_size() == all.rails_size());
   // Another user with no client here sees no client and no job.
   const v1::DaemonStatus stranger = status_as(dir, a, 65533, 65534, "-");
@@ -508,10 +524,11 @@ TEST_CASE("Local.Status shows a tenant its own clients and jobs; every tenant on
   // On b the group's members are admins: by primary group or by a
   // supplementary one.
   auto b_client = b.connect("root-on-b");
-  REQUIRE(b_client->join(join_options("b-job", 1, 0, "")).ok());
+  auto b_job = b_client->join(join_options("b-job", 1, 0, ""));
+  REQUIRE_MESSAGE(b_job.ok(), b_job.status().to_string());
   const v1::DaemonStatus admin = status_as(dir, b, 65534, 65534, "-");
   CHECK(admin.view() == "all");
-  CHECK(job_ids(admin) == std::set<std::string>{"b-job"});
+  CHECK(job_ids(admin) == "b-job,client:b-job");
   const v1::DaemonStatus supplementary = status_as(dir, b, 65533, 0, "65534");
   CHECK(supplementary.view() == "all");
   const v1::DaemonStatus admin_own = status_as(dir, b, 65534, 65534, "-", {"--own"});
