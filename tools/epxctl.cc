@@ -1,6 +1,9 @@
 // epxctl: operate an epxd.
-//   epxctl [--socket PATH] status [--json]     rails, jobs, clients
-//   epxctl [--socket PATH] jobs [--json]       jobs only
+//   epxctl [--socket PATH] status [--json] [--own]   rails, jobs, clients
+//   epxctl [--socket PATH] jobs [--json] [--own]     jobs only
+//     every tenant's clients and jobs for root, the daemon's user and
+//     members of admin_group, the caller's own for others; --own asks for
+//     the own view in any case. The first line says which view it is.
 //   epxctl [--socket PATH] ping [--peer HOST:PORT]
 //   epxctl [--socket PATH] join --job ID --world N --rank R [--local-rank L]
 //          [--coordinator HOST:PORT] [--timeout-ms T] [--hold]
@@ -50,13 +53,16 @@ std::string hex_prefix(const std::string& bytes, size_t n = 8) {
   return out.str();
 }
 
-epx::Result<epx::v1::DaemonStatus> fetch_status(const std::string& socket, std::chrono::milliseconds timeout) {
+epx::Result<epx::v1::DaemonStatus> fetch_status(const std::string& socket, std::chrono::milliseconds timeout,
+                                                bool own_only = false) {
   auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
   auto stub = epx::v1::Local::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + timeout);
   epx::v1::DaemonStatus reply;
-  grpc::Status s = stub->Status(&ctx, epx::v1::StatusRequest(), &reply);
+  epx::v1::StatusRequest request;
+  request.set_own_only(own_only);
+  grpc::Status s = stub->Status(&ctx, request, &reply);
   if (!s.ok()) return epx::from_grpc(s).with_context("epxd at " + socket);
   return reply;
 }
@@ -85,6 +91,7 @@ int print_status(const epx::v1::DaemonStatus& st, bool json, bool jobs_only) {
     if (jobs_only) {
       epx::v1::DaemonStatus only;
       *only.mutable_jobs() = st.jobs();
+      only.set_view(st.view());
       (void)google::protobuf::util::MessageToJsonString(only, &out, opts);
     } else {
       (void)google::protobuf::util::MessageToJsonString(st, &out, opts);
@@ -92,6 +99,7 @@ int print_status(const epx::v1::DaemonStatus& st, bool json, bool jobs_only) {
     std::cout << out;
     return 0;
   }
+  std::cout << "view: " << st.view() << "\n";
   if (!jobs_only) {
     std::cout << "node " << st.node() << "  epxd " << st.version() << "  pid " << st.pid() << "  up "
               << st.uptime_ms() / 1000 << " s\n"
@@ -183,8 +191,9 @@ int main(int argc, char** argv) {
   po::options_description opts("epxctl options");
   opts.add_options()("help,h", "show this help")("socket,s", po::value<std::string>(),
                                                  "epxd control socket (default $EPX_SOCKET or /run/epx/epxd.sock)")(
-      "json", "machine-readable output (status, jobs)")("timeout-ms", po::value<uint32_t>(),
-                                                        "deadline of each call; for join, the barrier timeout")(
+      "json", "machine-readable output (status, jobs)")(
+      "own", "status, jobs: only this user's clients and jobs, even for an admin")(
+      "timeout-ms", po::value<uint32_t>(), "deadline of each call; for join, the barrier timeout")(
       "peer", po::value<std::string>(), "ping: a daemon's Peer address host:port")(
       "job", po::value<std::string>(), "join: job id")("world", po::value<uint32_t>(), "join: world size")(
       "rank", po::value<uint32_t>(), "join: rank")("local-rank", po::value<uint32_t>(), "join: local rank")(
@@ -211,7 +220,7 @@ int main(int argc, char** argv) {
   if (!vm.count("command")) return usage("no command");
   const std::string cmd = vm["command"].as<std::string>();
   if (cmd == "status" || cmd == "jobs") {
-    auto st = fetch_status(socket, timeout);
+    auto st = fetch_status(socket, timeout, vm.count("own") > 0);
     if (!st.ok()) return failed(st.status());
     return print_status(*st, vm.count("json") > 0, cmd == "jobs");
   }

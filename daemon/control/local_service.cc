@@ -3,7 +3,9 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/config/config.h"
+#include "daemon/control/local_arguments.h"
 #include "daemon/control/session_stream.h"
+#include "daemon/control/status_access.h"
 #include "daemon/control/waiting_reactor.h"
 #include "grpc_status.h"
 
@@ -14,8 +16,11 @@ namespace {
 // the coordinator's own DEADLINE_EXCEEDED (naming the missing ranks) arrives
 // before gRPC's generic one.
 constexpr std::chrono::milliseconds kBarrierGrace(2000);
-// host:port of a daemon; DNS names are at most 253 bytes.
-constexpr size_t kMaxCoordinatorBytes = 262;
+// Errors a client receives travel in its gRPC trailers; one that outgrew
+// the client's metadata limit would make it drop the connection, and with
+// it the session and every rank it holds. Text from other daemons is cut
+// to this.
+constexpr size_t kMaxForwardedMessageBytes = 1024;
 
 grpc::ServerUnaryReactor* finish_now(grpc::CallbackServerContext* context, const grpc::Status& status) {
   auto* reactor = context->DefaultReactor();
@@ -23,30 +28,22 @@ grpc::ServerUnaryReactor* finish_now(grpc::CallbackServerContext* context, const
   return reactor;
 }
 
+grpc::Status forwarded(grpc::StatusCode code, std::string message) {
+  if (message.size() > kMaxForwardedMessageBytes) {
+    message = message.substr(0, kMaxForwardedMessageBytes) + "... (cut)";
+  }
+  return grpc::Status(code, message);
+}
+
+// The checks every call naming a job runs first: a malformed id fails the
+// call with INVALID_ARGUMENT (quoting the id bounded), never reaching a
+// lookup whose error would echo it whole.
+grpc::ServerUnaryReactor* refuse_job_id(grpc::CallbackServerContext* context, const std::string& job_id) {
+  if (auto s = check_job_id(job_id); !s.ok()) return finish_now(context, to_grpc(s));
+  return nullptr;
+}
+
 }  // namespace
-
-epx::Status check_job_id(const std::string& job_id) {
-  if (job_id.empty() || job_id.size() > 128) return invalid_argument("job id must be 1..128 characters");
-  for (char c : job_id) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
-      return invalid_argument("job id '" + job_id + "' may only hold letters, digits, '-', '_' and '.'");
-    }
-  }
-  return epx::Status();
-}
-
-epx::Status check_coordinator(const std::string& address) {
-  // Checked before anything is dialled: a bad argument fails only this call.
-  if (address.size() > kMaxCoordinatorBytes) {
-    return invalid_argument("coordinator address of " + std::to_string(address.size()) + " bytes: at most " +
-                            std::to_string(kMaxCoordinatorBytes));
-  }
-  auto hp = split_host_port(address);
-  if (!hp.ok()) return hp.status().with_context("coordinator");
-  if (hp->second == 0) return invalid_argument("coordinator '" + address + "': port 0 cannot be dialled");
-  if (hp->first.empty()) return invalid_argument("coordinator '" + address + "': no host");
-  return epx::Status();
-}
 
 grpc::ServerWriteReactor<v1::ClientEvent>* LocalService::Hello(grpc::CallbackServerContext* context,
                                                                const v1::HelloRequest* request) {
@@ -76,8 +73,13 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
                                                         " exceeds max_join_timeout_ms " +
                                                         std::to_string(parts_.node.config.max_join_timeout_ms()))));
   }
+  // Checked before anything is dialled: a bad address fails only this call.
+  if (!request->coordinator().empty()) {
+    if (auto s = check_coordinator(request->coordinator()); !s.ok()) {
+      return finish_now(context, to_grpc(s.with_context("job " + request->job_id())));
+    }
+  }
   const std::string coordinator = request->coordinator().empty() ? parts_.node.advertise_address : request->coordinator();
-  if (auto s = check_coordinator(coordinator); !s.ok()) return finish_now(context, to_grpc(s));
 
   Membership m;
   m.job_id = request->job_id();
@@ -134,10 +136,10 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
             // does not keep a rank nobody holds. Answered after that, so a
             // retry of the join cannot be the one the leave removes.
             parts_.release.release({m}, "join failed: " + message,
-                                   [reactor, code, message] { reactor->finish(grpc::Status(code, message)); });
+                                   [reactor, code, message] { reactor->finish(forwarded(code, message)); });
             return;
           }
-          reactor->finish(grpc::Status(code, message));
+          reactor->finish(forwarded(code, message));
           return;
         }
         const v1::RankTable table = r.table();
@@ -167,6 +169,7 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
 
 grpc::ServerUnaryReactor* LocalService::LeaveJob(grpc::CallbackServerContext* context,
                                                  const v1::LeaveJobRequest* request, v1::LeaveJobReply*) {
+  if (auto* refused = refuse_job_id(context, request->job_id())) return refused;
   auto m = parts_.clients.leave(request->client_id(), context->peer(), request->job_id());
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
   auto* reactor = context->DefaultReactor();
@@ -176,9 +179,17 @@ grpc::ServerUnaryReactor* LocalService::LeaveJob(grpc::CallbackServerContext* co
   return reactor;
 }
 
-grpc::ServerUnaryReactor* LocalService::Status(grpc::CallbackServerContext* context, const v1::StatusRequest*,
-                                               v1::DaemonStatus* reply) {
-  *reply = parts_.status.status();
+grpc::ServerUnaryReactor* LocalService::Status(grpc::CallbackServerContext* context,
+                                               const v1::StatusRequest* request, v1::DaemonStatus* reply) {
+  auto creds = parts_.connections.lookup(context->peer());
+  if (!creds) {
+    return finish_now(context, grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                                            "unknown local connection " + context->peer()));
+  }
+  StatusView view;
+  view.uid = creds->uid;
+  view.all = !request->own_only() && sees_every_tenant(*creds, parts_.node.config.admin_group());
+  *reply = parts_.status.status(view);
   return finish_now(context, grpc::Status::OK);
 }
 
@@ -197,6 +208,7 @@ void finish_region(grpc::ServerUnaryReactor* reactor, v1::RegionReply* reply, Re
 
 grpc::ServerUnaryReactor* LocalService::CreateWindow(grpc::CallbackServerContext* context,
                                                      const v1::CreateWindowRequest* request, v1::RegionReply* reply) {
+  if (auto* refused = refuse_job_id(context, request->job_id())) return refused;
   auto m = parts_.clients.membership(request->client_id(), context->peer(), request->job_id());
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
   auto creds = parts_.connections.lookup(context->peer());
@@ -212,7 +224,10 @@ grpc::ServerUnaryReactor* LocalService::CreateDeviceWindow(grpc::CallbackServerC
                                                            const v1::CreateDeviceWindowRequest* request,
                                                            v1::RegionReply* reply) {
   auto creds = parts_.connections.lookup(context->peer());
-  auto m = parts_.clients.membership(request->client_id(), context->peer(), request->job_id());
+  epx::Status argument = check_job_id(request->job_id());
+  if (argument.ok()) argument = check_pci_bus_id(request->pci_bus_id());
+  Result<Membership> m = argument.ok() ? parts_.clients.membership(request->client_id(), context->peer(), request->job_id())
+                                       : Result<Membership>(argument);
   if (!m.ok()) {
     // The submitted descriptor is consumed by this call whatever happens:
     // close it now rather than at its time limit.
@@ -229,6 +244,7 @@ grpc::ServerUnaryReactor* LocalService::CreateDeviceWindow(grpc::CallbackServerC
 
 grpc::ServerUnaryReactor* LocalService::OpenSignals(grpc::CallbackServerContext* context,
                                                     const v1::OpenSignalsRequest* request, v1::RegionReply* reply) {
+  if (auto* refused = refuse_job_id(context, request->job_id())) return refused;
   auto m = parts_.clients.membership(request->client_id(), context->peer(), request->job_id());
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
   auto creds = parts_.connections.lookup(context->peer());
@@ -242,6 +258,7 @@ grpc::ServerUnaryReactor* LocalService::OpenSignals(grpc::CallbackServerContext*
 
 grpc::ServerUnaryReactor* LocalService::OpenRing(grpc::CallbackServerContext* context,
                                                  const v1::OpenRingRequest* request, v1::RegionReply* reply) {
+  if (auto* refused = refuse_job_id(context, request->job_id())) return refused;
   auto m = parts_.clients.membership(request->client_id(), context->peer(), request->job_id());
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
   auto creds = parts_.connections.lookup(context->peer());
@@ -256,6 +273,7 @@ grpc::ServerUnaryReactor* LocalService::OpenRing(grpc::CallbackServerContext* co
 
 grpc::ServerUnaryReactor* LocalService::Barrier(grpc::CallbackServerContext* context,
                                                 const v1::BarrierRequest* request, v1::BarrierReply*) {
+  if (auto* refused = refuse_job_id(context, request->job_id())) return refused;
   auto m = parts_.clients.membership(request->client_id(), context->peer(), request->job_id());
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
   const uint32_t timeout_ms = request->timeout_ms() ? std::min(request->timeout_ms(), parts_.node.config.max_join_timeout_ms())
@@ -271,17 +289,18 @@ grpc::ServerUnaryReactor* LocalService::Barrier(grpc::CallbackServerContext* con
                          PeerClient::Clock::now() + std::chrono::milliseconds(timeout_ms) + kBarrierGrace,
                          [reactor, coordinator](const grpc::Status& s, v1::PeerBarrierReply&) {
                            if (s.ok() || s.error_code() != grpc::StatusCode::UNAVAILABLE) {
-                             reactor->finish(s);
+                             reactor->finish(forwarded(s.error_code(), s.error_message()));
                              return;
                            }
-                           reactor->finish(grpc::Status(s.error_code(), "barrier at coordinator " + coordinator +
-                                                                            ": " + s.error_message()));
+                           reactor->finish(forwarded(s.error_code(), "barrier at coordinator " + coordinator +
+                                                                         ": " + s.error_message()));
                          });
   return waiting;
 }
 
 grpc::ServerUnaryReactor* LocalService::ExchangeIpc(grpc::CallbackServerContext* context,
                                                     const v1::ExchangeIpcRequest* request, v1::ExchangeIpcReply* reply) {
+  if (auto* refused = refuse_job_id(context, request->job_id())) return refused;
   auto m = parts_.clients.membership(request->client_id(), context->peer(), request->job_id());
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
   if (request->handle().empty() || request->handle().size() > 256) {

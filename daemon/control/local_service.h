@@ -60,9 +60,4 @@ class LocalService final : public v1::Local::CallbackService {
   LocalParts parts_;
 };
 
-// Job ids travel in logs, status and file names: keep them printable.
-epx::Status check_job_id(const std::string& job_id);
-// A coordinator address a client gave: host:port, port 1..65535, bounded.
-epx::Status check_coordinator(const std::string& address);
-
 }  // namespace epx::daemon

@@ -17,7 +17,11 @@ v1::Peer::Stub* PeerClient::stub(const std::string& address) {
     // environment would answer for unreachable peers (seen as an HTTP 404
     // status in 3 ms) instead of UNAVAILABLE.
     args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);
-    stub = v1::Peer::NewStub(grpc::CreateCustomChannel(address, security_->channel_credentials(), args));
+    // Always a TCP target: with no scheme gRPC would read "unix:80" or
+    // "ipv4:..." as a URI. Addresses from clients are checked
+    // (local_arguments.h); ones from peers' rank tables are not.
+    stub = v1::Peer::NewStub(
+        grpc::CreateCustomChannel("dns:///" + address, security_->channel_credentials(), args));
   }
   return stub.get();
 }

@@ -4,7 +4,7 @@
 
 #include <set>
 
-#include "daemon/control/local_service.h"
+#include "daemon/control/local_arguments.h"
 #include "daemon/control/waiting_reactor.h"
 #include "daemon/proxy/signal_space.h"
 #include "grpc_status.h"
@@ -148,7 +148,7 @@ grpc::ServerUnaryReactor* PeerService::Register(grpc::CallbackServerContext* con
   }
   auto caller = admit(*st, context, kPeerRegister, *request);
   if (!caller.ok()) return finish_now(context, to_grpc(caller.status()));
-  if (auto s = check_job_id(request->job_id()); !s.ok()) return finish_now(context, to_grpc(s));
+  if (auto s = check_job_id(request->job_id()); !s.ok()) return refuse(*st, context, kPeerRegister, s);
   // A daemon registers its own clients' ranks only: the entry names it.
   if (auto s = caller->may_act_for(request->entry().daemon_address(),
                                    "register " + rank_of(request->job_id(), request->entry().rank()));
@@ -181,6 +181,7 @@ grpc::ServerUnaryReactor* PeerService::Leave(grpc::CallbackServerContext* contex
   if (st == nullptr) return finish_now(context, kStarting);
   auto caller = admit(*st, context, kPeerLeave, *request);
   if (!caller.ok()) return finish_now(context, to_grpc(caller.status()));
+  if (auto s = check_job_id(request->job_id()); !s.ok()) return refuse(*st, context, kPeerLeave, s);
   const std::string what = "release " + rank_of(request->job_id(), request->rank());
   auto notices = st->coordinator.leave(request->job_id(), request->rank(), request->reason(),
                                        [&](const std::string& owner) { return caller->may_act_for(owner, what); });
@@ -199,6 +200,7 @@ grpc::ServerUnaryReactor* PeerService::Notify(grpc::CallbackServerContext* conte
   if (st == nullptr) return finish_now(context, kStarting);
   auto caller = admit(*st, context, kPeerNotify, *request);
   if (!caller.ok()) return finish_now(context, to_grpc(caller.status()));
+  if (auto s = check_job_id(request->job_id()); !s.ok()) return refuse(*st, context, kPeerNotify, s);
   const std::string coordinator = coordinator_of(*st, request->job_id());
   if (coordinator.empty()) {
     // No rank of the job here (any more): nobody to tell.
@@ -230,6 +232,7 @@ grpc::ServerUnaryReactor* PeerService::Publish(grpc::CallbackServerContext* cont
   if (st == nullptr) return finish_now(context, kStarting);
   auto caller = admit(*st, context, kPeerPublish, *request);
   if (!caller.ok()) return finish_now(context, to_grpc(caller.status()));
+  if (auto s = check_job_id(request->job_id()); !s.ok()) return refuse(*st, context, kPeerPublish, s);
   auto plane = st->data_plane.job_plane(request->job_id());
   if (plane) {
     const v1::RankEntry* owner = entry_of(plane->table(), request->rank());
@@ -266,6 +269,7 @@ grpc::ServerUnaryReactor* PeerService::Barrier(grpc::CallbackServerContext* cont
   if (st == nullptr) return finish_now(context, kStarting);
   auto caller = admit(*st, context, kPeerBarrier, *request);
   if (!caller.ok()) return finish_now(context, to_grpc(caller.status()));
+  if (auto s = check_job_id(request->job_id()); !s.ok()) return refuse(*st, context, kPeerBarrier, s);
   const std::string from = context->peer();  // the reactor may finish inside barrier()
   // Cancellable: a barrier call the coordinator never answers (a bug, a
   // rank that never comes) still ends when the caller goes or the server

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "daemon/control/local_arguments.h"
 #include "grpc_status.h"
 
 namespace epx::daemon {
@@ -21,8 +22,13 @@ SessionStream::SessionStream(LocalParts& parts, grpc::CallbackServerContext* con
     finish_locked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "epxd is shutting down"));
     return;
   }
+  if (auto s = check_client_name(request.client_name()); !s.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    finish_locked(to_grpc(s));
+    return;
+  }
   creds_ = *creds;
-  auto id = parts_.clients.attach(request.client_name().substr(0, 128), connection, creds_, this);
+  auto id = parts_.clients.attach(request.client_name(), connection, creds_, this);
   if (!id.ok()) {
     std::lock_guard<std::mutex> lock(mu_);
     finish_locked(to_grpc(id.status()));

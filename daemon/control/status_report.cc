@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <map>
+#include <set>
 
 #include "daemon/fabric/device_memory.h"
 
@@ -10,7 +11,7 @@ namespace epx::daemon {
 
 const char kVersion[] = "0.1.0";
 
-v1::DaemonStatus StatusReport::status() const {
+v1::DaemonStatus StatusReport::status(const StatusView& view) const {
   v1::DaemonStatus s;
   s.set_node(node_.config.node_name());
   s.set_version(kVersion);
@@ -34,7 +35,14 @@ v1::DaemonStatus StatusReport::status() const {
     r->set_device_windows_reason(gpu.message());
   }
   s.set_libfabric(libfabric_description());
+  s.set_view(view.all ? "all" : "own (uid " + std::to_string(view.uid) + ")");
+  std::set<std::string> own_jobs;
   for (auto& c : clients_.client_status()) {
+    if (!view.all) {
+      if (c.uid() != view.uid) continue;
+      // ClientStatus names a job as "job/rank"; job ids hold no '/'.
+      for (const auto& j : c.jobs()) own_jobs.insert(j.substr(0, j.rfind('/')));
+    }
     for (auto& r : data_plane_.ring_status(c.client_id())) *c.add_rings() = std::move(r);
     const WindowUsage usage = data_plane_.window_usage(c.client_id());
     c.set_windows(usage.windows);
@@ -52,7 +60,9 @@ v1::DaemonStatus StatusReport::status() const {
     auto it = jobs.find(j.job_id());
     if (it == jobs.end()) jobs[j.job_id()] = std::move(j);  // coordinated elsewhere: local view
   }
-  for (auto& [id, j] : jobs) *s.add_jobs() = std::move(j);
+  for (auto& [id, j] : jobs) {
+    if (view.all || own_jobs.count(id)) *s.add_jobs() = std::move(j);
+  }
   return s;
 }
 

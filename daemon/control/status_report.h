@@ -1,8 +1,11 @@
 // StatusReport: the daemon's status as Local.Status and `epxctl status` show
-// it: rails, clients with their rings and windows, proxies, jobs.
+// it: rails, clients with their rings and windows, proxies, jobs. The
+// node's parts (rails, proxies) are in every report; clients and jobs only
+// as the view allows (status_access.h).
 #pragma once
 
 #include "daemon/control/node.h"
+#include "daemon/control/status_access.h"
 #include "daemon/dataplane/data_plane.h"
 #include "daemon/jobs/client_table.h"
 #include "daemon/jobs/coordinator.h"
@@ -16,7 +19,8 @@ class StatusReport {
                const Coordinator& coordinator)
       : node_(node), clients_(clients), data_plane_(data_plane), coordinator_(coordinator) {}
 
-  v1::DaemonStatus status() const;
+  // With view.all = false: the clients of view.uid and the jobs they hold.
+  v1::DaemonStatus status(const StatusView& view) const;
 
  private:
   const Node& node_;

@@ -1,6 +1,16 @@
 #include "daemon/jobs/client_table.h"
 
 namespace epx::daemon {
+namespace {
+
+// One answer whether the id is unknown or another connection's: a caller
+// learns nothing about other tenants' clients from it.
+Status not_callers_client(uint64_t client_id) {
+  return permission_denied("client " + std::to_string(client_id) +
+                           " is not attached on this connection (call Hello first)");
+}
+
+}  // namespace
 
 Result<uint64_t> ClientTable::attach(const std::string& name, const std::string& connection,
                                      const Credentials& creds, EventSink* sink) {
@@ -27,23 +37,15 @@ std::vector<Membership> ClientTable::detach(uint64_t client_id) {
 Result<Credentials> ClientTable::check_caller(uint64_t client_id, const std::string& connection) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = clients_.find(client_id);
-  if (it == clients_.end()) {
-    return failed_precondition("client " + std::to_string(client_id) + " is not attached (call Hello first)");
-  }
-  if (it->second.connection != connection) {
-    return permission_denied("client " + std::to_string(client_id) + " belongs to another connection");
-  }
+  if (it == clients_.end() || it->second.connection != connection) return not_callers_client(client_id);
   return it->second.creds;
 }
 
 Status ClientTable::check_process(uint64_t client_id, pid_t pid) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = clients_.find(client_id);
-  if (it == clients_.end()) {
-    return failed_precondition("client " + std::to_string(client_id) + " is not attached (call Hello first)");
-  }
-  if (it->second.creds.pid != pid) {
-    return permission_denied("client " + std::to_string(client_id) + " belongs to another process");
+  if (it == clients_.end() || it->second.creds.pid != pid) {
+    return permission_denied("client " + std::to_string(client_id) + " is not attached by this process");
   }
   return Status();
 }
@@ -51,13 +53,8 @@ Status ClientTable::check_process(uint64_t client_id, pid_t pid) const {
 Status ClientTable::begin_join(uint64_t client_id, const std::string& connection, const Membership& membership) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = clients_.find(client_id);
-  if (it == clients_.end()) {
-    return failed_precondition("client " + std::to_string(client_id) + " is not attached (call Hello first)");
-  }
+  if (it == clients_.end() || it->second.connection != connection) return not_callers_client(client_id);
   Client& c = it->second;
-  if (c.connection != connection) {
-    return permission_denied("client " + std::to_string(client_id) + " belongs to another connection");
-  }
   if (c.jobs.count(membership.job_id)) {
     return already_exists("this client already holds rank " + std::to_string(c.jobs[membership.job_id].rank) +
                           " of job " + membership.job_id);
@@ -86,9 +83,7 @@ Result<Membership> ClientTable::membership(uint64_t client_id, const std::string
                                           const std::string& job_id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = clients_.find(client_id);
-  if (it == clients_.end() || it->second.connection != connection) {
-    return failed_precondition("client " + std::to_string(client_id) + " is not attached on this connection");
-  }
+  if (it == clients_.end() || it->second.connection != connection) return not_callers_client(client_id);
   auto m = it->second.jobs.find(job_id);
   if (m == it->second.jobs.end() || !m->second.formed) {
     return failed_precondition("this client holds no formed rank of job " + job_id + " (join it first)");
@@ -105,9 +100,7 @@ void ClientTable::abort_join(uint64_t client_id, const std::string& job_id) {
 Result<Membership> ClientTable::leave(uint64_t client_id, const std::string& connection, const std::string& job_id) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = clients_.find(client_id);
-  if (it == clients_.end() || it->second.connection != connection) {
-    return failed_precondition("client " + std::to_string(client_id) + " is not attached on this connection");
-  }
+  if (it == clients_.end() || it->second.connection != connection) return not_callers_client(client_id);
   auto m = it->second.jobs.find(job_id);
   if (m == it->second.jobs.end()) return not_found("this client holds no rank of job " + job_id);
   Membership out = std::move(m->second);

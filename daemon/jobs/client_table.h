@@ -53,7 +53,9 @@ class ClientTable {
   std::vector<Membership> detach(uint64_t client_id);
 
   // Checks that `client_id` is attached and was attached on `connection`:
-  // a process cannot act for another process's client.
+  // a process cannot act for another process's client. Every check of a
+  // client id here answers PERMISSION_DENIED, with the same text whether
+  // the id is unknown or another caller's.
   Result<Credentials> check_caller(uint64_t client_id, const std::string& connection) const;
   // Checks that `client_id` is attached and belongs to process `pid` (for
   // the fd socket, which knows the sender's pid, not its gRPC connection).

@@ -49,7 +49,7 @@ DaemonProcess::DaemonProcess(const TempDir& dir, DaemonOptions o) : dir_(dir) {
   }
   if (o.cluster_secret) argv.insert(argv.end(), {"--peer-secret-file", cluster_secret_file(dir)});
   argv.insert(argv.end(), o.extra_args.begin(), o.extra_args.end());
-  process_ = std::make_unique<Process>(argv, dir.path() + "/" + o.name + ".log");
+  process_ = std::make_unique<Process>(argv, dir.path() + "/" + o.name + ".log", o.env);
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (std::chrono::steady_clock::now() < end) {
     if (!process_->running()) FAIL("epxd " << o.name << " exited during start:\n" << process_->output());

@@ -21,6 +21,8 @@ struct DaemonOptions {
   // carry the proof, as in production); off for daemons a test configures
   // otherwise (mutual TLS, none).
   bool cluster_secret = true;
+  // Set in epxd's environment ("NAME=value"), e.g. proxies it must ignore.
+  std::vector<std::string> env;
 };
 
 // The cluster secret file of the daemons in `dir` (created on first use:

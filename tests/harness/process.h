@@ -27,7 +27,9 @@ class TempDir {
 class Process {
  public:
   // Starts argv[0] with the given arguments; output goes to `log_path`.
-  Process(std::vector<std::string> argv, std::string log_path);
+  // The child's environment is this process's with `env` ("NAME=value")
+  // set over it.
+  Process(std::vector<std::string> argv, std::string log_path, std::vector<std::string> env = {});
   ~Process();  // SIGKILLs a process still running
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;

@@ -195,8 +195,8 @@ TEST_CASE("refused device windows leak nothing, bad requests get clear errors, h
   // A submit in the name of a client that is not this process's: refused,
   // so nobody can spend another client's descriptor quota.
   fdproto::FdReply forged = submit_raw(a.socket() + ".fd", ca->client_id() + 1000, {gpu.fd});
-  CHECK(forged.status == static_cast<int32_t>(StatusCode::kFailedPrecondition));
-  CHECK(std::string(forged.message).find("is not attached") != std::string::npos);
+  CHECK(forged.status == static_cast<int32_t>(StatusCode::kPermissionDenied));
+  CHECK(std::string(forged.message).find("is not attached by this process") != std::string::npos);
   CHECK(forged.token == 0);
   CHECK(settle_fds(daemon, baseline) == baseline);
   // A token nobody was given.
