@@ -194,7 +194,7 @@ TEST_CASE("a daemon stopped with SIGTERM tells its clients, and the job's other 
   auto ja = ca->join(paired_join_options("t", 2, 0, a.peer_address()));
   REQUIRE_MESSAGE(ja.ok(), ja.status().to_string());
   auto jb = f.get();
-  REQUIRE(jb.ok());
+  REQUIRE_MESSAGE(jb.ok(), jb.status().to_string());
 
   b.process().signal(SIGTERM);
   auto bye = wait_event(*cb, Event::Kind::kDaemonShutdown, 10s);
@@ -220,9 +220,9 @@ TEST_CASE("a coordinator stopped with SIGTERM aborts the job on the other daemon
   auto ca = a.connect(), cb = b.connect();
   auto f = std::async(std::launch::async, [&] { return cb->join(paired_join_options("c", 2, 1, a.peer_address())); });
   auto ja = ca->join(paired_join_options("c", 2, 0, a.peer_address()));
-  REQUIRE(ja.ok());
+  REQUIRE_MESSAGE(ja.ok(), ja.status().to_string());
   auto jb = f.get();  // held: a Job leaves when destroyed
-  REQUIRE(jb.ok());
+  REQUIRE_MESSAGE(jb.ok(), jb.status().to_string());
   a.process().signal(SIGTERM);
   auto aborted = wait_event(*cb, Event::Kind::kJobAborted, 10s);
   REQUIRE(aborted.has_value());

@@ -61,9 +61,9 @@ TEST_CASE("counted signals: many writes from several rings to one signal, all co
   auto ca = a.connect(), cb = b.connect();
   auto fb = std::async(std::launch::async, [&] { return cb->join(join_options("sig", 2, 1, a.peer_address())); });
   auto ja = ca->join(join_options("sig", 2, 0, a.peer_address()));
-  REQUIRE(ja.ok());
+  REQUIRE_MESSAGE(ja.ok(), ja.status().to_string());
   auto jb = fb.get();
-  REQUIRE(jb.ok());
+  REQUIRE_MESSAGE(jb.ok(), jb.status().to_string());
   constexpr uint32_t kBlock = 1000, kBlocks = 300;
   auto src = ja->create_window(kBlock * kBlocks);
   auto dst_b = jb->create_window(kBlock * kBlocks);  // window 1 on rank 1
@@ -110,9 +110,9 @@ TEST_CASE("bad descriptors from one client are rejected and reported while anoth
   auto ca = a.connect("bad-actor"), cb = b.connect();
   auto fb = std::async(std::launch::async, [&] { return cb->join(join_options("bad", 2, 1, a.peer_address())); });
   auto ja = ca->join(join_options("bad", 2, 0, a.peer_address()));
-  REQUIRE(ja.ok());
+  REQUIRE_MESSAGE(ja.ok(), ja.status().to_string());
   auto jb = fb.get();
-  REQUIRE(jb.ok());
+  REQUIRE_MESSAGE(jb.ok(), jb.status().to_string());
   auto w = ja->create_window(4096);
   auto wb = jb->create_window(4096);
   REQUIRE(w.ok());
@@ -199,9 +199,9 @@ TEST_CASE("a peer daemon killed mid-job: the waiting rank gets an error naming t
   auto ca = a.connect(), cb = b.connect();
   auto fb = std::async(std::launch::async, [&] { return cb->join(join_options("pk", 2, 1, a.peer_address())); });
   auto ja = ca->join(join_options("pk", 2, 0, a.peer_address()));
-  REQUIRE(ja.ok());
+  REQUIRE_MESSAGE(ja.ok(), ja.status().to_string());
   auto jb = fb.get();
-  REQUIRE(jb.ok());
+  REQUIRE_MESSAGE(jb.ok(), jb.status().to_string());
   auto sa = ja->open_signals(2);
   REQUIRE(sa.ok());
   b.process().signal(SIGKILL);
@@ -225,7 +225,7 @@ TEST_CASE("same-node handle exchange: each local rank gets every local handle; m
   std::vector<Job> jobs;
   for (auto& x : f) {
     auto j = x.get();
-    REQUIRE(j.ok());
+    REQUIRE_MESSAGE(j.ok(), j.status().to_string());
     jobs.push_back(std::move(j.value()));
   }
   // Rank 2 is alone on its node: its exchange completes with itself only.
@@ -257,9 +257,9 @@ TEST_CASE("two jobs with the same id on one node never share a data plane") {
   auto a0 = a.connect("tenant-a"), a1 = b.connect("tenant-a");
   auto f = std::async(std::launch::async, [&] { return a1->join(join_options("same", 2, 1, a.peer_address())); });
   auto ja = a0->join(join_options("same", 2, 0, a.peer_address()));
-  REQUIRE(ja.ok());
+  REQUIRE_MESSAGE(ja.ok(), ja.status().to_string());
   auto jb = f.get();
-  REQUIRE(jb.ok());
+  REQUIRE_MESSAGE(jb.ok(), jb.status().to_string());
   // Tenant B: a different job that happens to use the same id, coordinated
   // by daemon b, with its rank on daemon a.
   auto intruder = a.connect("tenant-b");
@@ -277,9 +277,9 @@ TEST_CASE("zero-length writes: a plain one is a no-op, one with a signal deliver
   auto ca = a.connect(), cb = b.connect();
   auto fb = std::async(std::launch::async, [&] { return cb->join(join_options("z", 2, 1, a.peer_address())); });
   auto ja = ca->join(join_options("z", 2, 0, a.peer_address()));
-  REQUIRE(ja.ok());
+  REQUIRE_MESSAGE(ja.ok(), ja.status().to_string());
   auto jb = fb.get();
-  REQUIRE(jb.ok());
+  REQUIRE_MESSAGE(jb.ok(), jb.status().to_string());
   auto w = ja->create_window(4096);
   auto wb = jb->create_window(4096);
   auto sb = jb->open_signals(2);
@@ -304,7 +304,7 @@ TEST_CASE("a client's windows and rings count against max_client_mib") {
   DaemonProcess a(dir, {"a", "shm", {"--max-client-mib", "1"}});
   auto c = a.connect();
   auto j = c->join(join_options("quota", 1, 0, ""));
-  REQUIRE(j.ok());
+  REQUIRE_MESSAGE(j.ok(), j.status().to_string());
   auto w1 = j->create_window(600 << 10);
   REQUIRE(w1.ok());
   auto w2 = j->create_window(600 << 10);
@@ -317,6 +317,6 @@ TEST_CASE("a client's windows and rings count against max_client_mib") {
   // Another client has its own quota.
   auto other = a.connect();
   auto jo = other->join(join_options("quota2", 1, 0, ""));
-  REQUIRE(jo.ok());
+  REQUIRE_MESSAGE(jo.ok(), jo.status().to_string());
   CHECK(jo->create_window(600 << 10).ok());
 }

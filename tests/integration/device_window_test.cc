@@ -119,7 +119,7 @@ TEST_CASE("a device window is refused on shm and tcp, naming the rail and why") 
     DaemonProcess a(dir, {"a", provider});
     auto c = a.connect();
     auto j = c->join(join_options(std::string("dw-") + provider, 1, 0, ""));
-    REQUIRE(j.ok());
+    REQUIRE_MESSAGE(j.ok(), j.status().to_string());
     FakeGpuMemory gpu(1 << 20);
     auto token = j->send_fd(gpu.fd);
     REQUIRE_MESSAGE(token.ok(), token.status().to_string());
@@ -147,9 +147,9 @@ TEST_CASE("refused device windows leak nothing, bad requests get clear errors, h
   auto ca = a.connect("device-window-client"), cb = b.connect();
   auto fb = std::async(std::launch::async, [&] { return cb->join(join_options("dw", 2, 1, a.peer_address())); });
   auto ja = ca->join(join_options("dw", 2, 0, a.peer_address()));
-  REQUIRE(ja.ok());
+  REQUIRE_MESSAGE(ja.ok(), ja.status().to_string());
   auto jb = fb.get();
-  REQUIRE(jb.ok());
+  REQUIRE_MESSAGE(jb.ok(), jb.status().to_string());
   const pid_t daemon = a.process().pid();
   FakeGpuMemory gpu(1 << 20);
 
@@ -246,7 +246,7 @@ TEST_CASE("refused device windows leak nothing, bad requests get clear errors, h
   {
     auto other = a.connect("other");
     auto jo = other->join(join_options("dw-other", 1, 0, ""));
-    REQUIRE(jo.ok());
+    REQUIRE_MESSAGE(jo.ok(), jo.status().to_string());
     auto t = ja->send_fd(gpu.fd);
     REQUIRE(t.ok());
     auto stolen = jo->create_device_window(*t, device_memory(1 << 20));
@@ -257,7 +257,7 @@ TEST_CASE("refused device windows leak nothing, bad requests get clear errors, h
   {
     auto leaving = a.connect("leaving");
     auto jl = leaving->join(join_options("dw-leaving", 1, 0, ""));
-    REQUIRE(jl.ok());
+    REQUIRE_MESSAGE(jl.ok(), jl.status().to_string());
     for (int i = 0; i < 3; ++i) REQUIRE(jl->send_fd(gpu.fd).ok());
     CHECK(open_fds(daemon) >= with_windows + 3);  // held while the client lives
   }
