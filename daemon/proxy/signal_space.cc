@@ -9,17 +9,18 @@
 
 namespace epx::daemon {
 
-Result<std::unique_ptr<SignalSpace>> SignalSpace::create() {
+Result<std::unique_ptr<SignalSpace>> SignalSpace::create(std::chrono::milliseconds quarantine) {
   void* p = mmap(nullptr, sizeof(std::atomic<uint64_t*>) * kIds, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) {
     return resource_exhausted(std::string("mapping the node's signal table: ") + std::strerror(errno));
   }
   // Zero pages are null pointers: every id starts unallocated.
-  return std::unique_ptr<SignalSpace>(new SignalSpace(static_cast<std::atomic<uint64_t*>*>(p)));
+  return std::unique_ptr<SignalSpace>(new SignalSpace(static_cast<std::atomic<uint64_t*>*>(p), quarantine));
 }
 
-SignalSpace::SignalSpace(std::atomic<uint64_t*>* table) : table_(table) {
+SignalSpace::SignalSpace(std::atomic<uint64_t*>* table, std::chrono::milliseconds quarantine)
+    : table_(table), quarantine_(quarantine) {
   free_.push_back({1, kIds - 1});  // id 0 stays unused: an all-zero immediate is never valid
 }
 
@@ -28,6 +29,7 @@ SignalSpace::~SignalSpace() { munmap(table_, sizeof(std::atomic<uint64_t*>) * kI
 Result<uint32_t> SignalSpace::allocate(uint64_t* words, uint32_t count) {
   if (count == 0) return invalid_argument("signal array of 0 words");
   std::lock_guard<std::mutex> lock(mu_);
+  end_quarantines_locked(Clock::now());
   for (auto it = free_.begin(); it != free_.end(); ++it) {
     if (it->second < count) continue;
     const uint32_t base = it->first;
@@ -40,13 +42,29 @@ Result<uint32_t> SignalSpace::allocate(uint64_t* words, uint32_t count) {
     }
     return base;
   }
+  uint64_t waiting = 0;
+  for (const auto& q : quarantined_) waiting += q.count;
   return resource_exhausted("node signal space full: " + std::to_string(count) + " more signals do not fit in " +
-                            std::to_string(kIds) + " ids");
+                            std::to_string(kIds) + " ids (" + std::to_string(waiting) +
+                            " freed ids are in quarantine for up to " + std::to_string(quarantine_.count()) + " ms)");
+}
+
+void SignalSpace::end_quarantines_locked(Clock::time_point now) {
+  while (!quarantined_.empty() && quarantined_.front().until <= now) {
+    add_free_locked(quarantined_.front().base, quarantined_.front().count);
+    quarantined_.pop_front();
+  }
 }
 
 void SignalSpace::release(uint32_t base, uint32_t count) {
   std::lock_guard<std::mutex> lock(mu_);
   for (uint32_t i = 0; i < count; ++i) table_[base + i].store(nullptr, std::memory_order_relaxed);
+  const Clock::time_point now = Clock::now();
+  quarantined_.push_back({base, count, now + quarantine_});
+  end_quarantines_locked(now);
+}
+
+void SignalSpace::add_free_locked(uint32_t base, uint32_t count) {
   free_.push_back({base, count});
   std::sort(free_.begin(), free_.end());
   // Merge neighbours so large arrays fit again after churn.
