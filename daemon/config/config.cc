@@ -224,10 +224,12 @@ Result<std::pair<std::string, int>> split_host_port(const std::string& address) 
   std::string host = address.substr(0, colon);
   if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   const std::string port_text = address.substr(colon + 1);
-  char* end = nullptr;
-  long port = std::strtol(port_text.c_str(), &end, 10);
-  if (*end != '\0' || port < 0 || port > 65535) {
-    return invalid_argument("'" + address + "': port '" + port_text + "' is not 0..65535");
+  // Digits only: strtol alone would take "+80", " 80" or "-0".
+  const bool digits = port_text.size() <= 5 && std::all_of(port_text.begin(), port_text.end(),
+                                                           [](char ch) { return ch >= '0' && ch <= '9'; });
+  const long port = digits ? std::strtol(port_text.c_str(), nullptr, 10) : -1;
+  if (port < 0 || port > 65535) {
+    return invalid_argument("'" + address + "': port '" + port_text + "' is not 0..65535 in digits");
   }
   return std::make_pair(host, static_cast<int>(port));
 }

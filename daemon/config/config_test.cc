@@ -132,6 +132,12 @@ TEST_CASE("host:port splitting") {
   CHECK_FALSE(split_host_port("nohost").ok());
   CHECK_FALSE(split_host_port("h:").ok());
   CHECK_FALSE(split_host_port("h:x1").ok());
+  // Signs, spaces and out-of-range ports, which strtol alone would pass or wrap.
+  CHECK_FALSE(split_host_port("h:+80").ok());
+  CHECK_FALSE(split_host_port("h: 80").ok());
+  CHECK_FALSE(split_host_port("h:-0").ok());
+  CHECK_FALSE(split_host_port("h:99999").ok());
+  CHECK_FALSE(split_host_port("h:000080000").ok());
 }
 
 TEST_CASE("peer security: all three TLS files or none, and not both modes") {
