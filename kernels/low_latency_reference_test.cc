@@ -8,45 +8,14 @@
 #include <set>
 
 #include "kernels/fp8_reference.h"
+#include "kernels/low_latency_inputs.h"
 
 namespace epx::kernels {
 namespace {
 
-// A job's worth of random router output: each token picks up to num_topk
-// distinct experts, some entries -1, and the last `idle` experts never chosen.
-struct Job {
-  LowLatencyShape shape;
-  std::vector<std::vector<uint16_t>> x;
-  std::vector<std::vector<int64_t>> topk;
-  std::vector<std::vector<float>> weights;
-  std::vector<LowLatencyRankInput> inputs;
-
-  Job(LowLatencyShape s, uint32_t seed, int idle = 2) : shape(s) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> value(0.0f, 3.0f);
-    std::uniform_real_distribution<float> weight(0.0f, 1.0f);
-    const int usable = s.num_experts - idle;
-    for (int r = 0; r < s.num_ranks; ++r) {
-      const int tokens = static_cast<int>(rng() % (s.max_tokens_per_rank + 1));
-      x.emplace_back(static_cast<size_t>(tokens) * s.hidden);
-      for (auto& v : x.back()) v = float_to_bf16(value(rng));
-      topk.emplace_back(static_cast<size_t>(tokens) * s.num_topk, -1);
-      weights.emplace_back(static_cast<size_t>(tokens) * s.num_topk);
-      for (int t = 0; t < tokens; ++t) {
-        std::set<int64_t> picked;
-        for (int k = 0; k < s.num_topk; ++k) {
-          weights.back()[static_cast<size_t>(t) * s.num_topk + k] = weight(rng);
-          if (rng() % 5 == 0) continue;  // -1: no expert in this slot
-          if (static_cast<int>(picked.size()) == usable) break;
-          int64_t e = rng() % usable;
-          while (picked.count(e)) e = (e + 1) % usable;
-          picked.insert(e);
-          topk.back()[static_cast<size_t>(t) * s.num_topk + k] = e;
-        }
-      }
-      inputs.push_back({tokens, x.back().data(), topk.back().data(), weights.back().data()});
-    }
-  }
+// A job's worth of random router output (low_latency_inputs.h).
+struct Job : LowLatencyJobInputs {
+  Job(LowLatencyShape s, uint32_t seed, int idle = 2) : LowLatencyJobInputs(random(s, seed, -1, idle)) {}
 };
 
 int64_t range_of(int begin, int count) { return (static_cast<int64_t>(begin) << 32) | count; }
@@ -240,11 +209,7 @@ TEST_CASE("combine refuses a handle that does not hold the token's row") {
     }
   }
   REQUIRE(changed);
-  for (int r = 0; r < 2; ++r) {
-    other.inputs[r].x = other.x[r].data();
-    other.inputs[r].topk_idx = other.topk[r].data();
-    other.inputs[r].topk_weights = other.weights[r].data();
-  }
+  other.refresh_views();
   // Combine the original routing with the handle of the changed one.
   std::vector<LowLatencyReceived> other_out;
   REQUIRE(low_latency_dispatch_reference(other.shape, {false, false, false}, other.inputs, &other_out).ok());

@@ -73,6 +73,7 @@ void ClientSession::read_events() {
         e.rank = event.rank_lost().rank();
         e.node = event.rank_lost().node();
         e.reason = event.rank_lost().reason();
+        lost_ranks_[e.job_id].insert(e.rank);
         job_trouble_.emplace(e.job_id, Trouble{"rank " + std::to_string(e.rank) + " (node " + e.node + ") lost: " + e.reason,
                                                std::chrono::steady_clock::now()});
         break;
@@ -139,6 +140,13 @@ Status ClientSession::peer_wait_status(const std::string& job_id, std::chrono::s
   }
   if (ended_ && now >= std::max(ended_at_, since) + kTroubleGrace) return end_status_;
   return Status();
+}
+
+std::vector<uint32_t> ClientSession::lost_ranks(const std::string& job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = lost_ranks_.find(job_id);
+  if (it == lost_ranks_.end()) return {};
+  return std::vector<uint32_t>(it->second.begin(), it->second.end());
 }
 
 Status ClientSession::session_status() const {

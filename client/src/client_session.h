@@ -10,6 +10,8 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <set>
+#include <vector>
 #include <thread>
 
 #include "epx/client.h"
@@ -47,6 +49,8 @@ class ClientSession {
   // gone, say why (the daemon shut down) rather than a bare UNAVAILABLE.
   Status explain(const grpc::Status& s, const std::string& what) const;
   Status session_status() const;
+  // Ranks of `job_id` the daemon reported lost (RankLost), ascending.
+  std::vector<uint32_t> lost_ranks(const std::string& job_id) const;
   std::optional<Event> next_event(std::chrono::milliseconds timeout);
   // A context whose deadline is `timeout` from now.
   std::unique_ptr<grpc::ClientContext> context(std::chrono::milliseconds timeout) const;
@@ -76,6 +80,7 @@ class ClientSession {
     std::chrono::steady_clock::time_point at;
   };
   std::map<std::string, Trouble> job_trouble_;
+  std::map<std::string, std::set<uint32_t>> lost_ranks_;
 
 };
 

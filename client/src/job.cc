@@ -76,6 +76,8 @@ Result<uint32_t> Job::create_device_window(uint64_t fd_token, const DeviceMemory
   return reply.id();
 }
 
+std::vector<uint32_t> Job::lost_ranks() const { return session_->lost_ranks(table_.job_id); }
+
 Result<Signals> Job::open_signals(uint32_t count) {
   v1::OpenSignalsRequest req;
   req.set_client_id(session_->client_id());

@@ -54,6 +54,9 @@ class Job {
   uint32_t world_size() const { return table_.world_size; }
   const std::string& job_id() const { return table_.job_id; }
 
+  // Ranks of this job the daemon reported lost (kRankLost), ascending.
+  std::vector<uint32_t> lost_ranks() const;
+
   // Releases the rank; peers get a kRankLost event. Idempotent.
   Status leave();
 
