@@ -28,8 +28,8 @@ TEST_CASE("layout of DeepEP's benchmark shape") {
   const LowLatencyShape s = shape_of(2, 288, 7168, 128, 8);
   LowLatencyLayout l;
   REQUIRE(low_latency_layout(s, &l).ok());
-  // Header: token, pair index, 8 experts, 8 positions = 72 bytes -> 80.
-  CHECK(l.message_bytes == 80 + 2 * 7168);
+  // Header: token, then 8 experts, 8 positions, 8 slots = 100 bytes -> 112.
+  CHECK(l.message_bytes == 112 + 2 * 7168);
   // seq, tokens, pair base, 144 expert counts = 592 bytes (already 16-aligned).
   CHECK(l.dispatch_header_bytes == 592);
   CHECK(l.dispatch_region_bytes == 592 + 128 * l.message_bytes);
@@ -77,8 +77,9 @@ TEST_CASE("every offset is 16-byte aligned, and the regions do not overlap") {
               CHECK(aligned16(ll::message_header_bytes(topk)));
             }
           }
-          // The header holds two int32 per top-k entry plus two.
-          CHECK(ll::message_header_bytes(topk) >= 4 * (2 + 2 * static_cast<size_t>(topk)));
+          // The header holds three int32 per top-k entry plus the token.
+          CHECK(ll::message_header_bytes(topk) >= 4 * (1 + 3 * static_cast<size_t>(topk)));
+          CHECK(ll::message_slot(topk, topk - 1) + 4 <= ll::message_header_bytes(topk));
           CHECK(l.dispatch_header_bytes >= 16 + 4 * static_cast<size_t>(s.local_experts()));
           // recv part: dispatch regions, then combine headers and rows.
           CHECK(l.combine_recv >= l.dispatch_recv + static_cast<size_t>(ranks) * l.dispatch_region_bytes);

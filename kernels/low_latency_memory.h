@@ -28,20 +28,28 @@ inline constexpr int kMaxHidden = 32768;
 EPX_LL_HOST_DEVICE inline constexpr size_t align16(size_t n) { return (n + 15) / 16 * 16; }
 
 // One dispatched token (a message), at slot j of a (source, destination)
-// region:
+// region. The same bytes go to every destination of the token:
 //   int32 token          the token's index on the source rank
-//   int32 pair_index     index of this message's first (token, k) pair among
-//                        the pairs the source sends to this destination
-//   int32 expert[K]      the token's global expert ids (-1: none, or not
-//                        this destination's, or a repeated id)
-//   int32 position[K]    for experts of this destination: the row of this
-//                        token inside the (expert, source) range; else -1
+//   int32 expert[K]      the token's global expert ids (-1: none, out of
+//                        range, or an id repeated at a lower k)
+//   int32 position[K]    the row of this token inside the (expert, source)
+//                        range of the expert's block (token order)
+//   int32 slot[K]        the source's combine_recv row reserved for this
+//                        (token, k) pair's expert output (-1: none)
 //   padding to 16, then the payload:
 //     FP8:  hidden e4m3 bytes, then hidden/128 scales (float, or UE8M0
 //           bytes), padded to 16
 //     BF16: 2 * hidden bytes
 EPX_LL_HOST_DEVICE inline constexpr size_t message_header_bytes(int num_topk) {
-  return align16(sizeof(int32_t) * (2 + 2 * static_cast<size_t>(num_topk)));
+  return align16(sizeof(int32_t) * (1 + 3 * static_cast<size_t>(num_topk)));
+}
+inline constexpr size_t kMessageToken = 0;
+EPX_LL_HOST_DEVICE inline constexpr size_t message_expert(int k) { return 4 + 4 * static_cast<size_t>(k); }
+EPX_LL_HOST_DEVICE inline constexpr size_t message_position(int num_topk, int k) {
+  return 4 + 4 * static_cast<size_t>(num_topk) + 4 * static_cast<size_t>(k);
+}
+EPX_LL_HOST_DEVICE inline constexpr size_t message_slot(int num_topk, int k) {
+  return 4 + 8 * static_cast<size_t>(num_topk) + 4 * static_cast<size_t>(k);
 }
 EPX_LL_HOST_DEVICE inline constexpr size_t fp8_scale_bytes(int hidden, bool ue8m0) {
   return align16(static_cast<size_t>(hidden / 128) * (ue8m0 ? 1 : sizeof(float)));
