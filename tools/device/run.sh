@@ -5,7 +5,8 @@
 #   tools/device/pack.sh              # opt build + .device-pack/ (binaries and their Debian libraries)
 # Then one device call, carrying .device-pack:
 #   tools/device/run.sh [STEP...]     # default: every step
-# Steps: fp8_cast_gpu_test gpu_path_test gpu_device_window_test epx_bench_shm epx_bench_tcp noisy_bench gpu_bench
+# Steps: fp8_cast_gpu_test low_latency_gpu_test low_latency_job_test gpu_path_test gpu_device_window_test
+#        ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench
 # Full logs go to $OUT (one file per step); a short table is printed, then
 # "benchmarks: N ran, N failed" and, last, the tests' "N passed, N failed,
 # N skipped" (a test that printed "EPX_TEST_SKIPPED: <why>" and exited 0 is
@@ -22,15 +23,16 @@ export LD_LIBRARY_PATH=/tmp/rt/usr/lib/x86_64-linux-gnu:/tmp/rt/lib/x86_64-linux
 export FI_PROVIDER_PATH=/tmp/rt/usr/lib/x86_64-linux-gnu/libfabric
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 # Tests find epxd as Bazel runfiles would lay it out.
-mkdir -p /tmp/rf/epx/daemon /tmp/rf/epx/tools
+mkdir -p /tmp/rf/epx/daemon /tmp/rf/epx/tools /tmp/rf/epx/tests
 cp "$pack/bin/epxd" /tmp/rf/epx/daemon/
+cp "$pack/bin/low_latency_rank" /tmp/rf/epx/tests/
 cp "$pack/bin/epxctl" /tmp/rf/epx/tools/
 export TEST_SRCDIR=/tmp/rf TEST_WORKSPACE=epx
 bin=$pack/bin
 
 summary=() results=()
 passed=0 failed=0 skipped=0 benches=0 bench_failed=0
-wanted=" ${*:-fp8_cast_gpu_test gpu_path_test gpu_device_window_test epx_bench_shm epx_bench_tcp noisy_bench gpu_bench} "
+wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test low_latency_job_test gpu_path_test gpu_device_window_test ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench} "
 step() {  # name timeout_s command...: runs it (when wanted), output in $out/name.log; sets step_rc
   local name=$1 limit=$2; shift 2
   [[ $wanted == *" $name "* ]] || return 1
@@ -71,8 +73,15 @@ bench() {  # name timeout_s command...: ran, or failed
 nvidia-smi -L
 nproc
 gpu_test fp8_cast_gpu_test 60 "$bin/fp8_cast_gpu_test"
+gpu_test low_latency_gpu_test 200 "$bin/low_latency_gpu_test"
+gpu_test low_latency_job_test 400 "$bin/low_latency_job_test"
 gpu_test gpu_path_test 200 "$bin/gpu_path_test"
 gpu_test gpu_device_window_test 120 "$bin/gpu_device_window_test"
+# LL dispatch/combine, DeepEP's LL test shape (128 tokens, hidden 7168, top-8, 288 experts).
+bench ll_bench_nvlink 200 "$bin/ll_bench" --epxd "$bin/epxd" --rank-binary "$bin/low_latency_rank" --layout nvlink \
+  --gpus "$(nvidia-smi -L | wc -l)"
+bench ll_bench_daemons 200 "$bin/ll_bench" --epxd "$bin/epxd" --rank-binary "$bin/low_latency_rank" --layout daemons \
+  --gpus "$(nvidia-smi -L | wc -l)" --cores 2,4
 bench epx_bench_shm 100 "$bin/epx_bench" --provider shm --epxd "$bin/epxd" --cores 2,4,6,8
 bench epx_bench_tcp 100 "$bin/epx_bench" --provider tcp --epxd "$bin/epxd" --cores 2,4,6,8
 # No GPU needed: two jobs through the same two daemons (docs/PERFORMANCE.md, noisy neighbour).
@@ -82,7 +91,7 @@ bench gpu_bench 120 "$bin/gpu_bench" --epxd "$bin/epxd" --cores "${EPX_GPU_BENCH
 echo
 echo "== results"
 printf '%s\n' "${results[@]}"
-for f in epx_bench_shm epx_bench_tcp noisy_bench gpu_bench; do [[ -f $out/$f.log ]] || continue; echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
+for f in ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench; do [[ -f $out/$f.log ]] || continue; echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
 echo
 printf '%s\n' "${summary[@]}"
 echo "benchmarks: $benches ran, $bench_failed failed"
