@@ -74,8 +74,11 @@ class DeviceArray {
   ~DeviceArray() { cudaFree(p_); }
   DeviceArray(const DeviceArray&) = delete;
   DeviceArray& operator=(const DeviceArray&) = delete;
+  // Complete when it returns: a copy from pageable memory may otherwise
+  // still be in flight when a kernel on a non-blocking stream reads it.
   void upload(const std::vector<T>& v) {
     if (!v.empty()) cuda_or_fail(cudaMemcpy(p_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), "upload");
+    cuda_or_fail(cudaDeviceSynchronize(), "upload");
   }
   T* get() const { return p_; }
 
@@ -239,7 +242,10 @@ void run_call(LowLatencyBuffer& buffer, const LowLatencyShape& s, const Args& ar
   if (c.zero_copy) {
     auto zc = buffer.get_next_low_latency_combine_buffer(d->handle);
     if (!zc.ok()) fail("zero-copy buffer: " + zc.status().to_string());
-    cuda_or_fail(cudaMemcpy(*zc, y.get(), want.expert_out[me].size() * 2, cudaMemcpyDeviceToDevice), "fill zero-copy");
+    // On the call's stream: a device-to-device cudaMemcpy returns before it
+    // is done and does not order with non-blocking streams.
+    cuda_or_fail(cudaMemcpyAsync(*zc, y.get(), want.expert_out[me].size() * 2, cudaMemcpyDeviceToDevice, stream),
+                 "fill zero-copy");
     y_ptr = nullptr;
   }
   auto cb = buffer.low_latency_combine(y_ptr, topk.get(), weights.get(), d->handle, cflags, stream);

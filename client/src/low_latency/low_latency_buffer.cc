@@ -297,6 +297,9 @@ Result<void*> LowLatencyBuffer::get_next_low_latency_combine_buffer(const LowLat
     DeviceScope scope(s.options.device);
     EPX_RETURN_IF_ERROR(scope.status());
     EPX_ASSIGN_OR_RETURN(h.zero_copy, zeroed(s.rows() * s.shape.hidden * 2, s.who() + " zero-copy combine input"));
+    // The memset is asynchronous and on the legacy stream, which the
+    // caller's non-blocking stream does not wait for.
+    EPX_RETURN_IF_ERROR(cuda_status(cudaDeviceSynchronize(), "cudaDeviceSynchronize after zeroing"));
   }
   return h.zero_copy.get();
 }
@@ -325,11 +328,14 @@ Status LowLatencyBuffer::mask_rank(uint32_t rank) {
   s.mask[rank] = 1;
   DeviceScope scope(s.options.device);
   EPX_RETURN_IF_ERROR(scope.status());
-  // Ordered before later calls on any stream: a synchronous copy waits for
-  // the device to be idle enough to take it, and kernels read the mask at
-  // their start.
-  return cuda_status(cudaMemcpy(as<int32_t>(s.rank_mask) + rank, &s.mask[rank], sizeof(int32_t), cudaMemcpyHostToDevice),
-                     "cudaMemcpy rank mask");
+  // Complete before the next call is enqueued: a host-to-device copy from
+  // pageable memory may return before it lands, and non-blocking streams
+  // do not wait for the legacy stream. Masking is rare; a device-wide sync
+  // is affordable there.
+  EPX_RETURN_IF_ERROR(cuda_status(
+      cudaMemcpy(as<int32_t>(s.rank_mask) + rank, &s.mask[rank], sizeof(int32_t), cudaMemcpyHostToDevice),
+      "cudaMemcpy rank mask"));
+  return cuda_status(cudaDeviceSynchronize(), "cudaDeviceSynchronize after masking rank " + std::to_string(rank));
 }
 
 std::vector<uint32_t> LowLatencyBuffer::masked_ranks() const {
