@@ -124,13 +124,29 @@ __device__ void count_routes(const LowLatencyShape& shape, const LowLatencyTrans
   __syncthreads();
   for (int tok = threadIdx.x; tok < c.num_tokens; tok += blockDim.x) {
     const bool before = tok < t0;
+    // The token's experts, read once: valid_expert() per (k, j) would read
+    // topk_idx K^2 times per token from global memory, which dominated the
+    // send at 128 tokens.
+    int ex[kMaxTopk];
+    const int64_t* row = c.topk_idx + static_cast<size_t>(tok) * shape.num_topk;
     for (int k = 0; k < shape.num_topk; ++k) {
-      const int64_t raw = c.topk_idx[static_cast<size_t>(tok) * shape.num_topk + k];
+      const int64_t raw = row[k];
       if ((raw < -1 || raw >= shape.num_experts) && blockIdx.x == 0) {
         report(t, kLowLatencyBadExpert, static_cast<uint32_t>(tok), static_cast<uint64_t>(shape.num_experts),
                static_cast<uint64_t>(raw));
       }
-      const int e = valid_expert(shape, t, c.topk_idx, tok, k);
+      // Same verdict as valid_expert(): out of range, repeated at a lower k
+      // (the first occurrence stays in ex[], or was masked, and so is this
+      // one) or on a masked rank is -1.
+      int e = raw < 0 || raw >= shape.num_experts ? -1 : static_cast<int>(raw);
+      for (int j = 0; j < k && e >= 0; ++j) {
+        if (ex[j] == e) e = -1;
+      }
+      if (e >= 0 && rank_masked(t, e / local)) e = -1;
+      ex[k] = e;
+    }
+    for (int k = 0; k < shape.num_topk; ++k) {
+      const int e = ex[k];
       if (e < 0) continue;
       atomicAdd(&sh.expert_total[e], 1);
       if (before) atomicAdd(&sh.expert_before[e], 1);
@@ -139,7 +155,7 @@ __device__ void count_routes(const LowLatencyShape& shape, const LowLatencyTrans
       int pairs = 1;
       for (int j = 0; j < shape.num_topk; ++j) {
         if (j == k) continue;
-        const int other = valid_expert(shape, t, c.topk_idx, tok, j);
+        const int other = ex[j];
         if (other < 0 || other / local != d) continue;
         if (j < k) first = false;
         ++pairs;

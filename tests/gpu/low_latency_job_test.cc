@@ -6,6 +6,7 @@
 // memory through CUDA IPC: the same code path, not the same speed).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,7 +54,14 @@ void run_job(const TempDir& dir, int nodes, uint32_t world, const std::string& m
       argv.push_back(std::to_string(victim));
     }
     argv.insert(argv.end(), extra.begin(), extra.end());
-    ranks.push_back(std::make_unique<Process>(argv, dir.path() + "/rank" + std::to_string(r) + ".log"));
+    // Under MPS (several ranks sharing a GPU), each rank gets its share of
+    // the SMs, as it would have a GPU of its own: a rank whose receive
+    // blocks fill every SM while they wait would starve the senders they
+    // wait for. Without MPS the variable is ignored (time slicing).
+    const int sharing = static_cast<int>((per_node + gpus - 1) / gpus) * nodes;
+    const std::string share = "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=" + std::to_string(std::max(1, 100 / sharing));
+    ranks.push_back(std::make_unique<Process>(argv, dir.path() + "/rank" + std::to_string(r) + ".log",
+                                              std::vector<std::string>{share}));
   }
   for (uint32_t r = 0; r < world; ++r) {
     CAPTURE(r);
@@ -67,6 +75,13 @@ void run_job(const TempDir& dir, int nodes, uint32_t world, const std::string& m
     CHECK_MESSAGE(*code == 0, out);
     CHECK_MESSAGE(out.find("LL_DONE") != std::string::npos, out);
     if (r == 0) MESSAGE(out);
+  }
+  // On failure, what the daemons said (rejected descriptors name their reason there).
+  for (int n = 0; n < nodes && doctest::getContextOptions() != nullptr; ++n) {
+    const std::string log = node[n].daemon->process().output();
+    if (log.find("rejected") != std::string::npos || log.find("error") != std::string::npos) {
+      MESSAGE("daemon " << n << " log (last 4000 bytes):\n" << log.substr(log.size() > 4000 ? log.size() - 4000 : 0));
+    }
   }
 }
 

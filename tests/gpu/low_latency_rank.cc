@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "epx/client.h"
+#include "epx/cuda.h"
 #include "epx/low_latency.h"
 #include "kernels/fp8_reference.h"
 #include "kernels/low_latency_inputs.h"
@@ -257,8 +258,25 @@ void run_call(LowLatencyBuffer& buffer, const LowLatencyShape& s, const Args& ar
   if (!cdiff.empty()) fail("combine (" + what + "): " + cdiff);
 }
 
+// The job's signal array, opened once (a rank has one per job) and lent to
+// each buffer at fresh words.
+struct SignalPool {
+  std::unique_ptr<CudaSignals> signals;
+  uint32_t next = 0;
+};
+SignalPool* g_pool = nullptr;
+
 std::unique_ptr<LowLatencyBuffer> make_buffer(Job& job, const Args& args, const Config& c) {
   LowLatencyOptions o;
+  if (g_pool->signals == nullptr) {
+    auto opened = CudaSignals::open(job, 64 * 4 * args.world);
+    if (!opened.ok()) fail("open signals: " + opened.status().to_string());
+    g_pool->signals = std::move(*opened);
+  }
+  o.signals = g_pool->signals.get();
+  o.signal_base = g_pool->next;
+  g_pool->next += 4 * args.world;
+  if (g_pool->next > 64 * 4 * args.world) fail("more than 64 buffers in one job");
   o.num_max_dispatch_tokens_per_rank = c.max_tokens;
   o.hidden = c.hidden;
   o.num_experts = c.experts;
@@ -562,6 +580,8 @@ int run(int argc, char** argv) {
   jo.timeout = std::chrono::seconds(60);
   auto job = (*client)->join(jo);
   if (!job.ok()) fail("join: " + job.status().to_string());
+  SignalPool pool;  // after the job: released before it leaves
+  g_pool = &pool;
   cudaStream_t stream;
   cuda_or_fail(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
   if (args.mode == "check") {

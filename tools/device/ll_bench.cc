@@ -17,7 +17,9 @@
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -139,6 +141,12 @@ int run(int argc, char** argv) {
     return 1;
   }
   auto before = totals(daemons);
+  // Ranks sharing a GPU (one GPU lent) each get their share of its SMs
+  // under MPS, as a rank with a GPU of its own would not compete; ignored
+  // without MPS (then the GPU time-slices between them and the figures
+  // mean nothing: run under MPS, docs/PERFORMANCE.md).
+  const int sharing = (ranks + vm["gpus"].as<int>() - 1) / vm["gpus"].as<int>();
+  setenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", std::to_string(std::max(1, 100 / sharing)).c_str(), 1);
   std::vector<pid_t> pids;
   const std::string log0 = dir + "/rank0.log";
   for (int r = 0; r < ranks; ++r) {

@@ -51,8 +51,10 @@ struct LowLatencyOptions {
   // How long a receiving kernel waits for one rank before giving up on it.
   std::chrono::milliseconds timeout{10000};
   // Remote ranks' arrivals are counted in the job's signals. The buffer
-  // opens them (layout.signal_count words) unless the caller already did and
-  // lends them here, with the first word the buffer may use.
+  // opens them (4 * num_ranks words) unless the caller already did and lends
+  // them here, with the first word the buffer may use: words no one else
+  // has used (they must read 0). A rank has one signal array per job, so a
+  // second buffer in the same job needs them lent (at another base).
   CudaSignals* signals = nullptr;
   uint32_t signal_base = 0;
   uint32_t ring_capacity = 1024;  // descriptors in flight to remote ranks

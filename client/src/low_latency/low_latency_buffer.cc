@@ -130,6 +130,15 @@ Result<std::unique_ptr<LowLatencyBuffer>> LowLatencyBuffer::create(Job& job, con
                                 " are beyond the " + std::to_string(s.signals->device().count) + " lent");
       }
       t.signal_base = options.signal_base;
+      // Arrivals are counted from zero: words a previous user left counting
+      // would look like arrivals that never happened.
+      for (uint32_t i = 0; i < s.layout.signal_count; ++i) {
+        const uint64_t v = s.signals->host().value(options.signal_base + i);
+        if (v != 0) {
+          return invalid_argument(who + ": lent signal " + std::to_string(options.signal_base + i) + " is " +
+                                  std::to_string(v) + ", not 0: give the buffer words nothing else has used");
+        }
+      }
     } else {
       auto opened = CudaSignals::open(job, s.layout.signal_count);
       if (!opened.ok()) {
