@@ -158,48 +158,94 @@ TEST_CASE("host producers (compare-exchange claims) and one consumer: nothing lo
   if (post_timeouts.load() != 0) MESSAGE("post() timed out " << post_timeouts.load() << " times");
 }
 
-TEST_CASE("device-style producers (fetch_add claims, then wait for space) and one consumer") {
-  // What a kernel does (see ring_device_compile.cu), run by CPU threads: claim
-  // a ticket from a counter outside the ring, wait until its slot is free,
-  // publish. The counter stands in for the one in device memory.
-  Region region(kCapacity);
-  REQUIRE(ring_init(region.mem, kCapacity, RingProducerKind::kDevice));
-  REQUIRE(ring_check(region.mem, region.size) == RingCheck::kOk);
-  const uint64_t expected = kProducers * kPerProducer;
-  RingHeader* header = ring_header(region.mem);
-  RingSlot* slots = ring_slots(header);
-  alignas(64) static uint64_t device_claim;
-  device_claim = 0;
+TEST_CASE("single-producer rings of a group (device style), one consumer that follows the doorbell") {
+  // What kernels do (device.cuh), run by CPU threads: each channel owns one
+  // ring of the group and keeps its tail privately (no atomic), publishes
+  // each slot, then rings its doorbell byte. The consumer visits only rings
+  // whose doorbell it took, draining each, and must still get everything.
+  const uint32_t channels = kProducers;
+  const size_t bytes = group_bytes(channels, kCapacity);
+  void* mem = std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
+  REQUIRE(mem != nullptr);
+  REQUIRE(group_init(mem, channels, kCapacity, RingProducerKind::kDevice));
+  REQUIRE(group_check(mem, bytes) == RingCheck::kOk);
+  RingGroupHeader* group = group_header(mem);
   std::atomic<bool> stop{false};
 
   std::vector<std::thread> producers;
-  for (int id = 0; id < kProducers; ++id) {
+  for (uint32_t id = 0; id < channels; ++id) {
     producers.emplace_back([&, id] {
-      uint64_t cached_head = 0;
+      RingHeader* header = ring_header(group_ring(mem, id, kCapacity));
+      RingSlot* slots = ring_slots(header);
+      uint64_t tail = 0, cached_head = 0;  // the channel's own state
       for (uint64_t seq = 0; seq < kPerProducer; ++seq) {
-        // relaxed: a ticket is ownership only (see ring.h, Producer step 1).
-        const uint64_t ticket = ring_fetch_add(&device_claim, 1);
-        for (int spins = 0; !ring_slot_free(header, kCapacity, ticket, &cached_head); ++spins) {
+        for (int spins = 0; !ring_slot_free(header, kCapacity, tail, &cached_head); ++spins) {
           if (spins < 64) {
             ring_pause();
           } else {
-            // A real kernel has no way out; the test stops once the consumer has given up.
             if (stop.load()) return;
             std::this_thread::yield();
           }
         }
-        ring_publish(slots, kCapacity, ticket, descriptor(static_cast<uint16_t>(id), seq));
+        ring_publish(slots, kCapacity, tail, descriptor(static_cast<uint16_t>(id), seq));
+        ++tail;
+        ring_ring_doorbell(&group->doorbell[id]);
       }
     });
   }
-  ConsumerResult result;
-  std::thread consumer([&] { result = consume(region.mem, expected, &stop); });
+  std::vector<uint64_t> next(channels, 0);
+  uint64_t consumed = 0, out_of_order = 0, torn = 0, wrong_ring = 0;
+  bool stalled = false;
+  std::thread consumer([&] {
+    std::vector<RingConsumer> rings;
+    for (uint32_t c = 0; c < channels; ++c) rings.emplace_back(group_ring(mem, c, kCapacity));
+    auto last_progress = std::chrono::steady_clock::now();
+    const uint64_t expected = uint64_t{channels} * kPerProducer;
+    while (consumed < expected) {
+      size_t n = 0;
+      take_doorbells(group, channels, [&](uint32_t c) {
+        n += rings[c].poll(
+            [&](const RingSlot& d) {
+              ++consumed;
+              const uint16_t id = address_window(d.src);
+              const uint64_t seq = address_offset(d.src);
+              if (id != c) {
+                ++wrong_ring;
+                return;
+              }
+              const RingSlot want = descriptor(id, seq);
+              if (d.op != want.op || d.dst_rank != want.dst_rank || d.length != want.length ||
+                  d.signal != want.signal || d.dst != want.dst) {
+                ++torn;
+              }
+              if (seq != next[c]) ++out_of_order;
+              next[c] = seq + 1;
+            },
+            2 * kCapacity);  // drains what the doorbell announced (and more)
+      });
+      if (n > 0) {
+        last_progress = std::chrono::steady_clock::now();
+      } else if (std::chrono::steady_clock::now() - last_progress > kStallLimit) {
+        stalled = true;  // a lost doorbell would end here
+        stop.store(true);
+        break;
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  });
   for (auto& t : producers) t.join();
   consumer.join();
-
-  check_result(result, region.mem, expected);
-  CHECK(header->claim == 0);  // device rings leave the header's counter alone
-  CHECK(ring_load_relaxed(&device_claim) == expected);
+  CHECK_FALSE(stalled);
+  CHECK(consumed == uint64_t{channels} * kPerProducer);
+  CHECK(out_of_order == 0);
+  CHECK(torn == 0);
+  CHECK(wrong_ring == 0);
+  for (uint32_t c = 0; c < channels; ++c) {
+    CHECK(next[c] == kPerProducer);
+    CHECK(ring_header(group_ring(mem, c, kCapacity))->claim == 0);  // device rings leave it alone
+  }
+  std::free(mem);
 }
 
 TEST_CASE("errors reported from several threads: exactly one wins, all are counted") {

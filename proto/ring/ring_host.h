@@ -1,12 +1,15 @@
 // Host-side helpers for the EPX descriptor ring (ring.h): create and validate
-// a ring region, and the CPU producer and consumer. C++17, host only; these
-// types are NOT shared across the process boundary (only the memory they
-// point at is), so they may use std types.
+// ring and group regions, the CPU producer and consumer, and the consumer's
+// doorbell scan. C++17, host only; these types are NOT shared across the
+// process boundary (only the memory they point at is), so they may use std
+// types.
 //
-//   ring_init(mem, capacity, kind)  writes a fresh header + zeroed slots
-//   ring_check(mem, size)           validates a mapped region (daemon, SDK)
-//   RingProducer                    host producer; one object per thread
-//   RingConsumer                    the single consumer (the daemon's proxy thread)
+//   group_init(mem, channels, capacity, kind)  a fresh group: header + rings
+//   group_check(mem, size)                     validates a mapped group (daemon, SDK)
+//   ring_init / ring_check                     the same for one ring of it
+//   RingProducer                               host producer; one object per thread
+//   RingConsumer                               the single consumer of a ring
+//   take_doorbells                             the consumer's doorbell scan
 #pragma once
 
 #include <cassert>
@@ -33,10 +36,12 @@ enum class RingCheck {
   kTooSmall,          // size < one header page
   kBadMagic,          // not a ring (or not initialised yet)
   kBadVersion,        // another ABI version
-  kBadSlotSize,       // slot_size != 32
+  kBadSlotSize,       // slot_size != 64
   kBadCapacity,       // capacity not a power of two in [2, 2^24]
   kBadProducerKind,   // producer_kind is neither kHost nor kDevice
-  kSizeMismatch,      // size != ring_bytes(capacity)
+  kSizeMismatch,      // size != ring_bytes(capacity) (group: group_bytes)
+  kBadChannels,       // group: channels not in [1, kMaxGroupChannels], or a ring's channel index wrong
+  kBadCapabilities,   // a ring lacks a capability v2 consumers always offer
 };
 
 // Human-readable name of an error code (daemon logs, SDK errors).
@@ -64,12 +69,19 @@ inline const char* ring_check_message(RingCheck check) {
     case RingCheck::kTooSmall: return "ring region is smaller than its 4096-byte header";
     case RingCheck::kBadMagic: return "ring header has a bad magic (not an EPX ring)";
     case RingCheck::kBadVersion: return "ring header has an unsupported ABI version";
-    case RingCheck::kBadSlotSize: return "ring header has a slot size other than 32";
+    case RingCheck::kBadSlotSize: return "ring header has a slot size other than 64";
     case RingCheck::kBadCapacity: return "ring capacity is not a power of two in [2, 2^24]";
     case RingCheck::kBadProducerKind: return "ring header has an unknown producer kind";
-    case RingCheck::kSizeMismatch: return "ring region size does not match 4096 + 32 * capacity";
+    case RingCheck::kSizeMismatch: return "ring region size does not match 4096 + 64 * capacity (per ring of a group)";
+    case RingCheck::kBadChannels: return "ring group has a bad channel count or a ring with the wrong channel index";
+    case RingCheck::kBadCapabilities: return "ring header lacks capabilities every ABI v2 ring has";
   }
   return "unknown ring check result";
+}
+
+// The capabilities a v2 consumer gives a ring of `kind`.
+inline uint32_t ring_capabilities_for(RingProducerKind kind) {
+  return kRingCapabilitiesV2 | (kind == RingProducerKind::kDevice ? kCapSingleProducer : 0u);
 }
 
 // Initialises a ring of `capacity` slots at `mem`, which must hold
@@ -77,7 +89,8 @@ inline const char* ring_check_message(RingCheck check) {
 // (writing nothing) for an invalid capacity. Call it before the region is
 // shared; the magic is stored last, with release, so a reader that sees it
 // (ring_check, acquire) also sees the rest of the header and the zeroed slots.
-inline bool ring_init(void* mem, uint32_t capacity, RingProducerKind kind = RingProducerKind::kHost) {
+inline bool ring_init(void* mem, uint32_t capacity, RingProducerKind kind = RingProducerKind::kHost,
+                      uint32_t channel = 0) {
   if (mem == nullptr || !ring_capacity_valid(capacity)) return false;
   std::memset(mem, 0, ring_bytes(capacity));  // header, and every slot's seq = 0 ("never published")
   RingHeader* header = ring_header(mem);
@@ -85,6 +98,8 @@ inline bool ring_init(void* mem, uint32_t capacity, RingProducerKind kind = Ring
   header->slot_size = kRingSlotBytes;
   header->capacity = capacity;
   header->producer_kind = static_cast<uint32_t>(kind);
+  header->capabilities = ring_capabilities_for(kind);
+  header->channel = channel;
   // release: pairs with the acquire load of magic in ring_check().
   ring_store_release(&header->magic, kRingMagic);
   return true;
@@ -109,8 +124,81 @@ inline RingCheck ring_check(const void* mem, size_t size) {
       header->producer_kind != static_cast<uint32_t>(RingProducerKind::kDevice)) {
     return RingCheck::kBadProducerKind;
   }
+  if (!ring_capabilities_cover(header->capabilities, kRingCapabilitiesV2)) return RingCheck::kBadCapabilities;
   if (size != ring_bytes(header->capacity)) return RingCheck::kSizeMismatch;
   return RingCheck::kOk;
+}
+
+// Initialises a group of `channels` rings of `capacity` slots at `mem`
+// (group_bytes(channels, capacity) bytes, kRingAlignment-aligned): zeroed
+// doorbells, then every ring, then the group's magic last, with release.
+// False (nothing written) for invalid arguments.
+inline bool group_init(void* mem, uint32_t channels, uint32_t capacity, RingProducerKind kind) {
+  if (mem == nullptr || !group_channels_valid(channels) || !ring_capacity_valid(capacity)) return false;
+  std::memset(mem, 0, kGroupHeaderBytes);
+  RingGroupHeader* group = group_header(mem);
+  group->version = kRingVersion;
+  group->channels = channels;
+  group->capacity = capacity;
+  for (uint32_t c = 0; c < channels; ++c) ring_init(group_ring(mem, c, capacity), capacity, kind, c);
+  // release: pairs with the acquire load of the group magic in group_check().
+  ring_store_release(&group->magic, kGroupMagic);
+  return true;
+}
+
+// Validates a mapped group region of exactly `size` bytes: the group
+// header, then every ring in it (ring_check). On kOk, channels and capacity
+// may be trusted as read NOW; callers keep their own copies.
+inline RingCheck group_check(const void* mem, size_t size) {
+  if (mem == nullptr) return RingCheck::kNull;
+  if (reinterpret_cast<uintptr_t>(mem) % kRingAlignment != 0) return RingCheck::kMisaligned;
+  if (size < kGroupHeaderBytes) return RingCheck::kTooSmall;
+  const RingGroupHeader* group = group_header(mem);
+  // acquire: pairs with the release store of the magic in group_init().
+  if (ring_load_acquire(&group->magic) != kGroupMagic) return RingCheck::kBadMagic;
+  if (group->version != kRingVersion) return RingCheck::kBadVersion;
+  const uint32_t channels = group->channels, capacity = group->capacity;
+  if (!group_channels_valid(channels)) return RingCheck::kBadChannels;
+  if (!ring_capacity_valid(capacity)) return RingCheck::kBadCapacity;
+  if (size != group_bytes(channels, capacity)) return RingCheck::kSizeMismatch;
+  for (uint32_t c = 0; c < channels; ++c) {
+    const void* ring = static_cast<const uint8_t*>(mem) + group_ring_offset(c, capacity);
+    const RingCheck check = ring_check(ring, ring_bytes(capacity));
+    if (check != RingCheck::kOk) return check;
+    if (ring_header(ring)->capacity != capacity || ring_header(ring)->channel != c) return RingCheck::kBadChannels;
+  }
+  return RingCheck::kOk;
+}
+
+// ---------------------------------------------------------------------------
+// The consumer's doorbell scan (ring.h, "RingGroupHeader").
+//
+// Calls fn(channel) for every ring of the group whose doorbell is set,
+// clearing the doorbell first; returns how many. Reads the doorbell as
+// 64-bit words (8 rings a load), so idle rings cost one load per eight and
+// their own memory is never touched.
+template <typename F>
+size_t take_doorbells(RingGroupHeader* group, uint32_t channels, F&& fn) {
+  size_t rung = 0;
+  for (uint32_t base = 0; base < channels; base += 8) {
+    uint64_t word;
+    // relaxed: only a hint that some byte is set; the exchange below is
+    // what synchronises with the producer. (A byte array read as words:
+    // the GCC atomic builtins allow it; the array is 8-aligned.)
+    word = __atomic_load_n(reinterpret_cast<const uint64_t*>(&group->doorbell[base]), __ATOMIC_RELAXED);
+    if (word == 0) continue;
+    for (uint32_t i = 0; i < 8 && base + i < channels; ++i) {
+      if (((word >> (8 * i)) & 0xFF) == 0) continue;
+      // acq_rel: the acquire pairs with the producer's release store of the
+      // doorbell (ring_ring_doorbell), so the slots it published are
+      // visible to the reads that follow; an exchange reads the latest
+      // store, so a doorbell rung after it stays set for the next scan.
+      __atomic_exchange_n(&group->doorbell[base + i], uint8_t{0}, __ATOMIC_ACQ_REL);
+      fn(base + i);
+      ++rung;
+    }
+  }
+  return rung;
 }
 
 // ---------------------------------------------------------------------------
@@ -122,13 +210,16 @@ inline RingCheck ring_check(const void* mem, size_t size) {
 // have to publish (a fetch_add ticket can never be given back). Once claimed,
 // the slot is free and publishing never waits.
 //
-// Not thread-safe: give each thread its own RingProducer (it is three words
+// Not thread-safe: give each thread its own RingProducer (it is four words
 // of state); any number of them, in any processes, may share one ring.
 class RingProducer {
  public:
-  // `mem` passed ring_check() and was initialised for kHost producers.
-  explicit RingProducer(void* mem)
+  // `mem` passed ring_check() and was initialised for kHost producers;
+  // `doorbell`: the ring's byte in its group's doorbell (nullptr: rings no
+  // doorbell, for consumers that poll the ring itself, as tests do).
+  explicit RingProducer(void* mem, uint8_t* doorbell = nullptr)
       : header_(ring_header(mem)),
+        doorbell_(doorbell),
         slots_(ring_slots(header_)),
         capacity_(header_->capacity),
         // acquire: pairs with the consumer's release of head (a late-joining
@@ -138,8 +229,10 @@ class RingProducer {
   }
 
   // Posts `desc` (its seq is ignored) if the ring has a free slot; returns
-  // false, having changed nothing, when it is full. Never blocks.
-  bool try_post(const RingSlot& desc) {
+  // false, having changed nothing, when it is full. Never blocks. On
+  // success *ticket (when given) is the descriptor's position (what a
+  // flusher waits for: completed() > ticket).
+  bool try_post(const RingSlot& desc, uint64_t* ticket_out = nullptr) {
     // relaxed: only a first guess at the next ticket; the compare-exchange
     // below checks it and hands back the current value when it is stale.
     uint64_t ticket = ring_load_relaxed(&header_->claim);
@@ -151,15 +244,17 @@ class RingProducer {
       if (ring_compare_exchange_relaxed(&header_->claim, &ticket, ticket + 1)) break;
     }
     ring_publish(slots_, capacity_, ticket, desc);
+    if (doorbell_ != nullptr) ring_ring_doorbell(doorbell_);
+    if (ticket_out != nullptr) *ticket_out = ticket;
     return true;
   }
 
   // Posts `desc`, waiting up to `timeout` for a free slot (spinning briefly,
   // then yielding the CPU). Returns false on timeout, with nothing posted.
-  bool post(const RingSlot& desc, std::chrono::nanoseconds timeout) {
+  bool post(const RingSlot& desc, std::chrono::nanoseconds timeout, uint64_t* ticket_out = nullptr) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (int spins = 0;; ++spins) {
-      if (try_post(desc)) return true;
+      if (try_post(desc, ticket_out)) return true;
       if (spins < kSpinsBeforeYield) {
         ring_pause();
         continue;
@@ -176,12 +271,19 @@ class RingProducer {
     return ring_load_acquire(&header_->error);
   }
 
+  // The completion watermark: every ticket below it has completed.
+  uint64_t completed() const {
+    // acquire: pairs with the consumer's release in ring_publish_completed().
+    return ring_load_acquire(&header_->completed);
+  }
+
   uint32_t capacity() const { return capacity_; }
 
  private:
   static constexpr int kSpinsBeforeYield = 64;
 
   RingHeader* header_;
+  uint8_t* doorbell_;
   RingSlot* slots_;
   uint32_t capacity_;     // read once; see ring.h "Trust"
   uint64_t cached_head_;  // last head this producer saw; only grows

@@ -49,8 +49,8 @@ bool same_fields(const RingSlot& a, const RingSlot& b) {
          a.signal == b.signal && a.src == b.src && a.dst == b.dst;
 }
 
-TEST_CASE("layout: slot is 32 bytes, header is one page, hot fields on their own cache lines") {
-  CHECK(sizeof(RingSlot) == 32);
+TEST_CASE("layout: slot is 64 bytes, header is one page, hot fields on their own cache lines") {
+  CHECK(sizeof(RingSlot) == 64);
   CHECK(alignof(RingSlot) == 8);
   CHECK(offsetof(RingSlot, seq) == 0);
   CHECK(offsetof(RingSlot, op) == 4);
@@ -60,21 +60,34 @@ TEST_CASE("layout: slot is 32 bytes, header is one page, hot fields on their own
   CHECK(offsetof(RingSlot, signal) == 12);
   CHECK(offsetof(RingSlot, src) == 16);
   CHECK(offsetof(RingSlot, dst) == 24);
+  CHECK(offsetof(RingSlot, count) == 32);
+  CHECK(offsetof(RingSlot, reserved0) == 36);
+  CHECK(offsetof(RingSlot, src_stride) == 40);
+  CHECK(offsetof(RingSlot, dst_stride) == 48);
+  CHECK(offsetof(RingSlot, reserved1) == 56);
 
   CHECK(sizeof(RingHeader) == 4096);
   CHECK(offsetof(RingHeader, claim) % 64 == 0);
   CHECK(offsetof(RingHeader, head) % 64 == 0);
   CHECK(offsetof(RingHeader, error) % 64 == 0);
-  CHECK(offsetof(RingHeader, fences_done) % 64 == 0);
-  CHECK(offsetof(RingHeader, error) / 64 != offsetof(RingHeader, fences_done) / 64);
+  CHECK(offsetof(RingHeader, completed) % 64 == 0);
+  CHECK(offsetof(RingHeader, error) / 64 != offsetof(RingHeader, completed) / 64);
+  CHECK(offsetof(RingHeader, capabilities) == 24);
+  CHECK(offsetof(RingHeader, channel) == 28);
+  CHECK(sizeof(RingGroupHeader) == 4096);
+  CHECK(offsetof(RingGroupHeader, doorbell) == 2048);
+  CHECK(kMaxGroupChannels >= 132 + 64);  // one ring per SM of an H100/H200, plus host rings
   CHECK(offsetof(RingHeader, claim) / 64 != offsetof(RingHeader, head) / 64);
   CHECK(offsetof(RingHeader, head) / 64 != offsetof(RingHeader, error) / 64);
   CHECK(offsetof(RingHeader, capacity) / 64 != offsetof(RingHeader, claim) / 64);
 
-  // The magic is the ASCII bytes "EPXRING1" in memory order.
+  // The magics are the ASCII bytes "EPXRING2" / "EPXGRUP2" in memory order.
   char bytes[8];
   std::memcpy(bytes, &kRingMagic, sizeof(bytes));
-  CHECK(std::memcmp(bytes, "EPXRING1", 8) == 0);
+  CHECK(std::memcmp(bytes, "EPXRING2", 8) == 0);
+  std::memcpy(bytes, &kGroupMagic, sizeof(bytes));
+  CHECK(std::memcmp(bytes, "EPXGRUP2", 8) == 0);
+  CHECK(kRingVersion == 2);
 
   Region region(ring_bytes(4));
   CHECK(reinterpret_cast<char*>(ring_slots(region.header())) - static_cast<char*>(region.mem) == 4096);
@@ -143,8 +156,16 @@ TEST_CASE("capacity validity and region size") {
   CHECK(ring_capacity_valid(1u << 24));
   CHECK_FALSE(ring_capacity_valid(1u << 25));
   CHECK_FALSE(ring_capacity_valid((1u << 24) + 1));
-  CHECK(ring_bytes(2) == 4096 + 64);
-  CHECK(ring_bytes(1u << 24) == 4096 + (uint64_t{32} << 24));
+  CHECK(ring_bytes(2) == 4096 + 128);
+  CHECK(ring_bytes(1u << 24) == 4096 + (uint64_t{64} << 24));
+  CHECK(group_bytes(1, 2) == 4096 + 4096 + 128);
+  CHECK(group_bytes(132, 64) == 4096 + 132 * (4096 + 64 * 64));
+  CHECK(group_ring_offset(0, 64) == 4096);
+  CHECK(group_ring_offset(3, 64) == 4096 + 3 * ring_bytes(64));
+  CHECK_FALSE(group_channels_valid(0));
+  CHECK(group_channels_valid(132));
+  CHECK(group_channels_valid(kMaxGroupChannels));
+  CHECK_FALSE(group_channels_valid(kMaxGroupChannels + 1));
 }
 
 TEST_CASE("ring_init writes a header that ring_check accepts") {
@@ -157,9 +178,12 @@ TEST_CASE("ring_init writes a header that ring_check accepts") {
       const RingHeader* h = region.header();
       CHECK(h->magic == kRingMagic);
       CHECK(h->version == kRingVersion);
-      CHECK(h->slot_size == 32);
+      CHECK(h->slot_size == 64);
       CHECK(h->capacity == capacity);
       CHECK(h->producer_kind == static_cast<uint32_t>(kind));
+      CHECK(ring_capabilities_cover(h->capabilities, kRingCapabilitiesV2));
+      CHECK(((h->capabilities & kCapSingleProducer) != 0) == (kind == RingProducerKind::kDevice));
+      CHECK(h->completed == 0);
       CHECK(h->claim == 0);
       CHECK(h->head == 0);
       CHECK(h->error == 0);
@@ -186,8 +210,8 @@ TEST_CASE("ring_check rejects bad regions") {
   CHECK(ring_check(static_cast<char*>(region.mem) + 8, size) == RingCheck::kMisaligned);
   CHECK(ring_check(region.mem, 4095) == RingCheck::kTooSmall);
   CHECK(ring_check(region.mem, 0) == RingCheck::kTooSmall);
-  CHECK(ring_check(region.mem, size - 32) == RingCheck::kSizeMismatch);  // short
-  CHECK(ring_check(region.mem, size + 32) == RingCheck::kSizeMismatch);  // long
+  CHECK(ring_check(region.mem, size - 64) == RingCheck::kSizeMismatch);  // short
+  CHECK(ring_check(region.mem, size + 64) == RingCheck::kSizeMismatch);  // long
   CHECK(ring_check(region.mem, 4096) == RingCheck::kSizeMismatch);       // header only
 
   h->magic ^= 1;
@@ -197,15 +221,22 @@ TEST_CASE("ring_check rejects bad regions") {
   CHECK(ring_check(region.mem, size) == RingCheck::kBadMagic);
 
   fresh();
-  h->version = 2;
+  h->version = 1;  // an ABI v1 ring
+  CHECK(ring_check(region.mem, size) == RingCheck::kBadVersion);
+  fresh();
+  h->version = 3;
   CHECK(ring_check(region.mem, size) == RingCheck::kBadVersion);
   fresh();
   h->version = 0;
   CHECK(ring_check(region.mem, size) == RingCheck::kBadVersion);
 
   fresh();
-  h->slot_size = 64;
+  h->slot_size = 32;
   CHECK(ring_check(region.mem, size) == RingCheck::kBadSlotSize);
+
+  fresh();
+  h->capabilities &= ~kCapCompletionWatermark;
+  CHECK(ring_check(region.mem, size) == RingCheck::kBadCapabilities);
 
   for (uint32_t bad : {0u, 1u, 3u, 6u, 24u, (1u << 24) + 1, 1u << 25, 0xFFFFFFFFu}) {
     fresh();
@@ -226,7 +257,7 @@ TEST_CASE("ring_check rejects bad regions") {
   CHECK(ring_check(region.mem, size) == RingCheck::kBadProducerKind);
 
   // Every result has a message.
-  for (int c = static_cast<int>(RingCheck::kOk); c <= static_cast<int>(RingCheck::kSizeMismatch); ++c) {
+  for (int c = static_cast<int>(RingCheck::kOk); c <= static_cast<int>(RingCheck::kBadCapabilities); ++c) {
     CHECK(std::strlen(ring_check_message(static_cast<RingCheck>(c))) > 0);
   }
 }
@@ -259,7 +290,7 @@ TEST_CASE("ring_check_slot enforces the op table") {
   d = make_write(3, 1, 2, 64);
   d.flags = 1;
   CHECK(ring_check_slot(d) == RingError::kBadFlags);
-  for (uint8_t op : {uint8_t{0}, uint8_t{6}, uint8_t{255}}) {
+  for (uint8_t op : {uint8_t{0}, uint8_t{7}, uint8_t{255}}) {
     d = make_write(3, 1, 2, 64);
     d.op = op;
     CHECK(ring_check_slot(d) == RingError::kBadOp);
@@ -273,6 +304,131 @@ TEST_CASE("ring_check_slot enforces the op table") {
   CHECK(static_cast<int>(RingOp::kSignal) == 3);
   CHECK(static_cast<int>(RingOp::kFlush) == 4);
   CHECK(static_cast<int>(RingOp::kBarrier) == 5);
+  CHECK(static_cast<int>(RingOp::kWriteStrided) == 6);
+
+  // Reserved words and the strided fields belong to kWriteStrided only.
+  d = make_write(3, 1, 2, 64);
+  d.reserved0 = 1;
+  CHECK(ring_check_slot(d) == RingError::kBadFields);
+  d = make_write(3, 1, 2, 64);
+  d.reserved1 = 1;
+  CHECK(ring_check_slot(d) == RingError::kBadFields);
+  d = make_write(3, 1, 2, 64);
+  d.count = 2;
+  CHECK(ring_check_slot(d) == RingError::kBadFields);
+  d = make_write_signal(3, 1, 2, 64, encode_signal(5, 1));
+  d.dst_stride = 64;
+  CHECK(ring_check_slot(d) == RingError::kBadFields);
+  d = make_flush();
+  d.src_stride = 8;
+  CHECK(ring_check_slot(d) == RingError::kBadFields);
+}
+
+TEST_CASE("kSignal scopes and kWriteStrided in the op table") {
+  RingSlot d = make_signal(3, encode_signal(5, 1), /*scope_destination=*/true);
+  CHECK(d.flags == kFlagScopeDestination);
+  CHECK(ring_check_slot(d) == RingError::kNone);
+  CHECK(make_signal(3, encode_signal(5, 1)).flags == 0);
+  d.flags = 2;  // no such scope
+  CHECK(ring_check_slot(d) == RingError::kBadFlags);
+  d = make_write_signal(3, 1, 2, 64, encode_signal(5, 1));
+  d.flags = kFlagScopeDestination;  // scopes are for kSignal only
+  CHECK(ring_check_slot(d) == RingError::kBadFlags);
+
+  d = make_write_strided(3, pack_address(1, 0), 128, pack_address(2, 0), 256, 64, 10, 0);
+  CHECK(d.op == static_cast<uint8_t>(RingOp::kWriteStrided));
+  CHECK(d.count == 10);
+  CHECK(d.src_stride == 128);
+  CHECK(d.dst_stride == 256);
+  CHECK(ring_check_slot(d) == RingError::kNone);
+  CHECK(ring_check_slot(make_write_strided(3, 1, 0, 2, 0, 64, 1, encode_signal(4, 2))) == RingError::kNone);
+  CHECK(ring_check_slot(make_write_strided(3, 1, 64, 2, 64, 64, 0, 0)) == RingError::kBadFields);  // no elements
+  CHECK(ring_check_slot(make_write_strided(3, 1, 64, 2, 64, 0, 4, 0)) == RingError::kBadFields);   // empty elements
+  CHECK(ring_check_slot(make_write_strided(3, 1, 64, 2, 64, 64, kMaxStridedCount + 1, 0)) == RingError::kBadFields);
+  CHECK(ring_check_slot(make_write_strided(3, 1, 64, 2, 64, 64, kMaxStridedCount, 0)) == RingError::kNone);
+  CHECK(ring_check_slot(make_write_strided(3, 1, 64, 2, 64, 64, 4, encode_signal(4, 0))) == RingError::kBadFields);
+  d = make_write_strided(3, 1, 64, 2, 64, 64, 4, 0);
+  d.flags = kFlagScopeDestination;
+  CHECK(ring_check_slot(d) == RingError::kBadFlags);
+}
+
+TEST_CASE("group_init lays out rings that group_check and ring_check accept") {
+  const uint32_t channels = 132, capacity = 16;
+  Region region(group_bytes(channels, capacity));
+  std::memset(region.mem, 0xCD, region.size);
+  REQUIRE(group_init(region.mem, channels, capacity, RingProducerKind::kDevice));
+  CHECK(group_check(region.mem, region.size) == RingCheck::kOk);
+  const RingGroupHeader* g = group_header(region.mem);
+  CHECK(g->channels == channels);
+  CHECK(g->capacity == capacity);
+  for (uint32_t c = 0; c < kMaxGroupChannels; ++c) CHECK(g->doorbell[c] == 0);
+  for (uint32_t c = 0; c < channels; ++c) {
+    void* r = group_ring(region.mem, c, capacity);
+    CHECK(reinterpret_cast<uintptr_t>(r) % kRingAlignment == 0);
+    CHECK(ring_check(r, ring_bytes(capacity)) == RingCheck::kOk);
+    CHECK(ring_header(r)->channel == c);
+    CHECK((ring_header(r)->capabilities & kCapSingleProducer) != 0);
+  }
+  CHECK(group_check(region.mem, region.size - 64) == RingCheck::kSizeMismatch);
+  // A ring inside that claims another channel, or a broken ring.
+  ring_header(group_ring(region.mem, 7, capacity))->channel = 8;
+  CHECK(group_check(region.mem, region.size) == RingCheck::kBadChannels);
+  ring_header(group_ring(region.mem, 7, capacity))->channel = 7;
+  ring_header(group_ring(region.mem, 9, capacity))->version = 1;
+  CHECK(group_check(region.mem, region.size) == RingCheck::kBadVersion);
+  REQUIRE(group_init(region.mem, channels, capacity, RingProducerKind::kDevice));
+  group_header(region.mem)->channels = 0;
+  CHECK(group_check(region.mem, region.size) == RingCheck::kBadChannels);
+  REQUIRE(group_init(region.mem, channels, capacity, RingProducerKind::kDevice));
+  group_header(region.mem)->version = 1;
+  CHECK(group_check(region.mem, region.size) == RingCheck::kBadVersion);
+  group_header(region.mem)->magic = kRingMagic;
+  CHECK(group_check(region.mem, region.size) == RingCheck::kBadMagic);
+  CHECK_FALSE(group_init(region.mem, 0, capacity, RingProducerKind::kHost));
+  CHECK_FALSE(group_init(region.mem, kMaxGroupChannels + 1, capacity, RingProducerKind::kHost));
+  CHECK_FALSE(group_init(region.mem, 4, 3, RingProducerKind::kHost));
+}
+
+TEST_CASE("doorbells: a producer rings its ring's byte; the scan takes each once and skips idle words") {
+  const uint32_t channels = 132, capacity = 8;
+  Region region(group_bytes(channels, capacity));
+  REQUIRE(group_init(region.mem, channels, capacity, RingProducerKind::kHost));
+  RingGroupHeader* g = group_header(region.mem);
+  std::vector<uint32_t> taken;
+  auto take = [&] {
+    taken.clear();
+    return take_doorbells(g, channels, [&](uint32_t c) { taken.push_back(c); });
+  };
+  CHECK(take() == 0);
+  RingProducer p77(group_ring(region.mem, 77, capacity), &g->doorbell[77]);
+  RingProducer p131(group_ring(region.mem, 131, capacity), &g->doorbell[131]);
+  REQUIRE(p77.try_post(make_flush()));
+  REQUIRE(p77.try_post(make_flush()));
+  REQUIRE(p131.try_post(make_flush()));
+  CHECK(take() == 2);
+  CHECK(taken == std::vector<uint32_t>{77, 131});
+  CHECK(g->doorbell[77] == 0);
+  CHECK(take() == 0);  // taken once; nothing new
+  // A doorbell byte beyond `channels` (a client scribbling) is never reported.
+  g->doorbell[channels] = 1;
+  g->doorbell[kMaxGroupChannels - 1] = 1;
+  CHECK(take() == 0);
+}
+
+TEST_CASE("host producer: tickets for flushers, and the completion watermark") {
+  Region region(ring_bytes(8));
+  REQUIRE(ring_init(region.mem, 8));
+  RingProducer a(region.mem), b(region.mem);
+  uint64_t ta = 99, tb = 99;
+  REQUIRE(a.try_post(make_flush(), &ta));
+  REQUIRE(b.post(make_flush(), std::chrono::milliseconds(10), &tb));
+  CHECK(ta == 0);
+  CHECK(tb == 1);
+  CHECK(a.completed() == 0);
+  ring_publish_completed(region.header(), 1);
+  // a's flush (ticket 0) is done; b's (ticket 1) is not.
+  CHECK(a.completed() > ta);
+  CHECK_FALSE(b.completed() > tb);
 }
 
 TEST_CASE("single producer: wrap-around many times, everything in order") {
