@@ -15,6 +15,18 @@ constexpr int kCqBatch = 32;
 
 }  // namespace
 
+void Proxy::complete(OpContext& c) {
+  RingBinding& ring = *c.ring;
+  --ring.inflight;
+  bump(ring.completed, c.descriptors);
+  // A failed operation completes too: the watermark passes it (the error
+  // word tells the flusher what happened).
+  --ring.entry(c.entry).open;
+  publish_watermark(ring);
+  // A held signal may be free to go now: visit the ring in the next pass.
+  if (!ring.held.empty()) activate(ring);
+}
+
 bool Proxy::poll_cq() {
   fi_cq_data_entry entries[kCqBatch];
   ssize_t n = transport_->read_completions(entries, kCqBatch);
@@ -28,8 +40,7 @@ bool Proxy::poll_cq() {
         if (c->ring) {
           RingSlot d = {};
           reject(*c->ring, d, RingError::kTransport, std::string("write failed: ") + fi_strerror(err.err) + ": " + text);
-          --c->ring->inflight;
-          bump(c->ring->completed, c->descriptors);
+          complete(*c);
         }
         uncount(*c);
         release_context(c);
@@ -56,10 +67,7 @@ bool Proxy::poll_cq() {
     }
     auto* c = static_cast<OpContext*>(e.op_context);
     if (c == nullptr) continue;
-    if (c->ring) {
-      --c->ring->inflight;
-      bump(c->ring->completed, c->descriptors);
-    }
+    if (c->ring) complete(*c);
     uncount(*c);
     release_context(c);
   }

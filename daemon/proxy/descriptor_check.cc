@@ -89,8 +89,61 @@ Verdict check_write(const JobView& view, uint32_t src_rank, const ring::RingSlot
   return {};
 }
 
+bool strided_fits(uint64_t offset, uint64_t stride, uint32_t count, uint64_t length, uint64_t size) {
+  if (count == 0) return true;
+  // The first element.
+  if (offset > size || length > size - offset) return false;
+  // The last one starts (count - 1) * stride after it; the room left after
+  // the first element must hold that distance. Divided, not multiplied.
+  const uint64_t room = size - offset - length;
+  return stride == 0 || uint64_t{count - 1} <= room / stride;
+}
+
+Verdict check_strided(const JobView& view, uint32_t src_rank, const ring::RingSlot& d, uint32_t rail,
+                      uint64_t max_bytes, PendingWrite* out) {
+  // The first element is a kWrite (or kWriteSignal) of its own: check it so.
+  ring::RingSlot first = d;
+  first.op = static_cast<uint8_t>(d.signal ? ring::RingOp::kWriteSignal : ring::RingOp::kWrite);
+  first.count = 0;
+  first.src_stride = first.dst_stride = 0;
+  if (Verdict v = check_write(view, src_rank, first, rail, max_bytes, out); !v.ok()) return v;
+  const uint64_t so = ring::address_offset(d.src), doff = ring::address_offset(d.dst);
+  if (!strided_fits(so, d.src_stride, d.count, d.length, out->src_limit)) {
+    return bad(RingError::kOutOfBounds, "source element " + std::to_string(d.count - 1) + " of [" +
+                                            std::to_string(so) + " + i * " + std::to_string(d.src_stride) + ", +" +
+                                            std::to_string(d.length) + ") beyond window " +
+                                            std::to_string(out->src_window) + " of " +
+                                            std::to_string(out->src_limit) + " bytes");
+  }
+  if (!strided_fits(doff, d.dst_stride, d.count, d.length, out->dst_limit)) {
+    return bad(RingError::kOutOfBounds, "destination element " + std::to_string(d.count - 1) + " of [" +
+                                            std::to_string(doff) + " + i * " + std::to_string(d.dst_stride) + ", +" +
+                                            std::to_string(d.length) + ") beyond rank " +
+                                            std::to_string(d.dst_rank) + "'s window " +
+                                            std::to_string(out->dst_window) + " of " +
+                                            std::to_string(out->dst_limit) + " bytes");
+  }
+  out->count = d.count;
+  out->next = 0;
+  out->src_stride = d.src_stride;
+  out->dst_stride = d.dst_stride;
+  // Back to back on both sides: one plain write (both bounds were checked,
+  // so the product is at most the window size).
+  if (d.count > 1 && d.src_stride == d.length && d.dst_stride == d.length &&
+      uint64_t{d.count} * d.length <= max_bytes) {
+    out->length = uint64_t{d.count} * d.length;
+    out->count = 1;
+    out->src_stride = out->dst_stride = 0;
+  }
+  // Never extended by a later descriptor (extends() wants count == 1 and
+  // these ends would be wrong for count > 1).
+  out->src_end = so + out->length;
+  out->dst_end = doff + out->length;
+  return {};
+}
+
 bool extends(const PendingWrite& p, const JobView& view, const ring::RingSlot& d, uint64_t max_bytes) {
-  if (p.view_generation != view.generation) return false;
+  if (p.view_generation != view.generation || p.count != 1) return false;
   // A kWrite's shape (flags 0, signal 0) is part of the test, so a slot that
   // passes needs no ring_check_slot either.
   if (static_cast<ring::RingOp>(d.op) != ring::RingOp::kWrite || d.flags != 0 || d.signal != 0) return false;
@@ -119,6 +172,7 @@ Verdict check_signal(const JobView& view, const ring::RingSlot& d, uint32_t rail
   out->addr = dst.addrs[rail];
   out->imm = imm;
   out->descriptors = 1;
+  out->view_generation = view.generation;
   return {};
 }
 

@@ -35,6 +35,20 @@ Verdict check_write(const JobView& view, uint32_t src_rank, const ring::RingSlot
 // through check_write.
 bool extends(const PendingWrite& p, const JobView& view, const ring::RingSlot& d, uint64_t max_bytes);
 
+// kWriteStrided from `src_rank`: the rank, both windows, the element length
+// (1..max_bytes), and the FIRST and LAST element of both sides inside their
+// windows (overflow-safe: no product of count and stride is formed unless
+// it is known to fit), and the signal if any. Every element lies between
+// those two, so the whole descriptor is checked. On success fills `out`
+// (element 0's addresses, count, strides); a strided write whose elements
+// are back to back on both sides and fit max_bytes becomes one plain write.
+Verdict check_strided(const JobView& view, uint32_t src_rank, const ring::RingSlot& d, uint32_t rail,
+                      uint64_t max_bytes, PendingWrite* out);
+
+// Whether `count` elements of `length` bytes, `stride` apart, starting at
+// `offset`, all lie in [0, size). Overflow-safe for any inputs.
+bool strided_fits(uint64_t offset, uint64_t stride, uint32_t count, uint64_t length, uint64_t size);
+
 // kSignal: fills `out` with the destination (scratch word, key, immediate);
 // the caller supplies the source.
 Verdict check_signal(const JobView& view, const ring::RingSlot& d, uint32_t rail, PendingWrite* out);

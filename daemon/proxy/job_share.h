@@ -10,6 +10,10 @@
 //   turns until the quantum has repaid it. A job that finds its rings empty
 //   keeps no credit (it cannot bank turns while idle).
 // - Within a job, rings take turns (round robin), `batch` descriptors each.
+//   Only ACTIVE rings take turns: a ring joins its job's active list when
+//   the proxy takes its doorbell (ring.h, RingGroupHeader) and leaves it
+//   once drained (nothing published, nothing assembled or held back), so
+//   a job with 132 idle channel rings costs a pass a few doorbell loads.
 // - A bound on the job's writes in flight on this rail, in operations and in
 //   bytes (both x weight), so no job fills the rail's transmit queue: at the
 //   bound, the job's next write waits (its descriptors stay in its ring, in
@@ -26,6 +30,7 @@ namespace epx::daemon {
 
 class JobViewCell;
 struct RingBinding;
+struct RingGroupBinding;
 
 struct JobShareStats {
   std::string job_id;
@@ -42,7 +47,9 @@ struct JobShareStats {
 struct JobShare {
   const JobViewCell* cell = nullptr;  // the job's identity on this proxy
   std::vector<RingBinding*> rings;    // the job's rings here (the proxy owns them)
-  size_t next_ring = 0;               // the ring that goes first at the next turn
+  std::vector<RingGroupBinding*> groups;  // their groups: the doorbells to read
+  std::vector<RingBinding*> active;   // rings with work (or work in progress)
+  size_t next_ring = 0;               // the active ring that goes first at the next turn
   int64_t deficit = 0;                // bytes it may still post; negative: owed
   // Set from the cell's weight at each turn.
   int64_t quantum = 0;

@@ -12,6 +12,8 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/fabric/memory_registration.h"
+#include "daemon/proxy/counters.h"
+#include "proto/ring/ring_host.h"
 
 namespace epx::daemon {
 namespace {
@@ -19,6 +21,18 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kMaxContexts = 4096;
+// The most elements one fabric write carries (iovecs live on the stack).
+constexpr size_t kMaxIov = 64;
+
+uint32_t iov_limit_of(const Rail& rail) {
+  const fi_tx_attr* tx = rail.info().tx_attr;
+  size_t limit = kMaxIov;
+  if (tx != nullptr) {
+    if (tx->iov_limit) limit = std::min(limit, tx->iov_limit);
+    if (tx->rma_iov_limit) limit = std::min(limit, tx->rma_iov_limit);
+  }
+  return static_cast<uint32_t>(std::max<size_t>(limit, 1));
+}
 
 }  // namespace
 
@@ -30,6 +44,7 @@ Proxy::Proxy(std::unique_ptr<Transport> transport, const SignalSpace& signals, P
       virt_addr_((rail_.mr_mode() & FI_MR_VIRT_ADDR) != 0),
       write_limit_(std::min<uint64_t>(options.max_write_bytes, rail_.max_msg_size())),
       op_cost_(static_cast<int64_t>(std::max<uint64_t>(options.op_cost_bytes, 1))),
+      iov_limit_(iov_limit_of(rail_)),
       tasks_("proxy of rail " + std::to_string(rail_.index())) {}
 
 Proxy::~Proxy() {
@@ -61,10 +76,35 @@ void Proxy::attach(std::shared_ptr<RingBinding> ring) {
     jobs_.push_back(std::move(job));
     it = std::prev(jobs_.end());
   }
-  (*it)->rings.push_back(ring.get());
-  ring->share = it->get();
+  JobShare& job = **it;
+  job.rings.push_back(ring.get());
+  ring->share = &job;
+  if (RingGroupBinding* group = ring->group.get()) {
+    if (group->rings.size() < group->channels) group->rings.resize(group->channels, nullptr);
+    if (ring->channel < group->channels) group->rings[ring->channel] = ring.get();
+    if (std::find(job.groups.begin(), job.groups.end(), group) == job.groups.end()) job.groups.push_back(group);
+  }
+  // Visited once now: it may have been filled before it was attached (its
+  // doorbell is then set as well, which costs one more empty visit).
+  activate(*ring);
   rings_.push_back(std::move(ring));
   ring_count_.store(rings_.size(), std::memory_order_relaxed);
+}
+
+void Proxy::activate(RingBinding& ring) {
+  if (ring.active || ring.share == nullptr || ring.closing) return;
+  ring.active = true;
+  ring.share->active.push_back(&ring);
+}
+
+void Proxy::take_doorbells(JobShare& job) {
+  uint64_t rung = 0;
+  for (RingGroupBinding* group : job.groups) {
+    rung += ring::take_doorbells(group->header, group->channels, [&](uint32_t channel) {
+      if (RingBinding* ring = group->rings[channel]) activate(*ring);
+    });
+  }
+  if (rung) bump(stat_doorbells_, rung);
 }
 
 void Proxy::detach(RingBinding& ring) {
@@ -79,7 +119,15 @@ void Proxy::detach(RingBinding& ring) {
   }
   if (job == nullptr) return;
   job->rings.erase(std::remove(job->rings.begin(), job->rings.end(), &ring), job->rings.end());
-  if (job->next_ring >= job->rings.size()) job->next_ring = 0;
+  job->active.erase(std::remove(job->active.begin(), job->active.end(), &ring), job->active.end());
+  ring.active = false;
+  if (job->next_ring >= job->active.size()) job->next_ring = 0;
+  if (RingGroupBinding* group = ring.group.get()) {
+    if (ring.channel < group->rings.size() && group->rings[ring.channel] == &ring) group->rings[ring.channel] = nullptr;
+    if (std::all_of(group->rings.begin(), group->rings.end(), [](RingBinding* r) { return r == nullptr; })) {
+      job->groups.erase(std::remove(job->groups.begin(), job->groups.end(), group), job->groups.end());
+    }
+  }
   if (!job->rings.empty()) return;
   // The job's last ring here: forget its share (a later ring starts afresh).
   for (auto& c : contexts_) {
@@ -130,6 +178,7 @@ void Proxy::remove_ring_async(std::shared_ptr<RingBinding> ring, std::chrono::mi
   submit([this, ring = std::move(ring), deadline, timeout, done = std::move(done)]() mutable {
     ring->closing = true;
     ring->pending.reset();
+    ring->held.clear();
     draining_.push_back(Draining{std::move(ring), deadline, timeout, std::move(done)});
   });
 }
@@ -188,6 +237,8 @@ ProxyStats Proxy::stats() const {
   s.signals_applied = stat_signals_.load(std::memory_order_relaxed);
   s.bad_immediates = stat_bad_imm_.load(std::memory_order_relaxed);
   s.busy_ns = stat_busy_ns_.load(std::memory_order_relaxed);
+  s.ring_visits = stat_visits_.load(std::memory_order_relaxed);
+  s.doorbells = stat_doorbells_.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -5,8 +5,9 @@
 // that touches the rail's libfabric objects runs on this thread: other
 // threads hand it work with execute() or submit().
 //
-// Files: proxy.cc (thread, rings), serve.cc (descriptors to writes),
-// completions.cc (the CQ: local completions and remote signals).
+// Files: proxy.cc (thread, rings, doorbells), serve.cc (descriptors to
+// writes), post.cc (writes and held signals to the fabric), completions.cc
+// (the CQ: local completions, the completion watermark, remote signals).
 #pragma once
 
 #include <atomic>
@@ -47,6 +48,8 @@ struct ProxyStats {
   uint64_t signals_applied = 0;  // remote writes' immediates applied here
   uint64_t bad_immediates = 0;   // immediates naming no signal (stale or forged)
   uint64_t busy_ns = 0;          // time in passes that did work
+  uint64_t ring_visits = 0;      // times a ring was served (idle rings are not)
+  uint64_t doorbells = 0;        // doorbells taken
 };
 
 class Proxy {
@@ -98,6 +101,7 @@ class Proxy {
     fi_context2 ctx;  // first member: libfabric hands back &ctx as op_context
     RingBinding* ring = nullptr;
     uint32_t descriptors = 0;
+    uint64_t entry = 0;  // the ring's TrackedEntry this operation belongs to
     // Where the write goes, for quiesce: set while in flight. Only compared,
     // never dereferenced (the ring may be gone before its completion).
     const JobViewCell* views = nullptr;
@@ -143,13 +147,34 @@ class Proxy {
   // The write of `c` completed (or failed): no longer in flight for its job.
   static void uncount(OpContext& c);
   bool poll_cq();
-  // Posts ring.pending; false when the provider said EAGAIN (retry later).
+  // The operation of `c` completed (or failed) for its ring (c.ring set).
+  void complete(OpContext& c);
+  // Posts all of ring.pending (every element of a strided write); false
+  // when the provider said EAGAIN or the job's bound holds it back (the
+  // rest stays pending). A transport failure rejects it and counts as done.
   bool post(RingBinding& ring, bool more);
+  enum class Posted { kPosted, kRetry, kFailed };
+  // Posts the next fabric operation of `w` (up to elements_per_op elements).
+  Posted post_op(RingBinding& ring, PendingWrite& w, bool more);
+  // Elements of `length` bytes one fabric operation may carry.
+  uint32_t elements_per_op(uint64_t length) const;
+  // Posts the held signals whose scope has completed; true if any went.
+  bool post_held(RingBinding& ring);
+  bool held_ready(RingBinding& ring, const HeldSignal& h);
+  // Publishes the ring's completion watermark if it moved.
+  void publish_watermark(RingBinding& ring);
+  // Puts a ring on its job's active list (doorbell taken, completion for a
+  // held signal, or newly attached).
+  void activate(RingBinding& ring);
+  // Takes the job's doorbells; activates the rings that rang.
+  void take_doorbells(JobShare& job);
   void reject(RingBinding& ring, const ring::RingSlot& d, ring::RingError code, const std::string& why);
   // Checks a write descriptor against the job view and turns it into a
   // PendingWrite; false (and rejected) when it is bad.
   bool resolve(RingBinding& ring, const JobView& view, const ring::RingSlot& d, PendingWrite* out);
-  void complete_fence(RingBinding& ring, const ring::RingSlot& d, const JobView& view);
+  // Takes a kSignal (or a strided write's signal) into the ring's held
+  // signals; false (and rejected) when it is bad.
+  bool hold_signal(RingBinding& ring, const JobView& view, const ring::RingSlot& d, bool scoped);
 
   const std::unique_ptr<Transport> transport_;
   Rail& rail_;
@@ -158,6 +183,7 @@ class Proxy {
   const bool virt_addr_;
   const uint64_t write_limit_;     // longest write, single or coalesced
   const int64_t op_cost_;          // the least a descriptor is charged
+  const uint32_t iov_limit_;       // elements per fabric write (provider's iov and rma_iov limits)
   uint64_t inflight_ops_cap_ = 1;  // half the transmit contexts (set by start())
   // Writes complete only once their data is placed at the destination, so a
   // fence (flush, signal-only) and a quiesce order after placement, not
@@ -182,7 +208,8 @@ class Proxy {
   void* scratch_desc_ = nullptr;
 
   std::atomic<size_t> ring_count_{0};
-  std::atomic<uint64_t> stat_descriptors_{0}, stat_ops_{0}, stat_signals_{0}, stat_bad_imm_{0}, stat_busy_ns_{0};
+  std::atomic<uint64_t> stat_descriptors_{0}, stat_ops_{0}, stat_signals_{0}, stat_bad_imm_{0}, stat_busy_ns_{0},
+      stat_visits_{0}, stat_doorbells_{0};
 };
 
 }  // namespace epx::daemon

@@ -26,7 +26,11 @@ size_t Proxy::writes_towards(const JobViewCell* views, uint32_t rank) const {
   // Assembled but not yet accepted by the provider (a closing ring dropped
   // its own).
   for (const auto& r : rings_) {
-    if (r->views.get() == views && r->pending && !r->closing && r->pending->dst_rank == rank) ++n;
+    if (r->views.get() != views || r->closing) continue;
+    if (r->pending && r->pending->dst_rank == rank) ++n;
+    // Held signals: re-checked against the view when they go, so one
+    // towards an absent rank is rejected at the ring's next visit.
+    for (const auto& h : r->held) n += h.write.dst_rank == rank ? 1 : 0;
   }
   return n;
 }

@@ -1,14 +1,18 @@
-// RingBinding: one client ring as its proxy serves it. The ring memory, the
-// consumer's position and the in-flight count belong to the proxy thread;
-// the counters are atomics so Status can read them from gRPC threads.
+// RingBinding: one client ring as its proxy serves it; RingGroupBinding: the
+// group region it lives in (ring.h), whose doorbell tells the proxy which
+// rings have work. The ring memory, the consumer's position, the completion
+// tracking and the in-flight count belong to the proxy thread; the counters
+// are atomics so Status can read them from gRPC threads.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "daemon/proxy/job_share.h"
 #include "daemon/proxy/job_view.h"
@@ -17,7 +21,9 @@
 
 namespace epx::daemon {
 
-// A fabric write assembled from one or more adjacent descriptors.
+// A fabric write assembled from one or more adjacent descriptors, or the
+// elements of one kWriteStrided (count > 1: element i is `length` bytes at
+// src + i * src_stride, to remote_addr + i * dst_stride).
 struct PendingWrite {
   uint16_t dst_rank = 0;
   const uint8_t* src = nullptr;
@@ -37,6 +43,43 @@ struct PendingWrite {
   // The JobView generation the limits came from: a run may only be extended
   // without a full check while the view it was checked against is current.
   uint64_t view_generation = 0;
+  // kWriteStrided: elements, strides, and how many are posted already.
+  uint32_t count = 1;
+  uint32_t next = 0;
+  uint64_t src_stride = 0, dst_stride = 0;
+  // The completion-tracking entry (RingBinding::tracked) of its first
+  // descriptor, as an absolute index.
+  uint64_t entry = 0;
+};
+
+// One descriptor whose completion the watermark waits for (ring.h, kFlush):
+// a write or signal taken from the ring and not yet completed. Entries are
+// made in ring order, so the deque stays sorted by ticket.
+struct TrackedEntry {
+  uint64_t ticket = 0;
+  uint16_t dst_rank = 0;
+  // Fabric operations not completed yet, plus one while the proxy still
+  // assembles or holds the descriptor (not all of it posted). 0: completed.
+  uint32_t open = 1;
+};
+
+// A kSignal the proxy holds until the writes it is scoped to completed.
+struct HeldSignal {
+  uint64_t entry = 0;   // its TrackedEntry (absolute index)
+  bool scoped = false;  // kFlagScopeDestination: only earlier writes to its rank
+  PendingWrite write;   // resolved when taken; re-checked if the view changed
+  ring::RingSlot slot;  // for error reports
+};
+
+struct RingBinding;
+
+// A ring group region (ring.h): its doorbell, and its rings by channel.
+struct RingGroupBinding {
+  std::shared_ptr<SharedRegion> region;
+  ring::RingGroupHeader* header = nullptr;
+  uint32_t channels = 0;
+  // Proxy thread only: the rings it serves, by channel (null: not attached).
+  std::vector<RingBinding*> rings;
 };
 
 struct RingBinding {
@@ -48,22 +91,46 @@ struct RingBinding {
   ring::RingHeader* header = nullptr;
   ring::RingSlot* slots = nullptr;
   uint32_t capacity = 0;
+  // The group it belongs to and its channel there; null: a ring without a
+  // doorbell, which the proxy visits every pass (tests).
+  std::shared_ptr<RingGroupBinding> group;
+  uint32_t channel = 0;
 
   // Proxy thread only.
   uint64_t position = 0;          // next slot to read
   uint64_t published_head = 0;    // last head written to the header
   uint64_t inflight = 0;          // fabric operations posted, not completed
   std::optional<PendingWrite> pending;  // assembled, not yet accepted by the provider
-  bool waiting_fence = false;     // a kFlush/kSignal waits for inflight == 0
+  std::deque<TrackedEntry> tracked;     // completion tracking, in ring order
+  uint64_t tracked_base = 0;            // absolute index of tracked.front()
+  std::deque<HeldSignal> held;          // kSignals waiting for their scope, in ring order
+  uint64_t completed_published = 0;     // our copy of the watermark: the header's is client-writable
   bool closing = false;           // owner gone: post nothing more
-  uint64_t fences_done = 0;       // our copy: the header's is client-writable
+  bool active = false;            // in its job's active list (doorbell taken, or work left)
+  bool drained = false;           // its last visit left nothing published, assembled or held
   JobShare* share = nullptr;      // its job's share of the rail, while the proxy serves it
+
+  TrackedEntry& entry(uint64_t index) { return tracked[index - tracked_base]; }
+  // A new entry for the descriptor at `ticket`; returns its absolute index.
+  uint64_t track(uint64_t ticket, uint16_t dst_rank) {
+    tracked.push_back(TrackedEntry{ticket, dst_rank, 1});
+    return tracked_base + tracked.size() - 1;
+  }
+  // The watermark: every ticket below it has completed.
+  uint64_t watermark() {
+    while (!tracked.empty() && tracked.front().open == 0) {
+      tracked.pop_front();
+      ++tracked_base;
+    }
+    return tracked.empty() ? position : tracked.front().ticket;
+  }
 
   // Any thread.
   std::atomic<uint64_t> consumed{0};   // descriptors taken from the ring
   std::atomic<uint64_t> completed{0};  // descriptors whose operations completed
   std::atomic<uint64_t> rejected{0};   // bad descriptors
   std::atomic<uint64_t> fabric_ops{0}; // fabric operations posted (after coalescing)
+  std::atomic<uint64_t> visits{0};     // times the proxy served it (idle rings stay at 0)
   mutable std::mutex error_mu;
   std::string first_error;             // human-readable, for Status / epxctl
 };

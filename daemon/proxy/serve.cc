@@ -17,8 +17,8 @@ using ring::RingError;
 using ring::RingOp;
 using ring::RingSlot;
 
-// How far ahead of the consumer the proxy prefetches ring slots (16 lines).
-constexpr uint64_t kPrefetchSlots = 32;
+// How far ahead of the consumer the proxy prefetches ring slots (one line each).
+constexpr uint64_t kPrefetchSlots = 16;
 
 }  // namespace
 
@@ -39,97 +39,22 @@ bool Proxy::resolve(RingBinding& ring, const JobView& view, const RingSlot& d, P
   return v.ok();
 }
 
-bool Proxy::post(RingBinding& ring, bool more) {
-  if (free_contexts_.empty()) return false;
-  PendingWrite& w = *ring.pending;
-  JobShare& job = *ring.share;
-  if (job.holds_back(w.length)) {
-    ++job.stats.bound_waits;
-    return false;
-  }
-  OpContext* c = free_contexts_.back();
-  c->ring = &ring;
-  c->descriptors = w.descriptors;
-  iovec iov{const_cast<uint8_t*>(w.src), w.length};
-  void* desc = w.desc;
-  fi_rma_iov rma{w.remote_addr, w.length, w.key};
-  fi_msg_rma msg = {};
-  msg.msg_iov = &iov;
-  msg.desc = &desc;
-  msg.iov_count = 1;
-  msg.addr = w.addr;
-  msg.rma_iov = &rma;
-  msg.rma_iov_count = 1;
-  msg.context = &c->ctx;
-  msg.data = w.imm;
-  // Every write completes only once placed (FI_DELIVERY_COMPLETE): a later
-  // fence covers its data, a quiesce (quiesce.cc) knows it can no longer
-  // arrive, and a write the fabric lost after sending it fails on its
-  // sender's ring instead of vanishing. The receiver sees a signal as early
-  // either way; only the sender's slot is held for the acknowledgement.
-  uint64_t flags = FI_COMPLETION | (w.imm ? FI_REMOTE_CQ_DATA : 0) | flags_extra_ | (more ? FI_MORE : 0);
-  ssize_t ret = transport_->write(msg, flags);
-  if ((ret == -FI_EBADFLAGS || ret == -FI_EOPNOTSUPP || ret == -FI_EINVAL) && flags_extra_ != 0) {
-    // The provider does not take FI_DELIVERY_COMPLETE: fall back to its
-    // default completion (fences then rely on it) and say so once.
-    spdlog::warn("rail {}: provider refuses FI_DELIVERY_COMPLETE ({}); using its default completion",
-                 rail_.index(), fi_strerror(static_cast<int>(-ret)));
-    flags_extra_ = 0;
-    flags &= ~static_cast<uint64_t>(FI_DELIVERY_COMPLETE);
-    ret = transport_->write(msg, flags);
-  }
-  if (ret == -FI_EAGAIN) return false;
-  if (ret != 0) {
-    RingSlot d = {};
-    d.dst_rank = w.dst_rank;
-    reject(ring, d, RingError::kTransport, std::string("fi_writemsg: ") + fi_strerror(static_cast<int>(-ret)));
-    // The descriptors it carried are done (failed): count them so flushes end.
-    bump(ring.completed, w.descriptors);
-    ring.pending.reset();
-    return true;
-  }
-  free_contexts_.pop_back();
-  ++ring.inflight;
-  // Only now in flight: a context left free by EAGAIN must not count.
-  c->views = ring.views.get();
-  c->dst_rank = w.dst_rank;
-  c->share = &job;
-  c->bytes = w.length;
-  ++job.inflight_ops;
-  job.inflight_bytes += w.length;
-  JobShareStats& st = job.stats;
-  ++st.fabric_ops;
-  st.fabric_bytes += w.length;
-  st.max_inflight_ops = std::max(st.max_inflight_ops, job.inflight_ops);
-  st.max_inflight_bytes = std::max(st.max_inflight_bytes, job.inflight_bytes);
-  bump(ring.fabric_ops, 1);
-  bump(stat_ops_, 1);
-  ring.pending.reset();
-  return true;
-}
-
-void Proxy::complete_fence(RingBinding& ring, const RingSlot& d, const JobView& view) {
-  if (static_cast<RingOp>(d.op) == RingOp::kFlush) {
-    bump(ring.completed, 1);
-    // release: pairs with the producer's acquire load of fences_done: every
-    // write before the flush has completed at its destination.
-    ring::ring_store_release(&ring.header->fences_done, ++ring.fences_done);
-    return;
-  }
-  // kSignal: an 8-byte write of the proxy's scratch word into the
-  // destination's signal scratch word, carrying the immediate. Posted only
-  // now, after every earlier write of the ring completed, so the receiver
-  // counts it after their data is in place.
+bool Proxy::hold_signal(RingBinding& ring, const JobView& view, const RingSlot& d, bool scoped) {
   PendingWrite w;
   Verdict v = check_signal(view, d, rail_.index(), &w);
   if (!v.ok()) {
     reject(ring, d, v.error, v.why);
-    return;
+    return false;
   }
+  // An 8-byte write of the proxy's scratch word into the destination's
+  // signal scratch word, carrying the immediate; posted once its scope has
+  // completed (post.cc), so the receiver counts it after that data.
   w.src = reinterpret_cast<const uint8_t*>(&scratch_);
   w.length = sizeof(scratch_);
   w.desc = scratch_desc_;
-  ring.pending = w;
+  w.entry = ring.track(ring.position, d.dst_rank);
+  ring.held.push_back(HeldSignal{w.entry, scoped, w, d});
+  return true;
 }
 
 bool Proxy::serve_jobs() {
@@ -174,57 +99,69 @@ bool Proxy::serve_jobs() {
 }
 
 bool Proxy::serve_job(JobShare& job) {
+  take_doorbells(job);
   bool worked = false;
-  const size_t n = job.rings.size();
-  // Sweeps over the job's rings (each up to the batch per visit) until its
-  // credit is spent, its bound is reached, or no ring has anything to post.
+  // Sweeps over the job's active rings (each up to the batch per visit)
+  // until its credit is spent, its bound is reached, or no ring has
+  // anything to post; then drops the rings that were drained.
   for (bool progress = true; progress && job.deficit > 0 && !job.at_bound();) {
     progress = false;
-    for (size_t i = 0; i < n && job.deficit > 0; ++i) {
-      const size_t r = (job.next_ring + i) % n;
-      if (serve(*job.rings[r], job)) {
-        progress = worked = true;
-        if (job.deficit <= 0 || job.at_bound()) {
-          job.next_ring = (r + 1) % n;  // the next ring goes first at the next turn
-          return true;
-        }
-      }
+    const size_t n = job.active.size();
+    for (size_t i = 0; i < n && job.deficit > 0 && !job.at_bound(); ++i) {
+      if (serve(*job.active[(job.next_ring + i) % n], job)) progress = worked = true;
     }
+    const auto idle = [](RingBinding* r) {
+      // A ring without a group has no doorbell: it stays on the list.
+      const bool drop = r->closing || (r->group != nullptr && r->drained);
+      if (drop) r->active = false;
+      return drop;
+    };
+    job.active.erase(std::remove_if(job.active.begin(), job.active.end(), idle), job.active.end());
   }
-  if (n) job.next_ring = (job.next_ring + 1) % n;
+  job.next_ring = job.active.empty() ? 0 : (job.next_ring + 1) % job.active.size();
   return worked;
 }
 
 bool Proxy::serve(RingBinding& ring, JobShare& job) {
+  ring.drained = false;
   if (ring.closing) return false;
+  bump(ring.visits, 1);
+  bump(stat_visits_, 1);
   // A pending write (held to be extended, or refused with EAGAIN or by the
   // job's in-flight bound) is posted by the loop below when the next
-  // descriptor does not continue it, at a fence, or at the end of the pass.
-  bool worked = false;
+  // descriptor does not continue it, at a flush, or at the end of the pass.
+  bool worked = post_held(ring);
   std::shared_ptr<const JobView> view_ptr = ring.views->load();
   const JobView& view = *view_ptr;
   bool batch_full = true;
+  bool empty = false;     // the ring had nothing more published
   uint32_t consumed = 0;  // counted once per pass: the counters are shared lines
   uint64_t taken = 0;     // descriptors taken, rejected ones included
   int64_t charged = 0;
   // Every descriptor taken from the ring is charged to the job's turn.
-  auto charge = [&](uint32_t length) {
-    const int64_t cost = std::max<int64_t>(length, op_cost_);
+  auto charge = [&](uint64_t length) {
+    const int64_t cost = std::max<int64_t>(static_cast<int64_t>(std::min<uint64_t>(length, INT64_MAX / 4)), op_cost_);
     charged += cost;
     job.deficit -= cost;
     ++taken;
+  };
+  // A descriptor the proxy is done with at once (rejected, a no-op, a flush).
+  auto finish = [&](uint64_t length, bool counts) {
+    ++ring.position;
+    charge(length);
+    if (counts) ++consumed;
+    worked = true;
   };
   uint32_t n = 0;
   for (; n < options_.batch && job.deficit > 0; ++n) {
     RingSlot d;
     // Slots arrive from another agent (often a GPU over PCIe), so each line
-    // is a cache miss: ask for lines well ahead, once per line (two slots),
-    // so the misses overlap the work on the slots before them.
-    if ((ring.position & 1) == 0) {
-      __builtin_prefetch(&ring.slots[(ring.position + kPrefetchSlots) & (ring.capacity - 1)]);
-    }
+    // is a cache miss: ask for a line well ahead, so the misses overlap the
+    // work on the slots before them.
+    __builtin_prefetch(&ring.slots[(ring.position + kPrefetchSlots) & (ring.capacity - 1)]);
     if (!ring::ring_read_slot(ring.slots, ring.capacity, ring.position, &d)) {
       batch_full = false;
+      empty = true;
       break;
     }
     if (ring.pending && extends(*ring.pending, view, d, write_limit_)) {
@@ -244,68 +181,93 @@ bool Proxy::serve(RingBinding& ring, JobShare& job) {
     const RingError shape = ring::ring_check_slot(d);
     if (shape != RingError::kNone) {
       reject(ring, d, shape, "descriptor fails the ring ABI checks");
-      ++ring.position;
-      charge(0);
-      worked = true;
+      finish(0, false);
       continue;
     }
     if ((op == RingOp::kWrite || op == RingOp::kWriteSignal) && d.length == 0) {
       // Empty writes are valid (an expert that got no tokens): a plain one is
-      // a no-op; one with a signal delivers just the signal, with no fence,
-      // since it has no data of its own to wait for.
-      if (op == RingOp::kWriteSignal) {
-        PendingWrite w;
-        Verdict v = check_signal(view, d, rail_.index(), &w);
-        if (!v.ok()) {
-          reject(ring, d, v.error, v.why);
-          ++ring.position;
-          charge(0);
-          worked = true;
-          continue;
-        }
-        if (ring.pending && !post(ring, true)) break;
-        w.src = reinterpret_cast<const uint8_t*>(&scratch_);
-        w.length = sizeof(scratch_);
-        w.desc = scratch_desc_;
-        ring.pending = w;
-      } else {
+      // a no-op; one with a signal delivers just the signal, at once, since
+      // it has no data of its own to wait for.
+      if (op == RingOp::kWrite) {
         bump(ring.completed, 1);
+        finish(0, true);
+        continue;
       }
-      ++ring.position;
-      charge(0);
-      ++consumed;
-      worked = true;
+      PendingWrite w;
+      Verdict v = check_signal(view, d, rail_.index(), &w);
+      if (!v.ok()) {
+        reject(ring, d, v.error, v.why);
+        finish(0, false);
+        continue;
+      }
+      if (ring.pending && !post(ring, true)) break;
+      w.src = reinterpret_cast<const uint8_t*>(&scratch_);
+      w.length = sizeof(scratch_);
+      w.desc = scratch_desc_;
+      w.entry = ring.track(ring.position, d.dst_rank);
+      ring.pending = w;
+      finish(0, true);
       continue;
     }
-    if (op == RingOp::kFlush || op == RingOp::kSignal) {
-      // A fence: everything earlier must have completed first.
-      if (ring.pending) {
-        if (!post(ring, false)) break;
+    if (op == RingOp::kFlush) {
+      // A marker (ring.h): it completes once everything before it has, which
+      // the watermark shows. What is still being assembled goes out now.
+      if (ring.pending && !post(ring, false)) break;
+      bump(ring.completed, 1);
+      finish(0, true);
+      continue;
+    }
+    if (op == RingOp::kSignal) {
+      // Held until its scope completed; the ring goes on meanwhile.
+      if (ring.held.size() >= ring::kMaxHeldSignals) break;
+      if (hold_signal(ring, view, d, (d.flags & ring::kFlagScopeDestination) != 0)) {
+        finish(0, true);
+      } else {
+        finish(0, false);
       }
-      if (ring.inflight > 0) break;  // revisit this slot once completions came
-      complete_fence(ring, d, view);
+      continue;
+    }
+    if (op == RingOp::kWriteStrided) {
+      PendingWrite w;
+      Verdict v = check_strided(view, ring.rank, d, rail_.index(), write_limit_, &w);
+      if (!v.ok()) {
+        reject(ring, d, v.error, v.why);
+        finish(0, false);
+        continue;
+      }
+      const bool split_signal = w.imm != 0 && w.count > elements_per_op(w.length);
+      if (split_signal && ring.held.size() >= ring::kMaxHeldSignals) break;
+      if (ring.pending && !post(ring, true)) break;
+      w.entry = ring.track(ring.position, d.dst_rank);
+      if (split_signal) {
+        // More elements than one operation carries: the signal cannot ride
+        // on the last one (EFA does not order operations), so it is held,
+        // scoped to this destination, until every element completed.
+        w.imm = 0;
+        RingSlot signal = ring::make_signal(d.dst_rank, d.signal, /*scope_destination=*/true);
+        hold_signal(ring, view, signal, /*scoped=*/true);  // checked with the write: cannot fail
+      }
+      ring.pending = w;
       ++ring.position;
-      charge(0);
+      charge(uint64_t{d.length} * d.count);
       ++consumed;
       worked = true;
-      if (ring.pending && !post(ring, false)) break;
+      // Its elements go out now (they are never extended).
+      if (!post(ring, true)) break;
       continue;
     }
     PendingWrite w;
     if (!resolve(ring, view, d, &w)) {
-      ++ring.position;
-      charge(0);
-      worked = true;
+      finish(0, false);
       continue;
     }
     // Coalesce with the previous write when both sides continue it, the
     // previous one carries no signal (a signal must follow all its data) and
     // both were checked against the same view (keys may change with it).
     PendingWrite* p = ring.pending ? &*ring.pending : nullptr;
-    if (p && p->imm == 0 && p->view_generation == w.view_generation && p->dst_rank == w.dst_rank &&
-        p->src_window == w.src_window &&
-        p->dst_window == w.dst_window && p->src_end + w.length == w.src_end && p->dst_end + w.length == w.dst_end &&
-        p->length + w.length <= write_limit_) {
+    if (p && p->imm == 0 && p->count == 1 && p->view_generation == w.view_generation && p->dst_rank == w.dst_rank &&
+        p->src_window == w.src_window && p->dst_window == w.dst_window && p->src_end + w.length == w.src_end &&
+        p->dst_end + w.length == w.dst_end && p->length + w.length <= write_limit_) {
       p->length += w.length;
       p->src_end = w.src_end;
       p->dst_end = w.dst_end;
@@ -315,6 +277,7 @@ bool Proxy::serve(RingBinding& ring, JobShare& job) {
       // Not adjacent: the previous write goes out first. If the provider is
       // full, leave this slot unread and come back next pass.
       if (p && !post(ring, true)) break;
+      w.entry = ring.track(ring.position, d.dst_rank);
       ring.pending = w;
     }
     ++ring.position;
@@ -335,10 +298,15 @@ bool Proxy::serve(RingBinding& ring, JobShare& job) {
   // this pass short (more descriptors are waiting, and the next pass may
   // extend it); a drained ring never holds a write back.
   if (ring.pending && !(batch_full && ring.pending->imm == 0)) post(ring, false);
+  worked |= post_held(ring);
   if (ring.position != ring.published_head) {
     ring::ring_publish_head(ring.header, ring.position);
     ring.published_head = ring.position;
   }
+  publish_watermark(ring);
+  // Nothing left to do here until its doorbell rings again or a completion
+  // frees a held signal (completions.cc re-activates it then).
+  ring.drained = empty && !ring.pending && ring.held.empty();
   return worked;
 }
 
