@@ -147,7 +147,7 @@ bool Proxy::post_held(RingBinding& ring) {
       Verdict v = check_signal(*view, h.slot, rail_.index(), &w);
       if (!v.ok()) {
         reject(ring, h.slot, v.error, v.why);
-        bump(ring.completed, 1);
+        bump(ring.completed, h.write.descriptors);
         --ring.entry(h.entry).open;
         it = ring.held.erase(it);
         worked = true;
@@ -157,6 +157,7 @@ bool Proxy::post_held(RingBinding& ring) {
       w.length = h.write.length;
       w.desc = h.write.desc;
       w.entry = h.entry;
+      w.descriptors = h.write.descriptors;
       h.write = w;
     }
     const Posted p = post_op(ring, h.write, false);

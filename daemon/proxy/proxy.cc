@@ -84,9 +84,10 @@ void Proxy::attach(std::shared_ptr<RingBinding> ring) {
     if (ring->channel < group->channels) group->rings[ring->channel] = ring.get();
     if (std::find(job.groups.begin(), job.groups.end(), group) == job.groups.end()) job.groups.push_back(group);
   }
-  // Visited once now: it may have been filled before it was attached (its
-  // doorbell is then set as well, which costs one more empty visit).
-  activate(*ring);
+  // A ring without a doorbell is visited every pass; one in a group waits
+  // for its doorbell (a producer that filled it before it was attached rang
+  // it too), so an idle channel ring is never visited.
+  if (!ring->group) activate(*ring);
   rings_.push_back(std::move(ring));
   ring_count_.store(rings_.size(), std::memory_order_relaxed);
 }

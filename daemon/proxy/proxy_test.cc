@@ -68,6 +68,58 @@ class RecordingTransport final : public Transport {
   std::vector<Write> writes_;
 };
 
+// A decorator that holds back the local completions of writes to one
+// destination key while closed, so a test can keep one destination's writes
+// in flight for as long as it likes (scoped signals, flush watermarks)
+// without any timing. Proxy thread only; open/close through Proxy::execute.
+class GateTransport final : public Transport {
+ public:
+  explicit GateTransport(std::unique_ptr<Transport> inner) : inner_(std::move(inner)) {}
+
+  void close(uint64_t key) {
+    closed_ = true;
+    key_ = key;
+  }
+  void open() { closed_ = false; }
+  size_t held() const { return held_.size(); }
+
+  Rail& rail() override { return inner_->rail(); }
+  ssize_t write(const fi_msg_rma& msg, uint64_t flags) override {
+    const ssize_t ret = inner_->write(msg, flags);
+    if (ret == 0 && closed_ && msg.rma_iov[0].key == key_) gated_.push_back(msg.context);
+    return ret;
+  }
+  ssize_t read_completions(fi_cq_data_entry* entries, size_t count) override {
+    size_t n = 0;
+    while (!closed_ && !held_.empty() && n < count) {
+      entries[n++] = held_.back();
+      held_.pop_back();
+    }
+    if (n) return static_cast<ssize_t>(n);
+    const ssize_t got = inner_->read_completions(entries, count);
+    if (got <= 0) return got;
+    for (ssize_t i = 0; i < got; ++i) {
+      const auto it = std::find(gated_.begin(), gated_.end(), entries[i].op_context);
+      if (it != gated_.end() && !(entries[i].flags & FI_REMOTE_CQ_DATA)) {
+        gated_.erase(it);
+        held_.push_back(entries[i]);
+      } else {
+        entries[n++] = entries[i];
+      }
+    }
+    return n ? static_cast<ssize_t>(n) : -FI_EAGAIN;
+  }
+  ssize_t read_error(fi_cq_err_entry* entry) override { return inner_->read_error(entry); }
+  std::string error_text(const fi_cq_err_entry& entry) override { return inner_->error_text(entry); }
+
+ private:
+  const std::unique_ptr<Transport> inner_;
+  bool closed_ = false;
+  uint64_t key_ = 0;
+  std::vector<void*> gated_;               // contexts of writes posted while closed
+  std::vector<fi_cq_data_entry> held_;     // their completions, held back
+};
+
 ProxyOptions spinning(ProxyOptions options = {}) {
   options.idle_sleep_us = 0;
   return options;
@@ -84,6 +136,10 @@ class Rig {
     std::vector<uint8_t> dst;
     MrPtr dst_mr;
     RemoteRail remote;  // where its destination window is, as the proxy posts to it
+    // A third rank (add_job with ranks = 3): its own window 1, own key.
+    std::vector<uint8_t> dst2;
+    MrPtr dst2_mr;
+    RemoteRail remote2;
   };
 
   explicit Rig(FaultPlan plan, ProxyOptions options = spinning()) {
@@ -98,7 +154,9 @@ class Rig {
     for (uint64_t i = 0; i < kWindowBytes; ++i) src_[i] = pattern(i);
     auto faults = std::make_unique<FaultTransport>(std::make_unique<RailTransport>(*rail_), plan);
     faults_ = faults.get();
-    auto recording = std::make_unique<RecordingTransport>(std::move(faults));
+    auto gate = std::make_unique<GateTransport>(std::move(faults));
+    gate_ = gate.get();
+    auto recording = std::make_unique<RecordingTransport>(std::move(gate));
     recording_ = recording.get();
     proxy_ = std::make_unique<Proxy>(std::move(recording), *signals_, options);
     REQUIRE(proxy_->start().ok());
@@ -119,19 +177,26 @@ class Rig {
     proxy_.reset();  // stops the thread; the registrations close after it
   }
 
-  Job& add_job(const std::string& id, uint32_t weight = 1) {
+  Job& add_job(const std::string& id, uint32_t weight = 1, uint32_t ranks = 2) {
     jobs_.push_back(std::make_unique<Job>());
     Job& job = *jobs_.back();
     job.dst.assign(kWindowBytes, 0);
     REQUIRE(proxy_->execute([&] { job.dst_mr = register_or_fail(job.dst.data(), job.dst.size(), 100 + jobs_.size()); })
                 .ok());
     job.remote = remote(job.dst.data(), job.dst_mr.get());
+    if (ranks > 2) {
+      job.dst2.assign(kWindowBytes, 0);
+      REQUIRE(proxy_
+                  ->execute([&] { job.dst2_mr = register_or_fail(job.dst2.data(), job.dst2.size(), 200 + jobs_.size()); })
+                  .ok());
+      job.remote2 = remote(job.dst2.data(), job.dst2_mr.get());
+    }
 
     auto view = std::make_shared<JobView>();
     view->generation = jobs_.size();
     view->job_id = id;
-    view->world = 2;
-    view->ranks.resize(2);
+    view->world = ranks;
+    view->ranks.resize(ranks);
     for (auto& r : view->ranks) {
       r.present = true;
       r.addrs = {self_};
@@ -147,6 +212,10 @@ class Rig {
     RemoteRail target = remote(words_.data(), words_mr_.get());
     target.base += kSignals * sizeof(uint64_t);  // the scratch word after the signals
     dst.signal_target = RemoteWindow{sizeof(uint64_t), {target}};
+    if (ranks > 2) {
+      view->ranks[2] = view->ranks[1];
+      view->ranks[2].windows[1] = RemoteWindow{job.dst2.size(), {job.remote2}};
+    }
     job.cell = std::make_shared<JobViewCell>(view);
     job.cell->set_weight(weight);
     return job;
@@ -166,6 +235,40 @@ class Rig {
     ring->capacity = capacity;
     return ring;
   }
+
+  // A group of `channels` rings of `job` (ring.h), not yet served; the
+  // proxy visits them only when their doorbells ring.
+  std::vector<std::shared_ptr<RingBinding>> make_group(const Job& job, uint32_t channels, uint32_t capacity,
+                                                       ring::RingProducerKind kind = ring::RingProducerKind::kHost) {
+    auto region = SharedRegion::create("epx-proxy-test-group", ring::group_bytes(channels, capacity));
+    REQUIRE(region.ok());
+    auto group = std::make_shared<RingGroupBinding>();
+    group->region = std::shared_ptr<SharedRegion>(std::move(region.value()));
+    REQUIRE(ring::group_init(group->region->data(), channels, capacity, kind));
+    group->header = ring::group_header(group->region->data());
+    group->channels = channels;
+    std::vector<std::shared_ptr<RingBinding>> rings;
+    for (uint32_t c = 0; c < channels; ++c) {
+      auto ring = std::make_shared<RingBinding>();
+      ring->id = ++ring_ids_;
+      ring->region = group->region;
+      ring->group = group;
+      ring->channel = c;
+      ring->views = job.cell;
+      ring->header = ring::ring_header(ring::group_ring(group->region->data(), c, capacity));
+      ring->slots = ring::ring_slots(ring->header);
+      ring->capacity = capacity;
+      rings.push_back(std::move(ring));
+    }
+    return rings;
+  }
+
+  // Runs `fn` on the proxy thread between two passes (the gate, stats).
+  template <typename Fn>
+  void on_proxy(Fn fn) {
+    REQUIRE(proxy_->execute([&] { fn(); }).ok());
+  }
+  GateTransport& gate() { return *gate_; }
 
   // Starts serving `rings` between two passes, all at once: the first pass
   // finds every one of them as the test filled it. A gate task holds the
@@ -236,6 +339,7 @@ class Rig {
   uint64_t ring_ids_ = 0;
   FaultTransport* faults_ = nullptr;
   RecordingTransport* recording_ = nullptr;
+  GateTransport* gate_ = nullptr;
   std::unique_ptr<Proxy> proxy_;  // stopped first (destroyed before the registrations)
 };
 
@@ -253,7 +357,7 @@ class Loopback {
   const std::vector<uint8_t>& src() const { return rig_.src(); }
   const std::vector<uint8_t>& dst() const { return job_.dst; }
   uint64_t signal(uint32_t i) const { return rig_.signal(i); }
-  uint64_t fences_done() const { return ring::ring_load_acquire(&ring_->header->fences_done); }
+  uint64_t completed() const { return ring::ring_load_acquire(&ring_->header->completed); }
   template <typename Pred>
   void wait_for(const char* what, Pred done) {
     rig_.wait_for(what, done);
@@ -294,11 +398,13 @@ void produce(void* ring_mem, uint32_t id, uint32_t producers, uint32_t count) {
   });
 }
 
-// Posts a flush and waits until the proxy completed it.
+// Posts a flush and waits until the proxy completed it: the watermark
+// passed the flush's own ticket.
 void flush(Loopback& lb, const char* what) {
   ring::RingProducer tail(lb.ring_memory());
-  REQUIRE(tail.post(ring::make_flush(), 10s));
-  lb.wait_for(what, [&] { return lb.fences_done() >= 1; });
+  uint64_t ticket = 0;
+  REQUIRE(tail.post(ring::make_flush(), 10s, &ticket));
+  lb.wait_for(what, [&] { return lb.completed() > ticket; });
 }
 
 uint32_t signalled(uint32_t count) {
@@ -376,7 +482,7 @@ TEST_CASE("failed writes and failed completions surface on the sender's ring; fl
   CHECK(lb.ring().consumed.load() == kCount + 1);
 }
 
-TEST_CASE("a signal fence waits for every earlier write even when their completions come late and out of order") {
+TEST_CASE("an unscoped signal waits for every earlier write even when their completions come late and out of order") {
   FaultPlan plan;
   plan.seed = 3;
   plan.hold_count = 32;
@@ -640,4 +746,213 @@ TEST_CASE("a job alone on the rail is not held by the per-job bounds; a second j
   rig.wait_for("both jobs' writes", [&] { return ring->completed.load() == 400 && other_ring->completed.load() == 200; });
   const auto stats = rig.job_stats();
   CHECK(stats_of(stats, "other").max_inflight_ops == 1);  // 16 KiB writes under an 8 KiB bound: one at a time
+}
+
+namespace {
+
+// Whether element i of a strided write is in place in `dst`, byte for byte.
+bool element_in_place(const std::vector<uint8_t>& src, const std::vector<uint8_t>& dst, uint64_t src_offset,
+                      uint64_t src_stride, uint64_t dst_offset, uint64_t dst_stride, uint32_t length, uint32_t i) {
+  return std::equal(src.begin() + src_offset + i * src_stride, src.begin() + src_offset + i * src_stride + length,
+                    dst.begin() + dst_offset + i * dst_stride);
+}
+
+}  // namespace
+
+TEST_CASE("strided batches: every element lands, in few fabric writes, and a batch's signal follows all of it") {
+  Loopback lb(FaultPlan{});
+  ring::RingProducer producer(lb.ring_memory());
+  const auto& src = lb.src();
+  const auto& dst = lb.dst();
+  // 3 elements and a signal: one fabric write (tcp takes 4 iovecs) carries all and the immediate.
+  REQUIRE(producer.post(
+      ring::make_write_strided(1, dst_addr(100000), 128, dst_addr(100000), 256, 64, 3, ring::encode_signal(1, 1)), 10s));
+  lb.wait_for("the 3-element batch's signal", [&] { return lb.signal(1) == 1; });
+  for (uint32_t i = 0; i < 3; ++i) CHECK(element_in_place(src, dst, 100000, 128, 100000, 256, 64, i));
+  // 9 elements and a signal: three writes; the signal is held until all completed.
+  REQUIRE(producer.post(
+      ring::make_write_strided(1, dst_addr(200000), 1000, dst_addr(300000), 2000, 512, 9, ring::encode_signal(2, 1)),
+      10s));
+  lb.wait_for("the 9-element batch's signal", [&] { return lb.signal(2) == 1; });
+  for (uint32_t i = 0; i < 9; ++i) CHECK(element_in_place(src, dst, 200000, 1000, 300000, 2000, 512, i));
+  // 10 elements, no signal, gaps on both sides; and a back-to-back batch (one plain write).
+  REQUIRE(producer.post(ring::make_write_strided(1, dst_addr(1000), 300, dst_addr(2000), 500, 100, 10, 0), 10s));
+  REQUIRE(producer.post(ring::make_write_strided(1, dst_addr(500000), 256, dst_addr(500000), 256, 256, 16, 0), 10s));
+  flush(lb, "the batches");
+  for (uint32_t i = 0; i < 10; ++i) {
+    CHECK(element_in_place(src, dst, 1000, 300, 2000, 500, 100, i));
+    // The gaps between destination elements are untouched.
+    if (i < 9) CHECK(std::all_of(dst.begin() + 2000 + i * 500 + 100, dst.begin() + 2000 + (i + 1) * 500, [](uint8_t b) { return b == 0; }));
+  }
+  CHECK(std::equal(src.begin() + 500000, src.begin() + 500000 + 16 * 256, dst.begin() + 500000));
+  // Fabric writes: 1 (3 elements + immediate) + 3 (9 elements) + 1 (held signal)
+  // + 3 (10 elements) + 1 (16 back to back) = 9, for 40 elements.
+  CHECK(lb.ring().fabric_ops.load() == 9);
+  CHECK(lb.ring().rejected.load() == 0);
+  CHECK(lb.ring().completed.load() == lb.ring().consumed.load());
+}
+
+TEST_CASE("a strided batch with an element outside a window is refused whole with kOutOfBounds; nothing is written") {
+  Loopback lb(FaultPlan{});
+  ring::RingProducer producer(lb.ring_memory());
+  // The first element fits; the last (element 99) ends one byte past the window.
+  constexpr uint64_t kStride = 40000, kLength = 1000;
+  const uint64_t first = kWindowBytes + 1 - kLength - 99 * kStride;
+  REQUIRE(producer.post(ring::make_write_strided(1, dst_addr(0), 0, dst_addr(first), kStride, kLength, 100, 0), 10s));
+  // A stride whose product with the count overflows 64 bits, on the source side.
+  REQUIRE(producer.post(ring::make_write_strided(1, dst_addr(0), uint64_t{1} << 62, dst_addr(0), 0, 64, 8, 0), 10s));
+  // The exact fit (last element ends at the window's end) is accepted.
+  const uint64_t fit = kWindowBytes - kLength - 99 * kStride;
+  REQUIRE(producer.post(ring::make_write_strided(1, dst_addr(0), 0, dst_addr(fit), kStride, kLength, 100, 0), 10s));
+  flush(lb, "the batches");
+  const uint64_t error = ring::ring_load_acquire(&lb.ring().header->error);
+  CHECK(ring::error_code(error) == ring::RingError::kOutOfBounds);
+  CHECK(ring::error_position(error) == 0);
+  CHECK(lb.ring().rejected.load() == 2);
+  {
+    std::lock_guard<std::mutex> lock(lb.ring().error_mu);
+    CHECK_MESSAGE(lb.ring().first_error.find("destination element 99") != std::string::npos, lb.ring().first_error);
+  }
+  // Nothing of the refused batch was written: its elements' places are zero
+  // wherever the accepted batch did not write.
+  const auto& dst = lb.dst();
+  for (uint32_t i = 0; i < 99; ++i) {
+    const uint64_t at = first + i * kStride;
+    const uint64_t accepted_from = fit + i * kStride, accepted_to = accepted_from + kLength;
+    for (uint64_t b = at; b < at + kLength; ++b) {
+      if (b >= accepted_from && b < accepted_to) continue;
+      if (dst[b] != 0) FAIL("refused element " << i << " wrote byte " << b);
+    }
+  }
+  for (uint32_t i = 0; i < 100; ++i) CHECK(element_in_place(lb.src(), dst, 0, 0, fit, kStride, kLength, i));
+}
+
+TEST_CASE("a scoped signal waits only for its destination's writes; an unscoped one for every earlier write") {
+  Rig rig(FaultPlan{});
+  Rig::Job& job = rig.add_job("scopes", 1, /*ranks=*/3);
+  auto ring = rig.make_ring(job, 256);
+  rig.serve({ring});
+  rig.on_proxy([&] { rig.gate().close(job.remote2.key); });  // rank 2's writes stay in flight
+  ring::RingProducer producer(ring->region->data());
+  for (uint32_t i = 0; i < 4; ++i) {
+    REQUIRE(producer.post(ring::make_write(2, dst_addr(i * 8192ull), dst_addr(i * 8192ull), 4096), 10s));
+  }
+  REQUIRE(producer.post(ring::make_write(1, dst_addr(0), dst_addr(0), 4096), 10s));
+  REQUIRE(producer.post(ring::make_signal(1, ring::encode_signal(1, 1), /*scope_destination=*/true), 10s));
+  rig.wait_for("the signal scoped to rank 1", [&] { return rig.signal(1) == 1; });
+  CHECK(std::equal(rig.src().begin(), rig.src().begin() + 4096, job.dst.begin()));  // its scope was in place
+  // Unscoped: it must wait for rank 2's writes, which the gate holds.
+  REQUIRE(producer.post(ring::make_signal(1, ring::encode_signal(2, 1)), 10s));
+  rig.wait_for("the proxy to take the unscoped signal", [&] { return ring->consumed.load() == 7; });
+  size_t held = 0, gated = 0;
+  rig.on_proxy([&] {
+    held = ring->held.size();
+    gated = rig.gate().held();
+  });
+  CHECK(held == 1);
+  CHECK(gated == 4);
+  CHECK(rig.signal(2) == 0);
+  CHECK(ring::ring_load_acquire(&ring->header->completed) == 0);  // the watermark stops at rank 2's first write
+  rig.on_proxy([&] { rig.gate().open(); });
+  rig.wait_for("the unscoped signal", [&] { return rig.signal(2) == 1; });
+  for (uint32_t i = 0; i < 4; ++i) {
+    CHECK(std::equal(rig.src().begin() + i * 8192, rig.src().begin() + i * 8192 + 4096, job.dst2.begin() + i * 8192));
+  }
+  CHECK(ring->rejected.load() == 0);
+}
+
+TEST_CASE("two flushers each wait for their own ticket on the completion watermark") {
+  Rig rig(FaultPlan{});
+  Rig::Job& job = rig.add_job("flushers", 1, /*ranks=*/3);
+  auto ring = rig.make_ring(job, 256);
+  rig.serve({ring});
+  ring::RingProducer a(ring->region->data()), b(ring->region->data());
+  uint64_t b_first = 0;
+  REQUIRE(b.post(ring::make_flush(), 10s, &b_first));
+  rig.wait_for("B's first flush", [&] { return b.completed() > b_first; });
+  rig.on_proxy([&] { rig.gate().close(job.remote2.key); });
+  // A's writes to rank 2 stay in flight; then A's flush, B's write and flush.
+  uint64_t a_write = 0, a_flush = 0, b_flush = 0;
+  REQUIRE(a.post(ring::make_write(2, dst_addr(0), dst_addr(0), 4096), 10s, &a_write));
+  REQUIRE(a.post(ring::make_write(2, dst_addr(8192), dst_addr(8192), 4096), 10s));
+  REQUIRE(a.post(ring::make_flush(), 10s, &a_flush));
+  REQUIRE(b.post(ring::make_write(1, dst_addr(0), dst_addr(0), 4096), 10s));
+  REQUIRE(b.post(ring::make_flush(), 10s, &b_flush));
+  rig.wait_for("the proxy to take them", [&] { return ring->consumed.load() == 6; });
+  rig.on_proxy([] {});  // a whole pass after that
+  CHECK(a.completed() == a_write);  // the watermark stops at A's first write in flight
+  CHECK_FALSE(a.completed() > a_flush);
+  CHECK_FALSE(b.completed() > b_flush);  // B's flush comes after A's writes in ring order
+  rig.on_proxy([&] { rig.gate().open(); });
+  rig.wait_for("A's flush", [&] { return a.completed() > a_flush; });
+  // A's flush ended: its writes are in place.
+  CHECK(std::equal(rig.src().begin(), rig.src().begin() + 4096, job.dst2.begin()));
+  CHECK(std::equal(rig.src().begin() + 8192, rig.src().begin() + 8192 + 4096, job.dst2.begin() + 8192));
+  rig.wait_for("B's flush", [&] { return b.completed() > b_flush; });
+  CHECK(std::equal(rig.src().begin(), rig.src().begin() + 4096, job.dst.begin()));
+}
+
+TEST_CASE("a group of 132 channel rings: the ring that rang is served, the 131 idle ones are never visited") {
+  Rig rig(FaultPlan{});
+  Rig::Job& job = rig.add_job("channels");
+  auto rings = rig.make_group(job, 132, 64);
+  rig.serve(rings);
+  ring::RingGroupHeader* group = rings[0]->group->header;
+  ring::RingProducer producer(rings[77]->header, &group->doorbell[77]);
+  constexpr uint32_t kWrites = 500;  // laps the 64-slot ring
+  for (uint32_t i = 0; i < kWrites; ++i) {
+    REQUIRE(producer.post(ring::make_write(1, dst_addr(i * 1024ull), dst_addr(i * 1024ull), 512), 10s));
+  }
+  uint64_t ticket = 0;
+  REQUIRE(producer.post(ring::make_flush(), 10s, &ticket));
+  rig.wait_for("channel 77's writes", [&] { return producer.completed() > ticket; });
+  for (uint32_t i = 0; i < kWrites; ++i) {
+    if (!std::equal(rig.src().begin() + i * 1024, rig.src().begin() + i * 1024 + 512, job.dst.begin() + i * 1024)) {
+      FAIL("write " << i << " not in place");
+    }
+  }
+  for (uint32_t c = 0; c < 132; ++c) {
+    CAPTURE(c);
+    if (c == 77) {
+      CHECK(rings[c]->visits.load() >= 1);
+    } else {
+      CHECK(rings[c]->visits.load() == 0);
+    }
+  }
+  const ProxyStats stats = rig.proxy().stats();
+  CHECK(stats.doorbells >= 1);
+  CHECK(stats.ring_visits == rings[77]->visits.load());
+}
+
+TEST_CASE("a single-producer post that gives up on a full ring abandons nothing: the ring stays usable") {
+  Rig rig(FaultPlan{});
+  Rig::Job& job = rig.add_job("timeouts");
+  constexpr uint32_t kCapacity = 8;
+  auto rings = rig.make_group(job, 2, kCapacity, ring::RingProducerKind::kDevice);
+  ring::RingGroupHeader* group = rings[0]->group->header;
+  // What device.cuh's post does, on the CPU: the channel's own tail, no atomic.
+  ring::RingHeader* header = rings[1]->header;
+  uint64_t tail = 0, cached_head = 0;
+  auto try_post = [&](const ring::RingSlot& d) {
+    if (!ring::ring_slot_free(header, kCapacity, tail, &cached_head)) return false;  // "timed out"
+    ring::ring_publish(ring::ring_slots(header), kCapacity, tail, d);
+    ++tail;
+    ring::ring_ring_doorbell(&group->doorbell[1]);
+    return true;
+  };
+  auto write = [](uint32_t i) { return ring::make_write(1, dst_addr(i * 4096ull), dst_addr(i * 4096ull), 1000); };
+  // Not served yet: the ring fills, and the next post gives up.
+  for (uint32_t i = 0; i < kCapacity; ++i) REQUIRE(try_post(write(i)));
+  CHECK_FALSE(try_post(write(kCapacity)));
+  CHECK(tail == kCapacity);  // nothing claimed, nothing to abandon
+  rig.serve(rings);
+  rig.wait_for("room in the ring", [&] { return try_post(write(kCapacity)); });
+  const uint64_t flush_ticket = tail;
+  rig.wait_for("the flush to be posted", [&] { return try_post(ring::make_flush()); });
+  rig.wait_for("the flush", [&] { return ring::ring_load_acquire(&header->completed) > flush_ticket; });
+  for (uint32_t i = 0; i <= kCapacity; ++i) {
+    CHECK(std::equal(rig.src().begin() + i * 4096, rig.src().begin() + i * 4096 + 1000, job.dst.begin() + i * 4096));
+  }
+  CHECK(rings[1]->rejected.load() == 0);
+  CHECK(rings[0]->visits.load() == 0);
 }

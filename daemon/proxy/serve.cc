@@ -245,7 +245,9 @@ bool Proxy::serve(RingBinding& ring, JobShare& job) {
         // scoped to this destination, until every element completed.
         w.imm = 0;
         RingSlot signal = ring::make_signal(d.dst_rank, d.signal, /*scope_destination=*/true);
-        hold_signal(ring, view, signal, /*scoped=*/true);  // checked with the write: cannot fail
+        if (hold_signal(ring, view, signal, /*scoped=*/true)) {  // checked with the write: does not fail
+          ring.held.back().write.descriptors = 0;  // the write's last operation counts the descriptor
+        }
       }
       ring.pending = w;
       ++ring.position;
