@@ -248,7 +248,7 @@ Status finalize_config(v1::DaemonConfig* c) {
   if (c->max_jobs_per_client() == 0) c->set_max_jobs_per_client(16);
   if (c->max_window_mib() == 0) c->set_max_window_mib(16384);
   if (c->max_client_mib() == 0) c->set_max_client_mib(65536);
-  if (c->max_rings_per_client() == 0) c->set_max_rings_per_client(64);
+  if (c->max_rings_per_client() == 0) c->set_max_rings_per_client(256);  // a ring per SM of a 132-SM GPU, and more
   if (c->max_ring_capacity() == 0) c->set_max_ring_capacity(1u << 20);
   if (c->max_signals() == 0) c->set_max_signals(1u << 16);
   if (c->proxy_batch() == 0) c->set_proxy_batch(64);

@@ -263,8 +263,7 @@ grpc::ServerUnaryReactor* LocalService::OpenRing(grpc::CallbackServerContext* co
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
   auto creds = parts_.connections.lookup(context->peer());
   auto* reactor = context->DefaultReactor();
-  parts_.data_plane.open_ring(request->client_id(), creds ? creds->pid : 0, request->job_id(), m->rank,
-                              request->capacity(), request->device_producers(),
+  parts_.data_plane.open_ring(request->client_id(), creds ? creds->pid : 0, m->rank, *request,
                               [reactor, reply](Result<v1::RegionReply> r) {
                                 finish_region(reactor, reply, std::move(r));
                               });

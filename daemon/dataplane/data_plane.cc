@@ -377,11 +377,11 @@ void DataPlane::open_signals(uint64_t client_id, pid_t pid, const std::string& j
   });
 }
 
-void DataPlane::open_ring(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank,
-                          uint32_t capacity, bool device_producers, Done done) {
-  auto p = formed(job_id);
+void DataPlane::open_ring(uint64_t client_id, pid_t pid, uint32_t rank, const v1::OpenRingRequest& request,
+                          Done done) {
+  auto p = formed(request.job_id());
   if (!p.ok()) return done(p.status());
-  rings_.open(client_id, pid, *p, rank, capacity, device_producers, std::move(done));
+  rings_.open(client_id, pid, *p, rank, request, std::move(done));
 }
 
 void DataPlane::apply_publish(const v1::RankPlane& plane_msg, const std::string& from,

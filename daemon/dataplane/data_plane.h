@@ -68,8 +68,7 @@ class DataPlane {
                             Done done);
   void open_signals(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank, uint32_t count,
                     Done done);
-  void open_ring(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank, uint32_t capacity,
-                 bool device_producers, Done done);
+  void open_ring(uint64_t client_id, pid_t pid, uint32_t rank, const v1::OpenRingRequest& request, Done done);
 
   // Another daemon (`from`, its advertise address) published one of its
   // ranks; for a leaving rank, `done` runs once this daemon's proxies can

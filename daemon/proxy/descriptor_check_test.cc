@@ -225,3 +225,53 @@ TEST_CASE("extends: a run grown by extends() never leaves the windows (randomize
     CHECK(p.src_end - start == p.length);
   }
 }
+
+TEST_CASE("strided_fits checks the first and the last element, without overflow") {
+  CHECK(strided_fits(0, 100, 10, 100, 1000));       // exactly fills
+  CHECK_FALSE(strided_fits(0, 100, 10, 101, 1000)); // last element one byte over
+  CHECK_FALSE(strided_fits(1, 100, 10, 100, 1000));
+  CHECK(strided_fits(900, 0, 1000000, 100, 1000));  // stride 0: every element is the first
+  CHECK_FALSE(strided_fits(901, 0, 2, 100, 1000));  // the first is already out
+  CHECK(strided_fits(0, 1, 1, 1, 1));
+  CHECK_FALSE(strided_fits(0, 1, 2, 1, 1));
+  const uint64_t big = ~uint64_t{0};
+  CHECK_FALSE(strided_fits(0, uint64_t{1} << 62, 8, 1, big));  // 7 * 2^62 wraps in 64 bits; it does not fit
+  CHECK(strided_fits(0, uint64_t{1} << 60, 8, 1, big));         // 7 * 2^60 + 1 fits
+  CHECK_FALSE(strided_fits(big, 1, 2, 1, big));
+  CHECK_FALSE(strided_fits(0, big, 0xFFFFFFFFu, big, big));
+  CHECK(strided_fits(5, 7, 0, 3, 0) == true);  // no elements: nothing to check (ring_check_slot refuses count 0)
+}
+
+TEST_CASE("check_strided: rank, windows, element length, first and last element of both sides, and the signal") {
+  Fixture f;
+  auto strided = [&](uint64_t so, uint64_t ss, uint64_t doff, uint64_t ds, uint32_t len, uint32_t count,
+                     uint32_t signal = 0, uint16_t dst = 1) {
+    PendingWrite out;
+    return check_strided(f.view, 0, ring::make_write_strided(dst, ring::pack_address(1, so), ss, ring::pack_address(1, doff), ds, len, count, signal), 0, 1 << 20, &out);
+  };
+  CHECK(strided(0, 64, 0, 128, 64, 64).ok());                       // source 4096 exactly, destination 8128
+  CHECK(strided(0, 64, 0, 128, 64, 65).error == RingError::kOutOfBounds);  // source element 64 past 4096
+  CHECK(strided(0, 0, 0, 64, 64, 65).ok());                          // stride 0: one source element, re-sent
+  CHECK(strided(0, 0, 8000, 64, 64, 3).ok());                        // destination element 2 ends at 8192
+  CHECK(strided(0, 0, 8001, 64, 64, 3).error == RingError::kOutOfBounds);  // ... or one byte past it
+  CHECK(strided(0, 0, 0, uint64_t{1} << 63, 1, 3).error == RingError::kOutOfBounds);
+  CHECK(strided(0, 0, 0, 0, 8, 1, ring::encode_signal(10, 1)).error == RingError::kBadSignal);
+  CHECK(strided(0, 0, 0, 0, 8, 1, ring::encode_signal(9, 1)).ok());
+  CHECK(strided(0, 0, 0, 0, 8, 1, 0, 2).error == RingError::kBadRank);
+
+  PendingWrite out;
+  REQUIRE(check_strided(f.view, 0, ring::make_write_strided(1, ring::pack_address(1, 16), 100, ring::pack_address(1, 32), 200, 50, 7, ring::encode_signal(3, 2)), 0, 1 << 20, &out).ok());
+  CHECK(out.count == 7);
+  CHECK(out.src == f.w1.data() + 16);
+  CHECK(out.remote_addr == 0x10000 + 32);
+  CHECK(out.src_stride == 100);
+  CHECK(out.dst_stride == 200);
+  CHECK(out.length == 50);
+  CHECK(out.imm == ring::encode_signal(503, 2));
+  // Back to back on both sides: one plain write of all the bytes.
+  REQUIRE(check_strided(f.view, 0, ring::make_write_strided(1, ring::pack_address(1, 0), 64, ring::pack_address(1, 0), 64, 64, 10, 0), 0, 1 << 20, &out).ok());
+  CHECK(out.count == 1);
+  CHECK(out.length == 640);
+  CHECK(out.src_end == 640);
+  CHECK(out.dst_end == 640);
+}
