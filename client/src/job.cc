@@ -98,23 +98,51 @@ Result<std::unique_ptr<Ring>> Job::open_ring(uint32_t capacity) {
 }
 
 Result<std::pair<uint32_t, std::shared_ptr<MappedRegion>>> Job::open_ring_region(uint32_t capacity,
-                                                                                 bool device_producers) {
+                                                                                 bool device_producers,
+                                                                                 uint32_t channels) {
+  if (!ring::ring_capacity_valid(capacity) || !ring::group_channels_valid(channels)) {
+    return invalid_argument("ring group of " + std::to_string(channels) + " rings of " + std::to_string(capacity) +
+                            " slots: capacity must be a power of two in 2..2^24, channels 1.." +
+                            std::to_string(ring::kMaxGroupChannels));
+  }
+  // What producers of this SDK rely on (ring.h, kCap*).
+  const uint32_t needed = ring::kRingCapabilitiesV2 | (device_producers ? ring::kCapSingleProducer : 0u);
   v1::OpenRingRequest req;
   req.set_client_id(session_->client_id());
   req.set_job_id(table_.job_id);
   req.set_capacity(capacity);
   req.set_device_producers(device_producers);
+  req.set_channels(channels);
+  req.set_abi_version(ring::kRingVersion);
+  req.set_capabilities(needed);
   v1::RegionReply reply;
   auto ctx = session_->context(session_->options().rpc_timeout);
   grpc::Status s = session_->stub().OpenRing(ctx.get(), req, &reply);
-  if (!s.ok()) return session_->explain(s, "open ring of " + std::to_string(capacity) + " slots");
-  EPX_ASSIGN_OR_RETURN(auto region,
-                       MappedRegion::fetch(session_->fd_socket(), reply.token(), ring::ring_bytes(capacity)));
-  // The mapping is whole pages; the ring is its first ring_bytes(capacity).
-  const ring::RingCheck check = ring::ring_check(region->data(), ring::ring_bytes(capacity));
+  if (!s.ok()) {
+    return session_->explain(s, "open ring group of " + std::to_string(channels) + " x " + std::to_string(capacity) +
+                                    " slots");
+  }
+  const uint64_t bytes = ring::group_bytes(channels, capacity);
+  EPX_ASSIGN_OR_RETURN(auto region, MappedRegion::fetch(session_->fd_socket(), reply.token(), bytes));
+  // The mapping is whole pages; the group is its first group_bytes().
+  const ring::RingCheck check = ring::group_check(region->data(), bytes);
   if (check != ring::RingCheck::kOk) {
-    return internal_error("ring " + std::to_string(reply.id()) + " from the daemon fails the ABI check: " +
+    return internal_error("ring group " + std::to_string(reply.id()) + " from the daemon fails the ABI check: " +
                           ring::ring_check_message(check));
+  }
+  const auto* group = ring::group_header(region->data());
+  if (group->channels != channels || group->capacity != capacity) {
+    return internal_error("ring group " + std::to_string(reply.id()) + " from the daemon has " +
+                          std::to_string(group->channels) + " x " + std::to_string(group->capacity) +
+                          " slots, not the " + std::to_string(channels) + " x " + std::to_string(capacity) +
+                          " asked for");
+  }
+  for (uint32_t c = 0; c < channels; ++c) {
+    const uint32_t caps = ring::ring_header(ring::group_ring(region->data(), c, capacity))->capabilities;
+    if (!ring::ring_capabilities_cover(caps, needed)) {
+      return failed_precondition("ring " + std::to_string(reply.id() + c) + " lacks capabilities the SDK needs (has " +
+                                 std::to_string(caps) + ", needs " + std::to_string(needed) + ")");
+    }
   }
   return std::make_pair(reply.id(), std::move(region));
 }

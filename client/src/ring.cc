@@ -17,8 +17,13 @@ constexpr std::chrono::milliseconds kPeerCheckEvery(10);
 
 }  // namespace
 
+// The ring is channel 0 of a group of one (ring.h); several threads may
+// post at once (RingProducer claims by compare-exchange), each post rings
+// the group's doorbell for it.
 struct Ring::Producer {
-  explicit Producer(void* mem) : producer(mem) {}
+  explicit Producer(uint8_t* group)
+      : producer(ring::group_ring(group, 0, ring::group_header(group)->capacity),
+                 &ring::group_header(group)->doorbell[0]) {}
   ring::RingProducer producer;
 };
 
@@ -29,7 +34,7 @@ Ring::Ring(std::shared_ptr<ClientSession> session, std::string job_id, uint32_t 
       id_(id),
       world_size_(world_size),
       region_(std::move(region)),
-      producer_(std::make_unique<Producer>(region_->data())) {}
+      producer_(std::make_unique<Producer>(region_->data())) {}  // Job checked the group
 Ring::~Ring() = default;
 
 uint32_t Ring::capacity() const { return producer_->producer.capacity(); }
@@ -64,7 +69,7 @@ Status Ring::check_peers(std::chrono::steady_clock::time_point since, const std:
   return session_->peer_wait_status(job_id_, since).with_context("ring " + std::to_string(id_) + ": " + waiting_for);
 }
 
-Status Ring::post(const ring::RingSlot& slot, std::chrono::milliseconds timeout) {
+Status Ring::post(const ring::RingSlot& slot, std::chrono::milliseconds timeout, uint64_t* ticket) {
   EPX_RETURN_IF_ERROR(rejection());
   const auto start = std::chrono::steady_clock::now();
   const auto deadline = start + timeout;
@@ -72,7 +77,7 @@ Status Ring::post(const ring::RingSlot& slot, std::chrono::milliseconds timeout)
   // (whose writes may never complete and so never free slots) ends the wait.
   for (;;) {
     const auto left = std::max(deadline - std::chrono::steady_clock::now(), std::chrono::steady_clock::duration::zero());
-    if (producer_->producer.post(slot, std::min<std::chrono::steady_clock::duration>(left, kPeerCheckEvery))) {
+    if (producer_->producer.post(slot, std::min<std::chrono::steady_clock::duration>(left, kPeerCheckEvery), ticket)) {
       return Status();
     }
     EPX_RETURN_IF_ERROR(rejection());
@@ -134,24 +139,65 @@ Status Ring::post_write_signal(uint32_t dst_rank, const Window& src, uint64_t sr
 }
 
 Status Ring::post_signal(uint32_t dst_rank, SignalRef signal, std::chrono::milliseconds timeout) {
+  return post_signal_scoped(dst_rank, signal, SignalScope::kAfterEverything, timeout);
+}
+
+Status Ring::post_signal_scoped(uint32_t dst_rank, SignalRef signal, SignalScope scope,
+                                std::chrono::milliseconds timeout) {
   EPX_RETURN_IF_ERROR(check_rank(dst_rank));
   if (!ring::signal_fits(signal.index, signal.increment) || signal.increment == 0) {
     return invalid_argument("signal index " + std::to_string(signal.index) + " / increment " +
                             std::to_string(signal.increment) + " does not fit the 20/12-bit immediate");
   }
-  return post(ring::make_signal(static_cast<uint16_t>(dst_rank), ring::encode_signal(signal.index, signal.increment)),
+  return post(ring::make_signal(static_cast<uint16_t>(dst_rank), ring::encode_signal(signal.index, signal.increment),
+                                scope == SignalScope::kAfterDestination),
+              timeout);
+}
+
+Status Ring::post_write_strided(uint32_t dst_rank, const Window& src, uint64_t src_offset, uint64_t src_stride,
+                                uint32_t dst_window, uint64_t dst_offset, uint64_t dst_stride, uint32_t length,
+                                uint32_t count, std::optional<SignalRef> signal, std::chrono::milliseconds timeout) {
+  EPX_RETURN_IF_ERROR(check_rank(dst_rank));
+  if (count == 0 || count > ring::kMaxStridedCount || length == 0) {
+    return invalid_argument("strided write of " + std::to_string(count) + " elements of " + std::to_string(length) +
+                            " bytes: needs 1.." + std::to_string(ring::kMaxStridedCount) +
+                            " elements of at least one byte");
+  }
+  // The last source element within the window (the daemon checks the destination).
+  const uint64_t last = uint64_t{count - 1};
+  if (src_offset > src.size() || length > src.size() - src_offset ||
+      (src_stride != 0 && last > (src.size() - src_offset - length) / src_stride)) {
+    return invalid_argument("strided source [" + std::to_string(src_offset) + " + i * " + std::to_string(src_stride) +
+                            ", +" + std::to_string(length) + "), i < " + std::to_string(count) +
+                            ", leaves source window " + std::to_string(src.id()) + " (" + std::to_string(src.size()) +
+                            " bytes)");
+  }
+  if (dst_window > ring::kMaxWindow || dst_offset > ring::kMaxOffset) {
+    return invalid_argument("destination window/offset out of the descriptor's range");
+  }
+  uint32_t encoded = 0;
+  if (signal) {
+    if (!ring::signal_fits(signal->index, signal->increment) || signal->increment == 0) {
+      return invalid_argument("signal index " + std::to_string(signal->index) + " / increment " +
+                              std::to_string(signal->increment) + " does not fit the 20/12-bit immediate");
+    }
+    encoded = ring::encode_signal(signal->index, signal->increment);
+  }
+  return post(ring::make_write_strided(static_cast<uint16_t>(dst_rank), ring::pack_address(src.id(), src_offset),
+                                       src_stride, ring::pack_address(dst_window, dst_offset), dst_stride, length,
+                                       count, encoded),
               timeout);
 }
 
 Status Ring::flush(std::chrono::milliseconds timeout) {
   const auto start = std::chrono::steady_clock::now();
   const auto deadline = start + timeout;
-  EPX_RETURN_IF_ERROR(post(ring::make_flush(), timeout));
-  const uint64_t target = ++fences_posted_;
-  auto* header = ring::ring_header(region_->data());
+  // This flush's own ticket: every descriptor before it has completed once
+  // the watermark passed it, whatever other threads flush meanwhile.
+  uint64_t ticket = 0;
+  EPX_RETURN_IF_ERROR(post(ring::make_flush(), timeout, &ticket));
   for (uint64_t spins = 0;; ++spins) {
-    // acquire: pairs with the proxy's release store after the fence completed.
-    if (ring::ring_load_acquire(&header->fences_done) >= target) return rejection();
+    if (producer_->producer.completed() > ticket) return rejection();
     if ((spins & 1023) == 0) {
       EPX_RETURN_IF_ERROR(rejection());
       EPX_RETURN_IF_ERROR(check_peers(start, "flush"));

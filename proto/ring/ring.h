@@ -252,6 +252,12 @@ inline constexpr uint32_t kRingCapabilitiesV2 =
 // kSignal flags.
 inline constexpr uint8_t kFlagScopeDestination = 1u << 0;
 
+// What a kSignal waits for (the SDK's and device.cuh's name for the flag).
+enum class SignalScope : uint8_t {
+  kAfterEverything = 0,   // every earlier descriptor of the ring
+  kAfterDestination = 1,  // every earlier write of the ring to the signal's rank (kFlagScopeDestination)
+};
+
 enum class RingProducerKind : uint32_t {
   kHost = 1,
   kDevice = 2,

@@ -81,9 +81,14 @@ class Job {
   // descriptor that is not a dma-buf; NOT_FOUND for an unknown token;
   // RESOURCE_EXHAUSTED past max_client_mib.
   Result<uint32_t> create_device_window(uint64_t fd_token, const DeviceMemory& memory);
-  // For epx_cuda: a ring for GPU producers, as its id and mapped region.
+  // For epx_cuda: a ring group (proto/ring/ring.h) of `channels` rings, as
+  // its first ring's id and the mapped group region, checked: ABI version 2
+  // and the capabilities its producers rely on (FAILED_PRECONDITION from an
+  // older daemon naming what it lacks; INTERNAL if the region it sent fails
+  // the checks).
   Result<std::pair<uint32_t, std::shared_ptr<MappedRegion>>> open_ring_region(uint32_t capacity,
-                                                                              bool device_producers);
+                                                                              bool device_producers,
+                                                                              uint32_t channels = 1);
   // Same-node rendezvous: posts this rank's buffer handle and returns those
   // of every rank of the job on this node (this one included), once all of
   // them posted. DEADLINE_EXCEEDED names the local ranks that did not.

@@ -14,14 +14,13 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "epx/status.h"
+#include "proto/ring/ring.h"
 
 namespace epx {
-namespace ring {
-struct RingSlot;
-}
 
 class ClientSession;
 class MappedRegion;
@@ -31,6 +30,11 @@ struct SignalRef {
   uint32_t index = 0;      // word in the destination rank's signal array
   uint32_t increment = 1;  // 1..4095 (12 bits of the 32-bit EFA immediate)
 };
+
+// What a signal waits for before it is sent (proto/ring/ring.h, kSignal):
+// kAfterEverything (every earlier write of the ring, to any rank) or
+// kAfterDestination (every earlier write of the ring to the signal's rank).
+using SignalScope = ring::SignalScope;
 
 class Ring {
  public:
@@ -52,12 +56,26 @@ class Ring {
                            uint64_t dst_offset, uint32_t length, SignalRef signal,
                            std::chrono::milliseconds timeout = std::chrono::seconds(5));
   // Adds to the destination's signal after every earlier write of this ring
-  // completed (a fence, then a signal): earlier plain writes are placed at
-  // their destinations by then; earlier signalled writes have been sent
-  // (their own signals report their placement).
+  // completed at its destination. The daemon holds the signal back and goes
+  // on with later descriptors meanwhile (nothing after it waits for it).
   Status post_signal(uint32_t dst_rank, SignalRef signal, std::chrono::milliseconds timeout = std::chrono::seconds(5));
-  // Waits until every write posted before it completed at its destination
-  // (source buffers may then be reused).
+  // The same with an explicit scope: kAfterDestination waits only for this
+  // ring's earlier writes to dst_rank, so a slow rank does not delay the
+  // signals of the others.
+  Status post_signal_scoped(uint32_t dst_rank, SignalRef signal, SignalScope scope,
+                            std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // `count` writes of `length` bytes in ONE descriptor: element i from
+  // src_offset + i * src_stride to dst_offset + i * dst_stride. The daemon
+  // posts them as few fabric writes as the provider allows and refuses the
+  // whole batch if any element leaves a window. With `signal`, it is added
+  // once every element is in place.
+  Status post_write_strided(uint32_t dst_rank, const Window& src, uint64_t src_offset, uint64_t src_stride,
+                            uint32_t dst_window, uint64_t dst_offset, uint64_t dst_stride, uint32_t length,
+                            uint32_t count, std::optional<SignalRef> signal = std::nullopt,
+                            std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // Waits until every write this ring took before it completed at its
+  // destination (source buffers may then be reused). Each flush waits for
+  // its own position, so concurrent flushers never return early.
   Status flush(std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
   // OK, or the first descriptor the daemon rejected (code and position;
@@ -65,7 +83,7 @@ class Ring {
   Status error() const;
 
  private:
-  Status post(const ring::RingSlot& slot, std::chrono::milliseconds timeout);
+  Status post(const ring::RingSlot& slot, std::chrono::milliseconds timeout, uint64_t* ticket = nullptr);
   Status check_rank(uint32_t dst_rank) const;
   // error(); when a lost peer explains it, UNAVAILABLE naming that peer.
   Status rejection() const;
@@ -79,7 +97,6 @@ class Ring {
   std::shared_ptr<MappedRegion> region_;
   struct Producer;
   std::unique_ptr<Producer> producer_;
-  uint64_t fences_posted_ = 0;
 };
 
 }  // namespace epx
