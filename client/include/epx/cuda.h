@@ -15,10 +15,50 @@
 
 namespace epx {
 
-// A ring whose producers are GPU threads: the ring memory registered with
-// CUDA (mapped), and the producers' counters in device memory. Everything
-// is released when the object is destroyed (after the kernels using
-// device() have finished).
+// A kernel's rings: one single-producer ring per channel (proto/ring/ring.h
+// v2), in one ring group the daemon serves through a doorbell, so idle
+// channels cost its proxy nothing. Block (or warp group) b of a kernel posts
+// through device().ring(b), i.e. channel b % channels; at most one thread or
+// one warp of a channel may post at a time, so launch at most `channels`
+// posting blocks (132 on an H100/H200: one per SM). The ring memory is
+// registered with CUDA (mapped); each channel's tail and cached head live
+// in device memory. Everything is released when the object is destroyed
+// (after the kernels using device() have finished).
+class CudaRingGroup {
+ public:
+  // channels: 1..ring::kMaxGroupChannels (the daemon's max_rings_per_client
+  // bounds a client's rings in all). capacity: slots per ring (power of
+  // two; small is fine per channel). post_timeout_ns: how long a kernel's
+  // post waits for a full ring before giving up with kRingFullTimeout.
+  // Blocks (daemon call, CUDA allocation and a synchronize).
+  // FAILED_PRECONDITION when the daemon does not speak ring ABI v2.
+  static Result<std::unique_ptr<CudaRingGroup>> open(Job& job, uint32_t channels, uint32_t capacity,
+                                                     uint64_t post_timeout_ns = 1000000000ull);
+  ~CudaRingGroup();
+  // For kernels: the rings by channel.
+  DeviceRingGroup device() const { return device_; }
+  // One channel's ring, for a kernel that takes a single DeviceRing.
+  const DeviceRing& ring(uint32_t channel) const { return rings_[channel]; }
+  uint32_t channels() const { return static_cast<uint32_t>(rings_.size()); }
+  // Ring ids (for `epxctl status`): first_id() + channel.
+  uint32_t first_id() const { return first_id_; }
+  // OK, or the first failure a kernel recorded (kRingFullTimeout,
+  // kFlushTimeout, kBadArgument, ...); then the daemon's verdict on the
+  // rings' descriptors (the first ring with a rejected one).
+  Status device_error() const;
+
+ private:
+  CudaRingGroup() = default;
+  struct Resources;  // the mapped group and its CUDA resources (client/src/cuda/)
+  std::unique_ptr<Resources> resources_;
+  std::vector<DeviceRing> rings_;
+  DeviceRingGroup device_ = {};
+  uint32_t first_id_ = 0;
+};
+
+// One ring whose producer is ONE channel of GPU threads (a thread, or a
+// warp posting together): a CudaRingGroup of one. Kernels whose blocks post
+// concurrently need a CudaRingGroup instead.
 class CudaRing {
  public:
   // capacity: slots (power of two). post_timeout_ns: how long a kernel's
@@ -26,18 +66,15 @@ class CudaRing {
   // Blocks (daemon call, CUDA allocation and a synchronize).
   static Result<std::unique_ptr<CudaRing>> open(Job& job, uint32_t capacity, uint64_t post_timeout_ns = 1000000000ull);
   ~CudaRing();
-  const DeviceRing& device() const { return device_; }
-  uint32_t id() const { return id_; }
+  const DeviceRing& device() const { return group_->ring(0); }
+  uint32_t id() const { return group_->first_id(); }
   // OK, or the first failure a kernel recorded; also the daemon's verdict
   // on the ring's descriptors.
-  Status device_error() const;
+  Status device_error() const { return group_->device_error(); }
 
  private:
   CudaRing() = default;
-  struct Resources;  // the mapped ring and its CUDA resources (client/src/cuda/)
-  std::unique_ptr<Resources> resources_;
-  DeviceRing device_ = {};
-  uint32_t id_ = 0;
+  std::unique_ptr<CudaRingGroup> group_;
 };
 
 // This rank's signals, readable by kernels: the signal array registered
@@ -49,8 +86,27 @@ class CudaSignals {
   ~CudaSignals();
   const DeviceSignals& device() const { return device_; }
   Signals& host();
-  // OK, or the first timeout a kernel's wait recorded.
+  // OK, or the first failure a kernel's wait recorded (kSignalWaitTimeout,
+  // kBadArgument for an index beyond the array).
   Status device_error() const;
+
+  // Receiving without an SM: makes `stream` (a cudaStream_t of the calling
+  // thread's current device) wait until
+  // signal `index` >= `value` (cuStreamWaitValue64, CU_STREAM_WAIT_VALUE_GEQ
+  // on the host-mapped word; the daemon's updates reach it over PCIe), so
+  // later work on the stream starts only then and no kernel polls. Returns
+  // once the wait is enqueued. The GPU-side wait CANNOT time out: if the
+  // signal never comes (a peer lost, a daemon gone), the stream stays
+  // blocked. Pair it with a host-side check: after enqueueing, the host
+  // bounds its own wait (host().wait(index, value, timeout), which also
+  // ends early naming a lost peer, or an event after the wait polled
+  // against a deadline) and, on a timeout, abandons the stream (or
+  // releases it by storing into the word, which is host memory). INVALID_ARGUMENT for an index beyond the array;
+  // FAILED_PRECONDITION naming CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS
+  // when the stream's device lacks 64-bit stream memory operations (or the
+  // driver lacks cuStreamWaitValue64): launch a kernel that polls with
+  // wait_signal() instead.
+  Status enqueue_wait(uint32_t index, uint64_t value, void* stream);
 
  private:
   CudaSignals() = default;

@@ -49,25 +49,53 @@ Result<ErrorRecord> new_error_record() {
   return record;
 }
 
+namespace {
+
+const char* argument_name(uint32_t which) {
+  switch (static_cast<DeviceArgument>(which)) {
+    case DeviceArgument::kDstRank: return "destination rank";
+    case DeviceArgument::kSignalIndex: return "signal index";
+    case DeviceArgument::kIncrement: return "signal increment";
+    case DeviceArgument::kSrcOffset: return "source offset";
+    case DeviceArgument::kDstOffset: return "destination offset";
+    case DeviceArgument::kCount: return "strided element count";
+    case DeviceArgument::kLength: return "strided element length";
+  }
+  return "argument";
+}
+
+}  // namespace
+
 Status device_error_status(const ErrorRecord& record) {
   const DeviceError* e = record.host();
   // acquire: pairs with record_error's __threadfence_system before it
   // publishes the code (epx/device.cuh); the other fields are then visible.
   const uint32_t code = __atomic_load_n(&e->code, __ATOMIC_ACQUIRE);
-  switch (code) {
-    case 0:
+  switch (static_cast<DeviceErrorCode>(code)) {
+    case DeviceErrorCode::kNone:
       return Status();
-    case 1:
-      return deadline_exceeded("a kernel found the ring full until its timeout (ticket " + std::to_string(e->expected) +
-                               ", head " + std::to_string(e->seen) + "): is the daemon's proxy alive?");
-    case 2:
-      return deadline_exceeded("a kernel's wait for signal " + std::to_string(e->index) + " timed out: expected " +
+    case DeviceErrorCode::kRingFullTimeout:
+      return deadline_exceeded("kRingFullTimeout: a kernel found its ring full until its timeout (ticket " +
+                               std::to_string(e->expected) + ", head " + std::to_string(e->seen) +
+                               "): is the daemon's proxy alive?");
+    case DeviceErrorCode::kSignalWaitTimeout:
+      return deadline_exceeded("kSignalWaitTimeout: a kernel's wait for signal " + std::to_string(e->index) +
+                               " timed out: expected " + std::to_string(e->expected) + ", saw " +
+                               std::to_string(e->seen));
+    case DeviceErrorCode::kFlushTimeout:
+      return deadline_exceeded("kFlushTimeout: a kernel's flush timed out: waited for completion watermark " +
                                std::to_string(e->expected) + ", saw " + std::to_string(e->seen));
-    case 3:
-      return deadline_exceeded("a kernel's flush timed out: fence " + std::to_string(e->expected) + ", done " +
+    case DeviceErrorCode::kBadArgument:
+      return invalid_argument("kBadArgument: a kernel passed " + std::string(argument_name(e->index)) + " " +
+                              std::to_string(e->seen) + ", beyond what the descriptor carries (at most " +
+                              std::to_string(e->expected) + "); nothing was posted");
+    case DeviceErrorCode::kPeerTimeout:
+      return deadline_exceeded("kPeerTimeout: a kernel's wait for rank " + std::to_string(e->index) +
+                               " timed out: expected " + std::to_string(e->expected) + ", saw " +
                                std::to_string(e->seen));
   }
-  return internal_error("device error code " + std::to_string(code));
+  return internal_error("device error code " + std::to_string(code) + " (index " + std::to_string(e->index) +
+                        ", expected " + std::to_string(e->expected) + ", seen " + std::to_string(e->seen) + ")");
 }
 
 }  // namespace epx::cuda_handles

@@ -41,6 +41,8 @@ Result<Api> load() {
   EPX_RETURN_IF_ERROR(resolve("cuMemUnmap", &a.mem_unmap));
   EPX_RETURN_IF_ERROR(resolve("cuMemSetAccess", &a.mem_set_access));
   EPX_RETURN_IF_ERROR(resolve("cuMemGetHandleForAddressRange", &a.mem_get_handle_for_address_range));
+  // Optional: only enqueue_wait needs it, and it says so when it is missing.
+  if (!resolve("cuStreamWaitValue64", &a.stream_wait_value64).ok()) a.stream_wait_value64 = nullptr;
   return a;
 }
 

@@ -1,5 +1,5 @@
 // The CUDA driver API calls of the device windows (virtual memory
-// management, dma-buf export), resolved at run time through the runtime's
+// management, dma-buf export) and of stream waits on signals, resolved at run time through the runtime's
 // cudaGetDriverEntryPointByVersion: epx_cuda keeps linking only libcudart,
 // and the symbols come from whatever driver the machine has.
 #pragma once
@@ -27,6 +27,8 @@ struct Api {
   PFN_cuMemUnmap_v10020 mem_unmap;
   PFN_cuMemSetAccess_v10020 mem_set_access;
   PFN_cuMemGetHandleForAddressRange_v11070 mem_get_handle_for_address_range;
+  // Optional (null when the driver lacks them): CudaSignals::enqueue_wait.
+  PFN_cuStreamWaitValue64_v11070 stream_wait_value64;
 };
 
 // The table, resolved on first use (thread-safe); UNAVAILABLE without a
