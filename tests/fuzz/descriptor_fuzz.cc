@@ -2,7 +2,10 @@
 // on a job view and ring slots both made from the input. Every write the
 // checks accept is read in full from its local window (exact-size buffers,
 // so AddressSanitizer reports one byte too far) and checked against its
-// destination window, the way the proxy would post it.
+// destination window, the way the proxy would post it; every element of an
+// accepted strided write (kWriteStrided) likewise: its first and last
+// element read in full, one byte of each other, and every element's
+// destination range checked in 128-bit arithmetic.
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -82,6 +85,26 @@ void use_write(const JobView& view, const PendingWrite& w, uint64_t max_bytes) {
   for (uint64_t i = 0; i < w.length; ++i) sum = sum + w.src[i];  // ASan: must stay in the source window
 }
 
+// What the provider would read and write for an accepted strided write.
+void use_strided(const JobView& view, const PendingWrite& w, uint64_t max_bytes) {
+  if (w.count <= 1) return use_write(view, w, max_bytes);
+  if (w.length == 0 || w.length > max_bytes) std::abort();
+  const RemoteWindow& rw = view.ranks.at(w.dst_rank).windows.at(w.dst_window);
+  const uint64_t src_offset = w.src_end - w.length, dst_offset = w.dst_end - w.length;
+  const unsigned __int128 last = w.count - 1;
+  if (dst_offset + last * w.dst_stride + w.length > rw.size) std::abort();
+  if (src_offset + last * w.src_stride + w.length > w.src_limit) std::abort();
+  volatile uint8_t sum = 0;
+  for (uint64_t i = 0; i < w.count; ++i) {
+    const uint8_t* element = w.src + i * w.src_stride;
+    if (i == 0 || i + 1 == w.count) {
+      for (uint64_t b = 0; b < w.length; ++b) sum = sum + element[b];  // ASan: inside the source window
+    } else {
+      sum = sum + element[w.length - 1];
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -113,6 +136,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (check_write(job.view, src_rank, d, rail, max_bytes, &w).ok()) {
         use_write(job.view, w, max_bytes);
         pending = w;
+      }
+    } else if (op == ring::RingOp::kWriteStrided) {
+      if (check_strided(job.view, src_rank, d, rail, max_bytes, &w).ok()) {
+        use_strided(job.view, w, max_bytes);
+        if (d.signal != 0 && w.imm == 0) std::abort();  // a strided write's signal is kept
+        if (w.count == 1) pending = w;  // a batch merged into one write may be extended
       }
     } else if (op == ring::RingOp::kSignal) {
       if (check_signal(job.view, d, rail, &w).ok() && w.imm == 0) std::abort();  // a signal always names one

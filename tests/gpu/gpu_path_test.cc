@@ -6,6 +6,7 @@
 
 #include <future>
 #include <random>
+#include <thread>
 
 #include "epx/client.h"
 #include "epx/cuda.h"
@@ -28,7 +29,8 @@ struct GpuRank {
   std::optional<Window> send, recv;
   std::unique_ptr<CudaWindow> send_dev, recv_dev;
   std::unique_ptr<CudaSignals> signals;
-  std::unique_ptr<CudaRing> ring;
+  std::unique_ptr<CudaRing> ring;           // one channel
+  std::unique_ptr<CudaRingGroup> channels;  // a ring per warp of send_blocks (24 x 128 threads)
   cudaStream_t stream = nullptr;
   ~GpuRank() {
     if (stream) cudaStreamDestroy(stream);
@@ -68,6 +70,9 @@ void setup(GpuRank& r, const DaemonProcess& d, uint32_t rank, const std::string&
   auto ring = CudaRing::open(*r.job, 1024, 2000000000ull);
   REQUIRE_MESSAGE(ring.ok(), ring.status().to_string());
   r.ring = std::move(ring.value());
+  auto channels = CudaRingGroup::open(*r.job, 96, 256, 2000000000ull);
+  REQUIRE_MESSAGE(channels.ok(), channels.status().to_string());
+  r.channels = std::move(channels.value());
 }
 
 struct Pair {
@@ -114,12 +119,12 @@ void send_and_verify(GpuRank& from, GpuRank& to, uint32_t from_rank, uint32_t to
   CUDA_OK(cudaMemcpy(d_off, offsets.data(), offsets.size() * sizeof(uint64_t), cudaMemcpyHostToDevice));
   CUDA_OK(cudaMemcpy(d_size, sizes.data(), sizes.size() * sizeof(uint32_t), cudaMemcpyHostToDevice));
   const uint64_t before = to.signals->host().value(from_rank);
-  auto s = gpu::launch_send_blocks(from.ring->device(), from.send_dev->device_ptr(), from.send->id(), to.recv->id(),
+  auto s = gpu::launch_send_blocks(from.channels->device(), from.send_dev->device_ptr(), from.send->id(), to.recv->id(),
                                    to_rank, from_rank, round, d_off, d_size, static_cast<uint32_t>(offsets.size()),
                                    from_rank, warp_post, 24, 128, from.stream);
   REQUIRE_MESSAGE(s.ok(), s.to_string());
   CUDA_OK(cudaStreamSynchronize(from.stream));
-  REQUIRE_MESSAGE(from.ring->device_error().ok(), from.ring->device_error().to_string());
+  REQUIRE_MESSAGE(from.channels->device_error().ok(), from.channels->device_error().to_string());
   auto w = to.signals->host().wait(from_rank, before + offsets.size(), 30s);
   REQUIRE_MESSAGE(w.ok(), w.to_string());
   uint64_t bad = 0;
@@ -299,4 +304,116 @@ TEST_CASE("same node: ranks exchange GPU buffers through the daemon and a kernel
     cudaSetDevice(static_cast<int>(i));
     cudaFree(r[i].buffer);
   }
+}
+
+TEST_CASE("device-side builders refuse values their descriptor cannot carry with kBadArgument naming the argument") {
+  Pair p("shm");
+  CUDA_OK(cudaSetDevice(p.r0.device));
+  int* posted = nullptr;
+  CUDA_OK(cudaMalloc(&posted, sizeof(int)));
+  struct Case {
+    gpu::BadArgumentCase which;
+    const char* names;  // in the message
+    const char* value;
+  };
+  const Case cases[] = {
+      {gpu::BadArgumentCase::kIncrementTooLarge, "signal increment", "4096"},
+      {gpu::BadArgumentCase::kDstRankTooLarge, "destination rank", "70000"},
+      {gpu::BadArgumentCase::kSignalIndexTooLarge, "signal index", "1048576"},
+      {gpu::BadArgumentCase::kIncrementZero, "signal increment", " 0"},
+      {gpu::BadArgumentCase::kStridedCountZero, "strided element count", " 0"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.names);
+    // A ring of its own: the first error a ring's kernels record wins.
+    auto ring = CudaRing::open(*p.r0.job, 64, 2000000000ull);
+    REQUIRE_MESSAGE(ring.ok(), ring.status().to_string());
+    int result = -1;
+    REQUIRE(gpu::launch_post_bad_argument((*ring)->device(), c.which, posted, p.r0.stream).ok());
+    CUDA_OK(cudaStreamSynchronize(p.r0.stream));
+    CUDA_OK(cudaMemcpy(&result, posted, sizeof(int), cudaMemcpyDeviceToHost));
+    CHECK(result == 0);  // the builder returned false
+    const Status e = (*ring)->device_error();
+    CHECK(e.code() == StatusCode::kInvalidArgument);
+    CHECK_MESSAGE(e.message().find("kBadArgument") != std::string::npos, e.message());
+    CHECK_MESSAGE(e.message().find(c.names) != std::string::npos, e.message());
+    CHECK_MESSAGE(e.message().find(c.value) != std::string::npos, e.message());
+  }
+  // Nothing reached the other rank.
+  CHECK(p.r1.signals->host().value(3) == 0);
+  cudaFree(posted);
+}
+
+TEST_CASE("a ring group of 132 channels, one block each posting at once, delivers every write") {
+  Pair p("shm");
+  constexpr uint32_t kChannels = 132, kPerChannel = 48, kBytes = 1024;
+  constexpr uint64_t kStride = 1536;  // gaps: no two writes coalesce
+  static_assert(uint64_t{kChannels} * kPerChannel * kStride <= kWindow, "fits the window");
+  auto group = CudaRingGroup::open(*p.r0.job, kChannels, 16, 2000000000ull);  // 16 slots: every channel wraps
+  REQUIRE_MESSAGE(group.ok(), group.status().to_string());
+  for (uint64_t i = 0; i < kWindow; ++i) p.r0.send->data()[i] = gpu::test_pattern(0, 42, i);
+  CUDA_OK(cudaSetDevice(p.r0.device));
+  int* ok = nullptr;
+  CUDA_OK(cudaMalloc(&ok, kChannels * sizeof(int)));
+  CUDA_OK(cudaMemset(ok, 0, kChannels * sizeof(int)));
+  const uint64_t before = p.r1.signals->host().value(4);
+  REQUIRE(gpu::launch_channel_writes((*group)->device(), kChannels, 1, p.r0.send->id(), p.r1.recv->id(), kPerChannel,
+                                     kBytes, kStride, 4, ok, p.r0.stream)
+              .ok());
+  auto w = p.r1.signals->host().wait(4, before + uint64_t{kChannels} * kPerChannel, 30s);
+  REQUIRE_MESSAGE(w.ok(), w.to_string());
+  CUDA_OK(cudaStreamSynchronize(p.r0.stream));
+  REQUIRE_MESSAGE((*group)->device_error().ok(), (*group)->device_error().to_string());
+  std::vector<int> oks(kChannels);
+  CUDA_OK(cudaMemcpy(oks.data(), ok, kChannels * sizeof(int), cudaMemcpyDeviceToHost));
+  for (uint32_t c = 0; c < kChannels; ++c) CHECK(oks[c] == 1);  // every channel's posts and flush succeeded
+  uint64_t bad = 0;
+  for (uint64_t k = 0; k < uint64_t{kChannels} * kPerChannel; ++k) {
+    for (uint32_t i = 0; i < kBytes; ++i) bad += p.r1.recv->data()[k * kStride + i] != gpu::test_pattern(0, 42, k * kStride + i);
+  }
+  CHECK(bad == 0);
+  CHECK(p.r1.signals->host().value(4) == before + uint64_t{kChannels} * kPerChannel);
+  cudaFree(ok);
+}
+
+TEST_CASE("a stream waits for a signal with cuStreamWaitValue64, without a polling kernel") {
+  Pair p("shm");
+  CUDA_OK(cudaSetDevice(p.r1.device));
+  const uint64_t target = p.r1.signals->host().value(6) + 1;
+  Status queued = p.r1.signals->enqueue_wait(6, target, p.r1.stream);
+  if (queued.code() == StatusCode::kFailedPrecondition) {
+    CHECK(queued.message().find("CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS") != std::string::npos);
+    SKIP_TEST_CASE("this GPU has no 64-bit stream memory operations: " << queued.message());
+  }
+  REQUIRE_MESSAGE(queued.ok(), queued.to_string());
+  CHECK(p.r1.signals->enqueue_wait(8, 1, p.r1.stream).code() == StatusCode::kInvalidArgument);
+  int* flag = nullptr;
+  CUDA_OK(cudaMalloc(&flag, sizeof(int)));
+  CUDA_OK(cudaMemset(flag, 0, sizeof(int)));
+  CUDA_OK(cudaDeviceSynchronize());  // the memset is done; the stream is still blocked
+  REQUIRE(gpu::launch_set_flag(flag, p.r1.stream).ok());
+  // Nothing has sent the signal: the stream cannot have passed the wait.
+  CHECK(cudaStreamQuery(p.r1.stream) == cudaErrorNotReady);
+  // Rank 0's kernel sends it.
+  CUDA_OK(cudaSetDevice(p.r0.device));
+  REQUIRE(gpu::launch_post_raw(p.r0.ring->device(), ring::make_signal(1, ring::encode_signal(6, 1)), p.r0.stream).ok());
+  CUDA_OK(cudaStreamSynchronize(p.r0.stream));
+  // The host bounds its own wait (the GPU-side one cannot time out).
+  CUDA_OK(cudaSetDevice(p.r1.device));
+  cudaError_t done = cudaErrorNotReady;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while ((done = cudaStreamQuery(p.r1.stream)) == cudaErrorNotReady && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  if (done == cudaErrorNotReady) {
+    // Release the stream so the test ends, then fail.
+    __atomic_store_n(&p.r1.signals->host().words()[6], target, __ATOMIC_RELEASE);
+    CUDA_OK(cudaStreamSynchronize(p.r1.stream));
+    FAIL("the stream did not pass its wait within 10 s of the signal");
+  }
+  CHECK(done == cudaSuccess);
+  int result = 0;
+  CUDA_OK(cudaMemcpy(&result, flag, sizeof(int), cudaMemcpyDeviceToHost));
+  CHECK(result == 1);
+  cudaFree(flag);
 }

@@ -33,55 +33,49 @@ __global__ void pingpong(DeviceRing ring, DeviceSignals s, int role, uint32_t it
   *ok = 1;
 }
 
-__global__ void post_many(DeviceRing ring, uint32_t dst, uint16_t src_window, uint16_t dst_window, uint32_t bytes,
-                          uint32_t per_thread, uint32_t signal, bool adjacent) {
+// Every warp is a channel: warp w (of the whole grid) posts into ring w of
+// the group (single-producer rings: the launch has at most `channels` warps).
+__global__ void post_many(DeviceRingGroup rings, uint32_t dst, uint16_t src_window, uint16_t dst_window,
+                          uint32_t bytes, uint32_t per_thread, uint32_t signal, bool adjacent) {
   const uint64_t t = blockIdx.x * blockDim.x + threadIdx.x;
+  const DeviceRing& ring = rings.ring(static_cast<uint32_t>(t / 32));
   for (uint32_t i = 0; i < per_thread; ++i) {
-    // Reconverge so post_warp claims for all 32 lanes at once (independent
+    // Reconverge so post_warp posts for all 32 lanes at once (independent
     // thread scheduling may have split the warp in the previous post).
     __syncwarp();
+    bool ok;
     if (adjacent) {
-      // Lanes of a warp take consecutive chunks, so the warp's 32 tickets
-      // (one atomic) name one contiguous run the proxy can coalesce.
+      // Lanes of a warp take consecutive chunks, and the warp's next post
+      // continues them: each channel's ring holds one contiguous run the
+      // proxy can coalesce.
       const uint64_t warp = t / 32, lane = t % 32;
       const uint64_t off = ((warp * per_thread + i) * 32 + lane) * bytes;
-      post_warp(ring, ring::make_write(static_cast<uint16_t>(dst), ring::pack_address(src_window, off),
-                                       ring::pack_address(dst_window, off), bytes));
+      ok = post_warp(ring, ring::make_write(static_cast<uint16_t>(dst), ring::pack_address(src_window, off),
+                                            ring::pack_address(dst_window, off), bytes));
     } else {
       const uint64_t off = ((t * per_thread + i) % 65536) * 2 * bytes;
-      post_warp(ring,
-                ring::make_write_signal(static_cast<uint16_t>(dst), ring::pack_address(src_window, off),
-                                        ring::pack_address(dst_window, off), bytes, ring::encode_signal(signal, 1)));
+      ok = post_warp(ring,
+                     ring::make_write_signal(static_cast<uint16_t>(dst), ring::pack_address(src_window, off),
+                                             ring::pack_address(dst_window, off), bytes, ring::encode_signal(signal, 1)));
     }
+    if (!ok) return;  // the whole warp: post_warp gives every lane the same answer
   }
 }
 
-// Every warp claims 32 tickets at a time and writes the chunk its tickets
-// name (offset = ticket * bytes): the ring then holds one contiguous run no
-// matter how warps interleave, which is what the proxy's coalescing is for.
-__global__ void post_ticket_adjacent(DeviceRing ring, uint32_t dst, uint16_t src_window, uint16_t dst_window,
-                                     uint32_t bytes, uint32_t per_thread, uint64_t window_bytes) {
-  const int lane = threadIdx.x & 31;
-  const uint64_t chunks = window_bytes / bytes;
+// Lane 0 of every warp (a channel) posts `per_thread` strided descriptors of
+// 32 elements of `bytes`, every other chunk (so the proxy cannot merge them
+// into one plain write): 32 writes per descriptor.
+__global__ void post_strided(DeviceRingGroup rings, uint32_t dst, uint16_t src_window, uint16_t dst_window,
+                             uint32_t bytes, uint32_t per_thread, uint64_t window_bytes) {
+  const uint64_t t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t % 32 != 0) return;
+  const uint64_t warp = t / 32;
+  const DeviceRing& ring = rings.ring(static_cast<uint32_t>(warp));
+  const uint64_t span = 64ull * bytes;  // 32 elements, each followed by a gap of its size
+  const uint64_t spans = window_bytes / span;
   for (uint32_t i = 0; i < per_thread; ++i) {
-    __syncwarp();
-    const uint64_t head = cached_head(ring);
-    unsigned long long base = 0;
-    if (lane == 0) base = atomicAdd(ring.claim, 32ull);
-    base = __shfl_sync(0xffffffffu, base, 0);
-    const uint64_t ticket = base + lane;
-    // The whole warp leaves together when one lane's slot never frees, so
-    // the next iteration's full-mask __syncwarp/__shfl_sync cannot hang.
-    const bool ok = wait_for_slot(ring, ticket, head);
-    if (!__all_sync(0xffffffffu, ok)) {
-      if (!ok) record_error(ring.error, 1, 0, ticket, 0);
-      return;
-    }
-    const uint64_t off = (ticket % chunks) * bytes;
-    ring::ring_publish(ring.slots, ring.capacity, ticket,
-                       ring::make_write(static_cast<uint16_t>(dst), ring::pack_address(src_window, off),
-                                        ring::pack_address(dst_window, off), bytes));
-    push_to_host();
+    const uint64_t off = ((warp * per_thread + i) % spans) * span;
+    if (!post_write_strided(ring, dst, src_window, off, 2ull * bytes, dst_window, off, 2ull * bytes, bytes, 32)) return;
   }
 }
 
@@ -108,19 +102,28 @@ Status launch_pingpong(DeviceRing ring, DeviceSignals signals, int role, uint32_
   return launched("pingpong");
 }
 
-Status launch_post_many(DeviceRing ring, uint32_t dst_rank, uint16_t src_window, uint16_t dst_window, uint32_t bytes,
-                        uint32_t per_thread, uint32_t signal, bool adjacent, int grid, int block, void* stream) {
-  post_many<<<grid, block, 0, static_cast<cudaStream_t>(stream)>>>(ring, dst_rank, src_window, dst_window, bytes,
+Status launch_post_many(DeviceRingGroup rings, uint32_t dst_rank, uint16_t src_window, uint16_t dst_window,
+                        uint32_t bytes, uint32_t per_thread, uint32_t signal, bool adjacent, int grid, int block,
+                        void* stream) {
+  if (uint64_t{static_cast<uint32_t>(grid)} * block / 32 > rings.channels) {
+    return invalid_argument("post_many: " + std::to_string(grid * block / 32) + " warps but " +
+                            std::to_string(rings.channels) + " channels");
+  }
+  post_many<<<grid, block, 0, static_cast<cudaStream_t>(stream)>>>(rings, dst_rank, src_window, dst_window, bytes,
                                                                    per_thread, signal, adjacent);
   return launched("post_many");
 }
 
-Status launch_post_ticket_adjacent(DeviceRing ring, uint32_t dst_rank, uint16_t src_window, uint16_t dst_window,
-                                   uint32_t bytes, uint32_t per_thread, uint64_t window_bytes, int grid, int block,
-                                   void* stream) {
-  post_ticket_adjacent<<<grid, block, 0, static_cast<cudaStream_t>(stream)>>>(ring, dst_rank, src_window, dst_window,
-                                                                              bytes, per_thread, window_bytes);
-  return launched("post_ticket_adjacent");
+Status launch_post_strided(DeviceRingGroup rings, uint32_t dst_rank, uint16_t src_window, uint16_t dst_window,
+                           uint32_t bytes, uint32_t per_thread, uint64_t window_bytes, int grid, int block,
+                           void* stream) {
+  if (uint64_t{static_cast<uint32_t>(grid)} * block / 32 > rings.channels) {
+    return invalid_argument("post_strided: " + std::to_string(grid * block / 32) + " warps but " +
+                            std::to_string(rings.channels) + " channels");
+  }
+  post_strided<<<grid, block, 0, static_cast<cudaStream_t>(stream)>>>(rings, dst_rank, src_window, dst_window, bytes,
+                                                                      per_thread, window_bytes);
+  return launched("post_strided");
 }
 
 Status launch_stream(DeviceRing ring, uint32_t dst_rank, uint16_t src_window, uint16_t dst_window, uint32_t bytes,

@@ -18,19 +18,20 @@ Status launch_pingpong(DeviceRing ring, DeviceSignals signals, int role, uint32_
                        int* ok_dev, void* stream);
 
 // Many warps post `per_thread` small writes each (distinct, non-adjacent
-// offsets when !adjacent; adjacent 64-byte runs per thread when adjacent),
-// each write+signal (signal `signal`) unless adjacent (plain writes, then
-// the caller flushes). For descriptor-rate measurements.
-Status launch_post_many(DeviceRing ring, uint32_t dst_rank, uint16_t src_window, uint16_t dst_window, uint32_t bytes,
-                        uint32_t per_thread, uint32_t signal, bool adjacent, int grid, int block, void* stream);
+// offsets when !adjacent; adjacent runs per warp when adjacent), each
+// write+signal (signal `signal`) unless adjacent (plain writes, then the
+// caller flushes). Warp w posts into channel w: grid * block / 32 must not
+// exceed rings.channels (INVALID_ARGUMENT). For descriptor-rate measurements.
+Status launch_post_many(DeviceRingGroup rings, uint32_t dst_rank, uint16_t src_window, uint16_t dst_window,
+                        uint32_t bytes, uint32_t per_thread, uint32_t signal, bool adjacent, int grid, int block,
+                        void* stream);
 
-// Warps claim 32 tickets at a time and write chunk (ticket % chunks) of
-// `bytes`, so the ring's writes form one contiguous run (wrapping at
-// window_bytes): the proxy's coalescing capacity without producer order
-// breaking runs.
-Status launch_post_ticket_adjacent(DeviceRing ring, uint32_t dst_rank, uint16_t src_window, uint16_t dst_window,
-                                   uint32_t bytes, uint32_t per_thread, uint64_t window_bytes, int grid, int block,
-                                   void* stream);
+// Lane 0 of each warp posts `per_thread` kWriteStrided descriptors of 32
+// elements of `bytes` (gaps between them, wrapping at window_bytes): the
+// proxy's rate when one descriptor names many writes. Channels as above.
+Status launch_post_strided(DeviceRingGroup rings, uint32_t dst_rank, uint16_t src_window, uint16_t dst_window,
+                           uint32_t bytes, uint32_t per_thread, uint64_t window_bytes, int grid, int block,
+                           void* stream);
 
 // One thread streams `count` writes of `bytes` each (offsets cycling through
 // `window_bytes`), each counting on `signal`.

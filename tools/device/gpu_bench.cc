@@ -68,9 +68,13 @@ struct Rank {
   std::optional<epx::Window> send, recv;
   std::unique_ptr<epx::CudaWindow> send_dev;
   std::unique_ptr<epx::CudaSignals> signals;
-  std::unique_ptr<epx::CudaRing> ring;
+  std::unique_ptr<epx::CudaRing> ring;             // one channel: latency, streaming
+  std::unique_ptr<epx::CudaRingGroup> channels;    // a ring per warp: descriptor rates
   cudaStream_t stream = nullptr;
 };
+
+// Warps of the rate kernels, one ring (channel) each.
+constexpr uint32_t kBenchChannels = 192;
 
 void setup(Rank& r, const std::string& socket, uint32_t rank, const std::string& coordinator, int device) {
   r.device = device;
@@ -102,6 +106,9 @@ void setup(Rank& r, const std::string& socket, uint32_t rank, const std::string&
   auto ring = epx::CudaRing::open(*r.job, 16384, 5000000000ull);
   if (!ring.ok()) die("ring", ring.status());
   r.ring = std::move(ring.value());
+  auto channels = epx::CudaRingGroup::open(*r.job, kBenchChannels, 4096, 5000000000ull);
+  if (!channels.ok()) die("ring group", channels.status());
+  r.channels = std::move(channels.value());
 }
 
 struct Row {
@@ -244,13 +251,13 @@ int main(int argc, char** argv) {
     auto base_rate = epx::bench::baseline_message_rate(bo, 64, 64);
     pin_self();
     if (!base_rate.ok()) die("baseline rate", base_rate.status());
-    const int grid = 24, block = 256;
+    const int grid = 24, block = 256;  // 192 warps: one channel each
     const uint32_t per_thread = 64;
     const uint64_t total = uint64_t{grid} * block * per_thread;
     const uint64_t before = r1.signals->host().value(2);
     CHECK_CUDA(cudaSetDevice(0));
     const auto t0 = Clock::now();
-    if (auto s = epx::gpu::launch_post_many(r0.ring->device(), 1, r0.send->id(), r1.recv->id(), 64, per_thread, 2,
+    if (auto s = epx::gpu::launch_post_many(r0.channels->device(), 1, r0.send->id(), r1.recv->id(), 64, per_thread, 2,
                                             false, grid, block, r0.stream);
         !s.ok())
       die("post_many", s);
@@ -261,16 +268,16 @@ int main(int argc, char** argv) {
                     "shm provider's own 64 B rate " + std::to_string(base_rate->mops_per_s) + " M/s"});
   }
 
-  // (d) proxy capacity: 16 B writes the proxy coalesces. Per-warp runs: each
-  // warp's 32 tickets name one contiguous run (runs break where warps
-  // interleave). Ticket-adjacent: the whole ring is one contiguous run.
-  auto capacity = [&](const std::string& what, auto launch) {
+  // (d) proxy capacity. Per-warp runs: 16 B writes the proxy coalesces
+  // (each channel's ring holds one contiguous run). Strided: one descriptor
+  // names 32 writes of 16 B with gaps (fi_writemsg iovs, no coalescing).
+  auto capacity = [&](const std::string& what, uint64_t per_warp_descriptors, auto launch) {
     std::cerr << "[gpu_bench] proxy capacity, " << what << std::endl;
-    const int grid = 64, block = 256;
-    // 4 Mi descriptors of 16 B: the 64 MiB window.
-    const uint32_t per_thread = 256;
+    const int grid = 64, block = 96;  // 192 warps: one channel each
+    // About 4 Mi descriptors of 16 B: the 64 MiB window.
+    const uint32_t per_thread = 682;
     const uint32_t bytes = 16;
-    const uint64_t total = uint64_t{grid} * block * per_thread;
+    const uint64_t total = uint64_t{grid} * block / 32 * per_warp_descriptors * per_thread;
     auto before = status_of("a");
     CHECK_CUDA(cudaSetDevice(0));
     const auto t0 = Clock::now();
@@ -293,15 +300,16 @@ int main(int argc, char** argv) {
     rows.push_back({"proxy busy time per descriptor, " + what, bytes, per_desc, "ns",
                     "= " + std::to_string(1e3 / std::max(1e-9, per_desc)) + " M desc/s of proxy CPU"});
   };
-  capacity("per-warp runs of 32", [&](int grid, int block, uint32_t per_thread, uint32_t bytes) {
-    return epx::gpu::launch_post_many(r0.ring->device(), 1, r0.send->id(), r1.recv->id(), bytes, per_thread, 0, true,
-                                      grid, block, r0.stream);
+  capacity("per-warp runs of 32", 32, [&](int grid, int block, uint32_t per_thread, uint32_t bytes) {
+    return epx::gpu::launch_post_many(r0.channels->device(), 1, r0.send->id(), r1.recv->id(), bytes, per_thread, 0,
+                                      true, grid, block, r0.stream);
   });
-  capacity("ticket-adjacent", [&](int grid, int block, uint32_t per_thread, uint32_t bytes) {
-    return epx::gpu::launch_post_ticket_adjacent(r0.ring->device(), 1, r0.send->id(), r1.recv->id(), bytes, per_thread,
-                                                 kWindow, grid, block, r0.stream);
+  capacity("strided, 32 writes per descriptor", 1, [&](int grid, int block, uint32_t per_thread, uint32_t bytes) {
+    return epx::gpu::launch_post_strided(r0.channels->device(), 1, r0.send->id(), r1.recv->id(), bytes, per_thread,
+                                         kWindow, grid, block, r0.stream);
   });
   if (auto e = r0.ring->device_error(); !e.ok()) die("ring", e);
+  if (auto e = r0.channels->device_error(); !e.ok()) die("ring group", e);
 
   // (e) NVLink peer stores.
   if (epx::cuda_device_count() > 1) {
@@ -338,16 +346,16 @@ int main(int argc, char** argv) {
     unpin_self();  // the answering thread takes the pinned core
     CHECK_CUDA(cudaSetDevice(0));
     constexpr uint32_t kCap = 1024;
-    const size_t bytes = epx::ring::ring_bytes(kCap) + 4096;
+    const size_t bytes = epx::ring::group_bytes(1, kCap) + 4096;
     uint8_t* host = nullptr;
     CHECK_CUDA(cudaHostAlloc(reinterpret_cast<void**>(&host), bytes, cudaHostAllocMapped));
     std::memset(host, 0, bytes);
-    auto* header = reinterpret_cast<epx::ring::RingHeader*>(host);
-    auto* to_cpu = reinterpret_cast<uint64_t*>(host + epx::ring::ring_bytes(kCap));
+    auto* header = epx::ring::ring_header(epx::ring::group_ring(host, 0, kCap));
+    auto* to_cpu = reinterpret_cast<uint64_t*>(host + epx::ring::group_bytes(1, kCap));
     auto* word = to_cpu + 8;  // its own cache line
     auto* derr = reinterpret_cast<epx::DeviceError*>(to_cpu + 16);
     unsigned long long* counters = nullptr;
-    CHECK_CUDA(cudaMalloc(&counters, 3 * sizeof(unsigned long long)));
+    CHECK_CUDA(cudaMalloc(&counters, 2 * sizeof(unsigned long long)));
     uint64_t* elapsed_f = nullptr;
     int* ok_f = nullptr;
     CHECK_CUDA(cudaMalloc(&elapsed_f, sizeof(uint64_t)));
@@ -370,17 +378,17 @@ int main(int argc, char** argv) {
     const uint32_t iters = 2000;
     auto measure = [&](const FloorCase& m) {
       std::memset(host, 0, bytes);
-      if (!epx::ring::ring_init(host, kCap, epx::ring::RingProducerKind::kDevice))
-        die("floor ring", epx::internal_error("ring_init"));
-      CHECK_CUDA(cudaMemset(counters, 0, 3 * sizeof(unsigned long long)));
+      if (!epx::ring::group_init(host, 1, kCap, epx::ring::RingProducerKind::kDevice))
+        die("floor ring", epx::internal_error("group_init"));
+      CHECK_CUDA(cudaMemset(counters, 0, 2 * sizeof(unsigned long long)));
       CHECK_CUDA(cudaDeviceSynchronize());  // the kernel runs on a non-blocking stream
       epx::DeviceRing ring{};
       ring.header = static_cast<epx::ring::RingHeader*>(dev(header));
       ring.slots = epx::ring::ring_slots(ring.header);
       ring.capacity = kCap;
-      ring.claim = counters;
+      ring.doorbell = static_cast<uint8_t*>(dev(&epx::ring::group_header(host)->doorbell[0]));
+      ring.tail = counters;
       ring.cached_head = counters + 1;
-      ring.fences = counters + 2;
       ring.error = static_cast<epx::DeviceError*>(dev(derr));
       ring.timeout_ns = 1000000000ull;
       epx::DeviceSignals sig{static_cast<uint64_t*>(dev(word)), 1, ring.error};
