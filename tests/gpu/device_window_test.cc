@@ -42,7 +42,7 @@ struct Rank {
   std::optional<Job> job;
   std::unique_ptr<GpuWindow> send, recv;
   std::unique_ptr<CudaSignals> signals;
-  std::unique_ptr<CudaRing> ring;
+  std::unique_ptr<CudaRingGroup> ring;  // a ring per warp of send_blocks (16 x 128 threads)
   cudaStream_t stream = nullptr;
   ~Rank() {
     if (stream) cudaStreamDestroy(stream);
@@ -92,7 +92,7 @@ void setup(Rank& r, const DaemonProcess& d, uint32_t rank, const std::string& co
   auto sig = CudaSignals::open(*r.job, 4);
   REQUIRE_MESSAGE(sig.ok(), sig.status().to_string());
   r.signals = std::move(sig.value());
-  auto ring = CudaRing::open(*r.job, 1024, 2000000000ull);
+  auto ring = CudaRingGroup::open(*r.job, 64, 256, 2000000000ull);
   REQUIRE_MESSAGE(ring.ok(), ring.status().to_string());
   r.ring = std::move(ring.value());
 }

@@ -346,7 +346,7 @@ TEST_CASE("device-side builders refuse values their descriptor cannot carry with
 
 TEST_CASE("a ring group of 132 channels, one block each posting at once, delivers every write") {
   Pair p("shm");
-  constexpr uint32_t kChannels = 132, kPerChannel = 48, kBytes = 1024;
+  constexpr uint32_t kChannels = 132, kPerChannel = 40, kBytes = 1024;
   constexpr uint64_t kStride = 1536;  // gaps: no two writes coalesce
   static_assert(uint64_t{kChannels} * kPerChannel * kStride <= kWindow, "fits the window");
   auto group = CudaRingGroup::open(*p.r0.job, kChannels, 16, 2000000000ull);  // 16 slots: every channel wraps
