@@ -48,7 +48,11 @@ class CudaRingGroup {
   Status device_error() const;
 
  private:
+  friend class CudaRing;
   CudaRingGroup() = default;
+  // shared: each ring gets a lock word, so any threads may post to it.
+  static Result<std::unique_ptr<CudaRingGroup>> open_rings(Job& job, uint32_t channels, uint32_t capacity,
+                                                           uint64_t post_timeout_ns, bool shared);
   struct Resources;  // the mapped group and its CUDA resources (client/src/cuda/)
   std::unique_ptr<Resources> resources_;
   std::vector<DeviceRing> rings_;
@@ -56,9 +60,11 @@ class CudaRingGroup {
   uint32_t first_id_ = 0;
 };
 
-// One ring whose producer is ONE channel of GPU threads (a thread, or a
-// warp posting together): a CudaRingGroup of one. Kernels whose blocks post
-// concurrently need a CudaRingGroup instead.
+// One ring that any GPU threads may post to: a CudaRingGroup of one whose
+// ring has a lock word in device memory (device.cuh, DeviceRing::lock), so
+// concurrent posters take turns (two uncontended atomics a post; contended
+// when many blocks post at once). Kernels whose blocks post concurrently
+// and often should give each block its own channel of a CudaRingGroup.
 class CudaRing {
  public:
   // capacity: slots (power of two). post_timeout_ns: how long a kernel's

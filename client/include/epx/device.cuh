@@ -7,14 +7,17 @@
 // epxd turns them into fabric writes. Same ABI as proto/ring/ring.h (v2),
 // the contract with the daemon.
 //
-// Rings are SINGLE-PRODUCER: a ring belongs to one channel, i.e. one
-// thread, or one warp posting together (post_warp), at a time. A kernel
-// with many posting blocks opens a group with a channel per block and
-// block b posts to group.ring(b) (b % channels): the launch must then have
-// at most `channels` blocks that post at once (each block's posts come
-// from one thread or one warp). Nothing is shared between channels, so
+// Rings of a CudaRingGroup are SINGLE-PRODUCER: a ring belongs to one
+// channel, i.e. one thread, or one warp posting together (post_warp), at a
+// time. A kernel with many posting blocks opens a group with a channel per
+// block and block b posts to group.ring(b) (b % channels): the launch must
+// then have at most `channels` blocks that post at once (each block's posts
+// come from one thread or one warp). Nothing is shared between channels, so
 // there is no claim atomic, and a post that gives up leaves the ring as it
-// was (its channel can post again later).
+// was (its channel can post again later). The one ring of a CudaRing may be
+// shared by any threads instead: its posts take a lock word in device
+// memory (DeviceRing::lock; two uncontended atomics a post, and contention
+// when many post at once), which is what the group avoids.
 //
 //   __global__ void k(epx::DeviceRingGroup rings, epx::DeviceSignals sig) {
 //     const epx::DeviceRing& ring = rings.ring(blockIdx.x);
@@ -46,6 +49,7 @@ enum class DeviceErrorCode : uint32_t {
   kFlushTimeout = 3,       // index: 0; expected: watermark waited for; seen: the last watermark
   kBadArgument = 4,        // index: DeviceArgument; expected: the largest allowed value; seen: the value
   kPeerTimeout = 5,        // index: the rank waited for; expected/seen: as the waiting kernel defines
+  kRingBusyTimeout = 6,    // a shared ring's lock stayed taken for timeout_ns; index: 0
 };
 
 // Which argument a kBadArgument names (DeviceError::index).
@@ -77,7 +81,10 @@ struct DeviceRing {
   unsigned long long* tail;         // device memory: the channel's next ticket (no atomics: one producer)
   unsigned long long* cached_head;  // device memory: last head read from the header
   DeviceError* error;               // host memory, mapped
-  uint64_t timeout_ns;              // how long a post waits for space
+  uint64_t timeout_ns;              // how long a post waits for space (and for the lock)
+  // Device memory: null for a group's single-producer ring; a lock word
+  // for CudaRing's ring, which any threads may share.
+  unsigned int* lock;
 };
 
 // A kernel's channels: rings[c] belongs to channel c.
@@ -177,22 +184,53 @@ __device__ inline bool wait_for_slot(const DeviceRing& r, uint64_t ticket) {
   }
 }
 
-// Fills the next slot, publishes it, rings the doorbell. One thread of the
-// ring's channel. False (and kRingFullTimeout) when the ring stayed full for
-// timeout_ns (daemon gone or stalled): nothing was claimed, so the ring and
-// its channel stay usable.
-__device__ inline bool post(const DeviceRing& r, const ring::RingSlot& d) {
+// A shared ring's lock (DeviceRing::lock); nothing for a channel's own ring.
+// False (and kRingBusyTimeout) when it stayed taken for timeout_ns.
+__device__ inline bool lock_ring(const DeviceRing& r) {
+  if (r.lock == nullptr) return true;
+  const uint64_t start = device_now_ns();
+  while (atomicCAS(r.lock, 0u, 1u) != 0u) {
+    if (device_now_ns() - start > r.timeout_ns) {
+      record_error(r.error, DeviceErrorCode::kRingBusyTimeout, 0, 0, 0);
+      return false;
+    }
+    ring::ring_pause();
+  }
+  // acquire (GPU scope): pairs with the previous holder's fence in
+  // unlock_ring; its stores of the tail and cached head are visible.
+  __threadfence();
+  return true;
+}
+__device__ inline void unlock_ring(const DeviceRing& r) {
+  if (r.lock == nullptr) return;
+  // release (GPU scope): pairs with the next holder's fence in lock_ring.
+  __threadfence();
+  atomicExch(r.lock, 0u);
+}
+
+// post() that also tells the ticket it used (flush waits for it).
+__device__ inline bool post_at(const DeviceRing& r, const ring::RingSlot& d, uint64_t* ticket_out) {
+  if (!lock_ring(r)) return false;
   const uint64_t ticket = ring_tail(r);
   if (!wait_for_slot(r, ticket)) {
     record_error(r.error, DeviceErrorCode::kRingFullTimeout, 0, ticket, ring::ring_load_acquire(&r.header->head));
+    unlock_ring(r);
     return false;
   }
   ring::ring_publish(r.slots, r.capacity, ticket, d);  // fields, then seq with release
   ring::ring_ring_doorbell(r.doorbell);                // release: after the seq store
   *reinterpret_cast<volatile unsigned long long*>(r.tail) = ticket + 1;
+  unlock_ring(r);
   push_to_host();
+  if (ticket_out != nullptr) *ticket_out = ticket;
   return true;
 }
+
+// Fills the next slot, publishes it, rings the doorbell. One thread of the
+// ring's channel (or any thread, for a shared ring). False (and
+// kRingFullTimeout) when the ring stayed full for timeout_ns (daemon gone or
+// stalled): nothing was claimed, so the ring and its channel stay usable.
+__device__ inline bool post(const DeviceRing& r, const ring::RingSlot& d) { return post_at(r, d, nullptr); }
 
 // Warp-cooperative post: every active lane posts its own descriptor into
 // consecutive slots of the channel's ring. Lanes write their slots, the
@@ -209,12 +247,16 @@ __device__ inline bool post_warp(const DeviceRing& r, const ring::RingSlot& d) {
   uint64_t base = 0;
   int ok = 1;
   if (lane == leader) {
-    base = ring_tail(r);
-    // The last of the warp's slots free means all of them are.
-    ok = wait_for_slot(r, base + n - 1) ? 1 : 0;
-    if (!ok) {
-      record_error(r.error, DeviceErrorCode::kRingFullTimeout, 0, base + n - 1,
-                   ring::ring_load_acquire(&r.header->head));
+    ok = lock_ring(r) ? 1 : 0;
+    if (ok) {
+      base = ring_tail(r);
+      // The last of the warp's slots free means all of them are.
+      ok = wait_for_slot(r, base + n - 1) ? 1 : 0;
+      if (!ok) {
+        record_error(r.error, DeviceErrorCode::kRingFullTimeout, 0, base + n - 1,
+                     ring::ring_load_acquire(&r.header->head));
+        unlock_ring(r);
+      }
     }
   }
   base = __shfl_sync(mask, base, leader);
@@ -230,6 +272,7 @@ __device__ inline bool post_warp(const DeviceRing& r, const ring::RingSlot& d) {
     for (uint32_t i = 0; i < n; ++i) ring::ring_publish_seq(r.slots, r.capacity, base + i);
     ring::ring_ring_doorbell(r.doorbell);  // release: after the seq stores
     *reinterpret_cast<volatile unsigned long long*>(r.tail) = base + n;
+    unlock_ring(r);
     push_to_host();
   }
   __syncwarp(mask);
@@ -302,13 +345,14 @@ __device__ inline bool post_write_strided(const DeviceRing& r, uint32_t dst_rank
                                           count, increment ? ring::encode_signal(signal_index, increment) : 0));
 }
 
-// Posts a flush and waits until everything this channel posted before it
+// Posts a flush and waits until everything posted to the ring before it
 // completed at its destination (the ring's completion watermark passed the
-// flush's ticket); source buffers may then be reused. One thread of the
-// ring's channel. False and kFlushTimeout after timeout_ns.
+// flush's own ticket); source buffers may then be reused. One thread of the
+// ring's channel (any thread of a shared ring). False and kFlushTimeout
+// after timeout_ns.
 __device__ inline bool flush(const DeviceRing& r, uint64_t timeout_ns) {
-  const uint64_t ticket = ring_tail(r);
-  if (!post(r, ring::make_flush())) return false;
+  uint64_t ticket = 0;
+  if (!post_at(r, ring::make_flush(), &ticket)) return false;
   const uint64_t start = device_now_ns();
   for (;;) {
     // acquire: pairs with the proxy's release store of the watermark.

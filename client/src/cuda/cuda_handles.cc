@@ -89,6 +89,9 @@ Status device_error_status(const ErrorRecord& record) {
       return invalid_argument("kBadArgument: a kernel passed " + std::string(argument_name(e->index)) + " " +
                               std::to_string(e->seen) + ", beyond what the descriptor carries (at most " +
                               std::to_string(e->expected) + "); nothing was posted");
+    case DeviceErrorCode::kRingBusyTimeout:
+      return deadline_exceeded("kRingBusyTimeout: a kernel waited for a shared ring's lock until its timeout "
+                               "(another thread holding it stalled; give each block its own CudaRingGroup channel)");
     case DeviceErrorCode::kPeerTimeout:
       return deadline_exceeded("kPeerTimeout: a kernel's wait for rank " + std::to_string(e->index) +
                                " timed out: expected " + std::to_string(e->expected) + ", saw " +

@@ -31,12 +31,17 @@ struct CudaRingGroup::Resources {
   std::shared_ptr<MappedRegion> region;
   MappedHost mapped;
   ErrorRecord error;
-  DeviceAllocation counters;  // per channel: tail, cached head
+  DeviceAllocation counters;  // per channel: tail, cached head, lock word
   DeviceAllocation table;     // DeviceRing[channels], for DeviceRingGroup
 };
 
 Result<std::unique_ptr<CudaRingGroup>> CudaRingGroup::open(Job& job, uint32_t channels, uint32_t capacity,
                                                            uint64_t post_timeout_ns) {
+  return open_rings(job, channels, capacity, post_timeout_ns, /*shared=*/false);
+}
+
+Result<std::unique_ptr<CudaRingGroup>> CudaRingGroup::open_rings(Job& job, uint32_t channels, uint32_t capacity,
+                                                                 uint64_t post_timeout_ns, bool shared) {
   EPX_ASSIGN_OR_RETURN(auto opened, job.open_ring_region(capacity, /*device_producers=*/true, channels));
   std::unique_ptr<CudaRingGroup> g(new CudaRingGroup());
   g->first_id_ = opened.first;
@@ -46,7 +51,7 @@ Result<std::unique_ptr<CudaRingGroup>> CudaRingGroup::open(Job& job, uint32_t ch
   const std::string what = "ring group " + std::to_string(g->first_id_);
   EPX_ASSIGN_OR_RETURN(res.mapped, cuda_handles::map_host(res.region->data(), res.region->size(), what));
   EPX_ASSIGN_OR_RETURN(res.error, cuda_handles::new_error_record());
-  const size_t counter_bytes = 2 * sizeof(unsigned long long) * channels;
+  const size_t counter_bytes = 3 * sizeof(unsigned long long) * channels;
   EPX_ASSIGN_OR_RETURN(res.counters, cuda_handles::allocate_device(counter_bytes, what + " counters"));
   const size_t table_bytes = sizeof(DeviceRing) * channels;
   EPX_ASSIGN_OR_RETURN(res.table, cuda_handles::allocate_device(table_bytes, what + " table"));
@@ -58,8 +63,9 @@ Result<std::unique_ptr<CudaRingGroup>> CudaRingGroup::open(Job& job, uint32_t ch
     r.slots = reinterpret_cast<ring::RingSlot*>(base + ring::group_ring_offset(c, capacity) + ring::kRingHeaderBytes);
     r.capacity = capacity;
     r.doorbell = base + offsetof(ring::RingGroupHeader, doorbell) + c;
-    r.tail = counters + 2 * c;
-    r.cached_head = counters + 2 * c + 1;
+    r.tail = counters + 3 * c;
+    r.cached_head = counters + 3 * c + 1;
+    r.lock = shared ? reinterpret_cast<unsigned int*>(counters + 3 * c + 2) : nullptr;
     r.error = res.error.device;
     r.timeout_ns = post_timeout_ns;
     g->rings_.push_back(r);
@@ -95,7 +101,7 @@ Status CudaRingGroup::device_error() const {
 
 Result<std::unique_ptr<CudaRing>> CudaRing::open(Job& job, uint32_t capacity, uint64_t post_timeout_ns) {
   std::unique_ptr<CudaRing> r(new CudaRing());
-  EPX_ASSIGN_OR_RETURN(r->group_, CudaRingGroup::open(job, 1, capacity, post_timeout_ns));
+  EPX_ASSIGN_OR_RETURN(r->group_, CudaRingGroup::open_rings(job, 1, capacity, post_timeout_ns, /*shared=*/true));
   return r;
 }
 
