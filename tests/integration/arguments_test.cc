@@ -22,6 +22,7 @@
 #include "epx/client.h"
 #include "epx/v1/local.grpc.pb.h"
 #include "epx/v1/peer.grpc.pb.h"
+#include "proto/ring/ring.h"
 #include "tests/harness/daemon_process.h"
 
 using namespace epx;
@@ -536,4 +537,57 @@ TEST_CASE("Local.Status shows a tenant its own clients and jobs; every tenant on
   CHECK(admin_own.jobs_size() == 0);
   other.close_stdin();
   CHECK(other.wait(20s).has_value());
+}
+
+TEST_CASE("OpenRing refuses another ring ABI version or a capability it lacks, naming them; channels count") {
+  TempDir dir;
+  DaemonProcess a(dir, {"a", "tcp"});
+  RawSession raw(a.socket(), "raw");
+  REQUIRE_MESSAGE(raw.client_id() != 0, code_name(raw.hello_status()));
+  grpc::Status joined = raw.join(raw.client_id(), "rings");
+  REQUIRE_MESSAGE(joined.ok(), code_name(joined));
+  v1::OpenRingRequest r;
+  r.set_client_id(raw.client_id());
+  r.set_job_id("rings");
+  r.set_capacity(64);
+  auto open = [&] { return raw.call(&v1::Local::Stub::OpenRing, r); };
+  // An ABI v1 client (it sends no version) and an unknown later one.
+  grpc::Status s = open();
+  CHECK_MESSAGE(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION, code_name(s));
+  CHECK_MESSAGE(s.error_message().find("ring ABI version 0 requested") != std::string::npos, code_name(s));
+  CHECK_MESSAGE(s.error_message().find("version 2") != std::string::npos, code_name(s));
+  r.set_abi_version(3);
+  s = open();
+  CHECK_MESSAGE(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION, code_name(s));
+  CHECK_MESSAGE(s.error_message().find("version 3") != std::string::npos, code_name(s));
+  // Capabilities: single-producer is for device rings; bit 31 is nobody's.
+  r.set_abi_version(ring::kRingVersion);
+  r.set_capabilities(ring::kRingCapabilitiesV2 | ring::kCapSingleProducer);
+  s = open();
+  CHECK_MESSAGE(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION, code_name(s));
+  CHECK_MESSAGE(s.error_message().find("0x1 are not offered for host rings") != std::string::npos, code_name(s));
+  r.set_device_producers(true);
+  r.set_capabilities(1u << 31);
+  s = open();
+  CHECK_MESSAGE(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION, code_name(s));
+  CHECK_MESSAGE(s.error_message().find("0x80000000") != std::string::npos, code_name(s));
+  // What the SDK asks for: accepted.
+  r.set_capabilities(ring::kRingCapabilitiesV2 | ring::kCapSingleProducer);
+  s = open();
+  CHECK_MESSAGE(s.ok(), code_name(s));
+  // Groups: a channel per SM of a 132-SM GPU fits the default limit
+  // (256 rings per client); more than the limit in all does not.
+  r.set_channels(132);
+  s = open();
+  CHECK_MESSAGE(s.ok(), code_name(s));
+  r.set_channels(124);  // 1 + 132 + 124 = 257
+  s = open();
+  CHECK_MESSAGE(s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED, code_name(s));
+  CHECK_MESSAGE(s.error_message().find("max_rings_per_client") != std::string::npos, code_name(s));
+  r.set_channels(123);  // exactly 256
+  s = open();
+  CHECK_MESSAGE(s.ok(), code_name(s));
+  r.set_channels(ring::kMaxGroupChannels + 1);
+  s = open();
+  CHECK_MESSAGE(s.error_code() == grpc::StatusCode::INVALID_ARGUMENT, code_name(s));
 }
