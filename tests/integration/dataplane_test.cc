@@ -320,3 +320,47 @@ TEST_CASE("a client's windows and rings count against max_client_mib") {
   REQUIRE_MESSAGE(jo.ok(), jo.status().to_string());
   CHECK(jo->create_window(600 << 10).ok());
 }
+
+TEST_CASE("strided writes and scoped signals through the daemons (ring ABI v2 from the host SDK)") {
+  TempDir dir;
+  DaemonProcess a(dir, {"a", "tcp"}), b(dir, {"b", "tcp"});
+  auto ca = a.connect(), cb = b.connect();
+  auto fb = std::async(std::launch::async, [&] { return cb->join(join_options("strided", 2, 1, a.peer_address())); });
+  auto ja = ca->join(join_options("strided", 2, 0, a.peer_address()));
+  REQUIRE_MESSAGE(ja.ok(), ja.status().to_string());
+  auto jb = fb.get();
+  REQUIRE_MESSAGE(jb.ok(), jb.status().to_string());
+  constexpr uint64_t kBytes = 1 << 20;
+  auto w = ja->create_window(kBytes);
+  auto wb = jb->create_window(kBytes);
+  auto sb = jb->open_signals(4);
+  auto ring = ja->open_ring(64);
+  REQUIRE(w.ok());
+  REQUIRE(wb.ok());
+  REQUIRE(sb.ok());
+  REQUIRE(ring.ok());
+  for (uint64_t i = 0; i < kBytes; ++i) w->data()[i] = static_cast<uint8_t>(i * 7 + 3);
+  auto fbar = std::async(std::launch::async, [&] { return jb->barrier(10s); });
+  REQUIRE(ja->barrier(10s).ok());
+  REQUIRE(fbar.get().ok());
+  // 100 rows of 1000 bytes, source rows 1024 apart, destination rows 4096
+  // apart: one descriptor; its signal comes once every row is in place.
+  REQUIRE((*ring)->post_write_strided(1, *w, 0, 1024, 1, 0, 4096, 1000, 100, SignalRef{1, 1}).ok());
+  REQUIRE(sb->wait(1, 1, 10s).ok());
+  for (uint32_t row = 0; row < 100; ++row) {
+    if (std::memcmp(wb->data() + row * 4096, w->data() + row * 1024, 1000) != 0) FAIL("row " << row << " not in place");
+  }
+  // A scoped signal after a plain write to the same rank.
+  REQUIRE((*ring)->post_write(1, *w, 500000, 1, 500000, 4096).ok());
+  REQUIRE((*ring)->post_signal_scoped(1, SignalRef{2, 5}, SignalScope::kAfterDestination).ok());
+  REQUIRE(sb->wait(2, 5, 10s).ok());
+  CHECK(std::memcmp(wb->data() + 500000, w->data() + 500000, 4096) == 0);
+  // A batch whose last row leaves the destination window is refused whole.
+  CHECK((*ring)->post_write_strided(1, *w, 0, 0, 1, kBytes - 1000 - 10 * 4096 + 1, 4096, 1000, 11).ok());
+  Status flushed = (*ring)->flush(10s);
+  CHECK(flushed.code() == StatusCode::kFailedPrecondition);
+  CHECK_MESSAGE(flushed.message().find("out of window bounds") != std::string::npos, flushed.to_string());
+  // The SDK checks the source side itself.
+  CHECK((*ring)->post_write_strided(1, *w, 0, 4096, 1, 0, 0, 1000, 300).code() == StatusCode::kInvalidArgument);
+  CHECK(sb->value(0) == 0);
+}
