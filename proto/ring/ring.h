@@ -140,7 +140,10 @@
 //      keeps its next ticket (the tail) in its own device memory, with no
 //      atomic. Nobody else can hold a ticket of the ring, so a post that
 //      gives up (ring full until its timeout) simply does not advance the
-//      tail: nothing is abandoned and the ring stays usable.
+//      tail: nothing is abandoned and the ring stays usable. (The SDK's
+//      CudaRing lets several GPU threads share one ring by taking a lock
+//      word in device memory around each post: still one producer at a
+//      time, as far as the ring can tell.)
 //      kHost rings may have several producers (threads of one process):
 //      RingProducer claims t by compare-exchange on header.claim only after
 //      seeing t's slot free, so it never owns a ticket it cannot publish.
