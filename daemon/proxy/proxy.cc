@@ -95,6 +95,9 @@ void Proxy::attach(std::shared_ptr<RingBinding> ring) {
 void Proxy::activate(RingBinding& ring) {
   if (ring.active || ring.share == nullptr || ring.closing) return;
   ring.active = true;
+  // Not drained until a visit says so: a ring activated but not reached in
+  // this turn (credit or bound ran out first) must stay on the list.
+  ring.drained = false;
   ring.share->active.push_back(&ring);
 }
 

@@ -956,3 +956,29 @@ TEST_CASE("a single-producer post that gives up on a full ring abandons nothing:
   CHECK(rings[1]->rejected.load() == 0);
   CHECK(rings[0]->visits.load() == 0);
 }
+
+TEST_CASE("a ring whose doorbell was taken stays active until visited, even when its job's turn ends first") {
+  // Every descriptor costs a whole quantum: the job posts one per turn, so a
+  // turn that activated two rings reaches only one of them.
+  ProxyOptions options = spinning();
+  options.quantum_bytes = 4096;
+  options.op_cost_bytes = 4096;
+  Rig rig(FaultPlan{}, options);
+  Rig::Job& job = rig.add_job("one-per-turn");
+  auto rings = rig.make_group(job, 2, 16);
+  rig.serve(rings);
+  ring::RingGroupHeader* group = rings[0]->group->header;
+  ring::RingProducer a(rings[0]->header, &group->doorbell[0]), b(rings[1]->header, &group->doorbell[1]);
+  for (uint64_t round = 1; round <= 20; ++round) {
+    CAPTURE(round);
+    // Both rang before the proxy's next turn (both were drained before).
+    const uint64_t at = round * 8192;
+    rig.on_proxy([&] {
+      REQUIRE(a.try_post(ring::make_write(1, dst_addr(at), dst_addr(at), 64)));
+      REQUIRE(b.try_post(ring::make_write(1, dst_addr(at + 4096), dst_addr(at + 4096), 64)));
+    });
+    rig.wait_for("both rings' writes", [&] {
+      return rings[0]->completed.load() == round && rings[1]->completed.load() == round;
+    });
+  }
+}
