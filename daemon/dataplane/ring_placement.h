@@ -56,7 +56,7 @@ class RingPlacement {
     uint32_t rank;
     size_t proxy;
     std::vector<std::shared_ptr<RingBinding>> rings;  // by channel
-    uint64_t token;  // fd-socket token of the group's region
+    uint64_t token;                                   // fd-socket token of the group's region
   };
   // Takes the group's rings off its proxy once drained; then `done`.
   void drain(OwnedGroup g, std::function<void()> done);

@@ -45,12 +45,12 @@ struct JobShareStats {
 };
 
 struct JobShare {
-  const JobViewCell* cell = nullptr;  // the job's identity on this proxy
-  std::vector<RingBinding*> rings;    // the job's rings here (the proxy owns them)
+  const JobViewCell* cell = nullptr;      // the job's identity on this proxy
+  std::vector<RingBinding*> rings;        // the job's rings here (the proxy owns them)
   std::vector<RingGroupBinding*> groups;  // their groups: the doorbells to read
-  std::vector<RingBinding*> active;   // rings with work (or work in progress)
-  size_t next_ring = 0;               // the active ring that goes first at the next turn
-  int64_t deficit = 0;                // bytes it may still post; negative: owed
+  std::vector<RingBinding*> active;       // rings with work (or work in progress)
+  size_t next_ring = 0;                   // the active ring that goes first at the next turn
+  int64_t deficit = 0;                    // bytes it may still post; negative: owed
   // Set from the cell's weight at each turn.
   int64_t quantum = 0;
   uint64_t max_inflight_ops = 0, max_inflight_bytes = 0;

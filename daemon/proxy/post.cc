@@ -66,8 +66,8 @@ Proxy::Posted Proxy::post_op(RingBinding& ring, PendingWrite& w, bool more) {
   if ((ret == -FI_EBADFLAGS || ret == -FI_EOPNOTSUPP || ret == -FI_EINVAL) && flags_extra_ != 0) {
     // The provider does not take FI_DELIVERY_COMPLETE: fall back to its
     // default completion (the watermark then relies on it) and say so once.
-    spdlog::warn("rail {}: provider refuses FI_DELIVERY_COMPLETE ({}); using its default completion",
-                 rail_.index(), fi_strerror(static_cast<int>(-ret)));
+    spdlog::warn("rail {}: provider refuses FI_DELIVERY_COMPLETE ({}); using its default completion", rail_.index(),
+                 fi_strerror(static_cast<int>(-ret)));
     flags_extra_ = 0;
     flags &= ~static_cast<uint64_t>(FI_DELIVERY_COMPLETE);
     ret = transport_->write(msg, flags);

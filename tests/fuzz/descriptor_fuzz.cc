@@ -141,7 +141,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (check_strided(job.view, src_rank, d, rail, max_bytes, &w).ok()) {
         use_strided(job.view, w, max_bytes);
         if (d.signal != 0 && w.imm == 0) std::abort();  // a strided write's signal is kept
-        if (w.count == 1) pending = w;  // a batch merged into one write may be extended
+        if (w.count == 1) pending = w;                  // a batch merged into one write may be extended
       }
     } else if (op == ring::RingOp::kSignal) {
       if (check_signal(job.view, d, rail, &w).ok() && w.imm == 0) std::abort();  // a signal always names one

@@ -64,21 +64,11 @@ __global__ void post_raw(DeviceRing ring, ring::RingSlot slot) { post(ring, slot
 __global__ void post_bad_argument(DeviceRing ring, BadArgumentCase which, int* posted) {
   bool ok = false;
   switch (which) {
-    case BadArgumentCase::kIncrementTooLarge:
-      ok = post_write_signal(ring, 1, 1, 0, 2, 0, 64, 3, 4096);
-      break;
-    case BadArgumentCase::kDstRankTooLarge:
-      ok = post_write(ring, 70000, 1, 0, 2, 0, 64);
-      break;
-    case BadArgumentCase::kSignalIndexTooLarge:
-      ok = post_signal(ring, 1, 1u << 20, 1);
-      break;
-    case BadArgumentCase::kIncrementZero:
-      ok = post_signal(ring, 1, 3, 0);
-      break;
-    case BadArgumentCase::kStridedCountZero:
-      ok = post_write_strided(ring, 1, 1, 0, 64, 2, 0, 64, 64, 0);
-      break;
+    case BadArgumentCase::kIncrementTooLarge: ok = post_write_signal(ring, 1, 1, 0, 2, 0, 64, 3, 4096); break;
+    case BadArgumentCase::kDstRankTooLarge: ok = post_write(ring, 70000, 1, 0, 2, 0, 64); break;
+    case BadArgumentCase::kSignalIndexTooLarge: ok = post_signal(ring, 1, 1u << 20, 1); break;
+    case BadArgumentCase::kIncrementZero: ok = post_signal(ring, 1, 3, 0); break;
+    case BadArgumentCase::kStridedCountZero: ok = post_write_strided(ring, 1, 1, 0, 64, 2, 0, 64, 64, 0); break;
   }
   *posted = ok ? 1 : 0;
 }

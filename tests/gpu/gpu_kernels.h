@@ -38,11 +38,11 @@ Status launch_post_raw(DeviceRing ring, ring::RingSlot slot, void* stream);
 // Device-side checked encodings: one builder call with a value its
 // descriptor cannot carry. *posted_dev = what the builder returned (1/0).
 enum class BadArgumentCase {
-  kIncrementTooLarge,  // post_write_signal, increment 4096
-  kDstRankTooLarge,    // post_write, dst_rank 70000
+  kIncrementTooLarge,    // post_write_signal, increment 4096
+  kDstRankTooLarge,      // post_write, dst_rank 70000
   kSignalIndexTooLarge,  // post_signal, index 2^20
-  kIncrementZero,      // post_signal, increment 0
-  kStridedCountZero,   // post_write_strided, count 0
+  kIncrementZero,        // post_signal, increment 0
+  kStridedCountZero,     // post_write_strided, count 0
 };
 Status launch_post_bad_argument(DeviceRing ring, BadArgumentCase which, int* posted_dev, void* stream);
 

@@ -369,7 +369,8 @@ TEST_CASE("a ring group of 132 channels, one block each posting at once, deliver
   for (uint32_t c = 0; c < kChannels; ++c) CHECK(oks[c] == 1);  // every channel's posts and flush succeeded
   uint64_t bad = 0;
   for (uint64_t k = 0; k < uint64_t{kChannels} * kPerChannel; ++k) {
-    for (uint32_t i = 0; i < kBytes; ++i) bad += p.r1.recv->data()[k * kStride + i] != gpu::test_pattern(0, 42, k * kStride + i);
+    for (uint32_t i = 0; i < kBytes; ++i)
+      bad += p.r1.recv->data()[k * kStride + i] != gpu::test_pattern(0, 42, k * kStride + i);
   }
   CHECK(bad == 0);
   CHECK(p.r1.signals->host().value(4) == before + uint64_t{kChannels} * kPerChannel);

@@ -35,8 +35,8 @@ __global__ void pingpong(DeviceRing ring, DeviceSignals s, int role, uint32_t it
 
 // Every warp is a channel: warp w (of the whole grid) posts into ring w of
 // the group (single-producer rings: the launch has at most `channels` warps).
-__global__ void post_many(DeviceRingGroup rings, uint32_t dst, uint16_t src_window, uint16_t dst_window,
-                          uint32_t bytes, uint32_t per_thread, uint32_t signal, bool adjacent) {
+__global__ void post_many(DeviceRingGroup rings, uint32_t dst, uint16_t src_window, uint16_t dst_window, uint32_t bytes,
+                          uint32_t per_thread, uint32_t signal, bool adjacent) {
   const uint64_t t = blockIdx.x * blockDim.x + threadIdx.x;
   const DeviceRing& ring = rings.ring(static_cast<uint32_t>(t / 32));
   for (uint32_t i = 0; i < per_thread; ++i) {
@@ -54,9 +54,9 @@ __global__ void post_many(DeviceRingGroup rings, uint32_t dst, uint16_t src_wind
                                             ring::pack_address(dst_window, off), bytes));
     } else {
       const uint64_t off = ((t * per_thread + i) % 65536) * 2 * bytes;
-      ok = post_warp(ring,
-                     ring::make_write_signal(static_cast<uint16_t>(dst), ring::pack_address(src_window, off),
-                                             ring::pack_address(dst_window, off), bytes, ring::encode_signal(signal, 1)));
+      ok = post_warp(
+          ring, ring::make_write_signal(static_cast<uint16_t>(dst), ring::pack_address(src_window, off),
+                                        ring::pack_address(dst_window, off), bytes, ring::encode_signal(signal, 1)));
     }
     if (!ok) return;  // the whole warp: post_warp gives every lane the same answer
   }

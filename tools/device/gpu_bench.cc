@@ -68,8 +68,8 @@ struct Rank {
   std::optional<epx::Window> send, recv;
   std::unique_ptr<epx::CudaWindow> send_dev;
   std::unique_ptr<epx::CudaSignals> signals;
-  std::unique_ptr<epx::CudaRing> ring;             // one channel: latency, streaming
-  std::unique_ptr<epx::CudaRingGroup> channels;    // a ring per warp: descriptor rates
+  std::unique_ptr<epx::CudaRing> ring;           // one channel: latency, streaming
+  std::unique_ptr<epx::CudaRingGroup> channels;  // a ring per warp: descriptor rates
   cudaStream_t stream = nullptr;
 };
 
