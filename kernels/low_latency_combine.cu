@@ -63,7 +63,7 @@ __device__ void publish_combine(const LowLatencyShape& shape, const LowLatencyLa
     if (peer != nullptr) {
       store_seq(peer + regions.combine_header(t.rank), seq);  // release: pairs with the source's load_seq
     } else if (st.rows_from()[s] > 0) {
-      post_region(t, s, regions.combine_send_row(s, 0), regions.combine_row(shape.num_ranks, st.pair_base_from()[s]),
+      post_region(t, static_cast<uint32_t>(shape.num_ranks + s), s, regions.combine_send_row(s, 0), regions.combine_row(shape.num_ranks, st.pair_base_from()[s]),
                   static_cast<size_t>(st.rows_from()[s]) * layout.combine_row_bytes,
                   combine_signal(regions.half, shape.num_ranks, t.rank));
     }

@@ -297,7 +297,7 @@ __device__ void publish_dispatch(const LowLatencyShape& shape, const LowLatencyL
       } else {
         *reinterpret_cast<uint64_t*>(header + kDispatchHeaderSeq) = seq;
         __threadfence_system();
-        post_region(t, d, regions.dispatch_send(d), regions.dispatch_recv(t.rank),
+        post_region(t, static_cast<uint32_t>(d), d, regions.dispatch_send(d), regions.dispatch_recv(t.rank),
                     layout.dispatch_header_bytes + static_cast<size_t>(sh.tok_total[d]) * stride,
                     dispatch_signal(regions.half, shape.num_ranks, t.rank));
       }

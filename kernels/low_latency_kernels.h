@@ -102,7 +102,11 @@ struct LowLatencyTransport {
   DevicePeers peers = {};
   uint8_t* rdma_local = nullptr;     // this rank's rdma space (device pointer); nullptr when no rank is remote
   uint32_t rdma_window = 0;          // its window id, the same on every rank (checked by the SDK)
-  DeviceRing ring = {};              // posts to remote ranks
+  // Posts to remote ranks, one single-producer ring per (phase, rank):
+  // channel d carries dispatch posts to rank d, channel num_ranks + s
+  // combine posts to rank s, so the threads posting for different ranks
+  // never share a ring (2 * num_ranks channels).
+  DeviceRingGroup rings = {};
   DeviceSignals signals = {};        // this rank's signal words
   uint32_t signal_base = 0;          // first of layout.signal_count words
   uint8_t* state = nullptr;          // device memory, layout.state_bytes

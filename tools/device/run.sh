@@ -5,7 +5,7 @@
 #   tools/device/pack.sh              # opt build + .device-pack/ (binaries and their Debian libraries)
 # Then one device call, carrying .device-pack:
 #   tools/device/run.sh [STEP...]     # default: every step
-# Steps: fp8_cast_gpu_test low_latency_gpu_test low_latency_job_test gpu_path_test gpu_device_window_test
+# Steps: fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test
 #        ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench
 # Full logs go to $OUT (one file per step); a short table is printed, then
 # "benchmarks: N ran, N failed" and, last, the tests' "N passed, N failed,
@@ -32,7 +32,7 @@ bin=$pack/bin
 
 summary=() results=()
 passed=0 failed=0 skipped=0 benches=0 bench_failed=0
-wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test low_latency_job_test gpu_path_test gpu_device_window_test ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench} "
+wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench} "
 step() {  # name timeout_s command...: runs it (when wanted), output in $out/name.log; sets step_rc
   local name=$1 limit=$2; shift 2
   [[ $wanted == *" $name "* ]] || return 1
@@ -74,7 +74,9 @@ nvidia-smi -L
 nproc
 gpu_test fp8_cast_gpu_test 60 "$bin/fp8_cast_gpu_test"
 gpu_test low_latency_gpu_test 200 "$bin/low_latency_gpu_test"
-gpu_test low_latency_job_test 400 "$bin/low_latency_job_test"
+gpu_test ll_job_ep2 300 "$bin/low_latency_job_test" --test-case="EP2*"
+gpu_test ll_job_ep16 300 "$bin/low_latency_job_test" --test-case="EP16*"
+gpu_test ll_job_kill 120 "$bin/low_latency_job_test" --test-case="a rank killed*"
 gpu_test gpu_path_test 200 "$bin/gpu_path_test"
 gpu_test gpu_device_window_test 120 "$bin/gpu_device_window_test"
 # LL dispatch/combine, DeepEP's LL test shape (128 tokens, hidden 7168, top-8, 288 experts).

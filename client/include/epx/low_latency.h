@@ -57,7 +57,9 @@ struct LowLatencyOptions {
   // second buffer in the same job needs them lent (at another base).
   CudaSignals* signals = nullptr;
   uint32_t signal_base = 0;
-  uint32_t ring_capacity = 1024;  // descriptors in flight to remote ranks
+  // Slots of each ring: one ring per (phase, rank), 2 * num_ranks rings,
+  // which count against the daemon's max_rings_per_client (default 256).
+  uint32_t ring_capacity = 64;
 };
 
 struct LowLatencyDispatchFlags {

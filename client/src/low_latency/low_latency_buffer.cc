@@ -59,7 +59,7 @@ struct LowLatencyBuffer::State {
   DeviceAllocation nvl;                     // nvl space, shared with same-node ranks
   std::unique_ptr<CudaPeers> peers;         // their nvl spaces
   std::unique_ptr<GpuWindow> rdma;          // rdma space (only with remote ranks)
-  std::unique_ptr<CudaRing> ring;           // posts to remote ranks
+  std::unique_ptr<CudaRingGroup> rings;     // posts to remote ranks, a ring per (phase, rank)
   std::unique_ptr<CudaSignals> own_signals; // when the buffer opened them
   CudaSignals* signals = nullptr;
   DeviceAllocation kernel_state;
@@ -121,7 +121,8 @@ Result<std::unique_ptr<LowLatencyBuffer>> LowLatencyBuffer::create(Job& job, con
     EPX_ASSIGN_OR_RETURN(s.rdma, GpuWindow::create(job, s.layout.rdma_bytes, options.device));
     EPX_RETURN_IF_ERROR(cuda_status(cudaMemset(s.rdma->device_ptr(), 0, s.layout.rdma_bytes), "cudaMemset rdma space"));
     const uint64_t post_timeout_ns = static_cast<uint64_t>(options.timeout.count()) * 1000000ull;
-    EPX_ASSIGN_OR_RETURN(s.ring, CudaRing::open(job, options.ring_capacity, post_timeout_ns));
+    EPX_ASSIGN_OR_RETURN(s.rings, CudaRingGroup::open(job, 2 * job.world_size(), options.ring_capacity,
+                                                      post_timeout_ns));
     if (options.signals != nullptr) {
       s.signals = options.signals;
       if (static_cast<uint64_t>(options.signal_base) + s.layout.signal_count > s.signals->device().count) {
@@ -152,7 +153,7 @@ Result<std::unique_ptr<LowLatencyBuffer>> LowLatencyBuffer::create(Job& job, con
     }
     t.rdma_local = s.rdma->device_ptr();
     t.rdma_window = s.rdma->id();
-    t.ring = s.ring->device();
+    t.rings = s.rings->device();
     t.signals = s.signals->device();
   }
   EPX_ASSIGN_OR_RETURN(s.kernel_state, zeroed(s.layout.state_bytes, who + " kernel state"));
@@ -369,7 +370,7 @@ Status LowLatencyBuffer::check() {
     __atomic_store_n(&const_cast<DeviceError*>(e)->code, 0u, __ATOMIC_RELEASE);
     return describe_device_error(s, code, seen);
   }
-  if (s.ring != nullptr) EPX_RETURN_IF_ERROR(s.ring->device_error());
+  if (s.rings != nullptr) EPX_RETURN_IF_ERROR(s.rings->device_error());
   if (s.signals != nullptr) EPX_RETURN_IF_ERROR(s.signals->device_error());
   return Status();
 }
