@@ -380,6 +380,12 @@ TEST_CASE("a ring group of 132 channels, one block each posting at once, deliver
 TEST_CASE("a stream waits for a signal with cuStreamWaitValue64, without a polling kernel") {
   Pair p("shm");
   CUDA_OK(cudaSetDevice(p.r1.device));
+  // The flag is ready before the wait is queued: a device-wide
+  // synchronisation after it would wait for the blocked stream forever.
+  int* flag = nullptr;
+  CUDA_OK(cudaMalloc(&flag, sizeof(int)));
+  CUDA_OK(cudaMemset(flag, 0, sizeof(int)));
+  CUDA_OK(cudaDeviceSynchronize());
   const uint64_t target = p.r1.signals->host().value(6) + 1;
   Status queued = p.r1.signals->enqueue_wait(6, target, p.r1.stream);
   if (queued.code() == StatusCode::kFailedPrecondition) {
@@ -388,10 +394,6 @@ TEST_CASE("a stream waits for a signal with cuStreamWaitValue64, without a polli
   }
   REQUIRE_MESSAGE(queued.ok(), queued.to_string());
   CHECK(p.r1.signals->enqueue_wait(8, 1, p.r1.stream).code() == StatusCode::kInvalidArgument);
-  int* flag = nullptr;
-  CUDA_OK(cudaMalloc(&flag, sizeof(int)));
-  CUDA_OK(cudaMemset(flag, 0, sizeof(int)));
-  CUDA_OK(cudaDeviceSynchronize());  // the memset is done; the stream is still blocked
   REQUIRE(gpu::launch_set_flag(flag, p.r1.stream).ok());
   // Nothing has sent the signal: the stream cannot have passed the wait.
   CHECK(cudaStreamQuery(p.r1.stream) == cudaErrorNotReady);

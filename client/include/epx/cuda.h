@@ -46,6 +46,10 @@ class CudaRingGroup {
   // kFlushTimeout, kBadArgument, ...); then the daemon's verdict on the
   // rings' descriptors (the first ring with a rejected one).
   Status device_error() const;
+  // Its two parts: what kernels recorded, and the daemon's verdict on one
+  // channel's ring (e.g. to overlook a ring whose destination was lost).
+  Status kernel_error() const;
+  Status channel_error(uint32_t channel) const;
 
  private:
   friend class CudaRing;

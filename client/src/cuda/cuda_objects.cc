@@ -83,19 +83,26 @@ Result<std::unique_ptr<CudaRingGroup>> CudaRingGroup::open_rings(Job& job, uint3
 
 CudaRingGroup::~CudaRingGroup() = default;
 
-Status CudaRingGroup::device_error() const {
-  EPX_RETURN_IF_ERROR(cuda_handles::device_error_status(resources_->error));
-  const uint32_t capacity = ring::group_header(resources_->region->data())->capacity;
-  for (uint32_t c = 0; c < rings_.size(); ++c) {
-    const auto* header = ring::ring_header(ring::group_ring(resources_->region->data(), c, capacity));
-    // acquire: pairs with the daemon's release compare-exchange of the error word.
-    const uint64_t e = ring::ring_load_acquire(&header->error);
-    if (e == 0) continue;
-    return failed_precondition("ring " + std::to_string(first_id_ + c) + " (channel " + std::to_string(c) +
-                               "): the daemon rejected the descriptor at position " +
-                               std::to_string(ring::error_position(e)) + " (" +
-                               ring::ring_error_message(ring::error_code(e)) + ")");
+Status CudaRingGroup::kernel_error() const { return cuda_handles::device_error_status(resources_->error); }
+
+Status CudaRingGroup::channel_error(uint32_t channel) const {
+  if (channel >= rings_.size()) {
+    return invalid_argument("channel " + std::to_string(channel) + " of a group of " + std::to_string(rings_.size()));
   }
+  const uint32_t capacity = ring::group_header(resources_->region->data())->capacity;
+  const auto* header = ring::ring_header(ring::group_ring(resources_->region->data(), channel, capacity));
+  // acquire: pairs with the daemon's release compare-exchange of the error word.
+  const uint64_t e = ring::ring_load_acquire(&header->error);
+  if (e == 0) return Status();
+  return failed_precondition("ring " + std::to_string(first_id_ + channel) + " (channel " + std::to_string(channel) +
+                             "): the daemon rejected the descriptor at position " +
+                             std::to_string(ring::error_position(e)) + " (" +
+                             ring::ring_error_message(ring::error_code(e)) + ")");
+}
+
+Status CudaRingGroup::device_error() const {
+  EPX_RETURN_IF_ERROR(kernel_error());
+  for (uint32_t c = 0; c < rings_.size(); ++c) EPX_RETURN_IF_ERROR(channel_error(c));
   return Status();
 }
 

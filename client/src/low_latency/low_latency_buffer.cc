@@ -370,7 +370,17 @@ Status LowLatencyBuffer::check() {
     __atomic_store_n(&const_cast<DeviceError*>(e)->code, 0u, __ATOMIC_RELEASE);
     return describe_device_error(s, code, seen);
   }
-  if (s.rings != nullptr) EPX_RETURN_IF_ERROR(s.rings->device_error());
+  if (s.rings != nullptr) {
+    EPX_RETURN_IF_ERROR(s.rings->kernel_error());
+    // Channel c carries posts to rank c % num_ranks. The daemon refuses
+    // posts to a rank it knows is lost, and a ring stops at its first
+    // refusal; once the rank is masked nothing more goes there, so that
+    // refusal is the loss already reported, not a new failure.
+    for (uint32_t c = 0; c < s.rings->channels(); ++c) {
+      if (s.mask[c % s.shape.num_ranks] != 0) continue;
+      EPX_RETURN_IF_ERROR(s.rings->channel_error(c));
+    }
+  }
   if (s.signals != nullptr) EPX_RETURN_IF_ERROR(s.signals->device_error());
   return Status();
 }
