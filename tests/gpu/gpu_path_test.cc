@@ -4,7 +4,10 @@
 #include <cuda_runtime.h>
 #include <doctest/doctest.h>
 
+#include <chrono>
+#include <cstdlib>
 #include <future>
+#include <iostream>
 #include <random>
 #include <thread>
 
@@ -409,9 +412,22 @@ TEST_CASE("a stream waits for a signal with cuStreamWaitValue64, without a polli
     std::this_thread::sleep_for(1ms);
   }
   if (done == cudaErrorNotReady) {
-    // Release the stream so the test ends, then fail.
+    // Try to release the stream so the test can end, with a bounded wait:
+    // on the lent H200 under MPS (2026-12-01) the stream never passed, not
+    // even after this store, and an unbounded synchronize hung the binary.
     __atomic_store_n(&p.r1.signals->host().words()[6], target, __ATOMIC_RELEASE);
-    CUDA_OK(cudaStreamSynchronize(p.r1.stream));
+    const auto release_deadline = std::chrono::steady_clock::now() + 5s;
+    while (cudaStreamQuery(p.r1.stream) == cudaErrorNotReady && std::chrono::steady_clock::now() < release_deadline) {
+      std::this_thread::sleep_for(1ms);
+    }
+    if (cudaStreamQuery(p.r1.stream) == cudaErrorNotReady) {
+      // The context cannot be torn down with a stream blocked on the GPU:
+      // report and leave now rather than hang in the destructors.
+      std::cout << "FAILED: the stream did not pass its cuStreamWaitValue64 wait, not even after the host set the "
+                   "word itself; exiting without tearing down CUDA"
+                << std::endl;
+      std::_Exit(1);
+    }
     FAIL("the stream did not pass its wait within 10 s of the signal");
   }
   CHECK(done == cudaSuccess);
