@@ -27,7 +27,8 @@ struct Node {
 // Runs `world` ranks split over `nodes` daemons (provider shm), each with
 // the given extra flags; every rank must print LL_DONE and exit 0.
 void run_job(const TempDir& dir, int nodes, uint32_t world, const std::string& mode,
-             std::vector<std::string> extra = {}, int victim = -1, std::chrono::seconds limit = std::chrono::seconds(600)) {
+             std::vector<std::string> extra = {}, int victim = -1,
+             std::chrono::seconds limit = std::chrono::seconds(600)) {
   std::vector<Node> node(nodes);
   for (int n = 0; n < nodes; ++n) {
     node[n].daemon = std::make_unique<DaemonProcess>(
@@ -41,14 +42,22 @@ void run_job(const TempDir& dir, int nodes, uint32_t world, const std::string& m
     const int n = static_cast<int>(r / per_node);
     const uint32_t local = r % per_node;
     std::vector<std::string> argv = {runfile("tests/low_latency_rank"),
-                                     "--socket", node[n].daemon->socket(),
-                                     "--job", "ll-" + mode,
-                                     "--world", std::to_string(world),
-                                     "--rank", std::to_string(r),
-                                     "--local-rank", std::to_string(local),
-                                     "--coordinator", coordinator,
-                                     "--device", std::to_string(static_cast<int>(local) % gpus),
-                                     "--mode", mode};
+                                     "--socket",
+                                     node[n].daemon->socket(),
+                                     "--job",
+                                     "ll-" + mode,
+                                     "--world",
+                                     std::to_string(world),
+                                     "--rank",
+                                     std::to_string(r),
+                                     "--local-rank",
+                                     std::to_string(local),
+                                     "--coordinator",
+                                     coordinator,
+                                     "--device",
+                                     std::to_string(static_cast<int>(local) % gpus),
+                                     "--mode",
+                                     mode};
     if (victim >= 0) {
       argv.push_back("--victim");
       argv.push_back(std::to_string(victim));

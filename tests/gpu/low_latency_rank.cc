@@ -70,7 +70,9 @@ void cuda_or_fail(cudaError_t e, const std::string& what) {
 template <typename T>
 class DeviceArray {
  public:
-  explicit DeviceArray(size_t n) : n_(std::max<size_t>(n, 1)) { cuda_or_fail(cudaMalloc(&p_, n_ * sizeof(T)), "cudaMalloc"); }
+  explicit DeviceArray(size_t n) : n_(std::max<size_t>(n, 1)) {
+    cuda_or_fail(cudaMalloc(&p_, n_ * sizeof(T)), "cudaMalloc");
+  }
   explicit DeviceArray(const std::vector<T>& v) : DeviceArray(v.size()) { upload(v); }
   ~DeviceArray() { cudaFree(p_); }
   DeviceArray(const DeviceArray&) = delete;
@@ -205,7 +207,8 @@ std::string compare_combine(const LowLatencyShape& s, int tokens, const std::vec
   for (size_t i = 0; i < out.size(); ++i) {
     if (out[i] != want[i]) {
       return "combined token " + std::to_string(i / s.hidden) + " channel " + std::to_string(i % s.hidden) + " = " +
-             std::to_string(kernels::bf16_to_float(out[i])) + ", want " + std::to_string(kernels::bf16_to_float(want[i]));
+             std::to_string(kernels::bf16_to_float(out[i])) + ", want " +
+             std::to_string(kernels::bf16_to_float(want[i]));
     }
   }
   return "";
@@ -303,8 +306,13 @@ void check_suite(Job& job, const Args& args, cudaStream_t stream) {
   for (const Config& c : configs) {
     auto buffer = make_buffer(job, args, c);
     const LowLatencyShape s = shape_of(args, c);
-    std::vector<Call> calls = {{fp8, 1},      {fp8, 7},          {fp8_round, c.max_tokens}, {bf16, -1},
-                               {fp8, -1, true}, {bf16, 7, false, true}, {fp8, c.max_tokens, true, true}};
+    std::vector<Call> calls = {{fp8, 1},
+                               {fp8, 7},
+                               {fp8_round, c.max_tokens},
+                               {bf16, -1},
+                               {fp8, -1, true},
+                               {bf16, 7, false, true},
+                               {fp8, c.max_tokens, true, true}};
     if (c.hidden % kernels::kUe8m0ChannelsPerWord == 0) calls.push_back({ue8m0, -1});
     for (int t : {128, 256}) {
       if (t <= c.max_tokens) calls.push_back({fp8, t});
@@ -402,9 +410,10 @@ void check_kill(Client& client, Job& job, const Args& args, cudaStream_t stream)
   std::cout << "ok: after " << waited << " s: " << st.to_string() << std::endl;
   // The daemon's RankLost arrives on the session; check() masks lost ranks.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (std::find(buffer->masked_ranks().begin(), buffer->masked_ranks().end(),
-                   static_cast<uint32_t>(args.victim)) == buffer->masked_ranks().end()) {
-    if (std::chrono::steady_clock::now() > deadline) fail("rank " + std::to_string(args.victim) + " never reported lost");
+  while (std::find(buffer->masked_ranks().begin(), buffer->masked_ranks().end(), static_cast<uint32_t>(args.victim)) ==
+         buffer->masked_ranks().end()) {
+    if (std::chrono::steady_clock::now() > deadline)
+      fail("rank " + std::to_string(args.victim) + " never reported lost");
     (void)client.next_event(std::chrono::milliseconds(100));
     (void)buffer->check();
   }
@@ -530,8 +539,9 @@ void bench(Job& job, const Args& args, cudaStream_t stream) {
   if (me == 0) {
     std::ostringstream o;
     o << "LL_BENCH {\"ranks\":" << args.world << ",\"nvlink_ranks\":" << buffer->nvlink_ranks()
-      << ",\"remote_ranks\":" << buffer->remote_ranks() << ",\"tokens\":" << args.tokens << ",\"hidden\":" << args.hidden
-      << ",\"topk\":" << args.topk << ",\"experts\":" << args.experts << ",\"iters\":" << n;
+      << ",\"remote_ranks\":" << buffer->remote_ranks() << ",\"tokens\":" << args.tokens
+      << ",\"hidden\":" << args.hidden << ",\"topk\":" << args.topk << ",\"experts\":" << args.experts
+      << ",\"iters\":" << n;
     for (const auto& [k, v] : us) o << ",\"" << k << "_us\":" << v;
     o << "}";
     std::cout << o.str() << std::endl;
@@ -543,22 +553,38 @@ Args parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--socket") a.socket = v;
-    else if (k == "--job") a.job = v;
-    else if (k == "--coordinator") a.coordinator = v;
-    else if (k == "--mode") a.mode = v;
-    else if (k == "--world") a.world = std::stoul(v);
-    else if (k == "--rank") a.rank = std::stoul(v);
-    else if (k == "--local-rank") a.local_rank = std::stoul(v);
-    else if (k == "--device") a.device = std::stoi(v);
-    else if (k == "--victim") a.victim = std::stoi(v);
-    else if (k == "--iters") a.iters = std::stoi(v);
-    else if (k == "--hidden") a.hidden = std::stoi(v);
-    else if (k == "--experts") a.experts = std::stoi(v);
-    else if (k == "--topk") a.topk = std::stoi(v);
-    else if (k == "--tokens") a.tokens = std::stoi(v);
-    else if (k == "--timeout-ms") a.timeout_ms = std::stoi(v);
-    else fail("unknown flag " + k);
+    if (k == "--socket")
+      a.socket = v;
+    else if (k == "--job")
+      a.job = v;
+    else if (k == "--coordinator")
+      a.coordinator = v;
+    else if (k == "--mode")
+      a.mode = v;
+    else if (k == "--world")
+      a.world = std::stoul(v);
+    else if (k == "--rank")
+      a.rank = std::stoul(v);
+    else if (k == "--local-rank")
+      a.local_rank = std::stoul(v);
+    else if (k == "--device")
+      a.device = std::stoi(v);
+    else if (k == "--victim")
+      a.victim = std::stoi(v);
+    else if (k == "--iters")
+      a.iters = std::stoi(v);
+    else if (k == "--hidden")
+      a.hidden = std::stoi(v);
+    else if (k == "--experts")
+      a.experts = std::stoi(v);
+    else if (k == "--topk")
+      a.topk = std::stoi(v);
+    else if (k == "--tokens")
+      a.tokens = std::stoi(v);
+    else if (k == "--timeout-ms")
+      a.timeout_ms = std::stoi(v);
+    else
+      fail("unknown flag " + k);
   }
   if (argc % 2 != 1) fail("flags come in --name value pairs");
   if (a.socket.empty()) fail("--socket is required");

@@ -16,11 +16,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <boost/program_options.hpp>
 #include <algorithm>
+#include <boost/program_options.hpp>
 #include <chrono>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -98,9 +98,11 @@ int run(int argc, char** argv) {
   opts.add_options()("help,h", "help")("epxd", po::value<std::string>()->required(), "epxd binary")(
       "rank-binary", po::value<std::string>()->required(), "low_latency_rank binary")(
       "layout", po::value<std::string>()->default_value("nvlink"), "nvlink | daemons")(
-      "ranks", po::value<int>()->default_value(2), "ranks")("tokens", po::value<int>()->default_value(128), "tokens per rank")(
+      "ranks", po::value<int>()->default_value(2), "ranks")("tokens", po::value<int>()->default_value(128),
+                                                            "tokens per rank")(
       "hidden", po::value<int>()->default_value(7168), "hidden")("topk", po::value<int>()->default_value(8), "top-k")(
-      "experts", po::value<int>()->default_value(288), "experts")("iters", po::value<int>()->default_value(200), "calls timed")(
+      "experts", po::value<int>()->default_value(288), "experts")("iters", po::value<int>()->default_value(200),
+                                                                  "calls timed")(
       "cores", po::value<std::string>()->default_value(""), "proxy cores, one per daemon")(
       "gpus", po::value<int>()->default_value(1), "GPUs to spread ranks over");
   po::variables_map vm;
@@ -153,19 +155,32 @@ int run(int argc, char** argv) {
     const int d = layout == "nvlink" ? 0 : r;
     const int local = layout == "nvlink" ? r : 0;
     std::vector<std::string> a = {vm["rank-binary"].as<std::string>(),
-                                  "--socket", daemons[d]->socket(),
-                                  "--job", "ll-bench",
-                                  "--world", std::to_string(ranks),
-                                  "--rank", std::to_string(r),
-                                  "--local-rank", std::to_string(local),
-                                  "--coordinator", first->peer_address(),
-                                  "--device", std::to_string(r % vm["gpus"].as<int>()),
-                                  "--mode", "bench",
-                                  "--iters", std::to_string(vm["iters"].as<int>()),
-                                  "--tokens", std::to_string(vm["tokens"].as<int>()),
-                                  "--hidden", std::to_string(vm["hidden"].as<int>()),
-                                  "--topk", std::to_string(vm["topk"].as<int>()),
-                                  "--experts", std::to_string(vm["experts"].as<int>())};
+                                  "--socket",
+                                  daemons[d]->socket(),
+                                  "--job",
+                                  "ll-bench",
+                                  "--world",
+                                  std::to_string(ranks),
+                                  "--rank",
+                                  std::to_string(r),
+                                  "--local-rank",
+                                  std::to_string(local),
+                                  "--coordinator",
+                                  first->peer_address(),
+                                  "--device",
+                                  std::to_string(r % vm["gpus"].as<int>()),
+                                  "--mode",
+                                  "bench",
+                                  "--iters",
+                                  std::to_string(vm["iters"].as<int>()),
+                                  "--tokens",
+                                  std::to_string(vm["tokens"].as<int>()),
+                                  "--hidden",
+                                  std::to_string(vm["hidden"].as<int>()),
+                                  "--topk",
+                                  std::to_string(vm["topk"].as<int>()),
+                                  "--experts",
+                                  std::to_string(vm["experts"].as<int>())};
     std::vector<char*> cargv;
     for (auto& s : a) cargv.push_back(s.data());
     cargv.push_back(nullptr);
@@ -225,9 +240,8 @@ int run(int argc, char** argv) {
     o << ",\"per_call_all_daemons\":{\"descriptors\":" << (after->descriptors - before->descriptors) / calls
       << ",\"fabric_ops\":" << (after->fabric_ops - before->fabric_ops) / calls
       << ",\"proxy_busy_us\":" << (after->busy_ns - before->busy_ns) / calls / 1000.0 << "}";
-    const auto [dispatch_bytes, combine_bytes] =
-        bytes_to_rank1(ranks, vm["tokens"].as<int>(), vm["hidden"].as<int>(), vm["topk"].as<int>(),
-                       vm["experts"].as<int>());
+    const auto [dispatch_bytes, combine_bytes] = bytes_to_rank1(ranks, vm["tokens"].as<int>(), vm["hidden"].as<int>(),
+                                                                vm["topk"].as<int>(), vm["experts"].as<int>());
     BaselineOptions b;
     b.provider = "shm";
     b.warmup = 20;
