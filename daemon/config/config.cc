@@ -224,14 +224,20 @@ Result<std::pair<std::string, int>> split_host_port(const std::string& address) 
   std::string host = address.substr(0, colon);
   if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   const std::string port_text = address.substr(colon + 1);
-  // Digits only: strtol alone would take "+80", " 80" or "-0".
-  const bool digits = port_text.size() <= 5 && std::all_of(port_text.begin(), port_text.end(),
-                                                           [](char ch) { return ch >= '0' && ch <= '9'; });
-  const long port = digits ? std::strtol(port_text.c_str(), nullptr, 10) : -1;
-  if (port < 0 || port > 65535) {
-    return invalid_argument("'" + address + "': port '" + port_text + "' is not 0..65535 in digits");
+  const std::optional<uint32_t> port = parse_port(port_text);
+  if (!port) return invalid_argument("'" + address + "': port '" + port_text + "' is not 0..65535 in digits");
+  return std::make_pair(host, static_cast<int>(*port));
+}
+
+std::optional<uint32_t> parse_port(std::string_view text) {
+  if (text.empty() || text.size() > 5) return std::nullopt;
+  uint32_t value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    value = value * 10 + static_cast<uint32_t>(c - '0');
   }
-  return std::make_pair(host, static_cast<int>(port));
+  if (value > 65535) return std::nullopt;
+  return value;
 }
 
 Status finalize_config(v1::DaemonConfig* c) {

@@ -1,7 +1,9 @@
 // Loading, overriding and validating epxd's configuration (epx.v1.DaemonConfig).
 #pragma once
 
+#include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -33,5 +35,10 @@ std::vector<std::string> config_field_names();
 
 // "host:port" -> (host, port). IPv6 hosts in brackets: "[::1]:7470".
 Result<std::pair<std::string, int>> split_host_port(const std::string& address);
+
+// A TCP port written as 1 to 5 decimal digits with a value of at most
+// 65535, or nullopt. Digits only: strtol would also take "+80", " 80" and
+// "-0". Shared by the config and the Local arguments' checks.
+std::optional<uint32_t> parse_port(std::string_view text);
 
 }  // namespace epx::daemon

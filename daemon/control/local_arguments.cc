@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <optional>
 
+#include "daemon/config/config.h"
+
 namespace epx::daemon {
 namespace {
 
@@ -109,13 +111,8 @@ Status check_ipv6_host(std::string_view host, const std::string& what) {
 }
 
 Status check_port(std::string_view port, const std::string& what) {
-  if (port.empty() || port.size() > 5) return invalid_argument(what + ": port must be 1..65535");
-  uint32_t value = 0;
-  for (char c : port) {
-    if (c < '0' || c > '9') return invalid_argument(what + ": port must be 1..65535 in decimal digits");
-    value = value * 10 + static_cast<uint32_t>(c - '0');
-  }
-  if (value == 0 || value > 65535) return invalid_argument(what + ": port must be 1..65535");
+  const std::optional<uint32_t> value = parse_port(port);
+  if (!value || *value == 0) return invalid_argument(what + ": port must be 1..65535 in decimal digits");
   return Status();
 }
 
@@ -217,4 +214,5 @@ Status check_pci_bus_id(std::string_view bus_id) {
   return Status();
 }
 
-}  // namespace epx::daemon
+}  // namespace epx::daemon#include "daemon/config/config.h"
+
