@@ -465,7 +465,7 @@ TEST_CASE("LL dispatch and combine match the reference: shapes and modes") {
   }
 }
 
-// The multi-process EP16 job (tests/gpu/low_latency_rank.cc, back-to-back
+// The multi-process EP16 job (tools/device/ll_rank.cc, back-to-back
 // calls) stopped once with an illegal address at its call 30 (seed 50030,
 // bf16): the same inputs (this Inputs draws what LowLatencyJobInputs
 // draws), calls and halves in one process.

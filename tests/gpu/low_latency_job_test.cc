@@ -1,5 +1,5 @@
 // LL dispatch/combine end to end: real daemons, one process per rank
-// (tests/gpu/low_latency_rank.cc), outputs checked against the CPU
+// (tools/device/ll_rank.cc), outputs checked against the CPU
 // reference by every rank. Emulated nodes are daemons on one machine
 // (DEVICE.md); ranks of one node share the GPUs round-robin, so with one GPU
 // every rank runs on it (NVLink stores become stores to the same GPU's
@@ -41,7 +41,7 @@ void run_job(const TempDir& dir, int nodes, uint32_t world, const std::string& m
   for (uint32_t r = 0; r < world; ++r) {
     const int n = static_cast<int>(r / per_node);
     const uint32_t local = r % per_node;
-    std::vector<std::string> argv = {runfile("tests/low_latency_rank"),
+    std::vector<std::string> argv = {runfile("tools/device/ll_rank"),
                                      "--socket",
                                      node[n].daemon->socket(),
                                      "--job",

@@ -1,5 +1,5 @@
 // ll_bench: LL dispatch/combine timed as engines run it — one process per
-// rank (tests/low_latency_rank --mode bench), real daemons — in one of three
+// rank (tools/device/ll_rank --mode bench), real daemons — in one of three
 // layouts:
 //   nvlink   one daemon, all ranks on it (same-node ranks: NVLink stores)
 //   daemons  one daemon per rank (every byte crosses the proxies), with the
@@ -8,7 +8,7 @@
 //            per call, ping-pong on the same provider) from the same run
 // Prints one JSON line per layout ("LL_RESULT {...}").
 //
-//   ll_bench --epxd bin/epxd --rank-binary bin/low_latency_rank --layout daemons
+//   ll_bench --epxd bin/epxd --rank-binary bin/ll_rank --layout daemons
 //            [--ranks 2] [--tokens 128 --hidden 7168 --topk 8 --experts 288] [--cores 2,4]
 #include <fcntl.h>
 #include <signal.h>
@@ -96,7 +96,7 @@ std::pair<size_t, size_t> bytes_to_rank1(int ranks, int tokens, int hidden, int 
 int run(int argc, char** argv) {
   po::options_description opts("ll_bench options");
   opts.add_options()("help,h", "help")("epxd", po::value<std::string>()->required(), "epxd binary")(
-      "rank-binary", po::value<std::string>()->required(), "low_latency_rank binary")(
+      "rank-binary", po::value<std::string>()->required(), "ll_rank binary")(
       "layout", po::value<std::string>()->default_value("nvlink"), "nvlink | daemons")(
       "ranks", po::value<int>()->default_value(2), "ranks")("tokens", po::value<int>()->default_value(128),
                                                             "tokens per rank")(

@@ -23,9 +23,9 @@ export LD_LIBRARY_PATH=/tmp/rt/usr/lib/x86_64-linux-gnu:/tmp/rt/lib/x86_64-linux
 export FI_PROVIDER_PATH=/tmp/rt/usr/lib/x86_64-linux-gnu/libfabric
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 # Tests find epxd as Bazel runfiles would lay it out.
-mkdir -p /tmp/rf/epx/daemon /tmp/rf/epx/tools /tmp/rf/epx/tests
+mkdir -p /tmp/rf/epx/daemon /tmp/rf/epx/tools/device
 cp "$pack/bin/epxd" /tmp/rf/epx/daemon/
-cp "$pack/bin/low_latency_rank" /tmp/rf/epx/tests/
+cp "$pack/bin/ll_rank" /tmp/rf/epx/tools/device/
 cp "$pack/bin/epxctl" /tmp/rf/epx/tools/
 export TEST_SRCDIR=/tmp/rf TEST_WORKSPACE=epx
 bin=$pack/bin
@@ -80,9 +80,9 @@ gpu_test ll_job_kill 120 "$bin/low_latency_job_test" --test-case="a rank killed*
 gpu_test gpu_path_test 200 "$bin/gpu_path_test"
 gpu_test gpu_device_window_test 120 "$bin/gpu_device_window_test"
 # LL dispatch/combine, DeepEP's LL test shape (128 tokens, hidden 7168, top-8, 288 experts).
-bench ll_bench_nvlink 200 "$bin/ll_bench" --epxd "$bin/epxd" --rank-binary "$bin/low_latency_rank" --layout nvlink \
+bench ll_bench_nvlink 200 "$bin/ll_bench" --epxd "$bin/epxd" --rank-binary "$bin/ll_rank" --layout nvlink \
   --gpus "$(nvidia-smi -L | wc -l)"
-bench ll_bench_daemons 200 "$bin/ll_bench" --epxd "$bin/epxd" --rank-binary "$bin/low_latency_rank" --layout daemons \
+bench ll_bench_daemons 200 "$bin/ll_bench" --epxd "$bin/epxd" --rank-binary "$bin/ll_rank" --layout daemons \
   --gpus "$(nvidia-smi -L | wc -l)" --cores 2,4
 bench epx_bench_shm 100 "$bin/epx_bench" --provider shm --epxd "$bin/epxd" --cores 2,4,6,8
 bench epx_bench_tcp 100 "$bin/epx_bench" --provider tcp --epxd "$bin/epxd" --cores 2,4,6,8
