@@ -12,6 +12,7 @@ using ring::RingOp;
 using ring::RingSlot;
 
 constexpr int kCqBatch = 32;
+constexpr int kCqBatchesPerPass = 8;
 
 }  // namespace
 
@@ -28,9 +29,23 @@ void Proxy::complete(OpContext& c) {
 }
 
 bool Proxy::poll_cq() {
+  // Several batches when the CQ is busy: with many writes in flight one
+  // batch per pass reaps slower than the rings post, and the provider then
+  // refuses writes (its queue full of completed operations). Bounded, so a
+  // flood of incoming signals cannot keep the proxy from its rings.
+  bool worked = false;
+  for (int i = 0; i < kCqBatchesPerPass; ++i) {
+    const size_t n = reap();
+    worked |= n > 0;
+    if (n < static_cast<size_t>(kCqBatch)) break;
+  }
+  return worked;
+}
+
+size_t Proxy::reap() {
   fi_cq_data_entry entries[kCqBatch];
   ssize_t n = transport_->read_completions(entries, kCqBatch);
-  if (n == -FI_EAGAIN) return false;
+  if (n == -FI_EAGAIN) return 0;
   if (n == -FI_EAVAIL) {
     fi_cq_err_entry err = {};
     if (transport_->read_error(&err) > 0) {
@@ -48,11 +63,11 @@ bool Proxy::poll_cq() {
         spdlog::warn("rail {}: completion error without context: {}", rail_.index(), text);
       }
     }
-    return true;
+    return 1;
   }
   if (n < 0) {
     spdlog::error("rail {}: fi_cq_read: {}", rail_.index(), fi_strerror(static_cast<int>(-n)));
-    return false;
+    return 0;
   }
   for (ssize_t i = 0; i < n; ++i) {
     const fi_cq_data_entry& e = entries[i];
@@ -71,7 +86,7 @@ bool Proxy::poll_cq() {
     uncount(*c);
     release_context(c);
   }
-  return n > 0;
+  return static_cast<size_t>(n);
 }
 
 }  // namespace epx::daemon

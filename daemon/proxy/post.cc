@@ -21,7 +21,11 @@ uint32_t Proxy::elements_per_op(uint64_t length) const {
 }
 
 Proxy::Posted Proxy::post_op(RingBinding& ring, PendingWrite& w, bool more) {
-  if (free_contexts_.empty()) return Posted::kRetry;
+  if (tx_full_) return Posted::kRetry;
+  if (free_contexts_.empty()) {
+    tx_full_ = true;
+    return Posted::kRetry;
+  }
   const uint32_t k = std::min(w.count - w.next, elements_per_op(w.length));
   const uint64_t bytes = uint64_t{k} * w.length;
   JobShare& job = *ring.share;
@@ -72,7 +76,12 @@ Proxy::Posted Proxy::post_op(RingBinding& ring, PendingWrite& w, bool more) {
     flags &= ~static_cast<uint64_t>(FI_DELIVERY_COMPLETE);
     ret = transport_->write(msg, flags);
   }
-  if (ret == -FI_EAGAIN) return Posted::kRetry;
+  if (ret == -FI_EAGAIN) {
+    // Full for every ring of this rail: the rest of the pass reaps instead.
+    tx_full_ = true;
+    bump(stat_eagain_, 1);
+    return Posted::kRetry;
+  }
   if (ret != 0) {
     ring::RingSlot d = {};
     d.dst_rank = w.dst_rank;

@@ -243,6 +243,7 @@ ProxyStats Proxy::stats() const {
   s.busy_ns = stat_busy_ns_.load(std::memory_order_relaxed);
   s.ring_visits = stat_visits_.load(std::memory_order_relaxed);
   s.doorbells = stat_doorbells_.load(std::memory_order_relaxed);
+  s.refused = stat_eagain_.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -263,6 +264,8 @@ void Proxy::run() {
     bool worked = tasks_.run_pending();
     worked |= finish_drains();
     worked |= finish_quiesces();
+    // A full transmit queue lasts until this pass's poll_cq reaped.
+    tx_full_ = false;
     worked |= serve_jobs();
     worked |= poll_cq();
     const auto now = Clock::now();

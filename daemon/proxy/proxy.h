@@ -50,6 +50,7 @@ struct ProxyStats {
   uint64_t busy_ns = 0;          // time in passes that did work
   uint64_t ring_visits = 0;      // times a ring was served (idle rings are not)
   uint64_t doorbells = 0;        // doorbells taken
+  uint64_t refused = 0;          // writes the provider refused with -FI_EAGAIN (offered again next pass)
 };
 
 class Proxy {
@@ -146,7 +147,11 @@ class Proxy {
   void reweigh(JobShare& job);
   // The write of `c` completed (or failed): no longer in flight for its job.
   static void uncount(OpContext& c);
+  // Reaps completions: batches of kCqBatch while the CQ keeps returning
+  // full ones, at most kCqBatchesPerPass (completions.cc); true if any.
   bool poll_cq();
+  // One fi_cq_read batch (or one error entry): how many entries it handled.
+  size_t reap();
   // The operation of `c` completed (or failed) for its ring (c.ring set).
   void complete(OpContext& c);
   // Posts all of ring.pending (every element of a strided write); false
@@ -155,6 +160,7 @@ class Proxy {
   bool post(RingBinding& ring, bool more);
   enum class Posted { kPosted, kRetry, kFailed };
   // Posts the next fabric operation of `w` (up to elements_per_op elements).
+  // kRetry without asking the provider once tx_full_ is set in this pass.
   Posted post_op(RingBinding& ring, PendingWrite& w, bool more);
   // Elements of `length` bytes one fabric operation may carry.
   uint32_t elements_per_op(uint64_t length) const;
@@ -189,6 +195,14 @@ class Proxy {
   // fence (flush, signal-only) and a quiesce order after placement, not
   // after the send. Cleared if the provider refuses the flag.
   uint64_t flags_extra_ = FI_DELIVERY_COMPLETE;
+  // The provider refused a write in this pass (-FI_EAGAIN, or no operation
+  // context was free): the rail's transmit queue is full for every ring
+  // alike, so nothing more is offered to it until the pass has reaped
+  // completions (poll_cq) and the next pass begins. Without it every active
+  // ring retried its write in every pass, and with many channel rings the
+  // proxy spent its passes on refused writes (ring ABI v2's regression of
+  // the descriptor rate and of strided writes).
+  bool tx_full_ = false;
 
   std::thread thread_;
   std::atomic<bool> stop_{false};
@@ -209,7 +223,7 @@ class Proxy {
 
   std::atomic<size_t> ring_count_{0};
   std::atomic<uint64_t> stat_descriptors_{0}, stat_ops_{0}, stat_signals_{0}, stat_bad_imm_{0}, stat_busy_ns_{0},
-      stat_visits_{0}, stat_doorbells_{0};
+      stat_visits_{0}, stat_doorbells_{0}, stat_eagain_{0};
 };
 
 }  // namespace epx::daemon

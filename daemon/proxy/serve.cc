@@ -63,6 +63,9 @@ bool Proxy::serve_jobs() {
   bool worked = false;
   bool owing = false;  // a job sat out this pass repaying an overdraft
   for (size_t i = 0; i < n; ++i) {
+    // The rail's transmit queue is full: no job can post before completions
+    // are reaped; the others keep their credit and doorbells for the next pass.
+    if (tx_full_) break;
     // Start each pass at a different job so no tenant always goes first.
     JobShare& job = *jobs_[(next_job_ + i) % n];
     reweigh(job);
@@ -102,12 +105,13 @@ bool Proxy::serve_job(JobShare& job) {
   take_doorbells(job);
   bool worked = false;
   // Sweeps over the job's active rings (each up to the batch per visit)
-  // until its credit is spent, its bound is reached, or no ring has
-  // anything to post; then drops the rings that were drained.
-  for (bool progress = true; progress && job.deficit > 0 && !job.at_bound();) {
+  // until its credit is spent, its bound is reached, the rail's transmit
+  // queue is full, or no ring has anything to post; then drops the rings
+  // that were drained. Rings not reached stay active (not drained).
+  for (bool progress = true; progress && job.deficit > 0 && !job.at_bound() && !tx_full_;) {
     progress = false;
     const size_t n = job.active.size();
-    for (size_t i = 0; i < n && job.deficit > 0 && !job.at_bound(); ++i) {
+    for (size_t i = 0; i < n && job.deficit > 0 && !job.at_bound() && !tx_full_; ++i) {
       if (serve(*job.active[(job.next_ring + i) % n], job)) progress = worked = true;
     }
     const auto idle = [](RingBinding* r) {
@@ -254,8 +258,11 @@ bool Proxy::serve(RingBinding& ring, JobShare& job) {
       charge(uint64_t{d.length} * d.count);
       ++consumed;
       worked = true;
-      // Its elements go out now (they are never extended).
-      if (!post(ring, true)) break;
+      // Its elements go out now (they are never extended), FI_MORE on all
+      // but the last operation: nothing may follow in this pass (a flush, a
+      // drained ring), and a provider may hold FI_MORE operations back
+      // until a post without it.
+      if (!post(ring, false)) break;
       continue;
     }
     PendingWrite w;
