@@ -185,7 +185,11 @@ size_t take_doorbells(RingGroupHeader* group, uint32_t channels, F&& fn) {
     // relaxed: only a hint that some byte is set; the exchange below is
     // what synchronises with the producer. (A byte array read as words:
     // the GCC atomic builtins allow it; the array is 8-aligned.)
-    word = __atomic_load_n(reinterpret_cast<const uint64_t*>(&group->doorbell[base]), __ATOMIC_RELAXED);
+    // Through an integer: clang takes the alignment of an atomic's operand
+    // from the byte array it was cast from (1) and calls __atomic_load_8,
+    // which libatomic-less links (the fuzz build) do not have.
+    const auto* words = reinterpret_cast<const uint64_t*>(reinterpret_cast<uintptr_t>(&group->doorbell[base]));
+    word = __atomic_load_n(words, __ATOMIC_RELAXED);
     if (word == 0) continue;
     for (uint32_t i = 0; i < 8 && base + i < channels; ++i) {
       if (((word >> (8 * i)) & 0xFF) == 0) continue;
