@@ -18,12 +18,12 @@
 #include <cstring>
 #include <memory>
 #include <random>
-#include <set>
 #include <string>
 #include <vector>
 
 #include "cuda/cuda_status.h"
 #include "kernels/fp8_reference.h"
+#include "kernels/low_latency_inputs.h"
 #include "kernels/low_latency_kernels.h"
 #include "kernels/low_latency_reference.h"
 
@@ -93,38 +93,12 @@ class MappedError {
   Status status_;
 };
 
-// Random router output for a job: up to num_topk distinct experts per token,
-// some entries -1, the last `idle` experts never chosen.
-struct Inputs {
-  std::vector<std::vector<uint16_t>> x;
-  std::vector<std::vector<int64_t>> topk;
-  std::vector<std::vector<float>> weights;
-
-  Inputs(const LowLatencyShape& s, uint32_t seed, int fixed_tokens, int idle) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> value(0.0f, 3.0f);
-    std::uniform_real_distribution<float> weight(-1.0f, 1.0f);
-    const int usable = s.num_experts - idle;
-    for (int r = 0; r < s.num_ranks; ++r) {
-      const int tokens = fixed_tokens >= 0 ? fixed_tokens : static_cast<int>(rng() % (s.max_tokens_per_rank + 1));
-      x.emplace_back(static_cast<size_t>(tokens) * s.hidden);
-      for (auto& v : x.back()) v = float_to_bf16(value(rng));
-      topk.emplace_back(static_cast<size_t>(tokens) * s.num_topk, -1);
-      weights.emplace_back(static_cast<size_t>(tokens) * s.num_topk);
-      for (int t = 0; t < tokens; ++t) {
-        std::set<int64_t> picked;
-        for (int k = 0; k < s.num_topk; ++k) {
-          weights.back()[static_cast<size_t>(t) * s.num_topk + k] = weight(rng);
-          if (rng() % 5 == 0) continue;
-          if (static_cast<int>(picked.size()) == usable) break;
-          int64_t e = rng() % usable;
-          while (picked.count(e)) e = (e + 1) % usable;
-          picked.insert(e);
-          topk.back()[static_cast<size_t>(t) * s.num_topk + k] = e;
-        }
-      }
-    }
-  }
+// Random router output for a job (low_latency_inputs.h, the generator the
+// multi-process job test uses too): up to num_topk distinct experts per
+// token, some entries -1, the last `idle` experts never chosen.
+struct Inputs : LowLatencyJobInputs {
+  Inputs(const LowLatencyShape& s, uint32_t seed, int fixed_tokens, int idle)
+      : LowLatencyJobInputs(random(s, seed, fixed_tokens, idle)) {}
 };
 
 int tokens_of(const LowLatencyShape& s, const Inputs& in, int r) { return static_cast<int>(in.topk[r].size()) / s.num_topk; }
@@ -467,8 +441,7 @@ TEST_CASE("LL dispatch and combine match the reference: shapes and modes") {
 
 // The multi-process EP16 job (tools/device/ll_rank.cc, back-to-back
 // calls) stopped once with an illegal address at its call 30 (seed 50030,
-// bf16): the same inputs (this Inputs draws what LowLatencyJobInputs
-// draws), calls and halves in one process.
+// bf16): the same inputs, calls and halves in one process.
 TEST_CASE("EP16 back-to-back calls of the job test, in one process") {
   const LowLatencyShape s = shape_of(16, 64, 2048, 32, 4);
   Job job(s);
