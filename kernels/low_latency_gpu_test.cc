@@ -17,7 +17,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <random>
+#include <set>
 #include <string>
 #include <vector>
 
