@@ -361,16 +361,6 @@ class Job {
   std::vector<int> tokens_[2];
 };
 
-LowLatencyShape shape_of(int ranks, int experts, int hidden, int tokens, int topk) {
-  LowLatencyShape s;
-  s.num_ranks = ranks;
-  s.num_experts = experts;
-  s.hidden = hidden;
-  s.max_tokens_per_rank = tokens;
-  s.num_topk = topk;
-  return s;
-}
-
 LowLatencyDispatchOptions mode(bool fp8, bool round_scale, bool ue8m0) {
   LowLatencyDispatchOptions o;
   o.use_fp8 = fp8;
@@ -419,7 +409,7 @@ TEST_CASE("LL dispatch and combine match the reference: shapes and modes") {
   };
   uint32_t seed = 1;
   for (const Case& c : cases) {
-    const LowLatencyShape s = shape_of(c.ranks, c.experts, c.hidden, c.tokens, c.topk);
+    const LowLatencyShape s = LowLatencyShape{c.ranks, c.experts, c.hidden, c.tokens, c.topk};
     CAPTURE(c.ranks);
     CAPTURE(c.experts);
     CAPTURE(c.hidden);
@@ -443,7 +433,7 @@ TEST_CASE("LL dispatch and combine match the reference: shapes and modes") {
 // calls) stopped once with an illegal address at its call 30 (seed 50030,
 // bf16): the same inputs, calls and halves in one process.
 TEST_CASE("EP16 back-to-back calls of the job test, in one process") {
-  const LowLatencyShape s = shape_of(16, 64, 2048, 32, 4);
+  const LowLatencyShape s = LowLatencyShape{16, 64, 2048, 32, 4};
   Job job(s);
   for (int i = 0; i < 40; ++i) {
     CAPTURE(i);
@@ -453,7 +443,7 @@ TEST_CASE("EP16 back-to-back calls of the job test, in one process") {
 }
 
 TEST_CASE("LL calls alternate halves with two dispatches in flight, 24 calls") {
-  const LowLatencyShape s = shape_of(4, 32, 1024, 33, 4);
+  const LowLatencyShape s = LowLatencyShape{4, 32, 1024, 33, 4};
   Job job(s);
   const LowLatencyDispatchOptions o = mode(true, false, false);
   for (int call = 0; call < 12; ++call) {
@@ -488,7 +478,7 @@ TEST_CASE("LL calls alternate halves with two dispatches in flight, 24 calls") {
 }
 
 TEST_CASE("a masked rank is neither sent to nor waited for") {
-  const LowLatencyShape s = shape_of(4, 32, 1024, 40, 6);
+  const LowLatencyShape s = LowLatencyShape{4, 32, 1024, 40, 6};
   Job job(s, /*timeout_ns=*/2'000'000'000ull);
   std::vector<int> masked(s.num_ranks, 0);
   masked[2] = 1;
@@ -500,7 +490,7 @@ TEST_CASE("a masked rank is neither sent to nor waited for") {
 }
 
 TEST_CASE("a rank that never sends: the receivers time out naming it and give up cleanly") {
-  const LowLatencyShape s = shape_of(3, 12, 512, 16, 3);
+  const LowLatencyShape s = LowLatencyShape{3, 12, 512, 16, 3};
   Job job(s, /*timeout_ns=*/2'000'000ull);  // 2 ms
   const LowLatencyDispatchOptions o = mode(true, false, false);
   const Inputs in(s, 77, 16, 0);

@@ -12,20 +12,10 @@
 namespace epx::kernels {
 namespace {
 
-LowLatencyShape shape_of(int ranks, int experts, int hidden, int tokens, int topk) {
-  LowLatencyShape s;
-  s.num_ranks = ranks;
-  s.num_experts = experts;
-  s.hidden = hidden;
-  s.max_tokens_per_rank = tokens;
-  s.num_topk = topk;
-  return s;
-}
-
 bool aligned16(size_t v) { return v % 16 == 0; }
 
 TEST_CASE("layout of DeepEP's benchmark shape") {
-  const LowLatencyShape s = shape_of(2, 288, 7168, 128, 8);
+  const LowLatencyShape s = LowLatencyShape{2, 288, 7168, 128, 8};
   LowLatencyLayout l;
   REQUIRE(low_latency_layout(s, &l).ok());
   // Header: token, then 8 experts, 8 positions, 8 slots = 100 bytes -> 112.
@@ -57,7 +47,7 @@ TEST_CASE("every offset is 16-byte aligned, and the regions do not overlap") {
       for (int hidden : {128, 384, 2048, 7168}) {
         for (int tokens : {1, 7, 128}) {
           const int experts = ranks * (topk + 2) + (ranks == 3 ? 3 : 0);
-          const LowLatencyShape s = shape_of(ranks, experts, hidden, tokens, topk);
+          const LowLatencyShape s = LowLatencyShape{ranks, experts, hidden, tokens, topk};
           CAPTURE(ranks);
           CAPTURE(topk);
           CAPTURE(hidden);
@@ -100,39 +90,39 @@ TEST_CASE("every offset is 16-byte aligned, and the regions do not overlap") {
 
 TEST_CASE("bad shapes are refused with the field named") {
   LowLatencyLayout l;
-  const Status hidden = low_latency_layout(shape_of(2, 16, 100, 8, 2), &l);
+  const Status hidden = low_latency_layout(LowLatencyShape{2, 16, 100, 8, 2}, &l);
   CHECK(hidden.code() == StatusCode::kInvalidArgument);
   CHECK(hidden.message().find("hidden=100") != std::string::npos);
-  CHECK(low_latency_layout(shape_of(0, 16, 128, 8, 2), &l).code() == StatusCode::kInvalidArgument);
-  CHECK(low_latency_layout(shape_of(3, 16, 128, 8, 2), &l).code() == StatusCode::kInvalidArgument);  // 16 % 3
-  CHECK(low_latency_layout(shape_of(2, 16, 128, 0, 2), &l).code() == StatusCode::kInvalidArgument);
-  CHECK(low_latency_layout(shape_of(2, 16, 128, 8, 0), &l).code() == StatusCode::kInvalidArgument);
-  CHECK(low_latency_layout(shape_of(2, 16, 128, 8, 2), nullptr).code() == StatusCode::kInvalidArgument);
+  CHECK(low_latency_layout(LowLatencyShape{0, 16, 128, 8, 2}, &l).code() == StatusCode::kInvalidArgument);
+  CHECK(low_latency_layout(LowLatencyShape{3, 16, 128, 8, 2}, &l).code() == StatusCode::kInvalidArgument);  // 16 % 3
+  CHECK(low_latency_layout(LowLatencyShape{2, 16, 128, 0, 2}, &l).code() == StatusCode::kInvalidArgument);
+  CHECK(low_latency_layout(LowLatencyShape{2, 16, 128, 8, 0}, &l).code() == StatusCode::kInvalidArgument);
+  CHECK(low_latency_layout(LowLatencyShape{2, 16, 128, 8, 2}, nullptr).code() == StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("the kernels' limits are refused by name") {
   LowLatencyLayout l;
-  const Status ranks = low_latency_layout(shape_of(2048, 2048, 128, 8, 2), &l);
+  const Status ranks = low_latency_layout(LowLatencyShape{2048, 2048, 128, 8, 2}, &l);
   CHECK(ranks.code() == StatusCode::kInvalidArgument);
   CHECK(ranks.message().find("num_ranks=2048") != std::string::npos);
-  const Status experts = low_latency_layout(shape_of(2, 16384, 128, 8, 2), &l);
+  const Status experts = low_latency_layout(LowLatencyShape{2, 16384, 128, 8, 2}, &l);
   CHECK(experts.message().find("num_experts=16384") != std::string::npos);
-  const Status topk = low_latency_layout(shape_of(2, 64, 128, 8, 33), &l);
+  const Status topk = low_latency_layout(LowLatencyShape{2, 64, 128, 8, 33}, &l);
   CHECK(topk.message().find("num_topk=33") != std::string::npos);
-  const Status hidden = low_latency_layout(shape_of(2, 64, 65536, 8, 2), &l);
+  const Status hidden = low_latency_layout(LowLatencyShape{2, 64, 65536, 8, 2}, &l);
   CHECK(hidden.message().find("hidden=65536") != std::string::npos);
-  CHECK(low_latency_layout(shape_of(1024, 8192, 32768, 1, 32), &l).ok());  // every limit at once still fits
+  CHECK(low_latency_layout(LowLatencyShape{1024, 8192, 32768, 1, 32}, &l).ok());  // every limit at once still fits
 }
 
 TEST_CASE("a region larger than one ring write is refused, not wrapped") {
   LowLatencyLayout l;
   // 2^20 tokens x (header + 2 * 32768) bytes > 4 GiB for one dispatch region.
-  const Status big = low_latency_layout(shape_of(2, 16, 32768, 1 << 20, 1), &l);
+  const Status big = low_latency_layout(LowLatencyShape{2, 16, 32768, 1 << 20, 1}, &l);
   CHECK(big.code() == StatusCode::kInvalidArgument);
   CHECK(big.message().find("ring write") != std::string::npos);
   // The largest row count the format allows still computes without overflow
   // (or is refused), never a small wrapped size.
-  const Status huge = low_latency_layout(shape_of(1, 8, 128, (1 << 30), 32), &l);
+  const Status huge = low_latency_layout(LowLatencyShape{1, 8, 128, 1 << 30, 32}, &l);
   CHECK(huge.code() == StatusCode::kInvalidArgument);
   CHECK(huge.message().find("num_max_dispatch_tokens_per_rank=1073741824") != std::string::npos);
 }
