@@ -13,7 +13,8 @@
 //
 // Receive: block (token, 1024-channel chunk); warp 0 waits for the ranks of
 // the token's pairs (decision words keep blocks consistent when a rank times
-// out), then each thread sums 8 channels over k in fp32 with one fmaf per k.
+// out, and one thread per rank polls), then each thread sums 8 channels over
+// k in fp32 with one fmaf per k, loading up to 8 pairs' rows at once.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -35,6 +36,7 @@ constexpr int kSendBlocks = 128;
 constexpr int kRecvThreads = 128;
 constexpr int kChannelsPerThread = 8;  // one uint4 of bf16
 constexpr int kRecvChannels = kRecvThreads * kChannelsPerThread;
+constexpr int kLoadsInFlight = 8;  // per thread, in the receive's weighted sum
 
 struct CombineCall {
   int half;
@@ -187,17 +189,27 @@ combine_recv_kernel(LowLatencyShape shape, LowLatencyLayout layout, LowLatencyTr
   const int channel = chunk * kRecvChannels + static_cast<int>(threadIdx.x) * kChannelsPerThread;
   if (channel >= shape.hidden) return;
   float acc[kChannelsPerThread] = {};
-  for (int k = 0; k < K; ++k) {
-    const uint8_t* row = pair_row[k];
-    if (row == nullptr) continue;
-    const float w = c.topk_weights[static_cast<size_t>(tok) * K + k];
-    // Plain load: the row was written by another GPU or the NIC during this kernel.
-    const uint4 y = *reinterpret_cast<const uint4*>(row + static_cast<size_t>(channel) * 2);
-    const uint32_t words[4] = {y.x, y.y, y.z, y.w};
+  // Loads of kLoadsInFlight pairs are issued before their sums: rows of
+  // remote ranks are host memory behind PCIe (a microsecond per load), so
+  // one load at a time would leave the link idle. The sum keeps k order.
+  for (int k0 = 0; k0 < K; k0 += kLoadsInFlight) {
+    uint4 y[kLoadsInFlight];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      acc[2 * i] = __fmaf_rn(bf16_to_float(words[i] & 0xFFFFu), w, acc[2 * i]);
-      acc[2 * i + 1] = __fmaf_rn(bf16_to_float(words[i] >> 16), w, acc[2 * i + 1]);
+    for (int j = 0; j < kLoadsInFlight; ++j) {
+      const uint8_t* row = k0 + j < K ? pair_row[k0 + j] : nullptr;
+      // Plain load: the row was written by another GPU or the NIC during this kernel.
+      if (row != nullptr) y[j] = *reinterpret_cast<const uint4*>(row + static_cast<size_t>(channel) * 2);
+    }
+#pragma unroll
+    for (int j = 0; j < kLoadsInFlight; ++j) {
+      if (k0 + j >= K || pair_row[k0 + j] == nullptr) continue;
+      const float w = c.topk_weights[static_cast<size_t>(tok) * K + k0 + j];
+      const uint32_t words[4] = {y[j].x, y[j].y, y[j].z, y[j].w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        acc[2 * i] = __fmaf_rn(bf16_to_float(words[i] & 0xFFFFu), w, acc[2 * i]);
+        acc[2 * i + 1] = __fmaf_rn(bf16_to_float(words[i] >> 16), w, acc[2 * i + 1]);
+      }
     }
   }
   uint32_t packed[4];

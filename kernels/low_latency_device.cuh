@@ -104,7 +104,7 @@ __device__ inline bool rank_masked(const LowLatencyTransport& t, int r) {
 }
 
 // Records `verdict` (kArrived or kAbsent) for call `call` in a decision word
-// unless another block recorded one first; returns the verdict that holds
+// unless another thread recorded one first; returns the verdict that holds
 // and sets *won when it is this caller's. Every block of a receive kernel
 // follows the same verdict, so a rank that arrives just as another block
 // gives up is either used everywhere or nowhere.
@@ -112,9 +112,11 @@ __device__ inline uint64_t decide(unsigned long long* word, uint64_t call, uint6
   unsigned long long seen = *reinterpret_cast<volatile unsigned long long*>(word);
   *won = false;
   for (;;) {
-    if ((seen >> 2) == call) return seen & 3;
-    // Device-scope CAS: only this GPU's blocks share the word; it publishes
-    // no data (the arrival's own acquire does), so relaxed suffices.
+    if ((seen >> 2) == call && (seen & 3) != kPolling) return seen & 3;
+    // Device-scope CAS: only this GPU's blocks share the word. The fence
+    // before it makes it a release: what this thread saw of the rank's data
+    // (its acquire of the arrival word) precedes the verdict for the others.
+    __threadfence();
     const unsigned long long prev = atomicCAS(word, seen, (call << 2) | verdict);
     if (prev == seen) {
       *won = true;
@@ -124,21 +126,40 @@ __device__ inline uint64_t decide(unsigned long long* word, uint64_t call, uint6
   }
 }
 
-// Waits until `arrived(seen)` holds for the value `poll()` returns, another
-// block's verdict for `call` is in `word`, or timeout_ns passes (then the
+// Waits until `arrived(seen)` holds for the value `poll()` returns, the
+// rank's verdict for `call` is in `word`, or timeout_ns passes (then the
 // rank is given up on and the DeviceError `code` names it). True when the
 // rank's data may be used.
+//
+// One thread per rank and call polls: the first to claim the word (kPolling)
+// reads the arrival word, every other thread of every block reads only the
+// decision word in device memory. Arrival words of ranks on other nodes are
+// host memory read over PCIe; a thousand receiving blocks polling them at
+// once flood the link that the other direction's staging and row reads
+// need (an EP2 combine went from 2.5 to 12 ms through the daemons that way).
 template <typename Poll, typename Arrived>
 __device__ bool await_rank(const LowLatencyTransport& t, unsigned long long* word, uint64_t call, uint32_t code,
                            int rank, uint64_t expected, Poll poll, Arrived arrived) {
   const uint64_t start = now_ns();
-  bool won;
+  bool poller = false, won;
   for (;;) {
-    const uint64_t seen = poll();
-    if (arrived(seen)) return decide(word, call, kArrived, &won) == kArrived;
-    const unsigned long long verdict = *reinterpret_cast<volatile unsigned long long*>(word);
-    if ((verdict >> 2) == call) return (verdict & 3) == kArrived;
+    const unsigned long long state = *reinterpret_cast<volatile unsigned long long*>(word);
+    if ((state >> 2) == call && (state & 3) != kPolling) {
+      __threadfence();  // acquire: pairs with the deciding thread's fence
+      return (state & 3) == kArrived;
+    }
+    if ((state >> 2) != call) {
+      poller = atomicCAS(word, state, (call << 2) | kPolling) == state;
+      if (!poller) continue;  // someone else claimed it (or decided): read again
+    }
+    uint64_t seen = 0;
+    if (poller) {
+      seen = poll();
+      if (arrived(seen)) return decide(word, call, kArrived, &won) == kArrived;
+    }
     if (now_ns() - start > t.timeout_ns) {
+      if (!poller) seen = poll();  // once, for the error's "seen"
+      if (arrived(seen)) return decide(word, call, kArrived, &won) == kArrived;
       const bool ok = decide(word, call, kAbsent, &won) == kArrived;
       if (won) report(t, code, static_cast<uint32_t>(rank), expected, seen);
       return ok;
@@ -159,11 +180,23 @@ __device__ __forceinline__ uint32_t float_to_bf16(float v) {
 // Plain 16-byte copy by `count` threads numbered `id` (pointers 16-byte
 // aligned, bytes a multiple of 16). Plain loads: the source may have been
 // written by another GPU or the NIC during this kernel, so the read-only
-// cache path must not be used.
+// cache path must not be used. Each thread issues kCopyBatch loads before
+// their stores: a source in host memory (a remote rank's message) costs a
+// PCIe round trip per load, and one load at a time leaves the link idle.
+inline constexpr int kCopyBatch = 8;
 __device__ inline void copy16(uint8_t* dst, const uint8_t* src, size_t bytes, int id, int count) {
   const uint4* s = reinterpret_cast<const uint4*>(src);
   uint4* d = reinterpret_cast<uint4*>(dst);
-  for (size_t i = id; i < bytes / 16; i += count) d[i] = s[i];
+  const size_t n = bytes / 16, step = static_cast<size_t>(count);
+  size_t i = id;
+  for (; i + (kCopyBatch - 1) * step < n; i += kCopyBatch * step) {
+    uint4 v[kCopyBatch];
+#pragma unroll
+    for (int j = 0; j < kCopyBatch; ++j) v[j] = s[i + j * step];
+#pragma unroll
+    for (int j = 0; j < kCopyBatch; ++j) d[i + j * step] = v[j];
+  }
+  for (; i < n; i += step) d[i] = s[i];
 }
 
 }  // namespace epx::kernels::ll

@@ -401,6 +401,10 @@ __device__ void expand_message(const LowLatencyShape& shape, const DispatchCall&
   const uint8_t* payload = message + message_header_bytes(K);
   const size_t row_bytes = c.use_fp8 ? static_cast<size_t>(shape.hidden) : 2 * static_cast<size_t>(shape.hidden);
   unsigned mine = __ballot_sync(0xFFFFFFFFu, le >= 0);
+  // The payload is read from the message once; later experts' rows copy the
+  // first row (this GPU's memory), not the message again (host memory behind
+  // PCIe when the source is on another node).
+  const uint8_t* from = payload;
   while (mine != 0) {
     const int k = __ffs(mine) - 1;
     mine &= mine - 1;
@@ -409,7 +413,9 @@ __device__ void expand_message(const LowLatencyShape& shape, const DispatchCall&
     const int pair_slot = __shfl_sync(0xFFFFFFFFu, slot, k);
     const int in_block = sh.begins[e_local * shape.num_ranks + src] + pos;
     const size_t row = static_cast<size_t>(e_local) * rows + in_block;
-    copy16(c.recv_x + row * row_bytes, payload, row_bytes, lane, kWarp);
+    copy16(c.recv_x + row * row_bytes, from, row_bytes, lane, kWarp);
+    __syncwarp();  // the row's stores are visible to the whole warp before it is read back
+    from = c.recv_x + row * row_bytes;
     if (c.use_fp8) {
       const int blocks = shape.hidden / kFp8BlockSize;
       if (c.ue8m0) {

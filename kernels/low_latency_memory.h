@@ -92,8 +92,8 @@ inline constexpr size_t kCombineHeaderBytes = 16;
 //   uint32 combine_done[2]     same for combine send
 //   padding to 64
 // per half:
-//   uint64 dispatch_decision[R]  per source: (call << 2) | arrived/absent, the
-//                                one verdict every receiving block follows
+//   uint64 dispatch_decision[R]  per source: (call << 2) | arrived/absent/polling,
+//                                the one verdict every receiving block follows
 //   uint64 combine_decision[R]   same for combine senders
 //   uint64 combine_signals[R]    combine signals expected from each remote rank so far
 //   int32  pairs_to[R]           (token, k) pairs this rank sent to each rank
@@ -156,8 +156,11 @@ EPX_LL_HOST_DEVICE inline StateLayout state_layout(int num_ranks, int max_tokens
   return s;
 }
 
-// Verdicts of a decision word.
+// States of a decision word's low two bits for the word's call: a verdict
+// (kArrived, kAbsent), or kPolling: one thread claimed the poll of the rank's
+// arrival word and the others wait for its verdict.
 inline constexpr uint64_t kArrived = 1;
 inline constexpr uint64_t kAbsent = 2;
+inline constexpr uint64_t kPolling = 3;
 
 }  // namespace epx::kernels::ll

@@ -400,10 +400,13 @@ TEST_CASE("a stream waits for a signal with cuStreamWaitValue64, without a polli
   REQUIRE(gpu::launch_set_flag(flag, p.r1.stream).ok());
   // Nothing has sent the signal: the stream cannot have passed the wait.
   CHECK(cudaStreamQuery(p.r1.stream) == cudaErrorNotReady);
-  // Rank 0's kernel sends it.
-  CUDA_OK(cudaSetDevice(p.r0.device));
-  REQUIRE(gpu::launch_post_raw(p.r0.ring->device(), ring::make_signal(1, ring::encode_signal(6, 1)), p.r0.stream).ok());
-  CUDA_OK(cudaStreamSynchronize(p.r0.stream));
+  // Rank 0 sends it from a host ring, through both daemons. Not from a
+  // kernel: on one GPU, rank 0's stream may share a hardware queue with the
+  // blocked one, and its kernel would then wait behind the wait forever
+  // (cuda.h, enqueue_wait).
+  auto host_ring = p.r0.job->open_ring(64);
+  REQUIRE_MESSAGE(host_ring.ok(), host_ring.status().to_string());
+  REQUIRE(host_ring.value()->post_signal(1, SignalRef{6, 1}).ok());
   // The host bounds its own wait (the GPU-side one cannot time out).
   CUDA_OK(cudaSetDevice(p.r1.device));
   cudaError_t done = cudaErrorNotReady;

@@ -21,11 +21,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "epx/client.h"
@@ -535,6 +537,42 @@ void bench(Job& job, const Args& args, cudaStream_t stream) {
   us["dispatch_send"] = send / n;
   us["dispatch_recv"] = recv / n;
   cuda_or_fail(cudaStreamSynchronize(stream), "bench");
+  ok_or_fail(job.barrier(), "barrier");
+  // Each phase's stages apart, every rank in step (barriers): the send
+  // kernel alone; the receive launched as soon as every rank's send kernel
+  // finished (it still waits for the bytes in flight); and the receive
+  // launched after a pause long enough for any transfer to land, which is
+  // the receive kernel's own cost. "In flight" = the difference of the two.
+  const int staged = std::min(n, 20);
+  auto timed = [&](const std::function<void()>& enqueue) {
+    cuda_or_fail(cudaEventRecord(e0, stream), "event");
+    enqueue();
+    cuda_or_fail(cudaEventRecord(e1, stream), "event");
+    cuda_or_fail(cudaStreamSynchronize(stream), "staged call");
+    return elapsed_us(e0, e1, 1);
+  };
+  for (const bool pause : {false, true}) {
+    double d_send = 0, d_recv = 0, c_send = 0, c_recv = 0;
+    for (int i = 0; i < staged; ++i) {
+      std::function<Status()> hook;
+      d_send += timed([&] { dispatch(true); });
+      ok_or_fail(job.barrier(), "barrier");
+      if (pause) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      d_recv += timed([&] { ok_or_fail(last.hook(), "dispatch hook"); });
+      ok_or_fail(job.barrier(), "barrier");
+      c_send += timed([&] { hook = combine(true).hook; });
+      ok_or_fail(job.barrier(), "barrier");
+      if (pause) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      c_recv += timed([&] { ok_or_fail(hook(), "combine hook"); });
+      ok_or_fail(job.barrier(), "barrier");
+    }
+    const std::string when = pause ? "_landed" : "_after_send";
+    us["staged_dispatch_send"] = d_send / staged;
+    us["staged_combine_send"] = c_send / staged;
+    us["staged_dispatch_recv" + when] = d_recv / staged;
+    us["staged_combine_recv" + when] = c_recv / staged;
+  }
+  ok_or_fail(buffer->check(), "staged calls");
   ok_or_fail(buffer->check(), "bench");
   if (me == 0) {
     std::ostringstream o;

@@ -111,7 +111,11 @@ class CudaSignals {
   // bounds its own wait (host().wait(index, value, timeout), which also
   // ends early naming a lost peer, or an event after the wait polled
   // against a deadline) and, on a timeout, abandons the stream (or
-  // releases it by storing into the word, which is host memory). INVALID_ARGUMENT for an index beyond the array;
+  // releases it by storing into the word, which is host memory). The
+  // blocked stream also holds back work of any other stream that CUDA put
+  // on the same hardware queue (CUDA_DEVICE_MAX_CONNECTIONS, 8 by default),
+  // so the signal must not depend on a kernel of this GPU that could be
+  // queued behind the wait. INVALID_ARGUMENT for an index beyond the array;
   // FAILED_PRECONDITION naming CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS
   // when the stream's device lacks 64-bit stream memory operations (or the
   // driver lacks cuStreamWaitValue64): launch a kernel that polls with
