@@ -107,8 +107,8 @@ int main(int argc, char** argv) {
   const auto min_time = quick ? 100ms : 300ms;
 
   // (a) latency: ping-pong of write+signal, half the round trip.
-  std::vector<size_t> lat_sizes =
-      quick ? std::vector<size_t>{8, 4096, 1 << 20} : std::vector<size_t>{8, 64, 512, 4096, 32768, 262144, 1 << 20, 8 << 20};
+  std::vector<size_t> lat_sizes = quick ? std::vector<size_t>{8, 4096, 1 << 20}
+                                        : std::vector<size_t>{8, 64, 512, 4096, 32768, 262144, 1 << 20, 8 << 20};
   auto base_lat = epx::bench::baseline_latency(bo, lat_sizes);
   if (!base_lat.ok()) return fail("baseline latency", base_lat.status());
   uint64_t seq = 0;  // signal 0 counts ping-pongs on both ranks
