@@ -5,11 +5,15 @@
 // and the slots of this rank's own pairs were recorded by the dispatch of
 // the same half.
 //
-// Send: one warp per received row, 16-byte copies: NVLink stores straight
-// into a same-node source's combine_recv rows, or into this rank's staging
-// for a remote source (contiguous, in the source's slot order). The last
-// block stores each same-node source's arrival seq (release, system scope)
-// and posts one ring write + signal per remote source it got rows from.
+// Send: rows for remote sources first: their staging (this rank's rdma
+// space, in each source's slot order, the order dispatch recorded in
+// staged_row) is cut into chunks of about kChunkBytes, a block stages a
+// whole chunk and posts it at once as one ring write + signal (blocks that
+// post to the same rank take its lock word in turn), so the fabric moves
+// early chunks while later ones are staged; the receiver expects one
+// signal per chunk. Then one warp per row for same-node sources, NVLink
+// stores straight into their combine_recv rows. The last block stores each
+// same-node source's arrival seq (release, system scope).
 //
 // Receive: block (token, 1024-channel chunk); warp 0 waits for the ranks of
 // the token's pairs (decision words keep blocks consistent when a rank times
@@ -37,6 +41,7 @@ constexpr int kRecvThreads = 128;
 constexpr int kChannelsPerThread = 8;  // one uint4 of bf16
 constexpr int kRecvChannels = kRecvThreads * kChannelsPerThread;
 constexpr int kLoadsInFlight = 8;  // per thread, in the receive's weighted sum
+constexpr size_t kChunkBytes = 256 << 10;  // staged bytes per posted write to a remote rank
 
 struct CombineCall {
   int half;
@@ -48,8 +53,19 @@ struct CombineCall {
   uint16_t* out;
 };
 
-// The last block of the send: arrivals for same-node sources, one post per
-// remote source, the combine signals this rank will wait for, the counter.
+// Rows of one staged chunk: one posted write carries about kChunkBytes, so
+// the fabric moves the first chunks while later ones are being staged.
+__device__ inline int chunk_rows(const LowLatencyLayout& layout) {
+  return static_cast<int>(max(static_cast<size_t>(1), kChunkBytes / layout.combine_row_bytes));
+}
+// Chunks of `rows` rows (clamped to what a rank can send: max_tokens * K).
+__device__ inline int chunks_of(int rows, int per_chunk, const LowLatencyShape& shape) {
+  rows = max(0, min(rows, shape.max_tokens_per_rank * shape.num_topk));
+  return (rows + per_chunk - 1) / per_chunk;
+}
+
+// The last block of the send: arrivals for same-node sources, the combine
+// signals this rank will wait for, the counter.
 __device__ void publish_combine(const LowLatencyShape& shape, const LowLatencyLayout& layout,
                                 const LowLatencyTransport& t, const State& st, const Regions& regions) {
   const uint64_t seq = *st.combine_calls() + 1;
@@ -57,18 +73,16 @@ __device__ void publish_combine(const LowLatencyShape& shape, const LowLatencyLa
     uint8_t* peer = t.peers.ptrs[s];
     // As a receiver: a remote rank this rank sent pairs to signals once
     // per combine (its send below, mirrored).
-    if (peer == nullptr && !rank_masked(t, s) && st.pairs_to()[s] > 0) st.combine_signals()[s] += 1;
-    if (rank_masked(t, s)) continue;
+    // As a receiver: a remote rank this rank sent pairs to signals once per
+    // chunk of the rows it sends back (the send below, mirrored).
+    if (peer == nullptr && !rank_masked(t, s)) {
+      st.combine_signals()[s] += chunks_of(st.pairs_to()[s], chunk_rows(layout), shape);
+    }
+    if (rank_masked(t, s) || peer == nullptr) continue;  // remote ranks' chunks went out as they were staged
     // Every block's row stores are visible system-wide before the arrival
     // (the done counter ordered them before this thread).
     __threadfence_system();
-    if (peer != nullptr) {
-      store_seq(peer + regions.combine_header(t.rank), seq);  // release: pairs with the source's load_seq
-    } else if (st.rows_from()[s] > 0) {
-      post_region(t, static_cast<uint32_t>(shape.num_ranks + s), s, regions.combine_send_row(s, 0), regions.combine_row(shape.num_ranks, st.pair_base_from()[s]),
-                  static_cast<size_t>(st.rows_from()[s]) * layout.combine_row_bytes,
-                  combine_signal(regions.half, shape.num_ranks, t.rank));
-    }
+    store_seq(peer + regions.combine_header(t.rank), seq);  // release: pairs with the source's load_seq
   }
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -104,12 +118,56 @@ combine_send_kernel(LowLatencyShape shape, LowLatencyLayout layout, LowLatencyTr
     }
     if (lane == 0) first_row[local] = carry;
   }
+  const int R = shape.num_ranks;
+  int* chunk_begin = first_row + local + 1;  // [R + 1]: first chunk of each remote rank's rows
+  const int per_chunk = chunk_rows(layout);
+  if (threadIdx.x == kWarp) {
+    int run = 0;
+    for (int s = 0; s < R; ++s) {
+      chunk_begin[s] = run;
+      if (t.peers.ptrs[s] == nullptr && !rank_masked(t, s)) run += chunks_of(st.rows_from()[s], per_chunk, shape);
+    }
+    chunk_begin[R] = run;
+  }
   __syncthreads();
 
-  const int total = first_row[local];
   const size_t row_bytes = layout.combine_row_bytes;
+  const int warp = static_cast<int>(threadIdx.x / kWarp);
+  // Rows for ranks on other nodes first, a chunk per block at a time, in
+  // staging order; the block posts each chunk as soon as it is staged.
+  const size_t pairs = static_cast<size_t>(shape.max_tokens_per_rank) * shape.num_topk;
+  for (int g = blockIdx.x; g < chunk_begin[R]; g += gridDim.x) {
+    int lo = 0, hi = R - 1;  // the rank whose chunks hold g
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (chunk_begin[mid] <= g) lo = mid; else hi = mid - 1;
+    }
+    const int s = lo;
+    const int first = (g - chunk_begin[s]) * per_chunk;
+    const int n = min(per_chunk, static_cast<int>(min(static_cast<size_t>(st.rows_from()[s]), pairs)) - first);
+    const int32_t* staged = st.staged_row() + static_cast<size_t>(s) * pairs;
+    for (int j = first + warp; j < first + n; j += warps) {
+      const int32_t row = staged[j];
+      if (row < 0 || static_cast<size_t>(row) >= total_rows(shape)) continue;
+      const uint4* in = reinterpret_cast<const uint4*>(c.x + static_cast<size_t>(row) * shape.hidden);
+      uint4* out = reinterpret_cast<uint4*>(t.rdma_local + regions.combine_send_row(s, j));
+      for (size_t v = lane; v < row_bytes / 16; v += kWarp) out[v] = __ldg(in + v);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0 && n > 0) {
+      // The barrier gathered every warp's rows; this fence orders them
+      // before the post at system scope (the proxy reads them).
+      __threadfence_system();
+      post_region(t, static_cast<uint32_t>(R + s), s, regions.combine_send_row(s, first),
+                  regions.combine_row(R, static_cast<int64_t>(st.pair_base_from()[s]) + first),
+                  static_cast<uint64_t>(n) * row_bytes, combine_signal(regions.half, R, t.rank), st.post_lock() + s);
+    }
+  }
+
+  // Rows for same-node ranks: NVLink stores straight into their combine_recv.
+  const int total = first_row[local];
   const int max_slots = shape.max_tokens_per_rank * shape.num_topk;
-  for (int i = blockIdx.x * warps + static_cast<int>(threadIdx.x / kWarp); i < total; i += gridDim.x * warps) {
+  for (int i = blockIdx.x * warps + warp; i < total; i += gridDim.x * warps) {
     int lo = 0, hi = local - 1;  // the expert whose rows hold flat index i
     while (lo < hi) {
       const int mid = (lo + hi + 1) / 2;
@@ -120,14 +178,8 @@ combine_send_kernel(LowLatencyShape shape, LowLatencyLayout layout, LowLatencyTr
     const int slot = st.row_slot()[row];
     if (src < 0 || src >= shape.num_ranks || slot < 0 || slot >= max_slots || rank_masked(t, src)) continue;
     uint8_t* peer = t.peers.ptrs[src];
-    uint8_t* dst;
-    if (peer != nullptr) {
-      dst = peer + regions.combine_row(shape.num_ranks, slot);
-    } else {
-      const int index = slot - st.pair_base_from()[src];
-      if (index < 0 || index >= st.rows_from()[src]) continue;
-      dst = t.rdma_local + regions.combine_send_row(src, index);
-    }
+    if (peer == nullptr) continue;  // staged above
+    uint8_t* dst = peer + regions.combine_row(shape.num_ranks, slot);
     const uint4* in = reinterpret_cast<const uint4*>(c.x + row * shape.hidden);
     uint4* out = reinterpret_cast<uint4*>(dst);
     for (size_t v = lane; v < row_bytes / 16; v += kWarp) out[v] = __ldg(in + v);
@@ -252,7 +304,7 @@ Status launch_low_latency_combine_send(const LowLatencyShape& shape, const LowLa
     return invalid_argument(std::string(who) + ": x (16-byte aligned) and recv_count must be device pointers");
   }
   const CombineCall c = call_of(args);
-  const size_t shared = sizeof(int) * (static_cast<size_t>(shape.local_experts()) + 1);
+  const size_t shared = sizeof(int) * (static_cast<size_t>(shape.local_experts()) + 1 + shape.num_ranks + 1);
   EPX_RETURN_IF_ERROR(reserve_shared(who, combine_send_kernel, shared));
   combine_send_kernel<<<kSendBlocks, kSendThreads, shared, static_cast<cudaStream_t>(stream)>>>(shape, layout,
                                                                                                 transport, c);

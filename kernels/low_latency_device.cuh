@@ -92,6 +92,8 @@ struct State {
   __device__ int32_t* pair_slot() const { return reinterpret_cast<int32_t*>(arrays() + s.pair_slot); }
   __device__ int32_t* row_slot() const { return reinterpret_cast<int32_t*>(arrays() + s.row_slot); }
   __device__ int32_t* row_source() const { return reinterpret_cast<int32_t*>(arrays() + s.row_source); }
+  __device__ int32_t* staged_row() const { return reinterpret_cast<int32_t*>(arrays() + s.staged_row); }
+  __device__ unsigned int* post_lock() const { return reinterpret_cast<unsigned int*>(arrays() + s.post_lock); }
 };
 
 __device__ inline State state_of(const LowLatencyShape& shape, const LowLatencyTransport& t, int half) {

@@ -378,9 +378,12 @@ __device__ uint8_t* dispatch_region(const LowLatencyTransport& t, const Regions&
   return base + regions.dispatch_recv(src);
 }
 
-// One warp expands message j of source `src` into every local expert row it names.
-__device__ void expand_message(const LowLatencyShape& shape, const DispatchCall& c,
-                               const RecvShared& sh, const State& st, int rank, int src, const uint8_t* message) {
+// One warp expands message j of source `src` into every local expert row it
+// names. `staged` (a source on another node): staged[slot - pair_base] =
+// row, so the combine send can stage that source's rows in slot order.
+__device__ void expand_message(const LowLatencyShape& shape, const DispatchCall& c, const RecvShared& sh,
+                               const State& st, int rank, int src, const uint8_t* message, int32_t* staged,
+                               int pair_base) {
   const int lane = threadIdx.x % kWarp;
   const int local = local_experts(shape);
   const int rows = rows_per_expert(shape);
@@ -433,6 +436,8 @@ __device__ void expand_message(const LowLatencyShape& shape, const DispatchCall&
       c.src_info[row] = token;
       st.row_slot()[row] = pair_slot;
       st.row_source()[row] = src;
+      const int j = pair_slot - pair_base;
+      if (staged != nullptr && j >= 0 && j < shape.max_tokens_per_rank * K) staged[j] = static_cast<int32_t>(row);
     }
   }
 }
@@ -524,8 +529,11 @@ dispatch_recv_kernel(LowLatencyShape shape, LowLatencyLayout layout, LowLatencyT
   const uint8_t* messages = dispatch_region(t, regions, src) + layout.dispatch_header_bytes;
   const size_t stride = message_stride(shape.num_topk, shape.hidden, c.use_fp8, c.ue8m0);
   const int warps = blockDim.x / kWarp;
+  const size_t pairs = static_cast<size_t>(shape.max_tokens_per_rank) * shape.num_topk;
+  int32_t* staged = t.peers.ptrs[src] == nullptr ? st.staged_row() + static_cast<size_t>(src) * pairs : nullptr;
+  const int pair_base = *reinterpret_cast<const int32_t*>(dispatch_region(t, regions, src) + kDispatchHeaderPairBase);
   for (int j = slice + slices * static_cast<int>(threadIdx.x / kWarp); j < sh.tokens[src]; j += slices * warps) {
-    expand_message(shape, c, sh, st, t.rank, src, messages + static_cast<size_t>(j) * stride);
+    expand_message(shape, c, sh, st, t.rank, src, messages + static_cast<size_t>(j) * stride, staged, pair_base);
   }
 }
 

@@ -102,6 +102,11 @@ inline constexpr size_t kCombineHeaderBytes = 16;
 //   int32  pair_slot[max_tokens * K]  combine_recv row of each (token, k), -1 none
 //   int32  row_slot[total_rows]  for each received row: its source's combine_recv row
 //   int32  row_source[total_rows]  and that source
+//   int32  staged_row[R][max_tokens * K]  for a source on another node: the
+//                                received row whose expert output goes back
+//                                at staging index j (its slot - pair_base_from)
+//   uint32 post_lock[R]          lock of the combine ring to each rank: the
+//                                blocks that stage its chunks post in turn
 struct StateLayout {
   size_t dispatch_calls = 0;
   size_t combine_calls = 0;
@@ -119,6 +124,8 @@ struct StateLayout {
   size_t pair_slot = 0;
   size_t row_slot = 0;
   size_t row_source = 0;
+  size_t staged_row = 0;
+  size_t post_lock = 0;
   size_t total_bytes = 0;
 };
 
@@ -151,6 +158,10 @@ EPX_LL_HOST_DEVICE inline StateLayout state_layout(int num_ranks, int max_tokens
   at += align16(4 * total_rows);
   s.row_source = at;
   at += align16(4 * total_rows);
+  s.staged_row = at;
+  at += align16(4 * r * static_cast<size_t>(max_tokens) * static_cast<size_t>(num_topk));
+  s.post_lock = at;
+  at += align16(4 * r);
   s.half_bytes = at;
   s.total_bytes = s.half_base + 2 * at;
   return s;

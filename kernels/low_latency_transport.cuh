@@ -12,12 +12,16 @@ namespace epx::kernels::ll {
 // Posts `length` bytes at `src_offset` of this rank's rdma space to
 // `dst_offset` of rank `dst`'s rdma space (the same window id on every
 // rank), then adds 1 to signal `signal` (relative to signal_base) on `dst`,
-// on ring `channel` of the group (its only producer during the call).
-// The daemon applies the signal after the data is placed. False when the
-// ring refused or timed out (a DeviceError is then recorded).
+// on ring `channel` of the group: its only producer during the call, or,
+// with `lock` (device memory), one of several that take that lock word in
+// turn. The daemon applies the signal after the data is placed. False when
+// the ring refused or timed out (a DeviceError is then recorded).
 __device__ inline bool post_region(const LowLatencyTransport& t, uint32_t channel, int dst, uint64_t src_offset,
-                                   uint64_t dst_offset, uint64_t length, uint32_t signal) {
-  const bool posted = post_write_signal(t.rings.ring(channel), static_cast<uint32_t>(dst), static_cast<uint16_t>(t.rdma_window),
+                                   uint64_t dst_offset, uint64_t length, uint32_t signal,
+                                   unsigned int* lock = nullptr) {
+  DeviceRing ring = t.rings.ring(channel);
+  if (lock != nullptr) ring.lock = lock;
+  const bool posted = post_write_signal(ring, static_cast<uint32_t>(dst), static_cast<uint16_t>(t.rdma_window),
                                         src_offset, static_cast<uint16_t>(t.rdma_window), dst_offset,
                                         static_cast<uint32_t>(length), t.signal_base + signal, 1);
   if (!posted) record_error(t.error, kLowLatencyPostFailed, static_cast<uint32_t>(dst), length, 0);
