@@ -1,8 +1,9 @@
 // epx::LowLatencyBuffer: DeepEP's low-latency MoE dispatch and combine
 // (deep_ep.Buffer.low_latency_dispatch / low_latency_combine) for one rank
 // of a job on one GPU. Same-node ranks are reached by NVLink stores, ranks
-// on other nodes through epxd (one staged write per destination rank per
-// call: a token goes once to each rank that hosts any of its experts, and
+// on other nodes through epxd (staged writes: dispatch posts one per
+// destination rank per call, combine one per ~256 KiB chunk as it is
+// staged; a token goes once to each rank that hosts any of its experts, and
 // that rank expands it into each local expert's rows).
 //
 //   auto buffer = epx::LowLatencyBuffer::create(job, {.num_max_dispatch_tokens_per_rank = 128,
