@@ -264,6 +264,9 @@ Status finalize_config(v1::DaemonConfig* c) {
   if (c->proxy_quantum_kib() == 0) c->set_proxy_quantum_kib(256);
   if (c->job_inflight_ops() == 0) c->set_job_inflight_ops(8);
   if (c->job_inflight_kib() == 0) c->set_job_inflight_kib(256);
+  if (c->rail_failures() == 0) c->set_rail_failures(3);
+  if (c->rail_stall_ms() == 0) c->set_rail_stall_ms(2000);
+  if (c->rail_cooldown_ms() == 0) c->set_rail_cooldown_ms(2000);
 
   if (!providers().count(c->provider())) {
     return invalid_argument("provider: '" + c->provider() + "' is not one of " + join(providers()));
@@ -314,6 +317,9 @@ Status finalize_config(v1::DaemonConfig* c) {
   if (c->proxy_quantum_kib() > (1u << 20)) return invalid_argument("proxy_quantum_kib: at most 1048576 (1 GiB)");
   if (c->job_inflight_ops() > 65536) return invalid_argument("job_inflight_ops: at most 65536");
   if (c->job_inflight_kib() > (1u << 22)) return invalid_argument("job_inflight_kib: at most 4194304 (4 GiB)");
+  if (c->rail_failures() > 1000000) return invalid_argument("rail_failures: at most 1000000");
+  if (c->rail_stall_ms() > 3600000) return invalid_argument("rail_stall_ms: at most 3600000 (one hour)");
+  if (c->rail_cooldown_ms() > 3600000) return invalid_argument("rail_cooldown_ms: at most 3600000 (one hour)");
   EPX_RETURN_IF_ERROR(check_job_weights(c->job_weights()));
   if (c->has_fault_injection()) {
     const auto& f = c->fault_injection();

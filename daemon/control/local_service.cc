@@ -105,6 +105,7 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
     r->set_provider(rail->provider());
     r->set_domain(rail->domain_name());
     r->set_address(rail->address());
+    r->set_fabric(rail->fabric_name());
   }
 
   // JoinJob waits at a remote barrier; if the client goes away meanwhile,

@@ -4,11 +4,13 @@
 
 namespace epx::daemon {
 
-JobPlane::JobPlane(const v1::RankTable& table, std::vector<std::vector<fi_addr_t>> addrs, uint32_t local_rails)
+JobPlane::JobPlane(const v1::RankTable& table, std::vector<std::vector<fi_addr_t>> addrs,
+                   std::vector<std::vector<uint32_t>> paired, uint32_t local_rails)
     : job_id_(table.job_id()),
       world_(table.world_size()),
       table_(table),
       addrs_(std::move(addrs)),
+      paired_(std::move(paired)),
       local_rails_(local_rails),
       ranks_(table.world_size()),
       views_(std::make_shared<JobViewCell>(nullptr)) {
@@ -176,6 +178,7 @@ void JobPlane::rebuild_locked() {
     rv.present = r.present;
     rv.node = table_.ranks(i).node();
     rv.addrs = addrs_[i];
+    if (i < paired_.size()) rv.paired_rail = paired_[i];
     rv.remote_rails = static_cast<uint32_t>(table_.ranks(i).rails_size());
     auto to_remote = [](const v1::WindowKeys& w) {
       RemoteWindow out;

@@ -21,8 +21,10 @@ namespace epx::daemon {
 
 class JobPlane {
  public:
-  // `addrs[rank]` is the rank's daemon's fi_addr on each local rail.
-  JobPlane(const v1::RankTable& table, std::vector<std::vector<fi_addr_t>> addrs, uint32_t local_rails);
+  // `addrs[rank]` is the rank's daemon's fi_addr on each local rail, and
+  // `paired[rank]` that daemon's rail each local rail writes to.
+  JobPlane(const v1::RankTable& table, std::vector<std::vector<fi_addr_t>> addrs,
+           std::vector<std::vector<uint32_t>> paired, uint32_t local_rails);
 
   const std::string& job_id() const { return job_id_; }
   uint32_t world() const { return world_; }
@@ -74,6 +76,7 @@ class JobPlane {
   const uint32_t world_;
   const v1::RankTable table_;
   const std::vector<std::vector<fi_addr_t>> addrs_;
+  const std::vector<std::vector<uint32_t>> paired_;
   const uint32_t local_rails_;
   mutable std::mutex mu_;
   std::vector<RankState> ranks_;

@@ -52,7 +52,8 @@ void JobPlanes::attach(const v1::RankTable& table, uint32_t rank, std::function<
       std::lock_guard<std::mutex> lock(mu_);
       auto& slot = jobs_[table.job_id()];
       if (!slot) {
-        slot = std::make_shared<JobPlane>(table, std::move(addrs.value()), static_cast<uint32_t>(proxies_.size()));
+        slot = std::make_shared<JobPlane>(table, std::move(addrs->addrs), std::move(addrs->remote_rails),
+                                          static_cast<uint32_t>(proxies_.size()));
         // Under the lock: a newer Publish of the same rank waits for mu_ and
         // so is applied after the older, kept one.
         auto first = early_.lower_bound({table.job_id(), 0});

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/dataplane/rail_call.h"
+#include "daemon/dataplane/remote_rail_choice.h"
 #include "daemon/fabric/device_memory.h"
 #include "daemon/fabric/fault_transport.h"
 #include "daemon/fabric/memory_registration.h"
@@ -85,15 +86,27 @@ void ProxySet::on_every_rail(std::function<Status(size_t)> task, std::function<v
 }
 
 void ProxySet::insert_addresses(const v1::RankTable& table, std::function<void(Result<Addresses>)> done) {
-  auto addrs = std::make_shared<Addresses>(table.world_size(), std::vector<fi_addr_t>(rails_.size(), FI_ADDR_UNSPEC));
+  auto out = std::make_shared<Addresses>();
+  out->addrs.assign(table.world_size(), std::vector<fi_addr_t>(rails_.size(), FI_ADDR_UNSPEC));
+  out->remote_rails.assign(table.world_size(), std::vector<uint32_t>(rails_.size(), RemoteRailPair::kNone));
+  std::vector<RailEnd> local;
+  for (const auto& rail : rails_) local.push_back(RailEnd{rail->fabric_name(), true});
+  for (uint32_t r = 0; r < table.world_size(); ++r) {
+    const auto& entry = table.ranks(static_cast<int>(r));
+    std::vector<RailEnd> remote;
+    for (const auto& rail : entry.rails()) remote.push_back(RailEnd{rail.fabric(), true});
+    const std::vector<RemoteRailPair> pairs = choose_remote_rails(local, remote);
+    for (size_t i = 0; i < pairs.size(); ++i) out->remote_rails[r][i] = pairs[i].remote;
+  }
   auto shared_table = std::make_shared<v1::RankTable>(table);
   on_every_rail(
-      [this, addrs, shared_table](size_t i) -> Status {
+      [this, out, shared_table](size_t i) -> Status {
         const v1::RankTable& t = *shared_table;
         for (uint32_t r = 0; r < t.world_size(); ++r) {
           const auto& entry = t.ranks(r);
-          if (entry.rails_size() == 0) continue;
-          const std::string& address = entry.rails(i % entry.rails_size()).address();
+          const uint32_t remote = out->remote_rails[r][i];
+          if (remote == RemoteRailPair::kNone) continue;
+          const std::string& address = entry.rails(static_cast<int>(remote)).address();
           auto& cache = av_cache_[i];
           auto hit = cache.find(address);
           if (hit == cache.end()) {
@@ -116,14 +129,14 @@ void ProxySet::insert_addresses(const v1::RankTable& table, std::function<void(R
             }
             hit = cache.emplace(address, fa).first;
           }
-          (*addrs)[r][i] = hit->second;
+          out->addrs[r][i] = hit->second;
         }
         return Status();
       },
       nullptr, false,
-      [addrs, done = std::move(done)](Status s) {
+      [out, done = std::move(done)](Status s) {
         if (!s.ok()) return done(s);
-        done(std::move(*addrs));
+        done(std::move(*out));
       });
 }
 

@@ -54,9 +54,15 @@ class ProxySet {
   void on_every_rail(std::function<Status(size_t rail)> task, std::function<void(size_t rail)> undo,
                      bool run_late, std::function<void(Status)> done);
 
-  using Addresses = std::vector<std::vector<fi_addr_t>>;  // [rank][rail]
-  // Inserts every rank's daemon address into every rail's address vector
-  // (once per address); answers, per rank, its fi_addr on each rail.
+  // Per rank, for each local rail: the rank's daemon's fi_addr there and the
+  // rail of that daemon it pairs with (remote_rail_choice.h).
+  struct Addresses {
+    std::vector<std::vector<fi_addr_t>> addrs;        // [rank][local rail]
+    std::vector<std::vector<uint32_t>> remote_rails;  // [rank][local rail]
+  };
+  // Pairs each local rail with one of every rank's daemon's rails (by fabric,
+  // then spread), inserts that address into the rail's address vector (once
+  // per address) and answers the pairs with their fi_addrs.
   void insert_addresses(const v1::RankTable& table, std::function<void(Result<Addresses>)> done);
 
   // Registers `region`'s memory (host region or device dma-buf) on every

@@ -17,7 +17,11 @@ Verdict check_rank(const JobView& view, uint16_t dst_rank, uint32_t rail, uint32
   if (rail >= dst.addrs.size() || dst.addrs[rail] == FI_ADDR_UNSPEC) {
     return bad(RingError::kBadRank, "rank " + std::to_string(dst_rank) + " has no address on rail " + std::to_string(rail));
   }
-  *remote_rail = dst.remote_rails ? rail % dst.remote_rails : 0;
+  if (rail < dst.paired_rail.size()) {
+    *remote_rail = dst.paired_rail[rail];
+  } else {
+    *remote_rail = dst.remote_rails ? rail % dst.remote_rails : 0;
+  }
   return {};
 }
 

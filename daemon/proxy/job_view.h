@@ -35,6 +35,10 @@ struct RankView {
   std::string node;
   std::vector<fi_addr_t> addrs;    // per local rail: the rank's daemon endpoint
   uint32_t remote_rails = 0;       // rails of the rank's daemon
+  // Per local rail: which of the rank's daemon's rails it writes to (keys
+  // are per remote rail; dataplane/remote_rail_choice.h). Empty: local rail
+  // i % remote_rails (views built by hand in tests).
+  std::vector<uint32_t> paired_rail;
   std::vector<RemoteWindow> windows;  // index = window id; [0] unused
   uint32_t signal_base = 0;        // node signal id of the rank's word 0
   uint32_t signal_count = 0;
