@@ -19,6 +19,7 @@
 
 #include <boost/program_options.hpp>
 #include <chrono>
+#include <ctime>
 #include <cstdlib>
 #include <iomanip>
 #include <iostream>
@@ -42,6 +43,16 @@ int usage(const std::string& message) {
 int failed(const epx::Status& s) {
   std::cerr << "epxctl: " << s.to_string() << "\n";
   return 1;
+}
+
+// "2026-12-01 15:31:15 UTC" for a unix time in ms.
+std::string format_unix_ms(uint64_t ms) {
+  const std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm = {};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return buf;
 }
 
 std::string hex_prefix(const std::string& bytes, size_t n = 8) {
@@ -111,7 +122,11 @@ int print_status(const epx::v1::DaemonStatus& st, bool json, bool jobs_only) {
                 << "  mr " << r.mr_mode() << "  hmem " << (r.fi_hmem() ? "yes" : "no") << "  addr "
                 << hex_prefix(r.address()) << "\n"
                 << "     device windows: "
-                << (r.device_windows() ? std::string("yes") : "no (" + r.device_windows_reason() + ")") << "\n";
+                << (r.device_windows() ? std::string("yes") : "no (" + r.device_windows_reason() + ")") << "\n"
+                << "     health: " << r.health() << " since " << format_unix_ms(r.health_since_ms())
+                << (r.health_reason().empty() ? "" : " (" + r.health_reason() + ")") << "; went unhealthy "
+                << r.health_changes() << "x, failed writes " << r.failed_ops() << "; posted " << r.posted_ops()
+                << " writes, " << r.posted_bytes() << " bytes\n";
     }
     std::cout << "clients: " << st.clients_size() << "\n";
     for (const auto& c : st.clients()) {

@@ -33,6 +33,7 @@ v1::DaemonStatus StatusReport::status(const StatusView& view) const {
     Status gpu = device_window_support(*rail);
     r->set_device_windows(gpu.ok());
     r->set_device_windows_reason(gpu.message());
+    data_plane_.fill_rail_status(rail->index(), r);
   }
   s.set_libfabric(libfabric_description());
   s.set_view(view.all ? "all" : "own (uid " + std::to_string(view.uid) + ")");

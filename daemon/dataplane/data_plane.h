@@ -93,6 +93,7 @@ class DataPlane {
   std::vector<v1::RingStatus> ring_status(uint64_t client_id) const { return rings_.status(client_id); }
   WindowUsage window_usage(uint64_t client_id) const { return jobs_.window_usage(client_id); }
   std::vector<v1::ProxyStatus> proxy_status() const { return proxies_.status(); }
+  void fill_rail_status(size_t rail, v1::RailStatus* out) const { proxies_.fill_rail_status(rail, out); }
 
  private:
   Result<std::shared_ptr<JobPlane>> formed(const std::string& job_id) const;

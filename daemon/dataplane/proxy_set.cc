@@ -46,6 +46,9 @@ Status ProxySet::start() {
     o.quantum_bytes = uint64_t{config_.proxy_quantum_kib()} << 10;
     o.job_inflight_ops = config_.job_inflight_ops();
     o.job_inflight_bytes = uint64_t{config_.job_inflight_kib()} << 10;
+    o.health.failures = config_.rail_failures();
+    o.health.stall = std::chrono::milliseconds(config_.rail_stall_ms());
+    o.health.cooldown = std::chrono::milliseconds(config_.rail_cooldown_ms());
     std::unique_ptr<Transport> transport = std::make_unique<RailTransport>(*rails_[i]);
     if (config_.has_fault_injection()) {
       spdlog::warn("rail {}: fault injection on (test-only config): {}", i,
@@ -61,11 +64,37 @@ Status ProxySet::start() {
 }
 
 size_t ProxySet::least_loaded() const {
-  size_t best = 0;
-  for (size_t i = 1; i < proxies_.size(); ++i) {
-    if (proxies_[i]->ring_count() < proxies_[best]->ring_count()) best = i;
+  // Healthy (or retrying) rails first: a group placed on an unhealthy rail
+  // would wait for it. With every rail unhealthy, the least loaded of all.
+  size_t best = proxies_.size();
+  for (size_t i = 0; i < proxies_.size(); ++i) {
+    const bool usable = proxies_[i]->health().usable();
+    if (best == proxies_.size()) {
+      best = i;
+      continue;
+    }
+    const bool best_usable = proxies_[best]->health().usable();
+    if (usable != best_usable) {
+      if (usable) best = i;
+    } else if (proxies_[i]->ring_count() < proxies_[best]->ring_count()) {
+      best = i;
+    }
   }
-  return best;
+  return best == proxies_.size() ? 0 : best;
+}
+
+void ProxySet::fill_rail_status(size_t rail, v1::RailStatus* out) const {
+  if (rail >= proxies_.size()) return;
+  const RailHealthReport h = proxies_[rail]->health().report();
+  const ProxyStats st = proxies_[rail]->stats();
+  out->set_health(rail_state_name(h.state));
+  out->set_health_reason(h.why);
+  out->set_health_since_ms(static_cast<uint64_t>(h.since_unix_ms));
+  out->set_health_changes(h.changes);
+  out->set_failed_ops(h.failed_ops);
+  out->set_stalled_ops(h.stalled_ops);
+  out->set_posted_bytes(st.posted_bytes);
+  out->set_posted_ops(st.fabric_ops);
 }
 
 void ProxySet::on_every_rail(std::function<Status(size_t)> task, std::function<void(size_t)> undo, bool run_late,

@@ -38,8 +38,10 @@ class ProxySet {
   Proxy& proxy(size_t rail) { return *proxies_[rail]; }
   SignalSpace& signals() { return *signals_; }
   DeadlineTimer& deadlines() { return deadlines_; }
-  // The rail whose proxy serves the fewest rings.
+  // The usable rail (rail_health.h) whose proxy serves the fewest rings.
   size_t least_loaded() const;
+  // The rail's health and traffic counters, for Status.
+  void fill_rail_status(size_t rail, v1::RailStatus* out) const;
 
   // Everything below hands its work to the proxies and returns at once;
   // `done` runs on a proxy thread (or the deadline thread, when a rail did

@@ -51,6 +51,7 @@ size_t Proxy::reap() {
     if (transport_->read_error(&err) > 0) {
       const std::string text = transport_->error_text(err);
       auto* c = static_cast<OpContext*>(err.op_context);
+      health_.on_failure(std::string("completion: ") + fi_strerror(err.err) + ": " + text, pass_now_);
       if (c != nullptr) {
         if (c->ring) {
           RingSlot d = {};
@@ -82,6 +83,7 @@ size_t Proxy::reap() {
     }
     auto* c = static_cast<OpContext*>(e.op_context);
     if (c == nullptr) continue;
+    health_.on_success(pass_now_);
     if (c->ring) complete(*c);
     uncount(*c);
     release_context(c);

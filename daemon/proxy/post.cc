@@ -83,6 +83,7 @@ Proxy::Posted Proxy::post_op(RingBinding& ring, PendingWrite& w, bool more) {
     return Posted::kRetry;
   }
   if (ret != 0) {
+    health_.on_failure(std::string("fi_writemsg: ") + fi_strerror(static_cast<int>(-ret)), pass_now_);
     ring::RingSlot d = {};
     d.dst_rank = w.dst_rank;
     reject(ring, d, ring::RingError::kTransport, std::string("fi_writemsg: ") + fi_strerror(static_cast<int>(-ret)));
@@ -98,6 +99,7 @@ Proxy::Posted Proxy::post_op(RingBinding& ring, PendingWrite& w, bool more) {
   c->dst_rank = w.dst_rank;
   c->share = &job;
   c->bytes = bytes;
+  c->posted_at = pass_now_;
   ++job.inflight_ops;
   job.inflight_bytes += bytes;
   JobShareStats& st = job.stats;
@@ -107,6 +109,7 @@ Proxy::Posted Proxy::post_op(RingBinding& ring, PendingWrite& w, bool more) {
   st.max_inflight_bytes = std::max(st.max_inflight_bytes, job.inflight_bytes);
   bump(ring.fabric_ops, 1);
   bump(stat_ops_, 1);
+  bump(stat_bytes_, bytes);
   w.next += k;
   return Posted::kPosted;
 }

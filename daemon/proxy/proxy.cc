@@ -45,6 +45,7 @@ Proxy::Proxy(std::unique_ptr<Transport> transport, const SignalSpace& signals, P
       write_limit_(std::min<uint64_t>(options.max_write_bytes, rail_.max_msg_size())),
       op_cost_(static_cast<int64_t>(std::max<uint64_t>(options.op_cost_bytes, 1))),
       iov_limit_(iov_limit_of(rail_)),
+      health_(rail_.index(), options.health),
       tasks_("proxy of rail " + std::to_string(rail_.index())) {}
 
 Proxy::~Proxy() {
@@ -244,6 +245,7 @@ ProxyStats Proxy::stats() const {
   s.ring_visits = stat_visits_.load(std::memory_order_relaxed);
   s.doorbells = stat_doorbells_.load(std::memory_order_relaxed);
   s.refused = stat_eagain_.load(std::memory_order_relaxed);
+  s.posted_bytes = stat_bytes_.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -261,6 +263,8 @@ void Proxy::run() {
   auto last_work = Clock::now();
   while (!stop_.load(std::memory_order_acquire)) {
     const auto pass_start = Clock::now();
+    pass_now_ = pass_start;
+    if (pass_start >= next_health_check_) check_health(pass_start);
     bool worked = tasks_.run_pending();
     worked |= finish_drains();
     worked |= finish_quiesces();
@@ -277,6 +281,22 @@ void Proxy::run() {
       std::this_thread::sleep_for(std::chrono::microseconds(options_.idle_sleep_us));
     }
   }
+}
+
+void Proxy::check_health(Clock::time_point now) {
+  // Often enough to notice a stall well within rail_stall_ms, rarely enough
+  // that scanning the contexts costs nothing.
+  constexpr auto kHealthTick = std::chrono::milliseconds(100);
+  next_health_check_ = now + kHealthTick;
+  Clock::duration oldest{0};
+  uint64_t stalled = 0;
+  for (const auto& c : contexts_) {
+    if (c.posted_at == Clock::time_point{}) continue;
+    const auto age = now - c.posted_at;
+    oldest = std::max(oldest, age);
+    if (age > health_.options().stall) ++stalled;
+  }
+  health_.tick(oldest, stalled, now);
 }
 
 }  // namespace epx::daemon

@@ -19,6 +19,7 @@
 
 #include "daemon/fabric/transport.h"
 #include "daemon/proxy/job_share.h"
+#include "daemon/proxy/rail_health.h"
 #include "daemon/proxy/ring_binding.h"
 #include "daemon/proxy/signal_space.h"
 #include "daemon/proxy/task_queue.h"
@@ -40,6 +41,7 @@ struct ProxyOptions {
   uint64_t op_cost_bytes = 4 << 10;
   uint32_t job_inflight_ops = 64;
   uint64_t job_inflight_bytes = 2 << 20;
+  RailHealthOptions health;
 };
 
 struct ProxyStats {
@@ -51,6 +53,7 @@ struct ProxyStats {
   uint64_t ring_visits = 0;      // times a ring was served (idle rings are not)
   uint64_t doorbells = 0;        // doorbells taken
   uint64_t refused = 0;          // writes the provider refused with -FI_EAGAIN (offered again next pass)
+  uint64_t posted_bytes = 0;     // bytes of the writes posted
 };
 
 class Proxy {
@@ -91,6 +94,7 @@ class Proxy {
   Status remove_ring(const std::shared_ptr<RingBinding>& ring, std::chrono::milliseconds timeout);
 
   Rail& rail() { return rail_; }
+  const RailHealth& health() const { return health_; }
   ProxyStats stats() const;
   // Each job's share of this rail now (jobs with a ring here), copied on the
   // proxy thread; waits at most `timeout` for it.
@@ -109,6 +113,9 @@ class Proxy {
     uint32_t dst_rank = 0;
     JobShare* share = nullptr;  // counts this write in flight
     uint64_t bytes = 0;
+    // When it was posted (the pass's clock), for stall detection; zero:
+    // the context is free.
+    std::chrono::steady_clock::time_point posted_at{};
   };
 
   struct Draining {
@@ -127,6 +134,8 @@ class Proxy {
   };
 
   void run();
+  // Every kHealthTick: finds the oldest write in flight and tells health_.
+  void check_health(std::chrono::steady_clock::time_point now);
   void attach(std::shared_ptr<RingBinding> ring);
   // Forgets closing rings whose writes completed (or timed out).
   bool finish_drains();
@@ -203,6 +212,11 @@ class Proxy {
   // proxy spent its passes on refused writes (ring ABI v2's regression of
   // the descriptor rate and of strided writes).
   bool tx_full_ = false;
+  RailHealth health_;
+  // The current pass's start: the posting time of its writes (one clock
+  // read per pass, not per write).
+  std::chrono::steady_clock::time_point pass_now_{};
+  std::chrono::steady_clock::time_point next_health_check_{};
 
   std::thread thread_;
   std::atomic<bool> stop_{false};
@@ -223,7 +237,7 @@ class Proxy {
 
   std::atomic<size_t> ring_count_{0};
   std::atomic<uint64_t> stat_descriptors_{0}, stat_ops_{0}, stat_signals_{0}, stat_bad_imm_{0}, stat_busy_ns_{0},
-      stat_visits_{0}, stat_doorbells_{0}, stat_eagain_{0};
+      stat_visits_{0}, stat_doorbells_{0}, stat_eagain_{0}, stat_bytes_{0};
 };
 
 }  // namespace epx::daemon

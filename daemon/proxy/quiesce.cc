@@ -62,6 +62,7 @@ bool Proxy::finish_quiesces() {
 void Proxy::release_context(OpContext* c) {
   c->ring = nullptr;
   c->views = nullptr;
+  c->posted_at = {};
   free_contexts_.push_back(c);
 }
 
