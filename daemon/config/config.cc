@@ -267,6 +267,7 @@ Status finalize_config(v1::DaemonConfig* c) {
   if (c->rail_failures() == 0) c->set_rail_failures(3);
   if (c->rail_stall_ms() == 0) c->set_rail_stall_ms(2000);
   if (c->rail_cooldown_ms() == 0) c->set_rail_cooldown_ms(2000);
+  if (c->stripe_min_kib() == 0) c->set_stripe_min_kib(512);
 
   if (!providers().count(c->provider())) {
     return invalid_argument("provider: '" + c->provider() + "' is not one of " + join(providers()));
@@ -320,6 +321,9 @@ Status finalize_config(v1::DaemonConfig* c) {
   if (c->rail_failures() > 1000000) return invalid_argument("rail_failures: at most 1000000");
   if (c->rail_stall_ms() > 3600000) return invalid_argument("rail_stall_ms: at most 3600000 (one hour)");
   if (c->rail_cooldown_ms() > 3600000) return invalid_argument("rail_cooldown_ms: at most 3600000 (one hour)");
+  if (c->stripe_min_kib() < 128 || c->stripe_min_kib() > (4u << 20)) {
+    return invalid_argument("stripe_min_kib: 128..4194304 (pieces are at least 64 KiB, two rails at least)");
+  }
   EPX_RETURN_IF_ERROR(check_job_weights(c->job_weights()));
   if (c->has_fault_injection()) {
     const auto& f = c->fault_injection();

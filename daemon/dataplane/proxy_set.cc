@@ -31,7 +31,12 @@ FaultPlan fault_plan(const v1::FaultInjection& f, uint32_t rail) {
 ProxySet::ProxySet(const v1::DaemonConfig& config, const std::vector<std::unique_ptr<Rail>>& rails)
     : config_(config), rails_(rails) {}
 
-ProxySet::~ProxySet() { proxies_.clear(); }
+ProxySet::~ProxySet() {
+  // All threads first: a proxy still running may hand a relayed write's
+  // answer to another (relayed_write.h).
+  for (auto& p : proxies_) p->stop();
+  proxies_.clear();
+}
 
 Status ProxySet::start() {
   EPX_ASSIGN_OR_RETURN(signals_, SignalSpace::create());
@@ -56,9 +61,14 @@ Status ProxySet::start() {
       transport = std::make_unique<FaultTransport>(std::move(transport),
                                                    fault_plan(config_.fault_injection(), static_cast<uint32_t>(i)));
     }
-    auto proxy = std::make_unique<Proxy>(std::move(transport), *signals_, o);
-    EPX_RETURN_IF_ERROR(proxy->start().with_context("proxy of rail " + std::to_string(i)));
-    proxies_.push_back(std::move(proxy));
+    o.stripe_min_bytes = config_.stripe_off() ? 0 : uint64_t{config_.stripe_min_kib()} << 10;
+    proxies_.push_back(std::make_unique<Proxy>(std::move(transport), *signals_, o));
+  }
+  std::vector<Proxy*> all;
+  for (auto& p : proxies_) all.push_back(p.get());
+  for (auto& p : proxies_) p->set_node_rails(all);
+  for (size_t i = 0; i < proxies_.size(); ++i) {
+    EPX_RETURN_IF_ERROR(proxies_[i]->start().with_context("proxy of rail " + std::to_string(i)));
   }
   return Status();
 }

@@ -53,7 +53,15 @@ size_t Proxy::reap() {
       auto* c = static_cast<OpContext*>(err.op_context);
       health_.on_failure(std::string("completion: ") + fi_strerror(err.err) + ": " + text, pass_now_);
       if (c != nullptr) {
-        if (c->ring) {
+        if (c->relayed) {
+          // Another proxy's write: it decides whether to send it again.
+          c->relayed->maybe_landed = true;
+          c->relayed->error = std::string(fi_strerror(err.err)) + ": " + text;
+          answer(std::move(c->relayed));
+        } else if (c->ring && c->piece.imm == 0 &&
+                   reissue(*c, std::string("completion failed: ") + fi_strerror(err.err) + ": " + text)) {
+          // Data only: sent again on a usable rail (it may land twice).
+        } else if (c->ring) {
           RingSlot d = {};
           reject(*c->ring, d, RingError::kTransport, std::string("write failed: ") + fi_strerror(err.err) + ": " + text);
           complete(*c);
@@ -84,7 +92,12 @@ size_t Proxy::reap() {
     auto* c = static_cast<OpContext*>(e.op_context);
     if (c == nullptr) continue;
     health_.on_success(pass_now_);
-    if (c->ring) complete(*c);
+    if (c->relayed) {
+      c->relayed->ok = true;
+      answer(std::move(c->relayed));
+    } else if (c->ring) {
+      complete(*c);
+    }
     uncount(*c);
     release_context(c);
   }

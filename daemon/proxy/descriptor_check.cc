@@ -171,12 +171,46 @@ Verdict check_signal(const JobView& view, const ring::RingSlot& d, uint32_t rail
                                           std::to_string(rrail));
   }
   out->dst_rank = d.dst_rank;
+  out->to_signal = true;
   out->remote_addr = dst.signal_target.rails[rrail].base;
   out->key = dst.signal_target.rails[rrail].key;
   out->addr = dst.addrs[rail];
   out->imm = imm;
   out->descriptors = 1;
   out->view_generation = view.generation;
+  return {};
+}
+
+Verdict rebind(const JobView& view, uint32_t src_rank, uint32_t rail, PendingWrite* w) {
+  uint32_t rrail = 0;
+  if (Verdict v = check_rank(view, w->dst_rank, rail, &rrail); !v.ok()) return v;
+  const RankView& dst = view.ranks[w->dst_rank];
+  w->addr = dst.addrs[rail];
+  if (w->to_signal) {
+    if (rrail >= dst.signal_target.rails.size()) {
+      return bad(RingError::kBadSignal, "rank " + std::to_string(w->dst_rank) + "'s signals have no key for rail " +
+                                            std::to_string(rrail));
+    }
+    w->remote_addr = dst.signal_target.rails[rrail].base;
+    w->key = dst.signal_target.rails[rrail].key;
+    w->desc = nullptr;  // the posting proxy's own scratch word
+    return {};
+  }
+  const auto& mine = view.ranks[src_rank].local_windows;
+  if (w->src_window >= mine.size() || rail >= mine[w->src_window].descs.size() ||
+      w->dst_window >= dst.windows.size() || rrail >= dst.windows[w->dst_window].rails.size()) {
+    return bad(RingError::kBadWindow, "window " + std::to_string(w->dst_window) + " of rank " +
+                                          std::to_string(w->dst_rank) + " has no key for rail " +
+                                          std::to_string(rrail) + " (paired with local rail " + std::to_string(rail) +
+                                          ")");
+  }
+  // The checks made when the write was resolved hold: windows only go with
+  // a new view, and a write resolved against an older one is checked again
+  // by the caller.
+  const RemoteRail& key = dst.windows[w->dst_window].rails[rrail];
+  w->desc = mine[w->src_window].descs[rail];
+  w->remote_addr = key.base + (w->dst_end - w->length);
+  w->key = key.key;
   return {};
 }
 

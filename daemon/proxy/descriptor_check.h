@@ -53,4 +53,13 @@ bool strided_fits(uint64_t offset, uint64_t stride, uint32_t count, uint64_t len
 // the caller supplies the source.
 Verdict check_signal(const JobView& view, const ring::RingSlot& d, uint32_t rail, PendingWrite* out);
 
+// Re-targets a write resolved for one local rail to local `rail` (a stripe
+// piece, or a write moved off an unhealthy rail): the source registration,
+// the destination's key and address, the peer's fi_addr, all as that rail
+// sees them (its remote rail by dst.paired_rail). `w` must be a resolved
+// write whose src/dst offsets (src, dst_end - length) are its first byte's;
+// the view must be the one it was checked against or a newer one of the
+// same windows. Fails when the rank is gone or `rail` cannot reach it.
+Verdict rebind(const JobView& view, uint32_t src_rank, uint32_t rail, PendingWrite* w);
+
 }  // namespace epx::daemon

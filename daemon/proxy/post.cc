@@ -20,24 +20,7 @@ uint32_t Proxy::elements_per_op(uint64_t length) const {
   return static_cast<uint32_t>(std::min<uint64_t>(iov_limit_, by_bytes));
 }
 
-Proxy::Posted Proxy::post_op(RingBinding& ring, PendingWrite& w, bool more) {
-  if (tx_full_) return Posted::kRetry;
-  if (free_contexts_.empty()) {
-    tx_full_ = true;
-    return Posted::kRetry;
-  }
-  const uint32_t k = std::min(w.count - w.next, elements_per_op(w.length));
-  const uint64_t bytes = uint64_t{k} * w.length;
-  JobShare& job = *ring.share;
-  if (job.holds_back(bytes)) {
-    ++job.stats.bound_waits;
-    return Posted::kRetry;
-  }
-  const bool last = w.next + k == w.count;
-  OpContext* c = free_contexts_.back();
-  c->ring = &ring;
-  c->descriptors = last ? w.descriptors : 0;
-  c->entry = w.entry;
+ssize_t Proxy::post_fabric(const PendingWrite& w, uint32_t k, bool last, bool more, OpContext* c) {
   // Element i of a strided write: src + i * src_stride -> remote + i * dst_stride.
   iovec iov[64];
   void* descs[64];
@@ -80,10 +63,54 @@ Proxy::Posted Proxy::post_op(RingBinding& ring, PendingWrite& w, bool more) {
     // Full for every ring of this rail: the rest of the pass reaps instead.
     tx_full_ = true;
     bump(stat_eagain_, 1);
+  } else if (ret == 0) {
+    more_open_ = (flags & FI_MORE) != 0;
+  } else {
+    health_.on_failure(std::string("fi_writemsg: ") + fi_strerror(static_cast<int>(-ret)), pass_now_);
+  }
+  return ret;
+}
+
+Proxy::Posted Proxy::post_op(RingBinding& ring, PendingWrite& w, bool more) {
+  if (tx_full_) return Posted::kRetry;
+  if (free_contexts_.empty()) {
+    tx_full_ = true;
     return Posted::kRetry;
   }
+  const uint32_t k = std::min(w.count - w.next, elements_per_op(w.length));
+  const uint64_t bytes = uint64_t{k} * w.length;
+  JobShare& job = *ring.share;
+  if (job.holds_back(bytes)) {
+    ++job.stats.bound_waits;
+    return Posted::kRetry;
+  }
+  // A large write goes out in pieces over every usable rail (relay.cc).
+  if (!more_open_ && stripe_min_bytes_ != 0 && w.count == 1 && w.next == 0 && w.length >= stripe_min_bytes_ &&
+      stripe(ring, w)) {
+    return Posted::kPosted;
+  }
+  if (!more_open_ && !health_.usable()) {
+    // This rail is failing: the write goes out on a usable one (when there
+    // is none, it is tried here: it may yet get through).
+    const int other = usable_rail(rail_.index());
+    if (other >= 0 && move(ring, w, k, static_cast<uint32_t>(other))) return Posted::kPosted;
+  }
+  const bool last = w.next + k == w.count;
+  OpContext* c = free_contexts_.back();
+  c->ring = &ring;
+  c->descriptors = last ? w.descriptors : 0;
+  c->entry = w.entry;
+  const ssize_t ret = post_fabric(w, k, last, more, c);
+  if (ret == -FI_EAGAIN) return Posted::kRetry;
   if (ret != 0) {
-    health_.on_failure(std::string("fi_writemsg: ") + fi_strerror(static_cast<int>(-ret)), pass_now_);
+    // Refused: it never left, so it is sent again, signal and all: on
+    // another rail, or on this one in a later pass (where it flushes a
+    // write the provider holds for FI_MORE) when none is usable.
+    if (!node_rails_.empty()) {
+      const int other = more_open_ ? -1 : usable_rail(rail_.index());
+      const uint32_t rail = other >= 0 ? static_cast<uint32_t>(other) : rail_.index();
+      if (move(ring, w, k, rail)) return Posted::kPosted;
+    }
     ring::RingSlot d = {};
     d.dst_rank = w.dst_rank;
     reject(ring, d, ring::RingError::kTransport, std::string("fi_writemsg: ") + fi_strerror(static_cast<int>(-ret)));
@@ -100,6 +127,9 @@ Proxy::Posted Proxy::post_op(RingBinding& ring, PendingWrite& w, bool more) {
   c->share = &job;
   c->bytes = bytes;
   c->posted_at = pass_now_;
+  c->piece = w;
+  c->piece.count = w.next + k;
+  c->piece.imm = last ? w.imm : 0;
   ++job.inflight_ops;
   job.inflight_bytes += bytes;
   JobShareStats& st = job.stats;

@@ -46,9 +46,13 @@ Proxy::Proxy(std::unique_ptr<Transport> transport, const SignalSpace& signals, P
       op_cost_(static_cast<int64_t>(std::max<uint64_t>(options.op_cost_bytes, 1))),
       iov_limit_(iov_limit_of(rail_)),
       health_(rail_.index(), options.health),
+      stripe_min_bytes_(options.stripe_min_bytes),
+      stripe_min_piece_(std::max<uint64_t>(options.stripe_min_piece, 1)),
       tasks_("proxy of rail " + std::to_string(rail_.index())) {}
 
-Proxy::~Proxy() {
+Proxy::~Proxy() { stop(); }
+
+void Proxy::stop() {
   stop_.store(true, std::memory_order_release);
   if (thread_.joinable()) thread_.join();
 }
@@ -113,6 +117,11 @@ void Proxy::take_doorbells(JobShare& job) {
 }
 
 void Proxy::detach(RingBinding& ring) {
+  // Its writes still out on other rails stop counting for its job now (the
+  // job's share may go below); their answers find the ring let go.
+  for (RelayedWrite* w : outstanding_) {
+    if (w->ring.get() == &ring) uncount_relay(*w);
+  }
   JobShare* job = ring.share;
   ring.share = nullptr;
   rings_.erase(std::remove_if(rings_.begin(), rings_.end(), [&](const auto& r) { return r.get() == &ring; }),
@@ -270,6 +279,9 @@ void Proxy::run() {
     worked |= finish_quiesces();
     // A full transmit queue lasts until this pass's poll_cq reaped.
     tx_full_ = false;
+    // Writes other proxies handed to this rail first: they were taken from
+    // their rings already.
+    worked |= post_relayed();
     worked |= serve_jobs();
     worked |= poll_cq();
     const auto now = Clock::now();
@@ -297,6 +309,7 @@ void Proxy::check_health(Clock::time_point now) {
     if (age > health_.options().stall) ++stalled;
   }
   health_.tick(oldest, stalled, now);
+  if (!health_.usable()) abandon_stalled(now);
 }
 
 }  // namespace epx::daemon

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -20,6 +21,7 @@
 #include "daemon/fabric/transport.h"
 #include "daemon/proxy/job_share.h"
 #include "daemon/proxy/rail_health.h"
+#include "daemon/proxy/relayed_write.h"
 #include "daemon/proxy/ring_binding.h"
 #include "daemon/proxy/signal_space.h"
 #include "daemon/proxy/task_queue.h"
@@ -42,6 +44,12 @@ struct ProxyOptions {
   uint32_t job_inflight_ops = 64;
   uint64_t job_inflight_bytes = 2 << 20;
   RailHealthOptions health;
+  // Writes of at least this many bytes are split across every usable rail
+  // of the node (relayed_write.h); 0: never split.
+  uint64_t stripe_min_bytes = 0;
+  // The smallest piece: smaller ones cost more in per-operation overhead
+  // than a rail of their own gains.
+  uint64_t stripe_min_piece = 64 << 10;
 };
 
 struct ProxyStats {
@@ -61,8 +69,15 @@ class Proxy {
   // The proxy owns `transport` (the rail's RailTransport, or a decorator).
   Proxy(std::unique_ptr<Transport> transport, const SignalSpace& signals, ProxyOptions options);
   ~Proxy();  // stops the thread
+  // Stops the thread (idempotent). Proxies that relay to each other are all
+  // stopped before any is destroyed: a running one may still answer another.
+  void stop();
 
   Status start();
+  // Every proxy of the node by rail index, this one included: where striped
+  // pieces and writes moved off an unhealthy rail go. Set before start();
+  // without it the proxy uses its own rail only.
+  void set_node_rails(std::vector<Proxy*> rails) { node_rails_ = std::move(rails); }
 
   // Runs `task` on the proxy thread between passes and waits for it, at most
   // `timeout`. The task may use the rail's fids.
@@ -116,6 +131,13 @@ class Proxy {
     // When it was posted (the pass's clock), for stall detection; zero:
     // the context is free.
     std::chrono::steady_clock::time_point posted_at{};
+    // Posted for a ring of another proxy (or a piece of one of ours): its
+    // answer goes back to the owner. Reset when the write is given up on
+    // here (stalled), so a late completion only frees the context.
+    std::shared_ptr<RelayedWrite> relayed;
+    // What it posted (this operation's elements, its immediate), so a write
+    // of our own ring that failed or stalled can be sent on another rail.
+    PendingWrite piece;
   };
 
   struct Draining {
@@ -170,7 +192,44 @@ class Proxy {
   enum class Posted { kPosted, kRetry, kFailed };
   // Posts the next fabric operation of `w` (up to elements_per_op elements).
   // kRetry without asking the provider once tx_full_ is set in this pass.
+  // A write on an unhealthy rail goes to a usable one instead, and one of
+  // at least stripe_min_bytes is split across the usable rails (relay.cc).
   Posted post_op(RingBinding& ring, PendingWrite& w, bool more);
+  // fi_writemsg of elements [w.next, w.next + k) of `w` with context `c`;
+  // the immediate rides along when `last`. Returns the provider's answer
+  // (-FI_EAGAIN also sets tx_full_).
+  ssize_t post_fabric(const PendingWrite& w, uint32_t k, bool last, bool more, OpContext* c);
+
+  // Relaying (relay.cc). Owner side: hands `w` to the proxy of w->rail.
+  void relay(std::shared_ptr<RelayedWrite> w);
+  // Splits `w` (one plain write, nothing of it posted) into one piece per
+  // usable rail; false when fewer than two rails can take a piece.
+  bool stripe(RingBinding& ring, PendingWrite& w);
+  // Moves the next operation of `w` (k elements) to usable rail `rail`.
+  bool move(RingBinding& ring, PendingWrite& w, uint32_t k, uint32_t rail);
+  // The answer of a write this proxy relayed: completes it for its ring, or
+  // sends it to another rail, or reports it failed.
+  void relay_answered(const std::shared_ptr<RelayedWrite>& w);
+  // A relayed write is done for its ring (the ring's own state).
+  void finish_relayed(RingBinding& ring, RelayedWrite& w);
+  // A usable rail other than `except` (round robin); -1: none.
+  int usable_rail(uint32_t except);
+  // For a write sent again: a usable rail other than `except`, else any
+  // other rail, else `except` itself.
+  uint32_t retry_rail(uint32_t except);
+  void count_relay(RelayedWrite& w);
+  void uncount_relay(RelayedWrite& w);
+  // Target side: posts the writes other proxies handed here; true if any.
+  bool post_relayed();
+  // Sends the write of context `c` (our own ring's, without a signal, or
+  // never posted) again on a usable rail; the context then only waits for
+  // its completion to be freed. False when no rail can take it.
+  bool reissue(OpContext& c, const std::string& why);
+  // Hands a relayed write back to its owner with its outcome.
+  void answer(std::shared_ptr<RelayedWrite> w);
+  // Gives up on relayed writes without a signal that stalled here, so their
+  // owners send them on another rail.
+  void abandon_stalled(std::chrono::steady_clock::time_point now);
   // Elements of `length` bytes one fabric operation may carry.
   uint32_t elements_per_op(uint64_t length) const;
   // Posts the held signals whose scope has completed; true if any went.
@@ -213,10 +272,22 @@ class Proxy {
   // the descriptor rate and of strided writes).
   bool tx_full_ = false;
   RailHealth health_;
+  // The last write posted on this rail carried FI_MORE: the provider may
+  // hold it until a post without the flag. A write then goes out here, not
+  // striped or moved to another rail, so that nothing stays held back.
+  bool more_open_ = false;
   // The current pass's start: the posting time of its writes (one clock
   // read per pass, not per write).
   std::chrono::steady_clock::time_point pass_now_{};
   std::chrono::steady_clock::time_point next_health_check_{};
+  const uint64_t stripe_min_bytes_;
+  const uint64_t stripe_min_piece_;
+  std::vector<Proxy*> node_rails_;  // set before start(), read-only after
+  size_t next_rail_ = 0;             // round robin of usable_rail()
+  // Target side: written handed here, in order, not posted yet.
+  std::deque<std::shared_ptr<RelayedWrite>> relayed_;
+  // Owner side: writes relayed and not answered yet (detach uncounts them).
+  std::vector<RelayedWrite*> outstanding_;
 
   std::thread thread_;
   std::atomic<bool> stop_{false};

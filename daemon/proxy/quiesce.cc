@@ -23,6 +23,12 @@ size_t Proxy::writes_towards(const JobViewCell* views, uint32_t rank) const {
   for (const auto& c : contexts_) {
     if (c.views == views && c.dst_rank == rank) ++n;
   }
+  // Handed here by another rail's proxy and not posted yet (one relayed
+  // before the rank was marked absent, still in a task queue, is refused
+  // when this proxy gets to it: post_relayed checks the view).
+  for (const auto& w : relayed_) {
+    if (w->ring->views.get() == views && w->write.dst_rank == rank) ++n;
+  }
   // Assembled but not yet accepted by the provider (a closing ring dropped
   // its own).
   for (const auto& r : rings_) {
@@ -63,6 +69,7 @@ void Proxy::release_context(OpContext* c) {
   c->ring = nullptr;
   c->views = nullptr;
   c->posted_at = {};
+  c->relayed.reset();
   free_contexts_.push_back(c);
 }
 

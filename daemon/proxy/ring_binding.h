@@ -33,6 +33,9 @@ struct PendingWrite {
   uint64_t key = 0;
   fi_addr_t addr = FI_ADDR_UNSPEC;
   uint32_t imm = 0;          // 0: no remote CQ data
+  // A signal-only write (check_signal): 8 bytes from the posting proxy's
+  // scratch word into the destination's signal scratch word.
+  bool to_signal = false;
   uint32_t descriptors = 0;  // how many ring slots it carries
   // For coalescing: where the next adjacent descriptor would start.
   uint16_t src_window = 0, dst_window = 0;
@@ -82,7 +85,9 @@ struct RingGroupBinding {
   std::vector<RingBinding*> rings;
 };
 
-struct RingBinding {
+// Shared (enable_shared_from_this): a write relayed to another rail keeps
+// its ring alive until its answer is back (relayed_write.h).
+struct RingBinding : std::enable_shared_from_this<RingBinding> {
   uint64_t id = 0;
   uint64_t client_id = 0;
   uint32_t rank = 0;  // the producing rank
