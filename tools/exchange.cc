@@ -4,9 +4,10 @@
 // checks every byte. Used by tools/demo.sh and the integration tests.
 //
 //   epx_exchange --socket S --job J --world W --rank R [--coordinator A]
-//                [--rounds N] [--bytes-per-peer B] [--seed X]
+//                [--rounds N] [--bytes-per-peer B] [--seed X] [--block-bytes K]
 // Prints one line per round and a summary; exit 0 only if every byte matched.
 #include <boost/program_options.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <iostream>
@@ -30,7 +31,13 @@ inline uint8_t pattern(uint32_t round, uint32_t src, uint32_t dst, uint64_t offs
 // Block sizes src sends to dst in a round: deterministic, so the receiver
 // knows how many signals to expect. Sizes from 1 byte to 64 KiB, summing
 // to at most `budget`.
-std::vector<uint32_t> blocks(uint64_t seed, uint32_t round, uint32_t src, uint32_t dst, uint64_t budget) {
+std::vector<uint32_t> blocks(uint64_t seed, uint32_t round, uint32_t src, uint32_t dst, uint64_t budget,
+                             uint64_t block_bytes) {
+  if (block_bytes != 0) {
+    // Fixed blocks (large writes, which the daemon stripes across its rails).
+    std::vector<uint32_t> out(std::max<uint64_t>(budget / block_bytes, 1), static_cast<uint32_t>(block_bytes));
+    return out;
+  }
   std::mt19937_64 rng(seed ^ (uint64_t{round} << 40) ^ (uint64_t{src} << 20) ^ dst);
   std::vector<uint32_t> out;
   uint64_t used = 0;
@@ -63,6 +70,8 @@ int main(int argc, char** argv) {
       "rounds", po::value<uint32_t>()->default_value(3), "rounds")(
       "bytes-per-peer", po::value<uint64_t>()->default_value(1 << 20), "bytes each rank sends each rank per round")(
       "seed", po::value<uint64_t>()->default_value(42), "block-size seed (same on all ranks)")(
+      "block-bytes", po::value<uint64_t>()->default_value(0),
+      "fixed block size (at most bytes-per-peer, < 4 GiB); 0: random sizes from 1 byte to 64 KiB")(
       "timeout-ms", po::value<uint32_t>()->default_value(30000), "per-wait timeout")(
       "print-table", "print the rank table after joining");
   po::variables_map vm;
@@ -70,6 +79,11 @@ int main(int argc, char** argv) {
   const uint32_t world = vm["world"].as<uint32_t>(), rank = vm["rank"].as<uint32_t>();
   const uint32_t rounds = vm["rounds"].as<uint32_t>();
   const uint64_t per_peer = vm["bytes-per-peer"].as<uint64_t>(), seed = vm["seed"].as<uint64_t>();
+  const uint64_t block_bytes = vm["block-bytes"].as<uint64_t>();
+  if (block_bytes > per_peer || block_bytes > 0xFFFFFFFFu) {
+    std::cerr << "epx_exchange: --block-bytes must be at most --bytes-per-peer and below 4 GiB" << std::endl;
+    return 2;
+  }
   const auto timeout = std::chrono::milliseconds(vm["timeout-ms"].as<uint32_t>());
 
   auto client = epx::Client::connect(vm["socket"].as<std::string>());
@@ -111,7 +125,7 @@ int main(int argc, char** argv) {
     }
     for (uint32_t dst = 0; dst < world; ++dst) {
       uint64_t offset = 0;
-      for (uint32_t size : blocks(seed, round, rank, dst, per_peer)) {
+      for (uint32_t size : blocks(seed, round, rank, dst, per_peer, block_bytes)) {
         auto s = (*ring)->post_write_signal(dst, *send, dst * per_peer + offset, recv->id(), rank * per_peer + offset,
                                             size, epx::SignalRef{rank, 1}, timeout);
         if (!s.ok()) return fail("post to rank " + std::to_string(dst), s);
@@ -122,7 +136,7 @@ int main(int argc, char** argv) {
     std::vector<uint32_t> all(world);
     for (uint32_t src = 0; src < world; ++src) {
       all[src] = src;
-      expected[src] += blocks(seed, round, src, rank, per_peer).size();
+      expected[src] += blocks(seed, round, src, rank, per_peer, block_bytes).size();
     }
     // Each source's count, named on timeout: the late peer is visible.
     for (uint32_t src = 0; src < world; ++src) {
@@ -133,7 +147,7 @@ int main(int argc, char** argv) {
     uint64_t bad = 0, first_bad = 0;
     for (uint32_t src = 0; src < world; ++src) {
       uint64_t len = 0;
-      for (uint32_t size : blocks(seed, round, src, rank, per_peer)) len += size;
+      for (uint32_t size : blocks(seed, round, src, rank, per_peer, block_bytes)) len += size;
       const uint8_t* slice = recv->data() + src * per_peer;
       for (uint64_t i = 0; i < len; ++i) {
         if (slice[i] != pattern(round, src, rank, i)) {
@@ -150,6 +164,15 @@ int main(int argc, char** argv) {
     // Nobody rewrites its send window or our receive slices before everyone
     // verified this round.
     if (auto s = (*ring)->flush(timeout); !s.ok()) return fail("flush", s);
+    // Exact, not just reached: no source can post its next round before the
+    // barrier below, so a word above its count was bumped twice.
+    for (uint32_t src = 0; src < world; ++src) {
+      if (signals->value(src) != expected[src]) {
+        std::cerr << "epx_exchange: rank " << rank << " round " << round << ": signal of rank " << src << " is "
+                  << signals->value(src) << ", expected exactly " << expected[src] << std::endl;
+        return 1;
+      }
+    }
     if (auto s = job->barrier(timeout); !s.ok()) return fail("barrier after round", s);
     std::cout << "rank " << rank << " round " << round << ": all bytes from " << world << " ranks verified"
               << std::endl;

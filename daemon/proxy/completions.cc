@@ -58,9 +58,12 @@ size_t Proxy::reap() {
           c->relayed->maybe_landed = true;
           c->relayed->error = std::string(fi_strerror(err.err)) + ": " + text;
           answer(std::move(c->relayed));
-        } else if (c->ring && c->piece.imm == 0 &&
-                   reissue(*c, std::string("completion failed: ") + fi_strerror(err.err) + ": " + text)) {
-          // Data only: sent again on a usable rail (it may land twice).
+        } else if (c->ring && (c->reissued || (c->piece.imm == 0 &&
+                                               reissue(*c, std::string("completion failed: ") +
+                                                                fi_strerror(err.err) + ": " + text)))) {
+          // Data only: its copy on another rail completes it (it may land
+          // twice, the same bytes); this one only releases its hold.
+          complete(*c);
         } else if (c->ring) {
           RingSlot d = {};
           reject(*c->ring, d, RingError::kTransport, std::string("write failed: ") + fi_strerror(err.err) + ": " + text);

@@ -138,6 +138,9 @@ class Proxy {
     // What it posted (this operation's elements, its immediate), so a write
     // of our own ring that failed or stalled can be sent on another rail.
     PendingWrite piece;
+    // Sent again on another rail (stalled here): its completion only
+    // releases the tracking entry, which it holds open until then.
+    bool reissued = false;
   };
 
   struct Draining {
@@ -221,9 +224,10 @@ class Proxy {
   void uncount_relay(RelayedWrite& w);
   // Target side: posts the writes other proxies handed here; true if any.
   bool post_relayed();
-  // Sends the write of context `c` (our own ring's, without a signal, or
-  // never posted) again on a usable rail; the context then only waits for
-  // its completion to be freed. False when no rail can take it.
+  // Sends the write of context `c` (our own ring's, without a signal) again
+  // on another rail; `c` keeps its ring's tracking entry open until its own
+  // completion (so no flush passes a write that may still land) but hands
+  // its descriptors to the copy. False when no rail can take it.
   bool reissue(OpContext& c, const std::string& why);
   // Hands a relayed write back to its owner with its outcome.
   void answer(std::shared_ptr<RelayedWrite> w);

@@ -70,6 +70,7 @@ void Proxy::release_context(OpContext* c) {
   c->views = nullptr;
   c->posted_at = {};
   c->relayed.reset();
+  c->reissued = false;
   free_contexts_.push_back(c);
 }
 

@@ -149,6 +149,22 @@ void Proxy::relay_answered(const std::shared_ptr<RelayedWrite>& w) {
   uncount_relay(*w);
   RingBinding& ring = *w->ring;
   if (ring.share == nullptr) return;  // the ring was let go (its drain timed out): nothing to complete
+  if (w->abandoned) {
+    // A stalled original resolved (its copy went elsewhere): it can no
+    // longer land, so its hold on the tracking entry ends.
+    --ring.inflight;
+    --ring.entry(w->entry).open;
+    publish_watermark(ring);
+    if (!ring.held.empty()) activate(ring);
+    return;
+  }
+  if (w->stalled_copy) {
+    // The copy of a stalled write: in flight for the ring from now on,
+    // beside its original's hold.
+    w->stalled_copy = false;
+    ++ring.inflight;
+    ++ring.entry(w->entry).open;
+  }
   if (!w->ok) {
     // Data alone may be written twice (the same bytes); a signal must count
     // once, so a write carrying one goes again only if it surely never left.
@@ -299,10 +315,14 @@ bool Proxy::reissue(OpContext& c, const std::string& why) {
   r->bytes = c.bytes;
   spdlog::info("rail {}: write of {} bytes to rank {} sent again on rail {} ({})", rail_.index(), c.bytes,
                c.piece.dst_rank, rail, why);
-  // The ring's in-flight count and tracking entry pass to the relayed copy.
+  // The copy completes the descriptors and counts for the job; the
+  // original keeps holding the tracking entry until it resolves.
+  c.descriptors = 0;
+  c.reissued = true;
   uncount(c);
   count_relay(*r);
-  c.ring = nullptr;
+  ++ring.inflight;
+  ++ring.entry(c.entry).open;
   relay(std::move(r));
   return true;
 }
@@ -313,17 +333,23 @@ void Proxy::abandon_stalled(std::chrono::steady_clock::time_point now) {
     // Our own ring's write without a signal: sent again elsewhere (the data
     // may land twice, the same bytes). With a signal it waits for its
     // completion here: the signal may have counted already.
-    if (c.ring != nullptr && c.piece.imm == 0) {
+    if (c.ring != nullptr && c.piece.imm == 0 && !c.reissued) {
       reissue(c, "stalled on rail " + std::to_string(rail_.index()));
       continue;
     }
-    if (!c.relayed || c.relayed->write.imm != 0) continue;
-    // Given up here; the context stays in flight (the write may still land,
-    // and a quiesce keeps counting it) until its completion frees it.
-    c.relayed->maybe_landed = true;
-    c.relayed->error = "stalled on rail " + std::to_string(rail_.index());
-    answer(std::move(c.relayed));
-    c.relayed.reset();
+    if (!c.relayed || c.relayed->write.imm != 0 || c.relayed->abandoned) continue;
+    // Given up here: its owner sends a copy elsewhere. The original stays in
+    // flight (it may still land; a quiesce keeps counting it) and is
+    // answered when it resolves, releasing the owner's tracking entry.
+    auto copy = std::make_shared<RelayedWrite>(*c.relayed);
+    copy->maybe_landed = true;
+    copy->stalled_copy = true;
+    copy->error = "stalled on rail " + std::to_string(rail_.index());
+    c.relayed->abandoned = true;
+    c.relayed->share = nullptr;  // the copy counts for the job now
+    c.relayed->stripe = nullptr;
+    c.relayed->descriptors = 0;
+    answer(std::move(copy));
   }
 }
 

@@ -48,6 +48,13 @@ struct RelayedWrite {
   // be sent again without the signal counting twice.
   bool maybe_landed = false;
   std::string error;
+  // Given up on where it was posted (stalled there) and sent again as a
+  // copy: this original only holds its ring's tracking entry open until it
+  // resolves, so no flush passes it while it may still land (stale bytes
+  // must not land after the ring's owner went on to rewrite them).
+  bool abandoned = false;
+  // The copy made of a stalled original: it holds nothing yet.
+  bool stalled_copy = false;
 };
 
 }  // namespace epx::daemon

@@ -4,7 +4,7 @@
 # .device-pack/ for tools/device/run.sh on the GPU machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-targets=(//daemon:epxd //tools:epxctl //tools:epx_bench //tools/bench:epx_noisy_bench //tools/device:gpu_bench
+targets=(//daemon:epxd //tools:epxctl //tools:epx_exchange //tools:epx_bench //tools/bench:epx_noisy_bench //tools/device:gpu_bench
          //tests:gpu_path_test //tests:gpu_device_window_test //kernels:fp8_cast_gpu_test
          //kernels:low_latency_gpu_test //tools/device:ll_rank //tests:low_latency_job_test //tools/device:ll_bench)
 bazel build -c opt --dynamic_mode=off "${targets[@]}"
@@ -12,7 +12,7 @@ bazel build -c opt --dynamic_mode=off "${targets[@]}"
 # may have re-pointed it since.
 bin=$(bazel info -c opt --dynamic_mode=off bazel-bin)
 rm -rf .device-pack  # ignored by .gitignore; carried to the GPU machine explicitly
-../shared/tools/pack-for-device.sh .device-pack $bin/daemon/epxd $bin/tools/epxctl $bin/tools/epx_bench \
+../shared/tools/pack-for-device.sh .device-pack $bin/daemon/epxd $bin/tools/epxctl $bin/tools/epx_exchange $bin/tools/epx_bench \
   $bin/tools/bench/epx_noisy_bench $bin/tools/device/gpu_bench $bin/tests/gpu_path_test $bin/tests/gpu_device_window_test \
   $bin/kernels/fp8_cast_gpu_test $bin/kernels/low_latency_gpu_test $bin/tools/device/ll_rank \
   $bin/tests/low_latency_job_test $bin/tools/device/ll_bench

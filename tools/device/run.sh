@@ -6,7 +6,7 @@
 # Then one device call, carrying .device-pack:
 #   tools/device/run.sh [STEP...]     # default: every step
 # Steps: fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test
-#        ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench
+#        ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench
 # Full logs go to $OUT (one file per step); a short table is printed, then
 # "benchmarks: N ran, N failed" and, last, the tests' "N passed, N failed,
 # N skipped" (a test that printed "EPX_TEST_SKIPPED: <why>" and exited 0 is
@@ -32,7 +32,7 @@ bin=$pack/bin
 
 summary=() results=()
 passed=0 failed=0 skipped=0 benches=0 bench_failed=0
-wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench} "
+wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench} "
 step() {  # name timeout_s command...: runs it (when wanted), output in $out/name.log; sets step_rc
   local name=$1 limit=$2; shift 2
   [[ $wanted == *" $name "* ]] || return 1
@@ -89,11 +89,14 @@ bench epx_bench_tcp 100 "$bin/epx_bench" --provider tcp --epxd "$bin/epxd" --cor
 # No GPU needed: two jobs through the same two daemons (docs/PERFORMANCE.md, noisy neighbour).
 bench noisy_bench 200 "$bin/epx_noisy_bench" --provider tcp --epxd "$bin/epxd" --busy-poll --cores 2,4,6,8,10
 bench gpu_bench 120 "$bin/gpu_bench" --epxd "$bin/epxd" --cores "${EPX_GPU_BENCH_CORES:-2,4,6}"
+# No GPU needed: striped bandwidth over 1, 2 and 4 tcp rails (veth pairs in
+# network namespaces) and the failover time (docs/PERFORMANCE.md, "Rails").
+bench rails_bench 300 tools/bench/rails_bench.sh --bin "$bin" --cores "${EPX_RAILS_BENCH_CORES:-2-9}"
 
 echo
 echo "== results"
 printf '%s\n' "${results[@]}"
-for f in ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench; do [[ -f $out/$f.log ]] || continue; echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
+for f in ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench; do [[ -f $out/$f.log ]] || continue; echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
 echo
 printf '%s\n' "${summary[@]}"
 echo "benchmarks: $benches ran, $bench_failed failed"
