@@ -19,8 +19,8 @@
 
 #include <boost/program_options.hpp>
 #include <chrono>
-#include <ctime>
 #include <cstdlib>
+#include <ctime>
 #include <iomanip>
 #include <iostream>
 

@@ -6,8 +6,8 @@
 //   epx_exchange --socket S --job J --world W --rank R [--coordinator A]
 //                [--rounds N] [--bytes-per-peer B] [--seed X] [--block-bytes K]
 // Prints one line per round and a summary; exit 0 only if every byte matched.
-#include <boost/program_options.hpp>
 #include <algorithm>
+#include <boost/program_options.hpp>
 #include <chrono>
 #include <cstring>
 #include <iostream>

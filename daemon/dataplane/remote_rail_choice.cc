@@ -8,9 +8,7 @@ std::vector<RemoteRailPair> choose_remote_rails(const std::vector<RailEnd>& loca
   const size_t n = remote.size();
   for (size_t i = 0; i < local.size(); ++i) {
     const std::string& fabric = local[i].fabric;
-    auto reachable = [&](size_t r) {
-      return remote[r].fabric.empty() || fabric.empty() || remote[r].fabric == fabric;
-    };
+    auto reachable = [&](size_t r) { return remote[r].fabric.empty() || fabric.empty() || remote[r].fabric == fabric; };
     bool any_reachable = false;
     for (size_t r = 0; r < n && !any_reachable; ++r) any_reachable = reachable(r);
     // Ranked by: reachable, healthy, least used so far, distance from our own

@@ -14,12 +14,9 @@ int64_t unix_ms() {
 
 const char* rail_state_name(RailState state) {
   switch (state) {
-    case RailState::kHealthy:
-      return "healthy";
-    case RailState::kUnhealthy:
-      return "unhealthy";
-    case RailState::kRetrying:
-      return "retrying";
+    case RailState::kHealthy: return "healthy";
+    case RailState::kUnhealthy: return "unhealthy";
+    case RailState::kRetrying: return "retrying";
   }
   return "?";
 }
@@ -41,7 +38,8 @@ void RailHealth::change(RailState to, const std::string& why, Clock::time_point)
     spdlog::error("rail {}: unhealthy ({}): {}; new ring groups go to other rails, retried in {} ms", rail_,
                   rail_state_name(from), why, options_.cooldown.count());
   } else if (to == RailState::kRetrying) {
-    spdlog::warn("rail {}: retrying after {} ms without failures or stalls (was unhealthy: {})", rail_, options_.cooldown.count(), report_.why);
+    spdlog::warn("rail {}: retrying after {} ms without failures or stalls (was unhealthy: {})", rail_,
+                 options_.cooldown.count(), report_.why);
   } else {
     spdlog::warn("rail {}: healthy again ({}; was: {})", rail_, why, report_.why);
     report_.why.clear();

@@ -24,9 +24,9 @@
 namespace epx::daemon {
 
 struct RailHealthOptions {
-  uint32_t failures = 3;                       // consecutive failures that make a rail unhealthy
-  std::chrono::milliseconds stall{2000};       // a write in flight longer than this is stalled
-  std::chrono::milliseconds cooldown{2000};    // unhealthy this long, then retried
+  uint32_t failures = 3;                     // consecutive failures that make a rail unhealthy
+  std::chrono::milliseconds stall{2000};     // a write in flight longer than this is stalled
+  std::chrono::milliseconds cooldown{2000};  // unhealthy this long, then retried
 };
 
 enum class RailState : uint8_t { kHealthy, kUnhealthy, kRetrying };
@@ -35,9 +35,9 @@ const char* rail_state_name(RailState state);
 
 struct RailHealthReport {
   RailState state = RailState::kHealthy;
-  std::string why;             // the cause of the last change to unhealthy (kept while retrying)
-  int64_t since_unix_ms = 0;   // when the state last changed
-  uint64_t changes = 0;        // times it went unhealthy
+  std::string why;            // the cause of the last change to unhealthy (kept while retrying)
+  int64_t since_unix_ms = 0;  // when the state last changed
+  uint64_t changes = 0;       // times it went unhealthy
   uint64_t failed_ops = 0;
   uint64_t stalled_ops = 0;
 };

@@ -32,8 +32,7 @@ TEST_CASE("consecutive failures make a rail unhealthy; a success in between rese
   const RailHealthReport r = h.report();
   CHECK(r.changes == 1);
   CHECK(r.failed_ops == 5);
-  CHECK(r.why.find("3 consecutive failed writes, last: completion: Input/output error: injected") !=
-        std::string::npos);
+  CHECK(r.why.find("3 consecutive failed writes, last: completion: Input/output error: injected") != std::string::npos);
 }
 
 TEST_CASE("a stalled write makes a rail unhealthy; after the cool-down it is retried, then healthy on a success") {

@@ -77,7 +77,7 @@ bool Proxy::move(RingBinding& ring, PendingWrite& w, uint32_t k, uint32_t rail) 
   std::shared_ptr<const JobView> view = ring.views->load();
   auto r = std::make_shared<RelayedWrite>();
   r->write = w;
-  r->write.count = w.next + k;  // this operation's elements only
+  r->write.count = w.next + k;                      // this operation's elements only
   if (r->write.count != w.count) r->write.imm = 0;  // the immediate rides on the last operation only
   if (!rebind(*view, ring.rank, rail, &r->write).ok()) return false;
   r->ring = ring.shared_from_this();
@@ -329,7 +329,8 @@ bool Proxy::reissue(OpContext& c, const std::string& why) {
 
 void Proxy::abandon_stalled(std::chrono::steady_clock::time_point now) {
   for (auto& c : contexts_) {
-    if (c.posted_at == std::chrono::steady_clock::time_point{} || now - c.posted_at <= health_.options().stall) continue;
+    if (c.posted_at == std::chrono::steady_clock::time_point{} || now - c.posted_at <= health_.options().stall)
+      continue;
     // Our own ring's write without a signal: sent again elsewhere (the data
     // may land twice, the same bytes). With a signal it waits for its
     // completion here: the signal may have counted already.

@@ -33,13 +33,13 @@ struct Stripe {
 struct RelayedWrite {
   std::shared_ptr<RingBinding> ring;  // kept alive until the owner has the answer
   Proxy* owner = nullptr;
-  uint32_t rail = 0;                  // the rail it is on now
-  PendingWrite write;                 // one operation's worth, resolved for `rail` (rebind)
-  uint64_t entry = 0;                 // the ring's TrackedEntry
-  uint32_t descriptors = 0;           // ring slots done with it (0 when its Stripe counts them)
-  std::shared_ptr<Stripe> stripe;     // null: not a piece of a striped write
-  uint32_t attempts = 1;              // rails tried
-  JobShare* share = nullptr;          // owner side: counted in flight for its job
+  uint32_t rail = 0;               // the rail it is on now
+  PendingWrite write;              // one operation's worth, resolved for `rail` (rebind)
+  uint64_t entry = 0;              // the ring's TrackedEntry
+  uint32_t descriptors = 0;        // ring slots done with it (0 when its Stripe counts them)
+  std::shared_ptr<Stripe> stripe;  // null: not a piece of a striped write
+  uint32_t attempts = 1;           // rails tried
+  JobShare* share = nullptr;       // owner side: counted in flight for its job
   uint64_t bytes = 0;
   // Answer, set by the rail that carried it.
   bool ok = false;

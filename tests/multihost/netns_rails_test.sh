@@ -122,10 +122,10 @@ run_exchange() {  # job extra-args...: starts both ranks; their pids in x0 x1
   local job=$1
   shift
   ip netns exec "$ns_a" "$exchange" --socket "$dir/host-a.sock" --job "$job" --world 2 --rank 0 \
-    --coordinator "$coordinator" --timeout-ms 60000 "$@" >"$dir/$job.0.out" 2>&1 &
+    --coordinator "$coordinator" --timeout-ms "${wait_ms:-60000}" "$@" >"$dir/$job.0.out" 2>&1 &
   x0=$!
   ip netns exec "$ns_b" "$exchange" --socket "$dir/host-b.sock" --job "$job" --world 2 --rank 1 \
-    --coordinator "$coordinator" --timeout-ms 60000 "$@" >"$dir/$job.1.out" 2>&1 &
+    --coordinator "$coordinator" --timeout-ms "${wait_ms:-60000}" "$@" >"$dir/$job.1.out" 2>&1 &
   x1=$!
   pids+=("$x0" "$x1")
 }
@@ -176,7 +176,11 @@ print(a["health"], b["health"], n(a, "postedBytes") + n(b, "postedBytes"), n(a, 
 PY
 }
 resent_count() { cat "$dir"/host-*.log | grep -c "sent again on rail" || true; }
-run_exchange stream --rounds 100000 --bytes-per-peer 8388608 --block-bytes 1048576
+# A sender's flush waits for writes stalled on the downed rail until they
+# resolve (tcp delivers them once the link is back: seen from 10 s to over
+# a minute after link up, by TCP's retransmission backoff), so the stream's
+# waits get 180 s.
+wait_ms=180000 run_exchange stream --rounds 100000 --bytes-per-peer 8388608 --block-bytes 1048576
 stream_pids="$x0 $x1"
 sleep 2
 for cycle in $(seq 20); do
