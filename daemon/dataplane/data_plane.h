@@ -93,6 +93,8 @@ class DataPlane {
   std::vector<v1::RingStatus> ring_status(uint64_t client_id) const { return rings_.status(client_id); }
   WindowUsage window_usage(uint64_t client_id) const { return jobs_.window_usage(client_id); }
   std::vector<v1::ProxyStatus> proxy_status() const { return proxies_.status(); }
+  std::vector<ProxyStats> proxy_stats() const { return proxies_.stats(); }
+  std::vector<Status> proxies_answering(std::chrono::milliseconds timeout) const { return proxies_.answering(timeout); }
 
  private:
   Result<std::shared_ptr<JobPlane>> formed(const std::string& job_id) const;

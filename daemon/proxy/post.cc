@@ -107,6 +107,7 @@ Proxy::Posted Proxy::post_op(RingBinding& ring, PendingWrite& w, bool more) {
   st.max_inflight_bytes = std::max(st.max_inflight_bytes, job.inflight_bytes);
   bump(ring.fabric_ops, 1);
   bump(stat_ops_, 1);
+  bump(stat_bytes_, bytes);
   w.next += k;
   return Posted::kPosted;
 }

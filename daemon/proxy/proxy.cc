@@ -244,6 +244,8 @@ ProxyStats Proxy::stats() const {
   s.ring_visits = stat_visits_.load(std::memory_order_relaxed);
   s.doorbells = stat_doorbells_.load(std::memory_order_relaxed);
   s.refused = stat_eagain_.load(std::memory_order_relaxed);
+  s.fabric_bytes = stat_bytes_.load(std::memory_order_relaxed);
+  for (size_t i = 0; i < kRejectReasons; ++i) s.rejected[i] = stat_rejected_[i].load(std::memory_order_relaxed);
   return s;
 }
 

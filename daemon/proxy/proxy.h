@@ -10,6 +10,7 @@
 // (the CQ: local completions, the completion watermark, remote signals).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -42,6 +43,9 @@ struct ProxyOptions {
   uint64_t job_inflight_bytes = 2 << 20;
 };
 
+// ring::RingError codes 0..kTransport.
+constexpr size_t kRejectReasons = static_cast<size_t>(ring::RingError::kTransport) + 1;
+
 struct ProxyStats {
   uint64_t descriptors = 0;      // consumed from rings
   uint64_t fabric_ops = 0;       // writes posted (after coalescing)
@@ -51,6 +55,15 @@ struct ProxyStats {
   uint64_t ring_visits = 0;      // times a ring was served (idle rings are not)
   uint64_t doorbells = 0;        // doorbells taken
   uint64_t refused = 0;          // writes the provider refused with -FI_EAGAIN (offered again next pass)
+  uint64_t fabric_bytes = 0;     // bytes of the writes posted
+  // Descriptors rejected, by ring::RingError code (index 0 unused);
+  // kTransport counts writes the fabric failed.
+  std::array<uint64_t, kRejectReasons> rejected{};
+  uint64_t rejected_total() const {
+    uint64_t n = 0;
+    for (uint64_t r : rejected) n += r;
+    return n;
+  }
 };
 
 class Proxy {
@@ -223,7 +236,8 @@ class Proxy {
 
   std::atomic<size_t> ring_count_{0};
   std::atomic<uint64_t> stat_descriptors_{0}, stat_ops_{0}, stat_signals_{0}, stat_bad_imm_{0}, stat_busy_ns_{0},
-      stat_visits_{0}, stat_doorbells_{0}, stat_eagain_{0};
+      stat_visits_{0}, stat_doorbells_{0}, stat_eagain_{0}, stat_bytes_{0};
+  std::array<std::atomic<uint64_t>, kRejectReasons> stat_rejected_{};
 };
 
 }  // namespace epx::daemon
