@@ -407,3 +407,31 @@ TEST_CASE("require_provider: provider auto without efa or verbs is a start-up er
   CHECK(epxd.output().find("require_provider forbids falling back to tcp") != std::string::npos);
   CHECK(epxd.output().find("epxd: error:") != std::string::npos);
 }
+
+TEST_CASE("log_format json: every line of the daemon's log is a JSON object with the job and rank it names") {
+  TempDir dir;
+  DaemonProcess a(dir, {"a", "tcp", {"--log-format", "json"}});
+  auto c = a.connect();
+  auto job = c->join(join_options("logged", 1, 0, a.peer_address()));
+  REQUIRE(job.ok());
+  REQUIRE(a.process().wait_output("\"rank\":0", 5s));
+  std::istringstream in(a.process().output());
+  size_t lines = 0;
+  bool named = false, rail = false;
+  for (std::string line; std::getline(in, line);) {
+    google::protobuf::Struct s;
+    CAPTURE(line);
+    REQUIRE(google::protobuf::util::JsonStringToMessage(line, &s).ok());
+    const auto& f = s.fields();
+    CHECK(f.count("time") == 1);
+    CHECK(f.count("level") == 1);
+    CHECK(f.count("message") == 1);
+    named = named || (f.count("job") && f.at("job").string_value() == "logged" && f.count("rank") &&
+                      f.at("rank").number_value() == 0);
+    rail = rail || (f.count("rail") && f.at("message").string_value().rfind("rail 0:", 0) == 0);
+    ++lines;
+  }
+  CHECK(lines > 3);
+  CHECK(named);
+  CHECK(rail);
+}
