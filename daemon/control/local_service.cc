@@ -231,7 +231,11 @@ grpc::ServerUnaryReactor* LocalService::Drain(grpc::CallbackServerContext* conte
     }
   }
   reply->set_draining(draining);
-  for (const auto& j : parts_.clients.job_status()) reply->add_jobs(j.job_id());
+  // What `epxctl drain` then waits for: jobs with ranks here and jobs this
+  // daemon coordinates (their barriers need it).
+  StatusView all;
+  const v1::DaemonStatus status = parts_.status.status(all);
+  for (const auto& j : status.jobs()) reply->add_jobs(j.job_id());
   return finish_now(context, grpc::Status::OK);
 }
 

@@ -223,17 +223,12 @@ std::vector<v1::ProxyStatus> ProxySet::status() const {
     s.set_rejected(st.rejected_total());
     s.set_fabric_errors(st.rejected[static_cast<size_t>(ring::RingError::kTransport)]);
     s.set_refused(st.refused);
-    // A proxy busy beyond this is reported without its jobs rather than
-    // holding up the status call.
-    auto jobs = proxies_[i]->job_stats(kJobStatsTimeout);
-    if (jobs.ok()) {
-      for (const JobShareStats& j : *jobs) {
-        v1::ProxyJobStatus* pj = s.add_jobs();
-        pj->set_job_id(j.job_id);
-        pj->set_descriptors(j.descriptors);
-        pj->set_fabric_ops(j.fabric_ops);
-        pj->set_fabric_bytes(j.fabric_bytes);
-      }
+    for (const JobShareStats& j : proxies_[i]->published_job_stats()) {
+      v1::ProxyJobStatus* pj = s.add_jobs();
+      pj->set_job_id(j.job_id);
+      pj->set_descriptors(j.descriptors);
+      pj->set_fabric_ops(j.fabric_ops);
+      pj->set_fabric_bytes(j.fabric_bytes);
     }
     out.push_back(std::move(s));
   }

@@ -76,10 +76,9 @@ class ProxySet {
   void quiesce(std::shared_ptr<const JobViewCell> views, uint32_t rank, std::chrono::milliseconds timeout,
                std::function<void(Status)> done);
 
-  // Per rail: the proxy's counters and each job's share (a proxy that does
-  // not answer within kJobStatsTimeout is listed without its jobs).
+  // Per rail: the proxy's counters and each job's share as the proxy last
+  // published it (Proxy::published_job_stats: never waits for a proxy).
   std::vector<v1::ProxyStatus> status() const;
-  static constexpr std::chrono::milliseconds kJobStatsTimeout{500};
   // The proxies' counters, by rail.
   std::vector<ProxyStats> stats() const;
   // Per rail: OK when its proxy thread ran an empty task within `timeout`

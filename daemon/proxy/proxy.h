@@ -15,6 +15,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -108,6 +109,10 @@ class Proxy {
   // Each job's share of this rail now (jobs with a ring here), copied on the
   // proxy thread; waits at most `timeout` for it.
   Result<std::vector<JobShareStats>> job_stats(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // The same as the proxy thread last published it (every kJobStatsPeriod):
+  // never waits for the proxy, so status and metrics calls may use it.
+  std::vector<JobShareStats> published_job_stats() const;
+  static constexpr std::chrono::milliseconds kJobStatsPeriod{100};
   size_t ring_count() const { return ring_count_.load(std::memory_order_relaxed); }
 
  private:
@@ -140,6 +145,7 @@ class Proxy {
   };
 
   void run();
+  void publish_job_stats();
   void attach(std::shared_ptr<RingBinding> ring);
   // Forgets closing rings whose writes completed (or timed out).
   bool finish_drains();
@@ -238,6 +244,9 @@ class Proxy {
   std::atomic<uint64_t> stat_descriptors_{0}, stat_ops_{0}, stat_signals_{0}, stat_bad_imm_{0}, stat_busy_ns_{0},
       stat_visits_{0}, stat_doorbells_{0}, stat_eagain_{0}, stat_bytes_{0};
   std::array<std::atomic<uint64_t>, kRejectReasons> stat_rejected_{};
+  // Copied from jobs_ by the proxy thread (publish_job_stats).
+  mutable std::mutex published_mu_;
+  std::vector<JobShareStats> published_jobs_;
 };
 
 }  // namespace epx::daemon

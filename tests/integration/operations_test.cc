@@ -175,7 +175,14 @@ TEST_CASE("metrics: job labels are capped at metrics_max_jobs; the rest are summ
     REQUIRE(sig->wait(0, 1, 10s).ok());
     REQUIRE((*ring)->flush(10s).ok());
   }
-  const std::string text = scrape(address);
+  // Per-job counters are published by the proxies every 100 ms.
+  std::string text;
+  CHECK(wait_until(
+      [&] {
+        text = scrape(address);
+        return sample_sum(text, "epx_job_write_bytes_total", {"job=\"_other\""}) == 1000;
+      },
+      5s));
   CHECK(sample_sum(text, "epx_job_write_bytes_total", {"job=\"first\""}) == 1000);
   CHECK(sample_sum(text, "epx_job_write_bytes_total", {"job=\"_other\""}) == 1000);
   CHECK(text.find("job=\"second\"") == std::string::npos);
