@@ -61,7 +61,8 @@ std::string json_log_line(std::chrono::system_clock::time_point time, std::strin
                           std::string_view message) {
   const auto since_epoch = time.time_since_epoch();
   const std::time_t seconds = std::chrono::duration_cast<std::chrono::seconds>(since_epoch).count();
-  const int millis = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(since_epoch).count() % 1000);
+  const int millis =
+      static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(since_epoch).count() % 1000);
   std::tm utc = {};
   gmtime_r(&seconds, &utc);
   char stamp[96];  // room for any int the format could print (gcc checks)

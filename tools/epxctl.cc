@@ -43,7 +43,8 @@ using namespace std::chrono_literals;
 namespace {
 
 int usage(const std::string& message) {
-  std::cerr << "epxctl: " << message << "\nusage: epxctl [--socket PATH] (status|jobs|ping|join|health|drain|top) [options]; "
+  std::cerr << "epxctl: " << message
+            << "\nusage: epxctl [--socket PATH] (status|jobs|ping|join|health|drain|top) [options]; "
             << "epxctl --help\n";
   return 2;
 }
@@ -202,7 +203,8 @@ int main(int argc, char** argv) {
       "coordinator", po::value<std::string>(), "join: coordinating daemon host:port (default: local daemon)")(
       "hold", "join: keep the rank until stdin closes or SIGTERM")(
       "wait-ms", po::value<uint32_t>(), "drain: how long to wait for running jobs (default 600000)")(
-      "cancel", "drain: accept joins again")("interval-ms", po::value<uint32_t>(), "top: refresh interval (default 1000)")(
+      "cancel", "drain: accept joins again")("interval-ms", po::value<uint32_t>(),
+                                             "top: refresh interval (default 1000)")(
       "count", po::value<uint32_t>(), "top: intervals to show (default: until ^C)")(
       "command", po::value<std::string>(), "status | jobs | ping | join | health | drain | top");
   po::positional_options_description pos;

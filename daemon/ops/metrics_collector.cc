@@ -16,8 +16,8 @@ using Labels = std::vector<ClientMetric::Label>;
 
 // Descriptor rejection reasons by ring::RingError code (ring.h).
 constexpr std::array<const char*, kRejectReasons> kReasons = {
-    "none",       "bad_op",     "unsupported_op", "bad_flags", "bad_fields",
-    "bad_rank",   "bad_window", "out_of_bounds",  "bad_signal", "transport"};
+    "none",     "bad_op",     "unsupported_op", "bad_flags",  "bad_fields",
+    "bad_rank", "bad_window", "out_of_bounds",  "bad_signal", "transport"};
 static_assert(kReasons.size() == kRejectReasons, "a name for every RingError");
 
 class Families {
@@ -72,12 +72,13 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   const v1::DaemonStatus st = status_.status(all);
   const std::vector<ProxyStats> stats = data_plane_.proxy_stats();
 
-  f.gauge("epx_info", "The daemon: node, version, provider of its rails, libfabric", 
+  f.gauge("epx_info", "The daemon: node, version, provider of its rails, libfabric",
           {{"node", st.node()}, {"version", st.version()}, {"provider", st.provider()}, {"libfabric", st.libfabric()}},
           1);
   f.gauge("epx_provider_fallback",
           "1 when provider auto found no efa or verbs device and the rails fell back to another provider",
-          {{"configured", node_.config.provider()}, {"provider", st.provider()}}, st.provider_fallback().empty() ? 0 : 1);
+          {{"configured", node_.config.provider()}, {"provider", st.provider()}},
+          st.provider_fallback().empty() ? 0 : 1);
   f.gauge("epx_uptime_seconds", "Time since the daemon started", {}, static_cast<double>(st.uptime_ms()) / 1e3);
   f.gauge("epx_draining", "1 while epxctl drain keeps new joins away", {}, st.draining() ? 1 : 0);
 
@@ -87,15 +88,15 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
     const Labels labels = {{"rail", std::to_string(r.index())}, {"provider", r.provider()}, {"domain", r.domain()}};
     const bool alive = r.index() < answering.size() && answering[r.index()].ok();
     f.gauge("epx_rail_healthy", "1 when the rail is open and its proxy thread answers", labels, alive ? 1 : 0);
-    f.gauge("epx_rail_device_windows_supported",
-            "1 when GPU memory (device windows) can be registered on the rail", rail_label(r.index()),
-            r.device_windows() ? 1 : 0);
+    f.gauge("epx_rail_device_windows_supported", "1 when GPU memory (device windows) can be registered on the rail",
+            rail_label(r.index()), r.device_windows() ? 1 : 0);
   }
   f.gauge("epx_ready", "1 when /readyz answers 200 (rails, peers, not draining)", {}, ready.ok ? 1 : 0);
 
   const auto now = std::chrono::steady_clock::now();
-  const double interval =
-      last_scrape_ == std::chrono::steady_clock::time_point{} ? 0 : std::chrono::duration<double>(now - last_scrape_).count();
+  const double interval = last_scrape_ == std::chrono::steady_clock::time_point{}
+                              ? 0
+                              : std::chrono::duration<double>(now - last_scrape_).count();
   for (const auto& p : st.proxies()) {
     const uint32_t rail = p.rail();
     f.counter("epx_rail_write_bytes_total", "Bytes of the fabric writes posted on the rail", rail_label(rail),
@@ -109,8 +110,8 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
     f.counter("epx_rail_writes_refused_total",
               "Writes the provider refused for now (-FI_EAGAIN, its queue full); offered again", rail_label(rail),
               static_cast<double>(p.refused()));
-    f.counter("epx_signals_applied_total", "Remote writes' immediates applied to local signal words",
-              rail_label(rail), static_cast<double>(p.signals_applied()));
+    f.counter("epx_signals_applied_total", "Remote writes' immediates applied to local signal words", rail_label(rail),
+              static_cast<double>(p.signals_applied()));
     f.counter("epx_bad_immediates_total", "Incoming immediates that named no signal (stale or forged)",
               rail_label(rail), static_cast<double>(p.bad_immediates()));
     f.counter("epx_proxy_busy_seconds_total", "Time the rail's proxy thread spent in passes that did work",
@@ -163,7 +164,8 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
             {{"peer", p.address()}}, p.up() ? 1 : 0);
     (p.up() ? up : down) += 1;
   }
-  f.gauge("epx_peers", "Peer daemons sharing a job with this one, by state", {{"state", "up"}}, static_cast<double>(up));
+  f.gauge("epx_peers", "Peer daemons sharing a job with this one, by state", {{"state", "up"}},
+          static_cast<double>(up));
   f.gauge("epx_peers", "", {{"state", "down"}}, static_cast<double>(down));
 
   f.gauge("epx_clients", "Clients connected", {}, st.clients_size());
@@ -173,8 +175,9 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   f.gauge("epx_jobs_coordinated", "Jobs this daemon coordinates", {}, static_cast<double>(coordinated));
 
   {
-    MetricFamily& h = f.family("epx_join_duration_seconds", "Time from a JoinJob call to its rank table (joins that succeeded)",
-                               MetricType::Histogram);
+    MetricFamily& h =
+        f.family("epx_join_duration_seconds", "Time from a JoinJob call to its rank table (joins that succeeded)",
+                 MetricType::Histogram);
     ClientMetric m;
     uint64_t cumulative = 0;
     for (size_t i = 0; i < DurationHistogram::kBounds.size(); ++i) {

@@ -39,7 +39,8 @@ HealthVerdict Readiness::ready() const {
     }
     const std::string provider = node_.rails.front()->provider();
     rails = stuck.empty()
-                ? HealthCheck{"rails", true, std::to_string(node_.rails.size()) + " open (" + provider + "), proxies answering"}
+                ? HealthCheck{"rails", true,
+                              std::to_string(node_.rails.size()) + " open (" + provider + "), proxies answering"}
                 : HealthCheck{"rails", false, stuck};
   }
   v.checks.push_back(rails);
@@ -53,9 +54,8 @@ HealthVerdict Readiness::ready() const {
   v.checks.push_back(down.empty() ? HealthCheck{"peers", true, std::to_string(count) + " reachable"}
                                   : HealthCheck{"peers", false, "not answering pings: " + down});
 
-  v.checks.push_back(node_.is_draining()
-                         ? HealthCheck{"draining", false, "epxctl drain: new joins are refused"}
-                         : HealthCheck{"draining", true, "no"});
+  v.checks.push_back(node_.is_draining() ? HealthCheck{"draining", false, "epxctl drain: new joins are refused"}
+                                         : HealthCheck{"draining", true, "no"});
   v.ok = true;
   for (const auto& c : v.checks) v.ok = v.ok && c.ok;
   return v;

@@ -315,9 +315,9 @@ TEST_CASE("top --json: one line per interval with the rails' and jobs' rates dur
   TempDir dir;
   DaemonProcess a(dir, {"a", "tcp"});
   auto ranks = start_exchange(dir, {&a}, "t", 2, 60, 1 << 20);
-  Process top({runfile("tools/epxctl"), "--socket", a.socket(), "top", "--json", "--interval-ms", "200", "--count",
-               "10"},
-              dir.path() + "/top.log");
+  Process top(
+      {runfile("tools/epxctl"), "--socket", a.socket(), "top", "--json", "--interval-ms", "200", "--count", "10"},
+      dir.path() + "/top.log");
   auto code = top.wait(30s);
   REQUIRE(code.has_value());
   CHECK_MESSAGE(*code == 0, top.output());
@@ -395,9 +395,8 @@ TEST_CASE("provider auto falling back to tcp is said in the log, status, metric 
 
 TEST_CASE("require_provider: provider auto without efa or verbs is a start-up error") {
   TempDir dir;
-  Process epxd({runfile("daemon/epxd"), "--node-name", "r", "--control-socket", dir.path() + "/r.sock",
-                "--peer-listen", "127.0.0.1:0", "--provider", "auto", "--rail-domains", "lo", "--require-provider",
-                "true"},
+  Process epxd({runfile("daemon/epxd"), "--node-name", "r", "--control-socket", dir.path() + "/r.sock", "--peer-listen",
+                "127.0.0.1:0", "--provider", "auto", "--rail-domains", "lo", "--require-provider", "true"},
                dir.path() + "/r.log");
   auto code = epxd.wait(20s);
   REQUIRE_MESSAGE(code.has_value(), "epxd did not exit:\n" << epxd.output());

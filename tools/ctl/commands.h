@@ -22,9 +22,9 @@ Result<v1::DaemonStatus> fetch_status(const std::string& socket, std::chrono::mi
 int health(const std::string& socket, std::chrono::milliseconds timeout);
 
 struct DrainOptions {
-  bool cancel = false;                           // accept joins again
-  std::chrono::milliseconds wait{600000};        // how long to wait for running jobs
-  std::chrono::milliseconds poll{500};           // how often to look
+  bool cancel = false;                     // accept joins again
+  std::chrono::milliseconds wait{600000};  // how long to wait for running jobs
+  std::chrono::milliseconds poll{500};     // how often to look
 };
 // Stops new joins, then waits until no job is left on the daemon (0) or
 // the wait ends (1, naming the jobs still running).

@@ -45,8 +45,8 @@ int drain(const std::string& socket, const DrainOptions& options, std::chrono::m
     return 0;
   }
   const auto start = std::chrono::steady_clock::now();
-  std::cout << "draining epxd at " << socket << ": new joins are refused; " << reply.jobs_size()
-            << " job(s) running" << std::endl;
+  std::cout << "draining epxd at " << socket << ": new joins are refused; " << reply.jobs_size() << " job(s) running"
+            << std::endl;
   for (;;) {
     auto st = fetch_status(socket, timeout);
     if (!st.ok()) {

@@ -28,7 +28,8 @@ Result<HealthCheckResponse::ServingStatus> check(grpc::health::v1::Health::Stub&
 
 int health(const std::string& socket, std::chrono::milliseconds timeout) {
   bool ok = true;
-  auto stub = grpc::health::v1::Health::NewStub(grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
+  auto stub =
+      grpc::health::v1::Health::NewStub(grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
   for (const char* service : {"", "epx.v1.Local"}) {
     auto s = check(*stub, service, timeout);
     const std::string name = *service ? service : "server";

@@ -51,7 +51,8 @@ Result<HttpReply> http_get(const std::string& address, const std::string& path, 
   freeaddrinfo(found);
   if (rc != 0 && errno != EINPROGRESS) return unavailable("http " + address + ": connect: " + std::strerror(errno));
   pollfd p{s.fd(), POLLOUT, 0};
-  if (::poll(&p, 1, remaining_ms(end)) <= 0) return deadline_exceeded("http " + address + ": no connection within timeout");
+  if (::poll(&p, 1, remaining_ms(end)) <= 0)
+    return deadline_exceeded("http " + address + ": no connection within timeout");
   int err = 0;
   socklen_t len = sizeof(err);
   getsockopt(s.fd(), SOL_SOCKET, SO_ERROR, &err, &len);
@@ -67,7 +68,8 @@ Result<HttpReply> http_get(const std::string& address, const std::string& path, 
     }
     if (n < 0 && errno != EAGAIN) return unavailable("http " + address + ": send: " + std::strerror(errno));
     pollfd w{s.fd(), POLLOUT, 0};
-    if (::poll(&w, 1, remaining_ms(end)) <= 0) return deadline_exceeded("http " + address + ": request not sent in time");
+    if (::poll(&w, 1, remaining_ms(end)) <= 0)
+      return deadline_exceeded("http " + address + ": request not sent in time");
   }
   std::string response;
   char buf[65536];

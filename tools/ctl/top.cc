@@ -88,7 +88,8 @@ int top(const std::string& socket, const TopOptions& options, std::chrono::milli
   for (uint32_t shown = 0; !g_stop && (options.count == 0 || shown < options.count); ++shown) {
     // Sleep in short steps so SIGINT ends the view promptly.
     const auto wake = previous_at + options.interval;
-    while (!g_stop && std::chrono::steady_clock::now() < wake) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    while (!g_stop && std::chrono::steady_clock::now() < wake)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     if (g_stop) break;
     auto now = fetch_status(socket, timeout);
     if (!now.ok()) {
