@@ -94,7 +94,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
 }  // namespace
 
-HttpEndpoint::HttpEndpoint(Handler handler) : handler_(std::move(handler)), acceptor_(io_) {}
+HttpEndpoint::HttpEndpoint(Handler handler) : handler_(std::move(handler)), acceptor_(io_), retry_(io_) {}
 
 Result<std::unique_ptr<HttpEndpoint>> HttpEndpoint::start(const std::string& listen, Handler handler) {
   EPX_ASSIGN_OR_RETURN(auto host_port, split_host_port(listen));
@@ -126,8 +126,17 @@ HttpEndpoint::~HttpEndpoint() {
 void HttpEndpoint::accept() {
   acceptor_.async_accept([this](const boost::system::error_code& ec, tcp::socket socket) {
     if (ec == boost::asio::error::operation_aborted) return;
-    if (!ec) std::make_shared<Connection>(std::move(socket), handler_)->start();
-    accept();
+    if (!ec) {
+      std::make_shared<Connection>(std::move(socket), handler_)->start();
+      accept();
+      return;
+    }
+    // Out of descriptors or memory: try again shortly rather than spin.
+    spdlog::warn("metrics endpoint: accept failed: {}", ec.message());
+    retry_.expires_after(std::chrono::milliseconds(200));
+    retry_.async_wait([this](const boost::system::error_code& e) {
+      if (!e) accept();
+    });
   });
 }
 

@@ -39,6 +39,7 @@ class HttpEndpoint {
   Handler handler_;
   boost::asio::io_context io_;
   boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::steady_timer retry_;  // after a failed accept (e.g. out of descriptors)
   int port_ = 0;
   std::thread thread_;
 };
