@@ -5,8 +5,11 @@
 #include <doctest/doctest.h>
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
+#include <grp.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <future>
@@ -440,4 +443,28 @@ TEST_CASE("log_format json: every line of the daemon's log is a JSON object with
   CHECK(lines > 3);
   CHECK(named);
   CHECK(rail);
+}
+
+TEST_CASE("drain is for operators: another user's epxctl drain is refused and changes nothing") {
+  if (::geteuid() != 0) {
+    std::cout << "EPX_TEST_CASE_SKIPPED: needs root to run epxctl as another user" << std::endl;
+    return;
+  }
+  const group* nogroup = ::getgrgid(65534);
+  if (nogroup == nullptr) {
+    std::cout << "EPX_TEST_CASE_SKIPPED: no group 65534 to give the other user's epxctl the socket" << std::endl;
+    return;
+  }
+  TempDir dir;
+  REQUIRE(::chmod(dir.path().c_str(), 0711) == 0);  // the other user reaches the socket by name
+  DaemonProcess a(dir, {"a", "tcp", {"--socket-group", nogroup->gr_name}});
+  Process drain({runfile("tests/run_as"), "65534", "65534", "-", runfile("tools/epxctl"), "--socket", a.socket(),
+                 "drain", "--wait-ms", "100"},
+                dir.path() + "/drain.log");
+  auto code = drain.wait(30s);
+  REQUIRE(code.has_value());
+  CHECK(*code == 1);
+  CHECK(drain.output().find("PERMISSION_DENIED") != std::string::npos);
+  CHECK(drain.output().find("not an operator") != std::string::npos);
+  CHECK_FALSE(a.status().draining());
 }
