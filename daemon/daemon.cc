@@ -3,7 +3,10 @@
 #include <condition_variable>
 #include <mutex>
 
+#include <prometheus/text_serializer.h>
 #include <spdlog/spdlog.h>
+
+#include <sstream>
 
 #include "daemon/config/config.h"
 #include "daemon/control/countdown.h"
@@ -25,8 +28,8 @@ bool is_wildcard(const std::string& host) { return host.empty() || host == "0.0.
 }  // namespace
 
 Daemon::Parts::Parts(v1::DaemonConfig config, std::string advertise, std::vector<std::unique_ptr<Rail>> rails,
-                     const std::shared_ptr<const PeerSecurity>& security)
-    : node(std::move(config), std::move(advertise), std::move(rails)),
+                     std::string provider_fallback, const std::shared_ptr<const PeerSecurity>& security)
+    : node(std::move(config), std::move(advertise), std::move(rails), std::move(provider_fallback)),
       gate(security),
       coordinator(node.advertise_address),
       clients(node.config.max_clients(), node.config.max_jobs_per_client()),
@@ -43,9 +46,11 @@ Daemon::Parts::Parts(v1::DaemonConfig config, std::string advertise, std::vector
       events(node, clients, data_plane, peers),
       release(node, data_plane, ipc, peers),
       health(node, clients, peers, events),
-      status(node, clients, data_plane, coordinator),
-      local{node, clients, connections, peers, data_plane, ipc, release, status, local_calls},
-      peer{node, coordinator, events, data_plane, clients, gate} {}
+      status(node, clients, data_plane, coordinator, health),
+      local{node, clients, connections, peers, data_plane, ipc, release, status, local_calls, measurements},
+      peer{node, coordinator, events, data_plane, clients, gate},
+      readiness(node, data_plane, health),
+      metrics(node, status, data_plane, measurements, readiness) {}
 
 Daemon::Daemon() : signals_(io_, SIGTERM, SIGINT, SIGHUP), expiry_timer_(io_) {}
 
@@ -68,7 +73,10 @@ Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
   }
 
   std::vector<std::string> domains(config.rail_domains().begin(), config.rail_domains().end());
-  auto rails = open_rails(config.provider(), domains);
+  auto choice = choose_provider(config.provider(), config.require_provider());
+  if (!choice.ok()) return choice.status().with_context("opening rails");
+  if (!choice->fallback.empty()) spdlog::warn("rails: {}", choice->fallback);
+  auto rails = open_rails(choice->provider, domains);
   if (!rails.ok()) return rails.status().with_context("opening rails");
   for (const auto& rail : *rails) {
     spdlog::info("rail {}: provider {} fabric {} domain {} mr_mode {} hmem {}", rail->index(), rail->provider(),
@@ -78,6 +86,8 @@ Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
   }
   spdlog::info("libfabric {}", libfabric_description());
 
+  // grpc.health.v1 on both servers (probes, load balancers, epxctl health).
+  grpc::EnableDefaultHealthCheckService(true);
   int port = 0;
   grpc::ServerBuilder peer_builder;
   peer_builder.AddListeningPort(config.peer_listen(), (*security)->server_credentials(), &port);
@@ -107,7 +117,7 @@ Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
         "will refuse it (add it as a subject alternative name, or set advertise_address to a name it has)",
         hp->first, advertise);
   }
-  d->parts_ = std::make_unique<Parts>(config, advertise, std::move(rails.value()), *security);
+  d->parts_ = std::make_unique<Parts>(config, advertise, std::move(rails.value()), choice->fallback, *security);
   Parts& parts = *d->parts_;
   EPX_RETURN_IF_ERROR(parts.data_plane.start());
   d->peer_service_.attach(&parts.peer);
@@ -124,6 +134,18 @@ Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
       d->io_, parts.data_plane.regions(), parts.data_plane.submitted_fds(),
       [&clients](uint64_t client_id, pid_t pid) { return clients.check_process(client_id, pid); });
   EPX_RETURN_IF_ERROR(d->fd_server_->listen(parts.node.fd_socket, config.socket_group()));
+
+  d->update_health();
+  if (!config.metrics_listen().empty()) {
+    Daemon* raw = d.get();
+    auto http = HttpEndpoint::start(config.metrics_listen(),
+                                    [raw](const std::string& path) { return raw->serve_http(path); });
+    if (!http.ok()) return http.status();
+    d->http_ = std::move(http.value());
+    parts.node.metrics_port.store(d->http_->port(), std::memory_order_relaxed);
+    spdlog::info("metrics endpoint: /metrics, /healthz, /readyz on {} (port {})", config.metrics_listen(),
+                 d->http_->port());
+  }
 
   spdlog::info("epxd {} on node {}: control socket {}, peers at {} (listening on {})", kVersion, config.node_name(),
                config.control_socket(), advertise, config.peer_listen());
@@ -164,6 +186,8 @@ void Daemon::schedule_expiry() {
     parts_->ipc.expire(IpcExchange::Clock::now());
     parts_->data_plane.submitted_fds().expire(SubmittedFds::Clock::now());
     if (++ticks_ % kPeerCheckTicks == 0) parts_->health.check();
+    parts_->readiness.tick();
+    update_health();
     schedule_expiry();
   });
 }
@@ -225,6 +249,35 @@ void Daemon::leave_everything(const std::string& reason) {
                          [&] { return wait->released; })) {
     spdlog::warn("shutdown: some coordinators did not acknowledge within {} ms", p.node.config.rpc_timeout_ms());
   }
+}
+
+void Daemon::update_health() {
+  const bool draining = parts_->node.is_draining();
+  if (draining == health_draining_ && ticks_ > 1) return;
+  health_draining_ = draining;
+  // The Local service takes no joins while draining; the Peer service goes
+  // on serving the jobs that run. gRPC's Shutdown sets NOT_SERVING itself.
+  if (auto* h = local_server_->GetHealthCheckService()) {
+    h->SetServingStatus(true);
+    h->SetServingStatus("epx.v1.Local", !draining);
+  }
+  if (auto* h = peer_server_->GetHealthCheckService()) {
+    h->SetServingStatus(true);
+    h->SetServingStatus("epx.v1.Peer", true);
+  }
+}
+
+HttpResponse Daemon::serve_http(const std::string& path) const {
+  if (path == "/metrics") {
+    std::ostringstream out;
+    prometheus::TextSerializer().Serialize(out, parts_->metrics.Collect());
+    return {200, "text/plain; version=0.0.4; charset=utf-8", out.str()};
+  }
+  if (path == "/healthz" || path == "/readyz") {
+    const HealthVerdict v = path == "/healthz" ? parts_->readiness.live() : parts_->readiness.ready();
+    return {v.ok ? 200 : 503, "text/plain; charset=utf-8", v.text()};
+  }
+  return {404, "text/plain; charset=utf-8", "no such path: " + path + " (served: /metrics, /healthz, /readyz)\n"};
 }
 
 int Daemon::run() {

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 
+#include "daemon/control/call_measurements.h"
 #include "daemon/control/job_events.h"
 #include "daemon/control/local_connections.h"
 #include "daemon/control/local_service.h"
@@ -21,6 +22,9 @@
 #include "daemon/control/status_report.h"
 #include "daemon/control/unix_listener.h"
 #include "daemon/dataplane/data_plane.h"
+#include "daemon/ops/http_endpoint.h"
+#include "daemon/ops/metrics_collector.h"
+#include "daemon/ops/readiness.h"
 #include "daemon/jobs/client_table.h"
 #include "daemon/jobs/coordinator.h"
 #include "daemon/jobs/ipc_exchange.h"
@@ -53,12 +57,16 @@ class Daemon {
   // Tells clients and peers; waits at most rpc_timeout_ms for the peers to
   // acknowledge.
   void leave_everything(const std::string& reason);
+  // Keeps the gRPC health services in step with draining.
+  void update_health();
+  // /metrics, /healthz, /readyz.
+  HttpResponse serve_http(const std::string& path) const;
 
   // The node's parts, built once the rails are open; each service gets the
   // few it uses. Declared in dependency order: destroyed in reverse.
   struct Parts {
     Parts(v1::DaemonConfig config, std::string advertise, std::vector<std::unique_ptr<Rail>> rails,
-          const std::shared_ptr<const PeerSecurity>& security);
+          std::string provider_fallback, const std::shared_ptr<const PeerSecurity>& security);
 
     Node node;
     PeerGate gate;
@@ -73,8 +81,11 @@ class Daemon {
     PeerHealth health;
     StatusReport status;
     LocalCalls local_calls;
+    CallMeasurements measurements;
     LocalParts local;
     PeerParts peer;
+    Readiness readiness;
+    MetricsCollector metrics;
   };
 
   // First: destroyed last, so it bounds the whole teardown (servers, data
@@ -92,6 +103,9 @@ class Daemon {
   std::unique_ptr<grpc::Server> local_server_;
   std::unique_ptr<UnixListener> listener_;
   std::unique_ptr<FdServer> fd_server_;
+  bool health_draining_ = false;  // what the health services say now (event loop only)
+  // Last: stopped first, while the parts it reads still exist.
+  std::unique_ptr<HttpEndpoint> http_;
 };
 
 }  // namespace epx::daemon

@@ -6,11 +6,14 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "daemon/json_log_format.h"
+
 namespace epx::daemon {
 namespace {
 
 std::mutex g_mu;
 std::string g_file;
+bool g_json = false;
 spdlog::level::level_enum g_level = spdlog::level::info;
 
 Status install(const std::string& file) {
@@ -26,7 +29,11 @@ Status install(const std::string& file) {
     return invalid_argument("log_file " + file + ": " + e.what());
   }
   logger->set_level(g_level);
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %L [%t] %v");
+  if (g_json) {
+    logger->set_formatter(std::make_unique<JsonLogFormatter>());
+  } else {
+    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %L [%t] %v");
+  }
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
   return Status();
@@ -34,8 +41,9 @@ Status install(const std::string& file) {
 
 }  // namespace
 
-Status init_logging(const std::string& level, const std::string& file) {
+Status init_logging(const std::string& level, const std::string& file, const std::string& format) {
   std::lock_guard<std::mutex> lock(g_mu);
+  g_json = format == "json";
   g_level = spdlog::level::from_str(level);
   g_file = file;
   return install(file);

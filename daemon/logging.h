@@ -8,7 +8,8 @@
 
 namespace epx::daemon {
 
-Status init_logging(const std::string& level, const std::string& file);
+// format: "text" (the default) or "json" (json_log_format.h).
+Status init_logging(const std::string& level, const std::string& file, const std::string& format = "text");
 // Reopens the log file after rotation; no-op when logging to stderr.
 Status reopen_logs();
 

@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  if (auto s = daemon::init_logging(config.log_level(), config.log_file()); !s.ok()) return fail(s.message());
+  if (auto s = daemon::init_logging(config.log_level(), config.log_file(), config.log_format()); !s.ok()) return fail(s.message());
   auto started = daemon::Daemon::start(config);
   if (!started.ok()) {
     spdlog::error("{}", started.status().to_string());

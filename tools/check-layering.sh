@@ -7,7 +7,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 # Lowest first: a library may depend only on libraries before it.
-order=(config fabric shm proxy dataplane jobs control shutdown_bound daemon)
+order=(config fabric shm proxy dataplane jobs control ops shutdown_bound daemon)
 # What the daemon may take from the SDK package: base types and contracts.
 sdk_allowed="//client:status //client:grpc_status"
 

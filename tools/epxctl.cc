@@ -10,6 +10,14 @@
 //     joins a job (a bootstrap smoke test across nodes), prints the rank
 //     table; with --hold keeps the rank until stdin closes or SIGTERM,
 //     printing events as they come.
+//   epxctl [--socket PATH] health
+//     grpc.health.v1, rails, peers, drain state and /readyz; exit 0 when ready.
+//   epxctl [--socket PATH] drain [--wait-ms W] [--cancel]
+//     refuses new joins, waits (at most W ms, default 600000) until no job is
+//     left on the daemon; --cancel accepts joins again. README "Upgrading".
+//   epxctl [--socket PATH] top [--interval-ms I] [--count N] [--json]
+//     live view of rails, jobs and peers every I ms (default 1000); --json
+//     prints one JSON object per line and interval; N intervals, or until ^C.
 // Exit codes: 0 ok, 1 the operation failed (message on stderr), 2 bad usage.
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
@@ -28,6 +36,7 @@
 #include "epx/v1/local.grpc.pb.h"
 #include "epx/v1/peer.grpc.pb.h"
 #include "grpc_status.h"
+#include "tools/ctl/commands.h"
 
 namespace po = boost::program_options;
 using namespace std::chrono_literals;
@@ -35,7 +44,8 @@ using namespace std::chrono_literals;
 namespace {
 
 int usage(const std::string& message) {
-  std::cerr << "epxctl: " << message << "\nusage: epxctl [--socket PATH] (status|jobs|ping|join) [options]; "
+  std::cerr << "epxctl: " << message
+            << "\nusage: epxctl [--socket PATH] (status|jobs|ping|join|health|drain|top) [options]; "
             << "epxctl --help\n";
   return 2;
 }
@@ -64,19 +74,7 @@ std::string hex_prefix(const std::string& bytes, size_t n = 8) {
   return out.str();
 }
 
-epx::Result<epx::v1::DaemonStatus> fetch_status(const std::string& socket, std::chrono::milliseconds timeout,
-                                                bool own_only = false) {
-  auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
-  auto stub = epx::v1::Local::NewStub(channel);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
-  epx::v1::DaemonStatus reply;
-  epx::v1::StatusRequest request;
-  request.set_own_only(own_only);
-  grpc::Status s = stub->Status(&ctx, request, &reply);
-  if (!s.ok()) return epx::from_grpc(s).with_context("epxd at " + socket);
-  return reply;
-}
+using epx::ctl::fetch_status;
 
 void print_jobs(const epx::v1::DaemonStatus& st) {
   std::cout << "jobs: " << st.jobs_size() << "\n";
@@ -117,6 +115,10 @@ int print_status(const epx::v1::DaemonStatus& st, bool json, bool jobs_only) {
               << "peer address " << st.peer_address() << "  control socket " << st.control_socket() << "\n"
               << "libfabric " << st.libfabric() << "\n"
               << "rails: " << st.rails_size() << " (" << st.provider() << ")\n";
+    if (!st.provider_fallback().empty()) std::cout << "warning: " << st.provider_fallback() << "\n";
+    if (st.draining()) std::cout << "draining: new joins are refused (epxctl drain)\n";
+    if (!st.metrics_address().empty()) std::cout << "metrics, /healthz, /readyz at " << st.metrics_address() << "\n";
+    for (const auto& p : st.peers()) std::cout << "peer " << p.address() << ": " << (p.up() ? "up" : "DOWN") << "\n";
     for (const auto& r : st.rails()) {
       std::cout << "  " << r.index() << "  " << r.provider() << "  domain " << r.domain() << "  fabric " << r.fabric()
                 << "  mr " << r.mr_mode() << "  hmem " << (r.fi_hmem() ? "yes" : "no") << "  addr "
@@ -178,6 +180,7 @@ int join(const std::string& socket, const po::variables_map& vm, std::chrono::mi
   opts.timeout = std::chrono::milliseconds(vm.count("timeout-ms") ? vm["timeout-ms"].as<uint32_t>() : 60000);
   auto job = (*client)->join(opts);
   if (!job.ok()) return failed(job.status());
+  if (!job->provider_fallback().empty()) std::cerr << "epxctl: warning: " << job->provider_fallback() << "\n";
   std::cout << job->table().to_string() << std::flush;
   if (!vm.count("hold")) return 0;
 
@@ -213,8 +216,12 @@ int main(int argc, char** argv) {
       "job", po::value<std::string>(), "join: job id")("world", po::value<uint32_t>(), "join: world size")(
       "rank", po::value<uint32_t>(), "join: rank")("local-rank", po::value<uint32_t>(), "join: local rank")(
       "coordinator", po::value<std::string>(), "join: coordinating daemon host:port (default: local daemon)")(
-      "hold", "join: keep the rank until stdin closes or SIGTERM")("command", po::value<std::string>(),
-                                                                   "status | jobs | ping | join");
+      "hold", "join: keep the rank until stdin closes or SIGTERM")(
+      "wait-ms", po::value<uint32_t>(), "drain: how long to wait for running jobs (default 600000)")(
+      "cancel", "drain: accept joins again")("interval-ms", po::value<uint32_t>(),
+                                             "top: refresh interval (default 1000)")(
+      "count", po::value<uint32_t>(), "top: intervals to show (default: until ^C)")(
+      "command", po::value<std::string>(), "status | jobs | ping | join | health | drain | top");
   po::positional_options_description pos;
   pos.add("command", 1);
   po::variables_map vm;
@@ -241,5 +248,19 @@ int main(int argc, char** argv) {
   }
   if (cmd == "ping") return ping(socket, vm.count("peer") ? vm["peer"].as<std::string>() : "", timeout);
   if (cmd == "join") return join(socket, vm, std::chrono::milliseconds(5000));
+  if (cmd == "health") return epx::ctl::health(socket, timeout);
+  if (cmd == "drain") {
+    epx::ctl::DrainOptions d;
+    d.cancel = vm.count("cancel") > 0;
+    if (vm.count("wait-ms")) d.wait = std::chrono::milliseconds(vm["wait-ms"].as<uint32_t>());
+    return epx::ctl::drain(socket, d, timeout);
+  }
+  if (cmd == "top") {
+    epx::ctl::TopOptions t;
+    t.json = vm.count("json") > 0;
+    if (vm.count("interval-ms")) t.interval = std::chrono::milliseconds(vm["interval-ms"].as<uint32_t>());
+    if (vm.count("count")) t.count = vm["count"].as<uint32_t>();
+    return epx::ctl::top(socket, t, timeout);
+  }
   return usage("unknown command '" + cmd + "'");
 }

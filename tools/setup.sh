@@ -14,6 +14,7 @@ packages=(
   iproute2 clang-format
   clang libclang-rt-14-dev
   libssl-dev openssl
+  prometheus-cpp-dev python3-yaml
 )
 
 missing=()

@@ -62,7 +62,7 @@ Result<Job> Client::join(const JoinOptions& options) {
                           std::to_string(table.ranks.size()) + " ranks for world size " +
                           std::to_string(table.world_size));
   }
-  return Job(session_, std::move(table), options.rank);
+  return Job(session_, std::move(table), options.rank, reply.provider_fallback());
 }
 
 Result<DaemonInfo> Client::status() {

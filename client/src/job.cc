@@ -9,11 +9,19 @@
 
 namespace epx {
 
-Job::Job(std::shared_ptr<ClientSession> session, RankTable table, uint32_t rank)
-    : session_(std::move(session)), table_(std::move(table)), rank_(rank), joined_(true) {}
+Job::Job(std::shared_ptr<ClientSession> session, RankTable table, uint32_t rank, std::string provider_fallback)
+    : session_(std::move(session)),
+      table_(std::move(table)),
+      rank_(rank),
+      joined_(true),
+      provider_fallback_(std::move(provider_fallback)) {}
 
 Job::Job(Job&& other) noexcept
-    : session_(std::move(other.session_)), table_(std::move(other.table_)), rank_(other.rank_), joined_(other.joined_) {
+    : session_(std::move(other.session_)),
+      table_(std::move(other.table_)),
+      rank_(other.rank_),
+      joined_(other.joined_),
+      provider_fallback_(std::move(other.provider_fallback_)) {
   other.joined_ = false;
 }
 
@@ -24,6 +32,7 @@ Job& Job::operator=(Job&& other) noexcept {
     table_ = std::move(other.table_);
     rank_ = other.rank_;
     joined_ = other.joined_;
+    provider_fallback_ = std::move(other.provider_fallback_);
     other.joined_ = false;
   }
   return *this;

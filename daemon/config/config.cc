@@ -268,6 +268,8 @@ Status finalize_config(v1::DaemonConfig* c) {
   if (c->rail_stall_ms() == 0) c->set_rail_stall_ms(2000);
   if (c->rail_cooldown_ms() == 0) c->set_rail_cooldown_ms(2000);
   if (c->stripe_min_kib() == 0) c->set_stripe_min_kib(512);
+  if (c->metrics_max_jobs() == 0) c->set_metrics_max_jobs(32);
+  if (c->log_format().empty()) c->set_log_format("text");
 
   if (!providers().count(c->provider())) {
     return invalid_argument("provider: '" + c->provider() + "' is not one of " + join(providers()));
@@ -282,6 +284,14 @@ Status finalize_config(v1::DaemonConfig* c) {
   }
   auto listen = split_host_port(c->peer_listen());
   if (!listen.ok()) return listen.status().with_context("peer_listen");
+  if (!c->metrics_listen().empty()) {
+    auto metrics = split_host_port(c->metrics_listen());
+    if (!metrics.ok()) return metrics.status().with_context("metrics_listen");
+  }
+  if (c->metrics_max_jobs() > 10000) return invalid_argument("metrics_max_jobs: at most 10000 (each job adds series)");
+  if (c->log_format() != "text" && c->log_format() != "json") {
+    return invalid_argument("log_format: '" + c->log_format() + "' is not one of json, text");
+  }
   if (!c->advertise_address().empty()) {
     auto adv = split_host_port(c->advertise_address());
     if (!adv.ok()) return adv.status().with_context("advertise_address");

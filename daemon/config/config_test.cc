@@ -207,3 +207,30 @@ TEST_CASE("job weights: from the file and the flag, validated, looked up exact f
   q.set_job_inflight_ops(70000);
   CHECK(finalize_config(&q).message().find("job_inflight_ops") != std::string::npos);
 }
+
+TEST_CASE("operations settings: defaults, and bad values named") {
+  v1::DaemonConfig c;
+  REQUIRE(finalize_config(&c).ok());
+  CHECK(c.metrics_listen().empty());  // no endpoint unless asked for
+  CHECK(c.metrics_max_jobs() == 32);
+  CHECK(c.log_format() == "text");
+  CHECK_FALSE(c.require_provider());
+
+  v1::DaemonConfig m;
+  m.set_metrics_listen("nowhere");
+  CHECK(finalize_config(&m).message().find("metrics_listen") != std::string::npos);
+
+  v1::DaemonConfig f;
+  f.set_log_format("xml");
+  const Status s = finalize_config(&f);
+  CHECK(s.message().find("log_format") != std::string::npos);
+  CHECK(s.message().find("json") != std::string::npos);
+
+  v1::DaemonConfig j;
+  j.set_metrics_max_jobs(20000);
+  CHECK(finalize_config(&j).message().find("metrics_max_jobs") != std::string::npos);
+
+  v1::DaemonConfig r;
+  REQUIRE(apply_override(&r, "require_provider", "true").ok());
+  CHECK(r.require_provider());
+}

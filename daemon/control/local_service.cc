@@ -53,6 +53,13 @@ grpc::ServerWriteReactor<v1::ClientEvent>* LocalService::Hello(grpc::CallbackSer
 grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* context,
                                                 const v1::JoinJobRequest* request, v1::JoinJobReply* reply) {
   if (parts_.node.shutting_down()) return finish_now(context, grpc::Status(grpc::StatusCode::UNAVAILABLE, "epxd is shutting down"));
+  if (parts_.node.is_draining()) {
+    parts_.measurements.joins_refused_draining.fetch_add(1, std::memory_order_relaxed);
+    return finish_now(context, grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                            "epxd on " + parts_.node.config.node_name() +
+                                                " is draining (epxctl drain): it takes no new jobs; join through "
+                                                "another node or wait until it is back"));
+  }
   const std::string connection = context->peer();
   auto creds = parts_.clients.check_caller(request->client_id(), connection);
   if (!creds.ok()) return finish_now(context, to_grpc(creds.status()));
@@ -117,10 +124,15 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
   spdlog::info("client {} joining job {} as rank {}/{} via coordinator {}", client_id, m.job_id, m.rank,
                m.world_size, coordinator);
   const auto deadline = PeerClient::Clock::now() + std::chrono::milliseconds(timeout_ms) + kBarrierGrace;
+  const auto started = std::chrono::steady_clock::now();
   parts_.peers.register_rank(
       coordinator, reg, deadline, outgoing,
-      [this, reactor, reply, client_id, m, coordinator, timeout_ms](const grpc::Status& s, v1::RegisterReply& r) {
+      [this, reactor, reply, client_id, m, coordinator, timeout_ms, started](const grpc::Status& s,
+                                                                            v1::RegisterReply& r) {
         if (!s.ok()) {
+          if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+            parts_.measurements.join_timeouts.fetch_add(1, std::memory_order_relaxed);
+          }
           parts_.clients.abort_join(client_id, m.job_id);
           std::string message = s.error_message();
           grpc::StatusCode code = s.error_code();
@@ -143,6 +155,7 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
           reactor->finish(forwarded(code, message));
           return;
         }
+        parts_.measurements.join_seconds.record(std::chrono::steady_clock::now() - started);
         const v1::RankTable table = r.table();
         parts_.data_plane.attach_rank(client_id, table, m.rank, [this, reactor, reply, client_id, m, table](epx::Status s) {
           if (!s.ok()) {
@@ -162,7 +175,10 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
             return;
           }
           spdlog::info("job {}: rank {} joined; {} ranks in table", m.job_id, m.rank, table.ranks_size());
-          reactor->finish(grpc::Status::OK, [reply, &table] { *reply->mutable_table() = table; });
+          reactor->finish(grpc::Status::OK, [this, reply, &table] {
+            *reply->mutable_table() = table;
+            reply->set_provider_fallback(parts_.node.provider_fallback);
+          });
         });
       });
   return waiting;
@@ -191,6 +207,36 @@ grpc::ServerUnaryReactor* LocalService::Status(grpc::CallbackServerContext* cont
   view.uid = creds->uid;
   view.all = !request->own_only() && sees_every_tenant(*creds, parts_.node.config.admin_group());
   *reply = parts_.status.status(view);
+  return finish_now(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* LocalService::Drain(grpc::CallbackServerContext* context, const v1::DrainRequest* request,
+                                              v1::DrainReply* reply) {
+  auto creds = parts_.connections.lookup(context->peer());
+  if (!creds) {
+    return finish_now(context, grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                                            "unknown local connection " + context->peer()));
+  }
+  // Draining turns every tenant's joins away: an operator's decision.
+  if (!sees_every_tenant(*creds, parts_.node.config.admin_group())) {
+    return finish_now(context, grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                                            "drain: uid " + std::to_string(creds->uid) +
+                                                " is not an operator of this epxd (root, its user, or admin_group)"));
+  }
+  const bool draining = !request->cancel();
+  if (parts_.node.draining.exchange(draining, std::memory_order_relaxed) != draining) {
+    if (draining) {
+      spdlog::warn("draining: new joins are refused; running jobs go on (uid {} asked)", creds->uid);
+    } else {
+      spdlog::info("drain cancelled: joins accepted again (uid {} asked)", creds->uid);
+    }
+  }
+  reply->set_draining(draining);
+  // What `epxctl drain` then waits for: jobs with ranks here and jobs this
+  // daemon coordinates (their barriers need it).
+  StatusView all;
+  const v1::DaemonStatus status = parts_.status.status(all);
+  for (const auto& j : status.jobs()) reply->add_jobs(j.job_id());
   return finish_now(context, grpc::Status::OK);
 }
 
@@ -287,7 +333,10 @@ grpc::ServerUnaryReactor* LocalService::Barrier(grpc::CallbackServerContext* con
   const std::string coordinator = m->coordinator;
   parts_.peers.barrier(coordinator, req,
                          PeerClient::Clock::now() + std::chrono::milliseconds(timeout_ms) + kBarrierGrace,
-                         [reactor, coordinator](const grpc::Status& s, v1::PeerBarrierReply&) {
+                         [this, reactor, coordinator](const grpc::Status& s, v1::PeerBarrierReply&) {
+                           if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+                             parts_.measurements.barrier_timeouts.fetch_add(1, std::memory_order_relaxed);
+                           }
                            if (s.ok() || s.error_code() != grpc::StatusCode::UNAVAILABLE) {
                              reactor->finish(forwarded(s.error_code(), s.error_message()));
                              return;

@@ -2,6 +2,7 @@
 // and translate; the decisions live in ClientTable and Coordinator.
 #pragma once
 
+#include "daemon/control/call_measurements.h"
 #include "daemon/control/local_calls.h"
 #include "daemon/control/local_connections.h"
 #include "daemon/control/node.h"
@@ -26,6 +27,7 @@ struct LocalParts {
   RankRelease& release;
   const StatusReport& status;
   LocalCalls& calls;  // calls that wait on others, answered at shutdown
+  CallMeasurements& measurements;
 };
 
 // Local: the service clients on this node call (unix socket). Handlers check
@@ -55,6 +57,8 @@ class LocalService final : public v1::Local::CallbackService {
                                     v1::BarrierReply* reply) override;
   grpc::ServerUnaryReactor* ExchangeIpc(grpc::CallbackServerContext* context, const v1::ExchangeIpcRequest* request,
                                         v1::ExchangeIpcReply* reply) override;
+  grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* context, const v1::DrainRequest* request,
+                                  v1::DrainReply* reply) override;
 
  private:
   LocalParts parts_;

@@ -6,6 +6,17 @@
 
 namespace epx::daemon {
 
+std::vector<PeerHealth::PeerState> PeerHealth::peers() const {
+  const auto now = std::chrono::steady_clock::now();
+  const auto limit = std::chrono::milliseconds(node_.config.peer_timeout_ms());
+  std::vector<PeerState> out;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [address, peer] : peers_by_address_) {
+    out.push_back(PeerState{address, !peer.declared_lost && now - peer.last_ok <= limit});
+  }
+  return out;
+}
+
 void PeerHealth::check() {
   if (node_.shutting_down()) return;
   const auto now = std::chrono::steady_clock::now();

@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "daemon/control/job_events.h"
 #include "daemon/control/node.h"
@@ -23,6 +24,13 @@ class PeerHealth {
   // Called periodically by the Daemon; never blocks.
   void check();
 
+  struct PeerState {
+    std::string address;
+    bool up = false;  // answered a ping within peer_timeout_ms
+  };
+  // The daemons we share jobs with, as of the last check.
+  std::vector<PeerState> peers() const;
+
  private:
   struct Peer {
     std::chrono::steady_clock::time_point last_ok;
@@ -33,7 +41,7 @@ class PeerHealth {
   ClientTable& clients_;
   PeerClient& peers_;
   JobEvents& events_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::map<std::string, Peer> peers_by_address_;
 };
 

@@ -36,9 +36,21 @@ v1::DaemonStatus StatusReport::status(const StatusView& view) const {
     data_plane_.fill_rail_status(rail->index(), r);
   }
   s.set_libfabric(libfabric_description());
+  s.set_provider_fallback(node_.provider_fallback);
+  s.set_draining(node_.is_draining());
+  if (const int port = node_.metrics_port.load(std::memory_order_relaxed); port != 0) {
+    const std::string& listen = node_.config.metrics_listen();
+    s.set_metrics_address(listen.substr(0, listen.rfind(':') + 1) + std::to_string(port));
+  }
   s.set_view(view.all ? "all" : "own (uid " + std::to_string(view.uid) + ")");
   std::set<std::string> own_jobs;
+  // Every client's rings count towards their rail's occupancy, whatever
+  // the view: the proxies serve them all.
+  std::map<uint32_t, uint64_t> uncompleted_by_rail;
   for (auto& c : clients_.client_status()) {
+    for (const auto& r : data_plane_.ring_status(c.client_id())) {
+      uncompleted_by_rail[r.rail()] += r.consumed() > r.completed() ? r.consumed() - r.completed() : 0;
+    }
     if (!view.all) {
       if (c.uid() != view.uid) continue;
       // ClientStatus names a job as "job/rank"; job ids hold no '/'.
@@ -53,7 +65,22 @@ v1::DaemonStatus StatusReport::status(const StatusView& view) const {
     c.set_device_window_bytes(usage.device_bytes);
     *s.add_clients() = std::move(c);
   }
-  for (auto& p : data_plane_.proxy_status()) *s.add_proxies() = std::move(p);
+  for (auto& p : data_plane_.proxy_status()) {
+    p.set_uncompleted(uncompleted_by_rail[p.rail()]);
+    // Job names are a tenant's business: others see their own jobs' shares.
+    if (!view.all) {
+      auto* jobs = p.mutable_jobs();
+      for (int i = jobs->size() - 1; i >= 0; --i) {
+        if (!own_jobs.count(jobs->Get(i).job_id())) jobs->DeleteSubrange(i, 1);
+      }
+    }
+    *s.add_proxies() = std::move(p);
+  }
+  for (const auto& peer : health_.peers()) {
+    auto* ps = s.add_peers();
+    ps->set_address(peer.address);
+    ps->set_up(peer.up);
+  }
   s.set_fd_socket(node_.fd_socket);
   std::map<std::string, v1::JobStatus> jobs;
   for (auto& j : coordinator_.status()) jobs[j.job_id()] = std::move(j);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "daemon/control/node.h"
+#include "daemon/control/peer_health.h"
 #include "daemon/control/status_access.h"
 #include "daemon/dataplane/data_plane.h"
 #include "daemon/jobs/client_table.h"
@@ -16,8 +17,8 @@ namespace epx::daemon {
 class StatusReport {
  public:
   StatusReport(const Node& node, const ClientTable& clients, const DataPlane& data_plane,
-               const Coordinator& coordinator)
-      : node_(node), clients_(clients), data_plane_(data_plane), coordinator_(coordinator) {}
+               const Coordinator& coordinator, const PeerHealth& health)
+      : node_(node), clients_(clients), data_plane_(data_plane), coordinator_(coordinator), health_(health) {}
 
   // With view.all = false: the clients of view.uid and the jobs they hold.
   v1::DaemonStatus status(const StatusView& view) const;
@@ -27,6 +28,7 @@ class StatusReport {
   const ClientTable& clients_;
   const DataPlane& data_plane_;
   const Coordinator& coordinator_;
+  const PeerHealth& health_;
 };
 
 }  // namespace epx::daemon

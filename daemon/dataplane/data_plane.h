@@ -94,6 +94,8 @@ class DataPlane {
   WindowUsage window_usage(uint64_t client_id) const { return jobs_.window_usage(client_id); }
   std::vector<v1::ProxyStatus> proxy_status() const { return proxies_.status(); }
   void fill_rail_status(size_t rail, v1::RailStatus* out) const { proxies_.fill_rail_status(rail, out); }
+  std::vector<ProxyStats> proxy_stats() const { return proxies_.stats(); }
+  std::vector<Status> proxies_answering(std::chrono::milliseconds timeout) const { return proxies_.answering(timeout); }
 
  private:
   Result<std::shared_ptr<JobPlane>> formed(const std::string& job_id) const;

@@ -244,6 +244,21 @@ void ProxySet::quiesce(std::shared_ptr<const JobViewCell> views, uint32_t rank, 
   }
 }
 
+std::vector<ProxyStats> ProxySet::stats() const {
+  std::vector<ProxyStats> out;
+  for (const auto& p : proxies_) out.push_back(p->stats());
+  return out;
+}
+
+std::vector<Status> ProxySet::answering(std::chrono::milliseconds timeout) const {
+  std::vector<Status> out;
+  for (size_t i = 0; i < proxies_.size(); ++i) {
+    Status s = proxies_[i]->execute([] {}, timeout);
+    out.push_back(s.ok() ? s : s.with_context("rail " + std::to_string(i) + " proxy"));
+  }
+  return out;
+}
+
 std::vector<v1::ProxyStatus> ProxySet::status() const {
   std::vector<v1::ProxyStatus> out;
   for (size_t i = 0; i < proxies_.size(); ++i) {
@@ -256,6 +271,17 @@ std::vector<v1::ProxyStatus> ProxySet::status() const {
     s.set_signals_applied(st.signals_applied);
     s.set_bad_immediates(st.bad_immediates);
     s.set_busy_ns(st.busy_ns);
+    s.set_fabric_bytes(st.posted_bytes);
+    s.set_rejected(st.rejected_total());
+    s.set_fabric_errors(st.rejected[static_cast<size_t>(ring::RingError::kTransport)]);
+    s.set_refused(st.refused);
+    for (const JobShareStats& j : proxies_[i]->published_job_stats()) {
+      v1::ProxyJobStatus* pj = s.add_jobs();
+      pj->set_job_id(j.job_id);
+      pj->set_descriptors(j.descriptors);
+      pj->set_fabric_ops(j.fabric_ops);
+      pj->set_fabric_bytes(j.fabric_bytes);
+    }
     out.push_back(std::move(s));
   }
   return out;

@@ -84,7 +84,14 @@ class ProxySet {
   void quiesce(std::shared_ptr<const JobViewCell> views, uint32_t rank, std::chrono::milliseconds timeout,
                std::function<void(Status)> done);
 
+  // Per rail: the proxy's counters and each job's share as the proxy last
+  // published it (Proxy::published_job_stats: never waits for a proxy).
   std::vector<v1::ProxyStatus> status() const;
+  // The proxies' counters, by rail.
+  std::vector<ProxyStats> stats() const;
+  // Per rail: OK when its proxy thread ran an empty task within `timeout`
+  // (it is alive and not stuck), else DEADLINE_EXCEEDED naming the rail.
+  std::vector<Status> answering(std::chrono::milliseconds timeout) const;
 
  private:
   const v1::DaemonConfig& config_;

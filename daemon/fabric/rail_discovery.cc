@@ -1,5 +1,9 @@
 #include "daemon/fabric/rail_discovery.h"
 
+#include <dirent.h>
+#include <limits.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -54,7 +58,68 @@ std::string join(const std::vector<std::string>& v) {
   return out.empty() ? "none" : out;
 }
 
+// Entry names of a directory, sorted, "." and ".." left out; empty when it
+// cannot be read.
+std::vector<std::string> directory_names(const std::string& path) {
+  std::vector<std::string> names;
+  DIR* dir = opendir(path.c_str());
+  if (dir == nullptr) return names;
+  while (dirent* e = readdir(dir)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  closedir(dir);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// The last component of a symlink's target ("efa" for .../drivers/efa).
+std::string link_basename(const std::string& path) {
+  char buf[PATH_MAX];
+  const ssize_t n = readlink(path.c_str(), buf, sizeof(buf) - 1);
+  if (n <= 0) return "";
+  const std::string target(buf, static_cast<size_t>(n));
+  return target.substr(target.rfind('/') + 1);
+}
+
 }  // namespace
+
+std::string rdma_devices_description() {
+  std::vector<std::string> uverbs;
+  for (const auto& name : directory_names("/dev/infiniband")) {
+    if (name.rfind("uverbs", 0) == 0) uverbs.push_back("/dev/infiniband/" + name);
+  }
+  std::vector<std::string> devices;
+  for (const auto& name : directory_names("/sys/class/infiniband")) {
+    const std::string driver = link_basename("/sys/class/infiniband/" + name + "/device/driver");
+    devices.push_back(driver.empty() ? name : name + " (" + driver + ")");
+  }
+  return "device nodes: " + (uverbs.empty() ? std::string("no /dev/infiniband/uverbs*") : join(uverbs)) +
+         "; RDMA devices in /sys/class/infiniband: " + join(devices);
+}
+
+Result<ProviderChoice> choose_provider(const std::string& configured, bool require_rdma) {
+  const std::vector<std::string> present = available_providers();
+  auto has = [&](const std::string& p) { return std::find(present.begin(), present.end(), p) != present.end(); };
+  if (configured != "auto") {
+    if (!has(configured)) {
+      return failed_precondition("provider '" + configured +
+                                 "' is not available (RDM endpoints with RMA and remote CQ data); libfabric offers: " +
+                                 join(present) + "; " + rdma_devices_description());
+    }
+    return ProviderChoice{configured, ""};
+  }
+  for (const char* p : {"efa", "verbs"}) {
+    if (has(p)) return ProviderChoice{p, ""};
+  }
+  const std::string why = "provider auto found neither efa nor verbs (libfabric offers: " + join(present) + "; " +
+                          rdma_devices_description() + ")";
+  if (require_rdma) {
+    return failed_precondition(why + "; require_provider forbids falling back to tcp");
+  }
+  if (!has("tcp")) return failed_precondition(why + " and no tcp either");
+  return ProviderChoice{"tcp", why + ": falling back to tcp, which moves data with the CPU over sockets"};
+}
 
 FiInfoPtr rail_hints() {
   FiInfoPtr hints(fi_allocinfo());
@@ -82,21 +147,8 @@ std::vector<std::string> available_providers() {
 
 Result<std::vector<std::unique_ptr<Rail>>> open_rails(const std::string& provider,
                                                       const std::vector<std::string>& domains) {
-  std::string chosen = provider;
-  const std::vector<std::string> present = available_providers();
-  auto has = [&](const std::string& p) { return std::find(present.begin(), present.end(), p) != present.end(); };
-  if (provider == "auto") {
-    chosen.clear();
-    for (const char* p : {"efa", "verbs", "tcp"}) {
-      if (has(p)) { chosen = p; break; }
-    }
-    if (chosen.empty()) {
-      return failed_precondition("provider auto: none of efa, verbs, tcp is usable; libfabric offers: " + join(present));
-    }
-  } else if (!has(provider)) {
-    return failed_precondition("provider '" + provider + "' is not available (RDM endpoints with RMA and remote CQ data); "
-                               "libfabric offers: " + join(present));
-  }
+  EPX_ASSIGN_OR_RETURN(ProviderChoice choice, choose_provider(provider, /*require_rdma=*/false));
+  const std::string chosen = choice.provider;
 
   // Device windows register GPU memory, which providers accept only on a
   // domain opened with FI_HMEM (libfabric otherwise treats every

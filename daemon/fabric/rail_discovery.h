@@ -18,6 +18,28 @@ FiInfoPtr rail_hints();
 // Core provider names fi_getinfo reports for rail_hints() ("efa", "tcp", ...).
 std::vector<std::string> available_providers();
 
+// The provider the rails use. With "auto" and neither efa nor verbs
+// usable, `fallback` says so and why (what libfabric offers, which RDMA
+// device nodes exist); empty otherwise.
+struct ProviderChoice {
+  std::string provider;
+  std::string fallback;
+};
+
+// Resolves `configured` (auto | efa | verbs | tcp | shm). With
+// `require_rdma` an auto that would fall back is FAILED_PRECONDITION
+// instead (config require_provider). A named provider that is not there is
+// an error listing the ones that are.
+Result<ProviderChoice> choose_provider(const std::string& configured, bool require_rdma);
+
+// What the node shows of RDMA NICs, the way libfabric's efa and verbs
+// providers find them (through rdma-core): device nodes
+// /dev/infiniband/uverbsN and their sysfs entries
+// /sys/class/infiniband/NAME with the kernel driver bound to each
+// ("rdmap16s27 (efa)"). Network interfaces are not consulted: a pod often
+// has no EFA interface yet can use the NIC through its device node.
+std::string rdma_devices_description();
+
 // Opens one rail per domain of `provider` ("auto" prefers efa > verbs > tcp),
 // restricted to `domains` when not empty. A provider that is not there is an
 // error listing the ones that are.

@@ -234,6 +234,19 @@ bool Proxy::finish_drains() {
   return worked;
 }
 
+std::vector<JobShareStats> Proxy::published_job_stats() const {
+  std::lock_guard<std::mutex> lock(published_mu_);
+  return published_jobs_;
+}
+
+void Proxy::publish_job_stats() {
+  std::vector<JobShareStats> copy;
+  copy.reserve(jobs_.size());
+  for (const auto& job : jobs_) copy.push_back(job->stats);
+  std::lock_guard<std::mutex> lock(published_mu_);
+  published_jobs_.swap(copy);
+}
+
 Result<std::vector<JobShareStats>> Proxy::job_stats(std::chrono::milliseconds timeout) {
   std::vector<JobShareStats> out;
   EPX_RETURN_IF_ERROR(execute(
@@ -255,6 +268,7 @@ ProxyStats Proxy::stats() const {
   s.doorbells = stat_doorbells_.load(std::memory_order_relaxed);
   s.refused = stat_eagain_.load(std::memory_order_relaxed);
   s.posted_bytes = stat_bytes_.load(std::memory_order_relaxed);
+  for (size_t i = 0; i < kRejectReasons; ++i) s.rejected[i] = stat_rejected_[i].load(std::memory_order_relaxed);
   return s;
 }
 
@@ -270,6 +284,7 @@ void Proxy::run() {
     }
   }
   auto last_work = Clock::now();
+  auto last_published = Clock::time_point{};
   while (!stop_.load(std::memory_order_acquire)) {
     const auto pass_start = Clock::now();
     pass_now_ = pass_start;
@@ -285,6 +300,10 @@ void Proxy::run() {
     worked |= serve_jobs();
     worked |= poll_cq();
     const auto now = Clock::now();
+    if (now - last_published >= kJobStatsPeriod) {
+      publish_job_stats();
+      last_published = now;
+    }
     if (worked) {
       last_work = now;
       stat_busy_ns_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(now - pass_start).count(),

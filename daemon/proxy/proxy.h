@@ -10,11 +10,13 @@
 // (the CQ: local completions, the completion watermark, remote signals).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -52,6 +54,9 @@ struct ProxyOptions {
   uint64_t stripe_min_piece = 64 << 10;
 };
 
+// ring::RingError codes 0..kTransport.
+constexpr size_t kRejectReasons = static_cast<size_t>(ring::RingError::kTransport) + 1;
+
 struct ProxyStats {
   uint64_t descriptors = 0;      // consumed from rings
   uint64_t fabric_ops = 0;       // writes posted (after coalescing)
@@ -62,6 +67,14 @@ struct ProxyStats {
   uint64_t doorbells = 0;        // doorbells taken
   uint64_t refused = 0;          // writes the provider refused with -FI_EAGAIN (offered again next pass)
   uint64_t posted_bytes = 0;     // bytes of the writes posted
+  // Descriptors rejected, by ring::RingError code (index 0 unused);
+  // kTransport counts writes the fabric failed.
+  std::array<uint64_t, kRejectReasons> rejected{};
+  uint64_t rejected_total() const {
+    uint64_t n = 0;
+    for (uint64_t r : rejected) n += r;
+    return n;
+  }
 };
 
 class Proxy {
@@ -114,6 +127,10 @@ class Proxy {
   // Each job's share of this rail now (jobs with a ring here), copied on the
   // proxy thread; waits at most `timeout` for it.
   Result<std::vector<JobShareStats>> job_stats(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // The same as the proxy thread last published it (every kJobStatsPeriod):
+  // never waits for the proxy, so status and metrics calls may use it.
+  std::vector<JobShareStats> published_job_stats() const;
+  static constexpr std::chrono::milliseconds kJobStatsPeriod{100};
   size_t ring_count() const { return ring_count_.load(std::memory_order_relaxed); }
 
  private:
@@ -161,6 +178,7 @@ class Proxy {
   void run();
   // Every kHealthTick: finds the oldest write in flight and tells health_.
   void check_health(std::chrono::steady_clock::time_point now);
+  void publish_job_stats();
   void attach(std::shared_ptr<RingBinding> ring);
   // Forgets closing rings whose writes completed (or timed out).
   bool finish_drains();
@@ -313,6 +331,10 @@ class Proxy {
   std::atomic<size_t> ring_count_{0};
   std::atomic<uint64_t> stat_descriptors_{0}, stat_ops_{0}, stat_signals_{0}, stat_bad_imm_{0}, stat_busy_ns_{0},
       stat_visits_{0}, stat_doorbells_{0}, stat_eagain_{0}, stat_bytes_{0};
+  std::array<std::atomic<uint64_t>, kRejectReasons> stat_rejected_{};
+  // Copied from jobs_ by the proxy thread (publish_job_stats).
+  mutable std::mutex published_mu_;
+  std::vector<JobShareStats> published_jobs_;
 };
 
 }  // namespace epx::daemon

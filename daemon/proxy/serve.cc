@@ -24,6 +24,7 @@ constexpr uint64_t kPrefetchSlots = 16;
 
 void Proxy::reject(RingBinding& ring, const RingSlot& d, RingError code, const std::string& why) {
   bump(ring.rejected, 1);
+  if (static_cast<size_t>(code) < kRejectReasons) bump(stat_rejected_[static_cast<size_t>(code)], 1);
   ring::ring_report_error(ring.header, code, ring.position);
   std::lock_guard<std::mutex> lock(ring.error_mu);
   if (ring.first_error.empty()) {

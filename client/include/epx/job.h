@@ -53,6 +53,11 @@ class Job {
   uint32_t rank() const { return rank_; }
   uint32_t world_size() const { return table_.world_size; }
   const std::string& job_id() const { return table_.job_id; }
+  // Non-empty when the local daemon's rails fell back from efa/verbs to
+  // another provider (its config says provider auto and it found no EFA or
+  // verbs device): why, as the daemon logs it. Data still moves, through
+  // the CPU and sockets, far slower than over EFA.
+  const std::string& provider_fallback() const { return provider_fallback_; }
 
   // Ranks of this job the daemon reported lost (kRankLost), ascending.
   std::vector<uint32_t> lost_ranks() const;
@@ -100,12 +105,13 @@ class Job {
 
  private:
   friend class Client;
-  Job(std::shared_ptr<ClientSession> session, RankTable table, uint32_t rank);
+  Job(std::shared_ptr<ClientSession> session, RankTable table, uint32_t rank, std::string provider_fallback);
 
   std::shared_ptr<ClientSession> session_;
   RankTable table_;
   uint32_t rank_ = 0;
   bool joined_ = false;
+  std::string provider_fallback_;
 };
 
 }  // namespace epx
