@@ -2,7 +2,9 @@
 # Installs what EPX builds with, from Debian's packages, when missing
 # (idempotent; needs root or sudo the first time). clang and its sanitizer
 # and libFuzzer runtimes (libclang-rt-14-dev) build the fuzz targets
-# (tools/fuzz.sh); everything else builds with gcc. CUDA comes from
+# (tools/fuzz.sh); everything else builds with gcc. python3-pytest and
+# python3-torch (CPU) run the Python packages' tests (python/tests) with
+# Debian's /usr/bin/python3. CUDA comes from
 # /usr/local/cuda (nvcc 13), which the GPU-capable build machines carry.
 set -euo pipefail
 
@@ -14,6 +16,7 @@ packages=(
   iproute2 clang-format
   clang libclang-rt-14-dev
   libssl-dev openssl
+  python3-pytest python3-torch
 )
 
 missing=()
