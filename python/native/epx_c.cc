@@ -114,8 +114,8 @@ int epx_client_connect(const char* socket_path, const char* name, int rpc_timeou
   return guarded("epx_client_connect", [&]() -> epx::Status {
     EPX_RETURN_IF_ERROR(require(out != nullptr, "epx_client_connect", "out is NULL"));
     *out = nullptr;
-    EPX_RETURN_IF_ERROR(require(socket_path != nullptr && *socket_path != 0, "epx_client_connect",
-                                "socket_path is empty"));
+    EPX_RETURN_IF_ERROR(
+        require(socket_path != nullptr && *socket_path != 0, "epx_client_connect", "socket_path is empty"));
     epx::ClientOptions options;
     if (name != nullptr) options.name = name;
     if (rpc_timeout_ms > 0) options.rpc_timeout = std::chrono::milliseconds(rpc_timeout_ms);
@@ -237,8 +237,8 @@ int epx_ll_local_experts(epx_ll_buffer* buffer, int* out) {
 }
 
 int epx_ll_dispatch(epx_ll_buffer* buffer, const void* x, const int64_t* topk_idx, int num_tokens, int use_fp8,
-                    int round_scale, int use_ue8m0, int return_recv_hook, int32_t* cumulative_recv_stats,
-                    void* stream, epx_ll_dispatch_out* out, epx_ll_hook** hook) {
+                    int round_scale, int use_ue8m0, int return_recv_hook, int32_t* cumulative_recv_stats, void* stream,
+                    epx_ll_dispatch_out* out, epx_ll_hook** hook) {
   return guarded("epx_ll_dispatch", [&]() -> epx::Status {
     EPX_RETURN_IF_ERROR(require(buffer != nullptr && out != nullptr && hook != nullptr, "epx_ll_dispatch",
                                 "buffer, out or hook is NULL"));
@@ -270,8 +270,8 @@ int epx_ll_combine(epx_ll_buffer* buffer, const void* x, const int64_t* topk_idx
     flags.zero_copy = zero_copy != 0;
     flags.return_recv_hook = return_recv_hook != 0;
     flags.out = out_x;
-    EPX_ASSIGN_OR_RETURN(auto result, buffer->buffer->low_latency_combine(x, topk_idx, topk_weights,
-                                                                          from_c(*handle), flags, stream));
+    EPX_ASSIGN_OR_RETURN(
+        auto result, buffer->buffer->low_latency_combine(x, topk_idx, topk_weights, from_c(*handle), flags, stream));
     *combined_x = result.combined_x;
     *hook = make_hook(std::move(result.hook));
     return epx::Status();
@@ -280,8 +280,8 @@ int epx_ll_combine(epx_ll_buffer* buffer, const void* x, const int64_t* topk_idx
 
 int epx_ll_next_combine_buffer(epx_ll_buffer* buffer, const epx_ll_handle* handle, void** out) {
   return guarded("epx_ll_next_combine_buffer", [&]() -> epx::Status {
-    EPX_RETURN_IF_ERROR(require(buffer != nullptr && handle != nullptr && out != nullptr,
-                                "epx_ll_next_combine_buffer", "NULL argument"));
+    EPX_RETURN_IF_ERROR(require(buffer != nullptr && handle != nullptr && out != nullptr, "epx_ll_next_combine_buffer",
+                                "NULL argument"));
     EPX_ASSIGN_OR_RETURN(*out, buffer->buffer->get_next_low_latency_combine_buffer(from_c(*handle)));
     return epx::Status();
   });

@@ -107,8 +107,7 @@ typedef struct epx_ll_dispatch_out {
 
 /* DeepEP's get_low_latency_rdma_size_hint: bytes of one rank's rdma space
  * for this shape (top-k at the kernels' limit, so an upper bound). */
-int epx_ll_size_hint(int num_max_dispatch_tokens_per_rank, int hidden, int num_ranks, int num_experts,
-                     uint64_t* bytes);
+int epx_ll_size_hint(int num_max_dispatch_tokens_per_rank, int hidden, int num_ranks, int num_experts, uint64_t* bytes);
 
 /* Collective: every rank of the job calls it with the same options. */
 int epx_ll_create(epx_job* job, const epx_ll_options* options, epx_ll_buffer** out);
@@ -119,8 +118,8 @@ int epx_ll_local_experts(epx_ll_buffer* buffer, int* out);
  * cumulative_recv_stats: NULL or int32 [local_experts]. With
  * return_recv_hook, *hook receives the deferred receive (else NULL). */
 int epx_ll_dispatch(epx_ll_buffer* buffer, const void* x, const int64_t* topk_idx, int num_tokens, int use_fp8,
-                    int round_scale, int use_ue8m0, int return_recv_hook, int32_t* cumulative_recv_stats,
-                    void* stream, epx_ll_dispatch_out* out, epx_ll_hook** hook);
+                    int round_scale, int use_ue8m0, int return_recv_hook, int32_t* cumulative_recv_stats, void* stream,
+                    epx_ll_dispatch_out* out, epx_ll_hook** hook);
 /* x: bf16 [local_experts][num_ranks * num_max][hidden]; topk_weights: float
  * [num_tokens][num_topk]; out_x: NULL (the buffer's) or bf16
  * [num_tokens][hidden]. *combined_x: where the result is. */
