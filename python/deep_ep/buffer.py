@@ -232,7 +232,8 @@ class Buffer:
     def _native_handle(self, call: str, handle: Tuple, num_tokens: Optional[int]) -> _native.LLHandle:
         if not isinstance(handle, (tuple, list)) or len(handle) != 5:
             raise checks.fail(call, "handle must be the 5-tuple low_latency_dispatch returned")
-        native = self._handles.get(handle[0].data_ptr())
+        data_ptr = getattr(handle[0], "data_ptr", None)
+        native = self._handles.get(data_ptr()) if callable(data_ptr) else None
         if native is None:
             raise checks.fail(call, "handle is not from this Buffer's low_latency_dispatch")
         if num_tokens is not None and native.num_tokens != num_tokens:
