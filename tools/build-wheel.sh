@@ -6,7 +6,7 @@
 # RUNPATH $ORIGIN). Not bundled: glibc, libstdc++, libgcc_s and the CUDA
 # runtime (taken from the process, i.e. torch, or /usr/local/cuda/lib64).
 #
-#   tools/build-wheel.sh [OUT_DIR]      (default dist/)
+#   tools/build-wheel.sh [OUT_DIR]      (default dist/; PYTHON, EPX_LIBRARY: see below)
 #   pip install --no-index dist/epx-*.whl
 #
 # Offline: bazel builds from the local cache and pip builds the wheel with
@@ -20,8 +20,13 @@ out=$(realpath -m "${1:-dist}")
 python=${PYTHON:-/usr/bin/python3}
 version=$(sed -nE 's/^version = "([^"]+)".*/\1/p' python/VERSION.toml)
 
-bazel build //python/native:libepx_c.so
-library=$(bazel info bazel-bin)/python/native/libepx_c.so
+# EPX_LIBRARY: an already built libepx_c.so (the tests pass bazel-bin's).
+if [[ -n ${EPX_LIBRARY:-} ]]; then
+  library=$EPX_LIBRARY
+else
+  bazel build //python/native:libepx_c.so
+  library=$(bazel info bazel-bin)/python/native/libepx_c.so
+fi
 
 stage=$(mktemp -d /tmp/epx-wheel-XXXXXX)
 trap 'rm -rf "$stage"' EXIT
@@ -36,6 +41,26 @@ ldd "$library" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | while read -r n
   [[ $name =~ $keep_out ]] && continue
   install -m 0644 "$path" "$stage/epx/lib/$name"
 done
+
+# Their load order, dependencies first (epx/_native.py loads them in it, so
+# each finds what it needs already loaded from the wheel by soname).
+(cd "$stage/epx/lib" && for lib in lib*.so*; do
+  [[ $lib == libepx_c.so ]] && continue
+  echo "$lib $(readelf -d "$lib" | sed -nE 's/.*\(NEEDED\).*\[(.*)\]/\1/p' | tr '\n' ' ')"
+done) | "$python" -c '
+import sys
+needs = {f[0]: [n for n in f[1:]] for f in (line.split() for line in sys.stdin) if f}
+order, seen = [], set()
+def visit(lib):
+    if lib in seen or lib not in needs:
+        return
+    seen.add(lib)
+    for dep in needs[lib]:
+        visit(dep)
+    order.append(lib)
+for lib in sorted(needs):
+    visit(lib)
+print("\n".join(order))' >"$stage/epx/lib/load-order.txt"
 
 cat >"$stage/setup.py" <<EOF
 from setuptools import setup

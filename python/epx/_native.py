@@ -1,7 +1,8 @@
 """Loads libepx_c.so (python/native/epx_c.h) with ctypes and declares its
 functions. The library is EPX_LIBRARY when set, else the one bundled in this
-package (epx/lib/libepx_c.so). Loaded on first use, so the pure-Python parts
-(argument checks, errors) work without it."""
+package (epx/lib/libepx_c.so, the libraries it needs beside it). Loaded on
+first use, so the pure-Python parts (argument checks, errors) work without
+it."""
 
 import ctypes
 import os
@@ -86,8 +87,26 @@ def library_path() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib", "libepx_c.so")
 
 
+def _preload_bundled(directory: str) -> None:
+    """Loads the libraries tools/build-wheel.sh put beside libepx_c.so, in
+    its load-order.txt (dependencies first), so that each finds the ones it
+    needs already loaded from the wheel (by soname) rather than the system's."""
+    order = os.path.join(directory, "load-order.txt")
+    if not os.path.exists(order):
+        return  # a library built in place: its dependencies are the system's
+    with open(order) as f:
+        names = [line.strip() for line in f if line.strip()]
+    for name in names:
+        try:
+            ctypes.CDLL(os.path.join(directory, name), mode=ctypes.RTLD_GLOBAL)
+        except OSError as e:
+            raise EpxUnavailableError(f"cannot load {name}, bundled with libepx_c.so: {e}", "UNAVAILABLE") from e
+
+
 def _load() -> ctypes.CDLL:
     path = library_path()
+    if not os.environ.get("EPX_LIBRARY") and os.path.isdir(os.path.dirname(path)):
+        _preload_bundled(os.path.dirname(path))
     if not os.path.exists(path):
         raise EpxUnavailableError(
             f"libepx_c.so not found at {path}: install the epx wheel (tools/build-wheel.sh) "
