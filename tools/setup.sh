@@ -2,7 +2,10 @@
 # Installs what EPX builds with, from Debian's packages, when missing
 # (idempotent; needs root or sudo the first time). clang and its sanitizer
 # and libFuzzer runtimes (libclang-rt-14-dev) build the fuzz targets
-# (tools/fuzz.sh); everything else builds with gcc. CUDA comes from
+# (tools/fuzz.sh); everything else builds with gcc. python3-pytest and
+# python3-torch (CPU) run the Python packages' tests (python/tests) with
+# Debian's /usr/bin/python3; pip, wheel, setuptools and venv build and
+# install the wheel (tools/build-wheel.sh). CUDA comes from
 # /usr/local/cuda (nvcc 13), which the GPU-capable build machines carry.
 set -euo pipefail
 
@@ -15,6 +18,7 @@ packages=(
   clang libclang-rt-14-dev
   libssl-dev openssl
   prometheus-cpp-dev python3-yaml
+  python3-pytest python3-torch python3-venv python3-pip python3-wheel python3-setuptools
 )
 
 missing=()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # EPX's tests: installs what is missing, builds everything (GPU code too),
-# runs every test that needs no GPU, runs four checks
+# runs every test that needs no GPU (Bazel's, then pytest's for python/),
+# runs four checks
 # (tools/check-layering.sh, tools/check-libfabric-prefix.sh,
 # tools/check-format.sh, tools/fuzz.sh), and ends with
 # the line
@@ -73,6 +74,25 @@ while read -r label; do
   skipped=$((skipped + 1))
   skips+=("$label: tag gpu, not run here (tools/device/run.sh runs it on a GPU machine)")
 done < <(bazel query 'attr(tags, "\bgpu\b", tests(//...))' 2>/dev/null)
+
+# The Python packages (python/): pytest with Debian's python3 and CPU torch
+# (tools/setup.sh), against this build's libepx_c.so, epxd and epxctl. Its
+# test cases are counted one by one; an error (a fixture failing) is failed.
+echo "== pytest python/tests (the epx and deep_ep packages against real epxd daemons)"
+bazel_bin=$(bazel info bazel-bin "$@" 2>/dev/null) || bazel_bin=bazel-bin
+pytest_log=$(mktemp /tmp/epx-pytest-log-XXXXXX)
+EPX_LIBRARY=$bazel_bin/python/native/libepx_c.so EPX_EPXD=$bazel_bin/daemon/epxd EPX_EPXCTL=$bazel_bin/tools/epxctl \
+  PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m pytest python/tests -q -rs -p no:cacheprovider 2>&1 | tee "$pytest_log"
+pytest_rc=${PIPESTATUS[0]}
+pytest_count() { grep -oE "[0-9]+ $1" "$pytest_log" | tail -n 1 | grep -oE "^[0-9]+" || echo 0; }
+py_passed=$(pytest_count passed)
+py_failed=$(($(pytest_count failed) + $(pytest_count "errors?")))
+py_skipped=$(pytest_count skipped)
+if [[ $pytest_rc -ne 0 && $py_failed -eq 0 ]]; then py_failed=1; fi  # e.g. nothing collected
+while read -r why; do skips+=("pytest $why"); done < <(grep -E "^SKIPPED " "$pytest_log")
+rm -f "$pytest_log"
+echo "== pytest: $py_passed passed, $py_failed failed, $py_skipped skipped"
+passed=$((passed + py_passed)) failed=$((failed + py_failed)) skipped=$((skipped + py_skipped))
 
 echo "== tests: $passed passed, $failed failed, $skipped skipped"
 for s in "${skips[@]}"; do echo "skipped $s"; done

@@ -1,0 +1,335 @@
+// libepx_c (epx_c.h): the C ABI over the client SDK. Each entry point runs
+// its body in `guarded`, which turns an epx::Status into a code plus the
+// thread's last-error message, and any C++ exception into INTERNAL.
+#include "python/native/epx_c.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <new>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "epx/client.h"
+#include "epx/job.h"
+#include "epx/low_latency.h"
+#include "epx/status.h"
+#include "kernels/low_latency_kernels.h"
+#include "kernels/low_latency_memory.h"
+
+struct epx_client {
+  std::unique_ptr<epx::Client> client;
+};
+
+struct epx_job {
+  epx::Job job;
+};
+
+struct epx_ll_buffer {
+  std::unique_ptr<epx::LowLatencyBuffer> buffer;
+};
+
+struct epx_ll_hook {
+  std::function<epx::Status()> run;
+  bool ran = false;
+};
+
+namespace {
+
+thread_local std::string last_error;
+
+int record(const epx::Status& status) {
+  if (status.ok()) return EPX_OK;
+  last_error = status.to_string();
+  return static_cast<int>(status.code());
+}
+
+// Runs `body` (returning epx::Status); no exception leaves.
+template <typename Body>
+int guarded(const char* call, Body&& body) {
+  try {
+    return record(body());
+  } catch (const std::bad_alloc&) {
+    return record(epx::resource_exhausted(std::string(call) + ": out of host memory"));
+  } catch (const std::exception& e) {
+    return record(epx::internal_error(std::string(call) + ": " + e.what()));
+  } catch (...) {
+    return record(epx::internal_error(std::string(call) + ": unknown C++ exception"));
+  }
+}
+
+epx::Status require(bool ok, const char* call, const char* what) {
+  if (ok) return epx::Status();
+  return epx::invalid_argument(std::string(call) + ": " + what);
+}
+
+epx::Status copy_out(const std::string& value, char* buffer, size_t length, const char* what) {
+  if (buffer == nullptr || value.size() + 1 > length) {
+    return epx::Status(epx::StatusCode::kOutOfRange, std::string("epx_client_daemon_info: ") + what + " needs " +
+                                                         std::to_string(value.size() + 1) + " bytes, " +
+                                                         std::to_string(length) + " given");
+  }
+  std::memcpy(buffer, value.c_str(), value.size() + 1);
+  return epx::Status();
+}
+
+void copy_ranks(const std::vector<uint32_t>& ranks, uint32_t* out, size_t capacity, size_t* count) {
+  *count = ranks.size();
+  if (out != nullptr) std::copy_n(ranks.begin(), std::min(capacity, ranks.size()), out);
+}
+
+epx_ll_handle to_c(const epx::LowLatencyHandle& h) {
+  return epx_ll_handle{h.half, h.num_tokens, h.src_info, h.layout_range, h.recv_count};
+}
+
+epx::LowLatencyHandle from_c(const epx_ll_handle& h) {
+  epx::LowLatencyHandle out;
+  out.half = h.half;
+  out.num_tokens = h.num_tokens;
+  out.src_info = h.src_info;
+  out.layout_range = h.layout_range;
+  out.recv_count = h.recv_count;
+  return out;
+}
+
+epx_ll_hook* make_hook(std::function<epx::Status()> run) {
+  if (!run) return nullptr;
+  auto* hook = new epx_ll_hook();
+  hook->run = std::move(run);
+  return hook;
+}
+
+}  // namespace
+
+extern "C" {
+
+int epx_abi_version(void) { return EPX_C_ABI_VERSION; }
+
+const char* epx_last_error(void) { return last_error.c_str(); }
+
+int epx_client_connect(const char* socket_path, const char* name, int rpc_timeout_ms, epx_client** out) {
+  return guarded("epx_client_connect", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(out != nullptr, "epx_client_connect", "out is NULL"));
+    *out = nullptr;
+    EPX_RETURN_IF_ERROR(
+        require(socket_path != nullptr && *socket_path != 0, "epx_client_connect", "socket_path is empty"));
+    epx::ClientOptions options;
+    if (name != nullptr) options.name = name;
+    if (rpc_timeout_ms > 0) options.rpc_timeout = std::chrono::milliseconds(rpc_timeout_ms);
+    auto client = epx::Client::connect(socket_path, options);
+    if (!client.ok()) return client.status();
+    *out = new epx_client{std::move(client).value()};
+    return epx::Status();
+  });
+}
+
+void epx_client_destroy(epx_client* client) {
+  try {
+    delete client;
+  } catch (...) {
+  }
+}
+
+int epx_client_daemon_info(epx_client* client, char* node, size_t node_len, char* peer_address,
+                           size_t peer_address_len) {
+  return guarded("epx_client_daemon_info", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(client != nullptr, "epx_client_daemon_info", "client is NULL"));
+    EPX_ASSIGN_OR_RETURN(epx::DaemonInfo info, client->client->status());
+    EPX_RETURN_IF_ERROR(copy_out(info.node, node, node_len, "node"));
+    return copy_out(info.peer_address, peer_address, peer_address_len, "peer_address");
+  });
+}
+
+int epx_client_join(epx_client* client, const char* job_id, uint32_t world_size, uint32_t rank, uint32_t local_rank,
+                    const char* coordinator, int timeout_ms, epx_job** out) {
+  return guarded("epx_client_join", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(out != nullptr, "epx_client_join", "out is NULL"));
+    *out = nullptr;
+    EPX_RETURN_IF_ERROR(require(client != nullptr, "epx_client_join", "client is NULL"));
+    EPX_RETURN_IF_ERROR(require(job_id != nullptr && *job_id != 0, "epx_client_join", "job_id is empty"));
+    epx::JoinOptions options;
+    options.job_id = job_id;
+    options.world_size = world_size;
+    options.rank = rank;
+    options.local_rank = local_rank;
+    if (coordinator != nullptr) options.coordinator = coordinator;
+    if (timeout_ms > 0) options.timeout = std::chrono::milliseconds(timeout_ms);
+    auto job = client->client->join(options);
+    if (!job.ok()) return job.status();
+    *out = new epx_job{std::move(job).value()};
+    return epx::Status();
+  });
+}
+
+void epx_job_destroy(epx_job* job) {
+  try {
+    delete job;
+  } catch (...) {
+  }
+}
+
+int epx_job_barrier(epx_job* job, int timeout_ms) {
+  return guarded("epx_job_barrier", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(job != nullptr, "epx_job_barrier", "job is NULL"));
+    return job->job.barrier(std::chrono::milliseconds(timeout_ms > 0 ? timeout_ms : 60000));
+  });
+}
+
+int epx_job_lost_ranks(epx_job* job, uint32_t* ranks, size_t capacity, size_t* count) {
+  return guarded("epx_job_lost_ranks", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(job != nullptr && count != nullptr, "epx_job_lost_ranks", "job or count is NULL"));
+    copy_ranks(job->job.lost_ranks(), ranks, capacity, count);
+    return epx::Status();
+  });
+}
+
+int epx_ll_size_hint(int num_max_dispatch_tokens_per_rank, int hidden, int num_ranks, int num_experts,
+                     uint64_t* bytes) {
+  return guarded("epx_ll_size_hint", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(bytes != nullptr, "epx_ll_size_hint", "bytes is NULL"));
+    epx::kernels::LowLatencyShape shape;
+    shape.num_ranks = num_ranks;
+    shape.num_experts = num_experts;
+    shape.hidden = hidden;
+    shape.max_tokens_per_rank = num_max_dispatch_tokens_per_rank;
+    shape.num_topk = epx::kernels::ll::kMaxTopk;
+    epx::kernels::LowLatencyLayout layout;
+    EPX_RETURN_IF_ERROR(epx::kernels::low_latency_layout(shape, &layout));
+    *bytes = layout.rdma_bytes;
+    return epx::Status();
+  });
+}
+
+int epx_ll_create(epx_job* job, const epx_ll_options* options, epx_ll_buffer** out) {
+  return guarded("epx_ll_create", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(out != nullptr, "epx_ll_create", "out is NULL"));
+    *out = nullptr;
+    EPX_RETURN_IF_ERROR(require(job != nullptr && options != nullptr, "epx_ll_create", "job or options is NULL"));
+    epx::LowLatencyOptions o;
+    o.num_max_dispatch_tokens_per_rank = options->num_max_dispatch_tokens_per_rank;
+    o.hidden = options->hidden;
+    o.num_experts = options->num_experts;
+    o.num_topk = options->num_topk;
+    o.device = options->device;
+    if (options->timeout_ms > 0) o.timeout = std::chrono::milliseconds(options->timeout_ms);
+    EPX_ASSIGN_OR_RETURN(auto buffer, epx::LowLatencyBuffer::create(job->job, o));
+    *out = new epx_ll_buffer{std::move(buffer)};
+    return epx::Status();
+  });
+}
+
+void epx_ll_destroy(epx_ll_buffer* buffer) {
+  try {
+    delete buffer;
+  } catch (...) {
+  }
+}
+
+int epx_ll_local_experts(epx_ll_buffer* buffer, int* out) {
+  return guarded("epx_ll_local_experts", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(buffer != nullptr && out != nullptr, "epx_ll_local_experts", "NULL argument"));
+    *out = buffer->buffer->local_experts();
+    return epx::Status();
+  });
+}
+
+int epx_ll_dispatch(epx_ll_buffer* buffer, const void* x, const int64_t* topk_idx, int num_tokens, int use_fp8,
+                    int round_scale, int use_ue8m0, int return_recv_hook, int32_t* cumulative_recv_stats, void* stream,
+                    epx_ll_dispatch_out* out, epx_ll_hook** hook) {
+  return guarded("epx_ll_dispatch", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(buffer != nullptr && out != nullptr && hook != nullptr, "epx_ll_dispatch",
+                                "buffer, out or hook is NULL"));
+    *hook = nullptr;
+    epx::LowLatencyDispatchFlags flags;
+    flags.use_fp8 = use_fp8 != 0;
+    flags.round_scale = round_scale != 0;
+    flags.use_ue8m0 = use_ue8m0 != 0;
+    flags.return_recv_hook = return_recv_hook != 0;
+    flags.cumulative_local_expert_recv_stats = cumulative_recv_stats;
+    EPX_ASSIGN_OR_RETURN(auto result, buffer->buffer->low_latency_dispatch(x, topk_idx, num_tokens, flags, stream));
+    out->recv_x = result.recv_x;
+    out->recv_scales = result.recv_scales;
+    out->recv_count = result.recv_count;
+    out->handle = to_c(result.handle);
+    *hook = make_hook(std::move(result.hook));
+    return epx::Status();
+  });
+}
+
+int epx_ll_combine(epx_ll_buffer* buffer, const void* x, const int64_t* topk_idx, const float* topk_weights,
+                   const epx_ll_handle* handle, int zero_copy, int return_recv_hook, void* out_x, void* stream,
+                   void** combined_x, epx_ll_hook** hook) {
+  return guarded("epx_ll_combine", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(buffer != nullptr && handle != nullptr && combined_x != nullptr && hook != nullptr,
+                                "epx_ll_combine", "buffer, handle, combined_x or hook is NULL"));
+    *hook = nullptr;
+    epx::LowLatencyCombineFlags flags;
+    flags.zero_copy = zero_copy != 0;
+    flags.return_recv_hook = return_recv_hook != 0;
+    flags.out = out_x;
+    EPX_ASSIGN_OR_RETURN(
+        auto result, buffer->buffer->low_latency_combine(x, topk_idx, topk_weights, from_c(*handle), flags, stream));
+    *combined_x = result.combined_x;
+    *hook = make_hook(std::move(result.hook));
+    return epx::Status();
+  });
+}
+
+int epx_ll_next_combine_buffer(epx_ll_buffer* buffer, const epx_ll_handle* handle, void** out) {
+  return guarded("epx_ll_next_combine_buffer", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(buffer != nullptr && handle != nullptr && out != nullptr, "epx_ll_next_combine_buffer",
+                                "NULL argument"));
+    EPX_ASSIGN_OR_RETURN(*out, buffer->buffer->get_next_low_latency_combine_buffer(from_c(*handle)));
+    return epx::Status();
+  });
+}
+
+int epx_ll_clean(epx_ll_buffer* buffer) {
+  return guarded("epx_ll_clean", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(buffer != nullptr, "epx_ll_clean", "buffer is NULL"));
+    return buffer->buffer->clean_low_latency_buffer();
+  });
+}
+
+int epx_ll_check(epx_ll_buffer* buffer) {
+  return guarded("epx_ll_check", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(buffer != nullptr, "epx_ll_check", "buffer is NULL"));
+    return buffer->buffer->check();
+  });
+}
+
+int epx_ll_mask_rank(epx_ll_buffer* buffer, uint32_t rank) {
+  return guarded("epx_ll_mask_rank", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(buffer != nullptr, "epx_ll_mask_rank", "buffer is NULL"));
+    return buffer->buffer->mask_rank(rank);
+  });
+}
+
+int epx_ll_masked_ranks(epx_ll_buffer* buffer, uint32_t* ranks, size_t capacity, size_t* count) {
+  return guarded("epx_ll_masked_ranks", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(buffer != nullptr && count != nullptr, "epx_ll_masked_ranks", "NULL argument"));
+    copy_ranks(buffer->buffer->masked_ranks(), ranks, capacity, count);
+    return epx::Status();
+  });
+}
+
+int epx_ll_hook_run(epx_ll_hook* hook) {
+  return guarded("epx_ll_hook_run", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(hook != nullptr, "epx_ll_hook_run", "hook is NULL"));
+    if (hook->ran) return epx::failed_precondition("epx_ll_hook_run: this receive hook already ran");
+    hook->ran = true;
+    return hook->run();
+  });
+}
+
+void epx_ll_hook_destroy(epx_ll_hook* hook) {
+  try {
+    delete hook;
+  } catch (...) {
+  }
+}
+
+}  // extern "C"

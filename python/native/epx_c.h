@@ -1,0 +1,143 @@
+/* libepx_c: a C ABI over the EPX client SDK (epx::Client, epx::Job,
+ * epx::LowLatencyBuffer) for the Python packages `epx` and `deep_ep`, which
+ * load it with ctypes. It includes no Python or torch header, so one build
+ * serves every CPython and torch: tensors cross as device pointers, the
+ * caller checks shapes and dtypes, and passes its CUDA stream explicitly.
+ *
+ * Every entry point returns a status code (epx_status, gRPC's canonical
+ * codes, as epx::StatusCode) and never lets a C++ exception out. On a
+ * non-OK code, epx_last_error() returns "CODE: message" for the calling
+ * thread (the SDK's or the daemon's message, naming the rank, socket or
+ * argument), valid until that thread's next call into this library.
+ *
+ * Objects are opaque handles the caller destroys, in reverse order of
+ * creation: a buffer before its job, a job before its client. */
+#ifndef EPX_C_H_
+#define EPX_C_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EPX_C_ABI_VERSION 1
+
+typedef enum epx_status {
+  EPX_OK = 0,
+  EPX_CANCELLED = 1,
+  EPX_UNKNOWN = 2,
+  EPX_INVALID_ARGUMENT = 3,
+  EPX_DEADLINE_EXCEEDED = 4,
+  EPX_NOT_FOUND = 5,
+  EPX_ALREADY_EXISTS = 6,
+  EPX_PERMISSION_DENIED = 7,
+  EPX_RESOURCE_EXHAUSTED = 8,
+  EPX_FAILED_PRECONDITION = 9,
+  EPX_ABORTED = 10,
+  EPX_OUT_OF_RANGE = 11,
+  EPX_UNSUPPORTED = 12, /* gRPC's code 12 */
+  EPX_INTERNAL = 13,
+  EPX_UNAVAILABLE = 14,
+  EPX_DATA_LOSS = 15,
+  EPX_UNAUTHENTICATED = 16
+} epx_status;
+
+typedef struct epx_client epx_client;
+typedef struct epx_job epx_job;
+typedef struct epx_ll_buffer epx_ll_buffer;
+/* A deferred receive (DeepEP's return_recv_hook). */
+typedef struct epx_ll_hook epx_ll_hook;
+
+/* EPX_C_ABI_VERSION of the loaded library. */
+int epx_abi_version(void);
+/* The calling thread's message for its last non-OK call ("" if none). */
+const char* epx_last_error(void);
+
+/* ---- Client ---- */
+/* Connects to the epxd listening on `socket_path`. name: shown by
+ * `epxctl status` (NULL or "": "pid <n>"). rpc_timeout_ms <= 0: the SDK's. */
+int epx_client_connect(const char* socket_path, const char* name, int rpc_timeout_ms, epx_client** out);
+void epx_client_destroy(epx_client* client);
+/* The daemon's node name and peer address (the coordinator address other
+ * ranks pass to join), NUL-terminated into the caller's buffers;
+ * OUT_OF_RANGE when a buffer is too small. */
+int epx_client_daemon_info(epx_client* client, char* node, size_t node_len, char* peer_address,
+                           size_t peer_address_len);
+
+/* ---- Job ---- */
+/* Joins `job_id` as `rank` of `world_size` and waits at its bootstrap
+ * barrier (timeout_ms; <= 0: 60 s). coordinator: peer address of the
+ * coordinating daemon, NULL or "": the local one. */
+int epx_client_join(epx_client* client, const char* job_id, uint32_t world_size, uint32_t rank, uint32_t local_rank,
+                    const char* coordinator, int timeout_ms, epx_job** out);
+/* Leaves the job (peers see the rank lost) and frees the handle. */
+void epx_job_destroy(epx_job* job);
+int epx_job_barrier(epx_job* job, int timeout_ms);
+/* Ranks the daemon reported lost, ascending: *count of them, the first
+ * `capacity` written to ranks. */
+int epx_job_lost_ranks(epx_job* job, uint32_t* ranks, size_t capacity, size_t* count);
+
+/* ---- Low-latency buffer (epx/low_latency.h) ---- */
+typedef struct epx_ll_options {
+  int num_max_dispatch_tokens_per_rank;
+  int hidden;
+  int num_experts;
+  int num_topk;
+  int device;     /* CUDA device ordinal */
+  int timeout_ms; /* how long a receive waits for a rank; <= 0: 10 s */
+} epx_ll_options;
+
+/* What a combine needs from its dispatch; points into the buffer. */
+typedef struct epx_ll_handle {
+  int half;
+  int num_tokens;
+  const int32_t* src_info;
+  const int64_t* layout_range;
+  const int32_t* recv_count;
+} epx_ll_handle;
+
+typedef struct epx_ll_dispatch_out {
+  void* recv_x;
+  void* recv_scales; /* NULL for BF16 */
+  int32_t* recv_count;
+  epx_ll_handle handle;
+} epx_ll_dispatch_out;
+
+/* DeepEP's get_low_latency_rdma_size_hint: bytes of one rank's rdma space
+ * for this shape (top-k at the kernels' limit, so an upper bound). */
+int epx_ll_size_hint(int num_max_dispatch_tokens_per_rank, int hidden, int num_ranks, int num_experts, uint64_t* bytes);
+
+/* Collective: every rank of the job calls it with the same options. */
+int epx_ll_create(epx_job* job, const epx_ll_options* options, epx_ll_buffer** out);
+void epx_ll_destroy(epx_ll_buffer* buffer);
+int epx_ll_local_experts(epx_ll_buffer* buffer, int* out);
+
+/* x: bf16 [num_tokens][hidden]; topk_idx: int64 [num_tokens][num_topk].
+ * cumulative_recv_stats: NULL or int32 [local_experts]. With
+ * return_recv_hook, *hook receives the deferred receive (else NULL). */
+int epx_ll_dispatch(epx_ll_buffer* buffer, const void* x, const int64_t* topk_idx, int num_tokens, int use_fp8,
+                    int round_scale, int use_ue8m0, int return_recv_hook, int32_t* cumulative_recv_stats, void* stream,
+                    epx_ll_dispatch_out* out, epx_ll_hook** hook);
+/* x: bf16 [local_experts][num_ranks * num_max][hidden]; topk_weights: float
+ * [num_tokens][num_topk]; out_x: NULL (the buffer's) or bf16
+ * [num_tokens][hidden]. *combined_x: where the result is. */
+int epx_ll_combine(epx_ll_buffer* buffer, const void* x, const int64_t* topk_idx, const float* topk_weights,
+                   const epx_ll_handle* handle, int zero_copy, int return_recv_hook, void* out_x, void* stream,
+                   void** combined_x, epx_ll_hook** hook);
+int epx_ll_next_combine_buffer(epx_ll_buffer* buffer, const epx_ll_handle* handle, void** out);
+int epx_ll_clean(epx_ll_buffer* buffer);
+int epx_ll_check(epx_ll_buffer* buffer);
+int epx_ll_mask_rank(epx_ll_buffer* buffer, uint32_t rank);
+int epx_ll_masked_ranks(epx_ll_buffer* buffer, uint32_t* ranks, size_t capacity, size_t* count);
+
+/* Enqueues the deferred receive on the call's stream (once). */
+int epx_ll_hook_run(epx_ll_hook* hook);
+void epx_ll_hook_destroy(epx_ll_hook* hook);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif
+
+#endif  // EPX_C_H_

@@ -1,0 +1,45 @@
+"""One rank of test_bootstrap: joins a gloo group, builds a deep_ep.Buffer
+against the epxd at EPX_SOCKET, drops torch.distributed, then proves the
+job works through the daemons alone (a barrier), and prints a JSON line.
+
+argv: rendezvous file, rank, world size, mode ("barrier" or "lost:<rank>")."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch.distributed as dist  # noqa: E402
+
+import deep_ep  # noqa: E402
+import epx  # noqa: E402
+
+
+def main() -> int:
+    rendezvous, rank, world, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    buffer = deep_ep.Buffer(dist.group.WORLD, low_latency_mode=True, explicitly_destroy=True)
+    dist.destroy_process_group()  # from here on, only the daemons connect the ranks
+    job = buffer.job
+    report = {"rank": buffer.rank, "world": buffer.group_size, "job_id": job.job_id, "local_rank": job.local_rank}
+    if mode == "barrier":
+        job.barrier(20000)
+        report["barrier"] = "ok"
+    elif mode.startswith("lost:"):
+        lost = int(mode.split(":")[1])
+        job.barrier(20000)  # everyone is in
+        if rank == lost:
+            os._exit(0)  # gone without leaving: its daemon reports the rank lost
+        try:
+            job.barrier(20000)
+            report["error"] = None
+        except epx.EpxError as e:
+            report["error"] = {"class": type(e).__name__, "code": e.code, "message": str(e)}
+    print(json.dumps(report), flush=True)
+    buffer.destroy()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

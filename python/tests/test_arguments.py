@@ -1,0 +1,122 @@
+"""deep_ep.Buffer checks its arguments before any native call and names
+the argument and why; normal mode raises NotImplementedError naming issue
+11. A real epxd and a one-rank gloo group; CPU tensors (no GPU here)."""
+
+import pytest
+import torch
+
+import deep_ep
+import epx
+
+
+@pytest.fixture
+def buffer(single_rank_group):
+    b = deep_ep.Buffer(single_rank_group, low_latency_mode=True, explicitly_destroy=True)
+    yield b
+    assert b._ll is None, "a check let a call reach the native buffer"
+    if b.job is not None:
+        b.destroy()
+
+
+def dispatch_args(tokens=4, hidden=256, topk=2):
+    return torch.zeros(tokens, hidden, dtype=torch.bfloat16), torch.zeros(tokens, topk, dtype=torch.int64)
+
+
+def expect(match, fn, *args, **kwargs):
+    with pytest.raises(epx.EpxInvalidArgumentError, match=match):
+        fn(*args, **kwargs)
+
+
+def test_dispatch_checks_dtypes_shapes_and_device(buffer):
+    x, idx = dispatch_args()
+    expect(r"x must be torch.bfloat16, got torch.float32", buffer.low_latency_dispatch, x.float(), idx, 8, 4)
+    expect(r"topk_idx must be torch.int64, got torch.int32", buffer.low_latency_dispatch, x, idx.int(), 8, 4)
+    expect(r"topk_idx must be shaped \[4, \*\]", buffer.low_latency_dispatch, x, idx[:3], 8, 4)
+    expect(r"x must have 2 dimensions", buffer.low_latency_dispatch, x[0], idx, 8, 4)
+    expect(r"4 tokens, more than num_max_dispatch_tokens_per_rank=2", buffer.low_latency_dispatch, x, idx, 2, 4)
+    expect(r"num_experts must be a positive int", buffer.low_latency_dispatch, x, idx, 8, 0)
+    expect(r"cumulative_local_expert_recv_stats must be torch.int32", buffer.low_latency_dispatch, x, idx, 8, 4,
+           cumulative_local_expert_recv_stats=torch.zeros(4, dtype=torch.int64))
+    expect(r"cumulative_local_expert_recv_stats must be shaped \[4\]", buffer.low_latency_dispatch, x, idx, 8, 4,
+           cumulative_local_expert_recv_stats=torch.zeros(3, dtype=torch.int32))
+    expect(r"dispatch_wait_recv_cost_stats is not supported", buffer.low_latency_dispatch, x, idx, 8, 4,
+           dispatch_wait_recv_cost_stats=torch.zeros(1, 1, dtype=torch.int64))
+    expect(r"x must be contiguous", buffer.low_latency_dispatch, x.t().contiguous().t(), idx, 8, 4)
+    expect(r"x must be a CUDA tensor, got one on cpu", buffer.low_latency_dispatch, x, idx, 8, 4)
+
+
+def test_combine_checks_handle_shapes_and_unsupported_flags(buffer):
+    idx = torch.zeros(4, 2, dtype=torch.int64)
+    w = torch.zeros(4, 2, dtype=torch.float32)
+    handle = (torch.zeros(4, 8, dtype=torch.int32), torch.zeros(4, 1, dtype=torch.int64), 8, 256, 4)
+    y = torch.zeros(4, 8, 256, dtype=torch.bfloat16)
+    expect(r"handle must be the 5-tuple", buffer.low_latency_combine, y, idx, w, handle[:3])
+    expect(r"x must be shaped \[4, 8, 256\]", buffer.low_latency_combine, y[:, :4], idx, w, handle)
+    expect(r"topk_weights must be torch.float32, got torch.bfloat16", buffer.low_latency_combine, y, idx,
+           w.bfloat16(), handle)
+    expect(r"out must be shaped \[4, 256\]", buffer.low_latency_combine, y, idx, w, handle,
+           out=torch.zeros(4, 128, dtype=torch.bfloat16))
+    expect(r"use_logfmt=True is not supported", buffer.low_latency_combine, y, idx, w, handle, use_logfmt=True)
+    expect(r"x must be a CUDA tensor, got one on cpu", buffer.low_latency_combine, y, idx, w, handle)
+
+
+def test_low_latency_calls_need_low_latency_mode(single_rank_group):
+    b = deep_ep.Buffer(single_rank_group)
+    x, idx = dispatch_args()
+    expect(r"x must be a CUDA tensor", b.low_latency_dispatch, x, idx, 8, 4)  # checks first
+    with pytest.raises(epx.EpxInvalidArgumentError, match="low_latency_mode=True"):
+        b._buffer_for("call", 8, 256, 4, 2)
+
+
+def test_normal_mode_names_its_issue(buffer):
+    for call, args in [(buffer.get_dispatch_layout, (None, 4)), (buffer.dispatch, (None,)),
+                       (buffer.combine, (None, ())), (buffer.internode_dispatch, ()),
+                       (buffer.internode_combine, ()), (buffer.get_local_buffer_tensor, (torch.bfloat16,))]:
+        with pytest.raises(NotImplementedError, match="issue 11"):
+            call(*args)
+
+
+def test_unhonourable_constructor_arguments_are_refused(single_rank_group):
+    with pytest.raises(epx.EpxInvalidArgumentError, match="allow_nvlink_for_low_latency_mode=False"):
+        deep_ep.Buffer(single_rank_group, low_latency_mode=True, allow_nvlink_for_low_latency_mode=False)
+    with pytest.raises(epx.EpxInvalidArgumentError, match="comm"):
+        deep_ep.Buffer(None, comm=object())
+
+
+def test_ignored_arguments_are_accepted(single_rank_group):
+    b = deep_ep.Buffer(single_rank_group, num_nvl_bytes=1 << 20, num_rdma_bytes=1 << 30, low_latency_mode=True,
+                       num_qps_per_rank=3, allow_mnnvl=True, use_fabric=True, enable_shrink=True)
+    assert (b.rank, b.group_size, b.num_rdma_bytes) == (0, 1, 1 << 30)
+
+
+def test_destroy_needs_explicitly_destroy_and_leaves_the_job(single_rank_group, daemon):
+    b = deep_ep.Buffer(single_rank_group, low_latency_mode=True)
+    with pytest.raises(epx.EpxFailedPreconditionError, match="explicitly_destroy=True"):
+        b.destroy()
+    b = deep_ep.Buffer(single_rank_group, low_latency_mode=True, explicitly_destroy=True)
+    job_id = b.job.job_id
+    assert any(j["jobId"] == job_id for j in daemon.status().get("jobs", []))
+    b.destroy()
+    assert b.job is None
+
+
+def test_masks_before_the_first_dispatch(buffer):
+    status = torch.zeros(1, dtype=torch.int32)
+    buffer.low_latency_query_mask_buffer(status)
+    assert status.tolist() == [0]
+    buffer.low_latency_clean_mask_buffer()  # nothing masked: nothing to do
+    expect(r"rank_to_mask=3 is not a rank", buffer.low_latency_update_mask_buffer, 3, True)
+    expect(r"mask_status must be torch.int32", buffer.low_latency_query_mask_buffer, torch.zeros(1))
+
+
+def test_module_surface():
+    assert deep_ep.topk_idx_t is torch.int64
+    assert deep_ep.Buffer.get_dispatch_config(8).num_sms == deep_ep.Buffer.num_sms
+    deep_ep.Buffer.set_num_sms(24)
+    assert deep_ep.Buffer.num_sms == 24
+    deep_ep.Buffer.set_num_sms(20)
+    with pytest.raises(RuntimeError, match="async_finish=False"):
+        deep_ep.EventOverlap().current_stream_wait()
+    with deep_ep.EventOverlap():
+        pass
+    assert deep_ep.Buffer.get_low_latency_rdma_size_hint(128, 7168, 16, 256) > 0
