@@ -14,6 +14,8 @@ import time
 import urllib.error
 import urllib.request
 
+SCHEME = "http"  # the daemon's probe endpoint, on this host
+
 try:
     import yaml
 except ImportError:
@@ -134,7 +136,7 @@ with tempfile.TemporaryDirectory(prefix="epx-k8s-", dir="/tmp") as tmp:
         check(port is not None, "epxd started with the DaemonSet's config:\n" + open(log_path).read())
         for probe, path in sorted(probes.items()):
             try:
-                code = urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5).status
+                code = urllib.request.urlopen("%s://127.0.0.1:%d%s" % (SCHEME, port, path), timeout=5).status
             except urllib.error.HTTPError as e:
                 code = e.code
             except Exception as e:  # noqa: BLE001: any failure to answer fails the check
