@@ -60,4 +60,11 @@ class DaemonProcess {
 JoinOptions join_options(const std::string& job, uint32_t world, uint32_t rank, const std::string& coordinator,
                          std::chrono::milliseconds timeout = std::chrono::seconds(20));
 
+// Starts `world` epx_exchange ranks of job `job` (rank r on daemon
+// r * daemons / world, the coordinator daemons[0]), each moving
+// bytes_per_peer to every peer for `rounds` rounds; logs in dir.
+std::vector<std::unique_ptr<Process>> start_exchange(const TempDir& dir, const std::vector<DaemonProcess*>& daemons,
+                                                     const std::string& job, uint32_t world, uint32_t rounds,
+                                                     uint64_t bytes_per_peer);
+
 }  // namespace epx::test

@@ -15,23 +15,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Starts `world` epx_exchange ranks, alternating between the daemons.
-std::vector<std::unique_ptr<Process>> start_exchange(const TempDir& dir, const std::vector<DaemonProcess*>& daemons,
-                                                     const std::string& job, uint32_t world, uint32_t rounds,
-                                                     uint64_t bytes_per_peer) {
-  std::vector<std::unique_ptr<Process>> ranks;
-  for (uint32_t r = 0; r < world; ++r) {
-    DaemonProcess* d = daemons[r * daemons.size() / world];
-    ranks.push_back(std::make_unique<Process>(
-        std::vector<std::string>{runfile("tools/epx_exchange"), "--socket", d->socket(), "--job", job, "--world",
-                                 std::to_string(world), "--rank", std::to_string(r), "--coordinator",
-                                 daemons[0]->peer_address(), "--rounds", std::to_string(rounds), "--bytes-per-peer",
-                                 std::to_string(bytes_per_peer), "--timeout-ms", "20000"},
-        dir.path() + "/" + job + "-rank" + std::to_string(r) + ".log"));
-  }
-  return ranks;
-}
-
 void expect_exchange_ok(std::vector<std::unique_ptr<Process>>& ranks) {
   for (size_t r = 0; r < ranks.size(); ++r) {
     auto code = ranks[r]->wait(90s);

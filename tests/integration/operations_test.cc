@@ -53,22 +53,6 @@ std::string scrape(const std::string& address, const std::string& path = "/metri
   return reply->body;
 }
 
-std::vector<std::unique_ptr<Process>> start_exchange(const TempDir& dir, const std::vector<DaemonProcess*>& daemons,
-                                                     const std::string& job, uint32_t world, uint32_t rounds,
-                                                     uint64_t bytes_per_peer) {
-  std::vector<std::unique_ptr<Process>> ranks;
-  for (uint32_t r = 0; r < world; ++r) {
-    DaemonProcess* d = daemons[r * daemons.size() / world];
-    ranks.push_back(std::make_unique<Process>(
-        std::vector<std::string>{runfile("tools/epx_exchange"), "--socket", d->socket(), "--job", job, "--world",
-                                 std::to_string(world), "--rank", std::to_string(r), "--coordinator",
-                                 daemons[0]->peer_address(), "--rounds", std::to_string(rounds), "--bytes-per-peer",
-                                 std::to_string(bytes_per_peer), "--timeout-ms", "20000"},
-        dir.path() + "/" + job + "-rank" + std::to_string(r) + ".log"));
-  }
-  return ranks;
-}
-
 // Waits for every rank; returns the bytes they reported sending.
 uint64_t finish_exchange(std::vector<std::unique_ptr<Process>>& ranks) {
   uint64_t bytes = 0;
