@@ -1,0 +1,160 @@
+#include "kernels/normal_reference.h"
+
+#include <doctest/doctest.h>
+
+#include <cstring>
+
+#include "kernels/fp8_reference.h"
+#include "kernels/normal_inputs.h"
+
+namespace epx::kernels {
+namespace {
+
+NormalShape shape(int ranks, int experts, int hidden, int topk, int max_tokens) {
+  NormalShape s;
+  s.num_ranks = ranks;
+  s.num_experts = experts;
+  s.hidden = hidden;
+  s.num_topk = topk;
+  s.max_tokens_per_rank = max_tokens;
+  return s;
+}
+
+TEST_CASE("layout of a hand-made router output") {
+  // 4 ranks of 2 experts, 2 ranks per node; top-3.
+  const NormalShape s = shape(4, 8, 128, 3, 8);
+  const std::vector<int64_t> topk = {0, 1, 6,     // ranks 0 and 3; experts 0, 1, 6
+                                     -1, -1, -1,  // nowhere
+                                     5, 4, -1,    // rank 2 (two experts, one rank)
+                                     7, 2, 3};    // ranks 3, 1
+  NormalDispatchLayout l;
+  REQUIRE(normal_layout_reference(s, 2, 4, topk.data(), &l).ok());
+  CHECK(l.tokens_per_rank == std::vector<int32_t>{1, 1, 1, 2});
+  CHECK(l.tokens_per_node == std::vector<int32_t>{2, 3});
+  CHECK(l.tokens_per_expert == std::vector<int32_t>{1, 1, 1, 1, 1, 1, 1, 1});
+  CHECK(l.is_token_in_rank == std::vector<uint8_t>{1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 1});
+}
+
+TEST_CASE("layout refuses an expert id beyond num_experts, naming the entry") {
+  const NormalShape s = shape(2, 4, 128, 2, 4);
+  const std::vector<int64_t> topk = {0, 4};
+  NormalDispatchLayout l;
+  const Status st = normal_layout_reference(s, 2, 1, topk.data(), &l);
+  CHECK(st.code() == StatusCode::kInvalidArgument);
+  CHECK(st.message().find("topk_idx[0][1]=4") != std::string::npos);
+}
+
+TEST_CASE("dispatch: rows by source then token, ids remapped, weights zeroed elsewhere, counts aligned") {
+  const NormalShape s = shape(2, 4, 128, 2, 4);
+  NormalJobInputs job = NormalJobInputs::random(s, NormalPayload{}, 7, {3, 2});
+  // Rank 0: t0 -> experts 0, 3 (both ranks); t1 -> 2 (rank 1); t2 -> none.
+  // Rank 1: t0 -> 1 (rank 0); t1 -> 3, 2 (rank 1, two experts).
+  job.topk = {{0, 3, 2, -1, -1, -1}, {1, -1, 3, 2}};
+  job.refresh_views();
+  std::vector<NormalReceived> out;
+  REQUIRE(normal_dispatch_reference(s, job.payload, 4, job.inputs, &out).ok());
+  CHECK(out[0].rank_prefix_matrix == std::vector<int32_t>{1, 2, 2, 3});
+  CHECK(out[0].num_recv_tokens == 2);
+  CHECK(out[0].recv_src_idx == std::vector<int32_t>{0, 0});
+  CHECK(out[0].recv_topk_idx == std::vector<int64_t>{0, -1, 1, -1});
+  CHECK(out[0].expert_counts == std::vector<int32_t>{4, 4});  // 1 and 1, aligned to 4
+  CHECK(out[1].num_recv_tokens == 3);
+  CHECK(out[1].recv_src_idx == std::vector<int32_t>{0, 1, 1});
+  CHECK(out[1].recv_topk_idx == std::vector<int64_t>{-1, 1, 0, -1, 1, 0});
+  CHECK(out[1].recv_topk_weights[0] == 0.0f);
+  CHECK(out[1].recv_topk_weights[1] == job.weights[0][1]);
+  CHECK(out[1].expert_counts == std::vector<int32_t>{4, 4});  // 2 and 2
+  // Row 2 of rank 1 is token 1 of rank 1, byte for byte.
+  CHECK(std::memcmp(out[1].recv_x.data() + 2 * 256, job.x[1].data() + 256, 256) == 0);
+}
+
+TEST_CASE("dispatch copies FP8 payloads and scales byte for byte") {
+  const NormalShape s = shape(4, 16, 256, 4, 32);
+  NormalPayload p;
+  p.fp8 = true;
+  p.num_scales = 2;
+  const NormalJobInputs job = NormalJobInputs::random(s, p, 11, {32, 0, 17, 5});
+  std::vector<NormalReceived> out;
+  REQUIRE(normal_dispatch_reference(s, p, 1, job.inputs, &out).ok());
+  int total = 0;
+  for (int r = 0; r < 4; ++r) {
+    const NormalReceived& o = out[r];
+    total += o.num_recv_tokens;
+    REQUIRE(o.recv_x.size() == static_cast<size_t>(o.num_recv_tokens) * 256);
+    REQUIRE(o.recv_scales.size() == static_cast<size_t>(o.num_recv_tokens) * 2);
+    int src = 0;
+    for (int i = 0; i < o.num_recv_tokens; ++i) {
+      while (o.rank_prefix_matrix[src * 4 + r] <= i) ++src;
+      const int t = o.recv_src_idx[i];
+      CHECK(std::memcmp(o.recv_x.data() + i * 256, job.x[src].data() + t * 256, 256) == 0);
+      CHECK(o.recv_scales[i * 2 + 1] == job.scales[src][t * 2 + 1]);
+    }
+  }
+  NormalDispatchLayout l;
+  int want = 0;
+  for (int r = 0; r < 4; ++r) {
+    REQUIRE(normal_layout_reference(s, 4, job.inputs[r].num_tokens, job.topk[r].data(), &l).ok());
+    for (int32_t c : l.tokens_per_rank) want += c;
+  }
+  CHECK(total == want);
+}
+
+TEST_CASE("adversarial routings: all tokens to rank 0, none to the last rank") {
+  const NormalShape s = shape(4, 8, 128, 2, 16);
+  std::vector<NormalReceived> out;
+  const NormalJobInputs all = NormalJobInputs::random(s, NormalPayload{}, 3, {16}, NormalRouting::kAllToRank0);
+  REQUIRE(normal_dispatch_reference(s, NormalPayload{}, 1, all.inputs, &out).ok());
+  CHECK(out[1].num_recv_tokens == 0);
+  CHECK(out[2].num_recv_tokens == 0);
+  CHECK(out[3].num_recv_tokens == 0);
+  CHECK(out[0].num_recv_tokens > 40);  // every token with any expert (about 1 in 25 has none)
+  const NormalJobInputs none = NormalJobInputs::random(s, NormalPayload{}, 3, {16}, NormalRouting::kNoneToLast);
+  REQUIRE(normal_dispatch_reference(s, NormalPayload{}, 1, none.inputs, &out).ok());
+  CHECK(out[3].num_recv_tokens == 0);
+  CHECK(out[0].num_recv_tokens > 0);
+}
+
+TEST_CASE("combine returns every rank's rows summed, with the weights put back together") {
+  const NormalShape s = shape(4, 16, 256, 4, 24);
+  const NormalJobInputs job = NormalJobInputs::random(s, NormalPayload{}, 5, {24, 3, 0, 24});
+  std::vector<NormalReceived> got;
+  REQUIRE(normal_dispatch_reference(s, job.payload, 1, job.inputs, &got).ok());
+  // Experts that return their input unchanged: each token comes back times
+  // the number of ranks that held it.
+  std::vector<NormalCombineInput> in(4);
+  std::vector<std::vector<uint16_t>> bias(4);
+  for (int r = 0; r < 4; ++r) {
+    in[r].x = reinterpret_cast<const uint16_t*>(got[r].recv_x.data());
+    in[r].topk_weights = got[r].recv_topk_weights.data();
+  }
+  std::vector<NormalCombined> out;
+  REQUIRE(normal_combine_reference(s, job.inputs, got, in, &out).ok());
+  for (int r = 0; r < 4; ++r) {
+    NormalDispatchLayout l;
+    REQUIRE(normal_layout_reference(s, 4, job.inputs[r].num_tokens, job.topk[r].data(), &l).ok());
+    const uint16_t* x = reinterpret_cast<const uint16_t*>(job.x[r].data());
+    for (int t = 0; t < job.inputs[r].num_tokens; ++t) {
+      int holders = 0;
+      for (int d = 0; d < 4; ++d) holders += l.is_token_in_rank[t * 4 + d];
+      for (int h = 0; h < 256; h += 37) {
+        const float want = holders * bf16_to_float(x[t * 256 + h]);
+        CHECK(bf16_to_float(out[r].x[t * 256 + h]) == doctest::Approx(want).epsilon(0.01));
+      }
+      for (int k = 0; k < 4; ++k) {
+        const bool sent = job.topk[r][t * 4 + k] >= 0;
+        CHECK(out[r].topk_weights[t * 4 + k] == (sent ? job.weights[r][t * 4 + k] : 0.0f));
+      }
+    }
+  }
+  // A bias adds to the sum.
+  for (int r = 0; r < 4; ++r) {
+    bias[r].assign(static_cast<size_t>(job.inputs[r].num_tokens) * 256, float_to_bf16(1.0f));
+    in[r].bias0 = bias[r].data();
+  }
+  std::vector<NormalCombined> biased;
+  REQUIRE(normal_combine_reference(s, job.inputs, got, in, &biased).ok());
+  CHECK(bf16_to_float(biased[0].x[0]) == doctest::Approx(bf16_to_float(out[0].x[0]) + 1.0f).epsilon(0.01));
+}
+
+}  // namespace
+}  // namespace epx::kernels
