@@ -1,5 +1,6 @@
 #include "client/src/cuda/cuda_handles.h"
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -33,6 +34,22 @@ Result<MappedHost> map_host(void* host, size_t bytes, const std::string& what) {
   EPX_RETURN_IF_ERROR(
       cuda_status(cudaHostGetDevicePointer(&mapped.device, host, 0), "cudaHostGetDevicePointer of " + what));
   return mapped;
+}
+
+Result<DeviceAllocation> allocate_zeroed_device(size_t bytes, const std::string& what) {
+  const size_t size = std::max<size_t>(bytes, 16);
+  EPX_ASSIGN_OR_RETURN(DeviceAllocation a, allocate_device(size, what));
+  EPX_RETURN_IF_ERROR(cuda_status(cudaMemset(a.get(), 0, size), "cudaMemset " + what));
+  return a;
+}
+
+DeviceScope::DeviceScope(int device) {
+  if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+  status_ = cuda_status(cudaSetDevice(device), "cudaSetDevice(" + std::to_string(device) + ")");
+}
+
+DeviceScope::~DeviceScope() {
+  if (previous_ >= 0) (void)cudaSetDevice(previous_);
 }
 
 Result<ErrorRecord> new_error_record() {

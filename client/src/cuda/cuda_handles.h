@@ -36,6 +36,26 @@ using IpcMapping = std::unique_ptr<void, IpcClose>;                  // cudaIpcO
 // `bytes` of device memory on the current device; `what` names it in errors.
 Result<DeviceAllocation> allocate_device(size_t bytes, const std::string& what);
 
+// The same, zeroed (at least 16 bytes, so an empty shape still gets a
+// valid pointer). The memset is synchronous with respect to the host.
+Result<DeviceAllocation> allocate_zeroed_device(size_t bytes, const std::string& what);
+
+// Makes `device` current for the calling thread and restores the previous
+// one when it goes: the SDK must not leave a serving engine's threads on
+// another GPU.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device);
+  ~DeviceScope();
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+  const Status& status() const { return status_; }
+
+ private:
+  int previous_ = -1;
+  Status status_;
+};
+
 // Opens another process's buffer on the current device (peer access
 // enabled lazily, as NVLink stores need).
 Result<IpcMapping> open_ipc(const cudaIpcMemHandle_t& handle, const std::string& what);

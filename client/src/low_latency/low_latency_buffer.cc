@@ -18,29 +18,10 @@ namespace epx {
 namespace {
 
 using cuda_handles::DeviceAllocation;
-
-// Restores the calling thread's current device when it goes: the SDK must
-// not leave a serving engine's threads on another GPU.
-class DeviceScope {
- public:
-  explicit DeviceScope(int device) {
-    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
-    status_ = cuda_status(cudaSetDevice(device), "cudaSetDevice(" + std::to_string(device) + ")");
-  }
-  ~DeviceScope() {
-    if (previous_ >= 0) (void)cudaSetDevice(previous_);
-  }
-  const Status& status() const { return status_; }
-
- private:
-  int previous_ = -1;
-  Status status_;
-};
+using cuda_handles::DeviceScope;
 
 Result<DeviceAllocation> zeroed(size_t bytes, const std::string& what) {
-  EPX_ASSIGN_OR_RETURN(DeviceAllocation a, cuda_handles::allocate_device(std::max<size_t>(bytes, 16), what));
-  EPX_RETURN_IF_ERROR(cuda_status(cudaMemset(a.get(), 0, std::max<size_t>(bytes, 16)), "cudaMemset " + what));
-  return a;
+  return cuda_handles::allocate_zeroed_device(bytes, what);
 }
 
 template <typename T>

@@ -1,0 +1,427 @@
+// NormalBuffer (epx/normal.h): the memory, streams and per-call bookkeeping
+// around the normal-mode kernels (kernels/normal_kernels.h).
+#include "epx/normal.h"
+
+#include <cuda_runtime_api.h>
+
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "client/src/cuda/cuda_handles.h"
+#include "cuda/cuda_status.h"
+#include "epx/cuda.h"
+#include "kernels/normal_kernels.h"
+
+namespace epx {
+namespace {
+
+using cuda_handles::DeviceAllocation;
+using cuda_handles::DeviceScope;
+using cuda_handles::PinnedHostAllocation;
+
+constexpr int kDefaultSms = 20;
+
+template <typename T>
+T* as(const DeviceAllocation& a) {
+  return static_cast<T*>(a.get());
+}
+
+// Tags the host waits for: unique across buffers of the process, so a
+// stale store (a replayed graph's) never matches.
+std::atomic<uint64_t> next_host_tag{1};
+
+}  // namespace
+
+// ---- NormalEvent ----
+
+NormalEvent::~NormalEvent() {
+  if (event_ != nullptr) check_cuda_release(cudaEventDestroy(static_cast<cudaEvent_t>(event_)), "cudaEventDestroy");
+}
+
+Status NormalEvent::current_stream_wait(void* stream) const {
+  return cuda_status(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(event_), 0),
+                     "NormalEvent::current_stream_wait");
+}
+
+Status NormalEvent::synchronize() const {
+  return cuda_status(cudaEventSynchronize(static_cast<cudaEvent_t>(event_)), "NormalEvent::synchronize");
+}
+
+// ---- NormalHandle ----
+
+struct NormalHandle::Arrays {
+  DeviceAllocation rank_prefix_matrix, send_index, is_token_in_rank, num_recv_tokens;
+  kernels::NormalHandleArrays view() const {
+    kernels::NormalHandleArrays v;
+    v.rank_prefix_matrix = as<int32_t>(rank_prefix_matrix);
+    v.send_index = as<int32_t>(send_index);
+    v.is_token_in_rank = as<uint8_t>(is_token_in_rank);
+    v.num_recv_tokens = as<int32_t>(num_recv_tokens);
+    return v;
+  }
+};
+
+NormalHandle::~NormalHandle() = default;
+const int32_t* NormalHandle::rank_prefix_matrix() const { return as<int32_t>(arrays_->rank_prefix_matrix); }
+const int32_t* NormalHandle::send_index() const { return as<int32_t>(arrays_->send_index); }
+const bool* NormalHandle::is_token_in_rank() const { return as<bool>(arrays_->is_token_in_rank); }
+const int32_t* NormalHandle::device_num_recv_tokens() const { return as<int32_t>(arrays_->num_recv_tokens); }
+
+// ---- NormalBuffer ----
+
+struct NormalBuffer::State {
+  Job* job = nullptr;  // the caller's; outlives the buffer
+  NormalOptions options;
+  kernels::NormalShape shape;
+  kernels::NormalLayout layout;
+
+  DeviceAllocation nvl;              // receive space, shared with same-node ranks
+  std::unique_ptr<CudaPeers> peers;  // their spaces
+  DeviceAllocation kernel_state;
+  DeviceAllocation rank_mask;        // device int32 [num_ranks]
+  PinnedHostAllocation host_counts;  // mapped; kernels::NormalHostCounts
+  cuda_handles::ErrorRecord error;
+  DeviceAllocation combined, combined_weights;  // combine outputs when the caller gives none
+  cudaStream_t comm_stream = nullptr;
+
+  kernels::NormalTransport transport;
+  std::vector<int32_t> mask;  // host copy of rank_mask
+
+  ~State() {
+    if (comm_stream != nullptr) check_cuda_release(cudaStreamDestroy(comm_stream), "cudaStreamDestroy");
+  }
+  std::string who() const {
+    return "NormalBuffer(job " + job->job_id() + " rank " + std::to_string(job->rank()) + ")";
+  }
+  const kernels::NormalHostCounts* counts() const {
+    return static_cast<const kernels::NormalHostCounts*>(host_counts.get());
+  }
+};
+
+Result<std::unique_ptr<NormalBuffer>> NormalBuffer::create(Job& job, const NormalOptions& options) {
+  std::unique_ptr<NormalBuffer> buffer(new NormalBuffer());
+  buffer->state_ = std::make_unique<State>();
+  State& s = *buffer->state_;
+  s.job = &job;
+  s.options = options;
+  s.shape.num_ranks = static_cast<int>(job.world_size());
+  s.shape.num_experts = options.num_experts;
+  s.shape.hidden = options.hidden;
+  s.shape.num_topk = options.num_topk;
+  s.shape.max_tokens_per_rank = options.num_max_tokens_per_rank;
+  EPX_RETURN_IF_ERROR(kernels::check_normal_shape("NormalBuffer::create", s.shape));
+  if (options.timeout.count() <= 0) return invalid_argument("NormalBuffer::create: timeout must be positive");
+  EPX_RETURN_IF_ERROR(kernels::normal_layout(s.shape, &s.layout));
+
+  DeviceScope scope(options.device);
+  EPX_RETURN_IF_ERROR(scope.status());
+  const std::string who = s.who();
+  EPX_ASSIGN_OR_RETURN(s.nvl, cuda_handles::allocate_zeroed_device(s.layout.nvl_bytes, who + " receive space (" +
+                                                                       std::to_string(s.layout.nvl_bytes >> 20) + " MiB)"));
+  EPX_ASSIGN_OR_RETURN(s.peers, CudaPeers::open(job, s.nvl.get(), s.layout.nvl_bytes));
+  std::string remote;
+  for (size_t r = 0; r < s.peers->pointers().size(); ++r) {
+    if (s.peers->pointers()[r] == nullptr) remote += (remote.empty() ? "" : ", ") + std::to_string(r);
+  }
+  if (!remote.empty()) {
+    return failed_precondition(who + ": ranks " + remote +
+                               " are on other nodes; normal mode runs inside one node for now (the network hop "
+                               "of issue 11 is the next part of the work)");
+  }
+  EPX_ASSIGN_OR_RETURN(s.kernel_state, cuda_handles::allocate_zeroed_device(sizeof(kernels::NormalState), who + " state"));
+  EPX_ASSIGN_OR_RETURN(s.rank_mask,
+                       cuda_handles::allocate_zeroed_device(sizeof(int32_t) * s.shape.num_ranks, who + " rank mask"));
+  EPX_ASSIGN_OR_RETURN(s.error, cuda_handles::new_error_record());
+  const size_t count_bytes = kernels::normal_host_counts_bytes(s.shape.local_experts());
+  void* host = nullptr;
+  EPX_RETURN_IF_ERROR(cuda_status(cudaHostAlloc(&host, count_bytes, cudaHostAllocMapped | cudaHostAllocPortable),
+                                  who + ": cudaHostAlloc of the receive counts"));
+  s.host_counts = PinnedHostAllocation(host);
+  std::memset(host, 0, count_bytes);
+  void* host_device = nullptr;
+  EPX_RETURN_IF_ERROR(cuda_status(cudaHostGetDevicePointer(&host_device, host, 0), who + ": receive counts"));
+  EPX_ASSIGN_OR_RETURN(s.combined, cuda_handles::allocate_zeroed_device(
+                                       static_cast<size_t>(s.shape.max_tokens_per_rank) * s.shape.hidden * 2,
+                                       who + " combine output"));
+  EPX_ASSIGN_OR_RETURN(s.combined_weights, cuda_handles::allocate_zeroed_device(
+                                               static_cast<size_t>(s.shape.max_tokens_per_rank) * s.shape.num_topk * 4,
+                                               who + " combined weights"));
+  EPX_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&s.comm_stream, cudaStreamNonBlocking),
+                                  who + ": communication stream"));
+  s.mask.assign(s.shape.num_ranks, 0);
+
+  kernels::NormalTransport& t = s.transport;
+  t.rank = static_cast<int>(job.rank());
+  t.peers = s.peers->device();
+  t.state = static_cast<kernels::NormalState*>(s.kernel_state.get());
+  t.host_counts = static_cast<kernels::NormalHostCounts*>(host_device);
+  t.rank_mask = as<int32_t>(s.rank_mask);
+  t.error = s.error.device;
+  t.timeout_ns = static_cast<uint64_t>(options.timeout.count()) * 1000000ull;
+  t.num_sms = kDefaultSms;
+  // Every rank's space is zeroed before any rank may write into it.
+  EPX_RETURN_IF_ERROR(cuda_status(cudaDeviceSynchronize(), "cudaDeviceSynchronize after zeroing"));
+  EPX_RETURN_IF_ERROR(job.barrier());
+  return buffer;
+}
+
+NormalBuffer::~NormalBuffer() = default;
+
+Result<std::unique_ptr<NormalHandle>> NormalBuffer::new_handle() const {
+  const State& s = *state_;
+  DeviceScope scope(s.options.device);
+  EPX_RETURN_IF_ERROR(scope.status());
+  std::unique_ptr<NormalHandle> h(new NormalHandle());
+  h->owner_ = this;
+  h->arrays_ = std::make_unique<NormalHandle::Arrays>();
+  const size_t R = s.shape.num_ranks, T = s.shape.max_tokens_per_rank;
+  const std::string who = s.who() + " handle";
+  EPX_ASSIGN_OR_RETURN(h->arrays_->rank_prefix_matrix, cuda_handles::allocate_zeroed_device(4 * R * R, who));
+  EPX_ASSIGN_OR_RETURN(h->arrays_->send_index, cuda_handles::allocate_zeroed_device(4 * T * R, who));
+  EPX_ASSIGN_OR_RETURN(h->arrays_->is_token_in_rank, cuda_handles::allocate_zeroed_device(T * R, who));
+  EPX_ASSIGN_OR_RETURN(h->arrays_->num_recv_tokens, cuda_handles::allocate_zeroed_device(4, who));
+  return h;
+}
+
+namespace {
+
+// Runs `enqueue` where NormalStreams says, with DeepEP's stream semantics.
+template <typename Enqueue>
+Result<std::shared_ptr<NormalEvent>> run_on_streams(cudaStream_t comm, const NormalStreams& streams,
+                                                    const std::string& who, Enqueue enqueue,
+                                                    std::shared_ptr<NormalEvent> (*new_event)()) {
+  cudaStream_t caller = static_cast<cudaStream_t>(streams.stream);
+  const bool on_comm = streams.async_finish || streams.previous_event != nullptr;
+  if (!on_comm) {
+    EPX_RETURN_IF_ERROR(enqueue(caller));
+    return std::shared_ptr<NormalEvent>();
+  }
+  cudaEvent_t before = static_cast<cudaEvent_t>(streams.previous_event);
+  std::shared_ptr<NormalEvent> caller_point;
+  if (before == nullptr) {
+    caller_point = new_event();
+    if (caller_point == nullptr) return internal_error(who + ": cudaEventCreate failed");
+    before = static_cast<cudaEvent_t>(caller_point->get());
+    EPX_RETURN_IF_ERROR(cuda_status(cudaEventRecord(before, caller), who + ": cudaEventRecord on the caller's stream"));
+  }
+  EPX_RETURN_IF_ERROR(cuda_status(cudaStreamWaitEvent(comm, before, 0), who + ": communication stream wait"));
+  EPX_RETURN_IF_ERROR(enqueue(comm));
+  std::shared_ptr<NormalEvent> done = new_event();
+  if (done == nullptr) return internal_error(who + ": cudaEventCreate failed");
+  EPX_RETURN_IF_ERROR(cuda_status(cudaEventRecord(static_cast<cudaEvent_t>(done->get()), comm),
+                                  who + ": cudaEventRecord on the communication stream"));
+  if (streams.async_finish) return done;
+  EPX_RETURN_IF_ERROR(done->current_stream_wait(caller));
+  return std::shared_ptr<NormalEvent>();
+}
+
+}  // namespace
+
+Result<std::shared_ptr<NormalEvent>> NormalBuffer::get_dispatch_layout(const int64_t* topk_idx, int num_tokens,
+                                                                       const NormalLayoutOutputs& out,
+                                                                       const NormalStreams& streams) {
+  State& s = *state_;
+  const std::string who = s.who() + "::get_dispatch_layout";
+  DeviceScope scope(s.options.device);
+  EPX_RETURN_IF_ERROR(scope.status());
+  kernels::NormalLayoutArgs a;
+  a.topk_idx = topk_idx;
+  a.num_tokens = num_tokens;
+  a.tokens_per_rank = out.num_tokens_per_rank;
+  a.tokens_per_expert = out.num_tokens_per_expert;
+  a.is_token_in_rank = reinterpret_cast<uint8_t*>(out.is_token_in_rank);
+  if (out.num_tokens_per_rdma_rank != nullptr) {
+    // One node: DeepEP returns None; a caller that asks gets the one count.
+    a.ranks_per_node = s.shape.num_ranks;
+    a.tokens_per_node = out.num_tokens_per_rdma_rank;
+  }
+  auto enqueue = [&](cudaStream_t st) -> Status {
+    return kernels::launch_normal_layout(s.shape, s.transport, a, st).with_context(who);
+  };
+  return run_on_streams(s.comm_stream, streams, who, enqueue, &NormalBuffer::new_event);
+}
+
+Result<NormalDispatchResult> NormalBuffer::dispatch(const NormalDispatchInput& in, NormalHandle& handle,
+                                                    const NormalConfig& config, const NormalStreams& streams) {
+  State& s = *state_;
+  const std::string who = s.who() + "::dispatch";
+  if (handle.owner_ != this || handle.arrays_ == nullptr) {
+    return invalid_argument(who + ": the handle was made by another buffer (new_handle() of this one)");
+  }
+  if (in.cached && !handle.filled()) return invalid_argument(who + ": cached dispatch with a handle no dispatch filled");
+  if (in.cached && in.num_tokens != handle.num_tokens()) {
+    return invalid_argument(who + ": cached dispatch of " + std::to_string(in.num_tokens) +
+                            " tokens with a handle of " + std::to_string(handle.num_tokens()));
+  }
+  if (!in.cached && in.num_tokens > 0 && in.topk_idx == nullptr) {
+    return invalid_argument(who + ": topk_idx is required without a cached handle");
+  }
+  if (config.num_sms < 0) return invalid_argument(who + ": num_sms=" + std::to_string(config.num_sms) + " is negative");
+  kernels::NormalDispatchArgs a;
+  a.x = in.x;
+  a.payload.fp8 = in.x_scales != nullptr;
+  a.payload.num_scales = a.payload.fp8 ? in.num_scales : 0;
+  a.x_scales = static_cast<const uint32_t*>(in.x_scales);
+  a.scale_token_stride = in.scale_token_stride > 0 ? in.scale_token_stride : in.num_scales;
+  a.scale_hidden_stride = in.scale_hidden_stride;
+  a.topk_idx = in.topk_idx;
+  a.topk_weights = in.topk_weights;
+  a.is_token_in_rank = reinterpret_cast<const uint8_t*>(in.is_token_in_rank);
+  a.tokens_per_expert = in.num_tokens_per_expert;
+  a.num_tokens = in.num_tokens;
+  a.expert_alignment = in.expert_alignment;
+  a.num_worst_tokens = in.num_worst_tokens;
+  a.cached = in.cached;
+  a.handle = handle.arrays_->view();
+  a.host_tag = next_host_tag.fetch_add(1);
+  kernels::NormalTransport t = s.transport;
+  if (config.num_sms > 0) t.num_sms = config.num_sms;
+
+  DeviceScope scope(s.options.device);
+  EPX_RETURN_IF_ERROR(scope.status());
+  auto enqueue = [&](cudaStream_t st) -> Status {
+    return kernels::launch_normal_dispatch(s.shape, s.layout, t, a, st).with_context(who);
+  };
+  EPX_ASSIGN_OR_RETURN(std::shared_ptr<NormalEvent> event,
+                       run_on_streams(s.comm_stream, streams, who, enqueue, &NormalBuffer::new_event));
+
+  NormalDispatchResult r;
+  uint8_t* space = as<uint8_t>(s.nvl);
+  r.recv_x = space + s.layout.recv_x;
+  r.recv_x_scales = a.payload.fp8 ? space + s.layout.recv_scales : nullptr;
+  r.recv_topk_idx = in.topk_idx != nullptr ? reinterpret_cast<int64_t*>(space + s.layout.recv_topk_idx) : nullptr;
+  r.recv_topk_weights = in.topk_idx != nullptr ? reinterpret_cast<float*>(space + s.layout.recv_topk_weights) : nullptr;
+  r.recv_src_idx = reinterpret_cast<int32_t*>(space + s.layout.recv_src_idx);
+  r.event = std::move(event);
+  handle.num_tokens_ = in.num_tokens;
+  if (in.cached) {
+    r.num_recv_tokens = in.num_worst_tokens > 0 ? -1 : handle.num_recv_tokens_;
+    return r;
+  }
+  if (in.num_worst_tokens > 0) {
+    handle.num_recv_tokens_ = -1;
+    return r;
+  }
+  // The counts reach host memory while the rows are still moving: wait for
+  // them, not for the stream.
+  const auto deadline = std::chrono::steady_clock::now() + s.options.timeout + std::chrono::seconds(5);
+  const kernels::NormalHostCounts* counts = s.counts();
+  for (int spins = 0;; ++spins) {
+    if (__atomic_load_n(&counts->seq, __ATOMIC_ACQUIRE) == a.host_tag) break;
+    if (__atomic_load_n(&s.error.host()->code, __ATOMIC_ACQUIRE) != 0) break;  // a kernel gave up: say whom
+    if (std::chrono::steady_clock::now() > deadline) {
+      return deadline_exceeded(who + ": waited " + std::to_string(s.options.timeout.count() + 5000) +
+                               " ms for the receive counts and the kernels reported nothing: is the stream blocked "
+                               "behind other work, or did a peer never call dispatch?");
+    }
+    if (spins > 1000) std::this_thread::yield();
+  }
+  EPX_RETURN_IF_ERROR(check());
+  handle.num_recv_tokens_ = counts->num_recv_tokens;
+  r.num_recv_tokens = counts->num_recv_tokens;
+  r.num_recv_tokens_per_expert_list.assign(counts->expert_counts, counts->expert_counts + s.shape.local_experts());
+  return r;
+}
+
+Result<NormalCombineResult> NormalBuffer::combine(const NormalCombineInput& in, const NormalHandle& handle,
+                                                  const NormalConfig& config, const NormalStreams& streams) {
+  State& s = *state_;
+  const std::string who = s.who() + "::combine";
+  if (handle.owner_ != this || handle.arrays_ == nullptr || !handle.filled()) {
+    return invalid_argument(who + ": the handle is not one a dispatch of this buffer filled");
+  }
+  if (config.num_sms < 0) return invalid_argument(who + ": num_sms=" + std::to_string(config.num_sms) + " is negative");
+  if (in.x == nullptr && handle.num_recv_tokens() != 0) return invalid_argument(who + ": null x");
+  kernels::NormalCombineArgs a;
+  a.x = static_cast<const uint16_t*>(in.x);
+  a.topk_weights = in.topk_weights;
+  a.bias0 = static_cast<const uint16_t*>(in.bias0);
+  a.bias1 = static_cast<const uint16_t*>(in.bias1);
+  a.num_tokens = handle.num_tokens();
+  a.handle = handle.arrays_->view();
+  a.out = static_cast<uint16_t*>(in.out != nullptr ? in.out : s.combined.get());
+  a.out_topk_weights =
+      in.topk_weights == nullptr ? nullptr : (in.out_topk_weights != nullptr ? in.out_topk_weights : as<float>(s.combined_weights));
+  kernels::NormalTransport t = s.transport;
+  if (config.num_sms > 0) t.num_sms = config.num_sms;
+  DeviceScope scope(s.options.device);
+  EPX_RETURN_IF_ERROR(scope.status());
+  auto enqueue = [&](cudaStream_t st) -> Status {
+    return kernels::launch_normal_combine(s.shape, s.layout, t, a, st).with_context(who);
+  };
+  EPX_ASSIGN_OR_RETURN(std::shared_ptr<NormalEvent> event,
+                       run_on_streams(s.comm_stream, streams, who, enqueue, &NormalBuffer::new_event));
+  NormalCombineResult r;
+  r.combined_x = a.out;
+  r.combined_topk_weights = a.out_topk_weights;
+  r.event = std::move(event);
+  return r;
+}
+
+Status NormalBuffer::mask_rank(uint32_t rank) {
+  State& s = *state_;
+  if (rank >= static_cast<uint32_t>(s.shape.num_ranks)) {
+    return invalid_argument(s.who() + "::mask_rank: rank " + std::to_string(rank) + " is not in the job of " +
+                            std::to_string(s.shape.num_ranks));
+  }
+  if (rank == s.job->rank()) return invalid_argument(s.who() + "::mask_rank: a rank cannot mask itself");
+  if (s.mask[rank] != 0) return Status();
+  s.mask[rank] = 1;
+  DeviceScope scope(s.options.device);
+  EPX_RETURN_IF_ERROR(scope.status());
+  // Complete before the next call is enqueued (masking is rare; a
+  // device-wide sync is affordable there).
+  EPX_RETURN_IF_ERROR(cuda_status(
+      cudaMemcpy(as<int32_t>(s.rank_mask) + rank, &s.mask[rank], sizeof(int32_t), cudaMemcpyHostToDevice),
+      "cudaMemcpy rank mask"));
+  return cuda_status(cudaDeviceSynchronize(), "cudaDeviceSynchronize after masking rank " + std::to_string(rank));
+}
+
+Status NormalBuffer::check() {
+  State& s = *state_;
+  for (uint32_t lost : s.job->lost_ranks()) EPX_RETURN_IF_ERROR(mask_rank(lost));
+  const DeviceError* e = s.error.host();
+  // acquire: pairs with record_error's system fence before it publishes the code.
+  const uint32_t code = __atomic_load_n(&e->code, __ATOMIC_ACQUIRE);
+  if (code == 0) return Status();
+  const DeviceError seen = *e;
+  __atomic_store_n(&const_cast<DeviceError*>(e)->code, 0u, __ATOMIC_RELEASE);
+  const std::string who = s.who();
+  const std::string rank = std::to_string(seen.index);
+  const std::string ms = std::to_string(s.options.timeout.count());
+  switch (code) {
+    case kernels::kNormalNotifyTimeout:
+      return deadline_exceeded(who + ": rank " + rank + " did not report its send counts within " + ms +
+                               " ms (did it call dispatch?); its tokens are absent from this call");
+    case kernels::kNormalDispatchTimeout:
+      return deadline_exceeded(who + ": rank " + rank + "'s dispatched rows did not complete within " + ms + " ms");
+    case kernels::kNormalCombineTimeout:
+      return deadline_exceeded(who + ": rank " + rank + " did not send its combine rows within " + ms +
+                               " ms; they count as zeros");
+    case kernels::kNormalBadExpert:
+      return invalid_argument(who + ": topk_idx of token " + rank + " names expert " +
+                              std::to_string(static_cast<int64_t>(seen.seen)) + ", beyond num_experts=" +
+                              std::to_string(seen.expected) + " (the entry was skipped)");
+    case kernels::kNormalWorstExceeded:
+      return Status(StatusCode::kOutOfRange, who + ": " + std::to_string(seen.seen) + " rows arrived, more than num_worst_tokens=" +
+                          std::to_string(seen.expected) + " (the rows past it are not in the outputs)");
+  }
+  return internal_error(who + ": device error code " + std::to_string(code));
+}
+
+int NormalBuffer::num_ranks() const { return state_->shape.num_ranks; }
+int NormalBuffer::local_experts() const { return state_->shape.local_experts(); }
+size_t NormalBuffer::nvl_bytes() const { return state_->layout.nvl_bytes; }
+
+std::shared_ptr<NormalEvent> NormalBuffer::new_event() {
+  cudaEvent_t e = nullptr;
+  if (cudaEventCreateWithFlags(&e, cudaEventDisableTiming) != cudaSuccess) return nullptr;
+  std::shared_ptr<NormalEvent> event(new NormalEvent());
+  event->event_ = e;
+  return event;
+}
+
+}  // namespace epx
