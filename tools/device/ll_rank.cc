@@ -12,7 +12,7 @@
 //           must see check() name it within the timeout, mask it, and get
 //           correct results (its tokens absent, its experts' terms zero)
 //   bench   DeepEP's LL test shape; prints one "LL_BENCH {json}" line on rank 0
-// Exit status 0 on success; failures print "LL_FAIL: <what>" first.
+// Exit status 0 on success; failures print "RANK_FAIL: <what>" first.
 #include <cuda_runtime.h>
 #include <signal.h>
 #include <unistd.h>
@@ -36,6 +36,7 @@
 #include "kernels/fp8_reference.h"
 #include "kernels/low_latency_inputs.h"
 #include "kernels/low_latency_reference.h"
+#include "tools/device/rank_process.h"
 
 namespace epx {
 namespace {
@@ -54,50 +55,6 @@ struct Args {
   int hidden = 7168, experts = 288, topk = 8, tokens = 128;
   int timeout_ms = 20000;
 };
-
-[[noreturn]] void fail(const std::string& what) {
-  std::cout << "LL_FAIL: " << what << std::endl;
-  std::exit(1);
-}
-
-void ok_or_fail(const Status& s, const std::string& what) {
-  if (!s.ok()) fail(what + ": " + s.to_string());
-}
-
-void cuda_or_fail(cudaError_t e, const std::string& what) {
-  if (e != cudaSuccess) fail(what + ": " + cudaGetErrorName(e) + " " + cudaGetErrorString(e));
-}
-
-// A device copy of host data that lives as long as the object.
-template <typename T>
-class DeviceArray {
- public:
-  explicit DeviceArray(size_t n) : n_(std::max<size_t>(n, 1)) {
-    cuda_or_fail(cudaMalloc(&p_, n_ * sizeof(T)), "cudaMalloc");
-  }
-  explicit DeviceArray(const std::vector<T>& v) : DeviceArray(v.size()) { upload(v); }
-  ~DeviceArray() { cudaFree(p_); }
-  DeviceArray(const DeviceArray&) = delete;
-  DeviceArray& operator=(const DeviceArray&) = delete;
-  // Complete when it returns: a copy from pageable memory may otherwise
-  // still be in flight when a kernel on a non-blocking stream reads it.
-  void upload(const std::vector<T>& v) {
-    if (!v.empty()) cuda_or_fail(cudaMemcpy(p_, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), "upload");
-    cuda_or_fail(cudaDeviceSynchronize(), "upload");
-  }
-  T* get() const { return p_; }
-
- private:
-  size_t n_;
-  T* p_ = nullptr;
-};
-
-template <typename T>
-std::vector<T> download(const void* p, size_t n) {
-  std::vector<T> v(n);
-  if (n > 0) cuda_or_fail(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "download");
-  return v;
-}
 
 struct Config {
   int hidden, experts, topk, max_tokens;

@@ -1,0 +1,680 @@
+// One rank of a normal-mode job, as a prefill engine runs it: its own
+// process, its own Client and Job, a NormalBuffer. Started N times by
+// normal_job_test (correctness) and tools/device/run.sh (timing).
+//
+// Every rank builds the whole job's inputs from the same seed and runs the
+// CPU reference of the whole job (kernels/normal_reference.h), so it checks
+// its own GPU outputs byte for byte without gathering anything.
+//
+// Modes:
+//   check   the suite of shapes and options for this world size (below),
+//           then dispatch + combine captured in a CUDA graph and replayed
+//   kill    rank --victim SIGKILLs itself before call 3; the others must get
+//           an error naming it within the timeout, mask it, and then get
+//           correct results without it
+//   bench   DeepEP's intranode test shape (4096 tokens, hidden 7168, top-8,
+//           256 experts); prints "NORMAL_BENCH {json}" on rank 0
+// Exit status 0 on success; failures print "RANK_FAIL: <what>" first.
+#include <cuda_runtime.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "epx/client.h"
+#include "epx/normal.h"
+#include "kernels/fp8_reference.h"
+#include "kernels/normal_inputs.h"
+#include "kernels/normal_reference.h"
+#include "tools/device/rank_process.h"
+
+namespace epx {
+namespace {
+
+using kernels::NormalCombined;
+using kernels::NormalJobInputs;
+using kernels::NormalPayload;
+using kernels::NormalReceived;
+using kernels::NormalRouting;
+using kernels::NormalShape;
+
+struct Args {
+  std::string socket, job = "normal", coordinator, mode = "check";
+  uint32_t world = 2, rank = 0, local_rank = 0;
+  int device = 0;
+  int victim = -1;
+  int iters = 20;
+  int hidden = 7168, experts = 256, topk = 8, tokens = 4096;
+  int num_sms = 0;
+  int timeout_ms = 20000;
+};
+
+struct Case {
+  int hidden, experts, topk, max_tokens;
+  std::vector<int> tokens;  // per rank (one entry: every rank)
+  bool fp8 = false;
+  int alignment = 1;
+  NormalRouting routing = NormalRouting::kRandom;
+  bool worst = false;   // num_worst_tokens: the buffer's whole receive
+  bool biases = false;
+  bool async = false;   // async_finish on the communication stream
+};
+
+std::string describe(const NormalShape& s, const Case& c, uint32_t seed) {
+  std::ostringstream o;
+  o << "ranks=" << s.num_ranks << " experts=" << s.num_experts << " hidden=" << s.hidden << " topk=" << s.num_topk
+    << " max_tokens=" << s.max_tokens_per_rank << " tokens=" << c.tokens[0] << (c.tokens.size() > 1 ? ",..." : "")
+    << " fp8=" << c.fp8 << " alignment=" << c.alignment << " routing=" << static_cast<int>(c.routing)
+    << " worst=" << c.worst << " biases=" << c.biases << " async=" << c.async << " seed=" << seed;
+  return o.str();
+}
+
+NormalShape shape_of(const Args& args, const Case& c) {
+  NormalShape s;
+  s.num_ranks = static_cast<int>(args.world);
+  s.num_experts = c.experts;
+  s.hidden = c.hidden;
+  s.num_topk = c.topk;
+  s.max_tokens_per_rank = c.max_tokens;
+  return s;
+}
+
+std::unique_ptr<NormalBuffer> make_buffer(Job& job, const Args& args, const NormalShape& s) {
+  NormalOptions o;
+  o.num_max_tokens_per_rank = s.max_tokens_per_rank;
+  o.hidden = s.hidden;
+  o.num_experts = s.num_experts;
+  o.num_topk = s.num_topk;
+  o.device = args.device;
+  o.timeout = std::chrono::milliseconds(args.timeout_ms);
+  auto b = NormalBuffer::create(job, o);
+  if (!b.ok()) fail("NormalBuffer::create: " + b.status().to_string());
+  return std::move(*b);
+}
+
+// The whole job's expected outputs for one call.
+struct Expected {
+  std::vector<NormalReceived> received;
+  std::vector<std::vector<uint16_t>> expert_out;  // per rank: [num_recv][hidden]
+  std::vector<std::vector<uint16_t>> bias0, bias1;
+  std::vector<NormalCombined> combined;
+};
+
+Expected reference(const NormalJobInputs& job, const Case& c, uint32_t seed) {
+  const NormalShape& s = job.shape;
+  Expected e;
+  ok_or_fail(kernels::normal_dispatch_reference(s, job.payload, c.alignment, job.inputs, &e.received),
+             "dispatch reference");
+  std::vector<kernels::NormalCombineInput> in(s.num_ranks);
+  for (int r = 0; r < s.num_ranks; ++r) {
+    e.expert_out.push_back(kernels::normal_expert_outputs(e.received[r].num_recv_tokens, s.hidden, seed * 131 + r));
+    const int tokens = job.inputs[r].num_tokens;
+    e.bias0.push_back(c.biases ? kernels::normal_expert_outputs(tokens, s.hidden, seed * 137 + r) : std::vector<uint16_t>());
+    e.bias1.push_back(c.biases ? kernels::normal_expert_outputs(tokens, s.hidden, seed * 139 + r) : std::vector<uint16_t>());
+  }
+  for (int r = 0; r < s.num_ranks; ++r) {
+    in[r].x = e.expert_out[r].data();
+    in[r].topk_weights = e.received[r].recv_topk_weights.data();
+    in[r].bias0 = c.biases ? e.bias0[r].data() : nullptr;
+    in[r].bias1 = c.biases ? e.bias1[r].data() : nullptr;
+  }
+  ok_or_fail(kernels::normal_combine_reference(s, job.inputs, e.received, in, &e.combined), "combine reference");
+  return e;
+}
+
+template <typename T>
+std::string first_difference(const std::vector<T>& got, const std::vector<T>& want, size_t n, size_t per_row,
+                             const std::string& what) {
+  for (size_t i = 0; i < n; ++i) {
+    if (std::memcmp(&got[i], &want[i], sizeof(T)) != 0) {
+      return what + " differs at row " + std::to_string(i / per_row) + " element " + std::to_string(i % per_row);
+    }
+  }
+  return "";
+}
+
+// This rank's dispatch outputs against the reference; "" when equal.
+std::string compare_dispatch(const NormalShape& s, const NormalPayload& p, const NormalReceived& want,
+                             const NormalDispatchResult& got, int rows, bool with_list) {
+  const int n = want.num_recv_tokens, K = s.num_topk;
+  if (got.num_recv_tokens >= 0 && got.num_recv_tokens != n) {
+    return "num_recv_tokens " + std::to_string(got.num_recv_tokens) + ", want " + std::to_string(n);
+  }
+  if (with_list && got.num_recv_tokens_per_expert_list != std::vector<int>(want.expert_counts.begin(), want.expert_counts.end())) {
+    return "num_recv_tokens_per_expert_list differs";
+  }
+  const size_t row = p.row_bytes(s.hidden);
+  std::string d = first_difference(download<uint8_t>(got.recv_x, n * row), want.recv_x, n * row, row, "recv_x");
+  if (d.empty() && p.fp8) {
+    d = first_difference(download<uint32_t>(got.recv_x_scales, static_cast<size_t>(n) * p.num_scales), want.recv_scales,
+                         static_cast<size_t>(n) * p.num_scales, p.num_scales, "recv_x_scales");
+  }
+  if (d.empty()) d = first_difference(download<int32_t>(got.recv_src_idx, n), want.recv_src_idx, n, 1, "recv_src_idx");
+  if (d.empty()) {
+    d = first_difference(download<int64_t>(got.recv_topk_idx, static_cast<size_t>(n) * K), want.recv_topk_idx,
+                         static_cast<size_t>(n) * K, K, "recv_topk_idx");
+  }
+  if (d.empty()) {
+    d = first_difference(download<float>(got.recv_topk_weights, static_cast<size_t>(n) * K), want.recv_topk_weights,
+                         static_cast<size_t>(n) * K, K, "recv_topk_weights");
+  }
+  if (d.empty() && rows > n) {
+    // Worst-case mode: the padding rows name no expert.
+    const auto pad = download<int64_t>(got.recv_topk_idx, static_cast<size_t>(rows) * K);
+    for (size_t i = static_cast<size_t>(n) * K; i < pad.size(); ++i) {
+      if (pad[i] != -1) return "padding row " + std::to_string(i / K) + " has top-k id " + std::to_string(pad[i]);
+    }
+  }
+  return d;
+}
+
+std::string compare_combine(const NormalShape& s, int tokens, const NormalCombined& want,
+                            const NormalCombineResult& got) {
+  // Exact: the kernel adds the same fp32 values in the same order as the
+  // reference (ranks ascending, then the biases) and rounds once to bf16.
+  std::string d = first_difference(download<uint16_t>(got.combined_x, static_cast<size_t>(tokens) * s.hidden), want.x,
+                                   static_cast<size_t>(tokens) * s.hidden, s.hidden, "combined_x");
+  if (d.empty()) {
+    d = first_difference(download<float>(got.combined_topk_weights, static_cast<size_t>(tokens) * s.num_topk),
+                         want.topk_weights, static_cast<size_t>(tokens) * s.num_topk, s.num_topk,
+                         "combined_topk_weights");
+  }
+  return d;
+}
+
+// Device copies of one rank's inputs.
+struct RankInputs {
+  DeviceArray<uint8_t> x;
+  DeviceArray<uint32_t> scales;
+  DeviceArray<int64_t> topk;
+  DeviceArray<float> weights;
+  RankInputs(const NormalJobInputs& in, int me)
+      : x(in.x[me]), scales(in.scales[me]), topk(in.topk[me]), weights(in.weights[me]) {}
+};
+
+// Layout outputs of one call (device).
+struct LayoutArrays {
+  DeviceArray<int32_t> per_rank, per_node, per_expert;
+  DeviceArray<uint8_t> in_rank;
+  LayoutArrays(const NormalShape& s)
+      : per_rank(s.num_ranks), per_node(1), per_expert(s.num_experts), in_rank(s.max_recv_rows()) {}
+  NormalLayoutOutputs outputs() const {
+    NormalLayoutOutputs o;
+    o.num_tokens_per_rank = per_rank.get();
+    o.num_tokens_per_rdma_rank = per_node.get();
+    o.num_tokens_per_expert = per_expert.get();
+    o.is_token_in_rank = reinterpret_cast<bool*>(in_rank.get());
+    return o;
+  }
+};
+
+std::string compare_layout(const NormalShape& s, const NormalJobInputs& in, int me, const LayoutArrays& got) {
+  kernels::NormalDispatchLayout want;
+  ok_or_fail(kernels::normal_layout_reference(s, s.num_ranks, in.inputs[me].num_tokens, in.topk[me].data(), &want),
+             "layout reference");
+  const int T = in.inputs[me].num_tokens;
+  if (download<int32_t>(got.per_rank.get(), s.num_ranks) != want.tokens_per_rank) return "num_tokens_per_rank differs";
+  if (download<int32_t>(got.per_expert.get(), s.num_experts) != want.tokens_per_expert) {
+    return "num_tokens_per_expert differs";
+  }
+  if (download<int32_t>(got.per_node.get(), 1) != want.tokens_per_node) return "num_tokens_per_rdma_rank differs";
+  if (download<uint8_t>(got.in_rank.get(), static_cast<size_t>(T) * s.num_ranks) != want.is_token_in_rank) {
+    return "is_token_in_rank differs";
+  }
+  return "";
+}
+
+NormalDispatchInput dispatch_input(const NormalJobInputs& in, const RankInputs& dev, const LayoutArrays& layout,
+                                   int me, const Case& c) {
+  NormalDispatchInput d;
+  d.x = dev.x.get();
+  d.num_tokens = in.inputs[me].num_tokens;
+  if (in.payload.fp8) {
+    d.x_scales = dev.scales.get();
+    d.num_scales = in.payload.num_scales;
+  }
+  d.topk_idx = dev.topk.get();
+  d.topk_weights = dev.weights.get();
+  d.is_token_in_rank = reinterpret_cast<const bool*>(layout.in_rank.get());
+  d.num_tokens_per_expert = layout.per_expert.get();
+  d.expert_alignment = c.alignment;
+  return d;
+}
+
+// One dispatch + combine of `c` checked against the reference; with a
+// cached re-dispatch of the same tokens.
+void run_case(NormalBuffer& buffer, const Args& args, const Case& c, uint32_t seed, cudaStream_t stream) {
+  const NormalShape s = shape_of(args, c);
+  NormalPayload p;
+  p.fp8 = c.fp8;
+  p.num_scales = c.fp8 ? s.hidden / 128 : 0;
+  const NormalJobInputs in = NormalJobInputs::random(s, p, seed, c.tokens, c.routing);
+  const Expected want = reference(in, c, seed);
+  const int me = static_cast<int>(args.rank);
+  const std::string what = describe(s, c, seed);
+  RankInputs dev(in, me);
+  LayoutArrays layout(s);
+  NormalStreams streams;
+  streams.stream = stream;
+  streams.async_finish = c.async;
+  auto ev = buffer.get_dispatch_layout(dev.topk.get(), in.inputs[me].num_tokens, layout.outputs(), streams);
+  if (!ev.ok()) fail("get_dispatch_layout: " + ev.status().to_string() + " (" + what + ")");
+  if (*ev != nullptr) ok_or_fail((*ev)->current_stream_wait(stream), "layout event");
+  cuda_or_fail(cudaStreamSynchronize(stream), "layout");
+  std::string diff = compare_layout(s, in, me, layout);
+  if (!diff.empty()) fail("layout: " + diff + " (" + what + ")");
+
+  auto handle = buffer.new_handle();
+  ok_or_fail(handle.status(), "new_handle");
+  NormalDispatchInput d = dispatch_input(in, dev, layout, me, c);
+  const int rows = c.worst ? static_cast<int>(s.max_recv_rows()) : want.received[me].num_recv_tokens;
+  if (c.worst) d.num_worst_tokens = rows;
+  auto got = buffer.dispatch(d, **handle, {args.num_sms}, streams);
+  if (!got.ok()) fail("dispatch: " + got.status().to_string() + " (" + what + ")");
+  if (got->event != nullptr) ok_or_fail(got->event->current_stream_wait(stream), "dispatch event");
+  cuda_or_fail(cudaStreamSynchronize(stream), "dispatch");
+  ok_or_fail(buffer.check(), "dispatch (" + what + ")");
+  diff = compare_dispatch(s, p, want.received[me], *got, rows, !c.worst);
+  if (diff.empty() && c.worst && download<int32_t>((*handle)->device_num_recv_tokens(), 1)[0] != want.received[me].num_recv_tokens) {
+    diff = "the handle's device num_recv_tokens differs";
+  }
+  if (!diff.empty()) fail("dispatch: " + diff + " (" + what + ")");
+
+  DeviceArray<uint16_t> y(want.expert_out[me]);
+  DeviceArray<uint16_t> b0(want.bias0[me]), b1(want.bias1[me]);
+  NormalCombineInput ci;
+  ci.x = y.get();
+  ci.topk_weights = got->recv_topk_weights;
+  if (c.biases) {
+    ci.bias0 = b0.get();
+    ci.bias1 = b1.get();
+  }
+  auto combined = buffer.combine(ci, **handle, {args.num_sms}, streams);
+  if (!combined.ok()) fail("combine: " + combined.status().to_string() + " (" + what + ")");
+  if (combined->event != nullptr) ok_or_fail(combined->event->current_stream_wait(stream), "combine event");
+  cuda_or_fail(cudaStreamSynchronize(stream), "combine");
+  ok_or_fail(buffer.check(), "combine (" + what + ")");
+  diff = compare_combine(s, in.inputs[me].num_tokens, want.combined[me], *combined);
+  if (!diff.empty()) fail("combine: " + diff + " (" + what + ")");
+
+  // The handle again, cached: the same rows, without top-k outputs.
+  NormalDispatchInput again;
+  again.x = d.x;
+  again.x_scales = d.x_scales;
+  again.num_scales = d.num_scales;
+  again.num_tokens = d.num_tokens;
+  again.cached = true;
+  auto cached = buffer.dispatch(again, **handle, {args.num_sms}, streams);
+  if (!cached.ok()) fail("cached dispatch: " + cached.status().to_string() + " (" + what + ")");
+  if (cached->event != nullptr) ok_or_fail(cached->event->current_stream_wait(stream), "cached event");
+  cuda_or_fail(cudaStreamSynchronize(stream), "cached dispatch");
+  ok_or_fail(buffer.check(), "cached dispatch (" + what + ")");
+  const int n = want.received[me].num_recv_tokens;
+  const size_t row = p.row_bytes(s.hidden);
+  if (!c.worst && cached->num_recv_tokens != n) fail("cached dispatch: num_recv_tokens differs (" + what + ")");
+  diff = first_difference(download<uint8_t>(cached->recv_x, n * row), want.received[me].recv_x, n * row, row,
+                          "cached recv_x");
+  if (!diff.empty()) fail(diff + " (" + what + ")");
+}
+
+void check_suite(Job& job, const Args& args, cudaStream_t stream) {
+  const int R = static_cast<int>(args.world);
+  std::vector<int> some_idle(R, 128);
+  some_idle[0] = 0;  // a rank with no tokens
+  if (R > 2) some_idle[R - 1] = 1;
+  std::vector<Case> cases;
+  if (R <= 4) {
+    // DeepEP's test shape and the big token counts.
+    cases.push_back({7168, 256, 8, 4096, {4096}});
+    cases.push_back({7168, 256, 8, 4096, {4096}, true});
+    cases.push_back({7168, 256, 8, 4096, {4096}, false, 128, NormalRouting::kRandom, false, true});
+  }
+  cases.push_back({2048, R * 4, 1, 128, {128}});
+  cases.push_back({2048, R * 4, 8, 128, {1}, true});
+  cases.push_back({2048, R * 8, 8, 128, some_idle, false, 128});
+  cases.push_back({2048, R * 8, 8, 128, some_idle, true, 1, NormalRouting::kAllToRank0});
+  cases.push_back({2048, R * 8, 8, 128, {128}, false, 1, NormalRouting::kNoneToLast});
+  cases.push_back({2048, R * 8, 8, 128, {128}, false, 1, NormalRouting::kBalanced, true});
+  cases.push_back({2048, R * 8, 8, 128, {96}, true, 1, NormalRouting::kRandom, false, true, true});
+  // More than 128 experts per rank (DeepEP's intranode kernels abort there).
+  cases.push_back({2048, R * 144, 8, 64, {64}, false, 1, NormalRouting::kRandom, false, false, true});
+  std::unique_ptr<NormalBuffer> buffer;
+  NormalShape current;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const NormalShape s = shape_of(args, cases[i]);
+    if (buffer == nullptr || s.hidden != current.hidden || s.num_experts != current.num_experts ||
+        s.num_topk != current.num_topk || s.max_tokens_per_rank != current.max_tokens_per_rank) {
+      buffer.reset();
+      ok_or_fail(job.barrier(), "barrier before a new buffer");
+      buffer = make_buffer(job, args, s);
+      current = s;
+    }
+    run_case(*buffer, args, cases[i], 1000 + static_cast<uint32_t>(i), stream);
+    std::cout << "ok: " << describe(s, cases[i], 1000 + static_cast<uint32_t>(i)) << std::endl;
+  }
+  buffer.reset();
+  ok_or_fail(job.barrier(), "barrier after the suite");
+}
+
+// Layout + worst-case dispatch + combine captured in one CUDA graph, replayed
+// with new inputs each time: no host synchronisation inside.
+void check_graph(Job& job, const Args& args, cudaStream_t stream) {
+  const Case c{2048, static_cast<int>(args.world) * 8, 8, 128, {128}, true, 1, NormalRouting::kRandom, true};
+  const NormalShape s = shape_of(args, c);
+  auto buffer = make_buffer(job, args, s);
+  const int me = static_cast<int>(args.rank);
+  NormalPayload p;
+  p.fp8 = true;
+  p.num_scales = s.hidden / 128;
+  const NormalJobInputs first = NormalJobInputs::random(s, p, 5000, c.tokens);
+  RankInputs dev(first, me);
+  LayoutArrays layout(s);
+  auto handle = buffer->new_handle();
+  ok_or_fail(handle.status(), "new_handle");
+  const int rows = static_cast<int>(s.max_recv_rows());
+  DeviceArray<uint16_t> y(static_cast<size_t>(rows) * s.hidden);
+  NormalStreams streams;
+  streams.stream = stream;
+  NormalDispatchResult d;
+  NormalCombineResult cb;
+  cudaGraph_t graph;
+  cuda_or_fail(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "begin capture");
+  {
+    auto ev = buffer->get_dispatch_layout(dev.topk.get(), c.tokens[0], layout.outputs(), streams);
+    if (!ev.ok()) fail("captured layout: " + ev.status().to_string());
+    NormalDispatchInput in = dispatch_input(first, dev, layout, me, c);
+    in.num_worst_tokens = rows;
+    auto dr = buffer->dispatch(in, **handle, {args.num_sms}, streams);
+    if (!dr.ok()) fail("captured dispatch: " + dr.status().to_string());
+    d = *dr;
+    NormalCombineInput ci;
+    ci.x = y.get();
+    ci.topk_weights = d.recv_topk_weights;
+    auto cr = buffer->combine(ci, **handle, {args.num_sms}, streams);
+    if (!cr.ok()) fail("captured combine: " + cr.status().to_string());
+    cb = *cr;
+  }
+  cuda_or_fail(cudaStreamEndCapture(stream, &graph), "end capture");
+  cudaGraphExec_t exec;
+  cuda_or_fail(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  for (int i = 0; i < 5; ++i) {
+    const uint32_t seed = 5001 + i;
+    const NormalJobInputs in = NormalJobInputs::random(s, p, seed, c.tokens);
+    const Expected want = reference(in, c, seed);
+    dev.x.upload(in.x[me]);
+    dev.scales.upload(in.scales[me]);
+    dev.topk.upload(in.topk[me]);
+    dev.weights.upload(in.weights[me]);
+    // Expert outputs for every row the buffer may hold; the reference's
+    // rows first (the rest are padding, their combine terms never read).
+    std::vector<uint16_t> yy(static_cast<size_t>(rows) * s.hidden, 0);
+    std::copy(want.expert_out[me].begin(), want.expert_out[me].end(), yy.begin());
+    y.upload(yy);
+    cuda_or_fail(cudaGraphLaunch(exec, stream), "graph launch");
+    cuda_or_fail(cudaStreamSynchronize(stream), "graph replay " + std::to_string(i));
+    ok_or_fail(buffer->check(), "graph replay " + std::to_string(i));
+    std::string diff = compare_dispatch(s, p, want.received[me], d, rows, false);
+    if (diff.empty()) diff = compare_combine(s, c.tokens[0], want.combined[me], cb);
+    if (!diff.empty()) fail("graph replay " + std::to_string(i) + ": " + diff);
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  std::cout << "ok: layout + worst-case dispatch + combine in a CUDA graph, replayed 5 times with new inputs"
+            << std::endl;
+  buffer.reset();
+  ok_or_fail(job.barrier(), "barrier after the graph");
+}
+
+// Rank `victim` dies before call 3; the survivors must be told, mask it and go on.
+void check_kill(Client& client, Job& job, const Args& args, cudaStream_t stream) {
+  const Case c{2048, static_cast<int>(args.world) * 4, 4, 64, {64}};
+  const NormalShape s = shape_of(args, c);
+  auto buffer = make_buffer(job, args, s);
+  for (int i = 0; i < 3; ++i) run_case(*buffer, args, c, 9000 + i, stream);
+  if (static_cast<int>(args.rank) == args.victim) {
+    std::cout << "victim: dying now" << std::endl;
+    raise(SIGKILL);
+  }
+  const int me = static_cast<int>(args.rank);
+  const auto start = std::chrono::steady_clock::now();
+  const NormalJobInputs in = NormalJobInputs::random(s, NormalPayload{}, 9003, c.tokens);
+  RankInputs dev(in, me);
+  LayoutArrays layout(s);
+  auto ev = buffer->get_dispatch_layout(dev.topk.get(), c.tokens[0], layout.outputs(), {stream});
+  ok_or_fail(ev.status(), "layout after the kill");
+  auto handle = buffer->new_handle();
+  ok_or_fail(handle.status(), "new_handle");
+  auto d = buffer->dispatch(dispatch_input(in, dev, layout, me, c), **handle, {}, {stream});
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (d.ok()) fail("dispatch without rank " + std::to_string(args.victim) + " reported no error");
+  if (d.status().message().find("rank " + std::to_string(args.victim)) == std::string::npos) {
+    fail("the error does not name rank " + std::to_string(args.victim) + ": " + d.status().to_string());
+  }
+  if (waited > args.timeout_ms / 1000.0 + 10) fail("the error took " + std::to_string(waited) + " s");
+  std::cout << "ok: after " << waited << " s: " << d.status().to_string() << std::endl;
+  cuda_or_fail(cudaStreamSynchronize(stream), "dispatch after the kill");
+  (void)buffer->check();
+  // The daemon's RankLost arrives on the session; check() masks lost ranks.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (;;) {
+    const auto lost = job.lost_ranks();
+    if (std::find(lost.begin(), lost.end(), static_cast<uint32_t>(args.victim)) != lost.end()) break;
+    if (std::chrono::steady_clock::now() > deadline) fail("rank " + std::to_string(args.victim) + " never reported lost");
+    (void)client.next_event(std::chrono::milliseconds(100));
+  }
+  ok_or_fail(buffer->check(), "check after the loss");
+  // Masked: the victim's tokens are absent and its experts' terms zero, which
+  // is the reference with its tokens gone and its experts never chosen.
+  for (int i = 0; i < 3; ++i) {
+    const uint32_t seed = 9100 + i;
+    NormalJobInputs shrunk = NormalJobInputs::random(s, NormalPayload{}, seed, c.tokens);
+    const NormalJobInputs sent = shrunk;
+    shrunk.x[args.victim].clear();
+    shrunk.topk[args.victim].clear();
+    shrunk.weights[args.victim].clear();
+    for (auto& rank_topk : shrunk.topk) {
+      for (auto& e : rank_topk) {
+        if (e >= 0 && e / s.local_experts() == args.victim) e = -1;
+      }
+    }
+    shrunk.refresh_views();
+    const Expected want = reference(shrunk, c, seed);
+    RankInputs sd(sent, me);
+    auto lev = buffer->get_dispatch_layout(sd.topk.get(), c.tokens[0], layout.outputs(), {stream});
+    ok_or_fail(lev.status(), "layout without the victim");
+    auto h = buffer->new_handle();
+    ok_or_fail(h.status(), "new_handle");
+    auto got = buffer->dispatch(dispatch_input(sent, sd, layout, me, c), **h, {}, {stream});
+    if (!got.ok()) fail("dispatch without the victim: " + got.status().to_string());
+    cuda_or_fail(cudaStreamSynchronize(stream), "dispatch without the victim");
+    NormalDispatchResult r = *got;
+    r.num_recv_tokens_per_expert_list.clear();
+    std::string diff = compare_dispatch(s, NormalPayload{}, want.received[me], r, want.received[me].num_recv_tokens, false);
+    if (!diff.empty()) fail("dispatch without the victim: " + diff);
+    DeviceArray<uint16_t> y(want.expert_out[me]);
+    NormalCombineInput ci;
+    ci.x = y.get();
+    ci.topk_weights = got->recv_topk_weights;
+    auto cb = buffer->combine(ci, **h, {}, {stream});
+    if (!cb.ok()) fail("combine without the victim: " + cb.status().to_string());
+    cuda_or_fail(cudaStreamSynchronize(stream), "combine without the victim");
+    ok_or_fail(buffer->check(), "combine without the victim");
+    diff = compare_combine(s, c.tokens[0], want.combined[me], *cb);
+    if (!diff.empty()) fail("combine without the victim: " + diff);
+  }
+  std::cout << "ok: 3 calls without rank " << args.victim << " match the reference" << std::endl;
+}
+
+// Mean microseconds per call of fn over `iters` calls, timed by events on
+// `stream` after a warm-up and a job barrier.
+template <typename Fn>
+double time_calls(Job& job, cudaStream_t stream, int iters, Fn fn) {
+  for (int i = 0; i < 3; ++i) fn();
+  cuda_or_fail(cudaStreamSynchronize(stream), "warm-up");
+  ok_or_fail(job.barrier(), "barrier");
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  cudaEventRecord(a, stream);
+  for (int i = 0; i < iters; ++i) fn();
+  cudaEventRecord(b, stream);
+  cuda_or_fail(cudaEventSynchronize(b), "timed calls");
+  float ms = 0;
+  cudaEventElapsedTime(&ms, a, b);
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  ok_or_fail(job.barrier(), "barrier");
+  return 1000.0 * ms / iters;
+}
+
+void bench(Job& job, const Args& args, cudaStream_t stream) {
+  const Case c{args.hidden, args.experts, args.topk, args.tokens, {args.tokens}, false, 1, NormalRouting::kBalanced};
+  const NormalShape s = shape_of(args, c);
+  auto buffer = make_buffer(job, args, s);
+  const int me = static_cast<int>(args.rank);
+  NormalPayload bf16, fp8;
+  fp8.fp8 = true;
+  fp8.num_scales = s.hidden / 128;
+  const NormalJobInputs in = NormalJobInputs::random(s, bf16, 77, c.tokens, c.routing);
+  const NormalJobInputs in8 = NormalJobInputs::random(s, fp8, 77, c.tokens, c.routing);
+  RankInputs dev(in, me), dev8(in8, me);
+  LayoutArrays layout(s);
+  NormalStreams streams{stream};
+  ok_or_fail(buffer->get_dispatch_layout(dev.topk.get(), args.tokens, layout.outputs(), streams).status(), "layout");
+  auto handle = buffer->new_handle();
+  ok_or_fail(handle.status(), "new_handle");
+  const NormalConfig config{args.num_sms};
+  NormalDispatchInput d = dispatch_input(in, dev, layout, me, c);
+  auto first = buffer->dispatch(d, **handle, config, streams);
+  ok_or_fail(first.status(), "dispatch");
+  const int recv = first->num_recv_tokens;
+  DeviceArray<uint16_t> y(static_cast<size_t>(std::max(recv, 1)) * s.hidden);
+  cuda_or_fail(cudaMemcpy(y.get(), first->recv_x, static_cast<size_t>(recv) * s.hidden * 2, cudaMemcpyDeviceToDevice),
+               "expert outputs");
+  std::map<std::string, double> us;
+  us["layout"] = time_calls(job, stream, args.iters, [&] {
+    ok_or_fail(buffer->get_dispatch_layout(dev.topk.get(), args.tokens, layout.outputs(), streams).status(), "layout");
+  });
+  // DeepEP's benchmark times dispatch with the cached handle (no count
+  // exchange, no host wait); both are timed here.
+  us["dispatch_bf16"] = time_calls(job, stream, args.iters, [&] {
+    ok_or_fail(buffer->dispatch(d, **handle, config, streams).status(), "dispatch");
+  });
+  NormalDispatchInput cached;
+  cached.x = dev.x.get();
+  cached.num_tokens = args.tokens;
+  cached.cached = true;
+  us["dispatch_bf16_cached"] = time_calls(job, stream, args.iters, [&] {
+    ok_or_fail(buffer->dispatch(cached, **handle, config, streams).status(), "cached dispatch");
+  });
+  NormalDispatchInput cached8 = cached;
+  cached8.x = dev8.x.get();
+  cached8.x_scales = dev8.scales.get();
+  cached8.num_scales = fp8.num_scales;
+  us["dispatch_fp8_cached"] = time_calls(job, stream, args.iters, [&] {
+    ok_or_fail(buffer->dispatch(cached8, **handle, config, streams).status(), "cached FP8 dispatch");
+  });
+  NormalCombineInput ci;
+  ci.x = y.get();
+  us["combine"] = time_calls(job, stream, args.iters, [&] {
+    ok_or_fail(buffer->combine(ci, **handle, config, streams).status(), "combine");
+  });
+  // Same-run floor: one device-to-device copy of the bytes this rank receives.
+  DeviceArray<uint8_t> src(static_cast<size_t>(recv) * s.hidden * 2), dst(static_cast<size_t>(recv) * s.hidden * 2);
+  us["d2d_copy_floor"] = time_calls(job, stream, args.iters, [&] {
+    cuda_or_fail(cudaMemcpyAsync(dst.get(), src.get(), static_cast<size_t>(recv) * s.hidden * 2,
+                                 cudaMemcpyDeviceToDevice, stream),
+                 "copy");
+  });
+  ok_or_fail(buffer->check(), "bench");
+  // DeepEP's byte counting: the bytes this rank receives.
+  const double bf16_bytes = static_cast<double>(recv) * s.hidden * 2;
+  const double fp8_bytes = static_cast<double>(recv) * (s.hidden + 4.0 * fp8.num_scales);
+  std::map<std::string, double> gbps;
+  gbps["dispatch_bf16"] = bf16_bytes / us["dispatch_bf16"] / 1e3;
+  gbps["dispatch_bf16_cached"] = bf16_bytes / us["dispatch_bf16_cached"] / 1e3;
+  gbps["dispatch_fp8_cached"] = fp8_bytes / us["dispatch_fp8_cached"] / 1e3;
+  gbps["combine"] = bf16_bytes / us["combine"] / 1e3;
+  gbps["d2d_copy_floor"] = bf16_bytes / us["d2d_copy_floor"] / 1e3;
+  if (me == 0) {
+    std::ostringstream o;
+    o << "NORMAL_BENCH {\"ranks\":" << args.world << ",\"tokens\":" << args.tokens << ",\"hidden\":" << args.hidden
+      << ",\"topk\":" << args.topk << ",\"experts\":" << args.experts << ",\"recv_tokens\":" << recv
+      << ",\"num_sms\":" << (args.num_sms > 0 ? args.num_sms : 20) << ",\"iters\":" << args.iters;
+    for (const auto& [k, v] : us) o << ",\"" << k << "_us\":" << v;
+    for (const auto& [k, v] : gbps) o << ",\"" << k << "_GBps\":" << v;
+    o << "}";
+    std::cout << o.str() << std::endl;
+  }
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  if (argc % 2 != 1) fail("flags come in --name value pairs");
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--socket") a.socket = v;
+    else if (k == "--job") a.job = v;
+    else if (k == "--coordinator") a.coordinator = v;
+    else if (k == "--mode") a.mode = v;
+    else if (k == "--world") a.world = std::stoul(v);
+    else if (k == "--rank") a.rank = std::stoul(v);
+    else if (k == "--local-rank") a.local_rank = std::stoul(v);
+    else if (k == "--device") a.device = std::stoi(v);
+    else if (k == "--victim") a.victim = std::stoi(v);
+    else if (k == "--iters") a.iters = std::stoi(v);
+    else if (k == "--hidden") a.hidden = std::stoi(v);
+    else if (k == "--experts") a.experts = std::stoi(v);
+    else if (k == "--topk") a.topk = std::stoi(v);
+    else if (k == "--tokens") a.tokens = std::stoi(v);
+    else if (k == "--num-sms") a.num_sms = std::stoi(v);
+    else if (k == "--timeout-ms") a.timeout_ms = std::stoi(v);
+    else fail("unknown flag " + k);
+  }
+  if (a.socket.empty()) fail("--socket is required");
+  return a;
+}
+
+int run(int argc, char** argv) {
+  const Args args = parse(argc, argv);
+  cuda_or_fail(cudaSetDevice(args.device), "cudaSetDevice");
+  ClientOptions co;
+  co.name = "normal rank " + std::to_string(args.rank);
+  auto client = Client::connect(args.socket, co);
+  if (!client.ok()) fail("connect: " + client.status().to_string());
+  JoinOptions jo;
+  jo.job_id = args.job;
+  jo.world_size = args.world;
+  jo.rank = args.rank;
+  jo.local_rank = args.local_rank;
+  jo.coordinator = args.coordinator;
+  jo.timeout = std::chrono::seconds(60);
+  auto job = (*client)->join(jo);
+  if (!job.ok()) fail("join: " + job.status().to_string());
+  cudaStream_t stream;
+  cuda_or_fail(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  if (args.mode == "check") {
+    check_suite(*job, args, stream);
+    check_graph(*job, args, stream);
+  } else if (args.mode == "kill") {
+    check_kill(**client, *job, args, stream);
+  } else if (args.mode == "bench") {
+    bench(*job, args, stream);
+  } else {
+    fail("unknown --mode " + args.mode);
+  }
+  std::cout << "NORMAL_DONE rank " << args.rank << std::endl;
+  return 0;
+}
+
+}  // namespace
+}  // namespace epx
+
+int main(int argc, char** argv) { return epx::run(argc, argv); }
