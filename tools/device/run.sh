@@ -6,6 +6,7 @@
 # Then one device call, carrying .device-pack:
 #   tools/device/run.sh [STEP...]     # default: every step
 # Steps: fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test
+#        normal_job_ep2 normal_job_ep8 normal_job_kill normal_bench normal_bench_sms32
 #        ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench
 # Full logs go to $OUT (one file per step); a short table is printed, then
 # "benchmarks: N ran, N failed" and, last, the tests' "N passed, N failed,
@@ -25,14 +26,14 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 # Tests find epxd as Bazel runfiles would lay it out.
 mkdir -p /tmp/rf/epx/daemon /tmp/rf/epx/tools/device
 cp "$pack/bin/epxd" /tmp/rf/epx/daemon/
-cp "$pack/bin/ll_rank" /tmp/rf/epx/tools/device/
+cp "$pack/bin/ll_rank" "$pack/bin/normal_rank" /tmp/rf/epx/tools/device/
 cp "$pack/bin/epxctl" /tmp/rf/epx/tools/
 export TEST_SRCDIR=/tmp/rf TEST_WORKSPACE=epx
 bin=$pack/bin
 
 summary=() results=()
 passed=0 failed=0 skipped=0 benches=0 bench_failed=0
-wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench} "
+wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test normal_job_ep2 normal_job_ep8 normal_job_kill normal_bench normal_bench_sms32 ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench} "
 step() {  # name timeout_s command...: runs it (when wanted), output in $out/name.log; sets step_rc
   local name=$1 limit=$2; shift 2
   [[ $wanted == *" $name "* ]] || return 1
@@ -79,6 +80,12 @@ gpu_test ll_job_ep16 300 "$bin/low_latency_job_test" --test-case="EP16*"
 gpu_test ll_job_kill 120 "$bin/low_latency_job_test" --test-case="a rank killed*"
 gpu_test gpu_path_test 200 "$bin/gpu_path_test"
 gpu_test gpu_device_window_test 120 "$bin/gpu_device_window_test"
+gpu_test normal_job_ep2 300 "$bin/normal_job_test" --test-case="EP2*"
+gpu_test normal_job_ep8 300 "$bin/normal_job_test" --test-case="EP8*"
+gpu_test normal_job_kill 120 "$bin/normal_job_test" --test-case="a rank killed*"
+# Normal dispatch/combine, DeepEP's intranode test shape (4096 tokens, hidden 7168, top-8, 256 experts).
+bench normal_bench 200 tools/device/normal_bench.sh "$bin" 2
+bench normal_bench_sms32 200 tools/device/normal_bench.sh "$bin" 2 --num-sms 32
 # LL dispatch/combine, DeepEP's LL test shape (128 tokens, hidden 7168, top-8, 288 experts).
 bench ll_bench_nvlink 200 "$bin/ll_bench" --epxd "$bin/epxd" --rank-binary "$bin/ll_rank" --layout nvlink \
   --gpus "$(nvidia-smi -L | wc -l)"
@@ -96,7 +103,7 @@ bench rails_bench 300 tools/bench/rails_bench.sh --bin "$bin" --cores "${EPX_RAI
 echo
 echo "== results"
 printf '%s\n' "${results[@]}"
-for f in ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench; do [[ -f $out/$f.log ]] || continue; echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
+for f in normal_bench normal_bench_sms32 ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench; do [[ -f $out/$f.log ]] || continue; echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
 echo
 printf '%s\n' "${summary[@]}"
 echo "benchmarks: $benches ran, $bench_failed failed"
