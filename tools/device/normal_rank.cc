@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -322,6 +323,81 @@ void run_case(NormalBuffer& buffer, const Args& args, const Case& c, uint32_t se
   diff = first_difference(download<uint8_t>(cached->recv_x, n * row), want.received[me].recv_x, n * row, row,
                           "cached recv_x");
   if (!diff.empty()) fail(diff + " (" + what + ")");
+}
+
+// Calls an engine could get wrong are refused by name, nothing enqueued,
+// and the buffer stays usable (the suite runs on after them).
+void check_arguments(Job& job, const Args& args, cudaStream_t stream) {
+  const Case c{2048, static_cast<int>(args.world) * 4, 4, 16, {16}};
+  const NormalShape s = shape_of(args, c);
+  auto buffer = make_buffer(job, args, s);
+  auto other = make_buffer(job, args, s);
+  auto handle = buffer->new_handle();
+  auto foreign = other->new_handle();
+  ok_or_fail(handle.status(), "new_handle");
+  ok_or_fail(foreign.status(), "new_handle");
+  const NormalJobInputs in = NormalJobInputs::random(s, NormalPayload{}, 1, c.tokens);
+  const int me = static_cast<int>(args.rank);
+  RankInputs dev(in, me);
+  LayoutArrays layout(s);
+  const NormalStreams streams{stream};
+  ok_or_fail(buffer->get_dispatch_layout(dev.topk.get(), 16, layout.outputs(), streams).status(), "layout");
+  struct Bad {
+    const char* what;
+    std::function<Status()> call;
+    StatusCode code;
+    const char* named;
+  };
+  NormalDispatchInput good = dispatch_input(in, dev, layout, me, c);
+  const Bad bad[] = {
+      {"a handle of another buffer", [&] { return buffer->dispatch(good, **foreign, {}, streams).status(); },
+       StatusCode::kInvalidArgument, "another buffer"},
+      {"cached with an unfilled handle",
+       [&] {
+         NormalDispatchInput d = good;
+         d.cached = true;
+         return buffer->dispatch(d, **handle, {}, streams).status();
+       },
+       StatusCode::kInvalidArgument, "no dispatch filled"},
+      {"more tokens than the buffer holds",
+       [&] {
+         NormalDispatchInput d = good;
+         d.num_tokens = 17;
+         return buffer->dispatch(d, **handle, {}, streams).status();
+       },
+       StatusCode::kInvalidArgument, "num_tokens=17"},
+      {"no topk_idx without a cached handle",
+       [&] {
+         NormalDispatchInput d = good;
+         d.topk_idx = nullptr;
+         return buffer->dispatch(d, **handle, {}, streams).status();
+       },
+       StatusCode::kInvalidArgument, "topk_idx"},
+      {"FP8 scales out of range",
+       [&] {
+         NormalDispatchInput d = good;
+         d.x_scales = dev.scales.get();
+         d.num_scales = 17;
+         return buffer->dispatch(d, **handle, {}, streams).status();
+       },
+       StatusCode::kInvalidArgument, "scale words"},
+      {"negative num_sms", [&] { return buffer->dispatch(good, **handle, {-1}, streams).status(); },
+       StatusCode::kInvalidArgument, "num_sms=-1"},
+      {"combine with an unfilled handle", [&] { return buffer->combine({}, **handle, {}, streams).status(); },
+       StatusCode::kInvalidArgument, "not one a dispatch"},
+  };
+  for (const Bad& b : bad) {
+    const Status st = b.call();
+    if (st.code() != b.code || st.message().find(b.named) == std::string::npos) {
+      fail(std::string("arguments: ") + b.what + ": got " + st.to_string());
+    }
+  }
+  // Still usable: a good call after the bad ones matches the reference.
+  other.reset();
+  run_case(*buffer, args, c, 1, stream);
+  std::cout << "ok: " << sizeof(bad) / sizeof(bad[0]) << " bad calls refused by name; the buffer still works" << std::endl;
+  buffer.reset();
+  ok_or_fail(job.barrier(), "barrier after the argument checks");
 }
 
 void check_suite(Job& job, const Args& args, cudaStream_t stream) {
@@ -661,6 +737,7 @@ int run(int argc, char** argv) {
   cudaStream_t stream;
   cuda_or_fail(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
   if (args.mode == "check") {
+    check_arguments(*job, args, stream);
     check_suite(*job, args, stream);
     check_graph(*job, args, stream);
   } else if (args.mode == "kill") {
