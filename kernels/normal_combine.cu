@@ -83,21 +83,50 @@ __global__ void __launch_bounds__(kCombineThreads)
   const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   for (int tok = blockIdx.x * warps + warp; tok < a.num_tokens; tok += gridDim.x * warps) {
     const int32_t* index = a.handle.send_index + static_cast<size_t>(tok) * R;
-    for (size_t c = lane; c < vectors; c += 32) {
-      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      for (int r = 0; r < R; ++r) {
-        const int32_t p = index[r];
-        if (p < 0 || lost[r]) continue;
-        add_bf16x8(acc, rows[(static_cast<size_t>(r) * s.max_tokens_per_rank + p) * vectors + c]);
-      }
-      const size_t at = static_cast<size_t>(tok) * vectors + c;
-      if (a.bias0 != nullptr) add_bf16x8(acc, reinterpret_cast<const int4*>(a.bias0)[at]);
-      if (a.bias1 != nullptr) add_bf16x8(acc, reinterpret_cast<const int4*>(a.bias1)[at]);
-      int4 out;
-      __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&out);
+    const size_t at0 = static_cast<size_t>(tok) * vectors;
+    // Each lane sums four chunks of 8 channels per step, so four loads per
+    // holding rank are in flight at once (one at a time left the sum bound
+    // by load latency). All lanes run the same iterations: the holders are
+    // shared through ballot and shuffle.
+    for (size_t base_c = 0; base_c < vectors; base_c += 128) {
+      float acc[4][8];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) o[i] = __floats2bfloat162_rn(acc[2 * i], acc[2 * i + 1]);
-      reinterpret_cast<int4*>(a.out)[at] = out;
+      for (int u = 0; u < 4; ++u) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[u][i] = 0.0f;
+      }
+      // The ranks holding the token, ascending, 32 per pass.
+      for (int pass = 0; pass < R; pass += 32) {
+        const int r = pass + lane;
+        const int32_t p = r < R && !lost[r] ? index[r] : -1;
+        unsigned todo = __ballot_sync(0xFFFFFFFFu, p >= 0);
+        const unsigned long long row = p >= 0 ? static_cast<unsigned long long>(r) * s.max_tokens_per_rank + p : 0;
+        while (todo != 0) {
+          const int b = __ffs(todo) - 1;
+          todo &= todo - 1;
+          const int4* src = rows + __shfl_sync(0xFFFFFFFFu, row, b) * vectors;
+          int4 v[4];
+#pragma unroll
+          for (int u = 0; u < 4; ++u) {
+            const size_t c = base_c + lane + 32 * u;
+            v[u] = c < vectors ? src[c] : make_int4(0, 0, 0, 0);
+          }
+#pragma unroll
+          for (int u = 0; u < 4; ++u) add_bf16x8(acc[u], v[u]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const size_t c = base_c + lane + 32 * u;
+        if (c >= vectors) continue;
+        if (a.bias0 != nullptr) add_bf16x8(acc[u], reinterpret_cast<const int4*>(a.bias0)[at0 + c]);
+        if (a.bias1 != nullptr) add_bf16x8(acc[u], reinterpret_cast<const int4*>(a.bias1)[at0 + c]);
+        int4 out;
+        __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&out);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) o[i] = __floats2bfloat162_rn(acc[u][2 * i], acc[u][2 * i + 1]);
+        reinterpret_cast<int4*>(a.out)[at0 + c] = out;
+      }
     }
     if (a.out_topk_weights != nullptr && lane < K) {
       float w = 0.0f;
