@@ -84,9 +84,9 @@ __global__ void __launch_bounds__(kCombineThreads)
   for (int tok = blockIdx.x * warps + warp; tok < a.num_tokens; tok += gridDim.x * warps) {
     const int32_t* index = a.handle.send_index + static_cast<size_t>(tok) * R;
     const size_t at0 = static_cast<size_t>(tok) * vectors;
-    // Each lane sums four chunks of 8 channels per step, so four loads per
-    // holding rank are in flight at once (one at a time left the sum bound
-    // by load latency). All lanes run the same iterations: the holders are
+    // Each lane sums four chunks of 8 channels per step for two holding
+    // ranks at a time, so eight loads are in flight at once (one at a time
+    // left the sum bound by load latency). All lanes run the same iterations: the holders are
     // shared through ballot and shuffle.
     for (size_t base_c = 0; base_c < vectors; base_c += 128) {
       float acc[4][8];
@@ -101,18 +101,30 @@ __global__ void __launch_bounds__(kCombineThreads)
         const int32_t p = r < R && !lost[r] ? index[r] : -1;
         unsigned todo = __ballot_sync(0xFFFFFFFFu, p >= 0);
         const unsigned long long row = p >= 0 ? static_cast<unsigned long long>(r) * s.max_tokens_per_rank + p : 0;
+        // Two holders at a time: eight loads in flight per lane.
         while (todo != 0) {
-          const int b = __ffs(todo) - 1;
+          const int b0 = __ffs(todo) - 1;
           todo &= todo - 1;
-          const int4* src = rows + __shfl_sync(0xFFFFFFFFu, row, b) * vectors;
-          int4 v[4];
+          const bool pair = todo != 0;  // the same in every lane
+          const int b1 = pair ? __ffs(todo) - 1 : b0;
+          if (pair) todo &= todo - 1;
+          const int4* src0 = rows + __shfl_sync(0xFFFFFFFFu, row, b0) * vectors;
+          const int4* src1 = rows + __shfl_sync(0xFFFFFFFFu, row, b1) * vectors;
+          int4 v0[4], v1[4];
 #pragma unroll
           for (int u = 0; u < 4; ++u) {
             const size_t c = base_c + lane + 32 * u;
-            v[u] = c < vectors ? src[c] : make_int4(0, 0, 0, 0);
+            const bool in = c < vectors;
+            v0[u] = in ? src0[c] : make_int4(0, 0, 0, 0);
+            v1[u] = in && pair ? src1[c] : make_int4(0, 0, 0, 0);
           }
+          // Ascending rank order, as the reference adds.
 #pragma unroll
-          for (int u = 0; u < 4; ++u) add_bf16x8(acc[u], v[u]);
+          for (int u = 0; u < 4; ++u) add_bf16x8(acc[u], v0[u]);
+          if (pair) {
+#pragma unroll
+            for (int u = 0; u < 4; ++u) add_bf16x8(acc[u], v1[u]);
+          }
         }
       }
 #pragma unroll
