@@ -12,9 +12,11 @@ memory), num_qps_per_rank (no NVSHMEM queue pairs; the daemon owns the NICs),
 allow_mnnvl, use_fabric, Config. Arguments it cannot honour raise
 EpxInvalidArgumentError: allow_nvlink_for_low_latency_mode=False, comm
 (mpi4py) without a group, use_logfmt=True, the *_wait_recv_cost_stats
-tensors. Normal mode (get_dispatch_layout, dispatch, combine and the
-internode calls) raises NotImplementedError until EPX's normal mode
-(issue 11) lands."""
+tensors. Normal mode (get_dispatch_layout, dispatch, combine) runs inside
+one node (deep_ep/normal_mode.py says how); the internode calls and
+get_local_buffer_tensor raise NotImplementedError: EPX's normal mode across
+nodes is not built yet (issue 11), and its buffer is not a tensor a caller
+may write."""
 
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -23,13 +25,13 @@ from epx import _native
 from epx.errors import EpxFailedPreconditionError
 from epx.low_latency import LowLatencyBuffer, size_hint
 
-from . import checks
+from . import checks, normal_mode
 from .config import Config
 from .event_overlap import EventOverlap, record_on_current_stream
 from .tensors import device_tensor
 
-NORMAL_MODE = ("EPX's normal (high-throughput) mode is issue 11, not in this release: "
-               "create the Buffer with low_latency_mode=True and use low_latency_dispatch / low_latency_combine")
+ACROSS_NODES = ("EPX's normal mode runs inside one node in this release (across nodes is issue 11's next part): "
+                "use dispatch / combine with the ranks of one node, or low_latency_dispatch / low_latency_combine")
 
 
 class Buffer:
@@ -56,6 +58,7 @@ class Buffer:
         self.enable_shrink = enable_shrink
         self.job: Optional[epx.Job] = epx.join_group(group)
         self._ll: Optional[LowLatencyBuffer] = None
+        self._normal: Optional[Any] = None  # epx.normal.NormalBuffer, made on the first dispatch
         self._device = 0
         # The native handle of each half's latest dispatch, by its src_info pointer.
         self._handles: Dict[int, _native.LLHandle] = {}
@@ -72,6 +75,9 @@ class Buffer:
         if self._ll is not None:
             self._ll.close()
             self._ll = None
+        if self._normal is not None:
+            self._normal.close()
+            self._normal = None
         if self.job is not None:
             client = self.job.client
             self.job.leave()
@@ -115,14 +121,15 @@ class Buffer:
         import torch
         return torch.cuda.current_stream()
 
-    # ---- normal mode (issue 11) ----
+    # ---- normal mode (inside one node) ----
     def get_local_buffer_tensor(self, dtype: Any, size: Optional[Any] = None, offset: int = 0,
                                 use_rdma_buffer: bool = False) -> Any:
-        raise NotImplementedError("deep_ep.Buffer.get_local_buffer_tensor: " + NORMAL_MODE)
+        raise NotImplementedError("deep_ep.Buffer.get_local_buffer_tensor: EPX's buffer holds other ranks' rows "
+                                  "and is not handed out as a tensor")
 
     def get_dispatch_layout(self, topk_idx: Any, num_experts: int, previous_event: Optional[EventOverlap] = None,
                             async_finish: bool = False, allocate_on_comm_stream: bool = False) -> Tuple:
-        raise NotImplementedError("deep_ep.Buffer.get_dispatch_layout: " + NORMAL_MODE)
+        return normal_mode.get_dispatch_layout(self, topk_idx, num_experts, previous_event, async_finish)
 
     def dispatch(self, x: Any, handle: Optional[Tuple] = None, num_tokens_per_rank: Optional[Any] = None,
                  num_tokens_per_rdma_rank: Optional[Any] = None, is_token_in_rank: Optional[Any] = None,
@@ -130,19 +137,24 @@ class Buffer:
                  topk_weights: Optional[Any] = None, expert_alignment: int = 1, num_worst_tokens: int = 0,
                  config: Optional[Config] = None, previous_event: Optional[EventOverlap] = None,
                  async_finish: bool = False, allocate_on_comm_stream: bool = False) -> Tuple:
-        raise NotImplementedError("deep_ep.Buffer.dispatch: " + NORMAL_MODE)
+        if num_tokens_per_rdma_rank is not None:
+            raise NotImplementedError("deep_ep.Buffer.dispatch: num_tokens_per_rdma_rank: " + ACROSS_NODES)
+        num_sms = config.num_sms if config is not None else 0
+        return normal_mode.dispatch(self, x, handle, is_token_in_rank, num_tokens_per_expert, topk_idx, topk_weights,
+                                    expert_alignment, num_worst_tokens, num_sms, previous_event, async_finish)
 
     def combine(self, x: Any, handle: Tuple, topk_weights: Optional[Any] = None,
                 bias: Union[Any, Tuple[Any, Any]] = None, config: Optional[Config] = None,
                 previous_event: Optional[EventOverlap] = None, async_finish: bool = False,
                 allocate_on_comm_stream: bool = False) -> Tuple:
-        raise NotImplementedError("deep_ep.Buffer.combine: " + NORMAL_MODE)
+        num_sms = config.num_sms if config is not None else 0
+        return normal_mode.combine(self, x, handle, topk_weights, bias, num_sms, previous_event, async_finish)
 
     def internode_dispatch(self, *args: Any, **kwargs: Any) -> Tuple:
-        raise NotImplementedError("deep_ep.Buffer.internode_dispatch: " + NORMAL_MODE)
+        raise NotImplementedError("deep_ep.Buffer.internode_dispatch: " + ACROSS_NODES)
 
     def internode_combine(self, *args: Any, **kwargs: Any) -> Tuple:
-        raise NotImplementedError("deep_ep.Buffer.internode_combine: " + NORMAL_MODE)
+        raise NotImplementedError("deep_ep.Buffer.internode_combine: " + ACROSS_NODES)
 
     # ---- low-latency mode ----
     def _stream(self) -> int:

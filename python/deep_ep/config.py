@@ -1,8 +1,13 @@
 """deep_ep.Config: DeepEP's tuning record for the normal-mode kernels.
 
-EPX sizes its own buffers and has no normal mode yet (issue 11), so a Config
-is accepted and kept but changes nothing; the size hints return 0 (the
-Buffer's num_nvl_bytes / num_rdma_bytes are ignored likewise)."""
+EPX's normal-mode kernels take num_sms (blocks per kernel; 0 or absent:
+20); the chunk sizes are kept but change nothing (EPX writes rows straight
+to their final place, with no chunked queues). The NVLink size hint is the
+bytes EPX's buffer needs for 4096 tokens per rank (a Buffer's num_nvl_bytes
+sets how many tokens per rank its normal mode holds); the RDMA hint is 0
+(normal mode across nodes is not built yet)."""
+
+HINT_TOKENS_PER_RANK = 4096
 
 
 class Config:
@@ -16,7 +21,10 @@ class Config:
         self.num_max_rdma_chunked_recv_tokens = num_max_rdma_chunked_recv_tokens
 
     def get_nvl_buffer_size_hint(self, hidden_bytes: int, num_ranks: int) -> int:
-        return 0
+        from epx.normal import size
+        # top-k at the kernels' limit and one expert per rank: an upper bound
+        # for every router (experts add 4 bytes per rank each, top-k more).
+        return size(HINT_TOKENS_PER_RANK, hidden_bytes // 2, num_ranks, num_ranks, 32)
 
     def get_rdma_buffer_size_hint(self, hidden_bytes: int, num_ranks: int) -> int:
         return 0

@@ -49,6 +49,58 @@ class LLDispatchOut(ctypes.Structure):
     ]
 
 
+class NormalOptions(ctypes.Structure):
+    _fields_ = [
+        ("num_max_tokens_per_rank", ctypes.c_int),
+        ("hidden", ctypes.c_int),
+        ("num_experts", ctypes.c_int),
+        ("num_topk", ctypes.c_int),
+        ("device", ctypes.c_int),
+        ("timeout_ms", ctypes.c_int),
+    ]
+
+
+class NormalHandleInfo(ctypes.Structure):
+    _fields_ = [
+        ("num_tokens", ctypes.c_int),
+        ("num_recv_tokens", ctypes.c_int),
+        ("rank_prefix_matrix", ctypes.c_void_p),
+        ("send_index", ctypes.c_void_p),
+        ("is_token_in_rank", ctypes.c_void_p),
+        ("device_num_recv_tokens", ctypes.c_void_p),
+    ]
+
+
+class NormalDispatchIn(ctypes.Structure):
+    _fields_ = [
+        ("x", ctypes.c_void_p),
+        ("num_tokens", ctypes.c_int),
+        ("x_scales", ctypes.c_void_p),
+        ("num_scales", ctypes.c_int),
+        ("scale_token_stride", ctypes.c_int),
+        ("scale_hidden_stride", ctypes.c_int),
+        ("topk_idx", ctypes.c_void_p),
+        ("topk_weights", ctypes.c_void_p),
+        ("is_token_in_rank", ctypes.c_void_p),
+        ("num_tokens_per_expert", ctypes.c_void_p),
+        ("cached", ctypes.c_int),
+        ("expert_alignment", ctypes.c_int),
+        ("num_worst_tokens", ctypes.c_int),
+        ("num_sms", ctypes.c_int),
+    ]
+
+
+class NormalDispatchOut(ctypes.Structure):
+    _fields_ = [
+        ("recv_x", ctypes.c_void_p),
+        ("recv_x_scales", ctypes.c_void_p),
+        ("recv_topk_idx", ctypes.c_void_p),
+        ("recv_topk_weights", ctypes.c_void_p),
+        ("recv_src_idx", ctypes.c_void_p),
+        ("num_recv_tokens", ctypes.c_int),
+    ]
+
+
 _P = ctypes.c_void_p
 _I = ctypes.c_int
 _U32 = ctypes.c_uint32
@@ -72,8 +124,19 @@ _STATUS_FUNCTIONS = {
     "epx_ll_mask_rank": [_P, _U32],
     "epx_ll_masked_ranks": [_P, c_u32_p, ctypes.c_size_t, c_size_p],
     "epx_ll_hook_run": [_P],
+    "epx_normal_size": [_I, _I, _I, _I, _I, ctypes.POINTER(ctypes.c_uint64)],
+    "epx_normal_create": [_P, ctypes.POINTER(NormalOptions), c_void_pp],
+    "epx_normal_new_handle": [_P, c_void_pp],
+    "epx_normal_handle_get": [_P, ctypes.POINTER(NormalHandleInfo)],
+    "epx_normal_layout": [_P, _P, _I, _P, _P, _P, _P, _P],
+    "epx_normal_dispatch": [_P, _P, ctypes.POINTER(NormalDispatchIn), _P, ctypes.POINTER(NormalDispatchOut), c_int_p,
+                            c_int_p],
+    "epx_normal_combine": [_P, _P, _P, _P, _P, _P, _P, _P, _I, _P, c_void_pp, c_void_pp],
+    "epx_normal_check": [_P],
+    "epx_normal_mask_rank": [_P, _U32],
 }
-_VOID_FUNCTIONS = ["epx_client_destroy", "epx_job_destroy", "epx_ll_destroy", "epx_ll_hook_destroy"]
+_VOID_FUNCTIONS = ["epx_client_destroy", "epx_job_destroy", "epx_ll_destroy", "epx_ll_hook_destroy",
+                   "epx_normal_destroy", "epx_normal_handle_destroy"]
 
 _lock = threading.Lock()
 _library: Optional[ctypes.CDLL] = None

@@ -16,9 +16,11 @@
 #include "epx/client.h"
 #include "epx/job.h"
 #include "epx/low_latency.h"
+#include "epx/normal.h"
 #include "epx/status.h"
 #include "kernels/low_latency_kernels.h"
 #include "kernels/low_latency_memory.h"
+#include "kernels/normal_format.h"
 
 struct epx_client {
   std::unique_ptr<epx::Client> client;
@@ -30,6 +32,14 @@ struct epx_job {
 
 struct epx_ll_buffer {
   std::unique_ptr<epx::LowLatencyBuffer> buffer;
+};
+
+struct epx_normal_buffer {
+  std::unique_ptr<epx::NormalBuffer> buffer;
+};
+
+struct epx_normal_handle {
+  std::unique_ptr<epx::NormalHandle> handle;
 };
 
 struct epx_ll_hook {
@@ -333,3 +343,172 @@ void epx_ll_hook_destroy(epx_ll_hook* hook) {
 }
 
 }  // extern "C"
+
+// ---- Normal-mode buffer ----
+
+int epx_normal_size(int num_max_tokens_per_rank, int hidden, int num_ranks, int num_experts, int num_topk,
+                    uint64_t* bytes) {
+  return guarded("epx_normal_size", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(bytes != nullptr, "epx_normal_size", "bytes is NULL"));
+    epx::kernels::NormalShape s;
+    s.num_ranks = num_ranks;
+    s.num_experts = num_experts;
+    s.hidden = hidden;
+    s.num_topk = num_topk;
+    s.max_tokens_per_rank = num_max_tokens_per_rank;
+    epx::kernels::NormalLayout l;
+    EPX_RETURN_IF_ERROR(epx::kernels::normal_layout(s, &l));
+    *bytes = l.nvl_bytes;
+    return epx::Status();
+  });
+}
+
+int epx_normal_create(epx_job* job, const epx_normal_options* options, epx_normal_buffer** out) {
+  return guarded("epx_normal_create", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(out != nullptr, "epx_normal_create", "out is NULL"));
+    *out = nullptr;
+    EPX_RETURN_IF_ERROR(require(job != nullptr && options != nullptr, "epx_normal_create", "job or options is NULL"));
+    epx::NormalOptions o;
+    o.num_max_tokens_per_rank = options->num_max_tokens_per_rank;
+    o.hidden = options->hidden;
+    o.num_experts = options->num_experts;
+    o.num_topk = options->num_topk;
+    o.device = options->device;
+    if (options->timeout_ms > 0) o.timeout = std::chrono::milliseconds(options->timeout_ms);
+    EPX_ASSIGN_OR_RETURN(auto buffer, epx::NormalBuffer::create(job->job, o));
+    *out = new epx_normal_buffer{std::move(buffer)};
+    return epx::Status();
+  });
+}
+
+void epx_normal_destroy(epx_normal_buffer* buffer) {
+  try {
+    delete buffer;
+  } catch (...) {
+  }
+}
+
+int epx_normal_new_handle(epx_normal_buffer* buffer, epx_normal_handle** out) {
+  return guarded("epx_normal_new_handle", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(buffer != nullptr && out != nullptr, "epx_normal_new_handle", "NULL argument"));
+    *out = nullptr;
+    EPX_ASSIGN_OR_RETURN(auto handle, buffer->buffer->new_handle());
+    *out = new epx_normal_handle{std::move(handle)};
+    return epx::Status();
+  });
+}
+
+void epx_normal_handle_destroy(epx_normal_handle* handle) {
+  try {
+    delete handle;
+  } catch (...) {
+  }
+}
+
+int epx_normal_handle_get(const epx_normal_handle* handle, epx_normal_handle_info* out) {
+  return guarded("epx_normal_handle_get", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(handle != nullptr && out != nullptr, "epx_normal_handle_get", "NULL argument"));
+    const epx::NormalHandle& h = *handle->handle;
+    out->num_tokens = h.num_tokens();
+    out->num_recv_tokens = h.num_recv_tokens();
+    out->rank_prefix_matrix = h.rank_prefix_matrix();
+    out->send_index = h.send_index();
+    out->is_token_in_rank = h.is_token_in_rank();
+    out->device_num_recv_tokens = h.device_num_recv_tokens();
+    return epx::Status();
+  });
+}
+
+int epx_normal_layout(epx_normal_buffer* buffer, const int64_t* topk_idx, int num_tokens, int32_t* num_tokens_per_rank,
+                      int32_t* num_tokens_per_rdma_rank, int32_t* num_tokens_per_expert, void* is_token_in_rank,
+                      void* stream) {
+  return guarded("epx_normal_layout", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(buffer != nullptr, "epx_normal_layout", "buffer is NULL"));
+    epx::NormalLayoutOutputs o;
+    o.num_tokens_per_rank = num_tokens_per_rank;
+    o.num_tokens_per_rdma_rank = num_tokens_per_rdma_rank;
+    o.num_tokens_per_expert = num_tokens_per_expert;
+    o.is_token_in_rank = static_cast<bool*>(is_token_in_rank);
+    epx::NormalStreams streams;
+    streams.stream = stream;
+    return buffer->buffer->get_dispatch_layout(topk_idx, num_tokens, o, streams).status();
+  });
+}
+
+int epx_normal_dispatch(epx_normal_buffer* buffer, epx_normal_handle* handle, const epx_normal_dispatch_in* in,
+                        void* stream, epx_normal_dispatch_out* out, int* expert_counts, int* expert_counts_written) {
+  return guarded("epx_normal_dispatch", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(buffer != nullptr && handle != nullptr && in != nullptr && out != nullptr &&
+                                    expert_counts_written != nullptr,
+                                "epx_normal_dispatch", "NULL argument"));
+    *expert_counts_written = 0;
+    epx::NormalDispatchInput d;
+    d.x = in->x;
+    d.num_tokens = in->num_tokens;
+    d.x_scales = in->x_scales;
+    d.num_scales = in->num_scales;
+    d.scale_token_stride = in->scale_token_stride;
+    d.scale_hidden_stride = in->scale_hidden_stride;
+    d.topk_idx = in->topk_idx;
+    d.topk_weights = in->topk_weights;
+    d.is_token_in_rank = static_cast<const bool*>(in->is_token_in_rank);
+    d.num_tokens_per_expert = in->num_tokens_per_expert;
+    d.cached = in->cached != 0;
+    d.expert_alignment = in->expert_alignment;
+    d.num_worst_tokens = in->num_worst_tokens;
+    epx::NormalStreams streams;
+    streams.stream = stream;
+    EPX_ASSIGN_OR_RETURN(auto r, buffer->buffer->dispatch(d, *handle->handle, {in->num_sms}, streams));
+    out->recv_x = r.recv_x;
+    out->recv_x_scales = r.recv_x_scales;
+    out->recv_topk_idx = r.recv_topk_idx;
+    out->recv_topk_weights = r.recv_topk_weights;
+    out->recv_src_idx = r.recv_src_idx;
+    out->num_recv_tokens = r.num_recv_tokens;
+    if (!r.num_recv_tokens_per_expert_list.empty()) {
+      EPX_RETURN_IF_ERROR(require(expert_counts != nullptr, "epx_normal_dispatch", "expert_counts is NULL"));
+      std::copy(r.num_recv_tokens_per_expert_list.begin(), r.num_recv_tokens_per_expert_list.end(), expert_counts);
+      *expert_counts_written = 1;
+    }
+    return epx::Status();
+  });
+}
+
+int epx_normal_combine(epx_normal_buffer* buffer, const epx_normal_handle* handle, const void* x,
+                       const float* topk_weights, const void* bias0, const void* bias1, void* out_x,
+                       float* out_topk_weights, int num_sms, void* stream, void** combined_x,
+                       float** combined_topk_weights) {
+  return guarded("epx_normal_combine", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(buffer != nullptr && handle != nullptr && combined_x != nullptr &&
+                                    combined_topk_weights != nullptr,
+                                "epx_normal_combine", "NULL argument"));
+    epx::NormalCombineInput c;
+    c.x = x;
+    c.topk_weights = topk_weights;
+    c.bias0 = bias0;
+    c.bias1 = bias1;
+    c.out = out_x;
+    c.out_topk_weights = out_topk_weights;
+    epx::NormalStreams streams;
+    streams.stream = stream;
+    EPX_ASSIGN_OR_RETURN(auto r, buffer->buffer->combine(c, *handle->handle, {num_sms}, streams));
+    *combined_x = r.combined_x;
+    *combined_topk_weights = r.combined_topk_weights;
+    return epx::Status();
+  });
+}
+
+int epx_normal_check(epx_normal_buffer* buffer) {
+  return guarded("epx_normal_check", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(buffer != nullptr, "epx_normal_check", "buffer is NULL"));
+    return buffer->buffer->check();
+  });
+}
+
+int epx_normal_mask_rank(epx_normal_buffer* buffer, uint32_t rank) {
+  return guarded("epx_normal_mask_rank", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(buffer != nullptr, "epx_normal_mask_rank", "buffer is NULL"));
+    return buffer->buffer->mask_rank(rank);
+  });
+}
+

@@ -1,5 +1,5 @@
 /* libepx_c: a C ABI over the EPX client SDK (epx::Client, epx::Job,
- * epx::LowLatencyBuffer) for the Python packages `epx` and `deep_ep`, which
+ * epx::LowLatencyBuffer, epx::NormalBuffer) for the Python packages `epx` and `deep_ep`, which
  * load it with ctypes. It includes no Python or torch header, so one build
  * serves every CPython and torch: tensors cross as device pointers, the
  * caller checks shapes and dtypes, and passes its CUDA stream explicitly.
@@ -135,6 +135,81 @@ int epx_ll_masked_ranks(epx_ll_buffer* buffer, uint32_t* ranks, size_t capacity,
 /* Enqueues the deferred receive on the call's stream (once). */
 int epx_ll_hook_run(epx_ll_hook* hook);
 void epx_ll_hook_destroy(epx_ll_hook* hook);
+
+/* ---- Normal-mode buffer (epx/normal.h), inside one node ---- */
+typedef struct epx_normal_buffer epx_normal_buffer;
+typedef struct epx_normal_handle epx_normal_handle;
+
+typedef struct epx_normal_options {
+  int num_max_tokens_per_rank;
+  int hidden;
+  int num_experts;
+  int num_topk;
+  int device;
+  int timeout_ms; /* <= 0: 10 s */
+} epx_normal_options;
+
+/* Bytes of GPU memory a buffer of this shape holds (to fit num_nvl_bytes). */
+int epx_normal_size(int num_max_tokens_per_rank, int hidden, int num_ranks, int num_experts, int num_topk,
+                    uint64_t* bytes);
+/* Collective: every rank of the job calls it with the same options. */
+int epx_normal_create(epx_job* job, const epx_normal_options* options, epx_normal_buffer** out);
+void epx_normal_destroy(epx_normal_buffer* buffer);
+int epx_normal_new_handle(epx_normal_buffer* buffer, epx_normal_handle** out);
+void epx_normal_handle_destroy(epx_normal_handle* handle);
+
+typedef struct epx_normal_handle_info {
+  int num_tokens;      /* -1: no dispatch filled it yet */
+  int num_recv_tokens; /* -1 after a worst-case dispatch */
+  const int32_t* rank_prefix_matrix;
+  const int32_t* send_index;
+  const void* is_token_in_rank;
+  const int32_t* device_num_recv_tokens;
+} epx_normal_handle_info;
+int epx_normal_handle_get(const epx_normal_handle* handle, epx_normal_handle_info* out);
+
+/* get_dispatch_layout. num_tokens_per_rdma_rank may be NULL. */
+int epx_normal_layout(epx_normal_buffer* buffer, const int64_t* topk_idx, int num_tokens, int32_t* num_tokens_per_rank,
+                      int32_t* num_tokens_per_rdma_rank, int32_t* num_tokens_per_expert, void* is_token_in_rank,
+                      void* stream);
+
+typedef struct epx_normal_dispatch_in {
+  const void* x;
+  int num_tokens;
+  const void* x_scales; /* NULL: BF16 */
+  int num_scales;
+  int scale_token_stride;
+  int scale_hidden_stride;
+  const int64_t* topk_idx;
+  const float* topk_weights;
+  const void* is_token_in_rank;
+  const int32_t* num_tokens_per_expert;
+  int cached;
+  int expert_alignment;
+  int num_worst_tokens;
+  int num_sms; /* 0: default */
+} epx_normal_dispatch_in;
+
+typedef struct epx_normal_dispatch_out {
+  void* recv_x;
+  void* recv_x_scales;
+  int64_t* recv_topk_idx;
+  float* recv_topk_weights;
+  int32_t* recv_src_idx;
+  int num_recv_tokens; /* -1 in worst-case mode */
+} epx_normal_dispatch_out;
+
+/* Runs on `stream`. expert_counts: int [local_experts] (aligned counts),
+ * written unless worst-case or cached mode (then *expert_counts_written = 0). */
+int epx_normal_dispatch(epx_normal_buffer* buffer, epx_normal_handle* handle, const epx_normal_dispatch_in* in,
+                        void* stream, epx_normal_dispatch_out* out, int* expert_counts, int* expert_counts_written);
+/* out_x / out_topk_weights: NULL for the buffer's own. */
+int epx_normal_combine(epx_normal_buffer* buffer, const epx_normal_handle* handle, const void* x,
+                       const float* topk_weights, const void* bias0, const void* bias1, void* out_x,
+                       float* out_topk_weights, int num_sms, void* stream, void** combined_x,
+                       float** combined_topk_weights);
+int epx_normal_check(epx_normal_buffer* buffer);
+int epx_normal_mask_rank(epx_normal_buffer* buffer, uint32_t rank);
 
 #ifdef __cplusplus
 }  // extern "C"

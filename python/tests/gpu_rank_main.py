@@ -1,5 +1,6 @@
 """One rank of test_low_latency_gpu: low-latency dispatch and combine
-through `import deep_ep` on GPU `rank`, checked against torch.
+through `import deep_ep` on GPU `rank` (ranks share the GPUs round-robin;
+one GPU: run under MPS), checked against torch.
 
 argv: rendezvous file, rank, world size, return_recv_hook (0/1)."""
 
@@ -16,7 +17,7 @@ import deep_ep  # noqa: E402
 
 def main() -> int:
     rendezvous, rank, world, use_hook = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
-    torch.cuda.set_device(rank)
+    torch.cuda.set_device(rank % torch.cuda.device_count())
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     num_max, hidden, num_experts, num_topk, num_tokens = 32, 1024, 4 * world, 3, 24
     buffer = deep_ep.Buffer(dist.group.WORLD, low_latency_mode=True, explicitly_destroy=True)

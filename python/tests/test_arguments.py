@@ -1,6 +1,7 @@
 """deep_ep.Buffer checks its arguments before any native call and names
-the argument and why; normal mode raises NotImplementedError naming issue
-11. A real epxd and a one-rank gloo group; CPU tensors (no GPU here)."""
+the argument and why; the normal-mode calls EPX has only inside one node
+raise NotImplementedError saying so. A real epxd and a one-rank gloo group;
+CPU tensors (no GPU here)."""
 
 import pytest
 import torch
@@ -68,12 +69,36 @@ def test_low_latency_calls_need_low_latency_mode(single_rank_group):
         b._buffer_for("call", 8, 256, 4, 2)
 
 
-def test_normal_mode_names_its_issue(buffer):
-    for call, args in [(buffer.get_dispatch_layout, (None, 4)), (buffer.dispatch, (None,)),
-                       (buffer.combine, (None, ())), (buffer.internode_dispatch, ()),
-                       (buffer.internode_combine, ()), (buffer.get_local_buffer_tensor, (torch.bfloat16,))]:
-        with pytest.raises(NotImplementedError, match="issue 11"):
+def test_normal_mode_checks_its_arguments(buffer):
+    idx = torch.zeros(4, 2, dtype=torch.int64)
+    expect(r"num_experts must be a positive int", buffer.get_dispatch_layout, idx, 0)
+    expect(r"topk_idx must be torch.int64", buffer.get_dispatch_layout, idx.int(), 4)
+    expect(r"topk_idx must be a CUDA tensor", buffer.get_dispatch_layout, idx, 4)
+    x = torch.zeros(4, 256, dtype=torch.bfloat16)
+    w = torch.zeros(4, 2, dtype=torch.float32)
+    in_rank = torch.zeros(4, 1, dtype=torch.bool)
+    per_expert = torch.zeros(4, dtype=torch.int32)
+    expect(r"x must be torch.bfloat16", buffer.dispatch, x.float())
+    expect(r"topk_idx, topk_weights, is_token_in_rank and num_tokens_per_expert are required", buffer.dispatch, x)
+    expect(r"an FP8 x is the tuple", buffer.dispatch, (x, x, x))
+    expect(r"topk_weights must be shaped \[4, 2\]", buffer.dispatch, x, topk_idx=idx, topk_weights=w[:, :1],
+           is_token_in_rank=in_rank, num_tokens_per_expert=per_expert)
+    expect(r"is_token_in_rank must be torch.bool", buffer.dispatch, x, topk_idx=idx, topk_weights=w,
+           is_token_in_rank=in_rank.int(), num_tokens_per_expert=per_expert)
+    expect(r"expert_alignment must be a positive int", buffer.dispatch, x, topk_idx=idx, topk_weights=w,
+           is_token_in_rank=in_rank, num_tokens_per_expert=per_expert, expert_alignment=0)
+    expect(r"handle must be the 6-tuple", buffer.dispatch, x, handle=(1, 2))
+    expect(r"handle must be the 6-tuple", buffer.combine, x, (1, 2))
+    assert buffer._normal is None, "a check let a call reach the native buffer"
+
+
+def test_normal_mode_across_nodes_says_it_is_not_built(buffer):
+    for call, args in [(buffer.internode_dispatch, ()), (buffer.internode_combine, ()),
+                       (buffer.get_local_buffer_tensor, (torch.bfloat16,))]:
+        with pytest.raises(NotImplementedError, match="EPX"):
             call(*args)
+    with pytest.raises(NotImplementedError, match="inside one node"):
+        buffer.dispatch(torch.zeros(1, 128, dtype=torch.bfloat16), num_tokens_per_rdma_rank=torch.zeros(1))
 
 
 def test_unhonourable_constructor_arguments_are_refused(single_rank_group):

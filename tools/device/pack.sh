@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 targets=(//daemon:epxd //tools:epxctl //tools:epx_exchange //tools:epx_bench //tools/bench:epx_noisy_bench //tools/device:gpu_bench
          //tests:gpu_path_test //tests:gpu_device_window_test //kernels:fp8_cast_gpu_test
          //kernels:low_latency_gpu_test //tools/device:ll_rank //tests:low_latency_job_test //tools/device:ll_bench
-         //tools/device:normal_rank //tests:normal_job_test)
+         //tools/device:normal_rank //tests:normal_job_test //python/native:libepx_c.so)
 bazel build -c opt --dynamic_mode=off "${targets[@]}"
 # Not the bazel-bin symlink: another build in this workspace (other flags)
 # may have re-pointed it since.
@@ -16,4 +16,5 @@ rm -rf .device-pack  # ignored by .gitignore; carried to the GPU machine explici
 ../shared/tools/pack-for-device.sh .device-pack $bin/daemon/epxd $bin/tools/epxctl $bin/tools/epx_exchange $bin/tools/epx_bench \
   $bin/tools/bench/epx_noisy_bench $bin/tools/device/gpu_bench $bin/tests/gpu_path_test $bin/tests/gpu_device_window_test \
   $bin/kernels/fp8_cast_gpu_test $bin/kernels/low_latency_gpu_test $bin/tools/device/ll_rank \
-  $bin/tests/low_latency_job_test $bin/tools/device/ll_bench $bin/tools/device/normal_rank $bin/tests/normal_job_test
+  $bin/tests/low_latency_job_test $bin/tools/device/ll_bench $bin/tools/device/normal_rank $bin/tests/normal_job_test \
+  $bin/python/native/libepx_c.so

@@ -1,0 +1,94 @@
+"""One rank of test_normal_gpu: normal-mode get_dispatch_layout, dispatch
+and combine through `import deep_ep`, checked against torch on the CPU.
+Every rank builds the whole job's inputs from one seed, so it knows what it
+must receive without gathering anything. Ranks share the GPUs round-robin
+(one GPU: run under MPS, as tools/device/run.sh does).
+
+argv: rendezvous file, rank, world size."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+import deep_ep  # noqa: E402
+
+
+def job_inputs(world, num_tokens, hidden, num_experts, num_topk, seed):
+    """Every rank's x (bf16), topk_idx (distinct experts, some -1) and weights."""
+    gen = torch.Generator().manual_seed(seed)
+    xs, idxs, ws = [], [], []
+    for _ in range(world):
+        xs.append(torch.randn(num_tokens, hidden, generator=gen).bfloat16())
+        scores = torch.rand(num_tokens, num_experts, generator=gen)
+        idx = scores.topk(num_topk, dim=1).indices.to(torch.int64)
+        idx[torch.rand(num_tokens, num_topk, generator=gen) < 0.2] = -1
+        idxs.append(idx)
+        ws.append(torch.rand(num_tokens, num_topk, generator=gen))
+    return xs, idxs, ws
+
+
+def main() -> int:
+    rendezvous, rank, world = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    torch.cuda.set_device(rank % torch.cuda.device_count())
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    num_tokens, hidden, num_experts, num_topk = 96, 1024, 8 * world, 4
+    local = num_experts // world
+    config = deep_ep.Config(24)
+    buffer = deep_ep.Buffer(dist.group.WORLD, num_nvl_bytes=config.get_nvl_buffer_size_hint(hidden * 2, world),
+                            explicitly_destroy=True)
+    for round_ in range(3):
+        xs, idxs, ws = job_inputs(world, num_tokens, hidden, num_experts, num_topk, 100 + round_)
+        x, topk_idx, topk_weights = xs[rank].cuda(), idxs[rank].cuda(), ws[rank].cuda()
+        per_rank, per_rdma, per_expert, in_rank, _ = buffer.get_dispatch_layout(topk_idx, num_experts)
+        assert per_rdma is None
+        ranks_of = [(torch.where(i >= 0, i, torch.full_like(i, -local)) // local) for i in idxs]
+        want_in_rank = torch.stack([(ranks_of[rank] == r).any(dim=1) for r in range(world)], dim=1)
+        assert torch.equal(in_rank.cpu(), want_in_rank)
+        assert per_rank.cpu().tolist() == want_in_rank.sum(dim=0).tolist()
+        want_per_expert = torch.bincount(idxs[rank][idxs[rank] >= 0], minlength=num_experts)
+        assert per_expert.cpu().tolist() == want_per_expert.tolist()
+
+        recv_x, recv_idx, recv_w, counts, handle, event = buffer.dispatch(
+            x, num_tokens_per_rank=per_rank, is_token_in_rank=in_rank, num_tokens_per_expert=per_expert,
+            topk_idx=topk_idx, topk_weights=topk_weights, expert_alignment=4, config=config, async_finish=True)
+        event.current_stream_wait()
+        # What this rank must receive: every source's tokens that name one of
+        # its experts, sources in order, tokens in order.
+        rows, row_idx, row_w = [], [], []
+        for src in range(world):
+            mine = (ranks_of[src] == rank).any(dim=1)
+            rows.append(xs[src][mine])
+            sel = idxs[src][mine]
+            is_local = (sel >= rank * local) & (sel < (rank + 1) * local)
+            row_idx.append(torch.where(is_local, sel - rank * local, torch.full_like(sel, -1)))
+            row_w.append(torch.where(is_local, ws[src][mine], torch.zeros_like(ws[src][mine])))
+        want_x, want_idx, want_w = torch.cat(rows), torch.cat(row_idx), torch.cat(row_w)
+        assert torch.equal(recv_x.cpu(), want_x), "recv_x"
+        assert torch.equal(recv_idx.cpu(), want_idx), "recv_topk_idx"
+        assert torch.equal(recv_w.cpu(), want_w), "recv_topk_weights"
+        raw = [int((want_idx == e).any(dim=1).sum()) for e in range(local)]
+        assert counts == [(c + 3) // 4 * 4 for c in raw], (counts, raw)
+
+        # Experts that return their input: the combine is x times the number
+        # of ranks that held the token (exact in bf16 for the 0, 1 or 2
+        # holders of a two-rank job).
+        combined, combined_w, _ = buffer.combine(recv_x, handle, topk_weights=recv_w)
+        holders = want_in_rank.sum(dim=1, keepdim=True).float()
+        assert torch.equal(combined.cpu().float(), xs[rank].float() * holders), "combined_x"
+        want_cw = torch.where(idxs[rank] >= 0, ws[rank], torch.zeros_like(ws[rank]))
+        assert torch.equal(combined_w.cpu(), want_cw), "combined_topk_weights"
+
+        # The handle again, cached: the same rows.
+        again, *_ = buffer.dispatch(x, handle=handle)
+        assert torch.equal(again.cpu(), want_x), "cached recv_x"
+    print("rank", rank, "ok", flush=True)
+    buffer.destroy()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
