@@ -33,6 +33,11 @@ TEST_CASE("EP8 inside one node matches the reference") {
   run_rank_job(dir, normal_job(8, "check"));
 }
 
+TEST_CASE("EP16 inside one node matches the reference (routing coverage)") {
+  TempDir dir;
+  run_rank_job(dir, normal_job(16, "check"));
+}
+
 TEST_CASE("a rank killed mid-job: the others get its name within the timeout, mask it, and go on") {
   TempDir dir;
   RankJob job = normal_job(4, "kill");

@@ -6,7 +6,7 @@
 # Then one device call, carrying .device-pack:
 #   tools/device/run.sh [STEP...]     # default: every step
 # Steps: fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test
-#        normal_job_ep2 normal_job_ep8 normal_job_kill python_gpu normal_bench normal_bench_sms32 normal_bench_sms64
+#        normal_job_ep2 normal_job_ep8 normal_job_ep16 normal_job_kill python_gpu normal_bench normal_bench_sms32 normal_bench_sms64
 #        ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench
 # Full logs go to $OUT (one file per step); a short table is printed, then
 # "benchmarks: N ran, N failed" and, last, the tests' "N passed, N failed,
@@ -33,7 +33,7 @@ bin=$pack/bin
 
 summary=() results=()
 passed=0 failed=0 skipped=0 benches=0 bench_failed=0
-wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test normal_job_ep2 normal_job_ep8 normal_job_kill python_gpu normal_bench normal_bench_sms32 normal_bench_sms64 ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench} "
+wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test normal_job_ep2 normal_job_ep8 normal_job_ep16 normal_job_kill python_gpu normal_bench normal_bench_sms32 normal_bench_sms64 ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench} "
 step() {  # name timeout_s command...: runs it (when wanted), output in $out/name.log; sets step_rc
   local name=$1 limit=$2; shift 2
   [[ $wanted == *" $name "* ]] || return 1
@@ -82,6 +82,7 @@ gpu_test gpu_path_test 200 "$bin/gpu_path_test"
 gpu_test gpu_device_window_test 120 "$bin/gpu_device_window_test"
 gpu_test normal_job_ep2 300 "$bin/normal_job_test" --test-case="EP2*"
 gpu_test normal_job_ep8 300 "$bin/normal_job_test" --test-case="EP8*"
+gpu_test normal_job_ep16 300 "$bin/normal_job_test" --test-case="EP16*"
 gpu_test normal_job_kill 120 "$bin/normal_job_test" --test-case="a rank killed*"
 # deep_ep in Python (low-latency and normal mode), two ranks on the GPUs.
 gpu_test python_gpu 300 tools/device/python_gpu.sh "$bin"

@@ -37,6 +37,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "epx/job.h"
@@ -219,7 +220,9 @@ class NormalBuffer {
  private:
   NormalBuffer() = default;
   static std::shared_ptr<NormalEvent> new_event();  // null when cudaEventCreate fails
-  struct State;  // client/src/normal/normal_buffer.cc
+  struct State;
+  // "rank 3" or "ranks 3, 5": the ranks whose counts for `call` never came.
+  static std::string missing_ranks(const State& s, uint64_t call, uint32_t first);  // client/src/normal/normal_buffer.cc
   std::unique_ptr<State> state_;
 };
 

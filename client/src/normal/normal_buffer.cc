@@ -86,12 +86,14 @@ struct NormalBuffer::State {
   cuda_handles::ErrorRecord error;
   DeviceAllocation combined, combined_weights;  // combine outputs when the caller gives none
   cudaStream_t comm_stream = nullptr;
+  cudaStream_t probe_stream = nullptr;  // reads the notify slots while kernels may still run
 
   kernels::NormalTransport transport;
   std::vector<int32_t> mask;  // host copy of rank_mask
 
   ~State() {
     if (comm_stream != nullptr) check_cuda_release(cudaStreamDestroy(comm_stream), "cudaStreamDestroy");
+    if (probe_stream != nullptr) check_cuda_release(cudaStreamDestroy(probe_stream), "cudaStreamDestroy");
   }
   std::string who() const {
     return "NormalBuffer(job " + job->job_id() + " rank " + std::to_string(job->rank()) + ")";
@@ -151,6 +153,8 @@ Result<std::unique_ptr<NormalBuffer>> NormalBuffer::create(Job& job, const Norma
                                                who + " combined weights"));
   EPX_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&s.comm_stream, cudaStreamNonBlocking),
                                   who + ": communication stream"));
+  EPX_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&s.probe_stream, cudaStreamNonBlocking),
+                                  who + ": probe stream"));
   s.mask.assign(s.shape.num_ranks, 0);
 
   kernels::NormalTransport& t = s.transport;
@@ -394,8 +398,9 @@ Status NormalBuffer::check() {
   const std::string ms = std::to_string(s.options.timeout.count());
   switch (code) {
     case kernels::kNormalNotifyTimeout:
-      return deadline_exceeded(who + ": rank " + rank + " did not report its send counts within " + ms +
-                               " ms (did it call dispatch?); its tokens are absent from this call");
+      return deadline_exceeded(who + ": " + missing_ranks(s, seen.expected, static_cast<uint32_t>(seen.index)) +
+                               " did not report send counts within " + ms +
+                               " ms (did they call dispatch?); their tokens are absent from this call");
     case kernels::kNormalDispatchTimeout:
       return deadline_exceeded(who + ": rank " + rank + "'s dispatched rows did not complete within " + ms + " ms");
     case kernels::kNormalCombineTimeout:
@@ -410,6 +415,25 @@ Status NormalBuffer::check() {
                           std::to_string(seen.expected) + " (the rows past it are not in the outputs)");
   }
   return internal_error(who + ": device error code " + std::to_string(code));
+}
+
+std::string NormalBuffer::missing_ranks(const State& s, uint64_t call, uint32_t first) {
+  // Every rank whose notify slot still holds an older call: read on a
+  // stream of its own, since the dispatch kernel may still be running.
+  std::vector<uint64_t> seqs(s.shape.num_ranks, 0);
+  const uint8_t* space = static_cast<const uint8_t*>(s.nvl.get());
+  bool read = true;
+  for (int r = 0; r < s.shape.num_ranks && read; ++r) {
+    read = cudaMemcpyAsync(&seqs[r], space + s.layout.notify + r * s.layout.notify_slot_bytes + kernels::kNotifySeq,
+                           sizeof(uint64_t), cudaMemcpyDeviceToHost, s.probe_stream) == cudaSuccess;
+  }
+  read = read && cudaStreamSynchronize(s.probe_stream) == cudaSuccess;
+  std::string names;
+  for (int r = 0; r < s.shape.num_ranks && read; ++r) {
+    if (seqs[r] < call && s.mask[r] == 0) names += (names.empty() ? "" : ", ") + std::to_string(r);
+  }
+  if (!read || names.empty()) return "rank " + std::to_string(first);  // the slots moved on since: the one recorded
+  return (names.find(',') == std::string::npos ? "rank " : "ranks ") + names;
 }
 
 int NormalBuffer::num_ranks() const { return state_->shape.num_ranks; }
