@@ -48,11 +48,23 @@ inline void run_rank_job(const TempDir& dir, const RankJob& job) {
   for (uint32_t r = 0; r < job.world; ++r) {
     const int n = static_cast<int>(r / per_node);
     const uint32_t local = r % per_node;
-    std::vector<std::string> argv = {runfile(job.binary), "--socket", node[n].daemon->socket(),
-                                     "--job", job.mode + "-job", "--world", std::to_string(job.world),
-                                     "--rank", std::to_string(r), "--local-rank", std::to_string(local),
-                                     "--coordinator", coordinator, "--device",
-                                     std::to_string(static_cast<int>(local) % gpus), "--mode", job.mode};
+    std::vector<std::string> argv = {runfile(job.binary),
+                                     "--socket",
+                                     node[n].daemon->socket(),
+                                     "--job",
+                                     job.mode + "-job",
+                                     "--world",
+                                     std::to_string(job.world),
+                                     "--rank",
+                                     std::to_string(r),
+                                     "--local-rank",
+                                     std::to_string(local),
+                                     "--coordinator",
+                                     coordinator,
+                                     "--device",
+                                     std::to_string(static_cast<int>(local) % gpus),
+                                     "--mode",
+                                     job.mode};
     if (job.victim >= 0) {
       argv.push_back("--victim");
       argv.push_back(std::to_string(job.victim));

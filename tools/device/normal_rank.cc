@@ -63,9 +63,9 @@ struct Case {
   bool fp8 = false;
   int alignment = 1;
   NormalRouting routing = NormalRouting::kRandom;
-  bool worst = false;   // num_worst_tokens: the buffer's whole receive
+  bool worst = false;  // num_worst_tokens: the buffer's whole receive
   bool biases = false;
-  bool async = false;   // async_finish on the communication stream
+  bool async = false;  // async_finish on the communication stream
 };
 
 std::string describe(const NormalShape& s, const Case& c, uint32_t seed) {
@@ -117,8 +117,10 @@ Expected reference(const NormalJobInputs& job, const Case& c, uint32_t seed) {
   for (int r = 0; r < s.num_ranks; ++r) {
     e.expert_out.push_back(kernels::normal_expert_outputs(e.received[r].num_recv_tokens, s.hidden, seed * 131 + r));
     const int tokens = job.inputs[r].num_tokens;
-    e.bias0.push_back(c.biases ? kernels::normal_expert_outputs(tokens, s.hidden, seed * 137 + r) : std::vector<uint16_t>());
-    e.bias1.push_back(c.biases ? kernels::normal_expert_outputs(tokens, s.hidden, seed * 139 + r) : std::vector<uint16_t>());
+    e.bias0.push_back(c.biases ? kernels::normal_expert_outputs(tokens, s.hidden, seed * 137 + r)
+                               : std::vector<uint16_t>());
+    e.bias1.push_back(c.biases ? kernels::normal_expert_outputs(tokens, s.hidden, seed * 139 + r)
+                               : std::vector<uint16_t>());
   }
   for (int r = 0; r < s.num_ranks; ++r) {
     in[r].x = e.expert_out[r].data();
@@ -148,7 +150,8 @@ std::string compare_dispatch(const NormalShape& s, const NormalPayload& p, const
   if (got.num_recv_tokens >= 0 && got.num_recv_tokens != n) {
     return "num_recv_tokens " + std::to_string(got.num_recv_tokens) + ", want " + std::to_string(n);
   }
-  if (with_list && got.num_recv_tokens_per_expert_list != std::vector<int>(want.expert_counts.begin(), want.expert_counts.end())) {
+  if (with_list &&
+      got.num_recv_tokens_per_expert_list != std::vector<int>(want.expert_counts.begin(), want.expert_counts.end())) {
     return "num_recv_tokens_per_expert_list differs";
   }
   const size_t row = p.row_bytes(s.hidden);
@@ -232,8 +235,8 @@ std::string compare_layout(const NormalShape& s, const NormalJobInputs& in, int 
   return "";
 }
 
-NormalDispatchInput dispatch_input(const NormalJobInputs& in, const RankInputs& dev, const LayoutArrays& layout,
-                                   int me, const Case& c) {
+NormalDispatchInput dispatch_input(const NormalJobInputs& in, const RankInputs& dev, const LayoutArrays& layout, int me,
+                                   const Case& c) {
   NormalDispatchInput d;
   d.x = dev.x.get();
   d.num_tokens = in.inputs[me].num_tokens;
@@ -283,7 +286,8 @@ void run_case(NormalBuffer& buffer, const Args& args, const Case& c, uint32_t se
   cuda_or_fail(cudaStreamSynchronize(stream), "dispatch");
   ok_or_fail(buffer.check(), "dispatch (" + what + ")");
   diff = compare_dispatch(s, p, want.received[me], *got, rows, !c.worst);
-  if (diff.empty() && c.worst && download<int32_t>((*handle)->device_num_recv_tokens(), 1)[0] != want.received[me].num_recv_tokens) {
+  if (diff.empty() && c.worst &&
+      download<int32_t>((*handle)->device_num_recv_tokens(), 1)[0] != want.received[me].num_recv_tokens) {
     diff = "the handle's device num_recv_tokens differs";
   }
   if (!diff.empty()) fail("dispatch: " + diff + " (" + what + ")");
@@ -395,7 +399,8 @@ void check_arguments(Job& job, const Args& args, cudaStream_t stream) {
   // Still usable: a good call after the bad ones matches the reference.
   other.reset();
   run_case(*buffer, args, c, 1, stream);
-  std::cout << "ok: " << sizeof(bad) / sizeof(bad[0]) << " bad calls refused by name; the buffer still works" << std::endl;
+  std::cout << "ok: " << sizeof(bad) / sizeof(bad[0]) << " bad calls refused by name; the buffer still works"
+            << std::endl;
   buffer.reset();
   ok_or_fail(job.barrier(), "barrier after the argument checks");
 }
@@ -542,7 +547,8 @@ void check_kill(Client& client, Job& job, const Args& args, cudaStream_t stream)
   for (;;) {
     const auto lost = job.lost_ranks();
     if (std::find(lost.begin(), lost.end(), static_cast<uint32_t>(args.victim)) != lost.end()) break;
-    if (std::chrono::steady_clock::now() > deadline) fail("rank " + std::to_string(args.victim) + " never reported lost");
+    if (std::chrono::steady_clock::now() > deadline)
+      fail("rank " + std::to_string(args.victim) + " never reported lost");
     (void)client.next_event(std::chrono::milliseconds(100));
   }
   ok_or_fail(buffer->check(), "check after the loss");
@@ -572,7 +578,8 @@ void check_kill(Client& client, Job& job, const Args& args, cudaStream_t stream)
     cuda_or_fail(cudaStreamSynchronize(stream), "dispatch without the victim");
     NormalDispatchResult r = *got;
     r.num_recv_tokens_per_expert_list.clear();
-    std::string diff = compare_dispatch(s, NormalPayload{}, want.received[me], r, want.received[me].num_recv_tokens, false);
+    std::string diff =
+        compare_dispatch(s, NormalPayload{}, want.received[me], r, want.received[me].num_recv_tokens, false);
     if (!diff.empty()) fail("dispatch without the victim: " + diff);
     DeviceArray<uint16_t> y(want.expert_out[me]);
     NormalCombineInput ci;
@@ -659,9 +666,8 @@ void bench(Job& job, const Args& args, cudaStream_t stream) {
   });
   NormalCombineInput ci;
   ci.x = y.get();
-  us["combine"] = time_calls(job, stream, args.iters, [&] {
-    ok_or_fail(buffer->combine(ci, **handle, config, streams).status(), "combine");
-  });
+  us["combine"] = time_calls(job, stream, args.iters,
+                             [&] { ok_or_fail(buffer->combine(ci, **handle, config, streams).status(), "combine"); });
   // Same-run floor: one device-to-device copy of the bytes this rank receives.
   DeviceArray<uint8_t> src(static_cast<size_t>(recv) * s.hidden * 2), dst(static_cast<size_t>(recv) * s.hidden * 2);
   us["d2d_copy_floor"] = time_calls(job, stream, args.iters, [&] {
@@ -696,23 +702,40 @@ Args parse(int argc, char** argv) {
   if (argc % 2 != 1) fail("flags come in --name value pairs");
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--socket") a.socket = v;
-    else if (k == "--job") a.job = v;
-    else if (k == "--coordinator") a.coordinator = v;
-    else if (k == "--mode") a.mode = v;
-    else if (k == "--world") a.world = std::stoul(v);
-    else if (k == "--rank") a.rank = std::stoul(v);
-    else if (k == "--local-rank") a.local_rank = std::stoul(v);
-    else if (k == "--device") a.device = std::stoi(v);
-    else if (k == "--victim") a.victim = std::stoi(v);
-    else if (k == "--iters") a.iters = std::stoi(v);
-    else if (k == "--hidden") a.hidden = std::stoi(v);
-    else if (k == "--experts") a.experts = std::stoi(v);
-    else if (k == "--topk") a.topk = std::stoi(v);
-    else if (k == "--tokens") a.tokens = std::stoi(v);
-    else if (k == "--num-sms") a.num_sms = std::stoi(v);
-    else if (k == "--timeout-ms") a.timeout_ms = std::stoi(v);
-    else fail("unknown flag " + k);
+    if (k == "--socket")
+      a.socket = v;
+    else if (k == "--job")
+      a.job = v;
+    else if (k == "--coordinator")
+      a.coordinator = v;
+    else if (k == "--mode")
+      a.mode = v;
+    else if (k == "--world")
+      a.world = std::stoul(v);
+    else if (k == "--rank")
+      a.rank = std::stoul(v);
+    else if (k == "--local-rank")
+      a.local_rank = std::stoul(v);
+    else if (k == "--device")
+      a.device = std::stoi(v);
+    else if (k == "--victim")
+      a.victim = std::stoi(v);
+    else if (k == "--iters")
+      a.iters = std::stoi(v);
+    else if (k == "--hidden")
+      a.hidden = std::stoi(v);
+    else if (k == "--experts")
+      a.experts = std::stoi(v);
+    else if (k == "--topk")
+      a.topk = std::stoi(v);
+    else if (k == "--tokens")
+      a.tokens = std::stoi(v);
+    else if (k == "--num-sms")
+      a.num_sms = std::stoi(v);
+    else if (k == "--timeout-ms")
+      a.timeout_ms = std::stoi(v);
+    else
+      fail("unknown flag " + k);
   }
   if (a.socket.empty()) fail("--socket is required");
   return a;
