@@ -52,8 +52,11 @@ def _finish(async_finish: bool, keep: Tuple) -> EventOverlap:
 
 def get_dispatch_layout(buffer: Any, topk_idx: Any, num_experts: int, previous_event: Optional[EventOverlap],
                         async_finish: bool) -> Tuple:
-    """Torch operations on the current stream (no host synchronisation);
-    an expert id outside [0, num_experts) counts nowhere."""
+    """EPX's layout kernel once the buffer exists with this num_experts and
+    top-k (an expert id outside [0, num_experts) is then skipped and
+    reported by the next call's check); before that, torch operations on
+    the current stream (no host synchronisation), where such an id counts
+    nowhere."""
     import torch
     call = "deep_ep.Buffer.get_dispatch_layout"
     checks.check_positive(call, "num_experts", num_experts)
@@ -63,6 +66,15 @@ def get_dispatch_layout(buffer: Any, topk_idx: Any, num_experts: int, previous_e
     checks.check_cuda(call, [("topk_idx", topk_idx)])
     _wait(previous_event)
     num_tokens = topk_idx.shape[0]
+    normal = buffer._normal
+    if normal is not None and normal.shape[2:] == (num_experts, topk_idx.shape[1]) and num_tokens <= normal.shape[0]:
+        num_tokens_per_rank = torch.empty(buffer.group_size, dtype=torch.int32, device=topk_idx.device)
+        num_tokens_per_expert = torch.empty(num_experts, dtype=torch.int32, device=topk_idx.device)
+        is_token_in_rank = torch.empty((num_tokens, buffer.group_size), dtype=torch.bool, device=topk_idx.device)
+        normal.layout(topk_idx.data_ptr(), num_tokens, num_tokens_per_rank.data_ptr(), num_tokens_per_expert.data_ptr(),
+                      is_token_in_rank.data_ptr(), _stream())
+        return (num_tokens_per_rank, None, num_tokens_per_expert, is_token_in_rank,
+                _finish(async_finish, (topk_idx,)))
     local = num_experts // buffer.group_size
     valid = (topk_idx >= 0) & (topk_idx < num_experts)
     experts = torch.where(valid, topk_idx, torch.zeros_like(topk_idx))

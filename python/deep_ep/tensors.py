@@ -29,7 +29,25 @@ class _DeviceMemory:
 
 def device_tensor(pointer: int, shape: Sequence[int], dtype: Any, device: int, owner: Any,
                   strides: Optional[Sequence[int]] = None) -> Any:
-    """A tensor of `dtype` over `pointer` (strides in elements; None: row-major)."""
+    """A tensor of `dtype` over `pointer` (strides in elements; None: row-major).
+
+    An owner with a `tensor_cache` dict (cleared when it frees its memory)
+    keeps the tensors it has handed out: building one through
+    __cuda_array_interface__ costs tens of microseconds, a low-latency call's
+    whole budget, while the buffers' addresses never change. The caller gets
+    a fresh tensor object over the same memory each time."""
+    cache = getattr(owner, "tensor_cache", None)
+    if cache is None:
+        return _build(pointer, shape, dtype, device, owner, strides)
+    key = (int(pointer), tuple(shape), str(dtype), int(device), None if strides is None else tuple(strides))
+    base = cache.get(key)
+    if base is None:
+        base = cache[key] = _build(pointer, shape, dtype, device, owner, strides)
+    return base.detach()
+
+
+def _build(pointer: int, shape: Sequence[int], dtype: Any, device: int, owner: Any,
+           strides: Optional[Sequence[int]]) -> Any:
     import torch
     name = str(dtype).replace("torch.", "")
     typestr, itemsize = _CARRIER[name]

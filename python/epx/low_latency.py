@@ -63,6 +63,8 @@ class LowLatencyBuffer:
         handle = ctypes.c_void_p()
         _native.call("epx_ll_create", job.handle, ctypes.byref(options), ctypes.byref(handle))
         self._handle: Optional[int] = handle.value
+        # deep_ep's tensors over this buffer's memory (deep_ep/tensors.py); emptied when the memory goes.
+        self.tensor_cache: dict = {}
         local = ctypes.c_int()
         _native.call("epx_ll_local_experts", self._handle, ctypes.byref(local))
         self.local_experts = local.value
@@ -108,6 +110,7 @@ class LowLatencyBuffer:
 
     def close(self) -> None:
         handle, self._handle = self._handle, None
+        self.tensor_cache = {}
         _native.destroy("epx_ll_destroy", handle)
 
     def __del__(self) -> None:

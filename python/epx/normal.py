@@ -85,6 +85,12 @@ class NormalBuffer:
         weakref.finalize(owner, self._free.append, pointer)
         return NormalHandle(pointer)
 
+    def layout(self, topk_idx: int, num_tokens: int, per_rank: int, per_expert: int, in_rank: int,
+               stream: int) -> None:
+        """get_dispatch_layout's kernel (the buffer's num_experts and top-k)."""
+        _native.call("epx_normal_layout", self._handle, topk_idx or None, int(num_tokens), per_rank, None,
+                     per_expert, in_rank or None, stream or None)
+
     def dispatch(self, handle: NormalHandle, args: _native.NormalDispatchIn, stream: int) -> DispatchOutput:
         out = _native.NormalDispatchOut()
         counts = (ctypes.c_int * max(self.local_experts, 1))()

@@ -43,6 +43,8 @@ def main() -> int:
     for round_ in range(3):
         xs, idxs, ws = job_inputs(world, num_tokens, hidden, num_experts, num_topk, 100 + round_)
         x, topk_idx, topk_weights = xs[rank].cuda(), idxs[rank].cuda(), ws[rank].cuda()
+        # Round 0 computes the layout with torch operations (no buffer yet),
+        # later rounds with EPX's kernel: both must give this.
         per_rank, per_rdma, per_expert, in_rank, _ = buffer.get_dispatch_layout(topk_idx, num_experts)
         assert per_rdma is None
         ranks_of = [(torch.where(i >= 0, i, torch.full_like(i, -local)) // local) for i in idxs]

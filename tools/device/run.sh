@@ -7,6 +7,7 @@
 #   tools/device/run.sh [STEP...]     # default: every step
 # Steps: fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test
 #        normal_job_ep2 normal_job_ep8 normal_job_ep16 normal_job_kill python_gpu normal_bench normal_bench_sms32 normal_bench_sms64
+#        deep_ep_bench
 #        ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench
 # Full logs go to $OUT (one file per step); a short table is printed, then
 # "benchmarks: N ran, N failed" and, last, the tests' "N passed, N failed,
@@ -33,7 +34,7 @@ bin=$pack/bin
 
 summary=() results=()
 passed=0 failed=0 skipped=0 benches=0 bench_failed=0
-wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test normal_job_ep2 normal_job_ep8 normal_job_ep16 normal_job_kill python_gpu normal_bench normal_bench_sms32 normal_bench_sms64 ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench} "
+wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test normal_job_ep2 normal_job_ep8 normal_job_ep16 normal_job_kill python_gpu normal_bench normal_bench_sms32 normal_bench_sms64 deep_ep_bench ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench} "
 step() {  # name timeout_s command...: runs it (when wanted), output in $out/name.log; sets step_rc
   local name=$1 limit=$2; shift 2
   [[ $wanted == *" $name "* ]] || return 1
@@ -90,6 +91,8 @@ gpu_test python_gpu 300 tools/device/python_gpu.sh "$bin"
 bench normal_bench 200 tools/device/normal_bench.sh "$bin" 2
 bench normal_bench_sms32 200 tools/device/normal_bench.sh "$bin" 2 --num-sms 32
 bench normal_bench_sms64 200 tools/device/normal_bench.sh "$bin" 2 --num-sms 64
+# The same shapes through `import deep_ep` (the Python layer's cost, beside the C++ figures above).
+bench deep_ep_bench 200 tools/device/deep_ep_bench.sh "$bin"
 # LL dispatch/combine, DeepEP's LL test shape (128 tokens, hidden 7168, top-8, 288 experts).
 bench ll_bench_nvlink 200 "$bin/ll_bench" --epxd "$bin/epxd" --rank-binary "$bin/ll_rank" --layout nvlink \
   --gpus "$(nvidia-smi -L | wc -l)"
@@ -107,7 +110,7 @@ bench rails_bench 300 tools/bench/rails_bench.sh --bin "$bin" --cores "${EPX_RAI
 echo
 echo "== results"
 printf '%s\n' "${results[@]}"
-for f in normal_bench normal_bench_sms32 normal_bench_sms64 ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench; do [[ -f $out/$f.log ]] || continue; echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
+for f in normal_bench normal_bench_sms32 normal_bench_sms64 deep_ep_bench ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench; do [[ -f $out/$f.log ]] || continue; echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
 echo
 printf '%s\n' "${summary[@]}"
 echo "benchmarks: $benches ran, $bench_failed failed"
