@@ -7,12 +7,14 @@ import sys
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # python/: the epx and deep_ep packages
+if not os.environ.get("EPX_TEST_INSTALLED"):  # else: the installed wheel's packages and library
+    sys.path.insert(0, os.path.dirname(HERE))  # python/: the epx and deep_ep packages
 sys.path.insert(0, HERE)
 
 from daemons import REPO, Daemon  # noqa: E402
 
-os.environ.setdefault("EPX_LIBRARY", os.path.join(REPO, "bazel-bin", "python", "native", "libepx_c.so"))
+if not os.environ.get("EPX_TEST_INSTALLED"):
+    os.environ.setdefault("EPX_LIBRARY", os.path.join(REPO, "bazel-bin", "python", "native", "libepx_c.so"))
 
 
 @pytest.fixture

@@ -18,3 +18,6 @@ rm -rf .device-pack  # ignored by .gitignore; carried to the GPU machine explici
   $bin/kernels/fp8_cast_gpu_test $bin/kernels/low_latency_gpu_test $bin/tools/device/ll_rank \
   $bin/tests/low_latency_job_test $bin/tools/device/ll_bench $bin/tools/device/normal_rank $bin/tests/normal_job_test \
   $bin/python/native/libepx_c.so
+# The Python wheel around the same libepx_c.so: the GPU machine's python
+# (another version, another torch) installs it as a user would.
+EPX_LIBRARY=$(realpath .device-pack/bin/libepx_c.so) tools/build-wheel.sh .device-pack/wheel

@@ -1,31 +1,52 @@
 #!/usr/bin/env bash
 # The Python GPU tests on the GPU machine: python/tests/test_low_latency_gpu.py
-# and test_normal_gpu.py through pytest when the machine's python has it;
-# otherwise their rank programs directly, two ranks against one epxd, each
-# of which must print "rank N ok" (the same checks, without pytest).
-#   tools/device/python_gpu.sh BIN_DIR   (BIN_DIR: epxd, epxctl, libepx_c.so)
+# and test_normal_gpu.py.
+#   tools/device/python_gpu.sh BIN_DIR [WHEEL]
+# BIN_DIR holds epxd, epxctl and libepx_c.so. With WHEEL (built here by
+# tools/build-wheel.sh), the tests import the packages installed from it
+# (pip install --no-index, or unpacked where pip is missing) with the
+# library bundled in it, as a user's machine would; without, the packages
+# in python/ and BIN_DIR's library. Through pytest when the machine's python
+# has it; otherwise their rank programs directly, each of which must print
+# "rank N ok" (the same cases, without pytest).
 set -uo pipefail
-bin=$1
-export EPX_LIBRARY=$bin/libepx_c.so EPX_EPXD=$bin/epxd EPX_EPXCTL=$bin/epxctl PYTHONDONTWRITEBYTECODE=1
+bin=$1 wheel=${2:-}
+dir=$(mktemp -d)
+export EPX_EPXD=$bin/epxd EPX_EPXCTL=$bin/epxctl PYTHONDONTWRITEBYTECODE=1
+if [[ -n $wheel ]]; then
+  if python3 -m pip --version >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --target "$dir/site" "$wheel" || exit 1
+  else
+    python3 -m zipfile -e "$wheel" "$dir/site" || exit 1
+  fi
+  export PYTHONPATH=$dir/site EPX_TEST_INSTALLED=1
+  unset EPX_LIBRARY
+  python3 -c "import epx, deep_ep; print('installed from the wheel:', epx.__file__)" || exit 1
+else
+  export EPX_LIBRARY=$bin/libepx_c.so
+fi
 if python3 -c "import pytest" 2>/dev/null; then
   exec python3 -m pytest python/tests/test_low_latency_gpu.py python/tests/test_normal_gpu.py -q -rs \
     -p no:cacheprovider
 fi
 echo "pytest is not installed here: running the rank programs directly"
-dir=$(mktemp -d)
-"$bin/epxd" --node-name a --control-socket "$dir/a.sock" --peer-listen 127.0.0.1:0 --provider shm \
-  --log-level info >"$dir/epxd.log" 2>&1 &
-daemon=$!
-trap 'kill $daemon 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do [[ -S $dir/a.sock ]] && break; sleep 0.1; done
-export EPX_SOCKET=$dir/a.sock
+daemons=()
+for name in a b; do
+  "$bin/epxd" --node-name "$name" --control-socket "$dir/$name.sock" --peer-listen 127.0.0.1:0 --provider shm \
+    --log-level info >"$dir/epxd-$name.log" 2>&1 &
+  daemons+=($!)
+done
+trap 'kill "${daemons[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
+for name in a b; do for _ in $(seq 100); do [[ -S $dir/$name.sock ]] && break; sleep 0.1; done; done
 failed=0
-run() {  # name script args...: two ranks
-  local name=$1 script=$2
-  shift 2
+run() {  # name socket-of-rank-1 script args...: two ranks, rank 0 on daemon a
+  local name=$1 second=$2 script=$3
+  shift 3
   local pids=() r
   for r in 0 1; do
-    python3 "python/tests/$script" "$dir/$name.rdv" "$r" 2 "$@" >"$dir/$name.$r.log" 2>&1 &
+    local socket=$dir/a.sock
+    [[ $r -eq 1 ]] && socket=$second
+    EPX_SOCKET=$socket python3 "python/tests/$script" "$dir/$name.rdv" "$r" 2 "$@" >"$dir/$name.$r.log" 2>&1 &
     pids+=($!)
   done
   for r in 0 1; do
@@ -38,7 +59,10 @@ run() {  # name script args...: two ranks
     fi
   done
 }
-run low_latency_hook0 gpu_rank_main.py 0
-run low_latency_hook1 gpu_rank_main.py 1
-run normal normal_gpu_rank_main.py
+run low_latency_bf16 "$dir/a.sock" gpu_rank_main.py 0 0 0
+run low_latency_bf16_hook "$dir/a.sock" gpu_rank_main.py 1 0 0
+run low_latency_fp8_graph "$dir/a.sock" gpu_rank_main.py 0 1 1
+run low_latency_fp8_hook "$dir/a.sock" gpu_rank_main.py 1 1 0
+run low_latency_two_daemons "$dir/b.sock" gpu_rank_main.py 1 1 1
+run normal "$dir/a.sock" normal_gpu_rank_main.py
 exit $failed
