@@ -1,5 +1,6 @@
 """One rank of test_normal_gpu: normal-mode get_dispatch_layout, dispatch
-and combine through `import deep_ep`, checked against torch on the CPU.
+and combine through `import deep_ep`, checked against torch on the CPU, on a
+Buffer that also carries low-latency batches (SGLang's AUTO mode).
 Every rank builds the whole job's inputs from one seed, so it knows what it
 must receive without gathering anything. Ranks share the GPUs round-robin
 (one GPU: run under MPS, as tools/device/run.sh does).
@@ -39,8 +40,10 @@ def main() -> int:
     num_tokens, hidden, num_experts, num_topk = 96, 1024, 8 * world, 4
     local = num_experts // world
     config = deep_ep.Config(24)
+    # As SGLang's AUTO mode makes it: low_latency_mode=True, and normal-mode
+    # batches through the same Buffer, with low-latency ones in between.
     buffer = deep_ep.Buffer(dist.group.WORLD, num_nvl_bytes=config.get_nvl_buffer_size_hint(hidden * 2, world),
-                            explicitly_destroy=True)
+                            low_latency_mode=True, explicitly_destroy=True)
     for round_ in range(3):
         xs, idxs, ws = job_inputs(world, num_tokens, hidden, num_experts, num_topk, 100 + round_)
         x, topk_idx, topk_weights = xs[rank].cuda(), idxs[rank].cuda(), ws[rank].cuda()
@@ -88,6 +91,20 @@ def main() -> int:
         # The handle again, cached: the same rows.
         again, *_ = buffer.dispatch(x, handle=handle)
         assert torch.equal(again.cpu(), want_x), "cached recv_x"
+
+        # A low-latency batch between normal ones, then the clean SGLang
+        # calls when it switches back.
+        ll_x = x[:32].contiguous()
+        ll_recv, ll_count, ll_handle, _, _ = buffer.low_latency_dispatch(ll_x, topk_idx[:32].contiguous(), 32,
+                                                                         num_experts, use_fp8=False)
+        ll_out, _, _ = buffer.low_latency_combine(ll_recv, topk_idx[:32].contiguous(), topk_weights[:32].contiguous(),
+                                                  ll_handle)
+        torch.cuda.synchronize()
+        ll_weights = torch.where(idxs[rank][:32] >= 0, ws[rank][:32], torch.zeros_like(ws[rank][:32])).sum(dim=1,
+                                                                                                            keepdim=True)
+        torch.testing.assert_close(ll_out.cpu().float(), (xs[rank][:32].float() * ll_weights).bfloat16().float(),
+                                   rtol=2e-2, atol=2e-2)
+        buffer.clean_low_latency_buffer(32, hidden, num_experts)
     print("rank", rank, "ok", flush=True)
     buffer.destroy()
     return 0
