@@ -39,6 +39,7 @@
 
 #include "epx/status.h"
 #include "kernels/fp8_format.h"
+#include "kernels/router_check.h"
 
 #if defined(__CUDACC__)
 #define EPX_NORMAL_HOST_DEVICE __host__ __device__
@@ -157,23 +158,8 @@ inline Status check_normal_payload(const char* who, const NormalShape& s, const 
 
 // Every expert id -1 or below num_experts; names the first bad entry.
 inline Status check_normal_topk(const char* who, const NormalShape& s, int num_tokens, const int64_t* topk_idx) {
-  const std::string prefix = std::string(who) + ": ";
-  if (num_tokens < 0 || num_tokens > s.max_tokens_per_rank) {
-    return invalid_argument(prefix + std::to_string(num_tokens) + " tokens exceed num_max_tokens_per_rank=" +
-                            std::to_string(s.max_tokens_per_rank));
-  }
-  if (num_tokens > 0 && topk_idx == nullptr) return invalid_argument(prefix + "null topk_idx");
-  for (int t = 0; t < num_tokens; ++t) {
-    for (int k = 0; k < s.num_topk; ++k) {
-      const int64_t e = topk_idx[static_cast<size_t>(t) * s.num_topk + k];
-      if (e < -1 || e >= s.num_experts) {
-        return invalid_argument(prefix + "topk_idx[" + std::to_string(t) + "][" + std::to_string(k) +
-                                "]=" + std::to_string(e) + " is neither -1 nor an expert below num_experts=" +
-                                std::to_string(s.num_experts));
-      }
-    }
-  }
-  return Status();
+  return check_router_output(std::string(who) + ": ", num_tokens, s.max_tokens_per_rank, "num_max_tokens_per_rank",
+                             s.num_topk, s.num_experts, topk_idx);
 }
 
 // INVALID_ARGUMENT (from check_normal_shape) for a bad shape.

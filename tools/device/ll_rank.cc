@@ -46,15 +46,7 @@ using kernels::LowLatencyJobInputs;
 using kernels::LowLatencyReceived;
 using kernels::LowLatencyShape;
 
-struct Args {
-  std::string socket, job = "ll", coordinator, mode = "check";
-  uint32_t world = 2, rank = 0, local_rank = 0;
-  int device = 0;
-  int victim = -1;
-  int iters = 200;
-  int hidden = 7168, experts = 288, topk = 8, tokens = 128;
-  int timeout_ms = 20000;
-};
+using Args = RankArgs;
 
 struct Config {
   int hidden, experts, topk, max_tokens;
@@ -544,75 +536,26 @@ void bench(Job& job, const Args& args, cudaStream_t stream) {
   ok_or_fail(job.barrier(), "final barrier");
 }
 
-Args parse(int argc, char** argv) {
-  Args a;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--socket")
-      a.socket = v;
-    else if (k == "--job")
-      a.job = v;
-    else if (k == "--coordinator")
-      a.coordinator = v;
-    else if (k == "--mode")
-      a.mode = v;
-    else if (k == "--world")
-      a.world = std::stoul(v);
-    else if (k == "--rank")
-      a.rank = std::stoul(v);
-    else if (k == "--local-rank")
-      a.local_rank = std::stoul(v);
-    else if (k == "--device")
-      a.device = std::stoi(v);
-    else if (k == "--victim")
-      a.victim = std::stoi(v);
-    else if (k == "--iters")
-      a.iters = std::stoi(v);
-    else if (k == "--hidden")
-      a.hidden = std::stoi(v);
-    else if (k == "--experts")
-      a.experts = std::stoi(v);
-    else if (k == "--topk")
-      a.topk = std::stoi(v);
-    else if (k == "--tokens")
-      a.tokens = std::stoi(v);
-    else if (k == "--timeout-ms")
-      a.timeout_ms = std::stoi(v);
-    else
-      fail("unknown flag " + k);
-  }
-  if (argc % 2 != 1) fail("flags come in --name value pairs");
-  if (a.socket.empty()) fail("--socket is required");
-  return a;
-}
-
 int run(int argc, char** argv) {
-  const Args args = parse(argc, argv);
-  cuda_or_fail(cudaSetDevice(args.device), "cudaSetDevice");
-  ClientOptions co;
-  co.name = "ll rank " + std::to_string(args.rank);
-  auto client = Client::connect(args.socket, co);
-  if (!client.ok()) fail("connect: " + client.status().to_string());
-  JoinOptions jo;
-  jo.job_id = args.job;
-  jo.world_size = args.world;
-  jo.rank = args.rank;
-  jo.local_rank = args.local_rank;
-  jo.coordinator = args.coordinator;
-  jo.timeout = std::chrono::seconds(60);
-  auto job = (*client)->join(jo);
-  if (!job.ok()) fail("join: " + job.status().to_string());
+  RankArgs defaults;
+  defaults.job = "ll";
+  defaults.iters = 200;
+  defaults.experts = 288;
+  defaults.tokens = 128;
+  const Args args = parse_rank_args(argc, argv, defaults);
+  auto client = connect_rank(args, "ll rank");
+  auto job = join_rank(*client, args);
   SignalPool pool;  // after the job: released before it leaves
   g_pool = &pool;
   cudaStream_t stream;
   cuda_or_fail(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
   if (args.mode == "check") {
-    check_suite(*job, args, stream);
-    check_graph(*job, args, stream);
+    check_suite(job, args, stream);
+    check_graph(job, args, stream);
   } else if (args.mode == "kill") {
-    check_kill(**client, *job, args, stream);
+    check_kill(*client, job, args, stream);
   } else if (args.mode == "bench") {
-    bench(*job, args, stream);
+    bench(job, args, stream);
   } else {
     fail("unknown --mode " + args.mode);
   }

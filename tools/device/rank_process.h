@@ -7,11 +7,14 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "epx/client.h"
 #include "epx/status.h"
 
 namespace epx {
@@ -58,6 +61,86 @@ std::vector<T> download(const void* p, size_t n) {
   std::vector<T> v(n);
   if (n > 0) cuda_or_fail(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "download");
   return v;
+}
+
+// The flags of a rank program (each program gives its own defaults).
+struct RankArgs {
+  std::string socket, job, coordinator, mode = "check";
+  uint32_t world = 2, rank = 0, local_rank = 0;
+  int device = 0;
+  int victim = -1;
+  int iters = 20;
+  int hidden = 7168, experts = 256, topk = 8, tokens = 128;
+  int num_sms = 0;
+  int timeout_ms = 20000;
+};
+
+// --name value pairs over `defaults`; fails on an unknown flag or without --socket.
+inline RankArgs parse_rank_args(int argc, char** argv, RankArgs a) {
+  if (argc % 2 != 1) fail("flags come in --name value pairs");
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--socket")
+      a.socket = v;
+    else if (k == "--job")
+      a.job = v;
+    else if (k == "--coordinator")
+      a.coordinator = v;
+    else if (k == "--mode")
+      a.mode = v;
+    else if (k == "--world")
+      a.world = std::stoul(v);
+    else if (k == "--rank")
+      a.rank = std::stoul(v);
+    else if (k == "--local-rank")
+      a.local_rank = std::stoul(v);
+    else if (k == "--device")
+      a.device = std::stoi(v);
+    else if (k == "--victim")
+      a.victim = std::stoi(v);
+    else if (k == "--iters")
+      a.iters = std::stoi(v);
+    else if (k == "--hidden")
+      a.hidden = std::stoi(v);
+    else if (k == "--experts")
+      a.experts = std::stoi(v);
+    else if (k == "--topk")
+      a.topk = std::stoi(v);
+    else if (k == "--tokens")
+      a.tokens = std::stoi(v);
+    else if (k == "--num-sms")
+      a.num_sms = std::stoi(v);
+    else if (k == "--timeout-ms")
+      a.timeout_ms = std::stoi(v);
+    else
+      fail("unknown flag " + k);
+  }
+  if (a.socket.empty()) fail("--socket is required");
+  return a;
+}
+
+// Connects to the rank's epxd and joins its job (60 s for the bootstrap),
+// failing loudly; sets the CUDA device first.
+inline std::unique_ptr<Client> connect_rank(const RankArgs& args, const std::string& name) {
+  cuda_or_fail(cudaSetDevice(args.device), "cudaSetDevice");
+  ClientOptions co;
+  co.name = name + " " + std::to_string(args.rank);
+  auto client = Client::connect(args.socket, co);
+  if (!client.ok()) fail("connect: " + client.status().to_string());
+  return std::move(*client);
+}
+
+inline Job join_rank(Client& client, const RankArgs& args) {
+  JoinOptions jo;
+  jo.job_id = args.job;
+  jo.world_size = args.world;
+  jo.rank = args.rank;
+  jo.local_rank = args.local_rank;
+  jo.coordinator = args.coordinator;
+  jo.timeout = std::chrono::seconds(60);
+  auto job = client.join(jo);
+  if (!job.ok()) fail("join: " + job.status().to_string());
+  return std::move(*job);
 }
 
 }  // namespace epx

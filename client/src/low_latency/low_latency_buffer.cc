@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "client/src/cuda/cuda_handles.h"
+#include "client/src/cuda/rank_mask.h"
 #include "cuda/cuda_status.h"
 #include "epx/cuda.h"
 #include "kernels/low_latency_kernels.h"
@@ -44,7 +45,7 @@ struct LowLatencyBuffer::State {
   std::unique_ptr<CudaSignals> own_signals; // when the buffer opened them
   CudaSignals* signals = nullptr;
   DeviceAllocation kernel_state;
-  DeviceAllocation rank_mask;               // device int32 [num_ranks]
+  cuda_handles::RankMask mask;  // ranks the kernels skip
   cuda_handles::ErrorRecord error;
 
   // Outputs of the calls made on one half.
@@ -56,7 +57,6 @@ struct LowLatencyBuffer::State {
   Half halves[2];
   int next_half = 0;
 
-  std::vector<int32_t> mask;  // host copy of rank_mask
   kernels::LowLatencyTransport transport;
   int nvlink_ranks = 0;
   int remote_ranks = 0;
@@ -138,11 +138,10 @@ Result<std::unique_ptr<LowLatencyBuffer>> LowLatencyBuffer::create(Job& job, con
     t.signals = s.signals->device();
   }
   EPX_ASSIGN_OR_RETURN(s.kernel_state, zeroed(s.layout.state_bytes, who + " kernel state"));
-  EPX_ASSIGN_OR_RETURN(s.rank_mask, zeroed(sizeof(int32_t) * s.shape.num_ranks, who + " rank mask"));
+  EPX_ASSIGN_OR_RETURN(s.mask, cuda_handles::RankMask::create(s.shape.num_ranks, job.rank(), who));
   EPX_ASSIGN_OR_RETURN(s.error, cuda_handles::new_error_record());
-  s.mask.assign(s.shape.num_ranks, 0);
   t.state = as<uint8_t>(s.kernel_state);
-  t.rank_mask = as<int32_t>(s.rank_mask);
+  t.rank_mask = s.mask.device();
   t.error = s.error.device;
   t.timeout_ns = static_cast<uint64_t>(options.timeout.count()) * 1000000ull;
 
@@ -310,32 +309,12 @@ Status LowLatencyBuffer::clean_low_latency_buffer() {
 
 Status LowLatencyBuffer::mask_rank(uint32_t rank) {
   State& s = *state_;
-  if (rank >= static_cast<uint32_t>(s.shape.num_ranks)) {
-    return invalid_argument(s.who() + "::mask_rank: rank " + std::to_string(rank) + " is not in the job of " +
-                            std::to_string(s.shape.num_ranks));
-  }
-  if (rank == s.job->rank()) return invalid_argument(s.who() + "::mask_rank: a rank cannot mask itself");
-  if (s.mask[rank] != 0) return Status();
-  s.mask[rank] = 1;
   DeviceScope scope(s.options.device);
   EPX_RETURN_IF_ERROR(scope.status());
-  // Complete before the next call is enqueued: a host-to-device copy from
-  // pageable memory may return before it lands, and non-blocking streams
-  // do not wait for the legacy stream. Masking is rare; a device-wide sync
-  // is affordable there.
-  EPX_RETURN_IF_ERROR(cuda_status(
-      cudaMemcpy(as<int32_t>(s.rank_mask) + rank, &s.mask[rank], sizeof(int32_t), cudaMemcpyHostToDevice),
-      "cudaMemcpy rank mask"));
-  return cuda_status(cudaDeviceSynchronize(), "cudaDeviceSynchronize after masking rank " + std::to_string(rank));
+  return s.mask.mask(rank, s.who() + "::mask_rank");
 }
 
-std::vector<uint32_t> LowLatencyBuffer::masked_ranks() const {
-  std::vector<uint32_t> out;
-  for (size_t r = 0; r < state_->mask.size(); ++r) {
-    if (state_->mask[r] != 0) out.push_back(static_cast<uint32_t>(r));
-  }
-  return out;
-}
+std::vector<uint32_t> LowLatencyBuffer::masked_ranks() const { return state_->mask.ranks(); }
 
 Status LowLatencyBuffer::check() {
   State& s = *state_;
@@ -358,7 +337,7 @@ Status LowLatencyBuffer::check() {
     // refusal; once the rank is masked nothing more goes there, so that
     // refusal is the loss already reported, not a new failure.
     for (uint32_t c = 0; c < s.rings->channels(); ++c) {
-      if (s.mask[c % s.shape.num_ranks] != 0) continue;
+      if (s.mask.masked(c % s.shape.num_ranks)) continue;
       EPX_RETURN_IF_ERROR(s.rings->channel_error(c));
     }
   }

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "client/src/cuda/cuda_handles.h"
+#include "client/src/cuda/rank_mask.h"
 #include "cuda/cuda_status.h"
 #include "epx/cuda.h"
 #include "kernels/normal_kernels.h"
@@ -81,7 +82,7 @@ struct NormalBuffer::State {
   DeviceAllocation nvl;              // receive space, shared with same-node ranks
   std::unique_ptr<CudaPeers> peers;  // their spaces
   DeviceAllocation kernel_state;
-  DeviceAllocation rank_mask;        // device int32 [num_ranks]
+  cuda_handles::RankMask mask;  // ranks the kernels skip
   PinnedHostAllocation host_counts;  // mapped; kernels::NormalHostCounts
   cuda_handles::ErrorRecord error;
   DeviceAllocation combined, combined_weights;  // combine outputs when the caller gives none
@@ -89,7 +90,6 @@ struct NormalBuffer::State {
   cudaStream_t probe_stream = nullptr;  // reads the notify slots while kernels may still run
 
   kernels::NormalTransport transport;
-  std::vector<int32_t> mask;  // host copy of rank_mask
 
   ~State() {
     if (comm_stream != nullptr) check_cuda_release(cudaStreamDestroy(comm_stream), "cudaStreamDestroy");
@@ -134,8 +134,7 @@ Result<std::unique_ptr<NormalBuffer>> NormalBuffer::create(Job& job, const Norma
                                "of issue 11 is the next part of the work)");
   }
   EPX_ASSIGN_OR_RETURN(s.kernel_state, cuda_handles::allocate_zeroed_device(sizeof(kernels::NormalState), who + " state"));
-  EPX_ASSIGN_OR_RETURN(s.rank_mask,
-                       cuda_handles::allocate_zeroed_device(sizeof(int32_t) * s.shape.num_ranks, who + " rank mask"));
+  EPX_ASSIGN_OR_RETURN(s.mask, cuda_handles::RankMask::create(s.shape.num_ranks, job.rank(), who));
   EPX_ASSIGN_OR_RETURN(s.error, cuda_handles::new_error_record());
   const size_t count_bytes = kernels::normal_host_counts_bytes(s.shape.local_experts());
   void* host = nullptr;
@@ -155,14 +154,13 @@ Result<std::unique_ptr<NormalBuffer>> NormalBuffer::create(Job& job, const Norma
                                   who + ": communication stream"));
   EPX_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&s.probe_stream, cudaStreamNonBlocking),
                                   who + ": probe stream"));
-  s.mask.assign(s.shape.num_ranks, 0);
 
   kernels::NormalTransport& t = s.transport;
   t.rank = static_cast<int>(job.rank());
   t.peers = s.peers->device();
   t.state = static_cast<kernels::NormalState*>(s.kernel_state.get());
   t.host_counts = static_cast<kernels::NormalHostCounts*>(host_device);
-  t.rank_mask = as<int32_t>(s.rank_mask);
+  t.rank_mask = s.mask.device();
   t.error = s.error.device;
   t.timeout_ns = static_cast<uint64_t>(options.timeout.count()) * 1000000ull;
   t.num_sms = kDefaultSms;
@@ -367,21 +365,9 @@ Result<NormalCombineResult> NormalBuffer::combine(const NormalCombineInput& in, 
 
 Status NormalBuffer::mask_rank(uint32_t rank) {
   State& s = *state_;
-  if (rank >= static_cast<uint32_t>(s.shape.num_ranks)) {
-    return invalid_argument(s.who() + "::mask_rank: rank " + std::to_string(rank) + " is not in the job of " +
-                            std::to_string(s.shape.num_ranks));
-  }
-  if (rank == s.job->rank()) return invalid_argument(s.who() + "::mask_rank: a rank cannot mask itself");
-  if (s.mask[rank] != 0) return Status();
-  s.mask[rank] = 1;
   DeviceScope scope(s.options.device);
   EPX_RETURN_IF_ERROR(scope.status());
-  // Complete before the next call is enqueued (masking is rare; a
-  // device-wide sync is affordable there).
-  EPX_RETURN_IF_ERROR(cuda_status(
-      cudaMemcpy(as<int32_t>(s.rank_mask) + rank, &s.mask[rank], sizeof(int32_t), cudaMemcpyHostToDevice),
-      "cudaMemcpy rank mask"));
-  return cuda_status(cudaDeviceSynchronize(), "cudaDeviceSynchronize after masking rank " + std::to_string(rank));
+  return s.mask.mask(rank, s.who() + "::mask_rank");
 }
 
 Status NormalBuffer::check() {
@@ -430,7 +416,7 @@ std::string NormalBuffer::missing_ranks(const State& s, uint64_t call, uint32_t 
   read = read && cudaStreamSynchronize(s.probe_stream) == cudaSuccess;
   std::string names;
   for (int r = 0; r < s.shape.num_ranks && read; ++r) {
-    if (seqs[r] < call && s.mask[r] == 0) names += (names.empty() ? "" : ", ") + std::to_string(r);
+    if (seqs[r] < call && !s.mask.masked(r)) names += (names.empty() ? "" : ", ") + std::to_string(r);
   }
   if (!read || names.empty()) return "rank " + std::to_string(first);  // the slots moved on since: the one recorded
   return (names.find(',') == std::string::npos ? "rank " : "ranks ") + names;
