@@ -114,9 +114,14 @@ Status normal_dispatch_reference(const NormalShape& s, const NormalPayload& p, i
 Status normal_combine_reference(const NormalShape& s, const std::vector<NormalRankInput>& inputs,
                                 const std::vector<NormalReceived>& received,
                                 const std::vector<NormalCombineInput>& combine_inputs,
-                                std::vector<NormalCombined>* out) {
+                                std::vector<NormalCombined>* out, int ranks_per_node) {
   EPX_RETURN_IF_ERROR(check_normal_shape("normal_combine_reference", s));
   const int R = s.num_ranks, K = s.num_topk, H = s.hidden;
+  const int P = ranks_per_node > 0 ? ranks_per_node : R;
+  if (R % P != 0) {
+    return invalid_argument("normal_combine_reference: ranks_per_node=" + std::to_string(P) +
+                            " does not divide num_ranks=" + std::to_string(R));
+  }
   if (static_cast<int>(inputs.size()) != R || static_cast<int>(received.size()) != R ||
       static_cast<int>(combine_inputs.size()) != R) {
     return invalid_argument("normal_combine_reference: one input, received and combine input per rank");
@@ -139,17 +144,32 @@ Status normal_combine_reference(const NormalShape& s, const std::vector<NormalRa
     o.x.assign(static_cast<size_t>(T) * H, 0);
     const bool weights = combine_inputs[0].topk_weights != nullptr;
     if (weights) o.topk_weights.assign(static_cast<size_t>(T) * K, 0.0f);
-    std::vector<float> acc(H);
+    std::vector<float> acc(H), partial(H);
+    const int home = owner / P;
     for (int t = 0; t < T; ++t) {
       std::fill(acc.begin(), acc.end(), 0.0f);
       std::vector<float> wacc(K, 0.0f);
-      for (int r = 0; r < R; ++r) {
-        const int i = row_of[r][static_cast<size_t>(owner) * s.max_tokens_per_rank + t];
-        if (i < 0) continue;
-        const uint16_t* y = combine_inputs[r].x + static_cast<size_t>(i) * H;
-        for (int h = 0; h < H; ++h) acc[h] += bf16_to_float(y[h]);
-        if (weights) {
-          for (int k = 0; k < K; ++k) wacc[k] += combine_inputs[r].topk_weights[static_cast<size_t>(i) * K + k];
+      // The owner's node first, then every other node ascending; another
+      // node's rows arrive as one partial sum, rounded to bf16 once (its
+      // weights stay fp32).
+      for (int step = 0; step < R / P; ++step) {
+        const int node = step == 0 ? home : (step <= home ? step - 1 : step);
+        const bool remote = node != home;
+        std::fill(partial.begin(), partial.end(), 0.0f);
+        std::vector<float>& sum = remote ? partial : acc;
+        bool any = false;
+        for (int r = node * P; r < (node + 1) * P; ++r) {
+          const int i = row_of[r][static_cast<size_t>(owner) * s.max_tokens_per_rank + t];
+          if (i < 0) continue;
+          any = true;
+          const uint16_t* y = combine_inputs[r].x + static_cast<size_t>(i) * H;
+          for (int h = 0; h < H; ++h) sum[h] += bf16_to_float(y[h]);
+          if (weights) {
+            for (int k = 0; k < K; ++k) wacc[k] += combine_inputs[r].topk_weights[static_cast<size_t>(i) * K + k];
+          }
+        }
+        if (remote && any) {
+          for (int h = 0; h < H; ++h) acc[h] += bf16_to_float(float_to_bf16(partial[h]));
         }
       }
       for (const uint16_t* bias : {combine_inputs[owner].bias0, combine_inputs[owner].bias1}) {

@@ -66,10 +66,15 @@ struct NormalCombined {
 
 // Combine of a whole job after `received` (normal_dispatch_reference's
 // output for `inputs`). combine_inputs[r] holds rank r's expert outputs and
-// the biases of rank r's own tokens.
+// the biases of rank r's own tokens. With ranks_per_node (P) below
+// num_ranks the job spans nodes of P consecutive ranks, and the sum follows
+// the network design (docs/ARCHITECTURE.md): the owner's node's rows in
+// fp32, ranks ascending, then, node by node ascending, each other node's
+// rows summed in fp32 there and sent as one bf16 partial; the weights the
+// same way without rounding. 0: one node.
 Status normal_combine_reference(const NormalShape& shape, const std::vector<NormalRankInput>& inputs,
                                 const std::vector<NormalReceived>& received,
                                 const std::vector<NormalCombineInput>& combine_inputs,
-                                std::vector<NormalCombined>* out);
+                                std::vector<NormalCombined>* out, int ranks_per_node = 0);
 
 }  // namespace epx::kernels

@@ -158,3 +158,37 @@ TEST_CASE("combine returns every rank's rows summed, with the weights put back t
 
 }  // namespace
 }  // namespace epx::kernels
+
+namespace epx::kernels {
+namespace {
+
+TEST_CASE("combine across nodes: another node's rows come back as one bf16 partial") {
+  // Rank 0's one token goes to ranks 0, 2 and 3 (one expert each). Ranks 2
+  // and 3 form the second node when ranks_per_node is 2.
+  const NormalShape s = shape(4, 4, 128, 3, 2);
+  NormalJobInputs job = NormalJobInputs::random(s, NormalPayload{}, 1, {1, 0, 0, 0});
+  job.topk[0] = {0, 2, 3};
+  job.refresh_views();
+  std::vector<NormalReceived> got;
+  REQUIRE(normal_dispatch_reference(s, job.payload, 1, job.inputs, &got).ok());
+  REQUIRE(got[0].num_recv_tokens == 1);
+  REQUIRE(got[2].num_recv_tokens == 1);
+  REQUIRE(got[3].num_recv_tokens == 1);
+  const uint16_t small = float_to_bf16(1.0f / 256), one = float_to_bf16(1.0f);
+  std::vector<std::vector<uint16_t>> y = {std::vector<uint16_t>(128, small), {}, std::vector<uint16_t>(128, one),
+                                          std::vector<uint16_t>(128, small)};
+  std::vector<NormalCombineInput> in(4);
+  for (int r = 0; r < 4; ++r) in[r].x = y[r].data();
+  std::vector<NormalCombined> one_node, two_nodes;
+  REQUIRE(normal_combine_reference(s, job.inputs, got, in, &one_node).ok());
+  REQUIRE(normal_combine_reference(s, job.inputs, got, in, &two_nodes, 2).ok());
+  // One node: 1/256 + 1 + 1/256 = 1 + 2^-7, exact in bf16.
+  CHECK(bf16_to_float(one_node[0].x[5]) == 1.0f + 1.0f / 128);
+  // Two nodes: the other node's 1 + 2^-8 rounds to 1 (a tie, to even);
+  // then 1/256 + 1 rounds to 1 again.
+  CHECK(bf16_to_float(two_nodes[0].x[5]) == 1.0f);
+  CHECK(normal_combine_reference(s, job.inputs, got, in, &two_nodes, 3).code() == StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace epx::kernels
