@@ -185,6 +185,7 @@ void Daemon::schedule_expiry() {
     parts_->coordinator.expire(Coordinator::Clock::now());
     parts_->ipc.expire(IpcExchange::Clock::now());
     parts_->data_plane.submitted_fds().expire(SubmittedFds::Clock::now());
+    parts_->data_plane.check_links();
     if (++ticks_ % kPeerCheckTicks == 0) parts_->health.check();
     parts_->readiness.tick();
     update_health();

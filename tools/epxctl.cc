@@ -128,7 +128,17 @@ int print_status(const epx::v1::DaemonStatus& st, bool json, bool jobs_only) {
                 << "     health: " << r.health() << " since " << format_unix_ms(r.health_since_ms())
                 << (r.health_reason().empty() ? "" : " (" + r.health_reason() + ")") << "; went unhealthy "
                 << r.health_changes() << "x, failed writes " << r.failed_ops() << "; posted " << r.posted_ops()
-                << " writes, " << r.posted_bytes() << " bytes\n";
+                << " writes, " << r.posted_bytes() << " bytes\n"
+                << "     nic: " << (r.pci_address().empty() ? "no PCI device" : "PCI " + r.pci_address())
+                << "  NUMA " << (r.numa_node() < 0 ? std::string("?") : std::to_string(r.numa_node())) << "  sysfs "
+                << (r.sysfs_device().empty() ? std::string("-") : r.sysfs_device()) << "  link " << r.link() << "\n";
+    }
+    if (st.gpu_rails_size() > 0) std::cout << "GPU -> rails:\n";
+    for (const auto& g : st.gpu_rails()) {
+      std::cout << "  " << g.gpu() << "  NUMA " << (g.numa_node() < 0 ? std::string("?") : std::to_string(g.numa_node()))
+                << "  rails";
+      for (uint32_t r : g.rails()) std::cout << " " << r;
+      std::cout << "  (" << g.why() << ")\n";
     }
     std::cout << "clients: " << st.clients_size() << "\n";
     for (const auto& c : st.clients()) {

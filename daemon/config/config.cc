@@ -93,6 +93,33 @@ Status parse_job_weights(const std::string& text, google::protobuf::RepeatedPtrF
   return Status();
 }
 
+// "0000:19:00.0=0+1,0000:2a:00.0=2+3" (the gpu_rails flag). The addresses
+// and rail indices are checked when the rails are open (RailAffinity).
+Status parse_gpu_rails(const std::string& text, google::protobuf::RepeatedPtrField<v1::GpuRails>* out) {
+  out->Clear();
+  std::istringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    if (item.empty()) continue;
+    const auto eq = item.rfind('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) {
+      return invalid_argument("gpu_rails: '" + item + "' is not GPU=RAIL+RAIL... (e.g. 0000:19:00.0=0+1)");
+    }
+    v1::GpuRails* g = out->Add();
+    g->set_gpu(item.substr(0, eq));
+    std::istringstream rails(item.substr(eq + 1));
+    for (std::string rail; std::getline(rails, rail, '+');) {
+      char* end = nullptr;
+      errno = 0;
+      const unsigned long v = std::strtoul(rail.c_str(), &end, 10);
+      if (rail.empty() || *end != '\0' || errno != 0 || v > 1023 || rail[0] == '-') {
+        return invalid_argument("gpu_rails: rail '" + rail + "' of '" + item + "' is not a rail index");
+      }
+      g->add_rails(static_cast<uint32_t>(v));
+    }
+  }
+  return Status();
+}
+
 Status check_job_weights(const google::protobuf::RepeatedPtrField<v1::JobWeight>& weights) {
   std::set<std::string> seen;
   for (const auto& w : weights) {
@@ -203,6 +230,7 @@ Status apply_override(v1::DaemonConfig* config, const std::string& field, const 
       return Status();
     case FieldDescriptor::CPPTYPE_MESSAGE:
       if (field == "job_weights") return parse_job_weights(value, config->mutable_job_weights());
+      if (field == "gpu_rails") return parse_gpu_rails(value, config->mutable_gpu_rails());
       return invalid_argument("config field '" + field + "' can only be set in the config file");
     default:
       return internal_error("config field '" + field + "' has a type flags cannot set");
@@ -268,6 +296,8 @@ Status finalize_config(v1::DaemonConfig* c) {
   if (c->rail_stall_ms() == 0) c->set_rail_stall_ms(2000);
   if (c->rail_cooldown_ms() == 0) c->set_rail_cooldown_ms(2000);
   if (c->stripe_min_kib() == 0) c->set_stripe_min_kib(512);
+  if (c->spread_inflight_kib() == 0) c->set_spread_inflight_kib(1024);
+  if (c->sysfs_root().empty()) c->set_sysfs_root("/sys");
   if (c->metrics_max_jobs() == 0) c->set_metrics_max_jobs(32);
   if (c->log_format().empty()) c->set_log_format("text");
 
@@ -333,6 +363,10 @@ Status finalize_config(v1::DaemonConfig* c) {
   if (c->rail_cooldown_ms() > 3600000) return invalid_argument("rail_cooldown_ms: at most 3600000 (one hour)");
   if (c->stripe_min_kib() < 128 || c->stripe_min_kib() > (4u << 20)) {
     return invalid_argument("stripe_min_kib: 128..4194304 (pieces are at least 64 KiB, two rails at least)");
+  }
+  if (c->spread_inflight_kib() > (1u << 22)) return invalid_argument("spread_inflight_kib: at most 4194304 (4 GiB)");
+  if (c->sysfs_root().front() != '/') {
+    return invalid_argument("sysfs_root: '" + c->sysfs_root() + "' must be an absolute path");
   }
   EPX_RETURN_IF_ERROR(check_job_weights(c->job_weights()));
   if (c->has_fault_injection()) {

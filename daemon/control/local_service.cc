@@ -7,6 +7,7 @@
 #include "daemon/control/session_stream.h"
 #include "daemon/control/status_access.h"
 #include "daemon/control/waiting_reactor.h"
+#include "daemon/fabric/pci_location.h"
 #include "grpc_status.h"
 
 namespace epx::daemon {
@@ -87,11 +88,20 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
     }
   }
   const std::string coordinator = request->coordinator().empty() ? parts_.node.advertise_address : request->coordinator();
+  std::string gpu;
+  if (!request->gpu_pci_address().empty()) {
+    auto normalized = normalize_pci_address(request->gpu_pci_address());
+    if (!normalized.ok()) {
+      return finish_now(context, to_grpc(normalized.status().with_context("job " + request->job_id() + ": gpu_pci_address")));
+    }
+    gpu = *normalized;
+  }
 
   Membership m;
   m.job_id = request->job_id();
   m.rank = request->rank();
   m.local_rank = request->local_rank();
+  m.gpu = gpu;
   m.world_size = request->world_size();
   m.coordinator = coordinator;
   const uint64_t client_id = request->client_id();
@@ -310,7 +320,7 @@ grpc::ServerUnaryReactor* LocalService::OpenRing(grpc::CallbackServerContext* co
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
   auto creds = parts_.connections.lookup(context->peer());
   auto* reactor = context->DefaultReactor();
-  parts_.data_plane.open_ring(request->client_id(), creds ? creds->pid : 0, m->rank, *request,
+  parts_.data_plane.open_ring(request->client_id(), creds ? creds->pid : 0, m->rank, m->gpu, *request,
                               [reactor, reply](Result<v1::RegionReply> r) {
                                 finish_region(reactor, reply, std::move(r));
                               });

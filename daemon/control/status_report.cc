@@ -35,6 +35,7 @@ v1::DaemonStatus StatusReport::status(const StatusView& view) const {
     r->set_device_windows_reason(gpu.message());
     data_plane_.fill_rail_status(rail->index(), r);
   }
+  for (auto& g : data_plane_.gpu_rails_status()) *s.add_gpu_rails() = std::move(g);
   s.set_libfabric(libfabric_description());
   s.set_provider_fallback(node_.provider_fallback);
   s.set_draining(node_.is_draining());

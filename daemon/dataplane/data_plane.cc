@@ -48,7 +48,75 @@ DataPlane::~DataPlane() {
   }
 }
 
-Status DataPlane::start() { return proxies_.start(); }
+Status DataPlane::start() {
+  const std::string root = config_.sysfs_root().empty() ? "/sys" : config_.sysfs_root();
+  std::vector<PciLocation> locations;
+  std::vector<std::vector<int>> cpus;
+  for (const auto& rail : rails_) {
+    RailDevice d = rail_device(root, rail->domain_name(), rail->nic_pci_address());
+    // Watched only where sysfs answers now: a missing state file means no
+    // link state, not a link that is down.
+    if (read_link_state(d.link_file) == LinkState::kUnknown) d.link_file.clear();
+    spdlog::info("rail {}: {}, PCI {}, NUMA node {}", rail->index(),
+                 d.sysfs_name.empty() ? "no sysfs entry" : d.sysfs_name,
+                 d.location.known() ? d.location.address : "none", d.location.numa_node);
+    locations.push_back(d.location);
+    cpus.push_back(numa_cpus(root, d.location.numa_node));
+    rail_devices_.push_back(std::move(d));
+  }
+  auto affinity = RailAffinity::create(config_, std::move(locations));
+  if (!affinity.ok()) return affinity.status();
+  affinity_.emplace(std::move(*affinity));
+  {
+    std::lock_guard<std::mutex> lock(links_mu_);
+    // Assumed up: check_links() below tells the proxies of a link already down.
+    links_.assign(rails_.size(), LinkState::kUp);
+  }
+  EPX_RETURN_IF_ERROR(proxies_.start(cpus));
+  check_links();
+  return Status();
+}
+
+void DataPlane::check_links() {
+  for (size_t i = 0; i < rail_devices_.size(); ++i) {
+    const RailDevice& d = rail_devices_[i];
+    if (d.link_file.empty()) continue;
+    const LinkState now = read_link_state(d.link_file);
+    LinkState before;
+    {
+      std::lock_guard<std::mutex> lock(links_mu_);
+      before = links_[i];
+      links_[i] = now;
+    }
+    if (now == before) continue;
+    // A link file that went away is an interface that went away.
+    const bool up = now == LinkState::kUp;
+    if (!up) {
+      const std::string why = d.sysfs_name + (now == LinkState::kDown ? " reports the link down" : " is gone");
+      spdlog::error("rail {}: {}", i, why);
+      proxies_.proxy(i).set_link(false, why);
+    } else {
+      const std::string why = d.sysfs_name + " reports the link up";
+      spdlog::warn("rail {}: {}", i, why);
+      proxies_.proxy(i).set_link(true, why);
+    }
+  }
+}
+
+void DataPlane::fill_rail_status(size_t rail, v1::RailStatus* out) const {
+  proxies_.fill_rail_status(rail, out);
+  if (rail >= rail_devices_.size()) return;
+  const RailDevice& d = rail_devices_[rail];
+  out->set_pci_address(d.location.address);
+  out->set_numa_node(d.location.numa_node);
+  out->set_sysfs_device(d.sysfs_name);
+  if (d.link_file.empty()) {
+    out->set_link(link_state_name(LinkState::kUnknown));
+    return;
+  }
+  std::lock_guard<std::mutex> lock(links_mu_);
+  out->set_link(link_state_name(links_[rail]));
+}
 
 void DataPlane::attach_rank(uint64_t client_id, const v1::RankTable& table, uint32_t rank,
                             std::function<void(Status)> done) {
@@ -377,11 +445,12 @@ void DataPlane::open_signals(uint64_t client_id, pid_t pid, const std::string& j
   });
 }
 
-void DataPlane::open_ring(uint64_t client_id, pid_t pid, uint32_t rank, const v1::OpenRingRequest& request,
-                          Done done) {
+void DataPlane::open_ring(uint64_t client_id, pid_t pid, uint32_t rank, const std::string& gpu,
+                          const v1::OpenRingRequest& request, Done done) {
   auto p = formed(request.job_id());
   if (!p.ok()) return done(p.status());
-  rings_.open(client_id, pid, *p, rank, request, std::move(done));
+  std::vector<uint32_t> rails = affinity_ ? affinity_->rails_for(gpu).rails : std::vector<uint32_t>{};
+  rings_.open(client_id, pid, *p, rank, std::move(rails), request, std::move(done));
 }
 
 void DataPlane::apply_publish(const v1::RankPlane& plane_msg, const std::string& from,

@@ -17,12 +17,14 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "daemon/dataplane/job_planes.h"
 #include "daemon/dataplane/proxy_set.h"
 #include "daemon/dataplane/quota.h"
+#include "daemon/dataplane/rail_affinity.h"
 #include "daemon/dataplane/ring_placement.h"
 #include "daemon/shm/region_table.h"
 #include "daemon/shm/submitted_fds.h"
@@ -45,7 +47,12 @@ class DataPlane {
             std::string self_address);
   ~DataPlane();  // closes registrations, then stops the proxies
 
+  // Reads where each rail's NIC sits (sysfs_root), checks config gpu_rails
+  // and starts the proxies, each on its NIC's NUMA node.
   Status start();
+  // Reads each rail's link state; a change goes to the rail's health (a
+  // link down makes it unhealthy at once). Called periodically.
+  void check_links();
 
   // A local rank's job formed: create the job's plane (and fabric addresses
   // of every rank's daemon) if this is its first local rank.
@@ -68,7 +75,10 @@ class DataPlane {
                             Done done);
   void open_signals(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank, uint32_t count,
                     Done done);
-  void open_ring(uint64_t client_id, pid_t pid, uint32_t rank, const v1::OpenRingRequest& request, Done done);
+  // The ring group is served from the rails nearest `gpu` (the PCI address
+  // the rank joined with; empty: any rail): rail_affinity.h.
+  void open_ring(uint64_t client_id, pid_t pid, uint32_t rank, const std::string& gpu,
+                 const v1::OpenRingRequest& request, Done done);
 
   // Another daemon (`from`, its advertise address) published one of its
   // ranks; for a leaving rank, `done` runs once this daemon's proxies can
@@ -93,7 +103,11 @@ class DataPlane {
   std::vector<v1::RingStatus> ring_status(uint64_t client_id) const { return rings_.status(client_id); }
   WindowUsage window_usage(uint64_t client_id) const { return jobs_.window_usage(client_id); }
   std::vector<v1::ProxyStatus> proxy_status() const { return proxies_.status(); }
-  void fill_rail_status(size_t rail, v1::RailStatus* out) const { proxies_.fill_rail_status(rail, out); }
+  // The rail's health, counters, NIC location and link.
+  void fill_rail_status(size_t rail, v1::RailStatus* out) const;
+  std::vector<v1::GpuRailsStatus> gpu_rails_status() const {
+    return affinity_ ? affinity_->status() : std::vector<v1::GpuRailsStatus>{};
+  }
   std::vector<ProxyStats> proxy_stats() const { return proxies_.stats(); }
   std::vector<Status> proxies_answering(std::chrono::milliseconds timeout) const { return proxies_.answering(timeout); }
 
@@ -135,6 +149,11 @@ class DataPlane {
   JobPlanes jobs_;
   Quota quota_;
   RingPlacement rings_;
+  // Set by start(), read-only afterwards.
+  std::vector<RailDevice> rail_devices_;
+  std::optional<RailAffinity> affinity_;
+  mutable std::mutex links_mu_;
+  std::vector<LinkState> links_;  // by rail, as check_links last read them
   // Held while a weight is computed and set, so a reload never races a
   // job's first weighing with the old table.
   mutable std::mutex weights_mu_;

@@ -38,12 +38,13 @@ ProxySet::~ProxySet() {
   proxies_.clear();
 }
 
-Status ProxySet::start() {
+Status ProxySet::start(const std::vector<std::vector<int>>& numa_cpus) {
   EPX_ASSIGN_OR_RETURN(signals_, SignalSpace::create());
   av_cache_.resize(rails_.size());
   for (size_t i = 0; i < rails_.size(); ++i) {
     ProxyOptions o;
     o.core = i < static_cast<size_t>(config_.proxy_cores_size()) ? static_cast<int>(config_.proxy_cores(i)) : -1;
+    if (i < numa_cpus.size()) o.cpus = numa_cpus[i];
     o.batch = config_.proxy_batch();
     o.spin_us = config_.proxy_spin_us();
     o.idle_sleep_us = config_.proxy_busy_poll() ? 0 : config_.proxy_idle_sleep_us();
@@ -62,6 +63,7 @@ Status ProxySet::start() {
                                                    fault_plan(config_.fault_injection(), static_cast<uint32_t>(i)));
     }
     o.stripe_min_bytes = config_.stripe_off() ? 0 : uint64_t{config_.stripe_min_kib()} << 10;
+    o.spread_bytes = config_.spread_off() ? 0 : uint64_t{config_.spread_inflight_kib()} << 10;
     proxies_.push_back(std::make_unique<Proxy>(std::move(transport), *signals_, o));
   }
   std::vector<Proxy*> all;
@@ -73,7 +75,15 @@ Status ProxySet::start() {
   return Status();
 }
 
-size_t ProxySet::least_loaded() const {
+size_t ProxySet::least_loaded(const std::vector<uint32_t>& rails) const {
+  if (!rails.empty()) {
+    size_t best = proxies_.size();
+    for (uint32_t i : rails) {
+      if (i >= proxies_.size() || !proxies_[i]->health().usable()) continue;
+      if (best == proxies_.size() || proxies_[i]->ring_count() < proxies_[best]->ring_count()) best = i;
+    }
+    if (best != proxies_.size()) return best;
+  }
   // Healthy (or retrying) rails first: a group placed on an unhealthy rail
   // would wait for it. With every rail unhealthy, the least loaded of all.
   size_t best = proxies_.size();

@@ -31,15 +31,19 @@ class ProxySet {
   ProxySet(const v1::DaemonConfig& config, const std::vector<std::unique_ptr<Rail>>& rails);
   ~ProxySet();  // stops the proxies
 
-  // Creates the signal space and starts one proxy per rail.
-  Status start();
+  // Creates the signal space and starts one proxy per rail; `numa_cpus[i]`
+  // (may be shorter) are the CPUs near rail i, where its proxy runs unless
+  // config proxy_cores names its core.
+  Status start(const std::vector<std::vector<int>>& numa_cpus = {});
 
   size_t size() const { return proxies_.size(); }
   Proxy& proxy(size_t rail) { return *proxies_[rail]; }
   SignalSpace& signals() { return *signals_; }
   DeadlineTimer& deadlines() { return deadlines_; }
-  // The usable rail (rail_health.h) whose proxy serves the fewest rings.
-  size_t least_loaded() const;
+  // The usable rail (rail_health.h) whose proxy serves the fewest rings,
+  // among `rails` (empty: every rail); with none of them usable, the least
+  // loaded usable rail of the node.
+  size_t least_loaded(const std::vector<uint32_t>& rails = {}) const;
   // The rail's health and traffic counters, for Status.
   void fill_rail_status(size_t rail, v1::RailStatus* out) const;
 

@@ -28,7 +28,8 @@ size_t RingPlacement::rings_of(uint64_t client_id) const {
 }
 
 void RingPlacement::open(uint64_t client_id, pid_t pid, const std::shared_ptr<JobPlane>& plane, uint32_t rank,
-                         const v1::OpenRingRequest& request, std::function<void(Result<v1::RegionReply>)> done) {
+                         std::vector<uint32_t> rails, const v1::OpenRingRequest& request,
+                         std::function<void(Result<v1::RegionReply>)> done) {
   const std::string& job_id = plane->job_id();
   const uint32_t capacity = request.capacity();
   const uint32_t channels = request.channels() == 0 ? 1 : request.channels();
@@ -64,7 +65,7 @@ void RingPlacement::open(uint64_t client_id, pid_t pid, const std::shared_ptr<Jo
     first_id = next_ring_id_;
     next_ring_id_ += channels;
   }
-  const size_t proxy = proxies_.least_loaded();
+  const size_t proxy = proxies_.least_loaded(rails);
   const uint64_t bytes = ring::group_bytes(channels, capacity);
   if (auto s = quota_.reserve(client_id, bytes); !s.ok()) return done(s);
   // Given back once the group is recorded in groups_ (or failed).
@@ -93,6 +94,7 @@ void RingPlacement::open(uint64_t client_id, pid_t pid, const std::shared_ptr<Jo
     binding->header = ring::ring_header(ring::group_ring(shared->data(), c, capacity));
     binding->slots = ring::ring_slots(binding->header);
     binding->capacity = capacity;
+    binding->rails = rails;
     owned.rings.push_back(std::move(binding));
   }
   // The proxy runs its tasks in order: once the last ring is attached, all are.

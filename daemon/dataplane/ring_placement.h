@@ -37,8 +37,11 @@ class RingPlacement {
   // capabilities this daemon does not give such rings, and more rings than
   // max_rings_per_client (RESOURCE_EXHAUSTED). `done` runs once the proxy
   // serves every ring of it, on this thread or a proxy's; it must not block.
+  // The group goes to the least loaded usable rail of `rails` (the rank's
+  // GPU's, rail_affinity.h; empty: any), which its rings also stripe over.
   void open(uint64_t client_id, pid_t pid, const std::shared_ptr<JobPlane>& plane, uint32_t rank,
-            const v1::OpenRingRequest& request, std::function<void(Result<v1::RegionReply>)> done);
+            std::vector<uint32_t> rails, const v1::OpenRingRequest& request,
+            std::function<void(Result<v1::RegionReply>)> done);
   // Stops the client's rings of `job_id`; once their in-flight writes
   // completed (bounded by kDrainTimeout) drops their memory and runs
   // `done(count)`, on this thread or a proxy's.

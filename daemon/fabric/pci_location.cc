@@ -140,6 +140,21 @@ RailDevice rail_device(const std::string& sysfs_root, const std::string& domain_
   return out;
 }
 
+std::vector<int> numa_cpus(const std::string& sysfs_root, int node) {
+  std::vector<int> out;
+  if (node < 0) return out;
+  std::stringstream in(first_line(sysfs_root + "/devices/system/node/node" + std::to_string(node) + "/cpulist"));
+  for (std::string range; std::getline(in, range, ',');) {
+    char* end = nullptr;
+    const long first = std::strtol(range.c_str(), &end, 10);
+    long last = first;
+    if (*end == '-') last = std::strtol(end + 1, &end, 10);
+    if (end == range.c_str() || *end != '\0' || first < 0 || last < first || last >= 65536) return {};
+    for (long c = first; c <= last; ++c) out.push_back(static_cast<int>(c));
+  }
+  return out;
+}
+
 const char* link_state_name(LinkState state) {
   switch (state) {
     case LinkState::kUp:

@@ -52,6 +52,10 @@ struct RailDevice {
 };
 RailDevice rail_device(const std::string& sysfs_root, const std::string& domain_name, const std::string& pci_hint);
 
+// The CPUs of NUMA node `node` (<sysfs_root>/devices/system/node/nodeN/
+// cpulist, "0-47,96-143"); empty when unknown.
+std::vector<int> numa_cpus(const std::string& sysfs_root, int node);
+
 enum class LinkState { kUp, kDown, kUnknown };
 const char* link_state_name(LinkState state);
 

@@ -2,6 +2,8 @@
 
 #include <rdma/fi_cm.h>
 
+#include <cstdio>
+
 namespace epx::daemon {
 
 Result<std::unique_ptr<Rail>> Rail::open(const fi_info& info, uint32_t index) {
@@ -49,6 +51,15 @@ Result<std::unique_ptr<Rail>> Rail::open(const fi_info& info, uint32_t index) {
   EPX_RETURN_IF_ERROR(fi_status(fi_getname(&ep->fid, name, &len), "fi_getname on " + where));
   rail->address_.assign(name, len);
   return rail;
+}
+
+std::string Rail::nic_pci_address() const {
+  const fid_nic* nic = info_->nic;
+  if (nic == nullptr || nic->bus_attr == nullptr || nic->bus_attr->bus_type != FI_BUS_PCI) return "";
+  const fi_pci_attr& pci = nic->bus_attr->attr.pci;
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%04x:%02x:%02x.%x", pci.domain_id, pci.bus_id, pci.device_id, pci.function_id);
+  return buf;
 }
 
 std::string mr_mode_string(int mr_mode) {

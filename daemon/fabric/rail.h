@@ -27,6 +27,10 @@ class Rail {
   uint64_t max_msg_size() const { return info_->ep_attr->max_msg_size; }
   int mr_mode() const { return info_->domain_attr->mr_mode; }
   bool supports_hmem() const { return (info_->caps & FI_HMEM) != 0; }
+  // The NIC's PCI address as libfabric reports it in its bus attributes
+  // ("0000:17:00.0"); empty when the provider reports none (tcp often
+  // does not: pci_location.h then finds the NIC from the domain name).
+  std::string nic_pci_address() const;
   const fi_info& info() const { return *info_; }
 
   fid_domain* domain() const { return domain_.get(); }

@@ -31,6 +31,7 @@ struct Membership {
   std::string job_id;
   uint32_t rank = 0;
   uint32_t local_rank = 0;
+  std::string gpu;  // the GPU's PCI address, normalised (empty: not sent)
   uint32_t world_size = 0;
   std::string coordinator;
   bool formed = false;  // false while waiting at the bootstrap barrier

@@ -92,8 +92,17 @@ Proxy::Posted Proxy::post_op(RingBinding& ring, PendingWrite& w, bool more) {
   if (!more_open_ && !health_.usable()) {
     // This rail is failing: the write goes out on a usable one (when there
     // is none, it is tried here: it may yet get through).
-    const int other = usable_rail(rail_.index());
+    const int other = usable_rail(ring, rail_.index());
     if (other >= 0 && move(ring, w, k, static_cast<uint32_t>(other))) return Posted::kPosted;
+  }
+  if (!more_open_ && spread_bytes_ != 0 && !node_rails_.empty()) {
+    // This NIC has a queue: another of the GPU's NICs that has little takes
+    // the write (a relay costs a hand-off between threads, so only then).
+    const uint64_t own = load_bytes();
+    if (own >= spread_bytes_) {
+      const int other = quieter_rail(ring, own);
+      if (other >= 0 && move(ring, w, k, static_cast<uint32_t>(other))) return Posted::kPosted;
+    }
   }
   const bool last = w.next + k == w.count;
   OpContext* c = free_contexts_.back();
@@ -107,7 +116,7 @@ Proxy::Posted Proxy::post_op(RingBinding& ring, PendingWrite& w, bool more) {
     // another rail, or on this one in a later pass (where it flushes a
     // write the provider holds for FI_MORE) when none is usable.
     if (!node_rails_.empty()) {
-      const int other = more_open_ ? -1 : usable_rail(rail_.index());
+      const int other = more_open_ ? -1 : usable_rail(ring, rail_.index());
       const uint32_t rail = other >= 0 ? static_cast<uint32_t>(other) : rail_.index();
       if (move(ring, w, k, rail)) return Posted::kPosted;
     }
@@ -126,6 +135,7 @@ Proxy::Posted Proxy::post_op(RingBinding& ring, PendingWrite& w, bool more) {
   c->dst_rank = w.dst_rank;
   c->share = &job;
   c->bytes = bytes;
+  load_bytes_.fetch_add(bytes, std::memory_order_relaxed);
   c->posted_at = pass_now_;
   c->piece = w;
   c->piece.count = w.next + k;

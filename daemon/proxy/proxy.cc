@@ -48,6 +48,7 @@ Proxy::Proxy(std::unique_ptr<Transport> transport, const SignalSpace& signals, P
       health_(rail_.index(), options.health),
       stripe_min_bytes_(options.stripe_min_bytes),
       stripe_min_piece_(std::max<uint64_t>(options.stripe_min_piece, 1)),
+      spread_bytes_(options.spread_bytes),
       tasks_("proxy of rail " + std::to_string(rail_.index())) {}
 
 Proxy::~Proxy() { stop(); }
@@ -175,6 +176,10 @@ void Proxy::uncount(OpContext& c) {
   c.share = nullptr;
 }
 
+void Proxy::set_link(bool up, std::string why) {
+  submit([this, up, why = std::move(why)] { health_.on_link(up, why, std::chrono::steady_clock::now()); });
+}
+
 void Proxy::add_ring_async(std::shared_ptr<RingBinding> ring, std::function<void()> done) {
   submit([this, ring = std::move(ring), done = std::move(done)]() mutable {
     attach(std::move(ring));
@@ -281,6 +286,23 @@ void Proxy::run() {
     CPU_SET(options_.core, &set);
     if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0) {
       spdlog::warn("{}: cannot pin to core {}", name, options_.core);
+    }
+  } else if (!options_.cpus.empty()) {
+    cpu_set_t allowed, set;
+    CPU_ZERO(&set);
+    bool any = false;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
+      for (int c : options_.cpus) {
+        if (c < CPU_SETSIZE && CPU_ISSET(c, &allowed)) {
+          CPU_SET(c, &set);
+          any = true;
+        }
+      }
+    }
+    // A container may be given none of the node's CPUs: then it runs where
+    // it may, rather than nowhere.
+    if (any && pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0) {
+      spdlog::info("{}: on the CPUs of its NIC's NUMA node", name);
     }
   }
   auto last_work = Clock::now();

@@ -33,6 +33,9 @@ namespace epx::daemon {
 
 struct ProxyOptions {
   int core = -1;                 // pin to this CPU; -1: no pinning
+  // Without `core`: run on these CPUs (the NIC's NUMA node), those of them
+  // the process may use; empty: wherever the scheduler puts it.
+  std::vector<int> cpus;
   uint32_t batch = 64;           // descriptors per ring per visit (round robin within a job)
   uint32_t spin_us = 1000;       // busy-poll this long after the last work before backing off
   uint32_t idle_sleep_us = 50;   // then sleep this long between polls; 0: always spin
@@ -52,6 +55,10 @@ struct ProxyOptions {
   // The smallest piece: smaller ones cost more in per-operation overhead
   // than a rail of their own gains.
   uint64_t stripe_min_piece = 64 << 10;
+  // A write that is not striped leaves through this rail unless this rail
+  // has at least this many bytes in flight and another rail of the ring's
+  // GPU has less than half as many (then it is relayed there); 0: never.
+  uint64_t spread_bytes = 0;
 };
 
 // ring::RingError codes 0..kTransport.
@@ -123,6 +130,13 @@ class Proxy {
 
   Rail& rail() { return rail_; }
   const RailHealth& health() const { return health_; }
+  // The rail's link went down or came up (the daemon watches sysfs):
+  // handed to the proxy thread, which owns the rail's health.
+  void set_link(bool up, std::string why);
+  // Bytes of the writes posted on this rail and not completed, plus those
+  // other proxies handed here and not posted yet: how busy the NIC is, for
+  // spreading writes over rails (any thread; a moment's value).
+  uint64_t load_bytes() const { return load_bytes_.load(std::memory_order_relaxed); }
   ProxyStats stats() const;
   // Each job's share of this rail now (jobs with a ring here), copied on the
   // proxy thread; waits at most `timeout` for it.
@@ -233,11 +247,15 @@ class Proxy {
   void relay_answered(const std::shared_ptr<RelayedWrite>& w);
   // A relayed write is done for its ring (the ring's own state).
   void finish_relayed(RingBinding& ring, RelayedWrite& w);
-  // A usable rail other than `except` (round robin); -1: none.
-  int usable_rail(uint32_t except);
+  // A usable rail other than `except` (round robin), one of the ring's
+  // GPU's rails first (RingBinding::rails); -1: none.
+  int usable_rail(const RingBinding& ring, uint32_t except);
   // For a write sent again: a usable rail other than `except`, else any
   // other rail, else `except` itself.
-  uint32_t retry_rail(uint32_t except);
+  uint32_t retry_rail(const RingBinding& ring, uint32_t except);
+  // A usable rail of the ring's GPU, not this one, with less than half of
+  // `own` bytes in flight (the least loaded such); -1: none.
+  int quieter_rail(const RingBinding& ring, uint64_t own);
   void count_relay(RelayedWrite& w);
   void uncount_relay(RelayedWrite& w);
   // Target side: posts the writes other proxies handed here; true if any.
@@ -304,6 +322,8 @@ class Proxy {
   std::chrono::steady_clock::time_point next_health_check_{};
   const uint64_t stripe_min_bytes_;
   const uint64_t stripe_min_piece_;
+  const uint64_t spread_bytes_;
+  std::atomic<uint64_t> load_bytes_{0};  // load_bytes()
   std::vector<Proxy*> node_rails_;  // set before start(), read-only after
   size_t next_rail_ = 0;             // round robin of usable_rail()
   // Target side: written handed here, in order, not posted yet.

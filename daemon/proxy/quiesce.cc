@@ -66,6 +66,8 @@ bool Proxy::finish_quiesces() {
 }
 
 void Proxy::release_context(OpContext* c) {
+  load_bytes_.fetch_sub(c->bytes, std::memory_order_relaxed);
+  c->bytes = 0;
   c->ring = nullptr;
   c->views = nullptr;
   c->posted_at = {};

@@ -38,8 +38,12 @@ void RailHealth::change(RailState to, const std::string& why, Clock::time_point)
     spdlog::error("rail {}: unhealthy ({}): {}; new ring groups go to other rails, retried in {} ms", rail_,
                   rail_state_name(from), why, options_.cooldown.count());
   } else if (to == RailState::kRetrying) {
-    spdlog::warn("rail {}: retrying after {} ms without failures or stalls (was unhealthy: {})", rail_,
-                 options_.cooldown.count(), report_.why);
+    if (why.empty()) {
+      spdlog::warn("rail {}: retrying after {} ms without failures or stalls (was unhealthy: {})", rail_,
+                   options_.cooldown.count(), report_.why);
+    } else {
+      spdlog::warn("rail {}: retrying: {} (was unhealthy: {})", rail_, why, report_.why);
+    }
   } else {
     spdlog::warn("rail {}: healthy again ({}; was: {})", rail_, why, report_.why);
     report_.why.clear();
@@ -70,6 +74,19 @@ void RailHealth::on_failure(const std::string& why, Clock::time_point now) {
   }
 }
 
+void RailHealth::on_link(bool up, const std::string& why, Clock::time_point now) {
+  link_down_ = !up;
+  const RailState s = state_.load(std::memory_order_relaxed);
+  if (!up) {
+    last_bad_ = now;
+    if (s != RailState::kUnhealthy) change(RailState::kUnhealthy, "link down: " + why, now);
+  } else if (s == RailState::kUnhealthy) {
+    // No cool-down: the link says it works, and a write that fails or
+    // stalls again marks it unhealthy again.
+    change(RailState::kRetrying, "link up again: " + why, now);
+  }
+}
+
 void RailHealth::tick(Clock::duration oldest, uint64_t stalled, Clock::time_point now) {
   stalled_now_ = oldest > options_.stall;
   const RailState s = state_.load(std::memory_order_relaxed);
@@ -89,7 +106,7 @@ void RailHealth::tick(Clock::duration oldest, uint64_t stalled, Clock::time_poin
     }
     return;
   }
-  if (s == RailState::kUnhealthy && now - last_bad_ >= options_.cooldown) {
+  if (s == RailState::kUnhealthy && !link_down_ && now - last_bad_ >= options_.cooldown) {
     change(RailState::kRetrying, "", now);
   } else if (s == RailState::kRetrying && successes_since_change_ > 0) {
     change(RailState::kHealthy, "writes complete and none is stalled", now);

@@ -9,7 +9,9 @@
 // oldest write's age at each tick). An unhealthy rail takes no new ring
 // groups; once it has neither failed nor stalled for `cooldown` it is
 // retried, and it is healthy again once a
-// write completes on it while none is stalled.
+// write completes on it while none is stalled. The daemon also watches each
+// rail's link in sysfs (on_link): a link that goes down is unhealthy at
+// once, without waiting for a write to stall.
 //
 // Written by the rail's proxy thread only; report() and usable() may be
 // called from any thread.
@@ -52,6 +54,10 @@ class RailHealth {
   void on_success(Clock::time_point now);
   // A write was refused with an error or its completion failed.
   void on_failure(const std::string& why, Clock::time_point now);
+  // The rail's link (sysfs operstate or port state) went down or came up:
+  // down marks it unhealthy at once and holds it there; up retries it at
+  // once instead of after the cool-down.
+  void on_link(bool up, const std::string& why, Clock::time_point now);
   // Called every tick with the age of the oldest write in flight (zero when
   // none) and how many are older than the stall time: marks a stall,
   // starts retrying after the cool-down, declares a retried rail healthy.
@@ -79,6 +85,7 @@ class RailHealth {
   // here, so a rail that keeps failing is not retried meanwhile.
   Clock::time_point last_bad_{};
   bool stalled_now_ = false;
+  bool link_down_ = false;
   // Guards the report (read by status from gRPC threads).
   mutable std::mutex mu_;
   RailHealthReport report_;

@@ -23,19 +23,52 @@ constexpr uint64_t kPieceAlign = 4096;
 
 }  // namespace
 
-int Proxy::usable_rail(uint32_t except) {
+int Proxy::usable_rail(const RingBinding& ring, uint32_t except) {
+  auto usable = [&](size_t r) {
+    return r != except && r < node_rails_.size() && node_rails_[r] != nullptr && node_rails_[r]->health().usable();
+  };
+  // The GPU's own rails first: another of them is as near as this one.
+  const size_t own = ring.rails.size();
+  for (size_t i = 0; i < own; ++i) {
+    const size_t r = ring.rails[(next_rail_ + i) % own];
+    if (!usable(r)) continue;
+    ++next_rail_;
+    return static_cast<int>(r);
+  }
   const size_t n = node_rails_.size();
   for (size_t i = 0; i < n; ++i) {
     const size_t r = (next_rail_ + i) % n;
-    if (r == except || node_rails_[r] == nullptr || !node_rails_[r]->health().usable()) continue;
+    if (!usable(r)) continue;
     next_rail_ = r + 1;
     return static_cast<int>(r);
   }
   return -1;
 }
 
-uint32_t Proxy::retry_rail(uint32_t except) {
-  const int usable = usable_rail(except);
+int Proxy::quieter_rail(const RingBinding& ring, uint64_t own) {
+  int best = -1;
+  uint64_t best_load = own / 2;
+  auto consider = [&](size_t r) {
+    if (r == rail_.index() || r >= node_rails_.size() || node_rails_[r] == nullptr ||
+        !node_rails_[r]->health().usable()) {
+      return;
+    }
+    const uint64_t load = node_rails_[r]->load_bytes();
+    if (load < best_load) {
+      best = static_cast<int>(r);
+      best_load = load;
+    }
+  };
+  if (ring.rails.empty()) {
+    for (size_t r = 0; r < node_rails_.size(); ++r) consider(r);
+  } else {
+    for (uint32_t r : ring.rails) consider(r);
+  }
+  return best;
+}
+
+uint32_t Proxy::retry_rail(const RingBinding& ring, uint32_t except) {
+  const int usable = usable_rail(ring, except);
   if (usable >= 0) return static_cast<uint32_t>(usable);
   const size_t n = node_rails_.size();
   for (size_t i = 0; i < n; ++i) {
@@ -70,6 +103,8 @@ void Proxy::uncount_relay(RelayedWrite& w) {
 void Proxy::relay(std::shared_ptr<RelayedWrite> w) {
   outstanding_.push_back(w.get());
   Proxy* target = w->rail < node_rails_.size() ? node_rails_[w->rail] : this;
+  // Counted on the target from now: spreading sees where writes queue.
+  target->load_bytes_.fetch_add(w->bytes, std::memory_order_relaxed);
   target->submit([target, w = std::move(w)]() mutable { target->relayed_.push_back(std::move(w)); });
 }
 
@@ -96,9 +131,17 @@ bool Proxy::move(RingBinding& ring, PendingWrite& w, uint32_t k, uint32_t rail) 
 }
 
 bool Proxy::stripe(RingBinding& ring, PendingWrite& w) {
+  // Over the ring's GPU's rails (every rail of the node when it has none).
   std::vector<uint32_t> rails;
-  for (size_t r = 0; r < node_rails_.size(); ++r) {
-    if (node_rails_[r] != nullptr && node_rails_[r]->health().usable()) rails.push_back(static_cast<uint32_t>(r));
+  auto take = [&](size_t r) {
+    if (r < node_rails_.size() && node_rails_[r] != nullptr && node_rails_[r]->health().usable()) {
+      rails.push_back(static_cast<uint32_t>(r));
+    }
+  };
+  if (ring.rails.empty()) {
+    for (size_t r = 0; r < node_rails_.size(); ++r) take(r);
+  } else {
+    for (uint32_t r : ring.rails) take(r);
   }
   const uint64_t most = std::max<uint64_t>(w.length / stripe_min_piece_, 1);
   if (rails.size() > most) rails.resize(most);
@@ -173,7 +216,7 @@ void Proxy::relay_answered(const std::shared_ptr<RelayedWrite>& w) {
     const bool again = !ring.closing && (!w->maybe_landed || w->write.imm == 0) &&
                        w->attempts < 4 * std::max<size_t>(node_rails_.size(), 1);
     if (again) {
-      const uint32_t rail = retry_rail(w->rail);
+      const uint32_t rail = retry_rail(ring, w->rail);
       std::shared_ptr<const JobView> view = ring.views->load();
       PendingWrite moved = w->write;
       if (rebind(*view, ring.rank, rail, &moved).ok()) {
@@ -214,7 +257,7 @@ void Proxy::finish_relayed(RingBinding& ring, RelayedWrite& w) {
         sig->write.next = 0;
         sig->write.imm = s->imm;
         std::shared_ptr<const JobView> view = ring.views->load();
-        int rail = health_.usable() ? static_cast<int>(rail_.index()) : usable_rail(rail_.index());
+        int rail = health_.usable() ? static_cast<int>(rail_.index()) : usable_rail(ring, rail_.index());
         if (rail < 0) rail = static_cast<int>(rail_.index());
         sig->rail = static_cast<uint32_t>(rail);
         Verdict v = rebind(*view, ring.rank, sig->rail, &sig->write);
@@ -261,6 +304,7 @@ bool Proxy::post_relayed() {
     std::shared_ptr<const JobView> view = w->ring->views->load();
     if (p.dst_rank >= view->ranks.size() || !view->ranks[p.dst_rank].present) {
       w->error = "rank " + std::to_string(p.dst_rank) + " is gone";
+      load_bytes_.fetch_sub(w->bytes, std::memory_order_relaxed);
       answer(std::move(w));
       relayed_.pop_front();
       worked = true;
@@ -281,6 +325,7 @@ bool Proxy::post_relayed() {
     worked = true;
     if (ret != 0) {
       w->error = std::string("fi_writemsg: ") + fi_strerror(static_cast<int>(-ret));
+      load_bytes_.fetch_sub(w->bytes, std::memory_order_relaxed);
       answer(std::move(w));
       relayed_.pop_front();
       continue;
@@ -302,7 +347,7 @@ bool Proxy::reissue(OpContext& c, const std::string& why) {
   RingBinding& ring = *c.ring;
   // A lone proxy (tests of one rail) reports every failure on the ring.
   if (ring.closing || node_rails_.empty()) return false;
-  const uint32_t rail = retry_rail(rail_.index());
+  const uint32_t rail = retry_rail(ring, rail_.index());
   auto r = std::make_shared<RelayedWrite>();
   r->write = c.piece;
   std::shared_ptr<const JobView> view = ring.views->load();

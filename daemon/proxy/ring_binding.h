@@ -100,6 +100,11 @@ struct RingBinding : std::enable_shared_from_this<RingBinding> {
   // doorbell, which the proxy visits every pass (tests).
   std::shared_ptr<RingGroupBinding> group;
   uint32_t channel = 0;
+  // The rails nearest the producing rank's GPU (dataplane/rail_affinity.h),
+  // nearest first: its large writes are striped over them and its writes
+  // move to them first when its rail fails. Empty: every rail of the node.
+  // Set before the proxy serves the ring; read-only afterwards.
+  std::vector<uint32_t> rails;
 
   // Proxy thread only.
   uint64_t position = 0;          // next slot to read
