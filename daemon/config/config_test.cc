@@ -234,3 +234,36 @@ TEST_CASE("operations settings: defaults, and bad values named") {
   REQUIRE(apply_override(&r, "require_provider", "true").ok());
   CHECK(r.require_provider());
 }
+
+TEST_CASE("rail settings: gpu_rails from the file and the flag, sysfs_root and spreading defaults and limits") {
+  auto c = parse_config_text(R"(
+    gpu_rails { gpu: "0000:19:00.0" rails: [0, 1] }
+    sysfs_root: "/host/sys"
+  )",
+                             "rails.conf");
+  REQUIRE(c.ok());
+  REQUIRE(finalize_config(&c.value()).ok());
+  REQUIRE(c->gpu_rails_size() == 1);
+  CHECK(c->gpu_rails(0).rails_size() == 2);
+  CHECK(c->sysfs_root() == "/host/sys");
+  CHECK(c->spread_inflight_kib() == 1024);
+
+  v1::DaemonConfig f;
+  REQUIRE(apply_override(&f, "gpu_rails", "0000:19:00.0=0+1,0000:2a:00.0=3").ok());
+  REQUIRE(f.gpu_rails_size() == 2);
+  CHECK(f.gpu_rails(0).gpu() == "0000:19:00.0");
+  CHECK(f.gpu_rails(0).rails(1) == 1);
+  CHECK(f.gpu_rails(1).rails(0) == 3);
+  REQUIRE(finalize_config(&f).ok());
+  CHECK(f.sysfs_root() == "/sys");
+  CHECK(apply_override(&f, "gpu_rails", "0000:19:00.0").message().find("GPU=RAIL") != std::string::npos);
+  CHECK(apply_override(&f, "gpu_rails", "0000:19:00.0=0+x").message().find("'x'") != std::string::npos);
+  CHECK(apply_override(&f, "gpu_rails", "0000:19:00.0=-1").message().find("not a rail index") != std::string::npos);
+
+  v1::DaemonConfig bad;
+  bad.set_sysfs_root("sys");
+  CHECK(finalize_config(&bad).message().find("sysfs_root") != std::string::npos);
+  v1::DaemonConfig big;
+  big.set_spread_inflight_kib(5u << 20);
+  CHECK(finalize_config(&big).message().find("spread_inflight_kib") != std::string::npos);
+}

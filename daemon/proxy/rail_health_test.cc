@@ -71,3 +71,21 @@ TEST_CASE("one failure while retrying makes the rail unhealthy again") {
   CHECK(h.state() == RailState::kUnhealthy);
   CHECK(h.report().changes == 2);
 }
+
+TEST_CASE("a link down is unhealthy at once and stays so past the cool-down; a link up retries at once") {
+  RailHealth h(1, options());
+  const auto t0 = RailHealth::Clock::now();
+  h.on_link(false, "net/eth1 reports the link down", t0);
+  CHECK(h.state() == RailState::kUnhealthy);
+  CHECK(h.report().why == "link down: net/eth1 reports the link down");
+  h.tick(0ms, 0, t0 + 10s);  // long past the cool-down: still down
+  CHECK(h.state() == RailState::kUnhealthy);
+  h.on_link(true, "net/eth1 reports the link up", t0 + 10s);
+  CHECK(h.state() == RailState::kRetrying);
+  h.on_success(t0 + 10s);
+  CHECK(h.state() == RailState::kHealthy);
+  CHECK(h.report().changes == 1);
+  // Up again while healthy changes nothing.
+  h.on_link(true, "again", t0 + 11s);
+  CHECK(h.state() == RailState::kHealthy);
+}

@@ -79,7 +79,8 @@ class LinkTransport final : public Transport {
 // into rank 1's window and signals (registered on every rail too).
 class Node {
  public:
-  Node(uint32_t n, FaultPlan plan, ProxyOptions options) {
+  // `ring_rails`: the ring's GPU's rails (RingBinding::rails); empty: all.
+  Node(uint32_t n, FaultPlan plan, ProxyOptions options, std::vector<uint32_t> ring_rails = {}) {
     auto first = open_rails("tcp", {"lo"});
     REQUIRE_MESSAGE(first.ok(), first.status().to_string());
     rails_.push_back(std::move(first->front()));
@@ -161,6 +162,7 @@ class Node {
     ring_->header = ring::ring_header(ring_->region->data());
     ring_->slots = ring::ring_slots(ring_->header);
     ring_->capacity = kRingCapacity;
+    ring_->rails = std::move(ring_rails);
     REQUIRE(proxies_[0]->add_ring(ring_).ok());
   }
 
@@ -334,4 +336,64 @@ TEST_CASE("a rail whose link goes down mid-stream: its writes move to the others
   }
   CHECK(node.ring().rejected.load() == 0);
   CHECK(node.ring().completed.load() == node.ring().consumed.load());
+}
+
+TEST_CASE("a ring's large writes are striped over its GPU's rails only") {
+  Node node(4, FaultPlan{}, striping(256 << 10, 64 << 10), {0, 2});
+  rounds(node, 32, 1 << 20, [](uint32_t) {});
+  CHECK(node.proxy(0).stats().posted_bytes >= (12u << 20));
+  CHECK(node.proxy(2).stats().posted_bytes >= (12u << 20));
+  // Rails 1 and 3 carry only what arrives there: nothing of this ring's.
+  CHECK(node.proxy(1).stats().posted_bytes == 0);
+  CHECK(node.proxy(3).stats().posted_bytes == 0);
+  CHECK(node.ring().rejected.load() == 0);
+}
+
+TEST_CASE("a link reported down makes its rail unhealthy at once, and up retries it without the cool-down") {
+  ProxyOptions o = striping(256 << 10, 64 << 10);
+  o.health.cooldown = 3600s;  // only the link can bring it back within the test
+  Node node(4, FaultPlan{}, o);
+  node.proxy(2).set_link(false, "net/test2 reports the link down");
+  node.wait_for("rail 2 to be unhealthy", [&] { return node.proxy(2).health().state() == RailState::kUnhealthy; });
+  CHECK(node.proxy(2).health().report().why.find("link down: net/test2") != std::string::npos);
+  const uint64_t idle = node.proxy(2).stats().posted_bytes;
+  rounds(node, 16, 1 << 20, [](uint32_t) {});
+  CHECK_MESSAGE(node.proxy(2).stats().posted_bytes == idle, "nothing is striped onto a rail whose link is down");
+  node.proxy(2).set_link(true, "net/test2 reports the link up");
+  node.wait_for("rail 2 to take work again", [&] { return node.proxy(2).health().usable(); });
+  node.wait_for("rail 2 to be healthy after a write completed on it", [&] {
+    rounds(node, 8, 1 << 20, [](uint32_t) {});
+    return node.proxy(2).health().state() == RailState::kHealthy;
+  });
+  CHECK(node.proxy(2).stats().posted_bytes > idle);
+  CHECK(node.ring().rejected.load() == 0);
+}
+
+TEST_CASE("small writes leave a rail with a queue for a quieter rail of the ring's GPU; without a queue they stay") {
+  SUBCASE("spreading on: a burst of 32 KiB writes reaches the GPU's other rail, not the others") {
+    ProxyOptions o = striping(0, 64 << 10);
+    o.spread_bytes = 64 << 10;
+    Node node(4, FaultPlan{}, o, {0, 1});
+    rounds(node, 4 * 128, 32 << 10, [](uint32_t) {});
+    CHECK(node.proxy(1).stats().posted_bytes > 0);
+    CHECK(node.proxy(2).stats().posted_bytes == 0);
+    CHECK(node.proxy(3).stats().posted_bytes == 0);
+    CHECK(node.ring().rejected.load() == 0);
+    CHECK(node.ring().completed.load() == node.ring().consumed.load());
+  }
+  SUBCASE("spreading off: every write on the ring's rail") {
+    Node node(4, FaultPlan{}, striping(0, 64 << 10), {0, 1});
+    rounds(node, 4 * 128, 32 << 10, [](uint32_t) {});
+    CHECK(node.proxy(0).stats().posted_bytes == uint64_t{4 * 128} * (32 << 10));
+    CHECK(node.proxy(1).stats().posted_bytes == 0);
+  }
+  SUBCASE("one write at a time never queues: it stays on the ring's rail") {
+    ProxyOptions o = striping(0, 64 << 10);
+    o.spread_bytes = 64 << 10;
+    Node node(4, FaultPlan{}, o, {0, 1});
+    for (int i = 0; i < 64; ++i) rounds(node, 1, 4 << 10, [](uint32_t) {});
+    CHECK(node.proxy(0).stats().posted_bytes == uint64_t{64} * (4 << 10));
+    CHECK(node.proxy(1).stats().posted_bytes == 0);
+    CHECK(node.proxy(0).load_bytes() == 0);  // every completion took its bytes off again
+  }
 }
