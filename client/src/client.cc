@@ -50,6 +50,7 @@ Result<Job> Client::join(const JoinOptions& options) {
   req.set_world_size(options.world_size);
   req.set_rank(options.rank);
   req.set_local_rank(options.local_rank);
+  req.set_gpu_pci_address(options.gpu_pci_address);
   req.set_coordinator(options.coordinator);
   req.set_timeout_ms(static_cast<uint32_t>(options.timeout.count()));
   v1::JoinJobReply reply;

@@ -110,7 +110,8 @@ _S = ctypes.c_char_p
 _STATUS_FUNCTIONS = {
     "epx_client_connect": [_S, _S, _I, c_void_pp],
     "epx_client_daemon_info": [_P, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t],
-    "epx_client_join": [_P, _S, _U32, _U32, _U32, _S, _I, c_void_pp],
+    "epx_client_join": [_P, _S, _U32, _U32, _U32, _S, _I, _S, c_void_pp],
+    "epx_gpu_pci_address": [_I, ctypes.c_char_p, ctypes.c_size_t],
     "epx_job_barrier": [_P, _I],
     "epx_job_lost_ranks": [_P, c_u32_p, ctypes.c_size_t, c_size_p],
     "epx_ll_size_hint": [_I, _I, _I, _I, ctypes.POINTER(ctypes.c_uint64)],

@@ -6,7 +6,8 @@ import os
 import uuid
 from typing import Any, Optional
 
-from .client import Client, Job
+from .client import Client, Job, gpu_pci_address
+from .errors import EpxError
 
 
 def join_group(group: Any, socket_path: Optional[str] = None, timeout_ms: int = 60000) -> Job:
@@ -31,4 +32,16 @@ def join_group(group: Any, socket_path: Optional[str] = None, timeout_ms: int = 
     job_id = gathered[0]["job_id"]
     coordinator = gathered[0]["peer_address"]
     local_rank = sum(1 for g in gathered[:rank] if g["node"] == info.node)
-    return client.join(job_id, world_size, rank, local_rank, coordinator, timeout_ms)
+    return client.join(job_id, world_size, rank, local_rank, coordinator, timeout_ms, _current_gpu())
+
+
+def _current_gpu() -> str:
+    """The PCI address of torch's current CUDA device (the daemon serves the
+    rank from the NICs nearest it); "" without CUDA."""
+    try:
+        import torch
+        if not torch.cuda.is_available():
+            return ""
+        return gpu_pci_address(torch.cuda.current_device())
+    except (ImportError, EpxError):
+        return ""

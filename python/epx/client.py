@@ -16,6 +16,14 @@ def default_socket() -> str:
     return os.environ.get("EPX_SOCKET") or DEFAULT_SOCKET
 
 
+def gpu_pci_address(device: int) -> str:
+    """CUDA device `device`'s PCI address ("0000:19:00.0"); raises an
+    EpxError when CUDA has no such device."""
+    out = ctypes.create_string_buffer(64)
+    _native.call("epx_gpu_pci_address", int(device), out, len(out))
+    return out.value.decode()
+
+
 class DaemonInfo(NamedTuple):
     node: str
     peer_address: str
@@ -46,10 +54,12 @@ class Client:
         return DaemonInfo(node.value.decode(), peer.value.decode())
 
     def join(self, job_id: str, world_size: int, rank: int, local_rank: int = 0, coordinator: str = "",
-             timeout_ms: int = 60000) -> "Job":
+             timeout_ms: int = 60000, gpu_pci_address: str = "") -> "Job":
+        """gpu_pci_address: the rank's GPU (gpu_pci_address(device)), so the
+        daemon serves it from the NICs nearest that GPU; "": every NIC."""
         handle = ctypes.c_void_p()
         _native.call("epx_client_join", self.handle, job_id.encode(), int(world_size), int(rank), int(local_rank),
-                     coordinator.encode(), int(timeout_ms), ctypes.byref(handle))
+                     coordinator.encode(), int(timeout_ms), gpu_pci_address.encode(), ctypes.byref(handle))
         return Job(self, handle.value, job_id, int(world_size), int(rank), int(local_rank))
 
     def close(self) -> None:

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "epx/client.h"
+#include "epx/cuda.h"
 #include "epx/job.h"
 #include "epx/low_latency.h"
 #include "epx/normal.h"
@@ -153,8 +154,16 @@ int epx_client_daemon_info(epx_client* client, char* node, size_t node_len, char
   });
 }
 
+int epx_gpu_pci_address(int device, char* out, size_t len) {
+  return guarded("epx_gpu_pci_address", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(out != nullptr, "epx_gpu_pci_address", "out is NULL"));
+    EPX_ASSIGN_OR_RETURN(std::string address, epx::gpu_pci_address(device));
+    return copy_out(address, out, len, "gpu_pci_address");
+  });
+}
+
 int epx_client_join(epx_client* client, const char* job_id, uint32_t world_size, uint32_t rank, uint32_t local_rank,
-                    const char* coordinator, int timeout_ms, epx_job** out) {
+                    const char* coordinator, int timeout_ms, const char* gpu_pci_address, epx_job** out) {
   return guarded("epx_client_join", [&]() -> epx::Status {
     EPX_RETURN_IF_ERROR(require(out != nullptr, "epx_client_join", "out is NULL"));
     *out = nullptr;
@@ -166,6 +175,7 @@ int epx_client_join(epx_client* client, const char* job_id, uint32_t world_size,
     options.rank = rank;
     options.local_rank = local_rank;
     if (coordinator != nullptr) options.coordinator = coordinator;
+    if (gpu_pci_address != nullptr) options.gpu_pci_address = gpu_pci_address;
     if (timeout_ms > 0) options.timeout = std::chrono::milliseconds(timeout_ms);
     auto job = client->client->join(options);
     if (!job.ok()) return job.status();

@@ -69,9 +69,14 @@ int epx_client_daemon_info(epx_client* client, char* node, size_t node_len, char
 /* ---- Job ---- */
 /* Joins `job_id` as `rank` of `world_size` and waits at its bootstrap
  * barrier (timeout_ms; <= 0: 60 s). coordinator: peer address of the
- * coordinating daemon, NULL or "": the local one. */
+ * coordinating daemon, NULL or "": the local one. gpu_pci_address: the
+ * rank's GPU (epx_gpu_pci_address), so the daemon serves it from the NICs
+ * nearest that GPU; NULL or "": every NIC. */
 int epx_client_join(epx_client* client, const char* job_id, uint32_t world_size, uint32_t rank, uint32_t local_rank,
-                    const char* coordinator, int timeout_ms, epx_job** out);
+                    const char* coordinator, int timeout_ms, const char* gpu_pci_address, epx_job** out);
+/* CUDA device `device`'s PCI address ("0000:19:00.0"), NUL-terminated;
+ * an error when CUDA has no such device (no GPU). */
+int epx_gpu_pci_address(int device, char* out, size_t len);
 /* Leaves the job (peers see the rank lost) and frees the handle. */
 void epx_job_destroy(epx_job* job);
 int epx_job_barrier(epx_job* job, int timeout_ms);

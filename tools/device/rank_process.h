@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "epx/client.h"
+#include "epx/cuda.h"
 #include "epx/status.h"
 
 namespace epx {
@@ -138,6 +139,9 @@ inline Job join_rank(Client& client, const RankArgs& args) {
   jo.local_rank = args.local_rank;
   jo.coordinator = args.coordinator;
   jo.timeout = std::chrono::seconds(60);
+  auto gpu = gpu_pci_address(args.device);
+  if (!gpu.ok()) fail("GPU " + std::to_string(args.device) + ": " + gpu.status().to_string());
+  jo.gpu_pci_address = *gpu;
   auto job = client.join(jo);
   if (!job.ok()) fail("join: " + job.status().to_string());
   return std::move(*job);

@@ -40,6 +40,11 @@ struct JoinOptions {
   uint32_t rank = 0;         // 0 .. world_size-1, unique in the job
   uint32_t local_rank = 0;   // index of this rank on its node (GPU index)
   std::string coordinator;   // Peer address of the coordinating daemon; empty: the local one
+  // PCI address of the GPU this rank drives ("0000:19:00.0": what
+  // epx::cuda::gpu_pci_address(device) or nvidia-smi print). The daemon
+  // serves the rank's rings from the NICs nearest to it (epxctl status,
+  // "GPU -> rails"). Empty: every NIC of the node serves it.
+  std::string gpu_pci_address;
   // How long to wait at the bootstrap barrier for the other ranks.
   std::chrono::milliseconds timeout{60000};
 };

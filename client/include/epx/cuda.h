@@ -15,6 +15,11 @@
 
 namespace epx {
 
+// The PCI address of CUDA device `device` ("0000:19:00.0"), for
+// JoinOptions::gpu_pci_address, so the daemon serves the rank from the NICs
+// nearest that GPU. An error when CUDA has no such device.
+Result<std::string> gpu_pci_address(int device);
+
 // A kernel's rings: one single-producer ring per channel (proto/ring/ring.h
 // v2), in one ring group the daemon serves through a doorbell, so idle
 // channels cost its proxy nothing. Block (or warp group) b of a kernel posts
