@@ -23,7 +23,9 @@ constexpr std::chrono::milliseconds kExpiryTick(100);
 // Peers are pinged every kPeerCheckTicks ticks (500 ms).
 constexpr uint64_t kPeerCheckTicks = 5;
 
-bool is_wildcard(const std::string& host) { return host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]"; }
+bool is_wildcard(const std::string& host) {
+  return host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]";
+}
 
 }  // namespace
 
@@ -45,7 +47,7 @@ Daemon::Parts::Parts(v1::DaemonConfig config, std::string advertise, std::vector
           node.advertise_address),
       events(node, clients, data_plane, peers),
       release(node, data_plane, ipc, peers),
-      health(node, clients, peers, events),
+      health(node, clients, peers, events, data_plane),
       status(node, clients, data_plane, coordinator, health),
       local{node, clients, connections, peers, data_plane, ipc, release, status, local_calls, measurements},
       peer{node, coordinator, events, data_plane, clients, gate},
@@ -138,8 +140,8 @@ Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
   d->update_health();
   if (!config.metrics_listen().empty()) {
     Daemon* raw = d.get();
-    auto http = HttpEndpoint::start(config.metrics_listen(),
-                                    [raw](const std::string& path) { return raw->serve_http(path); });
+    auto http =
+        HttpEndpoint::start(config.metrics_listen(), [raw](const std::string& path) { return raw->serve_http(path); });
     if (!http.ok()) return http.status();
     d->http_ = std::move(http.value());
     parts.node.metrics_port.store(d->http_->port(), std::memory_order_relaxed);
@@ -203,9 +205,9 @@ void Daemon::shutdown(const std::string& reason) {
   // Calls waiting on others (joins, barriers, exchanges) would otherwise
   // wait for ranks that may never come: answer them now, naming this daemon.
   shutdown_bound_.stage("answering waiting local calls");
-  const size_t answered = parts_->local_calls.close_all(
-      grpc::Status(grpc::StatusCode::UNAVAILABLE, "daemon " + node.config.node_name() + " (" + node.advertise_address +
-                                                      ") is shutting down: " + reason));
+  const size_t answered = parts_->local_calls.close_all(grpc::Status(
+      grpc::StatusCode::UNAVAILABLE,
+      "daemon " + node.config.node_name() + " (" + node.advertise_address + ") is shutting down: " + reason));
   if (answered > 0) spdlog::info("shutdown: answered {} waiting local call(s)", answered);
   // Calls still in flight get a second to finish, then are cancelled; every
   // waiting call finishes on cancellation, so these return.

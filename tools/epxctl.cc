@@ -129,14 +129,14 @@ int print_status(const epx::v1::DaemonStatus& st, bool json, bool jobs_only) {
                 << (r.health_reason().empty() ? "" : " (" + r.health_reason() + ")") << "; went unhealthy "
                 << r.health_changes() << "x, failed writes " << r.failed_ops() << "; posted " << r.posted_ops()
                 << " writes, " << r.posted_bytes() << " bytes\n"
-                << "     nic: " << (r.pci_address().empty() ? "no PCI device" : "PCI " + r.pci_address())
-                << "  NUMA " << (r.numa_node() < 0 ? std::string("?") : std::to_string(r.numa_node())) << "  sysfs "
+                << "     nic: " << (r.pci_address().empty() ? "no PCI device" : "PCI " + r.pci_address()) << "  NUMA "
+                << (r.numa_node() < 0 ? std::string("?") : std::to_string(r.numa_node())) << "  sysfs "
                 << (r.sysfs_device().empty() ? std::string("-") : r.sysfs_device()) << "  link " << r.link() << "\n";
     }
     if (st.gpu_rails_size() > 0) std::cout << "GPU -> rails:\n";
     for (const auto& g : st.gpu_rails()) {
-      std::cout << "  " << g.gpu() << "  NUMA " << (g.numa_node() < 0 ? std::string("?") : std::to_string(g.numa_node()))
-                << "  rails";
+      std::cout << "  " << g.gpu() << "  NUMA "
+                << (g.numa_node() < 0 ? std::string("?") : std::to_string(g.numa_node())) << "  rails";
       for (uint32_t r : g.rails()) std::cout << " " << r;
       std::cout << "  (" << g.why() << ")\n";
     }
@@ -169,6 +169,10 @@ int ping(const std::string& socket, const std::string& peer, std::chrono::millis
   if (!s.ok()) return failed(epx::from_grpc(s).with_context("peer " + peer));
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
   std::cout << "epxd " << reply.version() << " on " << reply.node() << " at " << peer << ": " << us.count() << " us\n";
+  for (int i = 0; i < reply.rails_size(); ++i) {
+    const auto& r = reply.rails(i);
+    std::cout << "  rail " << i << ": " << (r.usable() ? "usable" : "not usable (" + r.why() + ")") << "\n";
+  }
   return 0;
 }
 

@@ -59,9 +59,8 @@ Result<Job> Client::join(const JoinOptions& options) {
   if (!s.ok()) return session_->explain(s, "join " + options.job_id + " as rank " + std::to_string(options.rank));
   RankTable table = from_proto(reply.table());
   if (table.ranks.size() != table.world_size) {
-    return internal_error("join " + options.job_id + ": daemon sent a table of " +
-                          std::to_string(table.ranks.size()) + " ranks for world size " +
-                          std::to_string(table.world_size));
+    return internal_error("join " + options.job_id + ": daemon sent a table of " + std::to_string(table.ranks.size()) +
+                          " ranks for world size " + std::to_string(table.world_size));
   }
   return Job(session_, std::move(table), options.rank, reply.provider_fallback());
 }

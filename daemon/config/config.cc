@@ -232,8 +232,7 @@ Status apply_override(v1::DaemonConfig* config, const std::string& field, const 
       if (field == "job_weights") return parse_job_weights(value, config->mutable_job_weights());
       if (field == "gpu_rails") return parse_gpu_rails(value, config->mutable_gpu_rails());
       return invalid_argument("config field '" + field + "' can only be set in the config file");
-    default:
-      return internal_error("config field '" + field + "' has a type flags cannot set");
+    default: return internal_error("config field '" + field + "' has a type flags cannot set");
   }
 }
 

@@ -51,9 +51,10 @@ grpc::ServerWriteReactor<v1::ClientEvent>* LocalService::Hello(grpc::CallbackSer
   return new SessionStream(parts_, context, *request);
 }
 
-grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* context,
-                                                const v1::JoinJobRequest* request, v1::JoinJobReply* reply) {
-  if (parts_.node.shutting_down()) return finish_now(context, grpc::Status(grpc::StatusCode::UNAVAILABLE, "epxd is shutting down"));
+grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* context, const v1::JoinJobRequest* request,
+                                                v1::JoinJobReply* reply) {
+  if (parts_.node.shutting_down())
+    return finish_now(context, grpc::Status(grpc::StatusCode::UNAVAILABLE, "epxd is shutting down"));
   if (parts_.node.is_draining()) {
     parts_.measurements.joins_refused_draining.fetch_add(1, std::memory_order_relaxed);
     return finish_now(context, grpc::Status(grpc::StatusCode::UNAVAILABLE,
@@ -70,16 +71,15 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
                                                         std::to_string(Coordinator::kMaxWorld))));
   }
   if (request->rank() >= request->world_size()) {
-    return finish_now(context, to_grpc(invalid_argument("job " + request->job_id() + ": rank " +
-                                                        std::to_string(request->rank()) +
-                                                        " out of range for world size " +
-                                                        std::to_string(request->world_size()))));
+    return finish_now(
+        context, to_grpc(invalid_argument("job " + request->job_id() + ": rank " + std::to_string(request->rank()) +
+                                          " out of range for world size " + std::to_string(request->world_size()))));
   }
   uint32_t timeout_ms = request->timeout_ms() ? request->timeout_ms() : 60000;
   if (timeout_ms > parts_.node.config.max_join_timeout_ms()) {
-    return finish_now(context, to_grpc(invalid_argument("timeout_ms " + std::to_string(timeout_ms) +
-                                                        " exceeds max_join_timeout_ms " +
-                                                        std::to_string(parts_.node.config.max_join_timeout_ms()))));
+    return finish_now(
+        context, to_grpc(invalid_argument("timeout_ms " + std::to_string(timeout_ms) + " exceeds max_join_timeout_ms " +
+                                          std::to_string(parts_.node.config.max_join_timeout_ms()))));
   }
   // Checked before anything is dialled: a bad address fails only this call.
   if (!request->coordinator().empty()) {
@@ -87,12 +87,14 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
       return finish_now(context, to_grpc(s.with_context("job " + request->job_id())));
     }
   }
-  const std::string coordinator = request->coordinator().empty() ? parts_.node.advertise_address : request->coordinator();
+  const std::string coordinator =
+      request->coordinator().empty() ? parts_.node.advertise_address : request->coordinator();
   std::string gpu;
   if (!request->gpu_pci_address().empty()) {
     auto normalized = normalize_pci_address(request->gpu_pci_address());
     if (!normalized.ok()) {
-      return finish_now(context, to_grpc(normalized.status().with_context("job " + request->job_id() + ": gpu_pci_address")));
+      return finish_now(context,
+                        to_grpc(normalized.status().with_context("job " + request->job_id() + ": gpu_pci_address")));
     }
     gpu = *normalized;
   }
@@ -131,14 +133,14 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
   auto outgoing = std::make_shared<grpc::ClientContext>();
   auto* waiting = new WaitingReactor(&parts_.calls, [outgoing] { outgoing->TryCancel(); });
   std::shared_ptr<CallAnswer> reactor = waiting->answer();
-  spdlog::info("client {} joining job {} as rank {}/{} via coordinator {}", client_id, m.job_id, m.rank,
-               m.world_size, coordinator);
+  spdlog::info("client {} joining job {} as rank {}/{} via coordinator {}", client_id, m.job_id, m.rank, m.world_size,
+               coordinator);
   const auto deadline = PeerClient::Clock::now() + std::chrono::milliseconds(timeout_ms) + kBarrierGrace;
   const auto started = std::chrono::steady_clock::now();
   parts_.peers.register_rank(
       coordinator, reg, deadline, outgoing,
       [this, reactor, reply, client_id, m, coordinator, timeout_ms, started](const grpc::Status& s,
-                                                                            v1::RegisterReply& r) {
+                                                                             v1::RegisterReply& r) {
         if (!s.ok()) {
           if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
             parts_.measurements.join_timeouts.fetch_add(1, std::memory_order_relaxed);
@@ -148,7 +150,8 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
           grpc::StatusCode code = s.error_code();
           if (code == grpc::StatusCode::UNAVAILABLE) {
             message = "coordinator " + coordinator + " unreachable: " + message;
-          } else if (code == grpc::StatusCode::DEADLINE_EXCEEDED && message.find("missing ranks") == std::string::npos) {
+          } else if (code == grpc::StatusCode::DEADLINE_EXCEEDED &&
+                     message.find("missing ranks") == std::string::npos) {
             message = "coordinator " + coordinator + " did not answer within " + std::to_string(timeout_ms) + " ms";
           }
           spdlog::warn("job {}: rank {} could not join: {}", m.job_id, m.rank, message);
@@ -167,29 +170,30 @@ grpc::ServerUnaryReactor* LocalService::JoinJob(grpc::CallbackServerContext* con
         }
         parts_.measurements.join_seconds.record(std::chrono::steady_clock::now() - started);
         const v1::RankTable table = r.table();
-        parts_.data_plane.attach_rank(client_id, table, m.rank, [this, reactor, reply, client_id, m, table](epx::Status s) {
-          if (!s.ok()) {
-            parts_.clients.abort_join(client_id, m.job_id);
-            parts_.release.release({m}, "data plane setup failed: " + s.message());
-            reactor->finish(to_grpc(s.with_context("job " + m.job_id)));
-            return;
-          }
-          if (!parts_.clients.complete_join(client_id, m.job_id, table)) {
-            // The client left or died while waiting: give the rank back
-            // (its data plane as well: it was just attached).
-            Membership attached = m;
-            attached.client_id = client_id;
-            attached.formed = true;
-            parts_.release.release({attached}, "client left during bootstrap");
-            reactor->finish(grpc::Status(grpc::StatusCode::CANCELLED, "client left during bootstrap"));
-            return;
-          }
-          spdlog::info("job {}: rank {} joined; {} ranks in table", m.job_id, m.rank, table.ranks_size());
-          reactor->finish(grpc::Status::OK, [this, reply, &table] {
-            *reply->mutable_table() = table;
-            reply->set_provider_fallback(parts_.node.provider_fallback);
-          });
-        });
+        parts_.data_plane.attach_rank(
+            client_id, table, m.rank, [this, reactor, reply, client_id, m, table](epx::Status s) {
+              if (!s.ok()) {
+                parts_.clients.abort_join(client_id, m.job_id);
+                parts_.release.release({m}, "data plane setup failed: " + s.message());
+                reactor->finish(to_grpc(s.with_context("job " + m.job_id)));
+                return;
+              }
+              if (!parts_.clients.complete_join(client_id, m.job_id, table)) {
+                // The client left or died while waiting: give the rank back
+                // (its data plane as well: it was just attached).
+                Membership attached = m;
+                attached.client_id = client_id;
+                attached.formed = true;
+                parts_.release.release({attached}, "client left during bootstrap");
+                reactor->finish(grpc::Status(grpc::StatusCode::CANCELLED, "client left during bootstrap"));
+                return;
+              }
+              spdlog::info("job {}: rank {} joined; {} ranks in table", m.job_id, m.rank, table.ranks_size());
+              reactor->finish(grpc::Status::OK, [this, reply, &table] {
+                *reply->mutable_table() = table;
+                reply->set_provider_fallback(parts_.node.provider_fallback);
+              });
+            });
       });
   return waiting;
 }
@@ -202,16 +206,17 @@ grpc::ServerUnaryReactor* LocalService::LeaveJob(grpc::CallbackServerContext* co
   auto* reactor = context->DefaultReactor();
   // Answer once the coordinator took the leave, so a following status or
   // rejoin sees it; the rank is released locally either way.
-  parts_.release.release({*m}, "rank " + std::to_string(m->rank) + " left", [reactor] { reactor->Finish(grpc::Status::OK); });
+  parts_.release.release({*m}, "rank " + std::to_string(m->rank) + " left",
+                         [reactor] { reactor->Finish(grpc::Status::OK); });
   return reactor;
 }
 
-grpc::ServerUnaryReactor* LocalService::Status(grpc::CallbackServerContext* context,
-                                               const v1::StatusRequest* request, v1::DaemonStatus* reply) {
+grpc::ServerUnaryReactor* LocalService::Status(grpc::CallbackServerContext* context, const v1::StatusRequest* request,
+                                               v1::DaemonStatus* reply) {
   auto creds = parts_.connections.lookup(context->peer());
   if (!creds) {
-    return finish_now(context, grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                                            "unknown local connection " + context->peer()));
+    return finish_now(context,
+                      grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "unknown local connection " + context->peer()));
   }
   StatusView view;
   view.uid = creds->uid;
@@ -224,8 +229,8 @@ grpc::ServerUnaryReactor* LocalService::Drain(grpc::CallbackServerContext* conte
                                               v1::DrainReply* reply) {
   auto creds = parts_.connections.lookup(context->peer());
   if (!creds) {
-    return finish_now(context, grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                                            "unknown local connection " + context->peer()));
+    return finish_now(context,
+                      grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "unknown local connection " + context->peer()));
   }
   // Draining turns every tenant's joins away: an operator's decision.
   if (!sees_every_tenant(*creds, parts_.node.config.admin_group())) {
@@ -270,10 +275,9 @@ grpc::ServerUnaryReactor* LocalService::CreateWindow(grpc::CallbackServerContext
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
   auto creds = parts_.connections.lookup(context->peer());
   auto* reactor = context->DefaultReactor();
-  parts_.data_plane.create_window(request->client_id(), creds ? creds->pid : 0, request->job_id(), m->rank,
-                                    request->bytes(), [reactor, reply](Result<v1::RegionReply> r) {
-                                      finish_region(reactor, reply, std::move(r));
-                                    });
+  parts_.data_plane.create_window(
+      request->client_id(), creds ? creds->pid : 0, request->job_id(), m->rank, request->bytes(),
+      [reactor, reply](Result<v1::RegionReply> r) { finish_region(reactor, reply, std::move(r)); });
   return reactor;
 }
 
@@ -283,8 +287,9 @@ grpc::ServerUnaryReactor* LocalService::CreateDeviceWindow(grpc::CallbackServerC
   auto creds = parts_.connections.lookup(context->peer());
   epx::Status argument = check_job_id(request->job_id());
   if (argument.ok()) argument = check_pci_bus_id(request->pci_bus_id());
-  Result<Membership> m = argument.ok() ? parts_.clients.membership(request->client_id(), context->peer(), request->job_id())
-                                       : Result<Membership>(argument);
+  Result<Membership> m = argument.ok()
+                             ? parts_.clients.membership(request->client_id(), context->peer(), request->job_id())
+                             : Result<Membership>(argument);
   if (!m.ok()) {
     // The submitted descriptor is consumed by this call whatever happens:
     // close it now rather than at its time limit.
@@ -292,10 +297,9 @@ grpc::ServerUnaryReactor* LocalService::CreateDeviceWindow(grpc::CallbackServerC
     return finish_now(context, to_grpc(m.status()));
   }
   auto* reactor = context->DefaultReactor();
-  parts_.data_plane.create_device_window(request->client_id(), creds ? creds->pid : 0, m->rank, *request,
-                                           [reactor, reply](Result<v1::RegionReply> r) {
-                                             finish_region(reactor, reply, std::move(r));
-                                           });
+  parts_.data_plane.create_device_window(
+      request->client_id(), creds ? creds->pid : 0, m->rank, *request,
+      [reactor, reply](Result<v1::RegionReply> r) { finish_region(reactor, reply, std::move(r)); });
   return reactor;
 }
 
@@ -306,10 +310,9 @@ grpc::ServerUnaryReactor* LocalService::OpenSignals(grpc::CallbackServerContext*
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
   auto creds = parts_.connections.lookup(context->peer());
   auto* reactor = context->DefaultReactor();
-  parts_.data_plane.open_signals(request->client_id(), creds ? creds->pid : 0, request->job_id(), m->rank,
-                                   request->count(), [reactor, reply](Result<v1::RegionReply> r) {
-                                     finish_region(reactor, reply, std::move(r));
-                                   });
+  parts_.data_plane.open_signals(
+      request->client_id(), creds ? creds->pid : 0, request->job_id(), m->rank, request->count(),
+      [reactor, reply](Result<v1::RegionReply> r) { finish_region(reactor, reply, std::move(r)); });
   return reactor;
 }
 
@@ -320,20 +323,19 @@ grpc::ServerUnaryReactor* LocalService::OpenRing(grpc::CallbackServerContext* co
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
   auto creds = parts_.connections.lookup(context->peer());
   auto* reactor = context->DefaultReactor();
-  parts_.data_plane.open_ring(request->client_id(), creds ? creds->pid : 0, m->rank, m->gpu, *request,
-                              [reactor, reply](Result<v1::RegionReply> r) {
-                                finish_region(reactor, reply, std::move(r));
-                              });
+  parts_.data_plane.open_ring(
+      request->client_id(), creds ? creds->pid : 0, m->rank, m->gpu, *request,
+      [reactor, reply](Result<v1::RegionReply> r) { finish_region(reactor, reply, std::move(r)); });
   return reactor;
 }
 
-grpc::ServerUnaryReactor* LocalService::Barrier(grpc::CallbackServerContext* context,
-                                                const v1::BarrierRequest* request, v1::BarrierReply*) {
+grpc::ServerUnaryReactor* LocalService::Barrier(grpc::CallbackServerContext* context, const v1::BarrierRequest* request,
+                                                v1::BarrierReply*) {
   if (auto* refused = refuse_job_id(context, request->job_id())) return refused;
   auto m = parts_.clients.membership(request->client_id(), context->peer(), request->job_id());
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
-  const uint32_t timeout_ms = request->timeout_ms() ? std::min(request->timeout_ms(), parts_.node.config.max_join_timeout_ms())
-                                                    : 60000;
+  const uint32_t timeout_ms =
+      request->timeout_ms() ? std::min(request->timeout_ms(), parts_.node.config.max_join_timeout_ms()) : 60000;
   v1::PeerBarrierRequest req;
   req.set_job_id(request->job_id());
   req.set_rank(m->rank);
@@ -341,24 +343,24 @@ grpc::ServerUnaryReactor* LocalService::Barrier(grpc::CallbackServerContext* con
   auto* waiting = new WaitingReactor(&parts_.calls);
   std::shared_ptr<CallAnswer> reactor = waiting->answer();
   const std::string coordinator = m->coordinator;
-  parts_.peers.barrier(coordinator, req,
-                         PeerClient::Clock::now() + std::chrono::milliseconds(timeout_ms) + kBarrierGrace,
-                         [this, reactor, coordinator](const grpc::Status& s, v1::PeerBarrierReply&) {
-                           if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-                             parts_.measurements.barrier_timeouts.fetch_add(1, std::memory_order_relaxed);
-                           }
-                           if (s.ok() || s.error_code() != grpc::StatusCode::UNAVAILABLE) {
-                             reactor->finish(forwarded(s.error_code(), s.error_message()));
-                             return;
-                           }
-                           reactor->finish(forwarded(s.error_code(), "barrier at coordinator " + coordinator +
-                                                                         ": " + s.error_message()));
-                         });
+  parts_.peers.barrier(
+      coordinator, req, PeerClient::Clock::now() + std::chrono::milliseconds(timeout_ms) + kBarrierGrace,
+      [this, reactor, coordinator](const grpc::Status& s, v1::PeerBarrierReply&) {
+        if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+          parts_.measurements.barrier_timeouts.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (s.ok() || s.error_code() != grpc::StatusCode::UNAVAILABLE) {
+          reactor->finish(forwarded(s.error_code(), s.error_message()));
+          return;
+        }
+        reactor->finish(forwarded(s.error_code(), "barrier at coordinator " + coordinator + ": " + s.error_message()));
+      });
   return waiting;
 }
 
 grpc::ServerUnaryReactor* LocalService::ExchangeIpc(grpc::CallbackServerContext* context,
-                                                    const v1::ExchangeIpcRequest* request, v1::ExchangeIpcReply* reply) {
+                                                    const v1::ExchangeIpcRequest* request,
+                                                    v1::ExchangeIpcReply* reply) {
   if (auto* refused = refuse_job_id(context, request->job_id())) return refused;
   auto m = parts_.clients.membership(request->client_id(), context->peer(), request->job_id());
   if (!m.ok()) return finish_now(context, to_grpc(m.status()));
@@ -376,21 +378,20 @@ grpc::ServerUnaryReactor* LocalService::ExchangeIpc(grpc::CallbackServerContext*
   h.set_pid(creds ? creds->pid : 0);
   h.set_handle(request->handle());
   h.set_bytes(request->bytes());
-  const uint32_t timeout_ms = request->timeout_ms() ? std::min(request->timeout_ms(), parts_.node.config.max_join_timeout_ms())
-                                                    : 60000;
+  const uint32_t timeout_ms =
+      request->timeout_ms() ? std::min(request->timeout_ms(), parts_.node.config.max_join_timeout_ms()) : 60000;
   auto* waiting = new WaitingReactor(&parts_.calls);
   std::shared_ptr<CallAnswer> reactor = waiting->answer();
-  parts_.ipc.post(request->job_id(), local, h,
-                             IpcExchange::Clock::now() + std::chrono::milliseconds(timeout_ms),
-                             [reactor, reply](Result<std::vector<v1::PeerHandle>> r) {
-                               if (!r.ok()) {
-                                 reactor->finish(to_grpc(r.status()));
-                                 return;
-                               }
-                               reactor->finish(grpc::Status::OK, [&] {
-                                 for (auto& p : r.value()) *reply->add_peers() = std::move(p);
-                               });
-                             });
+  parts_.ipc.post(request->job_id(), local, h, IpcExchange::Clock::now() + std::chrono::milliseconds(timeout_ms),
+                  [reactor, reply](Result<std::vector<v1::PeerHandle>> r) {
+                    if (!r.ok()) {
+                      reactor->finish(to_grpc(r.status()));
+                      return;
+                    }
+                    reactor->finish(grpc::Status::OK, [&] {
+                      for (auto& p : r.value()) *reply->add_peers() = std::move(p);
+                    });
+                  });
   return waiting;
 }
 

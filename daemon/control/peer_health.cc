@@ -51,11 +51,18 @@ void PeerHealth::check() {
     // A named copy for the callback: C++17 lambdas cannot capture a
     // structured binding (gcc allows it, clang refuses).
     std::string peer = address;
-    peers_.ping(address, deadline, [this, peer](const grpc::Status& s, v1::PingReply&) {
+    peers_.ping(address, deadline, [this, peer](const grpc::Status& s, v1::PingReply& reply) {
       if (!s.ok()) return;
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = peers_by_address_.find(peer);
-      if (it != peers_by_address_.end()) it->second.last_ok = std::chrono::steady_clock::now();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = peers_by_address_.find(peer);
+        if (it != peers_by_address_.end()) it->second.last_ok = std::chrono::steady_clock::now();
+      }
+      // From the network: at most as many rails as a rank table may list.
+      if (reply.rails_size() > 64) return;
+      std::vector<PeerRail> rails;
+      for (const auto& r : reply.rails()) rails.push_back(PeerRail{r.usable(), r.why().substr(0, 512)});
+      data_plane_.peer_rails(peer, std::move(rails));
     });
   }
 }

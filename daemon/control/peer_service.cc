@@ -160,23 +160,23 @@ grpc::ServerUnaryReactor* PeerService::Register(grpc::CallbackServerContext* con
   const auto deadline = Coordinator::Clock::now() + std::chrono::milliseconds(timeout_ms);
   spdlog::info("job {}: rank {} from {} registers (world {})", request->job_id(), request->entry().rank(),
                request->entry().node(), request->world_size());
-  const uint64_t ticket = st->coordinator.register_rank(request->job_id(), request->world_size(), request->entry(), deadline,
-                                     [reactor, reply](Result<v1::RankTable> table) {
-                                       if (!table.ok()) {
-                                         reactor->Finish(to_grpc(table.status()));
-                                         return;
-                                       }
-                                       *reply->mutable_table() = std::move(table.value());
-                                       reactor->Finish(grpc::Status::OK);
-                                     });
+  const uint64_t ticket = st->coordinator.register_rank(request->job_id(), request->world_size(), request->entry(),
+                                                        deadline, [reactor, reply](Result<v1::RankTable> table) {
+                                                          if (!table.ok()) {
+                                                            reactor->Finish(to_grpc(table.status()));
+                                                            return;
+                                                          }
+                                                          *reply->mutable_table() = std::move(table.value());
+                                                          reactor->Finish(grpc::Status::OK);
+                                                        });
   // Not touched after this if the reply above already finished it: a
   // reactor lives until OnDone, which cannot run before this handler returns.
   reactor->set_ticket(ticket);
   return reactor;
 }
 
-grpc::ServerUnaryReactor* PeerService::Leave(grpc::CallbackServerContext* context,
-                                             const v1::PeerLeaveRequest* request, v1::PeerLeaveReply*) {
+grpc::ServerUnaryReactor* PeerService::Leave(grpc::CallbackServerContext* context, const v1::PeerLeaveRequest* request,
+                                             v1::PeerLeaveReply*) {
   PeerParts* st = parts();
   if (st == nullptr) return finish_now(context, kStarting);
   auto caller = admit(*st, context, kPeerLeave, *request);
@@ -223,6 +223,11 @@ grpc::ServerUnaryReactor* PeerService::Ping(grpc::CallbackServerContext* context
   reply->set_node(st->node.config.node_name());
   reply->set_version(kVersion);
   reply->set_uptime_ms(st->node.uptime_ms());
+  for (const auto& rail : st->data_plane.rails_for_peers()) {
+    auto* r = reply->add_rails();
+    r->set_usable(rail.usable);
+    r->set_why(rail.why);
+  }
   return finish_now(context, grpc::Status::OK);
 }
 

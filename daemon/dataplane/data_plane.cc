@@ -15,8 +15,18 @@
 
 namespace epx::daemon {
 
-DataPlane::DataPlane(const v1::DaemonConfig& config, const std::vector<std::unique_ptr<Rail>>& rails,
-                     PublishFn publish, std::string self_address)
+namespace {
+
+std::vector<bool> usable_of(const std::vector<PeerRail>& rails) {
+  std::vector<bool> out;
+  for (const auto& r : rails) out.push_back(r.usable);
+  return out;
+}
+
+}  // namespace
+
+DataPlane::DataPlane(const v1::DaemonConfig& config, const std::vector<std::unique_ptr<Rail>>& rails, PublishFn publish,
+                     std::string self_address)
     : config_(config),
       rails_(rails),
       publish_(std::move(publish)),
@@ -123,7 +133,16 @@ void DataPlane::attach_rank(uint64_t client_id, const v1::RankTable& table, uint
   jobs_.attach(table, rank, [this, client_id, job = table.job_id(), rank, done = std::move(done)](Status s) {
     if (s.ok()) {
       // Before the client hears of it, so its first ring already has its weight.
-      if (auto plane = jobs_.find(job)) weigh(*plane);
+      if (auto plane = jobs_.find(job)) {
+        weigh(*plane);
+        // Peer rails already known to be down are not paired with.
+        std::map<std::string, std::vector<PeerRail>> known;
+        {
+          std::lock_guard<std::mutex> lock(peer_rails_mu_);
+          known = peer_rails_;
+        }
+        for (const auto& [daemon, rails] : known) plane->repair(daemon, usable_of(rails));
+      }
       spdlog::debug("data plane: job {} rank {} attached (client {})", job, rank, client_id);
     }
     done(std::move(s));
@@ -146,8 +165,7 @@ void DataPlane::set_job_weights(const google::protobuf::RepeatedPtrField<v1::Job
   }
 }
 
-void DataPlane::detach_rank(uint64_t client_id, const std::string& job_id, uint32_t rank,
-                            std::function<void()> done) {
+void DataPlane::detach_rank(uint64_t client_id, const std::string& job_id, uint32_t rank, std::function<void()> done) {
   rings_.close(client_id, job_id, [this, client_id, job_id, rank, done = std::move(done)](size_t rings) mutable {
     std::shared_ptr<JobPlane> p = jobs_.find(job_id);
     if (!p) {
@@ -194,8 +212,8 @@ Result<std::shared_ptr<JobPlane>> DataPlane::formed(const std::string& job_id) c
 Status DataPlane::check_window_bytes(const std::string& what, uint64_t bytes) const {
   const uint64_t max_window = uint64_t{config_.max_window_mib()} << 20;
   if (bytes == 0 || bytes > max_window) {
-    return invalid_argument(what + " of " + std::to_string(bytes) + " bytes: must be 1.." +
-                            std::to_string(max_window) + " (max_window_mib)");
+    return invalid_argument(what + " of " + std::to_string(bytes) + " bytes: must be 1.." + std::to_string(max_window) +
+                            " (max_window_mib)");
   }
   return Status();
 }
@@ -266,8 +284,8 @@ void DataPlane::quiesce_leaving(const std::shared_ptr<JobPlane>& p, uint32_t ran
   send_to_peers(p, leaving, [finish](Status s) { finish("another daemon", s); });
 }
 
-void DataPlane::create_window(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank,
-                              uint64_t bytes, Done done) {
+void DataPlane::create_window(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank, uint64_t bytes,
+                              Done done) {
   auto p = formed(job_id);
   if (!p.ok()) return done(p.status());
   if (auto s = check_window_bytes("window", bytes); !s.ok()) return done(s);
@@ -302,8 +320,8 @@ void DataPlane::create_window(uint64_t client_id, pid_t pid, const std::string& 
   });
 }
 
-void DataPlane::add_window(const std::shared_ptr<JobPlane>& p, uint32_t rank, LocalRegion window,
-                           v1::RegionReply reply, Done done) {
+void DataPlane::add_window(const std::shared_ptr<JobPlane>& p, uint32_t rank, LocalRegion window, v1::RegionReply reply,
+                           Done done) {
   LocalRegion undo;
   auto id = p->add_window(rank, std::move(window), &undo);
   if (!id.ok()) {
@@ -366,8 +384,8 @@ void DataPlane::create_device_window(uint64_t client_id, pid_t pid, uint32_t ran
   }
   const off_t dmabuf_size = ::lseek(fd->get(), 0, SEEK_END);
   if (dmabuf_size >= 0 && static_cast<uint64_t>(dmabuf_size) < bytes) {
-    return refuse(invalid_argument(what + ": the dma-buf holds " + std::to_string(dmabuf_size) +
-                                   " bytes, fewer than " + std::to_string(bytes)));
+    return refuse(invalid_argument(what + ": the dma-buf holds " + std::to_string(dmabuf_size) + " bytes, fewer than " +
+                                   std::to_string(bytes)));
   }
   LocalRegion window;
   window.client_id = client_id;
@@ -395,8 +413,8 @@ void DataPlane::create_device_window(uint64_t client_id, pid_t pid, uint32_t ran
   });
 }
 
-void DataPlane::open_signals(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank,
-                             uint32_t count, Done done) {
+void DataPlane::open_signals(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank, uint32_t count,
+                             Done done) {
   auto formed_plane = formed(job_id);
   if (!formed_plane.ok()) return done(formed_plane.status());
   const std::shared_ptr<JobPlane>& p = *formed_plane;
@@ -414,35 +432,35 @@ void DataPlane::open_signals(uint64_t client_id, pid_t pid, const std::string& j
   LocalRegion signals;
   signals.region = std::shared_ptr<SharedRegion>(std::move(region.value()));
   signals.client_id = client_id;
-  proxies_.register_region(std::move(signals), [this, p, rank, pid, count, job_id,
-                                                done = std::move(done)](Result<LocalRegion> reg) {
-    if (!reg.ok()) return done(reg.status().with_context("registering signals of job " + job_id));
-    auto base = proxies_.signals().allocate(static_cast<uint64_t*>(reg->region->data()), count);
-    if (!base.ok()) {
-      std::vector<LocalRegion> drop;
-      drop.push_back(std::move(reg.value()));
-      proxies_.close_registrations(std::move(drop));
-      return done(base.status());
-    }
-    reg->token = regions_.add(reg->region, pid);
-    v1::RegionReply reply;
-    reply.set_token(reg->token);
-    reply.set_bytes(reg->region->size());
-    reply.set_id(*base);
-    LocalRegion undo;
-    if (auto s = p->set_signals(rank, std::move(reg.value()), *base, count, &undo); !s.ok()) {
-      regions_.remove(undo.token);
-      proxies_.signals().release(*base, count);
-      std::vector<LocalRegion> drop;
-      drop.push_back(std::move(undo));
-      proxies_.close_registrations(std::move(drop));
-      return done(s);
-    }
-    publish(p, rank, [done, reply](Status s) {
-      if (!s.ok()) return done(s);
-      done(reply);
-    });
-  });
+  proxies_.register_region(
+      std::move(signals), [this, p, rank, pid, count, job_id, done = std::move(done)](Result<LocalRegion> reg) {
+        if (!reg.ok()) return done(reg.status().with_context("registering signals of job " + job_id));
+        auto base = proxies_.signals().allocate(static_cast<uint64_t*>(reg->region->data()), count);
+        if (!base.ok()) {
+          std::vector<LocalRegion> drop;
+          drop.push_back(std::move(reg.value()));
+          proxies_.close_registrations(std::move(drop));
+          return done(base.status());
+        }
+        reg->token = regions_.add(reg->region, pid);
+        v1::RegionReply reply;
+        reply.set_token(reg->token);
+        reply.set_bytes(reg->region->size());
+        reply.set_id(*base);
+        LocalRegion undo;
+        if (auto s = p->set_signals(rank, std::move(reg.value()), *base, count, &undo); !s.ok()) {
+          regions_.remove(undo.token);
+          proxies_.signals().release(*base, count);
+          std::vector<LocalRegion> drop;
+          drop.push_back(std::move(undo));
+          proxies_.close_registrations(std::move(drop));
+          return done(s);
+        }
+        publish(p, rank, [done, reply](Status s) {
+          if (!s.ok()) return done(s);
+          done(reply);
+        });
+      });
 }
 
 void DataPlane::open_ring(uint64_t client_id, pid_t pid, uint32_t rank, const std::string& gpu,
@@ -465,6 +483,43 @@ void DataPlane::apply_publish(const v1::RankPlane& plane_msg, const std::string&
   }
   p->mark_lost(plane_msg.rank());
   proxies_.quiesce(p->views(), plane_msg.rank(), quiesce_timeout(), std::move(done));
+}
+
+void DataPlane::peer_rails(const std::string& daemon, std::vector<PeerRail> rails) {
+  std::vector<PeerRail> before;
+  {
+    std::lock_guard<std::mutex> lock(peer_rails_mu_);
+    auto [it, inserted] = peer_rails_.try_emplace(daemon, rails);
+    if (!inserted) {
+      if (it->second == rails) return;
+      before = it->second;
+      it->second = rails;
+    }
+  }
+  for (size_t i = 0; i < rails.size(); ++i) {
+    const bool was = i < before.size() ? before[i].usable : true;
+    if (rails[i].usable == was) continue;
+    if (rails[i].usable) {
+      spdlog::info("peer daemon {}: its rail {} is usable again", daemon, i);
+    } else {
+      spdlog::warn("peer daemon {}: its rail {} is not usable: {}", daemon, i, rails[i].why);
+    }
+  }
+  const std::vector<bool> usable = usable_of(rails);
+  for (const auto& plane : jobs_.all()) {
+    for (const auto& change : plane->repair(daemon, usable)) {
+      spdlog::warn("job {}: rails to daemon {} re-paired: {}", plane->job_id(), daemon, change);
+    }
+  }
+}
+
+std::vector<PeerRail> DataPlane::rails_for_peers() const {
+  std::vector<PeerRail> out;
+  for (size_t i = 0; i < proxies_.size(); ++i) {
+    const RailHealth& h = proxies_.proxy(i).health();
+    out.push_back(h.usable() ? PeerRail{} : PeerRail{false, h.report().why});
+  }
+  return out;
 }
 
 void DataPlane::rank_lost(const std::string& job_id, uint32_t rank) {

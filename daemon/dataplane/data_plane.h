@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -37,12 +38,18 @@ namespace epx::daemon {
 
 // Sends one rank's plane to the daemon at `address` (the control layer's
 // Peer client); `done` runs once it answered or failed.
+// One rail of a daemon as peers see it (the Ping reply).
+struct PeerRail {
+  bool usable = true;  // healthy or retrying, link up
+  std::string why;     // when not usable
+  bool operator==(const PeerRail& o) const { return usable == o.usable && why == o.why; }
+};
+
 using PublishFn =
     std::function<void(const std::string& address, const v1::RankPlane& plane, std::function<void(Status)> done)>;
 
 class DataPlane {
  public:
-
   DataPlane(const v1::DaemonConfig& config, const std::vector<std::unique_ptr<Rail>>& rails, PublishFn publish,
             std::string self_address);
   ~DataPlane();  // closes registrations, then stops the proxies
@@ -73,8 +80,7 @@ class DataPlane {
   // descriptor is consumed whatever the outcome.
   void create_device_window(uint64_t client_id, pid_t pid, uint32_t rank, const v1::CreateDeviceWindowRequest& request,
                             Done done);
-  void open_signals(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank, uint32_t count,
-                    Done done);
+  void open_signals(uint64_t client_id, pid_t pid, const std::string& job_id, uint32_t rank, uint32_t count, Done done);
   // The ring group is served from the rails nearest `gpu` (the PCI address
   // the rank joined with; empty: any rail): rail_affinity.h.
   void open_ring(uint64_t client_id, pid_t pid, uint32_t rank, const std::string& gpu,
@@ -94,6 +100,13 @@ class DataPlane {
   // re-weighs every job already here (SIGHUP); later jobs get them too.
   void set_job_weights(const google::protobuf::RepeatedPtrField<v1::JobWeight>& weights);
   void rank_lost(const std::string& job_id, uint32_t rank);
+  // A peer daemon's rails as its last ping answered (by index): when their
+  // usability changed it is logged, and every job with ranks there re-pairs
+  // our rails with its usable ones (JobPlane::repair). Jobs formed later
+  // start from it.
+  void peer_rails(const std::string& daemon, std::vector<PeerRail> rails);
+  // This daemon's rails, for a peer's ping.
+  std::vector<PeerRail> rails_for_peers() const;
 
   const RegionTable& regions() const { return regions_; }
   // Descriptors clients sent for device windows, not yet claimed.
@@ -152,6 +165,8 @@ class DataPlane {
   // Set by start(), read-only afterwards.
   std::vector<RailDevice> rail_devices_;
   std::optional<RailAffinity> affinity_;
+  mutable std::mutex peer_rails_mu_;
+  std::map<std::string, std::vector<PeerRail>> peer_rails_;  // by daemon address
   mutable std::mutex links_mu_;
   std::vector<LinkState> links_;  // by rail, as check_links last read them
   // Held while a weight is computed and set, so a reload never races a

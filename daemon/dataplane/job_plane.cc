@@ -4,14 +4,14 @@
 
 namespace epx::daemon {
 
-JobPlane::JobPlane(const v1::RankTable& table, std::vector<std::vector<fi_addr_t>> addrs,
-                   std::vector<std::vector<uint32_t>> paired, uint32_t local_rails)
+JobPlane::JobPlane(const v1::RankTable& table, std::vector<std::vector<std::vector<fi_addr_t>>> by_remote,
+                   std::vector<std::vector<uint32_t>> paired, std::vector<RailEnd> local)
     : job_id_(table.job_id()),
       world_(table.world_size()),
       table_(table),
-      addrs_(std::move(addrs)),
+      by_remote_(std::move(by_remote)),
+      local_(std::move(local)),
       paired_(std::move(paired)),
-      local_rails_(local_rails),
       ranks_(table.world_size()),
       views_(std::make_shared<JobViewCell>(nullptr)) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -148,6 +148,30 @@ void JobPlane::mark_lost(uint32_t rank) {
   rebuild_locked();
 }
 
+std::vector<std::string> JobPlane::repair(const std::string& daemon, const std::vector<bool>& usable) {
+  std::vector<std::string> changes;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (uint32_t r = 0; r < world_ && r < paired_.size() && r < by_remote_.size(); ++r) {
+    const auto& entry = table_.ranks(static_cast<int>(r));
+    if (entry.daemon_address() != daemon || ranks_[r].local) continue;
+    std::vector<RailEnd> remote;
+    for (int j = 0; j < entry.rails_size(); ++j) {
+      remote.push_back(RailEnd{entry.rails(j).fabric(), static_cast<size_t>(j) >= usable.size() || usable[j]});
+    }
+    const std::vector<RemoteRailPair> pairs = choose_remote_rails(local_, remote);
+    for (size_t i = 0; i < pairs.size() && i < paired_[r].size(); ++i) {
+      const uint32_t to = pairs[i].remote;
+      // Only to a rail whose address this rail holds (every candidate's).
+      if (to == paired_[r][i] || to >= by_remote_[r][i].size() || by_remote_[r][i][to] == FI_ADDR_UNSPEC) continue;
+      changes.push_back("rank " + std::to_string(r) + ": local rail " + std::to_string(i) + " -> peer rail " +
+                        std::to_string(to) + " (was " + std::to_string(paired_[r][i]) + "; " + pairs[i].why + ")");
+      paired_[r][i] = to;
+    }
+  }
+  if (!changes.empty()) rebuild_locked();
+  return changes;
+}
+
 WindowUsage JobPlane::window_usage(uint64_t client_id) const {
   std::lock_guard<std::mutex> lock(mu_);
   WindowUsage u;
@@ -177,8 +201,13 @@ void JobPlane::rebuild_locked() {
     RankView& rv = v->ranks[i];
     rv.present = r.present;
     rv.node = table_.ranks(i).node();
-    rv.addrs = addrs_[i];
-    if (i < paired_.size()) rv.paired_rail = paired_[i];
+    if (i < paired_.size() && i < by_remote_.size()) {
+      rv.paired_rail = paired_[i];
+      for (size_t l = 0; l < paired_[i].size() && l < by_remote_[i].size(); ++l) {
+        const uint32_t remote = paired_[i][l];
+        rv.addrs.push_back(remote < by_remote_[i][l].size() ? by_remote_[i][l][remote] : FI_ADDR_UNSPEC);
+      }
+    }
     rv.remote_rails = static_cast<uint32_t>(table_.ranks(i).rails_size());
     auto to_remote = [](const v1::WindowKeys& w) {
       RemoteWindow out;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "daemon/dataplane/local_region.h"
+#include "daemon/dataplane/remote_rail_choice.h"
 #include "daemon/proxy/job_view.h"
 #include "epx/status.h"
 #include "epx/v1/peer.pb.h"
@@ -21,10 +22,12 @@ namespace epx::daemon {
 
 class JobPlane {
  public:
-  // `addrs[rank]` is the rank's daemon's fi_addr on each local rail, and
-  // `paired[rank]` that daemon's rail each local rail writes to.
-  JobPlane(const v1::RankTable& table, std::vector<std::vector<fi_addr_t>> addrs,
-           std::vector<std::vector<uint32_t>> paired, uint32_t local_rails);
+  // `by_remote[rank][local][remote]` is the fi_addr on local rail `local`
+  // of rail `remote` of the rank's daemon (FI_ADDR_UNSPEC: that pair is not
+  // possible), `paired[rank]` the remote rail each local rail writes to
+  // first, and `local` this node's rails as pairing sees them.
+  JobPlane(const v1::RankTable& table, std::vector<std::vector<std::vector<fi_addr_t>>> by_remote,
+           std::vector<std::vector<uint32_t>> paired, std::vector<RailEnd> local);
 
   const std::string& job_id() const { return job_id_; }
   uint32_t world() const { return world_; }
@@ -57,6 +60,12 @@ class JobPlane {
   // A remote (or local) rank's published windows and signals.
   Status apply(const v1::RankPlane& plane);
   void mark_lost(uint32_t rank);
+  // The daemon at `daemon` (a peer) reported which of its rails are usable
+  // (by index; missing: usable): re-pairs our rails with its rails for
+  // every rank it holds (remote_rail_choice.h, unusable ones last) and
+  // publishes a new view if a pair changed. Returns what changed, for the
+  // log ("rank 3: local rail 1 -> peer rail 2 (was 0)"), empty if nothing.
+  std::vector<std::string> repair(const std::string& daemon, const std::vector<bool>& usable);
 
   // The windows the client holds in this job.
   WindowUsage window_usage(uint64_t client_id) const;
@@ -68,16 +77,16 @@ class JobPlane {
     std::vector<LocalRegion> windows;  // local: index = id - 1
     LocalRegion signals;
     uint32_t signal_base = 0, signal_count = 0;
-    v1::RankPlane published;           // remote: last Publish
+    v1::RankPlane published;  // remote: last Publish
   };
   void rebuild_locked();
 
   const std::string job_id_;
   const uint32_t world_;
   const v1::RankTable table_;
-  const std::vector<std::vector<fi_addr_t>> addrs_;
-  const std::vector<std::vector<uint32_t>> paired_;
-  const uint32_t local_rails_;
+  const std::vector<std::vector<std::vector<fi_addr_t>>> by_remote_;
+  const std::vector<RailEnd> local_;
+  std::vector<std::vector<uint32_t>> paired_;  // mu_ held
   mutable std::mutex mu_;
   std::vector<RankState> ranks_;
   const std::shared_ptr<JobViewCell> views_;

@@ -52,8 +52,8 @@ void JobPlanes::attach(const v1::RankTable& table, uint32_t rank, std::function<
       std::lock_guard<std::mutex> lock(mu_);
       auto& slot = jobs_[table.job_id()];
       if (!slot) {
-        slot = std::make_shared<JobPlane>(table, std::move(addrs->addrs), std::move(addrs->remote_rails),
-                                          static_cast<uint32_t>(proxies_.size()));
+        slot = std::make_shared<JobPlane>(table, std::move(addrs->by_remote), std::move(addrs->remote_rails),
+                                          proxies_.local_ends());
         // Under the lock: a newer Publish of the same rank waits for mu_ and
         // so is applied after the older, kept one.
         auto first = early_.lower_bound({table.job_id(), 0});
@@ -67,8 +67,8 @@ void JobPlanes::attach(const v1::RankTable& table, uint32_t rank, std::function<
           } else if (early.leaving()) {
             if (early.formation() == table.formation()) slot->mark_lost(early.rank());
           } else if (auto s = slot->apply(early); !s.ok()) {
-            spdlog::warn("job {}: an early published plane of rank {} is invalid: {}", table.job_id(),
-                         it->first.second, s.to_string());
+            spdlog::warn("job {}: an early published plane of rank {} is invalid: {}", table.job_id(), it->first.second,
+                         s.to_string());
           }
         }
         early_.erase(first, it);
@@ -112,9 +112,10 @@ std::shared_ptr<JobPlane> JobPlanes::find_or_keep(const v1::RankPlane& published
   } else if (early_.size() < kMaxEarlyPlanes) {
     early_.emplace(key, EarlyPlane{published, from, std::chrono::steady_clock::now()});
   } else {
-    spdlog::warn("job {}: plane of rank {} published before the job formed here, and {} such planes are kept "
-                 "already: dropped",
-                 published.job_id(), published.rank(), kMaxEarlyPlanes);
+    spdlog::warn(
+        "job {}: plane of rank {} published before the job formed here, and {} such planes are kept "
+        "already: dropped",
+        published.job_id(), published.rank(), kMaxEarlyPlanes);
   }
   return nullptr;
 }

@@ -134,51 +134,59 @@ void ProxySet::on_every_rail(std::function<Status(size_t)> task, std::function<v
   }
 }
 
+std::vector<RailEnd> ProxySet::local_ends() const {
+  std::vector<RailEnd> out;
+  for (const auto& rail : rails_) out.push_back(RailEnd{rail->fabric_name(), true});
+  return out;
+}
+
 void ProxySet::insert_addresses(const v1::RankTable& table, std::function<void(Result<Addresses>)> done) {
   auto out = std::make_shared<Addresses>();
-  out->addrs.assign(table.world_size(), std::vector<fi_addr_t>(rails_.size(), FI_ADDR_UNSPEC));
+  out->by_remote.resize(table.world_size());
   out->remote_rails.assign(table.world_size(), std::vector<uint32_t>(rails_.size(), RemoteRailPair::kNone));
-  std::vector<RailEnd> local;
-  for (const auto& rail : rails_) local.push_back(RailEnd{rail->fabric_name(), true});
+  // [rank][local rail]: the remote rails whose addresses go in.
+  auto candidates = std::make_shared<std::vector<std::vector<std::vector<uint32_t>>>>(table.world_size());
+  const std::vector<RailEnd> local = local_ends();
   for (uint32_t r = 0; r < table.world_size(); ++r) {
     const auto& entry = table.ranks(static_cast<int>(r));
     std::vector<RailEnd> remote;
     for (const auto& rail : entry.rails()) remote.push_back(RailEnd{rail.fabric(), true});
     const std::vector<RemoteRailPair> pairs = choose_remote_rails(local, remote);
     for (size_t i = 0; i < pairs.size(); ++i) out->remote_rails[r][i] = pairs[i].remote;
+    out->by_remote[r].assign(rails_.size(), std::vector<fi_addr_t>(remote.size(), FI_ADDR_UNSPEC));
+    for (size_t i = 0; i < local.size(); ++i) (*candidates)[r].push_back(candidate_remote_rails(local[i], remote));
   }
   auto shared_table = std::make_shared<v1::RankTable>(table);
   on_every_rail(
-      [this, out, shared_table](size_t i) -> Status {
+      [this, out, shared_table, candidates](size_t i) -> Status {
         const v1::RankTable& t = *shared_table;
         for (uint32_t r = 0; r < t.world_size(); ++r) {
-          const auto& entry = t.ranks(r);
-          const uint32_t remote = out->remote_rails[r][i];
-          if (remote == RemoteRailPair::kNone) continue;
-          const std::string& address = entry.rails(static_cast<int>(remote)).address();
-          auto& cache = av_cache_[i];
-          auto hit = cache.find(address);
-          if (hit == cache.end()) {
-            // fi_av_insert reads the provider's address length from the
-            // pointer, whatever the table says: an address from a peer
-            // daemon must be exactly that long (a shorter one was read past
-            // its end).
-            const size_t addrlen = rails_[i]->address().size();
-            if (address.size() != addrlen) {
-              return invalid_argument("rank " + std::to_string(r) + "'s address for rail " + std::to_string(i) +
-                                      " is " + std::to_string(address.size()) + " bytes; the " +
-                                      rails_[i]->provider() + " provider's addresses are " +
-                                      std::to_string(addrlen));
+          for (uint32_t remote : (*candidates)[r][i]) {
+            const auto& entry = t.ranks(r);
+            const std::string& address = entry.rails(static_cast<int>(remote)).address();
+            auto& cache = av_cache_[i];
+            auto hit = cache.find(address);
+            if (hit == cache.end()) {
+              // fi_av_insert reads the provider's address length from the
+              // pointer, whatever the table says: an address from a peer
+              // daemon must be exactly that long (a shorter one was read past
+              // its end).
+              const size_t addrlen = rails_[i]->address().size();
+              if (address.size() != addrlen) {
+                return invalid_argument("rank " + std::to_string(r) + "'s address for rail " + std::to_string(i) +
+                                        " is " + std::to_string(address.size()) + " bytes; the " +
+                                        rails_[i]->provider() + " provider's addresses are " + std::to_string(addrlen));
+              }
+              fi_addr_t fa = FI_ADDR_UNSPEC;
+              int n = fi_av_insert(rails_[i]->av(), address.data(), 1, &fa, 0, nullptr);
+              if (n != 1) {
+                return internal_error("fi_av_insert of rank " + std::to_string(r) + "'s daemon on rail " +
+                                      std::to_string(i) + " inserted " + std::to_string(n));
+              }
+              hit = cache.emplace(address, fa).first;
             }
-            fi_addr_t fa = FI_ADDR_UNSPEC;
-            int n = fi_av_insert(rails_[i]->av(), address.data(), 1, &fa, 0, nullptr);
-            if (n != 1) {
-              return internal_error("fi_av_insert of rank " + std::to_string(r) + "'s daemon on rail " +
-                                    std::to_string(i) + " inserted " + std::to_string(n));
-            }
-            hit = cache.emplace(address, fa).first;
+            out->by_remote[r][i][remote] = hit->second;
           }
-          out->addrs[r][i] = hit->second;
         }
         return Status();
       },
@@ -201,20 +209,19 @@ void ProxySet::register_region(LocalRegion region, std::function<void(Result<Loc
   // Each rail's mrs[i] and keys[i] are touched only on rail i's thread.
   on_every_rail(
       [this, out, keys](size_t i) -> Status {
-        EPX_ASSIGN_OR_RETURN(
-            MrPtr mr, out->is_device()
-                          ? register_dmabuf(*rails_[i],
-                                            DmabufRange{out->device->dmabuf.get(), out->device->size,
-                                                        out->device->device_va, out->device->cuda_device},
-                                            keys[i])
-                          : register_memory(*rails_[i], out->region->data(), out->region->size(), keys[i]));
+        EPX_ASSIGN_OR_RETURN(MrPtr mr,
+                             out->is_device()
+                                 ? register_dmabuf(*rails_[i],
+                                                   DmabufRange{out->device->dmabuf.get(), out->device->size,
+                                                               out->device->device_va, out->device->cuda_device},
+                                                   keys[i])
+                                 : register_memory(*rails_[i], out->region->data(), out->region->size(), keys[i]));
         out->keys[i].key = fi_mr_key(mr.get());
         out->keys[i].base = (rails_[i]->mr_mode() & FI_MR_VIRT_ADDR) ? reinterpret_cast<uint64_t>(out->address()) : 0;
         out->mrs[i] = std::move(mr);
         return Status();
       },
-      [out](size_t i) { out->mrs[i].reset(); },
-      false,
+      [out](size_t i) { out->mrs[i].reset(); }, false,
       [this, out, done = std::move(done)](Status s) {
         if (s.ok()) return done(std::move(*out));
         // Close what was registered; a rail that answers late undoes its own.
@@ -248,7 +255,8 @@ void ProxySet::quiesce(std::shared_ptr<const JobViewCell> views, uint32_t rank, 
                        std::function<void(Status)> done) {
   // Each proxy answers by `timeout` on its own; the call's deadline, a
   // second later, is the backstop for a proxy that is stalled.
-  auto call = RailCall::start(proxies_.size(), deadlines_, timeout + std::chrono::seconds(1), "quiesce", std::move(done));
+  auto call =
+      RailCall::start(proxies_.size(), deadlines_, timeout + std::chrono::seconds(1), "quiesce", std::move(done));
   for (size_t i = 0; i < proxies_.size(); ++i) {
     proxies_[i]->quiesce_async(views, rank, timeout, [call, i](Status s) { call->answer(i, std::move(s)); });
   }

@@ -17,6 +17,7 @@
 
 #include "daemon/dataplane/deadline_timer.h"
 #include "daemon/dataplane/local_region.h"
+#include "daemon/dataplane/remote_rail_choice.h"
 #include "daemon/proxy/proxy.h"
 #include "daemon/proxy/signal_space.h"
 #include "epx/status.h"
@@ -38,6 +39,7 @@ class ProxySet {
 
   size_t size() const { return proxies_.size(); }
   Proxy& proxy(size_t rail) { return *proxies_[rail]; }
+  const Proxy& proxy(size_t rail) const { return *proxies_[rail]; }
   SignalSpace& signals() { return *signals_; }
   DeadlineTimer& deadlines() { return deadlines_; }
   // The usable rail (rail_health.h) whose proxy serves the fewest rings,
@@ -57,19 +59,23 @@ class ProxySet {
   // did not answer in time. A task not started by then never runs, unless
   // `run_late` (cleanup that must happen whenever the proxy gets to it); a
   // task that finished after the timeout calls `undo(rail)` on its thread.
-  void on_every_rail(std::function<Status(size_t rail)> task, std::function<void(size_t rail)> undo,
-                     bool run_late, std::function<void(Status)> done);
+  void on_every_rail(std::function<Status(size_t rail)> task, std::function<void(size_t rail)> undo, bool run_late,
+                     std::function<void(Status)> done);
 
-  // Per rank, for each local rail: the rank's daemon's fi_addr there and the
-  // rail of that daemon it pairs with (remote_rail_choice.h).
+  // Per rank, for each local rail: the fi_addr there of each rail of the
+  // rank's daemon it may pair with (FI_ADDR_UNSPEC: not one of those), and
+  // the rail it pairs with first (remote_rail_choice.h).
   struct Addresses {
-    std::vector<std::vector<fi_addr_t>> addrs;        // [rank][local rail]
-    std::vector<std::vector<uint32_t>> remote_rails;  // [rank][local rail]
+    std::vector<std::vector<std::vector<fi_addr_t>>> by_remote;  // [rank][local rail][remote rail]
+    std::vector<std::vector<uint32_t>> remote_rails;             // [rank][local rail]
   };
   // Pairs each local rail with one of every rank's daemon's rails (by fabric,
-  // then spread), inserts that address into the rail's address vector (once
-  // per address) and answers the pairs with their fi_addrs.
+  // then spread), inserts the addresses of every rail it may pair with into
+  // the rail's address vector (once per address: a re-pairing after a peer
+  // rail failed needs none) and answers the pairs with their fi_addrs.
   void insert_addresses(const v1::RankTable& table, std::function<void(Result<Addresses>)> done);
+  // The node's rails as pairing sees them (their fabrics).
+  std::vector<RailEnd> local_ends() const;
 
   // Registers `region`'s memory (host region or device dma-buf) on every
   // rail, each on its proxy thread; fills its mrs and keys. On failure the

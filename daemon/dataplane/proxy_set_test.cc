@@ -145,6 +145,6 @@ TEST_CASE("a rank table address of another length than the provider's is refused
   CHECK_FALSE(insert(own + "x").ok());
   auto exact = insert(own);
   REQUIRE_MESSAGE(exact.ok(), exact.status().to_string());
-  CHECK(exact->addrs[0][0] != FI_ADDR_UNSPEC);
+  CHECK(exact->by_remote[0][0][0] != FI_ADDR_UNSPEC);
   CHECK(exact->remote_rails[0][0] == 0);
 }

@@ -56,8 +56,9 @@ GpuRails nearest_rails(const PciLocation& gpu, const std::vector<PciLocation>& r
                        return a.level < b.level;
                      })->level;
   if (best == kFar) {
-    return every(any_known ? "no rail shares GPU " + gpu.address + "'s PCIe switch, root complex or NUMA node: every rail"
-                           : "no rail is a PCI device sysfs shows: every rail");
+    return every(any_known
+                     ? "no rail shares GPU " + gpu.address + "'s PCIe switch, root complex or NUMA node: every rail"
+                     : "no rail is a PCI device sysfs shows: every rail");
   }
   // Under nested switches, the deepest shared bridge: the GPU's own NICs,
   // not those of its neighbour under the same top switch.
@@ -72,12 +73,8 @@ GpuRails nearest_rails(const PciLocation& gpu, const std::vector<PciLocation>& r
     case kSameSwitch:
       out.why = "same PCIe switch as GPU " + gpu.address + " (below " + gpu.path[deepest - 1] + ")";
       break;
-    case kSameRootComplex:
-      out.why = "same PCIe root complex as GPU " + gpu.address + " (" + gpu.path[0] + ")";
-      break;
-    default:
-      out.why = "same NUMA node as GPU " + gpu.address + " (node " + std::to_string(gpu.numa_node) + ")";
-      break;
+    case kSameRootComplex: out.why = "same PCIe root complex as GPU " + gpu.address + " (" + gpu.path[0] + ")"; break;
+    default: out.why = "same NUMA node as GPU " + gpu.address + " (node " + std::to_string(gpu.numa_node) + ")"; break;
   }
   return out;
 }
@@ -124,8 +121,9 @@ GpuRails RailAffinity::rails_for(const std::string& gpu) {
   auto hit = known_.find(gpu);
   if (hit != known_.end()) return hit->second;
   auto location = pci_location(sysfs_root_, gpu);
-  GpuRails out = location.ok() ? nearest_rails(*location, rails_)
-                               : every_rail("GPU " + gpu + " not found under " + sysfs_root_ + "/bus/pci/devices: every rail");
+  GpuRails out = location.ok()
+                     ? nearest_rails(*location, rails_)
+                     : every_rail("GPU " + gpu + " not found under " + sysfs_root_ + "/bus/pci/devices: every rail");
   if (known_.size() < kMaxGpus) known_.emplace(gpu, out);
   return out;
 }

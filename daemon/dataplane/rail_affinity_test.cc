@@ -38,11 +38,13 @@ std::vector<PciLocation> node_rails() {
 
 TEST_CASE("a GPU is served by the NICs under its own PCIe switch, the deepest shared bridge first") {
   const auto rails = node_rails();
-  GpuRails a = nearest_rails(at("pci0000:10/0000:10:01.0/0000:11:00.0/0000:12:00.0/0000:13:02.0/0000:16:00.0", 0), rails);
+  GpuRails a =
+      nearest_rails(at("pci0000:10/0000:10:01.0/0000:11:00.0/0000:12:00.0/0000:13:02.0/0000:16:00.0", 0), rails);
   CHECK(a.rails == std::vector<uint32_t>{0, 1});
   CHECK(a.why.find("same PCIe switch") != std::string::npos);
   CHECK(a.why.find("0000:12:00.0") != std::string::npos);
-  GpuRails b = nearest_rails(at("pci0000:10/0000:10:01.0/0000:11:00.0/0000:12:04.0/0000:23:02.0/0000:26:00.0", 0), rails);
+  GpuRails b =
+      nearest_rails(at("pci0000:10/0000:10:01.0/0000:11:00.0/0000:12:04.0/0000:23:02.0/0000:26:00.0", 0), rails);
   CHECK(b.rails == std::vector<uint32_t>{2, 3});
 }
 
@@ -75,7 +77,8 @@ TEST_CASE("RailAffinity reads the GPU from sysfs, honours config gpu_rails and r
   sys.add_pci("pci0000:10/0000:10:01.0/0000:11:00.0/0000:12:01.0/0000:19:00.0", 0);  // GPU, same switch
   sys.add_pci("pci0000:80/0000:80:01.0/0000:81:00.0/0000:82:00.0", 1);               // NIC 1
   sys.add_pci("pci0000:80/0000:80:02.0/0000:91:00.0", 1);                            // GPU, other socket
-  std::vector<PciLocation> rails = {*pci_location(sys.root(), "0000:14:00.0"), *pci_location(sys.root(), "0000:82:00.0")};
+  std::vector<PciLocation> rails = {*pci_location(sys.root(), "0000:14:00.0"),
+                                    *pci_location(sys.root(), "0000:82:00.0")};
 
   v1::DaemonConfig config;
   config.set_sysfs_root(sys.root());

@@ -35,6 +35,11 @@ struct RemoteRailPair {
   std::string why;          // for status and logs: "same fabric 10.1.0.0/24, healthy, least used"
 };
 
+// The peer rails local rail `local` may pair with: those of its fabric,
+// or every rail when none is (tried anyway). Their addresses go into the
+// local rail's address vector, so a re-pairing needs no new insertion.
+std::vector<uint32_t> candidate_remote_rails(const RailEnd& local, const std::vector<RailEnd>& remote);
+
 // One entry per local rail. `remote` may be empty (a peer without rails):
 // every entry is then kNone.
 std::vector<RemoteRailPair> choose_remote_rails(const std::vector<RailEnd>& local, const std::vector<RailEnd>& remote);

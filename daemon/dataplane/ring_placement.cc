@@ -115,8 +115,7 @@ void RingPlacement::open(uint64_t client_id, pid_t pid, const std::shared_ptr<Jo
     }
     reservation->release();  // counted in groups_ now (or given up), before the answer
     if (!recorded) {
-      const std::string why =
-          "job " + owned.job_id + " rank " + std::to_string(owned.rank) + " was released meanwhile";
+      const std::string why = "job " + owned.job_id + " rank " + std::to_string(owned.rank) + " was released meanwhile";
       return drain(std::move(owned), [done, why] { done(failed_precondition(why)); });
     }
     v1::RegionReply reply;
@@ -148,16 +147,16 @@ void RingPlacement::drain(OwnedGroup g, std::function<void()> done) {
   auto first_error = std::make_shared<std::mutex>();
   auto error = std::make_shared<Status>();
   for (const auto& ring : g.rings) {
-    proxies_.proxy(g.proxy).remove_ring_async(ring, kDrainTimeout, [this, finish, timer, left, first_error,
-                                                                    error](Status s) {
-      {
-        std::lock_guard<std::mutex> lock(*first_error);
-        if (!s.ok() && error->ok()) *error = s;
-      }
-      if (left->fetch_sub(1) != 1) return;
-      proxies_.deadlines().cancel(timer);
-      finish(*error);
-    });
+    proxies_.proxy(g.proxy).remove_ring_async(ring, kDrainTimeout,
+                                              [this, finish, timer, left, first_error, error](Status s) {
+                                                {
+                                                  std::lock_guard<std::mutex> lock(*first_error);
+                                                  if (!s.ok() && error->ok()) *error = s;
+                                                }
+                                                if (left->fetch_sub(1) != 1) return;
+                                                proxies_.deadlines().cancel(timer);
+                                                finish(*error);
+                                              });
   }
 }
 

@@ -110,8 +110,7 @@ Result<PciLocation> pci_location(const std::string& sysfs_root, const std::strin
 RailDevice rail_device(const std::string& sysfs_root, const std::string& domain_name, const std::string& pci_hint) {
   RailDevice out;
   std::string class_dir;
-  if (!domain_name.empty() && domain_name.find('/') == std::string::npos && domain_name != "." &&
-      domain_name != "..") {
+  if (!domain_name.empty() && domain_name.find('/') == std::string::npos && domain_name != "." && domain_name != "..") {
     if (exists(sysfs_root + "/class/net/" + domain_name)) {
       out.sysfs_name = "net/" + domain_name;
       class_dir = sysfs_root + "/class/net/" + domain_name;
@@ -157,12 +156,9 @@ std::vector<int> numa_cpus(const std::string& sysfs_root, int node) {
 
 const char* link_state_name(LinkState state) {
   switch (state) {
-    case LinkState::kUp:
-      return "up";
-    case LinkState::kDown:
-      return "down";
-    case LinkState::kUnknown:
-      break;
+    case LinkState::kUp: return "up";
+    case LinkState::kDown: return "down";
+    case LinkState::kUnknown: break;
   }
   return "unknown";
 }

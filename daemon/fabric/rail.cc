@@ -64,7 +64,7 @@ std::string Rail::nic_pci_address() const {
 
 std::string mr_mode_string(int mr_mode) {
   static const std::pair<int, const char*> kBits[] = {
-      {FI_MR_LOCAL, "local"},         {FI_MR_RAW, "raw"},       {FI_MR_VIRT_ADDR, "virt_addr"},
+      {FI_MR_LOCAL, "local"},         {FI_MR_RAW, "raw"},           {FI_MR_VIRT_ADDR, "virt_addr"},
       {FI_MR_ALLOCATED, "allocated"}, {FI_MR_PROV_KEY, "prov_key"}, {FI_MR_MMU_NOTIFY, "mmu_notify"},
       {FI_MR_RMA_EVENT, "rma_event"}, {FI_MR_ENDPOINT, "endpoint"}, {FI_MR_HMEM, "hmem"},
   };

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "epx/status.h"
 #include "daemon/fabric/fi_handles.h"
+#include "epx/status.h"
 
 namespace epx::daemon {
 

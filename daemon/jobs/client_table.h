@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "daemon/jobs/event_sink.h"
 #include "epx/status.h"
 #include "epx/v1/local.pb.h"
 #include "epx/v1/rank_table.pb.h"
 #include "epx/v1/status.pb.h"
-#include "daemon/jobs/event_sink.h"
 
 namespace epx::daemon {
 

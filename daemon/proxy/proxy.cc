@@ -5,9 +5,9 @@
 #include <sched.h>
 
 #include <algorithm>
-#include <limits>
 #include <chrono>
 #include <future>
+#include <limits>
 
 #include <spdlog/spdlog.h>
 

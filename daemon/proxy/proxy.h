@@ -32,13 +32,13 @@
 namespace epx::daemon {
 
 struct ProxyOptions {
-  int core = -1;                 // pin to this CPU; -1: no pinning
+  int core = -1;  // pin to this CPU; -1: no pinning
   // Without `core`: run on these CPUs (the NIC's NUMA node), those of them
   // the process may use; empty: wherever the scheduler puts it.
   std::vector<int> cpus;
-  uint32_t batch = 64;           // descriptors per ring per visit (round robin within a job)
-  uint32_t spin_us = 1000;       // busy-poll this long after the last work before backing off
-  uint32_t idle_sleep_us = 50;   // then sleep this long between polls; 0: always spin
+  uint32_t batch = 64;          // descriptors per ring per visit (round robin within a job)
+  uint32_t spin_us = 1000;      // busy-poll this long after the last work before backing off
+  uint32_t idle_sleep_us = 50;  // then sleep this long between polls; 0: always spin
   uint64_t max_write_bytes = 1ull << 30;
   // Sharing the rail between jobs (job_share.h): bytes a job of weight 1 may
   // post per turn, the least a descriptor costs, and the writes (count and
@@ -129,6 +129,7 @@ class Proxy {
   Status remove_ring(const std::shared_ptr<RingBinding>& ring, std::chrono::milliseconds timeout);
 
   Rail& rail() { return rail_; }
+  const Rail& rail() const { return rail_; }
   const RailHealth& health() const { return health_; }
   // The rail's link went down or came up (the daemon watches sysfs):
   // handed to the proxy thread, which owns the rail's health.
@@ -324,8 +325,8 @@ class Proxy {
   const uint64_t stripe_min_piece_;
   const uint64_t spread_bytes_;
   std::atomic<uint64_t> load_bytes_{0};  // load_bytes()
-  std::vector<Proxy*> node_rails_;  // set before start(), read-only after
-  size_t next_rail_ = 0;             // round robin of usable_rail()
+  std::vector<Proxy*> node_rails_;       // set before start(), read-only after
+  size_t next_rail_ = 0;                 // round robin of usable_rail()
   // Target side: written handed here, in order, not posted yet.
   std::deque<std::shared_ptr<RelayedWrite>> relayed_;
   // Owner side: writes relayed and not answered yet (detach uncounts them).

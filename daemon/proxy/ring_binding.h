@@ -32,7 +32,7 @@ struct PendingWrite {
   uint64_t remote_addr = 0;
   uint64_t key = 0;
   fi_addr_t addr = FI_ADDR_UNSPEC;
-  uint32_t imm = 0;          // 0: no remote CQ data
+  uint32_t imm = 0;  // 0: no remote CQ data
   // A signal-only write (check_signal): 8 bytes from the posting proxy's
   // scratch word into the destination's signal scratch word.
   bool to_signal = false;
@@ -90,7 +90,7 @@ struct RingGroupBinding {
 struct RingBinding : std::enable_shared_from_this<RingBinding> {
   uint64_t id = 0;
   uint64_t client_id = 0;
-  uint32_t rank = 0;  // the producing rank
+  uint32_t rank = 0;                         // the producing rank
   std::shared_ptr<const JobViewCell> views;  // the job's current view
   std::shared_ptr<SharedRegion> region;
   ring::RingHeader* header = nullptr;
@@ -107,18 +107,18 @@ struct RingBinding : std::enable_shared_from_this<RingBinding> {
   std::vector<uint32_t> rails;
 
   // Proxy thread only.
-  uint64_t position = 0;          // next slot to read
-  uint64_t published_head = 0;    // last head written to the header
-  uint64_t inflight = 0;          // fabric operations posted, not completed
+  uint64_t position = 0;                // next slot to read
+  uint64_t published_head = 0;          // last head written to the header
+  uint64_t inflight = 0;                // fabric operations posted, not completed
   std::optional<PendingWrite> pending;  // assembled, not yet accepted by the provider
   std::deque<TrackedEntry> tracked;     // completion tracking, in ring order
   uint64_t tracked_base = 0;            // absolute index of tracked.front()
   std::deque<HeldSignal> held;          // kSignals waiting for their scope, in ring order
   uint64_t completed_published = 0;     // our copy of the watermark: the header's is client-writable
-  bool closing = false;           // owner gone: post nothing more
-  bool active = false;            // in its job's active list (doorbell taken, or work left)
-  bool drained = false;           // its last visit left nothing published, assembled or held
-  JobShare* share = nullptr;      // its job's share of the rail, while the proxy serves it
+  bool closing = false;                 // owner gone: post nothing more
+  bool active = false;                  // in its job's active list (doorbell taken, or work left)
+  bool drained = false;                 // its last visit left nothing published, assembled or held
+  JobShare* share = nullptr;            // its job's share of the rail, while the proxy serves it
 
   TrackedEntry& entry(uint64_t index) { return tracked[index - tracked_base]; }
   // A new entry for the descriptor at `ticket`; returns its absolute index.
@@ -136,13 +136,13 @@ struct RingBinding : std::enable_shared_from_this<RingBinding> {
   }
 
   // Any thread.
-  std::atomic<uint64_t> consumed{0};   // descriptors taken from the ring
-  std::atomic<uint64_t> completed{0};  // descriptors whose operations completed
-  std::atomic<uint64_t> rejected{0};   // bad descriptors
-  std::atomic<uint64_t> fabric_ops{0}; // fabric operations posted (after coalescing)
-  std::atomic<uint64_t> visits{0};     // times the proxy served it (idle rings stay at 0)
+  std::atomic<uint64_t> consumed{0};    // descriptors taken from the ring
+  std::atomic<uint64_t> completed{0};   // descriptors whose operations completed
+  std::atomic<uint64_t> rejected{0};    // bad descriptors
+  std::atomic<uint64_t> fabric_ops{0};  // fabric operations posted (after coalescing)
+  std::atomic<uint64_t> visits{0};      // times the proxy served it (idle rings stay at 0)
   mutable std::mutex error_mu;
-  std::string first_error;             // human-readable, for Status / epxctl
+  std::string first_error;  // human-readable, for Status / epxctl
 };
 
 }  // namespace epx::daemon

@@ -448,9 +448,9 @@ int epx_normal_layout(epx_normal_buffer* buffer, const int64_t* topk_idx, int nu
 int epx_normal_dispatch(epx_normal_buffer* buffer, epx_normal_handle* handle, const epx_normal_dispatch_in* in,
                         void* stream, epx_normal_dispatch_out* out, int* expert_counts, int* expert_counts_written) {
   return guarded("epx_normal_dispatch", [&]() -> epx::Status {
-    EPX_RETURN_IF_ERROR(require(buffer != nullptr && handle != nullptr && in != nullptr && out != nullptr &&
-                                    expert_counts_written != nullptr,
-                                "epx_normal_dispatch", "NULL argument"));
+    EPX_RETURN_IF_ERROR(require(
+        buffer != nullptr && handle != nullptr && in != nullptr && out != nullptr && expert_counts_written != nullptr,
+        "epx_normal_dispatch", "NULL argument"));
     *expert_counts_written = 0;
     epx::NormalDispatchInput d;
     d.x = in->x;
@@ -489,9 +489,9 @@ int epx_normal_combine(epx_normal_buffer* buffer, const epx_normal_handle* handl
                        float* out_topk_weights, int num_sms, void* stream, void** combined_x,
                        float** combined_topk_weights) {
   return guarded("epx_normal_combine", [&]() -> epx::Status {
-    EPX_RETURN_IF_ERROR(require(buffer != nullptr && handle != nullptr && combined_x != nullptr &&
-                                    combined_topk_weights != nullptr,
-                                "epx_normal_combine", "NULL argument"));
+    EPX_RETURN_IF_ERROR(
+        require(buffer != nullptr && handle != nullptr && combined_x != nullptr && combined_topk_weights != nullptr,
+                "epx_normal_combine", "NULL argument"));
     epx::NormalCombineInput c;
     c.x = x;
     c.topk_weights = topk_weights;
@@ -521,4 +521,3 @@ int epx_normal_mask_rank(epx_normal_buffer* buffer, uint32_t rank) {
     return buffer->buffer->mask_rank(rank);
   });
 }
-

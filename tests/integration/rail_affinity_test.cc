@@ -139,12 +139,32 @@ TEST_CASE("the link watch: a link reported down makes the rail unhealthy at once
 
 TEST_CASE("config gpu_rails naming a rail the node does not have stops the daemon with the entry named") {
   TempDir dir;
-  Process epxd({runfile("daemon/epxd"), "--node-name", "g", "--control-socket", dir.path() + "/g.sock",
-                "--peer-listen", "127.0.0.1:0", "--provider", "tcp", "--rail-domains", "lo", "--gpu-rails",
-                "0000:19:00.0=0+3"},
+  Process epxd({runfile("daemon/epxd"), "--node-name", "g", "--control-socket", dir.path() + "/g.sock", "--peer-listen",
+                "127.0.0.1:0", "--provider", "tcp", "--rail-domains", "lo", "--gpu-rails", "0000:19:00.0=0+3"},
                dir.path() + "/g.log");
   auto code = epxd.wait(20s);
   REQUIRE_MESSAGE(code.has_value(), "epxd did not exit:\n" << epxd.output());
   CHECK(*code != 0);
   CHECK(epxd.output().find("gpu_rails: GPU 0000:19:00.0: rail 3 does not exist") != std::string::npos);
+}
+
+TEST_CASE("a peer's rail going down reaches the other daemons of its jobs through their pings") {
+  daemon::SysfsTree sys;
+  build_host(sys);
+  TempDir dir;
+  DaemonProcess a(dir, {"a", "tcp", {}});
+  DaemonProcess b(dir, {"b", "tcp", {"--sysfs-root", sys.root(), "--rail-cooldown-ms", "3600000"}});
+  auto ca = a.connect("rank0");
+  auto cb = b.connect("rank1");
+  auto j1 =
+      std::async(std::launch::async, [&] { return cb->join(join_options("peer-rails", 2, 1, a.peer_address())); });
+  auto j0 = ca->join(join_options("peer-rails", 2, 0, a.peer_address()));
+  REQUIRE_MESSAGE(j0.ok(), j0.status().to_string());
+  REQUIRE(j1.get().ok());
+
+  sys.set_operstate("lo", "down");
+  CHECK_MESSAGE(a.process().wait_output("its rail 0 is not usable: link down: net/lo reports the link down", 10s),
+                a.process().output());
+  sys.set_operstate("lo", "up");
+  CHECK_MESSAGE(a.process().wait_output("its rail 0 is usable again", 10s), a.process().output());
 }

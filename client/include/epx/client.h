@@ -35,11 +35,11 @@ struct ClientOptions {
 };
 
 struct JoinOptions {
-  std::string job_id;        // same on every rank of the job
+  std::string job_id;  // same on every rank of the job
   uint32_t world_size = 0;
-  uint32_t rank = 0;         // 0 .. world_size-1, unique in the job
-  uint32_t local_rank = 0;   // index of this rank on its node (GPU index)
-  std::string coordinator;   // Peer address of the coordinating daemon; empty: the local one
+  uint32_t rank = 0;        // 0 .. world_size-1, unique in the job
+  uint32_t local_rank = 0;  // index of this rank on its node (GPU index)
+  std::string coordinator;  // Peer address of the coordinating daemon; empty: the local one
   // PCI address of the GPU this rank drives ("0000:19:00.0": what
   // epx::cuda::gpu_pci_address(device) or nvidia-smi print). The daemon
   // serves the rank's rings from the NICs nearest to it (epxctl status,

@@ -210,8 +210,7 @@ class GpuWindow {
   // Blocks (allocation, registration on every rail, publication to the
   // job's daemons). Errors other than the daemon's or the GPU's refusal
   // of device windows are returned, never hidden by the fallback.
-  static Result<std::unique_ptr<GpuWindow>> create(Job& job, uint64_t bytes, int device,
-                                                   GpuWindowOptions options = {});
+  static Result<std::unique_ptr<GpuWindow>> create(Job& job, uint64_t bytes, int device, GpuWindowOptions options = {});
   ~GpuWindow();
 
   uint32_t id() const { return id_; }
