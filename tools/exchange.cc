@@ -5,6 +5,7 @@
 //
 //   epx_exchange --socket S --job J --world W --rank R [--coordinator A]
 //                [--rounds N] [--bytes-per-peer B] [--seed X] [--block-bytes K]
+//                [--gpu-pci-address P]
 // Prints one line per round and a summary; exit 0 only if every byte matched.
 #include <algorithm>
 #include <boost/program_options.hpp>
@@ -73,6 +74,8 @@ int main(int argc, char** argv) {
       "block-bytes", po::value<uint64_t>()->default_value(0),
       "fixed block size (at most bytes-per-peer, < 4 GiB); 0: random sizes from 1 byte to 64 KiB")(
       "timeout-ms", po::value<uint32_t>()->default_value(30000), "per-wait timeout")(
+      "gpu-pci-address", po::value<std::string>()->default_value(""),
+      "the GPU this rank stands for (the daemon serves it from that GPU's rails); empty: every rail")(
       "print-table", "print the rank table after joining");
   po::variables_map vm;
   if (auto exit_code = epx::cli::parse(argc, argv, opts, &vm, "epx_exchange")) return *exit_code;
@@ -95,6 +98,7 @@ int main(int argc, char** argv) {
   jo.local_rank = vm["local-rank"].as<uint32_t>();
   jo.coordinator = vm["coordinator"].as<std::string>();
   jo.timeout = timeout;
+  jo.gpu_pci_address = vm["gpu-pci-address"].as<std::string>();
   auto job = (*client)->join(jo);
   if (!job.ok()) return fail("join", job.status());
   if (vm.count("print-table")) std::cout << job->table().to_string() << std::flush;
