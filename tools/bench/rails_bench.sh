@@ -156,7 +156,7 @@ sleep "$down_s"
 during=$(( $(grep -c verified "$dir/fo.0" || true) - r1 ))
 ip -n "$ns_a" link set "bra2-$((id % 10000))" up
 sleep 2
-first_log() { cat "$dir/a.log" "$dir/b.log" | grep "$1" | sed -n 's/^\([0-9T:.-]*\) .*/\1/p' | sort | head -1; }
+first_log() { { cat "$dir/a.log" "$dir/b.log" | grep "$1" || true; } | sed -n 's/^\([0-9T:.-]*\) .*/\1/p' | sort | head -1; }
 since_down() { python3 -c "
 import datetime
 t = datetime.datetime.strptime('$1', '%Y-%m-%dT%H:%M:%S.%f').timestamp()
