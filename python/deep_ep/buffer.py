@@ -150,10 +150,18 @@ class Buffer:
         num_sms = config.num_sms if config is not None else 0
         return normal_mode.combine(self, x, handle, topk_weights, bias, num_sms, previous_event, async_finish)
 
-    def internode_dispatch(self, *args: Any, **kwargs: Any) -> Tuple:
+    # DeepEP's signatures, so a call binds (and fails) as it would there.
+    def internode_dispatch(self, x: Any, handle: Optional[Tuple] = None, num_tokens_per_rank: Any = None,
+                           num_tokens_per_rdma_rank: Any = None, is_token_in_rank: Any = None,
+                           num_tokens_per_expert: Any = None, topk_idx: Any = None, topk_weights: Any = None,
+                           expert_alignment: int = 1, num_worst_tokens: int = 0, config: Optional[Config] = None,
+                           previous_event: Optional[EventOverlap] = None, async_finish: bool = False,
+                           allocate_on_comm_stream: bool = False) -> Tuple:
         raise NotImplementedError("deep_ep.Buffer.internode_dispatch: " + ACROSS_NODES)
 
-    def internode_combine(self, *args: Any, **kwargs: Any) -> Tuple:
+    def internode_combine(self, x: Any, handle: Any, topk_weights: Any = None, bias: Any = None,
+                          config: Optional[Config] = None, previous_event: Optional[EventOverlap] = None,
+                          async_finish: bool = False, allocate_on_comm_stream: bool = False) -> Tuple:
         raise NotImplementedError("deep_ep.Buffer.internode_combine: " + ACROSS_NODES)
 
     # ---- low-latency mode ----

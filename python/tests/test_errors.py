@@ -48,6 +48,21 @@ def test_bad_rank_is_an_invalid_argument_naming_it(daemon):
     assert "rank 5 out of range" in str(info.value)
 
 
+def test_malformed_gpu_address_is_an_invalid_argument_naming_the_field(daemon):
+    client = epx.Client(daemon.socket)
+    with pytest.raises(epx.EpxInvalidArgumentError) as info:
+        client.join("bad-gpu", world_size=1, rank=0, timeout_ms=2000, gpu_pci_address="../../sys")
+    assert "gpu_pci_address" in str(info.value)
+    job = client.join("good-gpu", world_size=1, rank=0, timeout_ms=2000, gpu_pci_address="0000:19:00.0")
+    assert job.rank == 0
+
+
+def test_gpu_pci_address_without_such_a_device_is_an_error():
+    # No process has CUDA device 4096; without a GPU there is none at all.
+    with pytest.raises(epx.EpxError):
+        epx.gpu_pci_address(4096)
+
+
 def test_join_timeout_names_the_missing_rank(daemon):
     client = epx.Client(daemon.socket)
     with pytest.raises(epx.EpxTimeoutError) as info:
