@@ -141,7 +141,7 @@ void DataPlane::attach_rank(uint64_t client_id, const v1::RankTable& table, uint
           std::lock_guard<std::mutex> lock(peer_rails_mu_);
           known = peer_rails_;
         }
-        for (const auto& [daemon, rails] : known) plane->repair(daemon, usable_of(rails));
+        for (const auto& [daemon, rails] : known) repair_plane(plane, daemon, usable_of(rails));
       }
       spdlog::debug("data plane: job {} rank {} attached (client {})", job, rank, client_id);
     }
@@ -506,11 +506,29 @@ void DataPlane::peer_rails(const std::string& daemon, std::vector<PeerRail> rail
     }
   }
   const std::vector<bool> usable = usable_of(rails);
-  for (const auto& plane : jobs_.all()) {
-    for (const auto& change : plane->repair(daemon, usable)) {
+  for (const auto& plane : jobs_.all()) repair_plane(plane, daemon, usable);
+}
+
+void DataPlane::repair_plane(const std::shared_ptr<JobPlane>& plane, const std::string& daemon,
+                             const std::vector<bool>& usable) {
+  auto finish = [plane, daemon] {
+    for (const auto& change : plane->repair(daemon)) {
       spdlog::warn("job {}: rails to daemon {} re-paired: {}", plane->job_id(), daemon, change);
     }
-  }
+  };
+  std::vector<RailPairAddress> missing = plane->set_peer_rails(daemon, usable);
+  if (missing.empty()) return finish();
+  // The new pairs' addresses first, on their rails' proxies.
+  proxies_.insert_pairs(plane->table(), std::move(missing),
+                        [plane, daemon, finish](Result<std::vector<RailPairAddress>> inserted) {
+                          if (!inserted.ok()) {
+                            spdlog::error("job {}: rails to daemon {} not re-paired: {}", plane->job_id(), daemon,
+                                          inserted.status().to_string());
+                            return;
+                          }
+                          plane->add_addresses(*inserted);
+                          finish();
+                        });
 }
 
 std::vector<PeerRail> DataPlane::rails_for_peers() const {

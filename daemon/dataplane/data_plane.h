@@ -149,6 +149,10 @@ class DataPlane {
   // three quarters of rpc_timeout_ms, so a peer answers within the call.
   std::chrono::milliseconds quiesce_timeout() const;
 
+  // Re-pairs the plane's rails with `daemon`'s by its usable rails,
+  // inserting the new pairs' addresses first (JobPlane::set_peer_rails).
+  void repair_plane(const std::shared_ptr<JobPlane>& plane, const std::string& daemon,
+                    const std::vector<bool>& usable);
   // Sets the plane's weight from the current job weights.
   void weigh(JobPlane& plane) const;
 

@@ -9,8 +9,8 @@ JobPlane::JobPlane(const v1::RankTable& table, std::vector<std::vector<std::vect
     : job_id_(table.job_id()),
       world_(table.world_size()),
       table_(table),
-      by_remote_(std::move(by_remote)),
       local_(std::move(local)),
+      by_remote_(std::move(by_remote)),
       paired_(std::move(paired)),
       ranks_(table.world_size()),
       views_(std::make_shared<JobViewCell>(nullptr)) {
@@ -148,20 +148,52 @@ void JobPlane::mark_lost(uint32_t rank) {
   rebuild_locked();
 }
 
-std::vector<std::string> JobPlane::repair(const std::string& daemon, const std::vector<bool>& usable) {
+std::vector<RemoteRailPair> JobPlane::ideal_pairs_locked(uint32_t rank) const {
+  const auto& entry = table_.ranks(static_cast<int>(rank));
+  auto reported = peer_usable_.find(entry.daemon_address());
+  std::vector<RailEnd> remote;
+  for (int j = 0; j < entry.rails_size(); ++j) {
+    const bool usable = reported == peer_usable_.end() || static_cast<size_t>(j) >= reported->second.size() ||
+                        reported->second[j];
+    remote.push_back(RailEnd{entry.rails(j).fabric(), usable});
+  }
+  return choose_remote_rails(local_, remote);
+}
+
+std::vector<RailPairAddress> JobPlane::set_peer_rails(const std::string& daemon, const std::vector<bool>& usable) {
+  std::vector<RailPairAddress> missing;
+  std::lock_guard<std::mutex> lock(mu_);
+  peer_usable_[daemon] = usable;
+  for (uint32_t r = 0; r < world_ && r < by_remote_.size(); ++r) {
+    if (table_.ranks(static_cast<int>(r)).daemon_address() != daemon || ranks_[r].local) continue;
+    const std::vector<RemoteRailPair> pairs = ideal_pairs_locked(r);
+    for (uint32_t i = 0; i < pairs.size() && i < by_remote_[r].size(); ++i) {
+      const uint32_t to = pairs[i].remote;
+      if (to < by_remote_[r][i].size() && by_remote_[r][i][to] == FI_ADDR_UNSPEC) missing.push_back({r, i, to});
+    }
+  }
+  return missing;
+}
+
+void JobPlane::add_addresses(const std::vector<RailPairAddress>& addresses) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& a : addresses) {
+    if (a.rank < by_remote_.size() && a.local < by_remote_[a.rank].size() &&
+        a.remote < by_remote_[a.rank][a.local].size()) {
+      by_remote_[a.rank][a.local][a.remote] = a.addr;
+    }
+  }
+}
+
+std::vector<std::string> JobPlane::repair(const std::string& daemon) {
   std::vector<std::string> changes;
   std::lock_guard<std::mutex> lock(mu_);
   for (uint32_t r = 0; r < world_ && r < paired_.size() && r < by_remote_.size(); ++r) {
-    const auto& entry = table_.ranks(static_cast<int>(r));
-    if (entry.daemon_address() != daemon || ranks_[r].local) continue;
-    std::vector<RailEnd> remote;
-    for (int j = 0; j < entry.rails_size(); ++j) {
-      remote.push_back(RailEnd{entry.rails(j).fabric(), static_cast<size_t>(j) >= usable.size() || usable[j]});
-    }
-    const std::vector<RemoteRailPair> pairs = choose_remote_rails(local_, remote);
+    if (table_.ranks(static_cast<int>(r)).daemon_address() != daemon || ranks_[r].local) continue;
+    const std::vector<RemoteRailPair> pairs = ideal_pairs_locked(r);
     for (size_t i = 0; i < pairs.size() && i < paired_[r].size(); ++i) {
       const uint32_t to = pairs[i].remote;
-      // Only to a rail whose address this rail holds (every candidate's).
+      // Only to a rail whose address this rail holds.
       if (to == paired_[r][i] || to >= by_remote_[r][i].size() || by_remote_[r][i][to] == FI_ADDR_UNSPEC) continue;
       changes.push_back("rank " + std::to_string(r) + ": local rail " + std::to_string(i) + " -> peer rail " +
                         std::to_string(to) + " (was " + std::to_string(paired_[r][i]) + "; " + pairs[i].why + ")");

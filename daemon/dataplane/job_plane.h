@@ -23,9 +23,9 @@ namespace epx::daemon {
 class JobPlane {
  public:
   // `by_remote[rank][local][remote]` is the fi_addr on local rail `local`
-  // of rail `remote` of the rank's daemon (FI_ADDR_UNSPEC: that pair is not
-  // possible), `paired[rank]` the remote rail each local rail writes to
-  // first, and `local` this node's rails as pairing sees them.
+  // of rail `remote` of the rank's daemon (FI_ADDR_UNSPEC: not inserted
+  // yet), `paired[rank]` the remote rail each local rail writes to first,
+  // and `local` this node's rails as pairing sees them.
   JobPlane(const v1::RankTable& table, std::vector<std::vector<std::vector<fi_addr_t>>> by_remote,
            std::vector<std::vector<uint32_t>> paired, std::vector<RailEnd> local);
 
@@ -60,12 +60,21 @@ class JobPlane {
   // A remote (or local) rank's published windows and signals.
   Status apply(const v1::RankPlane& plane);
   void mark_lost(uint32_t rank);
-  // The daemon at `daemon` (a peer) reported which of its rails are usable
-  // (by index; missing: usable): re-pairs our rails with its rails for
-  // every rank it holds (remote_rail_choice.h, unusable ones last) and
-  // publishes a new view if a pair changed. Returns what changed, for the
-  // log ("rank 3: local rail 1 -> peer rail 2 (was 0)"), empty if nothing.
-  std::vector<std::string> repair(const std::string& daemon, const std::vector<bool>& usable);
+  // Re-pairing after a peer's ping, in three steps so that address vectors
+  // are touched only on proxy threads: the daemon at `daemon` reported
+  // which of its rails are usable (by index; missing: usable); kept, and
+  // the pairs the new choice needs whose addresses are not inserted yet
+  // are returned (the caller inserts them: ProxySet::insert_pairs) ...
+  std::vector<RailPairAddress> set_peer_rails(const std::string& daemon, const std::vector<bool>& usable);
+  // ... and hands them back here ...
+  void add_addresses(const std::vector<RailPairAddress>& addresses);
+  // ... then re-pairs our rails with `daemon`'s rails for every rank it
+  // holds (remote_rail_choice.h, unusable ones last; only pairs whose
+  // address is known) by the latest report, and publishes a new view if a
+  // pair changed. Returns what changed, for the log ("rank 3: local rail 1
+  // -> peer rail 2 (was 0; ...)"), empty if nothing. Any order of these
+  // calls for several reports ends at the latest report's pairs.
+  std::vector<std::string> repair(const std::string& daemon);
 
   // The windows the client holds in this job.
   WindowUsage window_usage(uint64_t client_id) const;
@@ -84,9 +93,14 @@ class JobPlane {
   const std::string job_id_;
   const uint32_t world_;
   const v1::RankTable table_;
-  const std::vector<std::vector<std::vector<fi_addr_t>>> by_remote_;
+  // The pairs a rank's daemon's rails would get now by its latest report.
+  std::vector<RemoteRailPair> ideal_pairs_locked(uint32_t rank) const;
+
   const std::vector<RailEnd> local_;
-  std::vector<std::vector<uint32_t>> paired_;  // mu_ held
+  // mu_ held:
+  std::vector<std::vector<std::vector<fi_addr_t>>> by_remote_;
+  std::vector<std::vector<uint32_t>> paired_;
+  std::map<std::string, std::vector<bool>> peer_usable_;  // latest report per daemon
   mutable std::mutex mu_;
   std::vector<RankState> ranks_;
   const std::shared_ptr<JobViewCell> views_;

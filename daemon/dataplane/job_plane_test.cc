@@ -1,5 +1,6 @@
-// JobPlane::repair: our rails re-paired away from a peer daemon's rails
-// that its pings report unusable, and back once they are usable again.
+// JobPlane's re-pairing: our rails re-paired away from a peer daemon's
+// rails that its pings report unusable, and back once they are usable
+// again, only to pairs whose addresses were inserted.
 #include "daemon/dataplane/job_plane.h"
 
 #include <doctest/doctest.h>
@@ -47,33 +48,55 @@ TEST_CASE("a peer rail reported unusable is paired with no local rail while anot
   CHECK(plane.view()->ranks[1].paired_rail == std::vector<uint32_t>{0, 1, 2});
   CHECK(plane.view()->ranks[1].addrs == std::vector<fi_addr_t>{0, 101, 202});
 
-  auto changes = plane.repair("b:7470", {true, false, true});
+  // Every address is known here (addresses() fills them all): nothing to insert.
+  CHECK(plane.set_peer_rails("b:7470", {true, false, true}).empty());
+  auto changes = plane.repair("b:7470");
   REQUIRE(changes.size() == 1);
   CHECK(changes[0].find("local rail 1 -> peer rail") != std::string::npos);
-  const RankView& moved = plane.view()->ranks[1];
+  const auto view = plane.view();
+  const RankView& moved = view->ranks[1];
   CHECK(moved.paired_rail[1] != 1);
   CHECK(moved.addrs[1] == 100 + moved.paired_rail[1]);  // the address of the new pair, on local rail 1
   CHECK(plane.view()->generation > g0);                 // proxies see a new view
   // Our own rank is never re-paired by a peer's report.
   CHECK(plane.view()->ranks[0].paired_rail == std::vector<uint32_t>{0, 1, 2});
 
-  CHECK(plane.repair("b:7470", {true, false, true}).empty());    // nothing new
-  CHECK(plane.repair("c:7470", {false, false, false}).empty());  // no rank there
+  CHECK(plane.repair("b:7470").empty());  // nothing new
+  CHECK(plane.set_peer_rails("c:7470", {false, false, false}).empty());
+  CHECK(plane.repair("c:7470").empty());  // no rank there
 
-  changes = plane.repair("b:7470", {true, true, true});
+  plane.set_peer_rails("b:7470", {true, true, true});
+  changes = plane.repair("b:7470");
   CHECK(changes.size() == 1);
   CHECK(plane.view()->ranks[1].paired_rail == std::vector<uint32_t>{0, 1, 2});
 }
 
-TEST_CASE("with every peer rail unusable the pairs stay (writes are still tried), and only to known addresses") {
+TEST_CASE("with every peer rail unusable the pairs stay (writes are still tried)") {
+  JobPlane plane(table(), addresses(), {{0, 1, 2}, {0, 1, 2}}, local());
+  CHECK(plane.set_peer_rails("b:7470", {false, false, false}).empty());
+  CHECK(plane.repair("b:7470").empty());
+}
+
+TEST_CASE("a new pair whose address is not inserted is asked for, and taken only once it is handed back") {
   auto by_remote = addresses();
-  by_remote[1][1][2] = FI_ADDR_UNSPEC;  // local rail 1 holds no address of peer rail 2
-  by_remote[1][1][0] = FI_ADDR_UNSPEC;  // nor of peer rail 0
-  JobPlane plane(table(), by_remote, {{0, 1, 2}, {0, 1, 2}}, local());
-  CHECK(plane.repair("b:7470", {false, false, false}).empty());
-  // Peer rail 1 down: local rail 1 has no other address, so it stays.
-  for (const auto& change : plane.repair("b:7470", {true, false, true})) {
-    CHECK(change.find("local rail 1") == std::string::npos);
+  for (auto& local : by_remote[1]) {
+    for (uint32_t remote = 0; remote < 3; ++remote) {
+      if (&local != &by_remote[1][remote]) local[remote] = FI_ADDR_UNSPEC;  // only the pairs in use
+    }
   }
+  JobPlane plane(table(), by_remote, {{0, 1, 2}, {0, 1, 2}}, local());
+  const auto missing = plane.set_peer_rails("b:7470", {true, false, true});
+  REQUIRE(missing.size() == 1);
+  CHECK(missing[0].rank == 1);
+  CHECK(missing[0].local == 1);
+  CHECK(missing[0].remote != 1);
+  CHECK(plane.repair("b:7470").empty());  // not before its address is known
   CHECK(plane.view()->ranks[1].paired_rail[1] == 1);
+
+  RailPairAddress inserted = missing[0];
+  inserted.addr = 777;
+  plane.add_addresses({inserted});
+  REQUIRE(plane.repair("b:7470").size() == 1);
+  CHECK(plane.view()->ranks[1].paired_rail[1] == inserted.remote);
+  CHECK(plane.view()->ranks[1].addrs[1] == 777);
 }

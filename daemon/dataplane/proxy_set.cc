@@ -144,8 +144,6 @@ void ProxySet::insert_addresses(const v1::RankTable& table, std::function<void(R
   auto out = std::make_shared<Addresses>();
   out->by_remote.resize(table.world_size());
   out->remote_rails.assign(table.world_size(), std::vector<uint32_t>(rails_.size(), RemoteRailPair::kNone));
-  // [rank][local rail]: the remote rails whose addresses go in.
-  auto candidates = std::make_shared<std::vector<std::vector<std::vector<uint32_t>>>>(table.world_size());
   const std::vector<RailEnd> local = local_ends();
   for (uint32_t r = 0; r < table.world_size(); ++r) {
     const auto& entry = table.ranks(static_cast<int>(r));
@@ -154,39 +152,64 @@ void ProxySet::insert_addresses(const v1::RankTable& table, std::function<void(R
     const std::vector<RemoteRailPair> pairs = choose_remote_rails(local, remote);
     for (size_t i = 0; i < pairs.size(); ++i) out->remote_rails[r][i] = pairs[i].remote;
     out->by_remote[r].assign(rails_.size(), std::vector<fi_addr_t>(remote.size(), FI_ADDR_UNSPEC));
-    for (size_t i = 0; i < local.size(); ++i) (*candidates)[r].push_back(candidate_remote_rails(local[i], remote));
   }
   auto shared_table = std::make_shared<v1::RankTable>(table);
   on_every_rail(
-      [this, out, shared_table, candidates](size_t i) -> Status {
+      [this, out, shared_table](size_t i) -> Status {
         const v1::RankTable& t = *shared_table;
         for (uint32_t r = 0; r < t.world_size(); ++r) {
-          for (uint32_t remote : (*candidates)[r][i]) {
-            const auto& entry = t.ranks(r);
-            const std::string& address = entry.rails(static_cast<int>(remote)).address();
-            auto& cache = av_cache_[i];
-            auto hit = cache.find(address);
-            if (hit == cache.end()) {
-              // fi_av_insert reads the provider's address length from the
-              // pointer, whatever the table says: an address from a peer
-              // daemon must be exactly that long (a shorter one was read past
-              // its end).
-              const size_t addrlen = rails_[i]->address().size();
-              if (address.size() != addrlen) {
-                return invalid_argument("rank " + std::to_string(r) + "'s address for rail " + std::to_string(i) +
-                                        " is " + std::to_string(address.size()) + " bytes; the " +
-                                        rails_[i]->provider() + " provider's addresses are " + std::to_string(addrlen));
-              }
-              fi_addr_t fa = FI_ADDR_UNSPEC;
-              int n = fi_av_insert(rails_[i]->av(), address.data(), 1, &fa, 0, nullptr);
-              if (n != 1) {
-                return internal_error("fi_av_insert of rank " + std::to_string(r) + "'s daemon on rail " +
-                                      std::to_string(i) + " inserted " + std::to_string(n));
-              }
-              hit = cache.emplace(address, fa).first;
-            }
-            out->by_remote[r][i][remote] = hit->second;
+          const uint32_t remote = out->remote_rails[r][i];
+          if (remote == RemoteRailPair::kNone) continue;
+          EPX_ASSIGN_OR_RETURN(out->by_remote[r][i][remote],
+                               insert_address(i, r, t.ranks(r).rails(static_cast<int>(remote)).address()));
+        }
+        return Status();
+      },
+      nullptr, false,
+      [out, done = std::move(done)](Status s) {
+        if (!s.ok()) return done(s);
+        done(std::move(*out));
+      });
+}
+
+Result<fi_addr_t> ProxySet::insert_address(size_t rail, uint32_t rank, const std::string& address) {
+  auto& cache = av_cache_[rail];
+  auto hit = cache.find(address);
+  if (hit != cache.end()) return hit->second;
+  // fi_av_insert reads the provider's address length from the pointer,
+  // whatever the table says: an address from a peer daemon must be exactly
+  // that long (a shorter one was read past its end).
+  const size_t addrlen = rails_[rail]->address().size();
+  if (address.size() != addrlen) {
+    return invalid_argument("rank " + std::to_string(rank) + "'s address for rail " + std::to_string(rail) + " is " +
+                            std::to_string(address.size()) + " bytes; the " + rails_[rail]->provider() +
+                            " provider's addresses are " + std::to_string(addrlen));
+  }
+  fi_addr_t fa = FI_ADDR_UNSPEC;
+  int n = fi_av_insert(rails_[rail]->av(), address.data(), 1, &fa, 0, nullptr);
+  if (n != 1) {
+    return internal_error("fi_av_insert of rank " + std::to_string(rank) + "'s daemon on rail " +
+                          std::to_string(rail) + " inserted " + std::to_string(n));
+  }
+  cache.emplace(address, fa);
+  return fa;
+}
+
+void ProxySet::insert_pairs(const v1::RankTable& table, std::vector<RailPairAddress> pairs,
+                            std::function<void(Result<std::vector<RailPairAddress>>)> done) {
+  auto out = std::make_shared<std::vector<RailPairAddress>>(std::move(pairs));
+  auto shared_table = std::make_shared<v1::RankTable>(table);
+  on_every_rail(
+      [this, out, shared_table](size_t i) -> Status {
+        // Each rail touches only its own entries.
+        for (auto& p : *out) {
+          if (p.local != i) continue;
+          if (p.rank >= static_cast<uint32_t>(shared_table->ranks_size()) ||
+              p.remote >= static_cast<uint32_t>(shared_table->ranks(p.rank).rails_size())) {
+            return invalid_argument("no rail " + std::to_string(p.remote) + " of rank " + std::to_string(p.rank));
           }
+          EPX_ASSIGN_OR_RETURN(p.addr,
+                               insert_address(i, p.rank, shared_table->ranks(p.rank).rails(p.remote).address()));
         }
         return Status();
       },

@@ -63,17 +63,22 @@ class ProxySet {
                      std::function<void(Status)> done);
 
   // Per rank, for each local rail: the fi_addr there of each rail of the
-  // rank's daemon it may pair with (FI_ADDR_UNSPEC: not one of those), and
-  // the rail it pairs with first (remote_rail_choice.h).
+  // rank's daemon (FI_ADDR_UNSPEC: not inserted), and the rail it pairs
+  // with (remote_rail_choice.h).
   struct Addresses {
     std::vector<std::vector<std::vector<fi_addr_t>>> by_remote;  // [rank][local rail][remote rail]
     std::vector<std::vector<uint32_t>> remote_rails;             // [rank][local rail]
   };
   // Pairs each local rail with one of every rank's daemon's rails (by fabric,
-  // then spread), inserts the addresses of every rail it may pair with into
-  // the rail's address vector (once per address: a re-pairing after a peer
-  // rail failed needs none) and answers the pairs with their fi_addrs.
+  // then spread), inserts that address into the rail's address vector (once
+  // per address) and answers the pairs with their fi_addrs. Only the pairs
+  // in use are inserted: a 32-NIC node with many peers would otherwise hold
+  // 32 address handles per peer daemon on every NIC.
   void insert_addresses(const v1::RankTable& table, std::function<void(Result<Addresses>)> done);
+  // Inserts the addresses of further pairs (a re-pairing), each on its
+  // local rail's proxy, and answers them with their fi_addrs.
+  void insert_pairs(const v1::RankTable& table, std::vector<RailPairAddress> pairs,
+                    std::function<void(Result<std::vector<RailPairAddress>>)> done);
   // The node's rails as pairing sees them (their fabrics).
   std::vector<RailEnd> local_ends() const;
 
@@ -111,6 +116,9 @@ class ProxySet {
   std::vector<std::unique_ptr<Proxy>> proxies_;
   // Per rail: fabric address bytes -> fi_addr (touched only on that proxy).
   std::vector<std::map<std::string, fi_addr_t>> av_cache_;
+  // On rail `rail`'s proxy thread: the fi_addr of rank `rank`'s daemon's
+  // address there, inserted on first use.
+  Result<fi_addr_t> insert_address(size_t rail, uint32_t rank, const std::string& address);
   std::mutex key_mu_;
   uint64_t next_key_ = 1;
 };

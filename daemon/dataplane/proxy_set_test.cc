@@ -148,3 +148,35 @@ TEST_CASE("a rank table address of another length than the provider's is refused
   CHECK(exact->by_remote[0][0][0] != FI_ADDR_UNSPEC);
   CHECK(exact->remote_rails[0][0] == 0);
 }
+
+TEST_CASE("insert_pairs inserts a re-pairing's addresses on their rails, once per address, and refuses bad ones") {
+  Node n;
+  const std::string own = n.rails[0]->address();
+  v1::RankTable table;
+  table.set_job_id("pairs");
+  table.set_world_size(1);
+  auto* entry = table.add_ranks();
+  entry->add_rails()->set_address(own);
+  entry->add_rails()->set_address(own.substr(0, 3));  // a peer rail with a malformed address
+  auto insert = [&](std::vector<RailPairAddress> pairs) {
+    std::promise<Result<std::vector<RailPairAddress>>> answer;
+    n.proxies->insert_pairs(table, std::move(pairs),
+                            [&](Result<std::vector<RailPairAddress>> r) { answer.set_value(std::move(r)); });
+    auto future = answer.get_future();
+    REQUIRE(future.wait_for(5s) == std::future_status::ready);
+    return future.get();
+  };
+  auto first = insert({{0, 0, 0}});
+  REQUIRE_MESSAGE(first.ok(), first.status().to_string());
+  REQUIRE(first->size() == 1);
+  CHECK((*first)[0].addr != FI_ADDR_UNSPEC);
+  auto again = insert({{0, 0, 0}});
+  REQUIRE(again.ok());
+  CHECK((*again)[0].addr == (*first)[0].addr);  // the same address is inserted once
+  auto malformed = insert({{0, 0, 1}});
+  REQUIRE_FALSE(malformed.ok());
+  CHECK(malformed.status().message().find("is 3 bytes") != std::string::npos);
+  auto beyond = insert({{0, 0, 7}});
+  REQUIRE_FALSE(beyond.ok());
+  CHECK(beyond.status().message().find("no rail 7 of rank 0") != std::string::npos);
+}

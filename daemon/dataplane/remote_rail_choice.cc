@@ -2,15 +2,6 @@
 
 namespace epx::daemon {
 
-std::vector<uint32_t> candidate_remote_rails(const RailEnd& local, const std::vector<RailEnd>& remote) {
-  std::vector<uint32_t> out, all;
-  for (uint32_t r = 0; r < remote.size(); ++r) {
-    all.push_back(r);
-    if (remote[r].fabric.empty() || local.fabric.empty() || remote[r].fabric == local.fabric) out.push_back(r);
-  }
-  return out.empty() ? all : out;
-}
-
 std::vector<RemoteRailPair> choose_remote_rails(const std::vector<RailEnd>& local, const std::vector<RailEnd>& remote) {
   std::vector<RemoteRailPair> out(local.size());
   std::vector<uint32_t> used(remote.size(), 0);

@@ -18,6 +18,8 @@
 // Pure function: unit-tested without a fabric.
 #pragma once
 
+#include <rdma/fabric.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -35,10 +37,14 @@ struct RemoteRailPair {
   std::string why;          // for status and logs: "same fabric 10.1.0.0/24, healthy, least used"
 };
 
-// The peer rails local rail `local` may pair with: those of its fabric,
-// or every rail when none is (tried anyway). Their addresses go into the
-// local rail's address vector, so a re-pairing needs no new insertion.
-std::vector<uint32_t> candidate_remote_rails(const RailEnd& local, const std::vector<RailEnd>& remote);
+// One pair's address: rail `remote` of rank `rank`'s daemon as local rail
+// `local`'s address vector knows it (FI_ADDR_UNSPEC: not inserted).
+struct RailPairAddress {
+  uint32_t rank = 0;
+  uint32_t local = 0;
+  uint32_t remote = 0;
+  fi_addr_t addr = FI_ADDR_UNSPEC;
+};
 
 // One entry per local rail. `remote` may be empty (a peer without rails):
 // every entry is then kNone.

@@ -2,7 +2,7 @@
 
 #include <doctest/doctest.h>
 
-#include "daemon/fabric/sysfs_test_tree.h"
+#include "tests/harness/sysfs_tree.h"
 
 namespace epx::daemon {
 

@@ -9,7 +9,7 @@
 #include <future>
 #include <thread>
 
-#include "daemon/fabric/sysfs_test_tree.h"
+#include "tests/harness/sysfs_tree.h"
 #include "epx/client.h"
 #include "epx/job.h"
 #include "tests/harness/daemon_process.h"
