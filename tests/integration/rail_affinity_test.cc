@@ -9,10 +9,10 @@
 #include <future>
 #include <thread>
 
-#include "tests/harness/sysfs_tree.h"
 #include "epx/client.h"
 #include "epx/job.h"
 #include "tests/harness/daemon_process.h"
+#include "tests/harness/sysfs_tree.h"
 
 using namespace epx;
 using namespace epx::test;
