@@ -131,7 +131,9 @@ int print_status(const epx::v1::DaemonStatus& st, bool json, bool jobs_only) {
                 << " writes, " << r.posted_bytes() << " bytes\n"
                 << "     nic: " << (r.pci_address().empty() ? "no PCI device" : "PCI " + r.pci_address()) << "  NUMA "
                 << (r.numa_node() < 0 ? std::string("?") : std::to_string(r.numa_node())) << "  sysfs "
-                << (r.sysfs_device().empty() ? std::string("-") : r.sysfs_device()) << "  link " << r.link() << "\n";
+                << (r.sysfs_device().empty() ? std::string("-") : r.sysfs_device()) << "  link " << r.link() << "\n"
+                << "     writes elsewhere: striped " << r.striped_writes() << ", spread " << r.spread_writes()
+                << ", failed over " << r.failover_writes() << "\n";
     }
     if (st.gpu_rails_size() > 0) std::cout << "GPU -> rails:\n";
     for (const auto& g : st.gpu_rails()) {

@@ -115,6 +115,9 @@ void ProxySet::fill_rail_status(size_t rail, v1::RailStatus* out) const {
   out->set_stalled_ops(h.stalled_ops);
   out->set_posted_bytes(st.posted_bytes);
   out->set_posted_ops(st.fabric_ops);
+  out->set_striped_writes(st.striped_writes);
+  out->set_spread_writes(st.spread_writes);
+  out->set_failover_writes(st.failover_writes);
 }
 
 void ProxySet::on_every_rail(std::function<Status(size_t)> task, std::function<void(size_t)> undo, bool run_late,

@@ -87,13 +87,17 @@ Proxy::Posted Proxy::post_op(RingBinding& ring, PendingWrite& w, bool more) {
   // A large write goes out in pieces over every usable rail (relay.cc).
   if (!more_open_ && stripe_min_bytes_ != 0 && w.count == 1 && w.next == 0 && w.length >= stripe_min_bytes_ &&
       stripe(ring, w)) {
+    bump(stat_striped_, 1);
     return Posted::kPosted;
   }
   if (!more_open_ && !health_.usable()) {
     // This rail is failing: the write goes out on a usable one (when there
     // is none, it is tried here: it may yet get through).
     const int other = usable_rail(ring, rail_.index());
-    if (other >= 0 && move(ring, w, k, static_cast<uint32_t>(other))) return Posted::kPosted;
+    if (other >= 0 && move(ring, w, k, static_cast<uint32_t>(other))) {
+      bump(stat_failover_, 1);
+      return Posted::kPosted;
+    }
   }
   if (!more_open_ && spread_bytes_ != 0 && !node_rails_.empty()) {
     // This NIC has a queue: another of the GPU's NICs that has little takes
@@ -101,7 +105,10 @@ Proxy::Posted Proxy::post_op(RingBinding& ring, PendingWrite& w, bool more) {
     const uint64_t own = load_bytes();
     if (own >= spread_bytes_) {
       const int other = quieter_rail(ring, own);
-      if (other >= 0 && move(ring, w, k, static_cast<uint32_t>(other))) return Posted::kPosted;
+      if (other >= 0 && move(ring, w, k, static_cast<uint32_t>(other))) {
+        bump(stat_spread_, 1);
+        return Posted::kPosted;
+      }
     }
   }
   const bool last = w.next + k == w.count;
@@ -118,7 +125,10 @@ Proxy::Posted Proxy::post_op(RingBinding& ring, PendingWrite& w, bool more) {
     if (!node_rails_.empty()) {
       const int other = more_open_ ? -1 : usable_rail(ring, rail_.index());
       const uint32_t rail = other >= 0 ? static_cast<uint32_t>(other) : rail_.index();
-      if (move(ring, w, k, rail)) return Posted::kPosted;
+      if (move(ring, w, k, rail)) {
+        bump(stat_failover_, 1);
+        return Posted::kPosted;
+      }
     }
     ring::RingSlot d = {};
     d.dst_rank = w.dst_rank;

@@ -272,6 +272,9 @@ ProxyStats Proxy::stats() const {
   s.ring_visits = stat_visits_.load(std::memory_order_relaxed);
   s.doorbells = stat_doorbells_.load(std::memory_order_relaxed);
   s.refused = stat_eagain_.load(std::memory_order_relaxed);
+  s.striped_writes = stat_striped_.load(std::memory_order_relaxed);
+  s.spread_writes = stat_spread_.load(std::memory_order_relaxed);
+  s.failover_writes = stat_failover_.load(std::memory_order_relaxed);
   s.posted_bytes = stat_bytes_.load(std::memory_order_relaxed);
   for (size_t i = 0; i < kRejectReasons; ++i) s.rejected[i] = stat_rejected_[i].load(std::memory_order_relaxed);
   return s;

@@ -74,6 +74,12 @@ struct ProxyStats {
   uint64_t doorbells = 0;        // doorbells taken
   uint64_t refused = 0;          // writes the provider refused with -FI_EAGAIN (offered again next pass)
   uint64_t posted_bytes = 0;     // bytes of the writes posted
+  // Writes of this rail's rings that went elsewhere: split over rails,
+  // moved to a quieter rail of their GPU, moved off this rail (unhealthy,
+  // refused, stalled or failed).
+  uint64_t striped_writes = 0;
+  uint64_t spread_writes = 0;
+  uint64_t failover_writes = 0;
   // Descriptors rejected, by ring::RingError code (index 0 unused);
   // kTransport counts writes the fabric failed.
   std::array<uint64_t, kRejectReasons> rejected{};
@@ -351,7 +357,8 @@ class Proxy {
 
   std::atomic<size_t> ring_count_{0};
   std::atomic<uint64_t> stat_descriptors_{0}, stat_ops_{0}, stat_signals_{0}, stat_bad_imm_{0}, stat_busy_ns_{0},
-      stat_visits_{0}, stat_doorbells_{0}, stat_eagain_{0}, stat_bytes_{0};
+      stat_visits_{0}, stat_doorbells_{0}, stat_eagain_{0}, stat_bytes_{0}, stat_striped_{0}, stat_spread_{0},
+      stat_failover_{0};
   std::array<std::atomic<uint64_t>, kRejectReasons> stat_rejected_{};
   // Copied from jobs_ by the proxy thread (publish_job_stats).
   mutable std::mutex published_mu_;

@@ -225,6 +225,7 @@ void Proxy::relay_answered(const std::shared_ptr<RelayedWrite>& w) {
         w->write = moved;
         w->rail = rail;
         ++w->attempts;
+        bump(stat_failover_, 1);
         w->ok = w->maybe_landed = false;
         w->error.clear();
         count_relay(*w);
@@ -369,6 +370,7 @@ bool Proxy::reissue(OpContext& c, const std::string& why) {
   ++ring.inflight;
   ++ring.entry(c.entry).open;
   relay(std::move(r));
+  bump(stat_failover_, 1);
   return true;
 }
 

@@ -281,6 +281,7 @@ TEST_CASE("a large write is striped over all four rails and signalled once, afte
     const uint64_t bytes = node.proxy(r).stats().posted_bytes;
     CHECK_MESSAGE(bytes >= (12u << 20), "rail " << r << " posted " << bytes << " bytes");
   }
+  CHECK(node.proxy(0).stats().striped_writes == 64);  // every write of the ring's rail, counted there
   CHECK(node.ring().completed.load() == node.ring().consumed.load());
   CHECK(node.ring().rejected.load() == 0);
 }
@@ -325,6 +326,7 @@ TEST_CASE("a rail whose link goes down mid-stream: its writes move to the others
     // again on the others), and rail 2 was found unhealthy.
     CHECK(node.proxy(2).health().report().changes == before + 1);
     CHECK(node.proxy(2).health().state() == RailState::kUnhealthy);
+    CHECK(node.proxy(2).stats().failover_writes + node.proxy(0).stats().failover_writes > 0);
     node.link(2).set_down(false);
     node.wait_for("rail 2 to be healthy again after its link came back", [&] {
       rounds(node, 8, 1 << 20, [](uint32_t) {});
@@ -376,6 +378,8 @@ TEST_CASE("small writes leave a rail with a queue for a quieter rail of the ring
     Node node(4, FaultPlan{}, o, {0, 1});
     rounds(node, 4 * 128, 32 << 10, [](uint32_t) {});
     CHECK(node.proxy(1).stats().posted_bytes > 0);
+    CHECK(node.proxy(0).stats().spread_writes > 0);
+    CHECK(node.proxy(0).stats().striped_writes == 0);
     CHECK(node.proxy(2).stats().posted_bytes == 0);
     CHECK(node.proxy(3).stats().posted_bytes == 0);
     CHECK(node.ring().rejected.load() == 0);
