@@ -90,6 +90,21 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
     f.gauge("epx_rail_healthy", "1 when the rail is open and its proxy thread answers", labels, alive ? 1 : 0);
     f.gauge("epx_rail_device_windows_supported", "1 when GPU memory (device windows) can be registered on the rail",
             rail_label(r.index()), r.device_windows() ? 1 : 0);
+    f.gauge("epx_rail_usable", "1 when the rail takes work (healthy or retrying), 0 while unhealthy",
+            rail_label(r.index()), r.health() == "unhealthy" ? 0 : 1);
+    if (r.link() != "unknown") {
+      f.gauge("epx_rail_link_up", "1 when sysfs reports the rail's link up", rail_label(r.index()),
+              r.link() == "up" ? 1 : 0);
+    }
+    f.counter("epx_rail_unhealthy_total", "Times the rail was marked unhealthy", rail_label(r.index()),
+              static_cast<double>(r.health_changes()));
+    f.counter("epx_rail_striped_writes_total", "Writes of the rail's rings split over their GPU's rails",
+              rail_label(r.index()), static_cast<double>(r.striped_writes()));
+    f.counter("epx_rail_spread_writes_total", "Writes of the rail's rings moved to a quieter rail of their GPU",
+              rail_label(r.index()), static_cast<double>(r.spread_writes()));
+    f.counter("epx_rail_failover_writes_total",
+              "Writes of the rail's rings moved off it (unhealthy, refused, stalled or failed)", rail_label(r.index()),
+              static_cast<double>(r.failover_writes()));
   }
   f.gauge("epx_ready", "1 when /readyz answers 200 (rails, peers, not draining)", {}, ready.ok ? 1 : 0);
 

@@ -13,6 +13,7 @@
 #include "epx/job.h"
 #include "tests/harness/daemon_process.h"
 #include "tests/harness/sysfs_tree.h"
+#include "tools/ctl/http_get.h"
 
 using namespace epx;
 using namespace epx::test;
@@ -116,7 +117,15 @@ TEST_CASE("the link watch: a link reported down makes the rail unhealthy at once
   build_host(sys);
   TempDir dir;
   // A cool-down far beyond the test: only the link can bring the rail back.
-  DaemonProcess a(dir, {"a", "tcp", {"--sysfs-root", sys.root(), "--rail-cooldown-ms", "3600000"}});
+  DaemonProcess a(
+      dir,
+      {"a", "tcp", {"--sysfs-root", sys.root(), "--rail-cooldown-ms", "3600000", "--metrics-listen", "127.0.0.1:0"}});
+  auto metrics = [&] {
+    auto reply = ctl::http_get(a.status().metrics_address(), "/metrics", 5s);
+    REQUIRE_MESSAGE(reply.ok(), reply.status().to_string());
+    return reply->body;
+  };
+  CHECK(metrics().find("epx_rail_link_up{rail=\"0\"} 1") != std::string::npos);
   sys.set_operstate("lo", "down");
   CHECK(eventually([&] {
     const auto r = a.status().rails(0);
@@ -125,6 +134,10 @@ TEST_CASE("the link watch: a link reported down makes the rail unhealthy at once
   const auto down = a.status().rails(0);
   CHECK(down.health_reason().find("link down: net/lo reports the link down") != std::string::npos);
   CHECK(a.process().wait_output("rail 0: net/lo reports the link down", 2s));
+  const std::string down_metrics = metrics();
+  CHECK(down_metrics.find("epx_rail_link_up{rail=\"0\"} 0") != std::string::npos);
+  CHECK(down_metrics.find("epx_rail_usable{rail=\"0\"} 0") != std::string::npos);
+  CHECK(down_metrics.find("epx_rail_unhealthy_total{rail=\"0\"} 1") != std::string::npos);
 
   sys.set_operstate("lo", "up");
   CHECK(eventually([&] {
