@@ -35,8 +35,13 @@ void RailHealth::change(RailState to, const std::string& why, Clock::time_point)
   if (to == RailState::kUnhealthy) {
     report_.why = why;
     ++report_.changes;
-    spdlog::error("rail {}: unhealthy ({}): {}; new ring groups go to other rails, retried in {} ms", rail_,
-                  rail_state_name(from), why, options_.cooldown.count());
+    if (link_down_) {
+      spdlog::error("rail {}: unhealthy ({}): {}; new ring groups go to other rails, retried when the link is up",
+                    rail_, rail_state_name(from), why);
+    } else {
+      spdlog::error("rail {}: unhealthy ({}): {}; new ring groups go to other rails, retried in {} ms", rail_,
+                    rail_state_name(from), why, options_.cooldown.count());
+    }
   } else if (to == RailState::kRetrying) {
     if (why.empty()) {
       spdlog::warn("rail {}: retrying after {} ms without failures or stalls (was unhealthy: {})", rail_,
@@ -54,7 +59,7 @@ void RailHealth::on_success(Clock::time_point now) {
   consecutive_failures_ = 0;
   ++successes_since_change_;
   if (state_.load(std::memory_order_relaxed) == RailState::kRetrying && !stalled_now_) {
-    change(RailState::kHealthy, "a write completed after the cool-down", now);
+    change(RailState::kHealthy, "a write completed after it was retried", now);
   }
 }
 
