@@ -179,17 +179,28 @@ Result<fi_addr_t> ProxySet::insert_address(size_t rail, uint32_t rank, const std
   auto& cache = av_cache_[rail];
   auto hit = cache.find(address);
   if (hit != cache.end()) return hit->second;
-  // fi_av_insert reads the provider's address length from the pointer,
-  // whatever the table says: an address from a peer daemon must be exactly
-  // that long (a shorter one was read past its end).
+  std::string bytes = address;
   const size_t addrlen = rails_[rail]->address().size();
-  if (address.size() != addrlen) {
+  if (rails_[rail]->info().addr_format == FI_ADDR_STR) {
+    // A string address (shm: "fi_shm://PID...") is read up to its NUL, and
+    // its length varies with the peer (its pid's digits): any length up to
+    // the provider's limit, terminated here if the peer's was not.
+    if (bytes.empty() || bytes.size() > kMaxStringAddress) {
+      return invalid_argument("rank " + std::to_string(rank) + "'s address for rail " + std::to_string(rail) + " is " +
+                              std::to_string(bytes.size()) + " bytes; the " + rails_[rail]->provider() +
+                              " provider's string addresses are 1.." + std::to_string(kMaxStringAddress));
+    }
+    if (bytes.back() != '\0') bytes.push_back('\0');
+  } else if (address.size() != addrlen) {
+    // fi_av_insert reads the provider's address length from the pointer,
+    // whatever the table says: an address from a peer daemon must be
+    // exactly that long (a shorter one was read past its end).
     return invalid_argument("rank " + std::to_string(rank) + "'s address for rail " + std::to_string(rail) + " is " +
                             std::to_string(address.size()) + " bytes; the " + rails_[rail]->provider() +
                             " provider's addresses are " + std::to_string(addrlen));
   }
   fi_addr_t fa = FI_ADDR_UNSPEC;
-  int n = fi_av_insert(rails_[rail]->av(), address.data(), 1, &fa, 0, nullptr);
+  int n = fi_av_insert(rails_[rail]->av(), bytes.data(), 1, &fa, 0, nullptr);
   if (n != 1) {
     return internal_error("fi_av_insert of rank " + std::to_string(rank) + "'s daemon on rail " +
                           std::to_string(rail) + " inserted " + std::to_string(n));

@@ -79,6 +79,8 @@ class ProxySet {
   // local rail's proxy, and answers them with their fi_addrs.
   void insert_pairs(const v1::RankTable& table, std::vector<RailPairAddress> pairs,
                     std::function<void(Result<std::vector<RailPairAddress>>)> done);
+  // The longest string address (FI_ADDR_STR, e.g. shm's) taken from a peer.
+  static constexpr size_t kMaxStringAddress = 256;
   // The node's rails as pairing sees them (their fabrics).
   std::vector<RailEnd> local_ends() const;
 
@@ -117,7 +119,9 @@ class ProxySet {
   // Per rail: fabric address bytes -> fi_addr (touched only on that proxy).
   std::vector<std::map<std::string, fi_addr_t>> av_cache_;
   // On rail `rail`'s proxy thread: the fi_addr of rank `rank`'s daemon's
-  // address there, inserted on first use.
+  // address there, inserted on first use. A fixed-format address must have
+  // the provider's length; a string address any length up to
+  // kMaxStringAddress (shm's vary with the pid).
   Result<fi_addr_t> insert_address(size_t rail, uint32_t rank, const std::string& address);
   std::mutex key_mu_;
   uint64_t next_key_ = 1;

@@ -180,3 +180,43 @@ TEST_CASE("insert_pairs inserts a re-pairing's addresses on their rails, once pe
   REQUIRE_FALSE(beyond.ok());
   CHECK(beyond.status().message().find("no rail 7 of rank 0") != std::string::npos);
 }
+
+TEST_CASE("shm rails: string addresses of other lengths than ours are taken (they vary with the pid), bounded") {
+  v1::DaemonConfig config;
+  config.set_provider("shm");
+  config.set_control_socket("/tmp/unused.sock");
+  REQUIRE(finalize_config(&config).ok());
+  auto opened = open_rails("shm", {});
+  if (!opened.ok()) {
+    std::cout << "EPX_TEST_CASE_SKIPPED: no shm provider here: " << opened.status().to_string() << std::endl;
+    return;
+  }
+  std::vector<std::unique_ptr<Rail>> rails = std::move(opened.value());
+  rails.resize(1);
+  REQUIRE(rails[0]->info().addr_format == FI_ADDR_STR);
+  ProxySet proxies(config, rails);
+  REQUIRE(proxies.start().ok());
+  const std::string own = rails[0]->address();
+  auto insert = [&](const std::string& address) {
+    v1::RankTable table;
+    table.set_job_id("shm");
+    table.set_world_size(1);
+    table.add_ranks()->add_rails()->set_address(address);
+    std::promise<Result<ProxySet::Addresses>> answer;
+    proxies.insert_addresses(table, [&](Result<ProxySet::Addresses> r) { answer.set_value(std::move(r)); });
+    auto future = answer.get_future();
+    REQUIRE(future.wait_for(5s) == std::future_status::ready);
+    return future.get();
+  };
+  // Another process's name, one digit longer, with and without its NUL.
+  std::string longer = own;
+  if (!longer.empty() && longer.back() == '\0') longer.pop_back();
+  longer += "7";
+  auto a = insert(longer);
+  CHECK_MESSAGE(a.ok(), a.status().to_string());
+  auto b = insert(longer + std::string(1, '\0'));
+  CHECK_MESSAGE(b.ok(), b.status().to_string());
+  auto huge = insert(std::string(ProxySet::kMaxStringAddress + 1, 'x'));
+  REQUIRE_FALSE(huge.ok());
+  CHECK(huge.status().message().find("string addresses are 1..") != std::string::npos);
+}
