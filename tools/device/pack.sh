@@ -13,11 +13,14 @@ bazel build -c opt --dynamic_mode=off "${targets[@]}"
 # may have re-pointed it since.
 bin=$(bazel info -c opt --dynamic_mode=off bazel-bin)
 rm -rf .device-pack  # ignored by .gitignore; carried to the GPU machine explicitly
+# iproute2's ip goes too: the GPU machine's image has none, and
+# rails_bench makes its "hosts" with ip netns (tools/setup.sh installs it here).
+command -v ip >/dev/null || { echo "pack: no ip (iproute2) on this machine: tools/setup.sh installs it" >&2; exit 1; }
 ../shared/tools/pack-for-device.sh .device-pack $bin/daemon/epxd $bin/tools/epxctl $bin/tools/epx_exchange $bin/tools/epx_bench \
   $bin/tools/bench/epx_noisy_bench $bin/tools/device/gpu_bench $bin/tests/gpu_path_test $bin/tests/gpu_device_window_test \
   $bin/kernels/fp8_cast_gpu_test $bin/kernels/low_latency_gpu_test $bin/tools/device/ll_rank \
   $bin/tests/low_latency_job_test $bin/tools/device/ll_bench $bin/tools/device/normal_rank $bin/tests/normal_job_test \
-  $bin/python/native/libepx_c.so
+  $bin/python/native/libepx_c.so "$(command -v ip)"
 # The Python wheel around the same libepx_c.so: the GPU machine's python
 # (another version, another torch) installs it as a user would.
 EPX_LIBRARY=$(realpath .device-pack/bin/libepx_c.so) tools/build-wheel.sh .device-pack/wheel

@@ -31,6 +31,8 @@ cp "$pack/bin/ll_rank" "$pack/bin/normal_rank" /tmp/rf/epx/tools/device/
 cp "$pack/bin/epxctl" /tmp/rf/epx/tools/
 export TEST_SRCDIR=/tmp/rf TEST_WORKSPACE=epx
 bin=$pack/bin
+# The packed tools (iproute2's ip for rails_bench) when the image lacks them.
+export PATH=$PATH:$(realpath "$bin")
 
 summary=() results=()
 passed=0 failed=0 skipped=0 benches=0 bench_failed=0
