@@ -93,7 +93,10 @@ def test_normal_mode_checks_its_arguments(buffer):
 
 
 def test_normal_mode_across_nodes_says_it_is_not_built(buffer):
-    for call, args in [(buffer.internode_dispatch, ()), (buffer.internode_combine, ()),
+    x = torch.zeros(1, 128, dtype=torch.bfloat16)
+    # With the arguments DeepEP's signatures require (a call without them
+    # fails to bind, as it would there).
+    for call, args in [(buffer.internode_dispatch, (x,)), (buffer.internode_combine, (x, None)),
                        (buffer.get_local_buffer_tensor, (torch.bfloat16,))]:
         with pytest.raises(NotImplementedError, match="EPX"):
             call(*args)
