@@ -29,7 +29,12 @@ void PeerHealth::check() {
   }
   std::lock_guard<std::mutex> lock(mu_);
   for (auto it = peers_by_address_.begin(); it != peers_by_address_.end();) {
-    it = by_daemon.count(it->first) ? std::next(it) : peers_by_address_.erase(it);  // no shared job any more
+    if (by_daemon.count(it->first)) {
+      ++it;
+      continue;
+    }
+    data_plane_.forget_peer(it->first);  // no shared job any more: its rails' report goes too
+    it = peers_by_address_.erase(it);
   }
   for (const auto& [address, ranks] : by_daemon) {
     auto [h, inserted] = peers_by_address_.try_emplace(address, Peer{now, false});

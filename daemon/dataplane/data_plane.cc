@@ -531,6 +531,11 @@ void DataPlane::repair_plane(const std::shared_ptr<JobPlane>& plane, const std::
                         });
 }
 
+void DataPlane::forget_peer(const std::string& daemon) {
+  std::lock_guard<std::mutex> lock(peer_rails_mu_);
+  peer_rails_.erase(daemon);
+}
+
 std::vector<PeerRail> DataPlane::rails_for_peers() const {
   std::vector<PeerRail> out;
   for (size_t i = 0; i < proxies_.size(); ++i) {

@@ -105,6 +105,9 @@ class DataPlane {
   // our rails with its usable ones (JobPlane::repair). Jobs formed later
   // start from it.
   void peer_rails(const std::string& daemon, std::vector<PeerRail> rails);
+  // We share no job with `daemon` any more: its last report is dropped (a
+  // job formed with it later starts from every rail usable again).
+  void forget_peer(const std::string& daemon);
   // This daemon's rails, for a peer's ping.
   std::vector<PeerRail> rails_for_peers() const;
 
