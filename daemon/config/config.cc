@@ -7,6 +7,8 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/io/tokenizer.h>
@@ -68,26 +70,38 @@ std::string host_name() {
   return buf;
 }
 
-// "train-*=3,infer=2" (the job_weights flag); checked later by finalize_config.
-Status parse_job_weights(const std::string& text, google::protobuf::RepeatedPtrField<v1::JobWeight>* out) {
-  out->Clear();
+// The items of a KEY=VALUE,KEY=VALUE flag (job_weights, gpu_rails), each
+// with a key and a value; `form` names the expected form in the error.
+Result<std::vector<std::pair<std::string, std::string>>> key_value_items(const std::string& text,
+                                                                         const std::string& field,
+                                                                         const std::string& form) {
+  std::vector<std::pair<std::string, std::string>> items;
   std::istringstream in(text);
   for (std::string item; std::getline(in, item, ',');) {
     if (item.empty()) continue;
     const auto eq = item.rfind('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) {
-      return invalid_argument("job_weights: '" + item + "' is not JOB=WEIGHT (JOB an id or a prefix ending in '*')");
+      return invalid_argument(field + ": '" + item + "' is not " + form);
     }
-    const std::string number = item.substr(eq + 1);
+    items.emplace_back(item.substr(0, eq), item.substr(eq + 1));
+  }
+  return items;
+}
+
+// "train-*=3,infer=2" (the job_weights flag); checked later by finalize_config.
+Status parse_job_weights(const std::string& text, google::protobuf::RepeatedPtrField<v1::JobWeight>* out) {
+  EPX_ASSIGN_OR_RETURN(auto items,
+                       key_value_items(text, "job_weights", "JOB=WEIGHT (JOB an id or a prefix ending in '*')"));
+  out->Clear();
+  for (const auto& [job, number] : items) {
     char* end = nullptr;
     errno = 0;
     const unsigned long long weight = std::strtoull(number.c_str(), &end, 10);
     if (*end != '\0' || errno != 0 || number[0] == '-' || weight > 0xffffffffULL) {
-      return invalid_argument("job_weights: weight '" + number + "' of '" + item.substr(0, eq) +
-                              "' is not an unsigned integer");
+      return invalid_argument("job_weights: weight '" + number + "' of '" + job + "' is not an unsigned integer");
     }
     v1::JobWeight* w = out->Add();
-    w->set_job(item.substr(0, eq));
+    w->set_job(job);
     w->set_weight(static_cast<uint32_t>(weight));
   }
   return Status();
@@ -96,23 +110,18 @@ Status parse_job_weights(const std::string& text, google::protobuf::RepeatedPtrF
 // "0000:19:00.0=0+1,0000:2a:00.0=2+3" (the gpu_rails flag). The addresses
 // and rail indices are checked when the rails are open (RailAffinity).
 Status parse_gpu_rails(const std::string& text, google::protobuf::RepeatedPtrField<v1::GpuRails>* out) {
+  EPX_ASSIGN_OR_RETURN(auto items, key_value_items(text, "gpu_rails", "GPU=RAIL+RAIL... (e.g. 0000:19:00.0=0+1)"));
   out->Clear();
-  std::istringstream in(text);
-  for (std::string item; std::getline(in, item, ',');) {
-    if (item.empty()) continue;
-    const auto eq = item.rfind('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) {
-      return invalid_argument("gpu_rails: '" + item + "' is not GPU=RAIL+RAIL... (e.g. 0000:19:00.0=0+1)");
-    }
+  for (const auto& [gpu, list] : items) {
     v1::GpuRails* g = out->Add();
-    g->set_gpu(item.substr(0, eq));
-    std::istringstream rails(item.substr(eq + 1));
+    g->set_gpu(gpu);
+    std::istringstream rails(list);
     for (std::string rail; std::getline(rails, rail, '+');) {
       char* end = nullptr;
       errno = 0;
       const unsigned long v = std::strtoul(rail.c_str(), &end, 10);
       if (rail.empty() || *end != '\0' || errno != 0 || v > 1023 || rail[0] == '-') {
-        return invalid_argument("gpu_rails: rail '" + rail + "' of '" + item + "' is not a rail index");
+        return invalid_argument("gpu_rails: rail '" + rail + "' of '" + gpu + "=" + list + "' is not a rail index");
       }
       g->add_rails(static_cast<uint32_t>(v));
     }
