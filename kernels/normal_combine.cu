@@ -1,7 +1,8 @@
-// Normal-mode combine inside one node: the send kernel (each received row
-// back to its source, at the row its token had in the source's send list to
-// this rank) and the receive kernel (a warp per token sums the rows of the
-// ranks holding it), with their launcher. Contract: normal_kernels.h.
+// Normal-mode combine: the send kernel (each received row back to the local
+// rank that forwarded it), the relay kernel (across nodes: one partial sum
+// per relayed token, sent back to its owner in one write per node) and the
+// receive kernel (a warp per token sums its node's rows and the other
+// nodes' partials), with their launcher. Contract: normal_kernels.h.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -22,10 +23,13 @@ __device__ inline uint64_t current_call(const uint64_t* calls) {
   return *reinterpret_cast<const volatile uint64_t*>(calls) + 1;
 }
 
+// Each received row goes back to the local rank that forwarded it: the
+// source itself on this node, else the rank with the source's local index
+// (its relay here), at the row its token had in that rank's send list.
 __global__ void __launch_bounds__(kCombineThreads)
     normal_combine_send_kernel(NormalShape s, NormalLayout l, NormalTransport t, NormalCombineArgs a) {
   extern __shared__ int32_t prefix[];  // [R]: rank_prefix_matrix's column for this rank
-  const int R = s.num_ranks, K = s.num_topk, me = t.rank;
+  const int R = s.num_ranks, K = s.num_topk, P = s.local_ranks(), me = t.rank, node = me / P, li = me % P;
   const uint64_t seq = current_call(&t.state->combine_calls);
   for (int r = threadIdx.x; r < R; r += blockDim.x) prefix[r] = a.handle.rank_prefix_matrix[r * R + me];
   __syncthreads();
@@ -38,10 +42,11 @@ __global__ void __launch_bounds__(kCombineThreads)
       const int mid = (lo + hi) / 2;
       if (prefix[mid] > row) hi = mid; else lo = mid + 1;
     }
-    const int src = lo;
-    if (masked(t, src)) continue;
-    const size_t slot = static_cast<size_t>(me) * s.max_tokens_per_rank + (row - (src > 0 ? prefix[src - 1] : 0));
-    uint8_t* peer = t.peers.ptrs[src];
+    const int src = lo, forwarder = node * P + src % P;
+    if (masked(t, src) || masked(t, forwarder)) continue;
+    const size_t slot = (static_cast<size_t>(src / P) * P + li) * s.max_tokens_per_rank +
+                        (row - (src > 0 ? prefix[src - 1] : 0));
+    uint8_t* peer = t.peers.ptrs[forwarder];
     warp_copy(peer + l.combine_x + slot * row_bytes, reinterpret_cast<const uint8_t*>(a.x) + row * row_bytes,
               row_bytes, lane);
     if (a.topk_weights != nullptr && lane < K) {
@@ -50,8 +55,8 @@ __global__ void __launch_bounds__(kCombineThreads)
   }
   __threadfence_system();
   if (last_block(&t.state->finished[2])) {
-    for (int p = threadIdx.x; p < R; p += blockDim.x) {
-      if (!masked(t, p)) store_seq(t.peers.ptrs[p] + l.arrivals + sizeof(uint64_t) * (R + me), seq);
+    for (int p = threadIdx.x; p < P; p += blockDim.x) {
+      if (!masked(t, node * P + p)) store_seq(t.peers.ptrs[node * P + p] + l.arrivals + sizeof(uint64_t) * (P + li), seq);
     }
   }
 }
@@ -66,65 +71,198 @@ __device__ inline void add_bf16x8(float* acc, const int4& v) {
   }
 }
 
-__global__ void __launch_bounds__(kCombineThreads)
-    normal_combine_recv_kernel(NormalShape s, NormalLayout l, NormalTransport t, NormalCombineArgs a) {
-  extern __shared__ int32_t lost[];  // [R]
-  const int R = s.num_ranks, K = s.num_topk, H = s.hidden;
-  const uint64_t seq = current_call(&t.state->combine_calls);
+// Waits for every local rank's combine rows: lost[i] when masked or late.
+__device__ inline void wait_local_rows(const NormalShape& s, const NormalLayout& l, const NormalTransport& t,
+                                       uint64_t seq, int32_t* lost) {
+  const int P = s.local_ranks(), node = t.rank / P;
   const uint8_t* own = t.peers.ptrs[t.rank];
-  for (int src = threadIdx.x; src < R; src += blockDim.x) {
-    lost[src] = masked(t, src) ||
-                !wait_seq(t, own + l.arrivals + sizeof(uint64_t) * (R + src), seq, src, kNormalCombineTimeout);
+  for (int i = threadIdx.x; i < P; i += blockDim.x) {
+    lost[i] = masked(t, node * P + i) ||
+              !wait_seq(t, own + l.arrivals + sizeof(uint64_t) * (P + i), seq, node * P + i, kNormalCombineTimeout);
   }
   __syncthreads();
-  const int4* rows = reinterpret_cast<const int4*>(own + l.combine_x);
-  const float* row_weights = reinterpret_cast<const float*>(own + l.combine_weights);
-  const size_t vectors = static_cast<size_t>(H) / 8;  // int4 = 8 bf16
-  const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  for (int tok = blockIdx.x * warps + warp; tok < a.num_tokens; tok += gridDim.x * warps) {
-    const int32_t* index = a.handle.send_index + static_cast<size_t>(tok) * R;
-    const size_t at0 = static_cast<size_t>(tok) * vectors;
-    // Each lane sums four chunks of 8 channels per step for two holding
-    // ranks at a time, so eight loads are in flight at once (one at a time
-    // left the sum bound by load latency). All lanes run the same iterations: the holders are
-    // shared through ballot and shuffle.
-    for (size_t base_c = 0; base_c < vectors; base_c += 128) {
-      float acc[4][8];
+}
+
+// acc[u] (8 channels each, chunk base_c + lane + 32u) += the rows of the
+// local ranks holding a token of virtual source v (index: its send_index
+// row, [P]), ranks ascending, in fp32. Each lane keeps four chunks of two
+// holders in flight (eight loads), so the sum is not bound by load latency;
+// all lanes run the same iterations (holders shared by ballot and shuffle).
+__device__ inline void add_local_rows(float (&acc)[4][8], const int4* rows, size_t vectors, size_t base_c,
+                                      const int32_t* index, const int32_t* lost, int P, int v, int T, int lane) {
+  for (int pass = 0; pass < P; pass += 32) {
+    const int j = pass + lane;
+    const int32_t p = j < P && !lost[j] ? index[j] : -1;
+    unsigned todo = __ballot_sync(0xFFFFFFFFu, p >= 0);
+    const unsigned long long row = p >= 0 ? (static_cast<unsigned long long>(v) * P + j) * T + p : 0;
+    while (todo != 0) {
+      const int b0 = __ffs(todo) - 1;
+      todo &= todo - 1;
+      const bool pair = todo != 0;  // the same in every lane
+      const int b1 = pair ? __ffs(todo) - 1 : b0;
+      if (pair) todo &= todo - 1;
+      const int4* src0 = rows + __shfl_sync(0xFFFFFFFFu, row, b0) * vectors;
+      const int4* src1 = rows + __shfl_sync(0xFFFFFFFFu, row, b1) * vectors;
+      int4 v0[4], v1[4];
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) acc[u][i] = 0.0f;
+        const size_t c = base_c + lane + 32 * u;
+        const bool in = c < vectors;
+        v0[u] = in ? src0[c] : make_int4(0, 0, 0, 0);
+        v1[u] = in && pair ? src1[c] : make_int4(0, 0, 0, 0);
       }
-      // The ranks holding the token, ascending, 32 per pass.
-      for (int pass = 0; pass < R; pass += 32) {
-        const int r = pass + lane;
-        const int32_t p = r < R && !lost[r] ? index[r] : -1;
-        unsigned todo = __ballot_sync(0xFFFFFFFFu, p >= 0);
-        const unsigned long long row = p >= 0 ? static_cast<unsigned long long>(r) * s.max_tokens_per_rank + p : 0;
-        // Two holders at a time: eight loads in flight per lane.
-        while (todo != 0) {
-          const int b0 = __ffs(todo) - 1;
-          todo &= todo - 1;
-          const bool pair = todo != 0;  // the same in every lane
-          const int b1 = pair ? __ffs(todo) - 1 : b0;
-          if (pair) todo &= todo - 1;
-          const int4* src0 = rows + __shfl_sync(0xFFFFFFFFu, row, b0) * vectors;
-          const int4* src1 = rows + __shfl_sync(0xFFFFFFFFu, row, b1) * vectors;
-          int4 v0[4], v1[4];
+      // Ascending rank order, as the reference adds.
 #pragma unroll
-          for (int u = 0; u < 4; ++u) {
-            const size_t c = base_c + lane + 32 * u;
-            const bool in = c < vectors;
-            v0[u] = in ? src0[c] : make_int4(0, 0, 0, 0);
-            v1[u] = in && pair ? src1[c] : make_int4(0, 0, 0, 0);
-          }
-          // Ascending rank order, as the reference adds.
+      for (int u = 0; u < 4; ++u) add_bf16x8(acc[u], v0[u]);
+      if (pair) {
 #pragma unroll
-          for (int u = 0; u < 4; ++u) add_bf16x8(acc[u], v0[u]);
-          if (pair) {
+        for (int u = 0; u < 4; ++u) add_bf16x8(acc[u], v1[u]);
+      }
+    }
+  }
+}
+
+__device__ inline void zero(float (&acc)[4][8]) {
 #pragma unroll
-            for (int u = 0; u < 4; ++u) add_bf16x8(acc[u], v1[u]);
-          }
+  for (int u = 0; u < 4; ++u) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[u][i] = 0.0f;
+  }
+}
+
+__device__ inline int4 to_bf16x8(const float* acc) {
+  int4 out;
+  __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&out);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) o[i] = __floats2bfloat162_rn(acc[2 * i], acc[2 * i + 1]);
+  return out;
+}
+
+// Lane k < K: the fp32 sum of the holders' weights for entry k, ranks ascending.
+__device__ inline float local_weights(const float* row_weights, const int32_t* index, const int32_t* lost, int P, int v,
+                                      int T, int K, int lane) {
+  float w = 0.0f;
+  for (int j = 0; j < P; ++j) {
+    const int32_t p = index[j];
+    if (p < 0 || lost[j]) continue;
+    w += row_weights[((static_cast<size_t>(v) * P + j) * T + p) * K + lane];
+  }
+  return w;
+}
+
+// N > 1: a warp per token other nodes relayed here sums its rows into one
+// bf16 partial (weights in fp32) in the rdma space (normal_combine_post_kernel
+// then sends them back to the tokens' owners).
+__global__ void __launch_bounds__(kCombineThreads)
+    normal_combine_relay_kernel(NormalShape s, NormalLayout l, NormalTransport t, NormalCombineArgs a) {
+  extern __shared__ int32_t lost[];  // [P]
+  const int K = s.num_topk, H = s.hidden, P = s.local_ranks(), N = s.nodes(), T = s.max_tokens_per_rank;
+  const int node = t.rank / P, li = t.rank % P;
+  const uint64_t seq = current_call(&t.state->combine_calls);
+  const NormalRdmaLayout& r = t.rdma_layout;
+  wait_local_rows(s, l, t, seq, lost);
+  const uint8_t* own = t.peers.ptrs[t.rank];
+  const int4* rows = reinterpret_cast<const int4*>(own + l.combine_x);
+  const float* row_weights = reinterpret_cast<const float*>(own + l.combine_weights);
+  const size_t vectors = static_cast<size_t>(H) / 8, partial = normal_partial_bytes(H, K);
+  const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int v = 0; v < N; ++v) {
+    if (v == node) continue;
+    const int n = a.handle.relay_counts[v];
+    uint8_t* region = t.rdma + normal_region(r.combine_send, r.partial_region, N, seq, v);
+    for (int tok = blockIdx.x * warps + warp; tok < n; tok += gridDim.x * warps) {
+      const int32_t* index = a.handle.send_index + (static_cast<size_t>(v) * T + tok) * P;
+      int4* out = reinterpret_cast<int4*>(region + static_cast<size_t>(tok) * partial);
+      for (size_t base_c = 0; base_c < vectors; base_c += 128) {
+        float acc[4][8];
+        zero(acc);
+        add_local_rows(acc, rows, vectors, base_c, index, lost, P, v, T, lane);
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const size_t c = base_c + lane + 32 * u;
+          if (c < vectors) out[c] = to_bf16x8(acc[u]);
+        }
+      }
+      if (a.topk_weights != nullptr && lane < K) {
+        reinterpret_cast<float*>(region + static_cast<size_t>(tok) * partial + 2 * static_cast<size_t>(H))[lane] =
+            local_weights(row_weights, index, lost, P, v, T, K, lane);
+      }
+      if (lane == 0) {
+        *reinterpret_cast<uint32_t*>(region + static_cast<size_t>(tok) * partial + 2 * static_cast<size_t>(H) + 4 * K) =
+            static_cast<uint32_t>(seq);
+      }
+    }
+  }
+}
+
+// N > 1, one warp, after the relay kernel (the kernel boundary makes every
+// partial visible to the daemon first): one write + signal per node back
+// to the owners of the tokens it relayed.
+__global__ void normal_combine_post_kernel(NormalShape s, NormalTransport t, NormalCombineArgs a) {
+  const int P = s.local_ranks(), N = s.nodes(), node = t.rank / P, li = t.rank % P;
+  const uint64_t seq = current_call(&t.state->combine_calls);
+  const NormalRdmaLayout& r = t.rdma_layout;
+  const size_t partial = normal_partial_bytes(s.hidden, s.num_topk);
+  for (int v = threadIdx.x; v < N; v += blockDim.x) {
+    const int owner = v * P + li;
+    if (v == node || masked(t, owner)) continue;
+    const size_t bytes = static_cast<size_t>(a.handle.relay_counts[v]) * partial;
+    post_region(t, static_cast<uint32_t>(N + v), owner, normal_region(r.combine_send, r.partial_region, N, seq, v),
+                normal_region(r.combine_recv, r.partial_region, N, seq, node), bytes > 16 ? bytes : 16,
+                static_cast<uint32_t>(N + node));
+  }
+}
+
+// A warp per own token: its node's rows (local ranks ascending, fp32), then
+// every other node's partial (nodes ascending), then the biases, into bf16.
+__global__ void __launch_bounds__(kCombineThreads)
+    normal_combine_recv_kernel(NormalShape s, NormalLayout l, NormalTransport t, NormalCombineArgs a) {
+  extern __shared__ int32_t lost[];  // [P] local ranks, then [N] nodes whose partials never came
+  const int K = s.num_topk, H = s.hidden, P = s.local_ranks(), N = s.nodes(), T = s.max_tokens_per_rank;
+  const int node = t.rank / P, li = t.rank % P;
+  const uint64_t seq = current_call(&t.state->combine_calls);
+  const NormalRdmaLayout& r = t.rdma_layout;
+  int32_t* node_lost = lost + P;
+  wait_local_rows(s, l, t, seq, lost);
+  for (int v = threadIdx.x; v < N; v += blockDim.x) {
+    const int relay = v * P + li;
+    node_lost[v] = v == node || masked(t, relay) ||
+                   !wait_signal_word(t, static_cast<uint32_t>(N + v), seq, relay, kNormalPartialTimeout, 2);
+  }
+  __syncthreads();
+  const uint8_t* own = t.peers.ptrs[t.rank];
+  const int4* rows = reinterpret_cast<const int4*>(own + l.combine_x);
+  const float* row_weights = reinterpret_cast<const float*>(own + l.combine_weights);
+  const size_t vectors = static_cast<size_t>(H) / 8, partial = normal_partial_bytes(H, K);
+  const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int tok = blockIdx.x * warps + warp; tok < a.num_tokens; tok += gridDim.x * warps) {
+    const int32_t* index = a.handle.send_index + (static_cast<size_t>(node) * T + tok) * P;
+    const size_t at0 = static_cast<size_t>(tok) * vectors;
+    // Each partial is read once its tag is this call's.
+    if (lane == 0) {
+      for (int v = 0; v < N; ++v) {
+        const int32_t m = node_lost[v] ? -1 : a.handle.node_index[static_cast<size_t>(tok) * N + v];
+        if (m < 0) continue;
+        (void)wait_tag(t, t.rdma + normal_region(r.combine_recv, r.partial_region, N, seq, v) +
+                              static_cast<size_t>(m) * partial + 2 * static_cast<size_t>(H) + 4 * K,
+                       static_cast<uint32_t>(seq), v * P + li);
+      }
+    }
+    __syncwarp();
+    for (size_t base_c = 0; base_c < vectors; base_c += 128) {
+      float acc[4][8];
+      zero(acc);
+      add_local_rows(acc, rows, vectors, base_c, index, lost, P, node, T, lane);
+      for (int v = 0; v < N; ++v) {
+        if (node_lost[v]) continue;
+        const int32_t m = a.handle.node_index[static_cast<size_t>(tok) * N + v];
+        if (m < 0) continue;
+        const int4* p = reinterpret_cast<const int4*>(t.rdma + normal_region(r.combine_recv, r.partial_region, N, seq, v) +
+                                                      static_cast<size_t>(m) * partial);
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const size_t c = base_c + lane + 32 * u;
+          if (c < vectors) add_bf16x8(acc[u], p[c]);
         }
       }
 #pragma unroll
@@ -133,19 +271,17 @@ __global__ void __launch_bounds__(kCombineThreads)
         if (c >= vectors) continue;
         if (a.bias0 != nullptr) add_bf16x8(acc[u], reinterpret_cast<const int4*>(a.bias0)[at0 + c]);
         if (a.bias1 != nullptr) add_bf16x8(acc[u], reinterpret_cast<const int4*>(a.bias1)[at0 + c]);
-        int4 out;
-        __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&out);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) o[i] = __floats2bfloat162_rn(acc[u][2 * i], acc[u][2 * i + 1]);
-        reinterpret_cast<int4*>(a.out)[at0 + c] = out;
+        reinterpret_cast<int4*>(a.out)[at0 + c] = to_bf16x8(acc[u]);
       }
     }
     if (a.out_topk_weights != nullptr && lane < K) {
-      float w = 0.0f;
-      for (int r = 0; r < R; ++r) {
-        const int32_t p = index[r];
-        if (p < 0 || lost[r]) continue;
-        w += row_weights[(static_cast<size_t>(r) * s.max_tokens_per_rank + p) * K + lane];
+      float w = local_weights(row_weights, index, lost, P, node, T, K, lane);
+      for (int v = 0; v < N; ++v) {
+        if (node_lost[v]) continue;
+        const int32_t m = a.handle.node_index[static_cast<size_t>(tok) * N + v];
+        if (m < 0) continue;
+        w += reinterpret_cast<const float*>(t.rdma + normal_region(r.combine_recv, r.partial_region, N, seq, v) +
+                                            static_cast<size_t>(m) * partial + 2 * static_cast<size_t>(H))[lane];
       }
       a.out_topk_weights[static_cast<size_t>(tok) * K + lane] = w;
     }
@@ -181,11 +317,20 @@ Status launch_normal_combine(const NormalShape& s, const NormalLayout& l, const 
     return invalid_argument(prefix + "x, out and the biases must be 16-byte aligned");
   }
   if (a.out == nullptr && a.num_tokens > 0) return invalid_argument(prefix + "null out");
+  if (s.nodes() > 1 && (a.handle.node_index == nullptr || a.handle.relay_counts == nullptr)) {
+    return invalid_argument(prefix + "a job across nodes needs the handle's node arrays");
+  }
   cudaStream_t st = static_cast<cudaStream_t>(stream);
-  const size_t shared = sizeof(int32_t) * s.num_ranks;
-  normal_combine_send_kernel<<<t.num_sms, kCombineThreads, shared, st>>>(s, l, t, a);
+  normal_combine_send_kernel<<<t.num_sms, kCombineThreads, sizeof(int32_t) * s.num_ranks, st>>>(s, l, t, a);
   EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_combine_send_kernel"));
-  normal_combine_recv_kernel<<<t.num_sms, kCombineThreads, shared, st>>>(s, l, t, a);
+  if (s.nodes() > 1) {
+    normal_combine_relay_kernel<<<t.num_sms, kCombineThreads, sizeof(int32_t) * s.local_ranks(), st>>>(s, l, t, a);
+    EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_combine_relay_kernel"));
+    normal_combine_post_kernel<<<1, 32, 0, st>>>(s, t, a);
+    EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_combine_post_kernel"));
+  }
+  const size_t lost = sizeof(int32_t) * (s.local_ranks() + s.nodes());
+  normal_combine_recv_kernel<<<t.num_sms, kCombineThreads, lost, st>>>(s, l, t, a);
   return cuda_status(cudaGetLastError(), "launch normal_combine_recv_kernel");
 }
 

@@ -1,5 +1,6 @@
 // Device helpers shared by the normal-mode kernels: the seq words between
-// ranks, bounded waits, and the election of a kernel's last block.
+// ranks, bounded waits, the election of a kernel's last block, and every
+// use the kernels make of the ring and signal API (epx/device.cuh).
 #pragma once
 
 #include <cstdint>
@@ -23,14 +24,17 @@ __device__ inline bool masked(const NormalTransport& t, int rank) { return t.ran
 
 // Waits until the seq word at `p` reaches `seq`; false after timeout_ns, with
 // `code` recorded naming `rank`.
-__device__ inline bool wait_seq(const NormalTransport& t, const uint8_t* p, uint64_t seq, int rank, uint32_t code) {
+// `periods` timeouts: a wait for a rank that itself waits on the network
+// is given two, so the rank that was late is the one named.
+__device__ inline bool wait_seq(const NormalTransport& t, const uint8_t* p, uint64_t seq, int rank, uint32_t code,
+                                uint64_t periods = 1) {
   uint64_t seen = load_seq(p);
   if (seen >= seq) return true;
   const uint64_t start = device_now_ns();
   for (;;) {
     seen = load_seq(p);
     if (seen >= seq) return true;
-    if (device_now_ns() - start > t.timeout_ns) {
+    if (device_now_ns() - start > periods * t.timeout_ns) {
       record_error(t.error, code, static_cast<uint32_t>(rank), seq, seen);
       return false;
     }
@@ -59,6 +63,92 @@ __device__ inline bool last_block(uint32_t* finished) {
   }
   __syncthreads();
   return last;
+}
+
+// Posts `length` bytes at `src_offset` of this rank's rdma space to
+// `dst_offset` of rank `dst`'s (the same window id on every rank), then
+// adds 1 to signal `signal` (relative to signal_base) there, on ring
+// `channel`: its only producer during the call. False (and kNormalPostFailed)
+// when the ring refused or stayed full.
+__device__ inline bool post_region(const NormalTransport& t, uint32_t channel, int dst, uint64_t src_offset,
+                                   uint64_t dst_offset, uint64_t length, uint32_t signal) {
+  const DeviceRing& ring = t.rings.ring(channel);
+  const bool posted = post_write_signal(ring, static_cast<uint32_t>(dst), static_cast<uint16_t>(t.rdma_window),
+                                        src_offset, static_cast<uint16_t>(t.rdma_window), dst_offset,
+                                        static_cast<uint32_t>(length), t.signal_base + signal, 1);
+  if (!posted) record_error(t.error, kNormalPostFailed, static_cast<uint32_t>(dst), length, 0);
+  return posted;
+}
+
+// Waits until this rank's signal `signal` (relative to signal_base) reaches
+// `value`, acquire at system scope (the data it counts is then visible);
+// false after timeout_ns, with `code` recorded naming `rank`.
+__device__ inline bool wait_signal_word(const NormalTransport& t, uint32_t signal, uint64_t value, int rank,
+                                        uint32_t code, uint64_t periods = 1) {
+  const uint32_t index = t.signal_base + signal;
+  if (index >= t.signals.count) {
+    record_error(t.error, code, static_cast<uint32_t>(rank), value, 0);
+    return false;
+  }
+  const uint64_t start = device_now_ns();
+  for (;;) {
+    const uint64_t seen = signal_value(t.signals, index);
+    if (seen >= value) return true;
+    if (device_now_ns() - start > periods * t.timeout_ns) {
+      record_error(t.error, code, static_cast<uint32_t>(rank), value, seen);
+      return false;
+    }
+    ring::ring_pause();
+  }
+}
+
+// Waits until the uint32 tag at `p` (data another node sent, landed in
+// this rank's rdma space) reads `tag`, re-reading it at system scope: the
+// signal said the write completed, the tag says these bytes are that
+// write's. False after timeout_ns, with kNormalStaleData naming `rank`.
+__device__ inline bool wait_tag(const NormalTransport& t, const uint8_t* p, uint32_t tag, int rank) {
+  const volatile uint32_t* word = reinterpret_cast<const volatile uint32_t*>(p);
+  if (*word == tag) return true;
+  const uint64_t start = device_now_ns();
+  for (;;) {
+    __threadfence_system();
+    const uint32_t seen = *word;
+    if (seen == tag) return true;
+    if (device_now_ns() - start > t.timeout_ns) {
+      record_error(t.error, kNormalStaleData, static_cast<uint32_t>(rank), tag, seen);
+      return false;
+    }
+    ring::ring_pause();
+  }
+}
+
+// Block-wide exclusive prefix sum of one flag per thread, over successive
+// rounds of blockDim.x items: returns this thread's exclusive prefix and
+// adds the round's total to `running` (shared, read by every thread after
+// the call). `sums` is shared scratch of 32 ints. Every thread calls it.
+__device__ inline int block_prefix(int flag, int32_t* sums, int32_t* running) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  int incl = flag;
+  for (int o = 1; o < 32; o <<= 1) {
+    const int v = __shfl_up_sync(0xFFFFFFFFu, incl, o);
+    if (lane >= o) incl += v;
+  }
+  if (lane == 31) sums[warp] = incl;
+  __syncthreads();
+  if (warp == 0) {
+    int w = lane < warps ? sums[lane] : 0;
+    for (int o = 1; o < 32; o <<= 1) {
+      const int v = __shfl_up_sync(0xFFFFFFFFu, w, o);
+      if (lane >= o) w += v;
+    }
+    sums[lane] = w;  // inclusive over warps
+  }
+  __syncthreads();
+  const int excl = *running + (warp > 0 ? sums[warp - 1] : 0) + incl - flag;
+  __syncthreads();
+  if (threadIdx.x == 0) *running += sums[warps - 1];
+  __syncthreads();
+  return excl;
 }
 
 // 16-byte copies, one warp, `bytes` a multiple of 16.

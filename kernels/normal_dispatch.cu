@@ -1,7 +1,9 @@
-// Normal-mode dispatch inside one node: the notify kernel (send lists and
-// the count exchange) and the dispatch kernel (rows straight to their final
-// place in every destination's nvl space), with their launcher. Contract and
-// protocol: normal_kernels.h; formats: normal_format.h.
+// Normal-mode dispatch: across nodes the node scan and pack kernels (one
+// message per token and node, one write per node to the relay), then the
+// notify kernel (send lists and the count exchange inside the node) and the
+// dispatch kernel (rows straight to their final place in every local rank's
+// nvl space), with their launcher. Contract and protocol: normal_kernels.h;
+// formats: normal_format.h.
 #include <cuda_runtime.h>
 
 #include <string>
@@ -23,67 +25,239 @@ __device__ inline uint64_t current_call(const uint64_t* calls) {
   return *reinterpret_cast<const volatile uint64_t*>(calls) + 1;
 }
 
-__device__ inline int32_t* slot_counts(uint8_t* space, const NormalLayout& l, int src) {
-  return reinterpret_cast<int32_t*>(space + l.notify + src * l.notify_slot_bytes + kNotifyCounts);
+__device__ inline int32_t* slot_counts(uint8_t* space, const NormalLayout& l, int sender) {
+  return reinterpret_cast<int32_t*>(space + l.notify + sender * l.notify_slot_bytes + kNotifyCounts);
 }
 
-// Block `dst`: this rank's send list for dst and its count, told to every rank.
-__global__ void __launch_bounds__(kNotifyThreads)
-    normal_notify_kernel(NormalShape s, NormalLayout l, NormalTransport t, NormalDispatchArgs a) {
-  __shared__ int32_t warp_sums[32];
+// Where the job's shape puts this rank.
+struct Place {
+  int R, P, N, L, K, me, node, li;
+  __device__ Place(const NormalShape& s, const NormalTransport& t)
+      : R(s.num_ranks), P(s.local_ranks()), N(s.nodes()), L(s.local_experts()), K(s.num_topk), me(t.rank),
+        node(t.rank / s.local_ranks()), li(t.rank % s.local_ranks()) {}
+  __device__ int local(int j) const { return node * P + j; }
+};
+
+// One token of a virtual source, wherever it lives: this rank's inputs, or
+// a message in the rdma space.
+struct SourceToken {
+  const uint8_t* x;
+  const uint32_t* scales;
+  int64_t scale_stride;
+  const int64_t* topk;   // null: no top-k (cached)
+  const float* weights;
+  int32_t src;
+};
+
+__device__ inline const uint8_t* message(const NormalShape& s, const NormalTransport& t, const NormalPayload& p,
+                                         size_t region, int t_index) {
+  return t.rdma + region + kMessageHeader + static_cast<size_t>(t_index) * normal_message_bytes(s, p);
+}
+
+__device__ inline SourceToken own_token(const NormalShape& s, const NormalDispatchArgs& a, int tok) {
+  const size_t row_bytes = a.payload.row_bytes(s.hidden);
+  SourceToken o;
+  o.x = static_cast<const uint8_t*>(a.x) + static_cast<size_t>(tok) * row_bytes;
+  o.scales = a.payload.fp8 ? a.x_scales + static_cast<size_t>(tok) * a.scale_token_stride : nullptr;
+  o.scale_stride = a.scale_hidden_stride;
+  o.topk = a.topk_idx != nullptr ? a.topk_idx + static_cast<size_t>(tok) * s.num_topk : nullptr;
+  o.weights = a.topk_idx != nullptr ? a.topk_weights + static_cast<size_t>(tok) * s.num_topk : nullptr;
+  o.src = tok;
+  return o;
+}
+
+__device__ inline SourceToken relayed_token(const NormalShape& s, const NormalDispatchArgs& a, const uint8_t* m) {
+  const size_t meta = normal_message_meta(s.num_topk);
+  SourceToken o;
+  o.x = m + meta;
+  o.scales = reinterpret_cast<const uint32_t*>(m + meta + a.payload.row_bytes(s.hidden));
+  o.scale_stride = 1;
+  o.topk = a.topk_idx != nullptr ? reinterpret_cast<const int64_t*>(m) : nullptr;
+  o.weights = a.topk_idx != nullptr ? reinterpret_cast<const float*>(m + 8 * s.num_topk) : nullptr;
+  o.src = *reinterpret_cast<const volatile int32_t*>(m + 12 * s.num_topk);
+  return o;
+}
+
+// Block v (N > 1): which of this rank's tokens node v needs (handle
+// node_index, node_counts), and the count at the head of the message region.
+__global__ void __launch_bounds__(1024)
+    normal_node_scan_kernel(NormalShape s, NormalTransport t, NormalDispatchArgs a) {
+  __shared__ int32_t sums[32];
   __shared__ int32_t running;
-  const int R = s.num_ranks, L = s.local_experts(), me = t.rank, dst = blockIdx.x;
+  const Place at(s, t);
+  const int v = blockIdx.x;
   const uint64_t seq = current_call(&t.state->dispatch_calls);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  int32_t count = 0;
+  if (threadIdx.x == 0) running = 0;
+  __syncthreads();
   if (!a.cached) {
-    if (threadIdx.x == 0) running = 0;
-    __syncthreads();
     for (int base = 0; base < a.num_tokens; base += blockDim.x) {
       const int tok = base + threadIdx.x;
-      const int flag = tok < a.num_tokens && a.is_token_in_rank[static_cast<size_t>(tok) * R + dst] != 0 ? 1 : 0;
-      int incl = flag;
-      for (int o = 1; o < 32; o <<= 1) {
-        const int v = __shfl_up_sync(kFullMask, incl, o);
-        if (lane >= o) incl += v;
+      int flag = 0;
+      if (tok < a.num_tokens && v != at.node) {
+        for (int j = 0; j < at.P; ++j) flag |= a.is_token_in_rank[static_cast<size_t>(tok) * at.R + v * at.P + j] != 0;
       }
-      if (lane == 31) warp_sums[warp] = incl;
-      __syncthreads();
-      if (warp == 0) {
-        int w = lane < warps ? warp_sums[lane] : 0;
-        for (int o = 1; o < 32; o <<= 1) {
-          const int v = __shfl_up_sync(kFullMask, w, o);
-          if (lane >= o) w += v;
+      const int excl = block_prefix(flag, sums, &running);
+      if (tok < a.num_tokens) a.handle.node_index[static_cast<size_t>(tok) * at.N + v] = flag ? excl : -1;
+    }
+  }
+  if (threadIdx.x == 0) {
+    const int32_t count = a.cached ? a.handle.node_counts[v] : running;
+    if (!a.cached) a.handle.node_counts[v] = count;
+    const NormalRdmaLayout& r = t.rdma_layout;
+    volatile uint32_t* head =
+        reinterpret_cast<volatile uint32_t*>(t.rdma + normal_region(r.dispatch_send, r.message_region, at.N, seq, v));
+    head[0] = static_cast<uint32_t>(count);
+    head[1] = static_cast<uint32_t>(seq);
+  }
+}
+
+// N > 1: warps stage every token another node needs as one message per
+// node (normal_node_post_kernel then sends them).
+__global__ void __launch_bounds__(kDispatchThreads)
+    normal_node_pack_kernel(NormalShape s, NormalTransport t, NormalDispatchArgs a) {
+  const Place at(s, t);
+  const uint64_t seq = current_call(&t.state->dispatch_calls);
+  const NormalRdmaLayout& r = t.rdma_layout;
+  const size_t row_bytes = a.payload.row_bytes(s.hidden), meta = normal_message_meta(s.num_topk);
+  const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int tok = blockIdx.x * warps + warp; tok < a.num_tokens; tok += gridDim.x * warps) {
+    const SourceToken src = own_token(s, a, tok);
+    for (int v = 0; v < at.N; ++v) {
+      const int32_t index = a.handle.node_index[static_cast<size_t>(tok) * at.N + v];
+      if (v == at.node || index < 0 || masked(t, v * at.P + at.li)) continue;
+      uint8_t* m = const_cast<uint8_t*>(
+          message(s, t, a.payload, normal_region(r.dispatch_send, r.message_region, at.N, seq, v), index));
+      if (src.topk != nullptr && lane < at.K) {
+        reinterpret_cast<int64_t*>(m)[lane] = src.topk[lane];
+        reinterpret_cast<float*>(m + 8 * at.K)[lane] = src.weights[lane];
+      }
+      if (lane == 0) {
+        *reinterpret_cast<int32_t*>(m + 12 * at.K) = tok;
+        *reinterpret_cast<uint32_t*>(m + 12 * at.K + 4) = static_cast<uint32_t>(seq);
+      }
+      warp_copy(m + meta, src.x, row_bytes, lane);
+      if (a.payload.fp8) {
+        uint32_t* scales = reinterpret_cast<uint32_t*>(m + meta + row_bytes);
+        for (int j = lane; j < a.payload.num_scales; j += 32) scales[j] = src.scales[j * src.scale_stride];
+      }
+    }
+  }
+}
+
+// N > 1, one warp, after the pack kernel (the kernel boundary makes every
+// staged byte visible to the daemon before the descriptor is): one write +
+// signal per node to its relay.
+__global__ void normal_node_post_kernel(NormalShape s, NormalTransport t, NormalDispatchArgs a) {
+  const Place at(s, t);
+  const uint64_t seq = current_call(&t.state->dispatch_calls);
+  const NormalRdmaLayout& r = t.rdma_layout;
+  for (int v = threadIdx.x; v < at.N; v += blockDim.x) {
+    const int relay = v * at.P + at.li;
+    if (v == at.node || masked(t, relay)) continue;
+    const size_t bytes = kMessageHeader + static_cast<size_t>(a.handle.node_counts[v]) * normal_message_bytes(s, a.payload);
+    post_region(t, static_cast<uint32_t>(v), relay, normal_region(r.dispatch_send, r.message_region, at.N, seq, v),
+                normal_region(r.dispatch_recv, r.message_region, at.N, seq, at.node), bytes,
+                static_cast<uint32_t>(at.node));
+  }
+}
+
+// Block (v, j): virtual source v's tokens for local rank j (its send list
+// and count), told to every local rank.
+__global__ void __launch_bounds__(kNotifyThreads)
+    normal_notify_kernel(NormalShape s, NormalLayout l, NormalTransport t, NormalDispatchArgs a) {
+  extern __shared__ int32_t expert_counts[];  // [L] (relayed tokens)
+  __shared__ int32_t sums[32];
+  __shared__ int32_t running;
+  __shared__ int32_t relayed;
+  __shared__ int32_t late;  // the relay whose message never came, + 1; 0 none
+  const Place at(s, t);
+  const int v = blockIdx.x / at.P, j = blockIdx.x % at.P, dst = at.local(j);
+  const int T = s.max_tokens_per_rank, R = at.R, L = at.L, K = at.K;
+  const uint64_t seq = current_call(&t.state->dispatch_calls);
+  const bool own = v == at.node;
+  const NormalRdmaLayout& r = t.rdma_layout;
+  if (threadIdx.x == 0) {
+    running = 0;
+    relayed = 0;
+    late = 0;
+    if (!own) {
+      const int relay_from = v * at.P + at.li;
+      const bool gone = masked(t, relay_from);
+      const bool ok = !gone && wait_signal_word(t, static_cast<uint32_t>(v), seq, relay_from, kNormalRelayTimeout);
+      if (!gone && !ok) late = relay_from + 1;
+      const uint8_t* head = t.rdma + normal_region(r.dispatch_recv, r.message_region, at.N, seq, v);
+      if (ok && !wait_tag(t, head + 4, static_cast<uint32_t>(seq), relay_from)) {
+        late = relay_from + 1;
+      } else if (ok) {
+        relayed = a.cached ? a.handle.relay_counts[v] : static_cast<int32_t>(*reinterpret_cast<const volatile uint32_t*>(head));
+      }
+      if (j == 0) {
+        t.relayed[v] = relayed;
+        if (!a.cached) a.handle.relay_counts[v] = relayed;
+      }
+    }
+  }
+  for (int e = threadIdx.x; e < L; e += blockDim.x) expert_counts[e] = 0;
+  __syncthreads();
+  const int n = own ? a.num_tokens : relayed;
+  int32_t* index = a.handle.send_index + static_cast<size_t>(v) * T * at.P;
+  int32_t count = 0;
+  if (!a.cached) {
+    const size_t region = own ? 0 : normal_region(r.dispatch_recv, r.message_region, at.N, seq, v);
+    const int64_t first = static_cast<int64_t>(dst) * L;
+    for (int base = 0; base < n; base += blockDim.x) {
+      const int tok = base + threadIdx.x;
+      int flag = 0;
+      if (tok < n) {
+        if (own) {
+          flag = a.is_token_in_rank[static_cast<size_t>(tok) * R + dst] != 0;
+        } else {
+          // The relay's message landed while this kernel ran: read once its
+          // tag is this call's, at system scope.
+          const uint8_t* m = message(s, t, a.payload, region, tok);
+          (void)wait_tag(t, m + 12 * K + 4, static_cast<uint32_t>(seq), v * at.P + at.li);
+          const volatile int64_t* topk = reinterpret_cast<const volatile int64_t*>(m);
+          for (int k = 0; k < K; ++k) {
+            const int64_t e = topk[k];
+            if (e < first || e >= first + L) continue;
+            flag = 1;
+            bool seen = false;  // a token counts once per expert
+            for (int q = 0; q < k; ++q) seen |= topk[q] == e;
+            if (!seen) atomicAdd(&expert_counts[e - first], 1);
+          }
         }
-        warp_sums[lane] = w;  // inclusive over warps
       }
-      __syncthreads();
-      const int excl = running + (warp > 0 ? warp_sums[warp - 1] : 0) + incl - flag;
-      if (tok < a.num_tokens) {
-        const size_t at = static_cast<size_t>(tok) * R + dst;
-        a.handle.send_index[at] = flag ? excl : -1;
-        a.handle.is_token_in_rank[at] = static_cast<uint8_t>(flag);
-      }
-      __syncthreads();
-      if (threadIdx.x == 0) running += warp_sums[warps - 1];
-      __syncthreads();
+      const int excl = block_prefix(flag, sums, &running);
+      if (tok < n) index[static_cast<size_t>(tok) * at.P + j] = flag ? excl : -1;
+    }
+    // The handle's copy of is_token_in_rank: block (v, j) copies column v * P + j.
+    for (int tok = threadIdx.x; tok < a.num_tokens; tok += blockDim.x) {
+      const size_t cell = static_cast<size_t>(tok) * R + v * at.P + j;
+      a.handle.is_token_in_rank[cell] = a.is_token_in_rank[cell];
     }
     count = running;
+    if (threadIdx.x == 0) a.handle.send_counts[v * at.P + j] = count;
   } else {
-    const int32_t* p = a.handle.rank_prefix_matrix;
-    count = p[me * R + dst] - (me > 0 ? p[(me - 1) * R + dst] : 0);
+    count = v == at.node || relayed > 0 ? a.handle.send_counts[v * at.P + j] : 0;
   }
-  for (int p = threadIdx.x; p < R; p += blockDim.x) {
-    if (!masked(t, p)) slot_counts(t.peers.ptrs[p], l, me)[dst] = count;
+  // A relay that never sent is told to every local rank as -(its rank + 1),
+  // so each rank whose rows it carried names it too.
+  const int32_t told = late != 0 ? -late : count;
+  for (int p = threadIdx.x; p < at.P; p += blockDim.x) {
+    if (!masked(t, at.local(p))) slot_counts(t.peers.ptrs[at.local(p)], l, at.li)[v * at.P + j] = told;
   }
   if (!masked(t, dst)) {
-    int32_t* experts = slot_counts(t.peers.ptrs[dst], l, me) + R;
-    for (int j = threadIdx.x; j < L; j += blockDim.x) experts[j] = a.cached ? 0 : a.tokens_per_expert[dst * L + j];
+    int32_t* experts = slot_counts(t.peers.ptrs[dst], l, at.li) + at.N * at.P + v * L;
+    for (int e = threadIdx.x; e < L; e += blockDim.x) {
+      experts[e] = a.cached ? 0 : (own ? a.tokens_per_expert[dst * L + e] : expert_counts[e]);
+    }
   }
   __threadfence_system();
   if (last_block(&t.state->finished[0])) {
-    for (int p = threadIdx.x; p < R; p += blockDim.x) {
-      if (!masked(t, p)) store_seq(t.peers.ptrs[p] + l.notify + me * l.notify_slot_bytes + kNotifySeq, seq);
+    for (int p = threadIdx.x; p < at.P; p += blockDim.x) {
+      if (!masked(t, at.local(p))) {
+        store_seq(t.peers.ptrs[at.local(p)] + l.notify + at.li * l.notify_slot_bytes + kNotifySeq, seq);
+      }
     }
   }
 }
@@ -92,32 +266,37 @@ __global__ void __launch_bounds__(kDispatchThreads)
     normal_dispatch_kernel(NormalShape s, NormalLayout l, NormalTransport t, NormalDispatchArgs a) {
   extern __shared__ int32_t shared[];
   __shared__ int32_t num_recv;
-  const int R = s.num_ranks, L = s.local_experts(), K = s.num_topk, me = t.rank;
-  int32_t* start = shared;     // [R]: where this rank's rows begin at each destination
-  int32_t* lost = shared + R;  // [R]: masked, or its notify never came
+  const Place at(s, t);
+  const int R = at.R, P = at.P, N = at.N, L = at.L, K = at.K, T = s.max_tokens_per_rank;
+  int32_t* start = shared;          // [N][P]: where virtual source v's rows begin at local rank j
+  int32_t* lost = shared + N * P;   // [P]: local rank masked, or its notify never came
   const uint64_t seq = current_call(&t.state->dispatch_calls);
-  uint8_t* own = t.peers.ptrs[me];
+  uint8_t* own = t.peers.ptrs[at.me];
+  // Count of global source g for local rank j (0 from a lost sender).
+  auto count = [&](int g, int j) -> int32_t {
+    const int sender = g % P;
+    const int32_t c = lost[sender] ? 0 : slot_counts(own, l, sender)[(g / P) * P + j];
+    return c < 0 ? 0 : c;  // < 0: the relay of g's tokens never sent them
+  };
 
-  for (int src = threadIdx.x; src < R; src += blockDim.x) {
-    lost[src] = masked(t, src) ||
-                !wait_seq(t, own + l.notify + src * l.notify_slot_bytes + kNotifySeq, seq, src, kNormalNotifyTimeout);
+  for (int i = threadIdx.x; i < P; i += blockDim.x) {
+    // Across nodes a local rank's notify waits for its relay's message first.
+    lost[i] = masked(t, at.local(i)) || !wait_seq(t, own + l.notify + i * l.notify_slot_bytes + kNotifySeq, seq,
+                                                  at.local(i), kNormalNotifyTimeout, N > 1 ? 2 : 1);
   }
   __syncthreads();
-  for (int dst = threadIdx.x; dst < R; dst += blockDim.x) {
+  for (int c = threadIdx.x; c < N * P; c += blockDim.x) {
+    const int v = c / P, j = c % P, g = v * P + at.li;
     int32_t sum = 0;
-    if (a.cached) {
-      sum = me > 0 ? a.handle.rank_prefix_matrix[(me - 1) * R + dst] : 0;
-    } else {
-      for (int src = 0; src < me; ++src) sum += lost[src] ? 0 : slot_counts(own, l, src)[dst];
-    }
-    start[dst] = sum;
+    for (int q = 0; q < g; ++q) sum += count(q, j);
+    start[c] = sum;
   }
   if (threadIdx.x == 0) {
     int32_t sum = 0;
-    if (a.cached) {
-      sum = a.handle.rank_prefix_matrix[(R - 1) * R + me];
-    } else {
-      for (int src = 0; src < R; ++src) sum += lost[src] ? 0 : slot_counts(own, l, src)[me];
+    for (int g = 0; g < R; ++g) {
+      sum += count(g, at.li);
+      const int32_t raw = lost[g % P] ? 0 : slot_counts(own, l, g % P)[(g / P) * P + at.li];
+      if (raw < 0 && blockIdx.x == 0) record_error(t.error, kNormalRelayTimeout, static_cast<uint32_t>(-raw - 1), seq, 0);
     }
     num_recv = sum;
   }
@@ -125,25 +304,29 @@ __global__ void __launch_bounds__(kDispatchThreads)
 
   if (blockIdx.x == 0) {
     if (!a.cached) {
-      for (int dst = threadIdx.x; dst < R; dst += blockDim.x) {
+      for (int j = threadIdx.x; j < P; j += blockDim.x) {
         int32_t sum = 0;
-        for (int src = 0; src < R; ++src) {
-          sum += lost[src] ? 0 : slot_counts(own, l, src)[dst];
-          a.handle.rank_prefix_matrix[src * R + dst] = sum;
+        for (int g = 0; g < R; ++g) {
+          sum += count(g, j);
+          a.handle.rank_prefix_matrix[g * R + at.local(j)] = sum;
         }
       }
-      for (int j = threadIdx.x; j < L; j += blockDim.x) {
+      for (int e = threadIdx.x; e < L; e += blockDim.x) {
         int32_t sum = 0;
-        for (int src = 0; src < R; ++src) sum += lost[src] ? 0 : (slot_counts(own, l, src) + R)[j];
+        for (int i = 0; i < P; ++i) {
+          if (lost[i]) continue;
+          const int32_t* experts = slot_counts(own, l, i) + N * P;
+          for (int v = 0; v < N; ++v) sum += experts[v * L + e];
+        }
         const int align = a.expert_alignment;
-        t.host_counts->expert_counts[j] = (sum + align - 1) / align * align;
+        t.host_counts->expert_counts[e] = (sum + align - 1) / align * align;
       }
     }
     __syncthreads();
     if (threadIdx.x == 0) {
       *a.handle.num_recv_tokens = num_recv;
       if (a.num_worst_tokens > 0 && num_recv > a.num_worst_tokens) {
-        record_error(t.error, kNormalWorstExceeded, static_cast<uint32_t>(me), a.num_worst_tokens, num_recv);
+        record_error(t.error, kNormalWorstExceeded, static_cast<uint32_t>(at.me), a.num_worst_tokens, num_recv);
       }
       t.host_counts->num_recv_tokens = num_recv;
       __threadfence_system();
@@ -151,38 +334,46 @@ __global__ void __launch_bounds__(kDispatchThreads)
     }
   }
 
-  // Rows: a warp per token, every destination of the token in turn.
+  // Rows: a warp per token of each virtual source, every local destination
+  // of the token in turn.
   const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const size_t row_bytes = a.payload.row_bytes(s.hidden);
-  const uint8_t* x = static_cast<const uint8_t*>(a.x);
-  for (int tok = blockIdx.x * warps + warp; tok < a.num_tokens; tok += gridDim.x * warps) {
-    const int32_t* index = a.handle.send_index + static_cast<size_t>(tok) * R;
-    for (int base = 0; base < R; base += 32) {
-      const int mine = base + lane;
-      const int32_t pos = mine < R && !lost[mine] ? index[mine] : -1;
-      unsigned todo = __ballot_sync(kFullMask, pos >= 0);
-      while (todo != 0) {
-        const int b = __ffs(todo) - 1;
-        todo &= todo - 1;
-        const int d = base + b;
-        const size_t row = static_cast<size_t>(start[d]) + __shfl_sync(kFullMask, pos, b);
-        uint8_t* peer = t.peers.ptrs[d];
-        warp_copy(peer + l.recv_x + row * row_bytes, x + static_cast<size_t>(tok) * row_bytes, row_bytes, lane);
-        if (a.payload.fp8) {
-          uint32_t* scales = reinterpret_cast<uint32_t*>(peer + l.recv_scales) + row * a.payload.num_scales;
-          for (int j = lane; j < a.payload.num_scales; j += 32) {
-            scales[j] = a.x_scales[static_cast<size_t>(tok) * a.scale_token_stride +
-                                   static_cast<size_t>(j) * a.scale_hidden_stride];
+  const NormalRdmaLayout& r = t.rdma_layout;
+  for (int v = 0; v < N; ++v) {
+    const bool mine = v == at.node;
+    const int n = mine ? a.num_tokens : t.relayed[v];
+    const size_t region = mine ? 0 : normal_region(r.dispatch_recv, r.message_region, N, seq, v);
+    const int32_t* send_index = a.handle.send_index + static_cast<size_t>(v) * T * P;
+    for (int tok = blockIdx.x * warps + warp; tok < n; tok += gridDim.x * warps) {
+      if (!mine && lane == 0) {
+        (void)wait_tag(t, message(s, t, a.payload, region, tok) + 12 * K + 4, static_cast<uint32_t>(seq), v * P + at.li);
+      }
+      __syncwarp();
+      const SourceToken src = mine ? own_token(s, a, tok) : relayed_token(s, a, message(s, t, a.payload, region, tok));
+      const int32_t* index = send_index + static_cast<size_t>(tok) * P;
+      for (int base = 0; base < P; base += 32) {
+        const int mj = base + lane;
+        const int32_t pos = mj < P && !lost[mj] ? index[mj] : -1;
+        unsigned todo = __ballot_sync(kFullMask, pos >= 0);
+        while (todo != 0) {
+          const int b = __ffs(todo) - 1;
+          todo &= todo - 1;
+          const int j = base + b, d = at.local(j);
+          const size_t row = static_cast<size_t>(start[v * P + j]) + __shfl_sync(kFullMask, pos, b);
+          uint8_t* peer = t.peers.ptrs[d];
+          warp_copy(peer + l.recv_x + row * row_bytes, src.x, row_bytes, lane);
+          if (a.payload.fp8) {
+            uint32_t* scales = reinterpret_cast<uint32_t*>(peer + l.recv_scales) + row * a.payload.num_scales;
+            for (int q = lane; q < a.payload.num_scales; q += 32) scales[q] = src.scales[q * src.scale_stride];
           }
+          if (src.topk != nullptr && lane < K) {
+            const int64_t e = reinterpret_cast<const volatile int64_t*>(src.topk)[lane];
+            const bool local = e >= static_cast<int64_t>(d) * L && e < static_cast<int64_t>(d + 1) * L;
+            reinterpret_cast<int64_t*>(peer + l.recv_topk_idx)[row * K + lane] = local ? e - static_cast<int64_t>(d) * L : -1;
+            reinterpret_cast<float*>(peer + l.recv_topk_weights)[row * K + lane] = local ? reinterpret_cast<const volatile float*>(src.weights)[lane] : 0.0f;
+          }
+          if (lane == 0) reinterpret_cast<int32_t*>(peer + l.recv_src_idx)[row] = src.src;
         }
-        if (a.topk_idx != nullptr && lane < K) {
-          const int64_t e = a.topk_idx[static_cast<size_t>(tok) * K + lane];
-          const bool local = e >= static_cast<int64_t>(d) * L && e < static_cast<int64_t>(d + 1) * L;
-          reinterpret_cast<int64_t*>(peer + l.recv_topk_idx)[row * K + lane] = local ? e - static_cast<int64_t>(d) * L : -1;
-          reinterpret_cast<float*>(peer + l.recv_topk_weights)[row * K + lane] =
-              local ? a.topk_weights[static_cast<size_t>(tok) * K + lane] : 0.0f;
-        }
-        if (lane == 0) reinterpret_cast<int32_t*>(peer + l.recv_src_idx)[row] = tok;
       }
     }
   }
@@ -197,11 +388,11 @@ __global__ void __launch_bounds__(kDispatchThreads)
 
   __threadfence_system();
   if (last_block(&t.state->finished[1])) {
-    for (int p = threadIdx.x; p < R; p += blockDim.x) {
-      if (!lost[p]) store_seq(t.peers.ptrs[p] + l.arrivals + sizeof(uint64_t) * me, seq);
+    for (int p = threadIdx.x; p < P; p += blockDim.x) {
+      if (!lost[p]) store_seq(t.peers.ptrs[at.local(p)] + l.arrivals + sizeof(uint64_t) * at.li, seq);
     }
-    for (int src = threadIdx.x; src < R; src += blockDim.x) {
-      if (!lost[src]) wait_seq(t, own + l.arrivals + sizeof(uint64_t) * src, seq, src, kNormalDispatchTimeout);
+    for (int i = threadIdx.x; i < P; i += blockDim.x) {
+      if (!lost[i]) wait_seq(t, own + l.arrivals + sizeof(uint64_t) * i, seq, at.local(i), kNormalDispatchTimeout);
     }
     __syncthreads();
     if (threadIdx.x == 0) *reinterpret_cast<volatile uint64_t*>(&t.state->dispatch_calls) = seq;
@@ -261,10 +452,33 @@ Status launch_normal_dispatch(const NormalShape& s, const NormalLayout& l, const
       a.handle.rank_prefix_matrix == nullptr) {
     return invalid_argument(prefix + "the handle's arrays are not allocated");
   }
+  const int N = s.nodes();
+  if (a.handle.send_counts == nullptr) return invalid_argument(prefix + "the handle's arrays are not allocated");
+  if (N > 1) {
+    if (t.rdma == nullptr || t.relayed == nullptr || t.rings.rings == nullptr || t.signals.words == nullptr) {
+      return invalid_argument(prefix + "a job across nodes needs the rdma space, rings and signals");
+    }
+    if (a.handle.node_index == nullptr || a.handle.node_counts == nullptr || a.handle.relay_counts == nullptr) {
+      return invalid_argument(prefix + "a job across nodes needs the handle's node arrays");
+    }
+  }
+  const size_t expert_shared = sizeof(int32_t) * static_cast<size_t>(s.local_experts());
+  if (expert_shared > 48 * 1024) {
+    return invalid_argument(prefix + std::to_string(s.local_experts()) +
+                            " experts per rank: the notify kernel counts at most 12288 in shared memory");
+  }
   cudaStream_t st = static_cast<cudaStream_t>(stream);
-  normal_notify_kernel<<<s.num_ranks, kNotifyThreads, 0, st>>>(s, l, t, a);
+  if (N > 1) {
+    normal_node_scan_kernel<<<N, 1024, 0, st>>>(s, t, a);
+    EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_node_scan_kernel"));
+    normal_node_pack_kernel<<<t.num_sms, kDispatchThreads, 0, st>>>(s, t, a);
+    EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_node_pack_kernel"));
+    normal_node_post_kernel<<<1, 32, 0, st>>>(s, t, a);
+    EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_node_post_kernel"));
+  }
+  normal_notify_kernel<<<N * s.local_ranks(), kNotifyThreads, expert_shared, st>>>(s, l, t, a);
   EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_notify_kernel"));
-  const size_t shared = sizeof(int32_t) * 2 * s.num_ranks;
+  const size_t shared = sizeof(int32_t) * (static_cast<size_t>(N) * s.local_ranks() + s.local_ranks());
   normal_dispatch_kernel<<<t.num_sms, kDispatchThreads, shared, st>>>(s, l, t, a);
   return cuda_status(cudaGetLastError(), "launch normal_dispatch_kernel");
 }

@@ -59,8 +59,13 @@ struct NormalShape {
   int hidden = 0;
   int num_topk = 0;
   int max_tokens_per_rank = 0;
+  // Ranks per node (P): node n holds ranks [n * P, (n + 1) * P). 0: every
+  // rank on one node.
+  int ranks_per_node = 0;
 
   EPX_NORMAL_HOST_DEVICE int local_experts() const { return num_ranks > 0 ? num_experts / num_ranks : 0; }
+  EPX_NORMAL_HOST_DEVICE int local_ranks() const { return ranks_per_node > 0 ? ranks_per_node : num_ranks; }
+  EPX_NORMAL_HOST_DEVICE int nodes() const { return local_ranks() > 0 ? num_ranks / local_ranks() : 0; }
   EPX_NORMAL_HOST_DEVICE size_t max_recv_rows() const {
     return static_cast<size_t>(num_ranks) * static_cast<size_t>(max_tokens_per_rank);
   }
@@ -84,20 +89,22 @@ EPX_NORMAL_HOST_DEVICE inline constexpr size_t normal_align16(size_t n) { return
 
 // One rank's nvl space (CUDA IPC to same-node ranks); every rank computes
 // the same layout from the same shape, so a rank addresses a peer's space by
-// offset. All offsets are multiples of 16.
-//   notify    [ranks] slots, slot s written by source s:
-//               uint64 seq (stored last, release), int32 counts[ranks] (the
-//               source's tokens for every rank), int32 expert_counts
-//               [local_experts] (its tokens for this rank's experts)
-//   arrivals  [2][ranks] uint64: dispatch data / combine rows of rank s
+// offset. All offsets are multiples of 16. N nodes of P ranks (one node:
+// P = ranks). A rank forwards over NVLink N *virtual sources*: v = its own
+// node is its own tokens, any other v the tokens the rank with its local
+// index on node v relayed to it over the network (docs/ARCHITECTURE.md).
+//   notify    [P] slots, slot i written by local rank i:
+//               uint64 seq (stored last, release), int32 counts[N][P]
+//               (virtual source v's tokens for local rank j), int32
+//               expert_counts[N][local_experts] (for this rank's experts)
+//   arrivals  [2][P] uint64: dispatch data / combine rows of local rank i
 //             complete for call seq (stored after the data, release)
 //   recv_x, recv_scales, recv_topk_idx, recv_topk_weights, recv_src_idx:
-//             max_recv_rows rows each, written by the sources at their final
-//             row (the rank_prefix_matrix gives each source its range)
-//   combine_x [ranks][max_tokens] rows of hidden bf16: rank r's rows for
-//             this rank's tokens, at the index the token had in this rank's
-//             send list to r; combine_weights the same [ranks][max_tokens]
-//             [num_topk] floats
+//             max_recv_rows rows each, written at their final row, grouped
+//             by global source rank (the rank_prefix_matrix's ranges)
+//   combine_x [N][P][max_tokens] rows of hidden bf16: [v][j][i] is local
+//             rank j's row for token i of virtual source v's send list to
+//             j; combine_weights the same rows of [num_topk] floats
 struct NormalLayout {
   size_t notify_slot_bytes = 0;
   size_t notify = 0;
@@ -114,8 +121,58 @@ struct NormalLayout {
 
 inline constexpr size_t kNotifySeq = 0;
 inline constexpr size_t kNotifyCounts = 16;
-EPX_NORMAL_HOST_DEVICE inline constexpr size_t notify_expert_counts(int num_ranks) {
-  return kNotifyCounts + 4 * static_cast<size_t>(num_ranks);
+// `sources` = N * P count words.
+EPX_NORMAL_HOST_DEVICE inline constexpr size_t notify_expert_counts(int sources) {
+  return kNotifyCounts + 4 * static_cast<size_t>(sources);
+}
+
+// One rank's rdma space (a GpuWindow with the same id on every rank), only
+// when the job spans nodes. Each region is double-buffered by the call's
+// parity: a sender writes call c + 2 only after every rank of the job
+// finished call c (docs/ARCHITECTURE.md says why that holds).
+//   dispatch_send / dispatch_recv [2][N] regions: a 16-byte head (uint32
+//     count, uint32 tag), then `count` messages of normal_message_bytes():
+//     the token's top-k ids (int64) and weights (float), its index at the
+//     source (int32), the tag (uint32), then its payload row and scales.
+//     dispatch_send[p][v] is what this rank sends node v; dispatch_recv[p][v]
+//     what node v's rank with this rank's local index relayed to it.
+//   combine_send / combine_recv [2][N] regions of max_tokens partial rows
+//     (normal_partial_bytes(): hidden bf16, num_topk float weights, the
+//     tag), at the index the token had in the message (combine_send[p][v]:
+//     this rank's sums for node v's tokens; combine_recv[p][v]: node v's
+//     sums for this rank's tokens).
+//   The tag is the call's seq (low 32 bits): a receiver reads data only
+//   once its tag says it belongs to the call, so it never acts on bytes of
+//   an older call or not yet visible to it, whatever the fabric's order.
+// Signals (2N words from the buffer's base): word v counts dispatch
+// messages from node v, word N + v combine partials from node v.
+struct NormalRdmaLayout {
+  size_t message_region = 0;  // bytes of one dispatch region
+  size_t partial_region = 0;  // bytes of one combine region
+  size_t dispatch_send = 0;
+  size_t dispatch_recv = 0;
+  size_t combine_send = 0;
+  size_t combine_recv = 0;
+  size_t rdma_bytes = 0;
+  uint32_t signal_count = 0;
+};
+
+inline constexpr size_t kMessageHeader = 16;  // count and tag before the messages
+// Meta of one message: top-k ids at 0, weights at 8K, source index at 12K,
+// tag at 12K + 4.
+EPX_NORMAL_HOST_DEVICE inline constexpr size_t normal_message_meta(int num_topk) {
+  return normal_align16(12 * static_cast<size_t>(num_topk) + 8);
+}
+EPX_NORMAL_HOST_DEVICE inline size_t normal_message_bytes(const NormalShape& s, const NormalPayload& p) {
+  return normal_message_meta(s.num_topk) + p.row_bytes(s.hidden) + normal_align16(4 * static_cast<size_t>(p.num_scales));
+}
+// One partial row: hidden bf16 at 0, weights at 2H, tag at 2H + 4K.
+EPX_NORMAL_HOST_DEVICE inline constexpr size_t normal_partial_bytes(int hidden, int num_topk) {
+  return normal_align16(2 * static_cast<size_t>(hidden) + 4 * static_cast<size_t>(num_topk) + 4);
+}
+// Offset of region `parity`, `node` of an array of 2 * N regions at `base`.
+EPX_NORMAL_HOST_DEVICE inline size_t normal_region(size_t base, size_t region, int nodes, uint64_t parity, int node) {
+  return base + region * (static_cast<size_t>(parity & 1) * nodes + node);
 }
 
 inline Status check_normal_shape(const char* who, const NormalShape& s) {
@@ -136,6 +193,10 @@ inline Status check_normal_shape(const char* who, const NormalShape& s) {
   }
   if (s.max_tokens_per_rank <= 0) {
     return invalid_argument(prefix + "num_max_tokens_per_rank=" + n(s.max_tokens_per_rank) + " is not positive");
+  }
+  if (s.ranks_per_node < 0 || (s.ranks_per_node > 0 && s.num_ranks % s.ranks_per_node != 0)) {
+    return invalid_argument(prefix + "ranks_per_node=" + n(s.ranks_per_node) + " does not divide num_ranks=" +
+                            n(s.num_ranks));
   }
   if (s.max_recv_rows() > (1ull << 31) - 1) {
     return invalid_argument(prefix + "num_ranks * num_max_tokens_per_rank exceeds 2^31 - 1 rows");
@@ -167,15 +228,17 @@ inline Status normal_layout(const NormalShape& s, NormalLayout* out) {
   EPX_RETURN_IF_ERROR(check_normal_shape("normal_layout", s));
   NormalLayout l;
   const size_t rows = s.max_recv_rows();
-  l.notify_slot_bytes = normal_align16(notify_expert_counts(s.num_ranks) + 4 * static_cast<size_t>(s.local_experts()));
+  const int N = s.nodes(), P = s.local_ranks();
+  l.notify_slot_bytes =
+      normal_align16(notify_expert_counts(N * P) + 4 * static_cast<size_t>(N) * static_cast<size_t>(s.local_experts()));
   size_t at = 0;
   auto take = [&at](size_t bytes) {
     const size_t here = at;
     at += normal_align16(bytes);
     return here;
   };
-  l.notify = take(l.notify_slot_bytes * s.num_ranks);
-  l.arrivals = take(2 * sizeof(uint64_t) * s.num_ranks);
+  l.notify = take(l.notify_slot_bytes * P);
+  l.arrivals = take(2 * sizeof(uint64_t) * P);
   l.recv_x = take(rows * 2 * s.hidden);
   l.recv_scales = take(rows * 4 * (s.hidden / kFp8BlockSize));
   l.recv_topk_idx = take(rows * sizeof(int64_t) * s.num_topk);
@@ -184,6 +247,27 @@ inline Status normal_layout(const NormalShape& s, NormalLayout* out) {
   l.combine_x = take(rows * 2 * s.hidden);
   l.combine_weights = take(rows * sizeof(float) * s.num_topk);
   l.nvl_bytes = at;
+  *out = l;
+  return Status();
+}
+
+// The rdma space of a job spanning nodes (sized for BF16 rows and
+// hidden / 128 scales, the widest payload).
+inline Status normal_rdma_layout(const NormalShape& s, NormalRdmaLayout* out) {
+  EPX_RETURN_IF_ERROR(check_normal_shape("normal_rdma_layout", s));
+  NormalPayload widest;
+  widest.num_scales = s.hidden / kFp8BlockSize;
+  NormalRdmaLayout l;
+  const size_t T = static_cast<size_t>(s.max_tokens_per_rank);
+  l.message_region = normal_align16(kMessageHeader + T * normal_message_bytes(s, widest));
+  l.partial_region = normal_align16(T * normal_partial_bytes(s.hidden, s.num_topk));
+  const size_t regions = 2 * static_cast<size_t>(s.nodes());
+  l.dispatch_send = 0;
+  l.dispatch_recv = l.dispatch_send + regions * l.message_region;
+  l.combine_send = l.dispatch_recv + regions * l.message_region;
+  l.combine_recv = l.combine_send + regions * l.partial_region;
+  l.rdma_bytes = l.combine_recv + regions * l.partial_region;
+  l.signal_count = static_cast<uint32_t>(regions);
   *out = l;
   return Status();
 }

@@ -1,32 +1,47 @@
-// GPU launchers of normal (high-throughput) dispatch and combine inside one
-// node: the contract between the kernels (normal_*.cu) and the SDK's
-// epx::NormalBuffer, which owns the memory and the per-call state.
+// GPU launchers of normal (high-throughput) dispatch and combine, inside a
+// node and across nodes: the contract between the kernels (normal_*.cu) and
+// the SDK's epx::NormalBuffer, which owns the memory and the per-call state.
 //
 // Host code includes this header without CUDA headers.
+//
+// N nodes of P ranks (normal_format.h). A rank's *virtual sources* are its
+// own tokens (v = its node) and, for every other node v, the tokens that
+// node's rank with this rank's local index relayed to it: every token
+// crosses the network at most once per destination node, then NVLink.
 //
 // How a call moves data (formats: normal_format.h):
 //   layout    one thread per token: is_token_in_rank, per-rank, per-node and
 //             per-expert counts (a token counts once per rank and expert).
-//   notify    block r scans is_token_in_rank's column r into the handle's
-//             send_index (the token's place in this rank's list for r) and
-//             stores the count into every rank's notify slot for this rank
-//             (so every rank learns the whole count matrix), and this rank's
-//             per-expert counts for r's experts into r's slot; the last
-//             block stores the slot's seq (release, system scope).
-//   dispatch  every block waits for every source's notify, derives where
-//             its rows start at each destination (counts of lower sources),
-//             and warps copy tokens straight to their final rows in the
-//             destinations' nvl spaces (NVLink stores); block 0 publishes
-//             the receive counts (handle, host-mapped words). The last block
-//             to finish stores this rank's arrival seq at every destination,
-//             then waits for every source's arrival, so the kernel ends when
-//             this rank's receive is complete.
-//   combine   send: each received row goes back to its source, into the row
-//             its token had in the source's send list to this rank; the last
-//             block stores the arrival seqs. receive: every block waits for
-//             every rank's arrival, then a warp per token sums the rows of
-//             the ranks holding it (send_index >= 0), ranks ascending, fp32,
-//             plus the biases, into bf16; and the weights the same way.
+//   node send (N > 1) block v scans which tokens node v needs into the
+//             handle's node_index and stores the count; then warps stage
+//             each such token once as a message in the rdma space, and the
+//             last block posts one ring write + signal per node to the
+//             rank with this rank's local index there (the relay).
+//   notify    block (v, j) learns virtual source v's tokens for local rank j
+//             (own tokens: is_token_in_rank; relayed ones: their top-k ids,
+//             after the relay's signal) into the handle's send_index, and
+//             stores the count into every local rank's notify slot for this
+//             rank (so every local rank learns the whole count matrix), and
+//             the per-expert counts into j's slot; the last block stores
+//             the slot's seq (release, system scope).
+//   dispatch  every block waits for every local rank's notify, derives where
+//             each virtual source's rows start at each local rank (rows are
+//             grouped by global source rank), and warps copy tokens straight
+//             to their final rows in the local ranks' nvl spaces (NVLink
+//             stores); block 0 publishes the receive counts (handle,
+//             host-mapped words). The last block to finish stores this
+//             rank's arrival seq at every local rank, then waits for every
+//             local rank's arrival, so the kernel ends when this rank's
+//             receive is complete.
+//   combine   send: each received row goes back to the local rank that
+//             forwarded it, into the row its token had in that rank's send
+//             list; the last block stores the arrival seqs. relay (N > 1):
+//             a warp per relayed token sums its rows (local ranks ascending,
+//             fp32) into one bf16 partial, and the last block posts one
+//             write + signal per node back to the token's owner. receive:
+//             a warp per token sums its own node's rows (ranks ascending,
+//             fp32), then each other node's partial (nodes ascending), plus
+//             the biases, into bf16; and the weights the same way.
 // Per-call sequence numbers live in device memory (`state`) and advance in
 // the last kernel of a phase, so a call captured in a CUDA graph and
 // replayed stays correct.
@@ -52,12 +67,16 @@ inline constexpr uint32_t kNormalDispatchTimeout = 25;  // index: source whose r
 inline constexpr uint32_t kNormalCombineTimeout = 26;   // index: rank that owed combine rows
 inline constexpr uint32_t kNormalBadExpert = 27;        // index: token; expected: num_experts; seen: the id
 inline constexpr uint32_t kNormalWorstExceeded = 28;    // expected: num_worst_tokens; seen: rows received
+inline constexpr uint32_t kNormalRelayTimeout = 29;     // index: the remote rank whose dispatch message never came
+inline constexpr uint32_t kNormalPartialTimeout = 30;   // index: the remote rank whose combine sums never came
+inline constexpr uint32_t kNormalPostFailed = 31;       // index: destination rank; expected: bytes (the ring refused)
+inline constexpr uint32_t kNormalStaleData = 32;        // index: the remote rank; expected: the call's tag; seen: the tag read
 
 // Per-rank private device memory (zeroed once).
 struct NormalState {
   uint64_t dispatch_calls;  // calls completed; a call's seq is this + 1
   uint64_t combine_calls;
-  uint32_t finished[4];     // blocks of the running kernel that finished (last-block election)
+  uint32_t finished[8];     // blocks of the running kernel that finished (last-block election)
 };
 
 // Receive counts the host reads without a device synchronisation: pinned
@@ -74,21 +93,35 @@ inline size_t normal_host_counts_bytes(int local_experts) {
 // What a combine needs from its dispatch, in caller-owned device memory
 // sized for the shape (DeepEP's handle).
 struct NormalHandleArrays {
-  int32_t* rank_prefix_matrix = nullptr;  // [ranks][ranks]
-  int32_t* send_index = nullptr;          // [max_tokens][ranks]: row in the send list to r, or -1
+  int32_t* rank_prefix_matrix = nullptr;  // [ranks][ranks]; columns of this node's ranks
+  // [N][max_tokens][P]: virtual source v's token t's row in this rank's
+  // send list to local rank j, or -1 (one node: [max_tokens][ranks]).
+  int32_t* send_index = nullptr;
   uint8_t* is_token_in_rank = nullptr;    // [max_tokens][ranks] (a copy)
   int32_t* num_recv_tokens = nullptr;     // [1]
+  int32_t* send_counts = nullptr;         // [N][P]: rows of virtual source v for local rank j
+  int32_t* node_index = nullptr;          // [max_tokens][N]: own token's message index to node v, or -1
+  int32_t* node_counts = nullptr;         // [N]: messages to node v
+  int32_t* relay_counts = nullptr;        // [N]: messages node v relayed to this rank
 };
 
 struct NormalTransport {
   int rank = 0;
-  DevicePeers peers = {};               // every rank's nvl space (this one's too); all same-node
+  DevicePeers peers = {};               // nvl spaces of this node's ranks (this one's too); null elsewhere
   NormalState* state = nullptr;
   NormalHostCounts* host_counts = nullptr;  // device pointer of the mapped host words
   const int32_t* rank_mask = nullptr;   // device [ranks]: non-zero = lost
   DeviceError* error = nullptr;
   uint64_t timeout_ns = 0;
   int num_sms = 20;                     // blocks of the data kernels
+  // Across nodes only (shape.nodes() > 1):
+  uint8_t* rdma = nullptr;              // this rank's rdma space (NormalRdmaLayout)
+  uint32_t rdma_window = 0;             // its window id, the same on every rank
+  DeviceRingGroup rings = {};           // channel v: dispatch to node v; N + v: combine to node v
+  DeviceSignals signals = {};
+  uint32_t signal_base = 0;             // first of NormalRdmaLayout::signal_count words
+  NormalRdmaLayout rdma_layout;
+  int32_t* relayed = nullptr;           // device [N]: messages relayed to this rank in the running call (0: lost)
 };
 
 struct NormalLayoutArgs {

@@ -156,7 +156,9 @@ Status normal_combine_reference(const NormalShape& s, const std::vector<NormalRa
         const int node = step == 0 ? home : (step <= home ? step - 1 : step);
         const bool remote = node != home;
         std::fill(partial.begin(), partial.end(), 0.0f);
+        std::vector<float> wpartial(K, 0.0f);
         std::vector<float>& sum = remote ? partial : acc;
+        std::vector<float>& wsum = remote ? wpartial : wacc;
         bool any = false;
         for (int r = node * P; r < (node + 1) * P; ++r) {
           const int i = row_of[r][static_cast<size_t>(owner) * s.max_tokens_per_rank + t];
@@ -165,11 +167,12 @@ Status normal_combine_reference(const NormalShape& s, const std::vector<NormalRa
           const uint16_t* y = combine_inputs[r].x + static_cast<size_t>(i) * H;
           for (int h = 0; h < H; ++h) sum[h] += bf16_to_float(y[h]);
           if (weights) {
-            for (int k = 0; k < K; ++k) wacc[k] += combine_inputs[r].topk_weights[static_cast<size_t>(i) * K + k];
+            for (int k = 0; k < K; ++k) wsum[k] += combine_inputs[r].topk_weights[static_cast<size_t>(i) * K + k];
           }
         }
         if (remote && any) {
           for (int h = 0; h < H; ++h) acc[h] += bf16_to_float(float_to_bf16(partial[h]));
+          for (int k = 0; k < K; ++k) wacc[k] += wpartial[k];
         }
       }
       for (const uint16_t* bias : {combine_inputs[owner].bias0, combine_inputs[owner].bias1}) {

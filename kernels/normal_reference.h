@@ -71,7 +71,8 @@ struct NormalCombined {
 // the network design (docs/ARCHITECTURE.md): the owner's node's rows in
 // fp32, ranks ascending, then, node by node ascending, each other node's
 // rows summed in fp32 there and sent as one bf16 partial; the weights the
-// same way without rounding. 0: one node.
+// same way (summed per node in fp32, then added), without rounding. 0: one
+// node.
 Status normal_combine_reference(const NormalShape& shape, const std::vector<NormalRankInput>& inputs,
                                 const std::vector<NormalReceived>& received,
                                 const std::vector<NormalCombineInput>& combine_inputs,

@@ -190,5 +190,29 @@ TEST_CASE("combine across nodes: another node's rows come back as one bf16 parti
   CHECK(normal_combine_reference(s, job.inputs, got, in, &two_nodes, 3).code() == StatusCode::kInvalidArgument);
 }
 
+TEST_CASE("combine across nodes: another node's weights are summed there, then added") {
+  const NormalShape s = shape(4, 4, 128, 3, 2);
+  NormalJobInputs job = NormalJobInputs::random(s, NormalPayload{}, 1, {1, 0, 0, 0});
+  job.topk[0] = {0, 2, 3};
+  job.refresh_views();
+  std::vector<NormalReceived> got;
+  REQUIRE(normal_dispatch_reference(s, job.payload, 1, job.inputs, &got).ok());
+  const float tiny = 1.0f / (1 << 24);  // half an ulp of 1.0f
+  std::vector<std::vector<float>> w = {{1.0f, 0, 0}, {}, {tiny, 0, 0}, {tiny, 0, 0}};
+  std::vector<uint16_t> y(128, 0);
+  std::vector<NormalCombineInput> in(4);
+  for (int r = 0; r < 4; ++r) {
+    in[r].x = y.data();
+    in[r].topk_weights = w[r].data();
+  }
+  std::vector<NormalCombined> one_node, two_nodes;
+  REQUIRE(normal_combine_reference(s, job.inputs, got, in, &one_node).ok());
+  REQUIRE(normal_combine_reference(s, job.inputs, got, in, &two_nodes, 2).ok());
+  // One node: (1 + 2^-24) + 2^-24, each a tie that rounds back to 1.
+  CHECK(one_node[0].topk_weights[0] == 1.0f);
+  // Two nodes: the other node's 2^-24 + 2^-24 = 2^-23 first, then 1 + 2^-23.
+  CHECK(two_nodes[0].topk_weights[0] == 1.0f + 2 * tiny);
+}
+
 }  // namespace
 }  // namespace epx::kernels

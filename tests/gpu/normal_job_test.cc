@@ -1,4 +1,5 @@
-// Normal-mode dispatch/combine end to end inside one node: real daemons,
+// Normal-mode dispatch/combine end to end, inside one node and across
+// emulated nodes (a daemon each, shm between them): real daemons,
 // one process per rank (tools/device/normal_rank.cc), outputs checked
 // against the CPU reference by every rank (tests/gpu/rank_job.h says how the
 // job is laid out). Each rank's suite covers tokens 0/1/128/4096, hidden
@@ -14,8 +15,9 @@
 namespace epx::test {
 namespace {
 
-RankJob normal_job(uint32_t world, const std::string& mode) {
+RankJob normal_job(uint32_t world, const std::string& mode, int nodes = 1) {
   RankJob job;
+  job.nodes = nodes;
   job.binary = "tools/device/normal_rank";
   job.done = "NORMAL_DONE";
   job.world = world;
@@ -41,6 +43,36 @@ TEST_CASE("EP16 inside one node matches the reference (routing coverage)") {
 TEST_CASE("a rank killed mid-job: the others get its name within the timeout, mask it, and go on") {
   TempDir dir;
   RankJob job = normal_job(4, "kill");
+  job.extra = {"--timeout-ms", "3000"};
+  job.victim = 3;
+  run_rank_job(dir, job);
+}
+
+TEST_CASE("two nodes EP2, one rank each: every token crosses the daemons, no NVLink fan-out") {
+  TempDir dir;
+  run_rank_job(dir, normal_job(2, "check", 2));
+}
+
+TEST_CASE("two nodes EP4, two ranks each: the network hop and the NVLink fan-out both run") {
+  TempDir dir;
+  run_rank_job(dir, normal_job(4, "check", 2));
+}
+
+TEST_CASE("two nodes EP8, four ranks each") {
+  TempDir dir;
+  run_rank_job(dir, normal_job(8, "check", 2));
+}
+
+TEST_CASE("two nodes EP16, 8 ranks each (routing coverage)") {
+  TempDir dir;
+  run_rank_job(dir, normal_job(16, "check", 2));
+}
+
+TEST_CASE(
+    "two nodes kill (EP4 as 2 x 2): a rank killed mid-job; every rank names it within the timeout, masks it and goes "
+    "on") {
+  TempDir dir;
+  RankJob job = normal_job(4, "kill", 2);
   job.extra = {"--timeout-ms", "3000"};
   job.victim = 3;
   run_rank_job(dir, job);

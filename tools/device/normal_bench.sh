@@ -5,23 +5,36 @@
 # (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE, effective under MPS). Rank 0 prints
 # one "NORMAL_BENCH {json}" line (docs/PERFORMANCE.md).
 #   tools/device/normal_bench.sh BIN_DIR RANKS [normal_rank flags...]
+# NODES=n (default 1) emulates n nodes: a daemon each (shm between them),
+# RANKS / n consecutive ranks per daemon, so tokens for another node cross
+# the daemons once and fan out over NVLink there.
 set -euo pipefail
 bin=$1 ranks=$2
 shift 2
+nodes=${NODES:-1}
 dir=$(mktemp -d)
-port=$((40000 + RANDOM % 20000))
-"$bin/epxd" --node-name a --control-socket "$dir/a.sock" --peer-listen "127.0.0.1:$port" --provider shm \
-  --log-level info >"$dir/epxd.log" 2>&1 &
-daemon=$!
-trap 'kill $daemon 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do [[ -S $dir/a.sock ]] && break; sleep 0.1; done
-[[ -S $dir/a.sock ]] || { echo "epxd did not start:"; cat "$dir/epxd.log"; exit 1; }
+daemons=()
+trap 'kill "${daemons[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
+ports=()
+for n in $(seq 0 $((nodes - 1))); do
+  port=$((40000 + RANDOM % 20000))
+  ports+=("$port")
+  "$bin/epxd" --node-name "node$n" --control-socket "$dir/$n.sock" --peer-listen "127.0.0.1:$port" --provider shm \
+    --proxy-busy-poll true --log-level info >"$dir/epxd$n.log" 2>&1 &
+  daemons+=($!)
+done
+for n in $(seq 0 $((nodes - 1))); do
+  for _ in $(seq 100); do [[ -S $dir/$n.sock ]] && break; sleep 0.1; done
+  [[ -S $dir/$n.sock ]] || { echo "epxd $n did not start:"; cat "$dir/epxd$n.log"; exit 1; }
+done
+per_node=$((ranks / nodes))
 gpus=$(nvidia-smi -L | wc -l)
-share=$((100 / ((ranks + gpus - 1) / gpus)))
+share=$((100 / (((per_node + gpus - 1) / gpus) * nodes)))
 pids=()
 for r in $(seq 0 $((ranks - 1))); do
-  CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=$share "$bin/normal_rank" --socket "$dir/a.sock" --job bench --world "$ranks" \
-    --rank "$r" --local-rank "$r" --coordinator "127.0.0.1:$port" --device $((r % gpus)) --mode bench "$@" \
+  n=$((r / per_node)) local=$((r % per_node))
+  CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=$share "$bin/normal_rank" --socket "$dir/$n.sock" --job bench --world "$ranks" \
+    --rank "$r" --local-rank "$local" --coordinator "127.0.0.1:${ports[0]}" --device $((local % gpus)) --mode bench "$@" \
     >"$dir/rank$r.log" 2>&1 &
   pids+=($!)
 done

@@ -30,10 +30,12 @@
 #include <vector>
 
 #include "epx/client.h"
+#include "epx/cuda.h"
 #include "epx/normal.h"
 #include "kernels/fp8_reference.h"
 #include "kernels/normal_inputs.h"
 #include "kernels/normal_reference.h"
+#include "tools/bench/fabric_baseline.h"
 #include "tools/device/rank_process.h"
 
 namespace epx {
@@ -68,9 +70,13 @@ std::string describe(const NormalShape& s, const Case& c, uint32_t seed) {
   return o.str();
 }
 
+// Ranks per node of the job (its rank table: emulated nodes are daemons).
+int g_ranks_per_node = 0;
+
 NormalShape shape_of(const Args& args, const Case& c) {
   NormalShape s;
   s.num_ranks = static_cast<int>(args.world);
+  s.ranks_per_node = g_ranks_per_node;
   s.num_experts = c.experts;
   s.hidden = c.hidden;
   s.num_topk = c.topk;
@@ -78,8 +84,29 @@ NormalShape shape_of(const Args& args, const Case& c) {
   return s;
 }
 
+// Across nodes: the job's signal array, opened once (a rank has one per
+// job) and lent to each buffer at fresh words.
+struct SignalPool {
+  std::unique_ptr<CudaSignals> signals;
+  uint32_t next = 0;
+};
+SignalPool g_pool;
+constexpr uint32_t kMaxBuffers = 64;
+
 std::unique_ptr<NormalBuffer> make_buffer(Job& job, const Args& args, const NormalShape& s) {
   NormalOptions o;
+  if (s.nodes() > 1) {
+    const uint32_t words = 2 * static_cast<uint32_t>(s.nodes());
+    if (g_pool.signals == nullptr) {
+      auto opened = CudaSignals::open(job, kMaxBuffers * words);
+      if (!opened.ok()) fail("open signals: " + opened.status().to_string());
+      g_pool.signals = std::move(*opened);
+    }
+    if (g_pool.next + words > kMaxBuffers * words) fail("more than 64 buffers in one job");
+    o.signals = g_pool.signals.get();
+    o.signal_base = g_pool.next;
+    g_pool.next += words;
+  }
   o.num_max_tokens_per_rank = s.max_tokens_per_rank;
   o.hidden = s.hidden;
   o.num_experts = s.num_experts;
@@ -119,7 +146,8 @@ Expected reference(const NormalJobInputs& job, const Case& c, uint32_t seed) {
     in[r].bias0 = c.biases ? e.bias0[r].data() : nullptr;
     in[r].bias1 = c.biases ? e.bias1[r].data() : nullptr;
   }
-  ok_or_fail(kernels::normal_combine_reference(s, job.inputs, e.received, in, &e.combined), "combine reference");
+  ok_or_fail(kernels::normal_combine_reference(s, job.inputs, e.received, in, &e.combined, s.local_ranks()),
+             "combine reference");
   return e;
 }
 
@@ -184,6 +212,21 @@ std::string compare_combine(const NormalShape& s, int tokens, const NormalCombin
   return d;
 }
 
+// "source: got/want" for every source whose row count at `me` differs
+// (the handle's rank_prefix_matrix against the reference's): which sources,
+// and so which path (own node, which relay), went wrong.
+std::string per_source_counts(const NormalShape& s, const NormalReceived& want, const NormalHandle& handle, int me) {
+  const int R = s.num_ranks;
+  const auto got = download<int32_t>(handle.rank_prefix_matrix(), static_cast<size_t>(R) * R);
+  std::ostringstream o;
+  for (int g = 0; g < R; ++g) {
+    auto at = [&](const std::vector<int32_t>& m, int src) { return src < 0 ? 0 : m[static_cast<size_t>(src) * R + me]; };
+    const int a = at(got, g) - at(got, g - 1), b = at(want.rank_prefix_matrix, g) - at(want.rank_prefix_matrix, g - 1);
+    if (a != b) o << " source " << g << ": " << a << "/" << b;
+  }
+  return "rows got/want by source:" + o.str();
+}
+
 // Device copies of one rank's inputs.
 struct RankInputs {
   DeviceArray<uint8_t> x;
@@ -199,7 +242,7 @@ struct LayoutArrays {
   DeviceArray<int32_t> per_rank, per_node, per_expert;
   DeviceArray<uint8_t> in_rank;
   LayoutArrays(const NormalShape& s)
-      : per_rank(s.num_ranks), per_node(1), per_expert(s.num_experts), in_rank(s.max_recv_rows()) {}
+      : per_rank(s.num_ranks), per_node(s.nodes()), per_expert(s.num_experts), in_rank(s.max_recv_rows()) {}
   NormalLayoutOutputs outputs() const {
     NormalLayoutOutputs o;
     o.num_tokens_per_rank = per_rank.get();
@@ -212,14 +255,15 @@ struct LayoutArrays {
 
 std::string compare_layout(const NormalShape& s, const NormalJobInputs& in, int me, const LayoutArrays& got) {
   kernels::NormalDispatchLayout want;
-  ok_or_fail(kernels::normal_layout_reference(s, s.num_ranks, in.inputs[me].num_tokens, in.topk[me].data(), &want),
+  ok_or_fail(kernels::normal_layout_reference(s, s.local_ranks(), in.inputs[me].num_tokens, in.topk[me].data(), &want),
              "layout reference");
   const int T = in.inputs[me].num_tokens;
   if (download<int32_t>(got.per_rank.get(), s.num_ranks) != want.tokens_per_rank) return "num_tokens_per_rank differs";
   if (download<int32_t>(got.per_expert.get(), s.num_experts) != want.tokens_per_expert) {
     return "num_tokens_per_expert differs";
   }
-  if (download<int32_t>(got.per_node.get(), 1) != want.tokens_per_node) return "num_tokens_per_rdma_rank differs";
+  if (download<int32_t>(got.per_node.get(), s.nodes()) != want.tokens_per_node)
+    return "num_tokens_per_rdma_rank differs";
   if (download<uint8_t>(got.in_rank.get(), static_cast<size_t>(T) * s.num_ranks) != want.is_token_in_rank) {
     return "is_token_in_rank differs";
   }
@@ -281,6 +325,7 @@ void run_case(NormalBuffer& buffer, const Args& args, const Case& c, uint32_t se
       download<int32_t>((*handle)->device_num_recv_tokens(), 1)[0] != want.received[me].num_recv_tokens) {
     diff = "the handle's device num_recv_tokens differs";
   }
+  if (!diff.empty() && !c.worst) diff += " [" + per_source_counts(s, want.received[me], **handle, me) + "]";
   if (!diff.empty()) fail("dispatch: " + diff + " (" + what + ")");
 
   DeviceArray<uint16_t> y(want.expert_out[me]);
@@ -543,6 +588,11 @@ void check_kill(Client& client, Job& job, const Args& args, cudaStream_t stream)
     (void)client.next_event(std::chrono::milliseconds(100));
   }
   ok_or_fail(buffer->check(), "check after the loss");
+  // The survivors line up again, as an engine re-synchronises after a
+  // failure: across nodes some of them waited two timeouts in the failed
+  // call (a wait for a rank that itself waits on the network gets two), and
+  // a peer that far behind would be late for the next call.
+  ok_or_fail(job.barrier(), "barrier of the survivors");
   // Masked: the victim's tokens are absent and its experts' terms zero, which
   // is the reference with its tokens gone and its experts never chosen.
   for (int i = 0; i < 3; ++i) {
@@ -552,9 +602,16 @@ void check_kill(Client& client, Job& job, const Args& args, cudaStream_t stream)
     shrunk.x[args.victim].clear();
     shrunk.topk[args.victim].clear();
     shrunk.weights[args.victim].clear();
-    for (auto& rank_topk : shrunk.topk) {
-      for (auto& e : rank_topk) {
-        if (e >= 0 && e / s.local_experts() == args.victim) e = -1;
+    // Across nodes the victim was also the relay into its node for the
+    // ranks with its local index elsewhere: their tokens for that node are
+    // lost with it (docs/ARCHITECTURE.md).
+    const int P = s.local_ranks(), victim_node = args.victim / P;
+    for (int r = 0; r < s.num_ranks; ++r) {
+      const bool through_victim = r % P == args.victim % P && r / P != victim_node;
+      for (auto& e : shrunk.topk[r]) {
+        if (e < 0) continue;
+        const int owner = static_cast<int>(e / s.local_experts());
+        if (owner == args.victim || (through_victim && owner / P == victim_node)) e = -1;
       }
     }
     shrunk.refresh_views();
@@ -606,6 +663,48 @@ double time_calls(Job& job, cudaStream_t stream, int iters, Fn fn) {
   cudaEventDestroy(b);
   ok_or_fail(job.barrier(), "barrier");
   return 1000.0 * ms / iters;
+}
+
+// Across nodes (rank 0): the bytes of its network hop per call (its BF16
+// messages to node 1, node 1's partial sums back) and what plain libfabric
+// (shm, two endpoints, one write of each size, ping-pong) takes for the
+// same writes in this run; as JSON fields to append.
+std::string network_figures(const NormalShape& s, const NormalJobInputs& in, const GpuWindow* rdma,
+                            const std::map<std::string, double>& us) {
+  const int P = s.local_ranks(), L = s.local_experts(), K = s.num_topk;
+  auto tokens_to_node = [&](int rank, int node) {
+    int n = 0;
+    for (int t = 0; t < in.inputs[rank].num_tokens; ++t) {
+      bool any = false;
+      for (int k = 0; k < K; ++k) {
+        const int64_t e = in.topk[rank][static_cast<size_t>(t) * K + k];
+        any |= e >= 0 && static_cast<int>(e / L) / P == node;
+      }
+      n += any ? 1 : 0;
+    }
+    return n;
+  };
+  NormalPayload bf16;
+  const size_t dispatch_bytes = kernels::kMessageHeader + tokens_to_node(0, 1) * kernels::normal_message_bytes(s, bf16);
+  const size_t combine_bytes = tokens_to_node(P, 0) * kernels::normal_partial_bytes(s.hidden, K);
+  std::ostringstream o;
+  o << ",\"rdma_window\":\"" << (rdma == nullptr ? "none" : rdma->is_device() ? "device" : "host") << "\"";
+  o << ",\"network\":{\"dispatch_bytes\":" << dispatch_bytes << ",\"combine_bytes\":" << combine_bytes
+    << ",\"dispatch_GBps\":" << dispatch_bytes / us.at("dispatch_bf16_cached") / 1e3
+    << ",\"combine_GBps\":" << combine_bytes / us.at("combine") / 1e3;
+  bench::BaselineOptions b;
+  b.provider = "shm";
+  b.warmup = 3;
+  auto lat = bench::baseline_latency(b, {dispatch_bytes, combine_bytes});
+  if (lat.ok() && lat->size() == 2) {
+    o << ",\"plain_libfabric_dispatch_us\":" << (*lat)[0].one_way_us
+      << ",\"plain_libfabric_combine_us\":" << (*lat)[1].one_way_us
+      << ",\"plain_libfabric_dispatch_GBps\":" << dispatch_bytes / (*lat)[0].one_way_us / 1e3
+      << ",\"plain_libfabric_combine_GBps\":" << combine_bytes / (*lat)[1].one_way_us / 1e3 << "}";
+  } else {
+    o << ",\"plain_libfabric\":\"" << (lat.ok() ? std::string("no result") : lat.status().to_string()) << "\"}";
+  }
+  return o.str();
 }
 
 void bench(Job& job, const Args& args, cudaStream_t stream) {
@@ -676,6 +775,8 @@ void bench(Job& job, const Args& args, cudaStream_t stream) {
   gbps["dispatch_fp8_cached"] = fp8_bytes / us["dispatch_fp8_cached"] / 1e3;
   gbps["combine"] = bf16_bytes / us["combine"] / 1e3;
   gbps["d2d_copy_floor"] = bf16_bytes / us["d2d_copy_floor"] / 1e3;
+  std::string network;
+  if (s.nodes() > 1 && me == 0) network = network_figures(s, in, buffer->rdma_window(), us);
   if (me == 0) {
     std::ostringstream o;
     o << "NORMAL_BENCH {\"ranks\":" << args.world << ",\"tokens\":" << args.tokens << ",\"hidden\":" << args.hidden
@@ -683,7 +784,7 @@ void bench(Job& job, const Args& args, cudaStream_t stream) {
       << ",\"num_sms\":" << (args.num_sms > 0 ? args.num_sms : 20) << ",\"iters\":" << args.iters;
     for (const auto& [k, v] : us) o << ",\"" << k << "_us\":" << v;
     for (const auto& [k, v] : gbps) o << ",\"" << k << "_GBps\":" << v;
-    o << "}";
+    o << network << "}";
     std::cout << o.str() << std::endl;
   }
 }
@@ -697,6 +798,11 @@ int run(int argc, char** argv) {
   const Args args = parse_rank_args(argc, argv, defaults);
   auto client = connect_rank(args, "normal rank");
   auto job = join_rank(*client, args);
+  g_ranks_per_node = static_cast<int>(job.table().same_node_ranks(0).size());
+  if (args.rank == 0) {
+    std::cout << "job: " << args.world << " ranks, " << args.world / g_ranks_per_node << " node(s) of "
+              << g_ranks_per_node << std::endl;
+  }
   cudaStream_t stream;
   cuda_or_fail(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
   if (args.mode == "check") {

@@ -6,7 +6,9 @@
 # Then one device call, carrying .device-pack:
 #   tools/device/run.sh [STEP...]     # default: every step
 # Steps: fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test
-#        normal_job_ep2 normal_job_ep8 normal_job_ep16 normal_job_kill python_gpu normal_bench normal_bench_sms32 normal_bench_sms64
+#        normal_job_ep2 normal_job_ep8 normal_job_ep16 normal_job_kill
+#        normal_nodes_ep2 normal_nodes_ep4 normal_nodes_ep8 normal_nodes_ep16 normal_nodes_kill python_gpu normal_bench normal_bench_sms32
+#        normal_bench_sms64 normal_bench_nodes2 normal_bench_nodes4
 #        deep_ep_bench
 #        ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench
 # Full logs go to $OUT (one file per step); a short table is printed, then
@@ -36,7 +38,7 @@ export PATH=$PATH:$(realpath "$bin")
 
 summary=() results=()
 passed=0 failed=0 skipped=0 benches=0 bench_failed=0
-wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test normal_job_ep2 normal_job_ep8 normal_job_ep16 normal_job_kill python_gpu normal_bench normal_bench_sms32 normal_bench_sms64 deep_ep_bench ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench} "
+wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test normal_job_ep2 normal_job_ep8 normal_job_ep16 normal_job_kill normal_nodes_ep2 normal_nodes_ep4 normal_nodes_ep8 normal_nodes_ep16 normal_nodes_kill python_gpu normal_bench normal_bench_sms32 normal_bench_sms64 normal_bench_nodes2 normal_bench_nodes4 deep_ep_bench ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench} "
 step() {  # name timeout_s command...: runs it (when wanted), output in $out/name.log; sets step_rc
   local name=$1 limit=$2; shift 2
   [[ $wanted == *" $name "* ]] || return 1
@@ -53,6 +55,10 @@ gpu_test() {  # name timeout_s command...: passed, failed or skipped
   if [[ $step_rc -ne 0 ]]; then
     failed=$((failed + 1))
     results+=("$name: FAILED (rc=$step_rc)")
+  elif grep -qE "test cases: +0 \|" "$out/$name.log"; then
+    # A filter that matched nothing ran nothing: that is not a pass.
+    failed=$((failed + 1))
+    results+=("$name: FAILED (no test case matched its filter)")
   elif [[ -n $reason ]]; then
     skipped=$((skipped + 1))
     results+=("$name: skipped: ${reason#EPX_TEST_SKIPPED: }")
@@ -87,6 +93,11 @@ gpu_test normal_job_ep2 300 "$bin/normal_job_test" --test-case="EP2*"
 gpu_test normal_job_ep8 300 "$bin/normal_job_test" --test-case="EP8*"
 gpu_test normal_job_ep16 300 "$bin/normal_job_test" --test-case="EP16*"
 gpu_test normal_job_kill 120 "$bin/normal_job_test" --test-case="a rank killed*"
+gpu_test normal_nodes_ep2 300 "$bin/normal_job_test" --test-case="two nodes EP2*"
+gpu_test normal_nodes_ep4 300 "$bin/normal_job_test" --test-case="two nodes EP4*"
+gpu_test normal_nodes_ep8 300 "$bin/normal_job_test" --test-case="two nodes EP8*"
+gpu_test normal_nodes_ep16 400 "$bin/normal_job_test" --test-case="two nodes EP16*"
+gpu_test normal_nodes_kill 120 "$bin/normal_job_test" --test-case="two nodes kill*"
 # deep_ep in Python (low-latency and normal mode), two ranks on the GPUs.
 # From the wheel in the pack when there is one (tools/device/pack.sh builds it).
 gpu_test python_gpu 300 tools/device/python_gpu.sh "$bin" "$(ls "$pack"/wheel/epx-*.whl 2>/dev/null | head -n 1)"
@@ -94,6 +105,8 @@ gpu_test python_gpu 300 tools/device/python_gpu.sh "$bin" "$(ls "$pack"/wheel/ep
 bench normal_bench 200 tools/device/normal_bench.sh "$bin" 2
 bench normal_bench_sms32 200 tools/device/normal_bench.sh "$bin" 2 --num-sms 32
 bench normal_bench_sms64 200 tools/device/normal_bench.sh "$bin" 2 --num-sms 64
+bench normal_bench_nodes2 200 env NODES=2 tools/device/normal_bench.sh "$bin" 2
+bench normal_bench_nodes4 200 env NODES=2 tools/device/normal_bench.sh "$bin" 4
 # The same shapes through `import deep_ep` (the Python layer's cost, beside the C++ figures above).
 bench deep_ep_bench 200 tools/device/deep_ep_bench.sh "$bin"
 # LL dispatch/combine, DeepEP's LL test shape (128 tokens, hidden 7168, top-8, 288 experts).
@@ -113,7 +126,7 @@ bench rails_bench 300 tools/bench/rails_bench.sh --bin "$bin" --cores "${EPX_RAI
 echo
 echo "== results"
 printf '%s\n' "${results[@]}"
-for f in normal_bench normal_bench_sms32 normal_bench_sms64 deep_ep_bench ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench; do [[ -f $out/$f.log ]] || continue; echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
+for f in normal_bench normal_bench_sms32 normal_bench_sms64 normal_bench_nodes2 normal_bench_nodes4 deep_ep_bench ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench; do [[ -f $out/$f.log ]] || continue; echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
 echo
 printf '%s\n' "${summary[@]}"
 echo "benchmarks: $benches ran, $bench_failed failed"

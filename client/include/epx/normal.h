@@ -24,9 +24,14 @@
 // NormalHandle (DeepEP's handle) is the caller's: it outlives any number of
 // calls, and a dispatch given it as `cached` reuses its layout.
 //
-// Transport: same-node ranks only, by NVLink stores into each other's
-// buffer (CUDA IPC). A job with ranks on other nodes is refused by create()
-// for now (FAILED_PRECONDITION): the network hop is the next part of the work.
+// Transport: same-node ranks by NVLink stores into each other's buffer
+// (CUDA IPC). A job spanning nodes (every node the same number of ranks,
+// ranks of a node consecutive) sends each token across the network at most
+// once per destination node, through epxd, to the rank with the sender's
+// local index there, which forwards it over NVLink; combine sums inside the
+// destination node first and sends one partial per token and node back.
+// Such a buffer also opens a GpuWindow (create it at the same point of
+// every rank's window sequence), a ring group and signals.
 //
 // Failure: every wait is bounded by `timeout`; a rank that does not report
 // is named (DEADLINE_EXCEEDED from the call when it waits on the host, or
@@ -45,6 +50,9 @@
 
 namespace epx {
 
+class CudaSignals;
+class GpuWindow;
+
 struct NormalOptions {
   int num_max_tokens_per_rank = 4096;  // bounds num_tokens of every call
   int hidden = 7168;
@@ -52,6 +60,16 @@ struct NormalOptions {
   int num_topk = 8;
   int device = 0;  // CUDA device of this rank
   std::chrono::milliseconds timeout{10000};
+  // Across nodes only: arrivals from other nodes are counted in the job's
+  // signals (2 * nodes words). The buffer opens them unless the caller lends
+  // them here with the first word the buffer may use: words no one else has
+  // used (they must read 0). A rank has one signal array per job, so a
+  // second buffer spanning nodes in the same job needs them lent.
+  CudaSignals* signals = nullptr;
+  uint32_t signal_base = 0;
+  // Slots of each ring (2 * nodes rings, counted against the daemon's
+  // max_rings_per_client).
+  uint32_t ring_capacity = 16;
 };
 
 // DeepEP's Config. num_sms: blocks of the data kernels (0: the default, 20,
@@ -110,8 +128,13 @@ class NormalHandle {
   int num_tokens() const { return num_tokens_; }
   // -1 after a worst-case-mode dispatch (the count stayed on the device).
   int num_recv_tokens() const { return num_recv_tokens_; }
-  const int32_t* rank_prefix_matrix() const;  // [ranks][ranks]: [s][r] = tokens ranks 0..s send to r
-  const int32_t* send_index() const;          // [num_tokens][ranks]: row in the send list to r, or -1
+  // [ranks][ranks]: [s][r] = tokens ranks 0..s send to r (columns of this
+  // rank's node: the rows it forwards go only there).
+  const int32_t* rank_prefix_matrix() const;
+  // One node: [num_tokens][ranks], the token's row in the send list to r, or
+  // -1. Across nodes: [nodes][num_max_tokens_per_rank][ranks_per_node], the
+  // same for each virtual source (own tokens, or those node v relayed).
+  const int32_t* send_index() const;
   const bool* is_token_in_rank() const;       // [num_tokens][ranks]
   const int32_t* device_num_recv_tokens() const;
 
@@ -183,7 +206,8 @@ class NormalBuffer {
  public:
   // Allocates and registers everything. Collective: every rank of the job
   // calls it with the same options. INVALID_ARGUMENT for a bad shape;
-  // FAILED_PRECONDITION when a rank is on another node.
+  // FAILED_PRECONDITION when the job's nodes hold different numbers of
+  // ranks or a node's ranks are not consecutive.
   static Result<std::unique_ptr<NormalBuffer>> create(Job& job, const NormalOptions& options);
   ~NormalBuffer();
   NormalBuffer(const NormalBuffer&) = delete;
@@ -214,6 +238,10 @@ class NormalBuffer {
 
   int num_ranks() const;
   int local_experts() const;
+  int ranks_per_node() const;
+  // Across nodes: the rdma space (is_device(), or why it is a host window);
+  // null inside one node.
+  const GpuWindow* rdma_window() const;
   // Bytes of GPU memory the buffer holds (its receive space, shared by CUDA IPC).
   size_t nvl_bytes() const;
 
@@ -223,6 +251,9 @@ class NormalBuffer {
   struct State;
   // "rank 3" or "ranks 3, 5": the ranks whose counts for `call` never came.
   static std::string missing_ranks(const State& s, uint64_t call, uint32_t first);  // client/src/normal/normal_buffer.cc
+  // Across nodes: the rdma window, rings and signals, and their errors.
+  static Status open_network(State& s, Job& job, const NormalOptions& options);
+  static Status network_check(const State& s);
   std::unique_ptr<State> state_;
 };
 

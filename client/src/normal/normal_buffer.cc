@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -34,6 +35,32 @@ T* as(const DeviceAllocation& a) {
 // stale store (a replayed graph's) never matches.
 std::atomic<uint64_t> next_host_tag{1};
 
+// P: the ranks of each node, which must be consecutive and as many on
+// every node (the kernels address node v's ranks as [v * P, (v + 1) * P)).
+Result<int> ranks_per_node_of(const RankTable& table, const std::string& who) {
+  const size_t R = table.ranks.size();
+  if (R == 0) return invalid_argument(who + ": the job has no ranks");
+  size_t P = 1;
+  while (P < R && table.ranks[P].node == table.ranks[0].node) ++P;
+  std::set<std::string> nodes;
+  for (size_t r = 0; r < R; ++r) {
+    if (r % P == 0 && !nodes.insert(table.ranks[r].node).second) {
+      return failed_precondition(who + ": normal mode needs each node's ranks consecutive; node " +
+                                 table.ranks[r].node + " holds ranks apart from each other. Rank table:\n" +
+                                 table.to_string());
+    }
+    const bool same_as_first = table.ranks[r].node == table.ranks[r - r % P].node;
+    const bool new_node = r % P != 0 || r == 0 || table.ranks[r].node != table.ranks[r - 1].node;
+    if (R % P != 0 || !same_as_first || !new_node) {
+      return failed_precondition(who + ": normal mode needs every node to hold the same number of consecutive ranks (" +
+                                 std::to_string(P) + " on node " + table.ranks[0].node + "); rank " +
+                                 std::to_string(r) + " is on node " + table.ranks[r].node + ". Rank table:\n" +
+                                 table.to_string());
+    }
+  }
+  return static_cast<int>(P);
+}
+
 }  // namespace
 
 // ---- NormalEvent ----
@@ -54,13 +81,18 @@ Status NormalEvent::synchronize() const {
 // ---- NormalHandle ----
 
 struct NormalHandle::Arrays {
-  DeviceAllocation rank_prefix_matrix, send_index, is_token_in_rank, num_recv_tokens;
+  DeviceAllocation rank_prefix_matrix, send_index, is_token_in_rank, num_recv_tokens, send_counts;
+  DeviceAllocation node_index, node_counts, relay_counts;  // across nodes only
   kernels::NormalHandleArrays view() const {
     kernels::NormalHandleArrays v;
     v.rank_prefix_matrix = as<int32_t>(rank_prefix_matrix);
     v.send_index = as<int32_t>(send_index);
     v.is_token_in_rank = as<uint8_t>(is_token_in_rank);
     v.num_recv_tokens = as<int32_t>(num_recv_tokens);
+    v.send_counts = as<int32_t>(send_counts);
+    v.node_index = as<int32_t>(node_index);
+    v.node_counts = as<int32_t>(node_counts);
+    v.relay_counts = as<int32_t>(relay_counts);
     return v;
   }
 };
@@ -81,6 +113,12 @@ struct NormalBuffer::State {
 
   DeviceAllocation nvl;              // receive space, shared with same-node ranks
   std::unique_ptr<CudaPeers> peers;  // their spaces
+  // Across nodes only:
+  std::unique_ptr<GpuWindow> rdma;           // messages and partial sums (kernels::NormalRdmaLayout)
+  std::unique_ptr<CudaRingGroup> rings;      // channel v: dispatch to node v; nodes + v: combine
+  std::unique_ptr<CudaSignals> own_signals;  // when the buffer opened them
+  CudaSignals* signals = nullptr;
+  DeviceAllocation relayed;                  // [nodes] int32
   DeviceAllocation kernel_state;
   cuda_handles::RankMask mask;  // ranks the kernels skip
   PinnedHostAllocation host_counts;  // mapped; kernels::NormalHostCounts
@@ -114,6 +152,7 @@ Result<std::unique_ptr<NormalBuffer>> NormalBuffer::create(Job& job, const Norma
   s.shape.hidden = options.hidden;
   s.shape.num_topk = options.num_topk;
   s.shape.max_tokens_per_rank = options.num_max_tokens_per_rank;
+  EPX_ASSIGN_OR_RETURN(s.shape.ranks_per_node, ranks_per_node_of(job.table(), s.who()));
   EPX_RETURN_IF_ERROR(kernels::check_normal_shape("NormalBuffer::create", s.shape));
   if (options.timeout.count() <= 0) return invalid_argument("NormalBuffer::create: timeout must be positive");
   EPX_RETURN_IF_ERROR(kernels::normal_layout(s.shape, &s.layout));
@@ -124,14 +163,9 @@ Result<std::unique_ptr<NormalBuffer>> NormalBuffer::create(Job& job, const Norma
   EPX_ASSIGN_OR_RETURN(s.nvl, cuda_handles::allocate_zeroed_device(s.layout.nvl_bytes, who + " receive space (" +
                                                                        std::to_string(s.layout.nvl_bytes >> 20) + " MiB)"));
   EPX_ASSIGN_OR_RETURN(s.peers, CudaPeers::open(job, s.nvl.get(), s.layout.nvl_bytes));
-  std::string remote;
-  for (size_t r = 0; r < s.peers->pointers().size(); ++r) {
-    if (s.peers->pointers()[r] == nullptr) remote += (remote.empty() ? "" : ", ") + std::to_string(r);
-  }
-  if (!remote.empty()) {
-    return failed_precondition(who + ": ranks " + remote +
-                               " are on other nodes; normal mode runs inside one node for now (the network hop "
-                               "of issue 11 is the next part of the work)");
+  kernels::NormalTransport& t = s.transport;
+  if (s.shape.nodes() > 1) {
+    EPX_RETURN_IF_ERROR(open_network(s, job, options));
   }
   EPX_ASSIGN_OR_RETURN(s.kernel_state, cuda_handles::allocate_zeroed_device(sizeof(kernels::NormalState), who + " state"));
   EPX_ASSIGN_OR_RETURN(s.mask, cuda_handles::RankMask::create(s.shape.num_ranks, job.rank(), who));
@@ -155,7 +189,6 @@ Result<std::unique_ptr<NormalBuffer>> NormalBuffer::create(Job& job, const Norma
   EPX_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&s.probe_stream, cudaStreamNonBlocking),
                                   who + ": probe stream"));
 
-  kernels::NormalTransport& t = s.transport;
   t.rank = static_cast<int>(job.rank());
   t.peers = s.peers->device();
   t.state = static_cast<kernels::NormalState*>(s.kernel_state.get());
@@ -170,6 +203,60 @@ Result<std::unique_ptr<NormalBuffer>> NormalBuffer::create(Job& job, const Norma
   return buffer;
 }
 
+Status NormalBuffer::open_network(State& s, Job& job, const NormalOptions& options) {
+  const std::string who = s.who();
+  kernels::NormalRdmaLayout& r = s.transport.rdma_layout;
+  EPX_RETURN_IF_ERROR(kernels::normal_rdma_layout(s.shape, &r));
+  EPX_ASSIGN_OR_RETURN(s.rdma, GpuWindow::create(job, r.rdma_bytes, options.device));
+  // Zeroed by whoever owns the memory: the CPU for a host window. GPU stores
+  // into host memory the daemon then writes into would give the GPU's
+  // caches a say in what later reads of that memory see.
+  if (s.rdma->is_device()) {
+    EPX_RETURN_IF_ERROR(cuda_status(cudaMemset(s.rdma->device_ptr(), 0, r.rdma_bytes), who + ": zeroing the rdma space"));
+  } else {
+    std::memset(s.rdma->host_ptr(), 0, r.rdma_bytes);
+  }
+  const uint64_t post_timeout_ns = static_cast<uint64_t>(options.timeout.count()) * 1000000ull;
+  EPX_ASSIGN_OR_RETURN(s.rings, CudaRingGroup::open(job, 2 * static_cast<uint32_t>(s.shape.nodes()),
+                                                    options.ring_capacity, post_timeout_ns));
+  if (options.signals != nullptr) {
+    s.signals = options.signals;
+    if (static_cast<uint64_t>(options.signal_base) + r.signal_count > s.signals->device().count) {
+      return invalid_argument(who + ": signals " + std::to_string(options.signal_base) + ".." +
+                              std::to_string(options.signal_base + r.signal_count - 1) + " are beyond the " +
+                              std::to_string(s.signals->device().count) + " lent");
+    }
+    // Arrivals are counted from zero: a word a previous user left counting
+    // would look like an arrival that never happened.
+    for (uint32_t i = 0; i < r.signal_count; ++i) {
+      const uint64_t v = s.signals->host().value(options.signal_base + i);
+      if (v != 0) {
+        return invalid_argument(who + ": lent signal " + std::to_string(options.signal_base + i) + " is " +
+                                std::to_string(v) + ", not 0: give the buffer words nothing else has used");
+      }
+    }
+    s.transport.signal_base = options.signal_base;
+  } else {
+    auto opened = CudaSignals::open(job, r.signal_count);
+    if (!opened.ok()) {
+      return Status(opened.status().code(),
+                    who + ": opening " + std::to_string(r.signal_count) +
+                        " signals for arrivals from other nodes (a job's rank has one signal array: lend it through "
+                        "NormalOptions::signals if it is already open): " + opened.status().message());
+    }
+    s.own_signals = std::move(*opened);
+    s.signals = s.own_signals.get();
+  }
+  EPX_ASSIGN_OR_RETURN(s.relayed, cuda_handles::allocate_zeroed_device(sizeof(int32_t) * s.shape.nodes(), who + " relayed"));
+  kernels::NormalTransport& t = s.transport;
+  t.rdma = s.rdma->device_ptr();
+  t.rdma_window = s.rdma->id();
+  t.rings = s.rings->device();
+  t.signals = s.signals->device();
+  t.relayed = as<int32_t>(s.relayed);
+  return Status();
+}
+
 NormalBuffer::~NormalBuffer() = default;
 
 Result<std::unique_ptr<NormalHandle>> NormalBuffer::new_handle() const {
@@ -179,10 +266,17 @@ Result<std::unique_ptr<NormalHandle>> NormalBuffer::new_handle() const {
   std::unique_ptr<NormalHandle> h(new NormalHandle());
   h->owner_ = this;
   h->arrays_ = std::make_unique<NormalHandle::Arrays>();
-  const size_t R = s.shape.num_ranks, T = s.shape.max_tokens_per_rank;
+  const size_t R = s.shape.num_ranks, T = s.shape.max_tokens_per_rank, N = s.shape.nodes();
   const std::string who = s.who() + " handle";
   EPX_ASSIGN_OR_RETURN(h->arrays_->rank_prefix_matrix, cuda_handles::allocate_zeroed_device(4 * R * R, who));
+  // [N][T][P] = T * R entries: the same size as inside one node.
   EPX_ASSIGN_OR_RETURN(h->arrays_->send_index, cuda_handles::allocate_zeroed_device(4 * T * R, who));
+  EPX_ASSIGN_OR_RETURN(h->arrays_->send_counts, cuda_handles::allocate_zeroed_device(4 * R, who));
+  if (N > 1) {
+    EPX_ASSIGN_OR_RETURN(h->arrays_->node_index, cuda_handles::allocate_zeroed_device(4 * T * N, who));
+    EPX_ASSIGN_OR_RETURN(h->arrays_->node_counts, cuda_handles::allocate_zeroed_device(4 * N, who));
+    EPX_ASSIGN_OR_RETURN(h->arrays_->relay_counts, cuda_handles::allocate_zeroed_device(4 * N, who));
+  }
   EPX_ASSIGN_OR_RETURN(h->arrays_->is_token_in_rank, cuda_handles::allocate_zeroed_device(T * R, who));
   EPX_ASSIGN_OR_RETURN(h->arrays_->num_recv_tokens, cuda_handles::allocate_zeroed_device(4, who));
   return h;
@@ -237,7 +331,7 @@ Result<std::shared_ptr<NormalEvent>> NormalBuffer::get_dispatch_layout(const int
   a.is_token_in_rank = reinterpret_cast<uint8_t*>(out.is_token_in_rank);
   if (out.num_tokens_per_rdma_rank != nullptr) {
     // One node: DeepEP returns None; a caller that asks gets the one count.
-    a.ranks_per_node = s.shape.num_ranks;
+    a.ranks_per_node = s.shape.local_ranks();
     a.tokens_per_node = out.num_tokens_per_rdma_rank;
   }
   auto enqueue = [&](cudaStream_t st) -> Status {
@@ -309,13 +403,15 @@ Result<NormalDispatchResult> NormalBuffer::dispatch(const NormalDispatchInput& i
   }
   // The counts reach host memory while the rows are still moving: wait for
   // them, not for the stream.
-  const auto deadline = std::chrono::steady_clock::now() + s.options.timeout + std::chrono::seconds(5);
+  // Across nodes a count can wait for a relay, then for a local rank: two timeouts.
+  const auto waits = s.shape.nodes() > 1 ? 2 : 1;
+  const auto deadline = std::chrono::steady_clock::now() + waits * s.options.timeout + std::chrono::seconds(5);
   const kernels::NormalHostCounts* counts = s.counts();
   for (int spins = 0;; ++spins) {
     if (__atomic_load_n(&counts->seq, __ATOMIC_ACQUIRE) == a.host_tag) break;
     if (__atomic_load_n(&s.error.host()->code, __ATOMIC_ACQUIRE) != 0) break;  // a kernel gave up: say whom
     if (std::chrono::steady_clock::now() > deadline) {
-      return deadline_exceeded(who + ": waited " + std::to_string(s.options.timeout.count() + 5000) +
+      return deadline_exceeded(who + ": waited " + std::to_string(waits * s.options.timeout.count() + 5000) +
                                " ms for the receive counts and the kernels reported nothing: is the stream blocked "
                                "behind other work, or did a peer never call dispatch?");
     }
@@ -376,7 +472,7 @@ Status NormalBuffer::check() {
   const DeviceError* e = s.error.host();
   // acquire: pairs with record_error's system fence before it publishes the code.
   const uint32_t code = __atomic_load_n(&e->code, __ATOMIC_ACQUIRE);
-  if (code == 0) return Status();
+  if (code == 0) return network_check(s);
   const DeviceError seen = *e;
   __atomic_store_n(&const_cast<DeviceError*>(e)->code, 0u, __ATOMIC_RELEASE);
   const std::string who = s.who();
@@ -396,6 +492,20 @@ Status NormalBuffer::check() {
       return invalid_argument(who + ": topk_idx of token " + rank + " names expert " +
                               std::to_string(static_cast<int64_t>(seen.seen)) + ", beyond num_experts=" +
                               std::to_string(seen.expected) + " (the entry was skipped)");
+    case kernels::kNormalRelayTimeout:
+      return deadline_exceeded(who + ": rank " + rank + " (on another node) did not send its dispatch message within " +
+                               ms + " ms; the tokens it relays are absent from this call");
+    case kernels::kNormalPartialTimeout:
+      return deadline_exceeded(who + ": rank " + rank + " (on another node) did not send its combine sums within " + ms +
+                               " ms; its node's terms count as zeros");
+    case kernels::kNormalStaleData:
+      return internal_error(who + ": data from rank " + rank + " (on another node) still carried tag " +
+                            std::to_string(seen.seen) + " instead of this call's " + std::to_string(seen.expected) +
+                            " " + ms + " ms after its signal: the rows it carries were used as they were");
+    case kernels::kNormalPostFailed:
+      return Status(StatusCode::kUnavailable,
+                    who + ": the ring refused a " + std::to_string(seen.expected) + "-byte write to rank " + rank +
+                        " (or stayed full for " + ms + " ms): " + network_check(s).to_string());
     case kernels::kNormalWorstExceeded:
       return Status(StatusCode::kOutOfRange, who + ": " + std::to_string(seen.seen) + " rows arrived, more than num_worst_tokens=" +
                           std::to_string(seen.expected) + " (the rows past it are not in the outputs)");
@@ -403,20 +513,37 @@ Status NormalBuffer::check() {
   return internal_error(who + ": device error code " + std::to_string(code));
 }
 
+Status NormalBuffer::network_check(const State& s) {
+  if (s.rings != nullptr) {
+    EPX_RETURN_IF_ERROR(s.rings->kernel_error());
+    // Channel c carries posts to node c % nodes. The daemon refuses posts to
+    // a lost rank and the ring stops at that refusal: once the rank is
+    // masked, that is the loss already reported, not a new failure.
+    const int P = s.shape.local_ranks(), li = s.job->rank() % P;
+    for (uint32_t c = 0; c < s.rings->channels(); ++c) {
+      if (s.mask.masked(static_cast<int>(c % s.shape.nodes()) * P + li)) continue;
+      EPX_RETURN_IF_ERROR(s.rings->channel_error(c));
+    }
+  }
+  if (s.signals != nullptr) EPX_RETURN_IF_ERROR(s.signals->device_error());
+  return Status();
+}
+
 std::string NormalBuffer::missing_ranks(const State& s, uint64_t call, uint32_t first) {
   // Every rank whose notify slot still holds an older call: read on a
   // stream of its own, since the dispatch kernel may still be running.
-  std::vector<uint64_t> seqs(s.shape.num_ranks, 0);
+  const int P = s.shape.local_ranks(), first_local = static_cast<int>(s.job->rank()) / P * P;
+  std::vector<uint64_t> seqs(P, 0);
   const uint8_t* space = static_cast<const uint8_t*>(s.nvl.get());
   bool read = true;
-  for (int r = 0; r < s.shape.num_ranks && read; ++r) {
-    read = cudaMemcpyAsync(&seqs[r], space + s.layout.notify + r * s.layout.notify_slot_bytes + kernels::kNotifySeq,
+  for (int i = 0; i < P && read; ++i) {
+    read = cudaMemcpyAsync(&seqs[i], space + s.layout.notify + i * s.layout.notify_slot_bytes + kernels::kNotifySeq,
                            sizeof(uint64_t), cudaMemcpyDeviceToHost, s.probe_stream) == cudaSuccess;
   }
   read = read && cudaStreamSynchronize(s.probe_stream) == cudaSuccess;
   std::string names;
-  for (int r = 0; r < s.shape.num_ranks && read; ++r) {
-    if (seqs[r] < call && !s.mask.masked(r)) names += (names.empty() ? "" : ", ") + std::to_string(r);
+  for (int i = 0; i < P && read; ++i) {
+    if (seqs[i] < call && !s.mask.masked(first_local + i)) names += (names.empty() ? "" : ", ") + std::to_string(first_local + i);
   }
   if (!read || names.empty()) return "rank " + std::to_string(first);  // the slots moved on since: the one recorded
   return (names.find(',') == std::string::npos ? "rank " : "ranks ") + names;
@@ -424,6 +551,8 @@ std::string NormalBuffer::missing_ranks(const State& s, uint64_t call, uint32_t 
 
 int NormalBuffer::num_ranks() const { return state_->shape.num_ranks; }
 int NormalBuffer::local_experts() const { return state_->shape.local_experts(); }
+int NormalBuffer::ranks_per_node() const { return state_->shape.local_ranks(); }
+const GpuWindow* NormalBuffer::rdma_window() const { return state_->rdma.get(); }
 size_t NormalBuffer::nvl_bytes() const { return state_->layout.nvl_bytes; }
 
 std::shared_ptr<NormalEvent> NormalBuffer::new_event() {
