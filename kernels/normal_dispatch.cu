@@ -190,6 +190,10 @@ __global__ void __launch_bounds__(kNotifyThreads)
         late = relay_from + 1;
       } else if (ok) {
         relayed = a.cached ? a.handle.relay_counts[v] : static_cast<int32_t>(*reinterpret_cast<const volatile uint32_t*>(head));
+        if (relayed < 0 || relayed > T) {  // a message head no sender could have written
+          record_error(t.error, kNormalBadCount, static_cast<uint32_t>(relay_from), T, static_cast<uint32_t>(relayed));
+          relayed = 0;
+        }
       }
       if (j == 0) {
         t.relayed[v] = relayed;
@@ -360,6 +364,10 @@ __global__ void __launch_bounds__(kDispatchThreads)
           todo &= todo - 1;
           const int j = base + b, d = at.local(j);
           const size_t row = static_cast<size_t>(start[v * P + j]) + __shfl_sync(kFullMask, pos, b);
+          if (row >= s.max_recv_rows()) {  // counts that disagree with the send lists: never write past the buffer
+            if (lane == 0) record_error(t.error, kNormalBadCount, static_cast<uint32_t>(d), s.max_recv_rows(), row);
+            continue;
+          }
           uint8_t* peer = t.peers.ptrs[d];
           warp_copy(peer + l.recv_x + row * row_bytes, src.x, row_bytes, lane);
           if (a.payload.fp8) {

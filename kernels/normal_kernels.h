@@ -71,6 +71,7 @@ inline constexpr uint32_t kNormalRelayTimeout = 29;     // index: the remote ran
 inline constexpr uint32_t kNormalPartialTimeout = 30;   // index: the remote rank whose combine sums never came
 inline constexpr uint32_t kNormalPostFailed = 31;       // index: destination rank; expected: bytes (the ring refused)
 inline constexpr uint32_t kNormalStaleData = 32;        // index: the remote rank; expected: the call's tag; seen: the tag read
+inline constexpr uint32_t kNormalBadCount = 33;         // index: the rank whose count it is; expected: the bound; seen: the count
 
 // Per-rank private device memory (zeroed once).
 struct NormalState {

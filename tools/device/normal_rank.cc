@@ -115,6 +115,10 @@ std::unique_ptr<NormalBuffer> make_buffer(Job& job, const Args& args, const Norm
   o.timeout = std::chrono::milliseconds(args.timeout_ms);
   auto b = NormalBuffer::create(job, o);
   if (!b.ok()) fail("NormalBuffer::create: " + b.status().to_string());
+  if (const GpuWindow* w = (*b)->rdma_window(); w != nullptr) {
+    std::cout << "buffer: rdma window " << w->id() << " " << (w->is_device() ? "device" : "host (" + w->fallback_reason() + ")")
+              << ", signals from " << o.signal_base << std::endl;
+  }
   return std::move(*b);
 }
 

@@ -502,6 +502,9 @@ Status NormalBuffer::check() {
       return internal_error(who + ": data from rank " + rank + " (on another node) still carried tag " +
                             std::to_string(seen.seen) + " instead of this call's " + std::to_string(seen.expected) +
                             " " + ms + " ms after its signal: the rows it carries were used as they were");
+    case kernels::kNormalBadCount:
+      return internal_error(who + ": a count for rank " + rank + " was " + std::to_string(seen.seen) +
+                            ", beyond its bound " + std::to_string(seen.expected) + " (the rows it named were skipped)");
     case kernels::kNormalPostFailed:
       return Status(StatusCode::kUnavailable,
                     who + ": the ring refused a " + std::to_string(seen.expected) + "-byte write to rank " + rank +
