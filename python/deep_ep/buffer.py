@@ -7,16 +7,24 @@ the first low_latency_dispatch, when its shape is known (collective, as
 every rank makes that call), and is reused while the shape stays the same.
 Every call enqueues on torch.cuda.current_stream().
 
-Arguments EPX ignores: num_nvl_bytes, num_rdma_bytes (EPX sizes its own
-memory), num_qps_per_rank (no NVSHMEM queue pairs; the daemon owns the NICs),
-allow_mnnvl, use_fabric, Config. Arguments it cannot honour raise
-EpxInvalidArgumentError: allow_nvlink_for_low_latency_mode=False, comm
-(mpi4py) without a group, use_logfmt=True, the *_wait_recv_cost_stats
-tensors. Normal mode (get_dispatch_layout, dispatch, combine) runs inside
-one node (deep_ep/normal_mode.py says how); the internode calls and
-get_local_buffer_tensor raise NotImplementedError: EPX's normal mode across
-nodes is not built yet (issue 11), and its buffer is not a tensor a caller
-may write."""
+Arguments EPX ignores: num_nvl_bytes beyond sizing normal mode,
+num_rdma_bytes (EPX sizes its own memory), num_qps_per_rank (no NVSHMEM
+queue pairs; the daemon owns the NICs), allow_mnnvl, use_fabric, Config's
+chunk sizes. Arguments it cannot honour raise EpxInvalidArgumentError:
+allow_nvlink_for_low_latency_mode=False, comm (mpi4py) without a group,
+use_logfmt=True, the *_wait_recv_cost_stats tensors.
+
+Normal mode (get_dispatch_layout, dispatch, combine) runs inside one node
+and across nodes that each hold the same number of consecutive ranks
+(deep_ep/normal_mode.py says how). internode_dispatch and internode_combine
+keep DeepEP's signatures and are dispatch and combine: EPX has one
+implementation for both, with the same 6-tuple handle (DeepEP's dispatch
+calls internode_dispatch itself when the group spans nodes; here either
+works anywhere). A Buffer may hold a low-latency and a normal-mode buffer
+spanning nodes at once (SGLang's AUTO mode): they share the job's one
+signal array (python/native/epx_c.h). get_local_buffer_tensor raises
+NotImplementedError: EPX's buffer holds other ranks' rows and is not a
+tensor a caller may write."""
 
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -29,9 +37,6 @@ from . import checks, normal_mode
 from .config import Config
 from .event_overlap import EventOverlap, record_on_current_stream
 from .tensors import device_tensor
-
-ACROSS_NODES = ("EPX's normal mode runs inside one node in this release (across nodes is issue 11's next part): "
-                "use dispatch / combine with the ranks of one node, or low_latency_dispatch / low_latency_combine")
 
 
 class Buffer:
@@ -57,6 +62,10 @@ class Buffer:
         self.explicitly_destroy = explicitly_destroy
         self.enable_shrink = enable_shrink
         self.job: Optional[epx.Job] = epx.join_group(group)
+        # Each rank's node index (its daemon's), from the job's rank table:
+        # num_tokens_per_rdma_rank has one entry per node.
+        self.node_of_rank: List[int] = self.job.node_of_rank()
+        self.num_nodes = max(self.node_of_rank) + 1 if self.node_of_rank else 1
         self._ll: Optional[LowLatencyBuffer] = None
         self._normal: Optional[Any] = None  # epx.normal.NormalBuffer, made on the first dispatch
         self._device = 0
@@ -121,11 +130,12 @@ class Buffer:
         import torch
         return torch.cuda.current_stream()
 
-    # ---- normal mode (inside one node) ----
+    # ---- normal mode (inside one node and across nodes) ----
     def get_local_buffer_tensor(self, dtype: Any, size: Optional[Any] = None, offset: int = 0,
                                 use_rdma_buffer: bool = False) -> Any:
         raise NotImplementedError("deep_ep.Buffer.get_local_buffer_tensor: EPX's buffer holds other ranks' rows "
-                                  "and is not handed out as a tensor")
+                                  "(written by their kernels and the daemon at any time) and is not handed out as "
+                                  "a tensor to write")
 
     def get_dispatch_layout(self, topk_idx: Any, num_experts: int, previous_event: Optional[EventOverlap] = None,
                             async_finish: bool = False, allocate_on_comm_stream: bool = False) -> Tuple:
@@ -137,32 +147,36 @@ class Buffer:
                  topk_weights: Optional[Any] = None, expert_alignment: int = 1, num_worst_tokens: int = 0,
                  config: Optional[Config] = None, previous_event: Optional[EventOverlap] = None,
                  async_finish: bool = False, allocate_on_comm_stream: bool = False) -> Tuple:
-        if num_tokens_per_rdma_rank is not None:
-            raise NotImplementedError("deep_ep.Buffer.dispatch: num_tokens_per_rdma_rank: " + ACROSS_NODES)
-        num_sms = config.num_sms if config is not None else 0
-        return normal_mode.dispatch(self, x, handle, is_token_in_rank, num_tokens_per_expert, topk_idx, topk_weights,
-                                    expert_alignment, num_worst_tokens, num_sms, previous_event, async_finish)
+        return normal_mode.dispatch(self, "deep_ep.Buffer.dispatch", x, handle, num_tokens_per_rank,
+                                    num_tokens_per_rdma_rank, is_token_in_rank, num_tokens_per_expert, topk_idx,
+                                    topk_weights, expert_alignment, num_worst_tokens, _num_sms(config),
+                                    previous_event, async_finish)
 
     def combine(self, x: Any, handle: Tuple, topk_weights: Optional[Any] = None,
                 bias: Union[Any, Tuple[Any, Any]] = None, config: Optional[Config] = None,
                 previous_event: Optional[EventOverlap] = None, async_finish: bool = False,
                 allocate_on_comm_stream: bool = False) -> Tuple:
-        num_sms = config.num_sms if config is not None else 0
-        return normal_mode.combine(self, x, handle, topk_weights, bias, num_sms, previous_event, async_finish)
+        return normal_mode.combine(self, "deep_ep.Buffer.combine", x, handle, topk_weights, bias, _num_sms(config),
+                                   previous_event, async_finish)
 
-    # DeepEP's signatures, so a call binds (and fails) as it would there.
+    # DeepEP's signatures; the same implementation as dispatch and combine
+    # (one for one node and many), with the same 6-tuple handle.
     def internode_dispatch(self, x: Any, handle: Optional[Tuple] = None, num_tokens_per_rank: Any = None,
                            num_tokens_per_rdma_rank: Any = None, is_token_in_rank: Any = None,
                            num_tokens_per_expert: Any = None, topk_idx: Any = None, topk_weights: Any = None,
                            expert_alignment: int = 1, num_worst_tokens: int = 0, config: Optional[Config] = None,
                            previous_event: Optional[EventOverlap] = None, async_finish: bool = False,
                            allocate_on_comm_stream: bool = False) -> Tuple:
-        raise NotImplementedError("deep_ep.Buffer.internode_dispatch: " + ACROSS_NODES)
+        return normal_mode.dispatch(self, "deep_ep.Buffer.internode_dispatch", x, handle, num_tokens_per_rank,
+                                    num_tokens_per_rdma_rank, is_token_in_rank, num_tokens_per_expert, topk_idx,
+                                    topk_weights, expert_alignment, num_worst_tokens, _num_sms(config),
+                                    previous_event, async_finish)
 
     def internode_combine(self, x: Any, handle: Any, topk_weights: Any = None, bias: Any = None,
                           config: Optional[Config] = None, previous_event: Optional[EventOverlap] = None,
                           async_finish: bool = False, allocate_on_comm_stream: bool = False) -> Tuple:
-        raise NotImplementedError("deep_ep.Buffer.internode_combine: " + ACROSS_NODES)
+        return normal_mode.combine(self, "deep_ep.Buffer.internode_combine", x, handle, topk_weights, bias,
+                                   _num_sms(config), previous_event, async_finish)
 
     # ---- low-latency mode ----
     def _stream(self) -> int:
@@ -340,3 +354,8 @@ class Buffer:
             raise EpxFailedPreconditionError(f"deep_ep.Buffer.low_latency_clean_mask_buffer: ranks {masked} are "
                                              "masked, and EPX keeps a masked rank masked for the buffer's life",
                                              "FAILED_PRECONDITION")
+
+
+def _num_sms(config: Optional[Config]) -> int:
+    """Config.num_sms (0: the kernels' default)."""
+    return config.num_sms if config is not None else 0

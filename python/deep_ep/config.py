@@ -4,8 +4,9 @@ EPX's normal-mode kernels take num_sms (blocks per kernel; 0 or absent:
 20); the chunk sizes are kept but change nothing (EPX writes rows straight
 to their final place, with no chunked queues). The NVLink size hint is the
 bytes EPX's buffer needs for 4096 tokens per rank (a Buffer's num_nvl_bytes
-sets how many tokens per rank its normal mode holds); the RDMA hint is 0
-(normal mode across nodes is not built yet)."""
+sets how many tokens per rank its normal mode holds); the RDMA hint is 0:
+across nodes EPX sizes the window of its network hop itself, for the
+tokens num_nvl_bytes holds, and ignores num_rdma_bytes."""
 
 HINT_TOKENS_PER_RANK = 4096
 

@@ -1,18 +1,33 @@
-"""deep_ep.Buffer's normal mode (get_dispatch_layout, dispatch, combine)
-over epx.NormalBuffer, inside one node: DeepEP v1's signatures, return
-tuples and dtypes. Every call enqueues on torch.cuda.current_stream();
-previous_event makes that stream wait first, and async_finish returns an
-event recorded after the call (EPX has no separate communication stream in
-Python: allocate_on_comm_stream is accepted and changes nothing).
+"""deep_ep.Buffer's normal mode (get_dispatch_layout, dispatch, combine,
+and DeepEP's internode_dispatch / internode_combine, which are the same
+calls here) over epx.NormalBuffer: DeepEP v1's signatures, return tuples
+and dtypes. Inside one node, or across nodes when every node holds the same
+number of consecutive ranks (EPX sends each token over the network at most
+once per destination node, to the rank with the sender's local index there,
+which forwards it over NVLink). Every call enqueues on
+torch.cuda.current_stream(); previous_event makes that stream wait first,
+and async_finish returns an event recorded after the call (EPX has no
+separate communication stream in Python: allocate_on_comm_stream is
+accepted and changes nothing).
 
 Outputs are fresh tensors (copied from the buffer, as DeepEP's are), so
 they outlive later calls. The buffer is created on the first dispatch
 (collective, as every rank makes that call) with room for the most tokens
 per rank that num_nvl_bytes holds, and re-created when the shape changes.
 
-The handle is a 6-tuple like DeepEP's intranode one: (rank_prefix_matrix,
-None, None, recv_src_idx, is_token_in_rank, the native handle); pass it
-back whole."""
+get_dispatch_layout returns num_tokens_per_rdma_rank ([nodes] int32: this
+rank's tokens that any rank of each node receives) when the group spans
+nodes, None inside one node, as DeepEP. dispatch accepts it (checked: int32
+[nodes]) but needs it no more than num_tokens_per_rank: EPX counts for
+itself from is_token_in_rank.
+
+The handle is a 6-tuple like DeepEP's intranode one, on one node and across
+nodes alike (DeepEP's internode handle is a 10-tuple of other arrays):
+(rank_prefix_matrix, None, None, recv_src_idx, is_token_in_rank, the native
+handle); pass it back whole, to combine or internode_combine or a cached
+dispatch. rank_prefix_matrix is [ranks][ranks] int32, [s][r] = tokens ranks
+0..s send to r; across nodes only the columns of this rank's node are
+filled (the others are 0)."""
 
 from typing import Any, List, Optional, Tuple
 
@@ -59,6 +74,7 @@ def get_dispatch_layout(buffer: Any, topk_idx: Any, num_experts: int, previous_e
     nowhere."""
     import torch
     call = "deep_ep.Buffer.get_dispatch_layout"
+    num_nodes = buffer.num_nodes
     checks.check_positive(call, "num_experts", num_experts)
     if num_experts % buffer.group_size != 0:
         raise checks.fail(call, f"num_experts={num_experts} is not a multiple of the {buffer.group_size} ranks")
@@ -67,25 +83,48 @@ def get_dispatch_layout(buffer: Any, topk_idx: Any, num_experts: int, previous_e
     _wait(previous_event)
     num_tokens = topk_idx.shape[0]
     normal = buffer._normal
-    if normal is not None and normal.shape[2:] == (num_experts, topk_idx.shape[1]) and num_tokens <= normal.shape[0]:
-        num_tokens_per_rank = torch.empty(buffer.group_size, dtype=torch.int32, device=topk_idx.device)
-        num_tokens_per_expert = torch.empty(num_experts, dtype=torch.int32, device=topk_idx.device)
-        is_token_in_rank = torch.empty((num_tokens, buffer.group_size), dtype=torch.bool, device=topk_idx.device)
+    device = topk_idx.device
+    if (normal is not None and normal.shape[2:] == (num_experts, topk_idx.shape[1])
+            and num_tokens <= normal.shape[0] and normal.num_nodes == num_nodes):
+        num_tokens_per_rank = torch.empty(buffer.group_size, dtype=torch.int32, device=device)
+        num_tokens_per_rdma_rank = torch.empty(num_nodes, dtype=torch.int32, device=device) if num_nodes > 1 else None
+        num_tokens_per_expert = torch.empty(num_experts, dtype=torch.int32, device=device)
+        is_token_in_rank = torch.empty((num_tokens, buffer.group_size), dtype=torch.bool, device=device)
         normal.layout(topk_idx.data_ptr(), num_tokens, num_tokens_per_rank.data_ptr(), num_tokens_per_expert.data_ptr(),
-                      is_token_in_rank.data_ptr(), _stream())
-        return (num_tokens_per_rank, None, num_tokens_per_expert, is_token_in_rank,
+                      is_token_in_rank.data_ptr(), _stream(),
+                      num_tokens_per_rdma_rank.data_ptr() if num_tokens_per_rdma_rank is not None else 0)
+        return (num_tokens_per_rank, num_tokens_per_rdma_rank, num_tokens_per_expert, is_token_in_rank,
                 _finish(async_finish, (topk_idx,)))
-    local = num_experts // buffer.group_size
+    return layout_with_torch(topk_idx, num_experts, buffer.node_of_rank) + (_finish(async_finish, (topk_idx,)),)
+
+
+def layout_with_torch(topk_idx: Any, num_experts: int, node_of_rank: List[int]) -> Tuple:
+    """get_dispatch_layout's four tensors from torch operations on
+    topk_idx's device (no host synchronisation): num_tokens_per_rank,
+    num_tokens_per_rdma_rank (None on one node), num_tokens_per_expert,
+    is_token_in_rank. node_of_rank: each rank's node index (the group's
+    size is its length). An expert id outside [0, num_experts) counts
+    nowhere."""
+    import torch
+    num_tokens, device = topk_idx.shape[0], topk_idx.device
+    num_ranks = len(node_of_rank)
+    num_nodes = max(node_of_rank) + 1
+    local = num_experts // num_ranks
     valid = (topk_idx >= 0) & (topk_idx < num_experts)
     experts = torch.where(valid, topk_idx, torch.zeros_like(topk_idx))
-    hits = torch.zeros((num_tokens, num_experts), dtype=torch.int32, device=topk_idx.device)
+    hits = torch.zeros((num_tokens, num_experts), dtype=torch.int32, device=device)
     hits.scatter_add_(1, experts, valid.to(torch.int32))
     num_tokens_per_expert = (hits > 0).sum(dim=0, dtype=torch.int32)
-    rank_hits = torch.zeros((num_tokens, buffer.group_size), dtype=torch.int32, device=topk_idx.device)
+    rank_hits = torch.zeros((num_tokens, num_ranks), dtype=torch.int32, device=device)
     rank_hits.scatter_add_(1, experts // local, valid.to(torch.int32))
     is_token_in_rank = rank_hits > 0
     num_tokens_per_rank = is_token_in_rank.sum(dim=0, dtype=torch.int32)
-    return num_tokens_per_rank, None, num_tokens_per_expert, is_token_in_rank, _finish(async_finish, (topk_idx,))
+    num_tokens_per_rdma_rank = None
+    if num_nodes > 1:
+        node_hits = torch.zeros((num_tokens, num_nodes), dtype=torch.int32, device=device)
+        node_hits.index_add_(1, torch.tensor(node_of_rank, dtype=torch.int64, device=device), rank_hits)
+        num_tokens_per_rdma_rank = (node_hits > 0).sum(dim=0, dtype=torch.int32)
+    return num_tokens_per_rank, num_tokens_per_rdma_rank, num_tokens_per_expert, is_token_in_rank
 
 
 def _buffer_for(buffer: Any, call: str, hidden: int, num_experts: int, num_topk: int,
@@ -113,12 +152,13 @@ def _buffer_for(buffer: Any, call: str, hidden: int, num_experts: int, num_topk:
     return buffer._normal
 
 
-def dispatch(buffer: Any, x: Any, handle: Optional[Tuple], is_token_in_rank: Optional[Any],
+def dispatch(buffer: Any, call: str, x: Any, handle: Optional[Tuple], num_tokens_per_rank: Optional[Any],
+             num_tokens_per_rdma_rank: Optional[Any], is_token_in_rank: Optional[Any],
              num_tokens_per_expert: Optional[Any], topk_idx: Optional[Any], topk_weights: Optional[Any],
              expert_alignment: int, num_worst_tokens: int, num_sms: int, previous_event: Optional[EventOverlap],
              async_finish: bool) -> Tuple:
+    """Buffer.dispatch and Buffer.internode_dispatch (`call` names which)."""
     import torch
-    call = "deep_ep.Buffer.dispatch"
     scales = None
     if isinstance(x, tuple):
         if len(x) != 2:
@@ -131,10 +171,20 @@ def dispatch(buffer: Any, x: Any, handle: Optional[Tuple], is_token_in_rank: Opt
     else:
         checks.check_tensor(call, "x", x, torch.bfloat16, [None, None])
     num_tokens, hidden = x.shape
+    # Layout counts EPX makes for itself: checked when given, not read.
+    if num_tokens_per_rank is not None:
+        checks.check_tensor(call, "num_tokens_per_rank", num_tokens_per_rank, torch.int32, [buffer.group_size])
+    if num_tokens_per_rdma_rank is not None:
+        checks.check_tensor(call, "num_tokens_per_rdma_rank", num_tokens_per_rdma_rank, torch.int32,
+                            [buffer.num_nodes])
     if not isinstance(expert_alignment, int) or expert_alignment < 1:
         raise checks.fail(call, f"expert_alignment must be a positive int, got {expert_alignment!r}")
     if not isinstance(num_worst_tokens, int) or num_worst_tokens < 0:
         raise checks.fail(call, f"num_worst_tokens must be an int >= 0, got {num_worst_tokens!r}")
+    # Device checks come last but before the buffer is made (which they may need).
+    on_device = [("x", x), ("x_scales", scales), ("topk_idx", topk_idx), ("topk_weights", topk_weights),
+                 ("is_token_in_rank", is_token_in_rank), ("num_tokens_per_expert", num_tokens_per_expert),
+                 ("num_tokens_per_rank", num_tokens_per_rank), ("num_tokens_per_rdma_rank", num_tokens_per_rdma_rank)]
     cached = handle is not None
     if cached:
         if not isinstance(handle, tuple) or len(handle) != 6 or not isinstance(handle[5], _Native):
@@ -144,6 +194,7 @@ def dispatch(buffer: Any, x: Any, handle: Optional[Tuple], is_token_in_rank: Opt
             raise checks.fail(call, "handle belongs to an earlier buffer (the shape changed since)")
         if num_tokens != state.num_tokens:
             raise checks.fail(call, f"x has {num_tokens} tokens, the handle's dispatch had {state.num_tokens}")
+        checks.check_cuda(call, on_device)
         normal = state.buffer
     else:
         if topk_idx is None or topk_weights is None or is_token_in_rank is None or num_tokens_per_expert is None:
@@ -155,13 +206,11 @@ def dispatch(buffer: Any, x: Any, handle: Optional[Tuple], is_token_in_rank: Opt
         checks.check_tensor(call, "is_token_in_rank", is_token_in_rank, torch.bool, [num_tokens, buffer.group_size])
         checks.check_tensor(call, "num_tokens_per_expert", num_tokens_per_expert, torch.int32, [None])
         num_experts = num_tokens_per_expert.shape[0]
+        checks.check_cuda(call, on_device)
         normal = _buffer_for(buffer, call, hidden, num_experts, num_topk, num_tokens)
         if num_worst_tokens > buffer.group_size * normal.shape[0]:
             raise checks.fail(call, f"num_worst_tokens={num_worst_tokens} is beyond the buffer's "
                                     f"{buffer.group_size * normal.shape[0]} rows")
-    checks.check_cuda(call, [("x", x), ("x_scales", scales), ("topk_idx", topk_idx), ("topk_weights", topk_weights),
-                             ("is_token_in_rank", is_token_in_rank),
-                             ("num_tokens_per_expert", num_tokens_per_expert)])
     _wait(previous_event)
     args = _native.NormalDispatchIn()
     args.x = x.data_ptr()
@@ -210,10 +259,10 @@ def dispatch(buffer: Any, x: Any, handle: Optional[Tuple], is_token_in_rank: Opt
             _finish(async_finish, (x, topk_idx, topk_weights)))
 
 
-def combine(buffer: Any, x: Any, handle: Tuple, topk_weights: Optional[Any], bias: Any, num_sms: int,
+def combine(buffer: Any, call: str, x: Any, handle: Tuple, topk_weights: Optional[Any], bias: Any, num_sms: int,
             previous_event: Optional[EventOverlap], async_finish: bool) -> Tuple:
+    """Buffer.combine and Buffer.internode_combine (`call` names which)."""
     import torch
-    call = "deep_ep.Buffer.combine"
     if not isinstance(handle, tuple) or len(handle) != 6 or not isinstance(handle[5], _Native):
         raise checks.fail(call, "handle must be the 6-tuple a dispatch of this Buffer returned")
     state: _Native = handle[5]

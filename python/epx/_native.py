@@ -11,7 +11,7 @@ from typing import Optional
 
 from .errors import EpxError, EpxUnavailableError, error_from_status
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 c_int_p = ctypes.POINTER(ctypes.c_int)
 c_u32_p = ctypes.POINTER(ctypes.c_uint32)
@@ -114,6 +114,7 @@ _STATUS_FUNCTIONS = {
     "epx_gpu_pci_address": [_I, ctypes.c_char_p, ctypes.c_size_t],
     "epx_job_barrier": [_P, _I],
     "epx_job_lost_ranks": [_P, c_u32_p, ctypes.c_size_t, c_size_p],
+    "epx_job_nodes": [_P, c_u32_p, ctypes.c_size_t, c_size_p],
     "epx_ll_size_hint": [_I, _I, _I, _I, ctypes.POINTER(ctypes.c_uint64)],
     "epx_ll_create": [_P, ctypes.POINTER(LLOptions), c_void_pp],
     "epx_ll_local_experts": [_P, c_int_p],
@@ -127,6 +128,7 @@ _STATUS_FUNCTIONS = {
     "epx_ll_hook_run": [_P],
     "epx_normal_size": [_I, _I, _I, _I, _I, ctypes.POINTER(ctypes.c_uint64)],
     "epx_normal_create": [_P, ctypes.POINTER(NormalOptions), c_void_pp],
+    "epx_normal_ranks_per_node": [_P, c_int_p],
     "epx_normal_new_handle": [_P, c_void_pp],
     "epx_normal_handle_get": [_P, ctypes.POINTER(NormalHandleInfo)],
     "epx_normal_layout": [_P, _P, _I, _P, _P, _P, _P, _P],

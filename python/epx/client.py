@@ -83,6 +83,7 @@ class Job:
         self.world_size = world_size
         self.rank = rank
         self.local_rank = local_rank
+        self._nodes: Optional[List[int]] = None
 
     @property
     def handle(self) -> int:
@@ -99,6 +100,16 @@ class Job:
         count = ctypes.c_size_t()
         _native.call("epx_job_lost_ranks", self.handle, ranks, self.world_size, ctypes.byref(count))
         return [ranks[i] for i in range(min(count.value, self.world_size))]
+
+    def node_of_rank(self) -> List[int]:
+        """Each rank's node index (its daemon), nodes numbered in the order of
+        their first rank: rank 0's node is 0. From the job's rank table."""
+        if self._nodes is None:
+            nodes = (ctypes.c_uint32 * self.world_size)()
+            count = ctypes.c_size_t()
+            _native.call("epx_job_nodes", self.handle, nodes, self.world_size, ctypes.byref(count))
+            self._nodes = [nodes[i] for i in range(min(count.value, self.world_size))]
+        return list(self._nodes)
 
     def leave(self) -> None:
         handle, self._handle = self._handle, None

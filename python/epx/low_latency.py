@@ -1,6 +1,8 @@
 """LowLatencyBuffer: epx::LowLatencyBuffer (DeepEP's low-latency dispatch
 and combine) over raw device pointers. Callers check shapes and dtypes
-first (deep_ep.Buffer does); this layer only moves pointers and statuses."""
+first (deep_ep.Buffer does); this layer only moves pointers and statuses.
+Across nodes the buffer takes words of the job's one signal array, which
+libepx_c shares among all the job's buffers (python/native/epx_c.h)."""
 
 import ctypes
 from typing import Callable, List, NamedTuple, Optional

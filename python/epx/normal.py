@@ -1,9 +1,14 @@
 """NormalBuffer: epx::NormalBuffer (DeepEP's normal-mode dispatch and
-combine, inside one node) over raw device pointers. Callers check shapes and
+combine) over raw device pointers, inside one node or across nodes that
+each hold the same number of consecutive ranks (one network hop per
+destination node through epxd, then NVLink). Callers check shapes and
 dtypes first (deep_ep.Buffer does); this layer only moves pointers and
 statuses. A NormalHandle is the native handle a dispatch fills; handles no
 longer referenced go back to the buffer's pool, so a dispatch allocates no
-device memory once warm."""
+device memory once warm.
+
+Across nodes the buffer takes words of the job's one signal array, which
+libepx_c shares among all the job's buffers (python/native/epx_c.h)."""
 
 import ctypes
 import weakref
@@ -14,7 +19,8 @@ from .client import Job
 
 
 def size(num_max_tokens_per_rank: int, hidden: int, num_ranks: int, num_experts: int, num_topk: int) -> int:
-    """Bytes of GPU memory a buffer of this shape holds."""
+    """Bytes of GPU memory a buffer of this shape holds for its receive space
+    on one node (across nodes no more, plus its window for the network hop)."""
     out = ctypes.c_uint64()
     _native.call("epx_normal_size", int(num_max_tokens_per_rank), int(hidden), int(num_ranks), int(num_experts),
                  int(num_topk), ctypes.byref(out))
@@ -72,6 +78,10 @@ class NormalBuffer:
         self._handle: Optional[int] = handle.value
         self._free: List[int] = []      # native handles no Python object references
         self._all: List[int] = []
+        ranks_per_node = ctypes.c_int()
+        _native.call("epx_normal_ranks_per_node", self._handle, ctypes.byref(ranks_per_node))
+        self.ranks_per_node = ranks_per_node.value
+        self.num_nodes = job.world_size // max(self.ranks_per_node, 1)
 
     def acquire_handle(self, owner: object) -> NormalHandle:
         """A native handle that returns to the pool when `owner` is collected."""
@@ -86,10 +96,11 @@ class NormalBuffer:
         return NormalHandle(pointer)
 
     def layout(self, topk_idx: int, num_tokens: int, per_rank: int, per_expert: int, in_rank: int,
-               stream: int) -> None:
-        """get_dispatch_layout's kernel (the buffer's num_experts and top-k)."""
-        _native.call("epx_normal_layout", self._handle, topk_idx or None, int(num_tokens), per_rank, None,
-                     per_expert, in_rank or None, stream or None)
+               stream: int, per_node: int = 0) -> None:
+        """get_dispatch_layout's kernel (the buffer's num_experts and top-k).
+        per_node: 0, or int32 [num_nodes] (DeepEP's num_tokens_per_rdma_rank)."""
+        _native.call("epx_normal_layout", self._handle, topk_idx or None, int(num_tokens), per_rank,
+                     per_node or None, per_expert, in_rank or None, stream or None)
 
     def dispatch(self, handle: NormalHandle, args: _native.NormalDispatchIn, stream: int) -> DispatchOutput:
         out = _native.NormalDispatchOut()

@@ -1,13 +1,19 @@
 // libepx_c (epx_c.h): the C ABI over the client SDK. Each entry point runs
 // its body in `guarded`, which turns an epx::Status into a code plus the
-// thread's last-error message, and any C++ exception into INTERNAL.
+// thread's last-error message, and any C++ exception into INTERNAL. Buffers
+// spanning nodes share their job's one signal array (lend_signals,
+// signal_words.h).
 #include "python/native/epx_c.h"
+
+#include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <exception>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 #include <utility>
@@ -22,20 +28,30 @@
 #include "kernels/low_latency_kernels.h"
 #include "kernels/low_latency_memory.h"
 #include "kernels/normal_format.h"
+#include "python/native/signal_words.h"
 
 struct epx_client {
   std::unique_ptr<epx::Client> client;
 };
 
+// The job's one signal array (signal_words.h), opened by its first buffer
+// spanning nodes; declared after `job`, so it is closed first.
 struct epx_job {
   epx::Job job;
+  std::mutex signals_mutex;  // ctypes releases the GIL: two threads may create buffers at once
+  std::shared_ptr<epx::CudaSignals> signals;
+  std::unique_ptr<epx::c_abi::SignalWords> words;
 };
 
+// A buffer holds the job's signal array (when lent) until it is gone: the
+// buffer, declared last, is destroyed first.
 struct epx_ll_buffer {
+  std::shared_ptr<epx::CudaSignals> signals;
   std::unique_ptr<epx::LowLatencyBuffer> buffer;
 };
 
 struct epx_normal_buffer {
+  std::shared_ptr<epx::CudaSignals> signals;
   std::unique_ptr<epx::NormalBuffer> buffer;
 };
 
@@ -111,6 +127,81 @@ epx_ll_hook* make_hook(std::function<epx::Status()> run) {
   auto* hook = new epx_ll_hook();
   hook->run = std::move(run);
   return hook;
+}
+
+// Rank r's node: ranks of the same node name and daemon (RankTable's
+// same_node_ranks), numbered by their first rank.
+std::vector<uint32_t> node_of_rank(const epx::RankTable& table) {
+  std::vector<uint32_t> out(table.ranks.size(), 0);
+  std::map<std::pair<std::string, std::string>, uint32_t> index;
+  for (size_t r = 0; r < table.ranks.size(); ++r) {
+    const auto key = std::make_pair(table.ranks[r].node, table.ranks[r].daemon_address);
+    out[r] = index.emplace(key, static_cast<uint32_t>(index.size())).first->second;
+  }
+  return out;
+}
+
+uint32_t node_count(const epx::RankTable& table) {
+  const std::vector<uint32_t> nodes = node_of_rank(table);
+  return nodes.empty() ? 0 : *std::max_element(nodes.begin(), nodes.end()) + 1;
+}
+
+// Makes `device` current for its lifetime (opening signals registers host
+// memory in the current device's context).
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+    const cudaError_t e = cudaSetDevice(device);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      status_ = epx::failed_precondition("cudaSetDevice(" + std::to_string(device) + "): " + cudaGetErrorName(e));
+    }
+  }
+  ~DeviceScope() {
+    if (previous_ >= 0) (void)cudaSetDevice(previous_);
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+  const epx::Status& status() const { return status_; }
+
+ private:
+  int previous_ = -1;
+  epx::Status status_;
+};
+
+struct LentSignals {
+  std::shared_ptr<epx::CudaSignals> signals;  // null: the buffer needs none
+  uint32_t base = 0;
+};
+
+// `need` fresh words of the job's signal array for a buffer spanning nodes
+// (signal_words.h), opening the array on first use. `who` names the call.
+epx::Status lend_signals(epx_job& job, uint32_t need, int device, const std::string& who, LentSignals* out) {
+  std::lock_guard<std::mutex> lock(job.signals_mutex);
+  if (job.signals == nullptr) {
+    DeviceScope scope(device);
+    EPX_RETURN_IF_ERROR(scope.status().with_context(who));
+    uint32_t words = epx::c_abi::signal_array_words(job.job.world_size(), need);
+    for (;;) {
+      auto opened = epx::CudaSignals::open(job.job, words);
+      if (opened.ok()) {
+        job.signals = std::shared_ptr<epx::CudaSignals>(std::move(opened).value());
+        job.words = std::make_unique<epx::c_abi::SignalWords>(words);
+        break;
+      }
+      const uint32_t fewer = epx::c_abi::smaller_signal_array(words, need);
+      // The daemon refuses a count beyond its max_signals as INVALID_ARGUMENT.
+      if (opened.status().code() != epx::StatusCode::kInvalidArgument || fewer == 0) {
+        return opened.status().with_context(who + ": opening the job's signal array of " + std::to_string(words) +
+                                            " words (one per rank and job, shared by its buffers spanning nodes)");
+      }
+      words = fewer;
+    }
+  }
+  EPX_ASSIGN_OR_RETURN(out->base, job.words->take(need, who));
+  out->signals = job.signals;
+  return epx::Status();
 }
 
 }  // namespace
@@ -198,6 +289,14 @@ int epx_job_barrier(epx_job* job, int timeout_ms) {
   });
 }
 
+int epx_job_nodes(epx_job* job, uint32_t* node_of_rank_out, size_t capacity, size_t* count) {
+  return guarded("epx_job_nodes", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(job != nullptr && count != nullptr, "epx_job_nodes", "job or count is NULL"));
+    copy_ranks(node_of_rank(job->job.table()), node_of_rank_out, capacity, count);
+    return epx::Status();
+  });
+}
+
 int epx_job_lost_ranks(epx_job* job, uint32_t* ranks, size_t capacity, size_t* count) {
   return guarded("epx_job_lost_ranks", [&]() -> epx::Status {
     EPX_RETURN_IF_ERROR(require(job != nullptr && count != nullptr, "epx_job_lost_ranks", "job or count is NULL"));
@@ -235,8 +334,23 @@ int epx_ll_create(epx_job* job, const epx_ll_options* options, epx_ll_buffer** o
     o.num_topk = options->num_topk;
     o.device = options->device;
     if (options->timeout_ms > 0) o.timeout = std::chrono::milliseconds(options->timeout_ms);
+    // Across nodes: words of the job's signal array. A shape the layout
+    // refuses gets none; create() then says what is wrong with it.
+    LentSignals lent;
+    epx::kernels::LowLatencyShape shape;
+    shape.num_ranks = static_cast<int>(job->job.world_size());
+    shape.num_experts = o.num_experts;
+    shape.hidden = o.hidden;
+    shape.max_tokens_per_rank = o.num_max_dispatch_tokens_per_rank;
+    shape.num_topk = o.num_topk;
+    epx::kernels::LowLatencyLayout layout;
+    if (node_count(job->job.table()) > 1 && epx::kernels::low_latency_layout(shape, &layout).ok()) {
+      EPX_RETURN_IF_ERROR(lend_signals(*job, layout.signal_count, o.device, "epx_ll_create", &lent));
+      o.signals = lent.signals.get();
+      o.signal_base = lent.base;
+    }
     EPX_ASSIGN_OR_RETURN(auto buffer, epx::LowLatencyBuffer::create(job->job, o));
-    *out = new epx_ll_buffer{std::move(buffer)};
+    *out = new epx_ll_buffer{std::move(lent.signals), std::move(buffer)};
     return epx::Status();
   });
 }
@@ -385,8 +499,27 @@ int epx_normal_create(epx_job* job, const epx_normal_options* options, epx_norma
     o.num_topk = options->num_topk;
     o.device = options->device;
     if (options->timeout_ms > 0) o.timeout = std::chrono::milliseconds(options->timeout_ms);
+    // Across nodes: words of the job's signal array. Nodes of unequal size
+    // or a shape the layout refuses get none; create() then says what is wrong.
+    LentSignals lent;
+    const uint32_t nodes = node_count(job->job.table());
+    if (nodes > 1 && job->job.world_size() % nodes == 0) {
+      epx::kernels::NormalShape shape;
+      shape.num_ranks = static_cast<int>(job->job.world_size());
+      shape.num_experts = o.num_experts;
+      shape.hidden = o.hidden;
+      shape.num_topk = o.num_topk;
+      shape.max_tokens_per_rank = o.num_max_tokens_per_rank;
+      shape.ranks_per_node = static_cast<int>(job->job.world_size() / nodes);
+      epx::kernels::NormalRdmaLayout layout;
+      if (epx::kernels::normal_rdma_layout(shape, &layout).ok()) {
+        EPX_RETURN_IF_ERROR(lend_signals(*job, layout.signal_count, o.device, "epx_normal_create", &lent));
+        o.signals = lent.signals.get();
+        o.signal_base = lent.base;
+      }
+    }
     EPX_ASSIGN_OR_RETURN(auto buffer, epx::NormalBuffer::create(job->job, o));
-    *out = new epx_normal_buffer{std::move(buffer)};
+    *out = new epx_normal_buffer{std::move(lent.signals), std::move(buffer)};
     return epx::Status();
   });
 }
@@ -504,6 +637,14 @@ int epx_normal_combine(epx_normal_buffer* buffer, const epx_normal_handle* handl
     EPX_ASSIGN_OR_RETURN(auto r, buffer->buffer->combine(c, *handle->handle, {num_sms}, streams));
     *combined_x = r.combined_x;
     *combined_topk_weights = r.combined_topk_weights;
+    return epx::Status();
+  });
+}
+
+int epx_normal_ranks_per_node(epx_normal_buffer* buffer, int* out) {
+  return guarded("epx_normal_ranks_per_node", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(buffer != nullptr && out != nullptr, "epx_normal_ranks_per_node", "NULL argument"));
+    *out = buffer->buffer->ranks_per_node();
     return epx::Status();
   });
 }

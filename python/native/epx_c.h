@@ -11,7 +11,20 @@
  * argument), valid until that thread's next call into this library.
  *
  * Objects are opaque handles the caller destroys, in reverse order of
- * creation: a buffer before its job, a job before its client. */
+ * creation: a buffer before its job, a job before its client.
+ *
+ * Signals across nodes: a buffer whose job spans nodes counts remote
+ * arrivals in signal words, and the daemon gives a job's rank one signal
+ * array. Each epx_job opens that array when its first such buffer is
+ * created (low-latency or normal-mode) and lends every such buffer fresh
+ * words: 64 * 4 * world_size words (64 low-latency buffers' worth), at most
+ * 65536 (epxd's default max_signals; a daemon configured lower is asked for
+ * less, down to what the first buffer needs). Words are never lent twice, so
+ * a job's buffers spanning nodes, destroyed ones included, share that count
+ * (a low-latency buffer takes 4 * world_size words, a normal-mode one
+ * 2 * nodes); one more than fits fails with RESOURCE_EXHAUSTED. Every rank
+ * must create its buffers in the same order (as it must anyway: creation is
+ * collective). A job on one node opens no signals. */
 #ifndef EPX_C_H_
 #define EPX_C_H_
 
@@ -22,7 +35,9 @@
 extern "C" {
 #endif
 
-#define EPX_C_ABI_VERSION 1
+/* 2: epx_job_nodes, epx_normal_ranks_per_node; normal mode across nodes;
+ * the job's shared signal array. */
+#define EPX_C_ABI_VERSION 2
 
 typedef enum epx_status {
   EPX_OK = 0,
@@ -83,6 +98,11 @@ int epx_job_barrier(epx_job* job, int timeout_ms);
 /* Ranks the daemon reported lost, ascending: *count of them, the first
  * `capacity` written to ranks. */
 int epx_job_lost_ranks(epx_job* job, uint32_t* ranks, size_t capacity, size_t* count);
+/* The node of every rank: node_of_rank[r] is the index of rank r's node (its
+ * daemon: node name and address), nodes numbered in the order of their
+ * first rank, so rank 0's node is 0. *count: the world size; the first
+ * `capacity` written. */
+int epx_job_nodes(epx_job* job, uint32_t* node_of_rank, size_t capacity, size_t* count);
 
 /* ---- Low-latency buffer (epx/low_latency.h) ---- */
 typedef struct epx_ll_options {
@@ -114,7 +134,8 @@ typedef struct epx_ll_dispatch_out {
  * for this shape (top-k at the kernels' limit, so an upper bound). */
 int epx_ll_size_hint(int num_max_dispatch_tokens_per_rank, int hidden, int num_ranks, int num_experts, uint64_t* bytes);
 
-/* Collective: every rank of the job calls it with the same options. */
+/* Collective: every rank of the job calls it with the same options. Across
+ * nodes it takes 4 * world_size words of the job's signal array (above). */
 int epx_ll_create(epx_job* job, const epx_ll_options* options, epx_ll_buffer** out);
 void epx_ll_destroy(epx_ll_buffer* buffer);
 int epx_ll_local_experts(epx_ll_buffer* buffer, int* out);
@@ -141,7 +162,10 @@ int epx_ll_masked_ranks(epx_ll_buffer* buffer, uint32_t* ranks, size_t capacity,
 int epx_ll_hook_run(epx_ll_hook* hook);
 void epx_ll_hook_destroy(epx_ll_hook* hook);
 
-/* ---- Normal-mode buffer (epx/normal.h), inside one node ---- */
+/* ---- Normal-mode buffer (epx/normal.h) ----
+ * Inside one node, or across nodes when every node holds the same number of
+ * consecutive ranks (one network hop per destination node, then NVLink;
+ * create() refuses other layouts with FAILED_PRECONDITION). */
 typedef struct epx_normal_buffer epx_normal_buffer;
 typedef struct epx_normal_handle epx_normal_handle;
 
@@ -154,11 +178,16 @@ typedef struct epx_normal_options {
   int timeout_ms; /* <= 0: 10 s */
 } epx_normal_options;
 
-/* Bytes of GPU memory a buffer of this shape holds (to fit num_nvl_bytes). */
+/* Bytes of GPU memory the receive space of a buffer of this shape holds on
+ * one node (to fit num_nvl_bytes); across nodes it is no larger, and the
+ * buffer also holds a window for the network hop (sized by EPX). */
 int epx_normal_size(int num_max_tokens_per_rank, int hidden, int num_ranks, int num_experts, int num_topk,
                     uint64_t* bytes);
-/* Collective: every rank of the job calls it with the same options. */
+/* Collective: every rank of the job calls it with the same options. Across
+ * nodes it takes 2 * nodes words of the job's signal array (above). */
 int epx_normal_create(epx_job* job, const epx_normal_options* options, epx_normal_buffer** out);
+/* Ranks of each node (the world size inside one node). */
+int epx_normal_ranks_per_node(epx_normal_buffer* buffer, int* out);
 void epx_normal_destroy(epx_normal_buffer* buffer);
 int epx_normal_new_handle(epx_normal_buffer* buffer, epx_normal_handle** out);
 void epx_normal_handle_destroy(epx_normal_handle* handle);
@@ -166,14 +195,20 @@ void epx_normal_handle_destroy(epx_normal_handle* handle);
 typedef struct epx_normal_handle_info {
   int num_tokens;      /* -1: no dispatch filled it yet */
   int num_recv_tokens; /* -1 after a worst-case dispatch */
+  /* [ranks][ranks]; across nodes only the columns of this rank's node are
+   * filled (the others 0). */
   const int32_t* rank_prefix_matrix;
+  /* [num_tokens][ranks] on one node; across nodes
+   * [nodes][num_max_tokens_per_rank][ranks_per_node] (epx/normal.h). */
   const int32_t* send_index;
   const void* is_token_in_rank;
   const int32_t* device_num_recv_tokens;
 } epx_normal_handle_info;
 int epx_normal_handle_get(const epx_normal_handle* handle, epx_normal_handle_info* out);
 
-/* get_dispatch_layout. num_tokens_per_rdma_rank may be NULL. */
+/* get_dispatch_layout. num_tokens_per_rdma_rank: NULL, or int32 [nodes]
+ * (world size / epx_normal_ranks_per_node), each node's count of tokens
+ * that any of its ranks receives. */
 int epx_normal_layout(epx_normal_buffer* buffer, const int64_t* topk_idx, int num_tokens, int32_t* num_tokens_per_rank,
                       int32_t* num_tokens_per_rdma_rank, int32_t* num_tokens_per_expert, void* is_token_in_rank,
                       void* stream);

@@ -2,7 +2,9 @@
 against the epxd at EPX_SOCKET, drops torch.distributed, then proves the
 job works through the daemons alone (a barrier), and prints a JSON line.
 
-argv: rendezvous file, rank, world size, mode ("barrier" or "lost:<rank>")."""
+argv: rendezvous file, rank, world size, mode ("barrier", "lost:<rank>", or
+"nodes": what the rank knows of the job's nodes, and how normal mode checks
+against them, without a GPU)."""
 
 import json
 import os
@@ -10,10 +12,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 import deep_ep  # noqa: E402
 import epx  # noqa: E402
+import epx.normal  # noqa: E402
 
 
 def main() -> int:
@@ -26,6 +30,23 @@ def main() -> int:
     if mode == "barrier":
         job.barrier(20000)
         report["barrier"] = "ok"
+    elif mode == "nodes":
+        report["node_of_rank"] = buffer.node_of_rank
+        report["num_nodes"] = buffer.num_nodes
+        x = torch.zeros(4, 256, dtype=torch.bfloat16)
+        args = dict(topk_idx=torch.zeros(4, 2, dtype=torch.int64), topk_weights=torch.zeros(4, 2),
+                    is_token_in_rank=torch.zeros(4, world, dtype=torch.bool),
+                    num_tokens_per_expert=torch.zeros(2 * world, dtype=torch.int32))
+        for nodes in (1, buffer.num_nodes):
+            try:
+                buffer.internode_dispatch(x, num_tokens_per_rdma_rank=torch.zeros(nodes, dtype=torch.int32), **args)
+            except epx.EpxError as e:
+                report[f"rdma_{nodes}"] = str(e)
+        try:  # collective: every rank makes it, and every rank is refused at once
+            epx.normal.NormalBuffer(job, 128, 256, 2 * world, 2, 0)
+            report["normal_create"] = None
+        except epx.EpxError as e:
+            report["normal_create"] = {"class": type(e).__name__, "message": str(e)}
     elif mode.startswith("lost:"):
         lost = int(mode.split(":")[1])
         job.barrier(20000)  # everyone is in

@@ -1,13 +1,15 @@
 """deep_ep.Buffer checks its arguments before any native call and names
-the argument and why; the normal-mode calls EPX has only inside one node
-raise NotImplementedError saying so. A real epxd and a one-rank gloo group;
-CPU tensors (no GPU here)."""
+the argument and why; internode_dispatch / internode_combine are dispatch /
+combine under DeepEP's other names; get_local_buffer_tensor raises
+NotImplementedError saying why. A real epxd and a one-rank gloo group; CPU
+tensors (no GPU here)."""
 
 import pytest
 import torch
 
 import deep_ep
 import epx
+from deep_ep import normal_mode
 
 
 @pytest.fixture
@@ -92,16 +94,117 @@ def test_normal_mode_checks_its_arguments(buffer):
     assert buffer._normal is None, "a check let a call reach the native buffer"
 
 
-def test_normal_mode_across_nodes_says_it_is_not_built(buffer):
-    x = torch.zeros(1, 128, dtype=torch.bfloat16)
-    # With the arguments DeepEP's signatures require (a call without them
-    # fails to bind, as it would there).
-    for call, args in [(buffer.internode_dispatch, (x,)), (buffer.internode_combine, (x, None)),
-                       (buffer.get_local_buffer_tensor, (torch.bfloat16,))]:
-        with pytest.raises(NotImplementedError, match="EPX"):
-            call(*args)
-    with pytest.raises(NotImplementedError, match="inside one node"):
-        buffer.dispatch(torch.zeros(1, 128, dtype=torch.bfloat16), num_tokens_per_rdma_rank=torch.zeros(1))
+def test_get_local_buffer_tensor_says_why_it_is_not_there(buffer):
+    with pytest.raises(NotImplementedError, match="holds other ranks' rows"):
+        buffer.get_local_buffer_tensor(torch.bfloat16)
+
+
+def test_one_node_group_has_one_node(buffer):
+    assert buffer.node_of_rank == [0] and buffer.num_nodes == 1
+    assert buffer.job.node_of_rank() == [0]
+
+
+def normal_args(tokens=4, hidden=256, topk=2, ranks=1):
+    return dict(topk_idx=torch.zeros(tokens, topk, dtype=torch.int64),
+                topk_weights=torch.zeros(tokens, topk, dtype=torch.float32),
+                is_token_in_rank=torch.zeros(tokens, ranks, dtype=torch.bool),
+                num_tokens_per_expert=torch.zeros(4, dtype=torch.int32))
+
+
+def test_dispatch_checks_the_layout_counts_it_is_given(buffer):
+    x = torch.zeros(4, 256, dtype=torch.bfloat16)
+    args = normal_args()
+    # DeepEP returns None for num_tokens_per_rdma_rank inside one node; a
+    # tensor given anyway must be what get_dispatch_layout would give: [nodes] int32.
+    expect(r"num_tokens_per_rdma_rank must be torch.int32, got torch.int64", buffer.dispatch, x,
+           num_tokens_per_rdma_rank=torch.zeros(1, dtype=torch.int64), **args)
+    expect(r"num_tokens_per_rdma_rank must be shaped \[1\], got \(2,\)", buffer.dispatch, x,
+           num_tokens_per_rdma_rank=torch.zeros(2, dtype=torch.int32), **args)
+    expect(r"num_tokens_per_rdma_rank must have 1 dimensions", buffer.dispatch, x,
+           num_tokens_per_rdma_rank=torch.zeros(1, 1, dtype=torch.int32), **args)
+    expect(r"num_tokens_per_rdma_rank must be a torch.Tensor, got list", buffer.dispatch, x,
+           num_tokens_per_rdma_rank=[4], **args)
+    expect(r"num_tokens_per_rank must be shaped \[1\]", buffer.dispatch, x,
+           num_tokens_per_rank=torch.zeros(3, dtype=torch.int32), **args)
+    expect(r"num_tokens_per_rank must be torch.int32", buffer.dispatch, x,
+           num_tokens_per_rank=torch.zeros(1, dtype=torch.float32), **args)
+    # Well-formed counts pass; the call then stops at the device check, which
+    # names them too.
+    expect(r"x must be a CUDA tensor", buffer.dispatch, x, num_tokens_per_rank=torch.zeros(1, dtype=torch.int32),
+           num_tokens_per_rdma_rank=torch.zeros(1, dtype=torch.int32), **args)
+    assert buffer._normal is None, "a check let a call reach the native buffer"
+
+
+def error_of(fn, *args, **kwargs):
+    with pytest.raises(epx.EpxInvalidArgumentError) as info:
+        fn(*args, **kwargs)
+    return str(info.value)
+
+
+BAD_DISPATCHES = [
+    lambda x, a: dict(x=x.float()),
+    lambda x, a: dict(x=x),
+    lambda x, a: dict(x=(x, x, x)),
+    lambda x, a: dict(x=x, handle=(1, 2)),
+    lambda x, a: dict(x=x, num_tokens_per_rdma_rank=torch.zeros(3, dtype=torch.int32), **a),
+    lambda x, a: dict(x=x, num_tokens_per_rank=torch.zeros(1, dtype=torch.int64), **a),
+    lambda x, a: dict(x=x, expert_alignment=0, **a),
+    lambda x, a: dict(x=x, num_worst_tokens=-1, **a),
+    lambda x, a: dict(x=x, **dict(a, topk_weights=a["topk_weights"][:, :1])),
+    lambda x, a: dict(x=x, **a),  # the device check
+]
+
+
+@pytest.mark.parametrize("case", range(len(BAD_DISPATCHES)))
+def test_internode_dispatch_is_dispatch(buffer, case):
+    kwargs = BAD_DISPATCHES[case](torch.zeros(4, 256, dtype=torch.bfloat16), normal_args())
+    plain = error_of(buffer.dispatch, **kwargs)
+    internode = error_of(buffer.internode_dispatch, **kwargs)
+    assert plain.startswith("deep_ep.Buffer.dispatch: "), plain
+    assert internode == plain.replace("deep_ep.Buffer.dispatch", "deep_ep.Buffer.internode_dispatch")
+    assert buffer._normal is None, "a check let a call reach the native buffer"
+
+
+def test_internode_dispatch_takes_dispatchs_arguments_in_order(buffer):
+    # Positional, as DeepEP's dispatch passes them: x, handle,
+    # num_tokens_per_rank, num_tokens_per_rdma_rank, is_token_in_rank, ...
+    x = torch.zeros(4, 256, dtype=torch.bfloat16)
+    a = normal_args()
+    positional = (x, None, torch.zeros(1, dtype=torch.int32), torch.zeros(5, dtype=torch.int32),
+                  a["is_token_in_rank"], a["num_tokens_per_expert"], a["topk_idx"], a["topk_weights"])
+    expect(r"internode_dispatch: num_tokens_per_rdma_rank must be shaped \[1\], got \(5,\)",
+           buffer.internode_dispatch, *positional)
+    expect(r"^deep_ep.Buffer.dispatch: num_tokens_per_rdma_rank must be shaped",
+           buffer.dispatch, *positional)
+
+
+def test_internode_combine_is_combine(buffer):
+    y = torch.zeros(4, 256, dtype=torch.bfloat16)
+    for args in [(y, (1, 2)), (y, None), (y, ("a", "b", "c", "d", "e", "f"))]:
+        plain = error_of(buffer.combine, *args)
+        internode = error_of(buffer.internode_combine, *args)
+        assert "handle must be the 6-tuple" in plain
+        assert internode == plain.replace("deep_ep.Buffer.combine", "deep_ep.Buffer.internode_combine")
+
+
+def test_the_torch_layout_counts_each_node_once_per_token():
+    # Four ranks on two nodes of two, two experts per rank (eight experts).
+    topk_idx = torch.tensor([[0, 1], [0, 2], [4, 7], [2, 6], [-1, -1], [-1, 5], [8, 3]], dtype=torch.int64)
+    per_rank, per_node, per_expert, in_rank = normal_mode.layout_with_torch(topk_idx, 8, [0, 0, 1, 1])
+    assert in_rank.tolist() == [[True, False, False, False], [True, True, False, False],
+                                [False, False, True, True], [False, True, False, True],
+                                [False, False, False, False], [False, False, True, False],
+                                [False, True, False, False]]  # 8 is no expert: counts nowhere
+    assert per_rank.tolist() == [2, 3, 2, 2] and per_rank.dtype == torch.int32
+    # Token 1 names ranks 0 and 1, both on node 0: node 0 counts it once.
+    assert per_node.tolist() == [4, 3] and per_node.dtype == torch.int32
+    assert per_expert.tolist() == [2, 1, 2, 1, 1, 1, 1, 1] and per_expert.dtype == torch.int32
+    # Inside one node DeepEP returns None for num_tokens_per_rdma_rank.
+    _, none, _, _ = normal_mode.layout_with_torch(topk_idx, 8, [0, 0, 0, 0])
+    assert none is None
+    # Nodes need not be consecutive for the counts (normal mode itself refuses such jobs).
+    _, scattered, _, _ = normal_mode.layout_with_torch(topk_idx, 8, [0, 1, 0, 1])
+    assert scattered.tolist() == [4, 4]
 
 
 def test_unhonourable_constructor_arguments_are_refused(single_rank_group):

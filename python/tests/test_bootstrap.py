@@ -62,3 +62,20 @@ def test_a_lost_rank_is_named_in_the_survivors_error(tmp_path, two_daemons):
         assert error is not None, f"rank {r['rank']}'s barrier passed with rank 2 gone"
         assert error["class"] in ("EpxUnavailableError", "EpxRankLostError", "EpxTimeoutError"), error
         assert "rank 2" in error["message"] or "ranks 2" in error["message"] or "[2]" in error["message"], error
+
+
+@pytest.mark.parametrize("layout,node_of_rank", [("aab", [0, 0, 1]), ("aba", [0, 1, 0])])
+def test_ranks_know_their_nodes_and_normal_mode_checks_against_them(tmp_path, two_daemons, layout, node_of_rank):
+    sockets = {d.name: d.socket for d in two_daemons}
+    reports = run_ranks(tmp_path, [sockets[n] for n in layout], "nodes")
+    for r in reports:
+        assert r["node_of_rank"] == node_of_rank and r["num_nodes"] == 2, r
+        # num_tokens_per_rdma_rank has one entry per node: [1] is refused,
+        # [2] passes (the call then stops at the device check).
+        assert "internode_dispatch: num_tokens_per_rdma_rank must be shaped [2], got (1,)" in r["rdma_1"], r
+        assert "x must be a CUDA tensor" in r["rdma_2"], r
+        # Normal mode across nodes needs equal nodes of consecutive ranks:
+        # refused by name, before any GPU work.
+        assert r["normal_create"] is not None, r
+        assert r["normal_create"]["class"] == "EpxFailedPreconditionError", r
+        assert "consecutive" in r["normal_create"]["message"], r

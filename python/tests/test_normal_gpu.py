@@ -1,7 +1,10 @@
-"""Normal-mode dispatch and combine through `import deep_ep`: two ranks
-(one process each, one epxd) inside one node, checked against torch.
-Needs a CUDA GPU (two ranks share one under MPS: tools/device/run.sh
-python_gpu); skipped without one."""
+"""Normal-mode dispatch and combine through `import deep_ep`, checked against
+torch (normal_gpu_rank_main.py), BF16 and FP8 rounds with low-latency
+batches in between: two ranks (one process each, one epxd) inside one node,
+and four ranks as two emulated nodes of two (one epxd each, so tokens cross
+between the daemons, and the low-latency and normal buffers share each
+rank's signal array). Needs a CUDA GPU (ranks share one under MPS:
+tools/device/run.sh python_gpu); skipped without one."""
 
 import os
 import subprocess
@@ -15,12 +18,30 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+def run_ranks(tmp_path, sockets, ranks_per_node, logs):
+    world = len(sockets)
+    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "normal_gpu_rank_main.py"), str(tmp_path / "rdv"),
+                               str(rank), str(world), str(ranks_per_node)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=dict(os.environ, EPX_SOCKET=sockets[rank]))
+             for rank in range(world)]
+    outputs = []
+    for p in procs:
+        try:
+            outputs.append(p.communicate(timeout=300)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            outputs.append(p.communicate()[0] + "\n(killed after 300 s)")
+    for rank, (p, out) in enumerate(zip(procs, outputs)):
+        assert p.returncode == 0 and f"rank {rank} ok" in out, f"rank {rank}:\n{out}\n{logs()[-4000:]}"
+
+
 @needs_gpu
 def test_normal_dispatch_combine_two_ranks(tmp_path, daemon):
-    env = dict(os.environ, EPX_SOCKET=daemon.socket)
-    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "normal_gpu_rank_main.py"), str(tmp_path / "rdv"),
-                               str(rank), "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-             for rank in range(2)]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    for rank, (p, out) in enumerate(zip(procs, outputs)):
-        assert p.returncode == 0 and f"rank {rank} ok" in out, f"rank {rank}:\n{out}\n{daemon.log()[-4000:]}"
+    run_ranks(tmp_path, [daemon.socket] * 2, 2, daemon.log)
+
+
+@needs_gpu
+def test_normal_dispatch_combine_two_nodes_of_two(tmp_path, two_daemons):
+    a, b = two_daemons
+    run_ranks(tmp_path, [a.socket, a.socket, b.socket, b.socket], 2, lambda: a.log() + b.log())
