@@ -68,9 +68,12 @@ TEST_CASE("two nodes EP16, 8 ranks each (routing coverage)") {
   run_rank_job(dir, normal_job(16, "check", 2));
 }
 
-TEST_CASE(
-    "two nodes kill (EP4 as 2 x 2): a rank killed mid-job; every rank names it within the timeout, masks it and goes "
-    "on") {
+TEST_CASE("four nodes EP16, four ranks each (three remote nodes per rank)") {
+  TempDir dir;
+  run_rank_job(dir, normal_job(16, "check", 4));
+}
+
+TEST_CASE("two nodes kill (EP4 as 2 x 2): a rank killed mid-job; every rank names it, masks it and goes on") {
   TempDir dir;
   RankJob job = normal_job(4, "kill", 2);
   job.extra = {"--timeout-ms", "3000"};

@@ -116,8 +116,9 @@ std::unique_ptr<NormalBuffer> make_buffer(Job& job, const Args& args, const Norm
   auto b = NormalBuffer::create(job, o);
   if (!b.ok()) fail("NormalBuffer::create: " + b.status().to_string());
   if (const GpuWindow* w = (*b)->rdma_window(); w != nullptr) {
-    std::cout << "buffer: rdma window " << w->id() << " " << (w->is_device() ? "device" : "host (" + w->fallback_reason() + ")")
-              << ", signals from " << o.signal_base << std::endl;
+    std::cout << "buffer: rdma window " << w->id() << " "
+              << (w->is_device() ? "device" : "host (" + w->fallback_reason() + ")") << ", signals from "
+              << o.signal_base << std::endl;
   }
   return std::move(*b);
 }
@@ -224,7 +225,9 @@ std::string per_source_counts(const NormalShape& s, const NormalReceived& want, 
   const auto got = download<int32_t>(handle.rank_prefix_matrix(), static_cast<size_t>(R) * R);
   std::ostringstream o;
   for (int g = 0; g < R; ++g) {
-    auto at = [&](const std::vector<int32_t>& m, int src) { return src < 0 ? 0 : m[static_cast<size_t>(src) * R + me]; };
+    auto at = [&](const std::vector<int32_t>& m, int src) {
+      return src < 0 ? 0 : m[static_cast<size_t>(src) * R + me];
+    };
     const int a = at(got, g) - at(got, g - 1), b = at(want.rank_prefix_matrix, g) - at(want.rank_prefix_matrix, g - 1);
     if (a != b) o << " source " << g << ": " << a << "/" << b;
   }

@@ -7,7 +7,7 @@
 #   tools/device/run.sh [STEP...]     # default: every step
 # Steps: fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test
 #        normal_job_ep2 normal_job_ep8 normal_job_ep16 normal_job_kill
-#        normal_nodes_ep2 normal_nodes_ep4 normal_nodes_ep8 normal_nodes_ep16 normal_nodes_kill python_gpu normal_bench normal_bench_sms32
+#        normal_nodes_ep2 normal_nodes_ep4 normal_nodes_ep8 normal_nodes_ep16 normal_nodes4_ep16 normal_nodes_kill python_gpu normal_bench normal_bench_sms32
 #        normal_bench_sms64 normal_bench_nodes2 normal_bench_nodes4
 #        deep_ep_bench
 #        ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench
@@ -38,7 +38,7 @@ export PATH=$PATH:$(realpath "$bin")
 
 summary=() results=()
 passed=0 failed=0 skipped=0 benches=0 bench_failed=0
-wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test normal_job_ep2 normal_job_ep8 normal_job_ep16 normal_job_kill normal_nodes_ep2 normal_nodes_ep4 normal_nodes_ep8 normal_nodes_ep16 normal_nodes_kill python_gpu normal_bench normal_bench_sms32 normal_bench_sms64 normal_bench_nodes2 normal_bench_nodes4 deep_ep_bench ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench} "
+wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test normal_job_ep2 normal_job_ep8 normal_job_ep16 normal_job_kill normal_nodes_ep2 normal_nodes_ep4 normal_nodes_ep8 normal_nodes_ep16 normal_nodes4_ep16 normal_nodes_kill python_gpu normal_bench normal_bench_sms32 normal_bench_sms64 normal_bench_nodes2 normal_bench_nodes4 deep_ep_bench ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench} "
 step() {  # name timeout_s command...: runs it (when wanted), output in $out/name.log; sets step_rc
   local name=$1 limit=$2; shift 2
   [[ $wanted == *" $name "* ]] || return 1
@@ -97,6 +97,7 @@ gpu_test normal_nodes_ep2 300 "$bin/normal_job_test" --test-case="two nodes EP2*
 gpu_test normal_nodes_ep4 300 "$bin/normal_job_test" --test-case="two nodes EP4*"
 gpu_test normal_nodes_ep8 300 "$bin/normal_job_test" --test-case="two nodes EP8*"
 gpu_test normal_nodes_ep16 400 "$bin/normal_job_test" --test-case="two nodes EP16*"
+gpu_test normal_nodes4_ep16 400 "$bin/normal_job_test" --test-case="four nodes EP16*"
 gpu_test normal_nodes_kill 120 "$bin/normal_job_test" --test-case="two nodes kill*"
 # deep_ep in Python (low-latency and normal mode), two ranks on the GPUs.
 # From the wheel in the pack when there is one (tools/device/pack.sh builds it).

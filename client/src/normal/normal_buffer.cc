@@ -163,6 +163,17 @@ Result<std::unique_ptr<NormalBuffer>> NormalBuffer::create(Job& job, const Norma
   EPX_ASSIGN_OR_RETURN(s.nvl, cuda_handles::allocate_zeroed_device(s.layout.nvl_bytes, who + " receive space (" +
                                                                        std::to_string(s.layout.nvl_bytes >> 20) + " MiB)"));
   EPX_ASSIGN_OR_RETURN(s.peers, CudaPeers::open(job, s.nvl.get(), s.layout.nvl_bytes));
+  // The kernels store into exactly the ranks of this node and no others:
+  // the peer table must say the same as the rank table, or a store would
+  // go to a null or foreign mapping.
+  const int P = s.shape.local_ranks(), first = static_cast<int>(job.rank()) / P * P;
+  for (int r = 0; r < s.shape.num_ranks; ++r) {
+    const bool local = r >= first && r < first + P, mapped = s.peers->pointers()[r] != nullptr;
+    if (local != mapped) {
+      return failed_precondition(who + ": rank " + std::to_string(r) + (local ? " is on this node but its buffer is not mapped" : " is on another node but its buffer is mapped") +
+                                 " (CUDA IPC and the rank table disagree)");
+    }
+  }
   kernels::NormalTransport& t = s.transport;
   if (s.shape.nodes() > 1) {
     EPX_RETURN_IF_ERROR(open_network(s, job, options));
