@@ -193,6 +193,10 @@ __global__ void __launch_bounds__(kCombineThreads)
       }
     }
   }
+  // The daemon copies the partials once the post kernel's descriptor is
+  // seen: every block's stores are made visible system-wide first.
+  __syncthreads();
+  if (threadIdx.x == 0) __threadfence_system();
 }
 
 // N > 1, one warp, after the relay kernel (the kernel boundary makes every

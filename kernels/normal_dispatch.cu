@@ -142,6 +142,10 @@ __global__ void __launch_bounds__(kDispatchThreads)
       }
     }
   }
+  // The daemon (a CPU) copies these bytes once the post kernel's descriptor
+  // is seen: every block's stores are made visible system-wide first.
+  __syncthreads();
+  if (threadIdx.x == 0) __threadfence_system();
 }
 
 // N > 1, one warp, after the pack kernel (the kernel boundary makes every
@@ -219,9 +223,10 @@ __global__ void __launch_bounds__(kNotifyThreads)
           // The relay's message landed while this kernel ran: read once its
           // tag is this call's, at system scope.
           const uint8_t* m = message(s, t, a.payload, region, tok);
-          (void)wait_tag(t, m + 12 * K + 4, static_cast<uint32_t>(seq), v * at.P + at.li);
+          // A message whose tag never came is not forwarded (the error names its relay).
+          const bool fresh = wait_tag(t, m + 12 * K + 4, static_cast<uint32_t>(seq), v * at.P + at.li);
           const volatile int64_t* topk = reinterpret_cast<const volatile int64_t*>(m);
-          for (int k = 0; k < K; ++k) {
+          for (int k = 0; k < K && fresh; ++k) {
             const int64_t e = topk[k];
             if (e < first || e >= first + L) continue;
             flag = 1;

@@ -39,7 +39,13 @@ Result<MappedHost> map_host(void* host, size_t bytes, const std::string& what) {
 Result<DeviceAllocation> allocate_zeroed_device(size_t bytes, const std::string& what) {
   const size_t size = std::max<size_t>(bytes, 16);
   EPX_ASSIGN_OR_RETURN(DeviceAllocation a, allocate_device(size, what));
-  EPX_RETURN_IF_ERROR(cuda_status(cudaMemset(a.get(), 0, size), "cudaMemset " + what));
+  // Zeroed before this returns. A plain cudaMemset runs on the legacy
+  // stream, which nothing orders against the non-blocking streams the
+  // kernels use: a memset still queued could land after a kernel wrote the
+  // memory (a new handle's arrays were wiped under a running dispatch that
+  // way when 16 ranks shared one GPU).
+  EPX_RETURN_IF_ERROR(cuda_status(cudaMemsetAsync(a.get(), 0, size, cudaStreamLegacy), "cudaMemset " + what));
+  EPX_RETURN_IF_ERROR(cuda_status(cudaStreamSynchronize(cudaStreamLegacy), "zeroing " + what));
   return a;
 }
 
