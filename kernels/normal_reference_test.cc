@@ -216,3 +216,70 @@ TEST_CASE("combine across nodes: another node's weights are summed there, then a
 
 }  // namespace
 }  // namespace epx::kernels
+
+namespace epx::kernels {
+namespace {
+
+TEST_CASE("rdma layout across nodes: regions apart, each holds its worst case") {
+  NormalShape s;
+  s.num_ranks = 16;
+  s.ranks_per_node = 8;
+  s.num_experts = 256;
+  s.hidden = 7168;
+  s.num_topk = 8;
+  s.max_tokens_per_rank = 4096;
+  REQUIRE(s.nodes() == 2);
+  NormalRdmaLayout r;
+  REQUIRE(normal_rdma_layout(s, &r).ok());
+  NormalPayload bf16, fp8;
+  fp8.fp8 = true;
+  fp8.num_scales = s.hidden / 128;
+  const size_t T = static_cast<size_t>(s.max_tokens_per_rank);
+  // Every token to every node, with either payload, fits one region.
+  CHECK(r.message_region >= kMessageHeader + T * normal_message_bytes(s, bf16));
+  CHECK(r.message_region >= kMessageHeader + T * normal_message_bytes(s, fp8));
+  CHECK(r.partial_region >= T * normal_partial_bytes(s.hidden, s.num_topk));
+  // The meta holds top-k ids, weights, the source index and the tag; the
+  // partial row holds the bf16 row, the weights and the tag.
+  CHECK(normal_message_meta(s.num_topk) >= 12 * 8 + 8);
+  CHECK(normal_partial_bytes(s.hidden, s.num_topk) >= 2 * 7168 + 4 * 8 + 4);
+  // [2 parities][N nodes] regions of each kind, one after the other, 16-byte aligned.
+  const size_t regions = 2 * static_cast<size_t>(s.nodes());
+  CHECK(r.dispatch_recv == r.dispatch_send + regions * r.message_region);
+  CHECK(r.combine_send == r.dispatch_recv + regions * r.message_region);
+  CHECK(r.combine_recv == r.combine_send + regions * r.partial_region);
+  CHECK(r.rdma_bytes == r.combine_recv + regions * r.partial_region);
+  CHECK(r.message_region % 16 == 0);
+  CHECK(r.partial_region % 16 == 0);
+  CHECK(normal_region(r.dispatch_send, r.message_region, 2, 1, 1) + r.message_region == r.dispatch_recv);
+  CHECK(normal_region(r.combine_recv, r.partial_region, 2, 3, 0) ==
+        normal_region(r.combine_recv, r.partial_region, 2, 1, 0));  // parity is the call's low bit
+  CHECK(r.signal_count == 4);
+}
+
+TEST_CASE("ranks_per_node must divide the ranks; the nvl layout is per node") {
+  NormalShape s;
+  s.num_ranks = 12;
+  s.num_experts = 24;
+  s.hidden = 1024;
+  s.num_topk = 2;
+  s.max_tokens_per_rank = 8;
+  s.ranks_per_node = 5;
+  NormalLayout l;
+  CHECK(normal_layout(s, &l).code() == StatusCode::kInvalidArgument);
+  s.ranks_per_node = 4;
+  REQUIRE(normal_layout(s, &l).ok());
+  // Notify slots: one per local rank, counts for N x P virtual sources and
+  // per-expert counts for N sources.
+  CHECK(l.notify_slot_bytes >= notify_expert_counts(3 * 4) + 4 * 3 * 2);
+  CHECK(l.arrivals - l.notify >= 4 * l.notify_slot_bytes);
+  NormalShape one = s;
+  one.ranks_per_node = 0;
+  NormalLayout lone;
+  REQUIRE(normal_layout(one, &lone).ok());
+  CHECK(one.nodes() == 1);
+  CHECK(lone.recv_x - lone.arrivals >= 2 * 8 * 12);  // arrivals for every rank of the one node
+}
+
+}  // namespace
+}  // namespace epx::kernels
