@@ -101,7 +101,7 @@ gpu_test normal_nodes4_ep16 400 "$bin/normal_job_test" --test-case="four nodes E
 gpu_test normal_nodes_kill 120 "$bin/normal_job_test" --test-case="two nodes kill*"
 # deep_ep in Python (low-latency and normal mode), two ranks on the GPUs.
 # From the wheel in the pack when there is one (tools/device/pack.sh builds it).
-gpu_test python_gpu 300 tools/device/python_gpu.sh "$bin" "$(ls "$pack"/wheel/epx-*.whl 2>/dev/null | head -n 1)"
+gpu_test python_gpu 480 tools/device/python_gpu.sh "$bin" "$(ls "$pack"/wheel/epx-*.whl 2>/dev/null | head -n 1)"
 # Normal dispatch/combine, DeepEP's intranode test shape (4096 tokens, hidden 7168, top-8, 256 experts).
 bench normal_bench 200 tools/device/normal_bench.sh "$bin" 2
 bench normal_bench_sms32 200 tools/device/normal_bench.sh "$bin" 2 --num-sms 32
