@@ -65,4 +65,22 @@ run low_latency_fp8_graph "$dir/a.sock" gpu_rank_main.py 0 1 1
 run low_latency_fp8_hook "$dir/a.sock" gpu_rank_main.py 1 1 0
 run low_latency_two_daemons "$dir/b.sock" gpu_rank_main.py 1 1 1
 run normal "$dir/a.sock" normal_gpu_rank_main.py
+# Normal mode as two nodes of two ranks: ranks 0, 1 on daemon a, 2, 3 on b.
+pids=()
+for r in 0 1 2 3; do
+  socket=$dir/a.sock
+  [[ $r -ge 2 ]] && socket=$dir/b.sock
+  EPX_SOCKET=$socket python3 python/tests/normal_gpu_rank_main.py "$dir/normal_nodes.rdv" "$r" 4 2 \
+    >"$dir/normal_nodes.$r.log" 2>&1 &
+  pids+=($!)
+done
+for r in 0 1 2 3; do
+  if wait "${pids[$r]}" && grep -q "rank $r ok" "$dir/normal_nodes.$r.log"; then
+    echo "PASSED normal_nodes rank $r"
+  else
+    echo "FAILED normal_nodes rank $r:"
+    tail -n 30 "$dir/normal_nodes.$r.log"
+    failed=1
+  fi
+done
 exit $failed

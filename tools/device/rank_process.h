@@ -12,6 +12,7 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "epx/client.h"
@@ -22,6 +23,12 @@ namespace epx {
 
 [[noreturn]] inline void fail(const std::string& what) {
   std::cout << "RANK_FAIL: " << what << std::endl;
+  // Peers may still be storing into this process's GPU memory (CUDA IPC)
+  // for the call that failed here; exiting at once frees it under them, and
+  // the fault that follows (reported to every process sharing the GPU under
+  // MPS) would bury this, the first failure. A short grace lets their calls
+  // finish or time out first.
+  std::this_thread::sleep_for(std::chrono::seconds(5));
   std::exit(1);
 }
 
