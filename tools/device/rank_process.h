@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
@@ -21,8 +22,17 @@
 
 namespace epx {
 
+// Wall-clock seconds (Unix time), so failures of different ranks can be
+// put in order: the earliest is usually the cause of the rest.
+inline std::string wall_seconds() {
+  const auto now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.3f", now);
+  return text;
+}
+
 [[noreturn]] inline void fail(const std::string& what) {
-  std::cout << "RANK_FAIL: " << what << std::endl;
+  std::cout << "RANK_FAIL: " << what << " (at " << wall_seconds() << ")" << std::endl;
   // Peers may still be storing into this process's GPU memory (CUDA IPC)
   // for the call that failed here; exiting at once frees it under them, and
   // the fault that follows (reported to every process sharing the GPU under
