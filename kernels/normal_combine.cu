@@ -157,7 +157,7 @@ __global__ void __launch_bounds__(kCombineThreads)
     normal_combine_relay_kernel(NormalShape s, NormalLayout l, NormalTransport t, NormalCombineArgs a) {
   extern __shared__ int32_t lost[];  // [P]
   const int K = s.num_topk, H = s.hidden, P = s.local_ranks(), N = s.nodes(), T = s.max_tokens_per_rank;
-  const int node = t.rank / P, li = t.rank % P;
+  const int node = t.rank / P;
   const uint64_t seq = current_call(&t.state->combine_calls);
   const NormalRdmaLayout& r = t.rdma_layout;
   wait_local_rows(s, l, t, seq, lost);
