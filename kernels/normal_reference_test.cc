@@ -221,13 +221,8 @@ namespace epx::kernels {
 namespace {
 
 TEST_CASE("rdma layout across nodes: regions apart, each holds its worst case") {
-  NormalShape s;
-  s.num_ranks = 16;
+  NormalShape s = shape(16, 256, 7168, 8, 4096);
   s.ranks_per_node = 8;
-  s.num_experts = 256;
-  s.hidden = 7168;
-  s.num_topk = 8;
-  s.max_tokens_per_rank = 4096;
   REQUIRE(s.nodes() == 2);
   NormalRdmaLayout r;
   REQUIRE(normal_rdma_layout(s, &r).ok());
@@ -258,12 +253,7 @@ TEST_CASE("rdma layout across nodes: regions apart, each holds its worst case") 
 }
 
 TEST_CASE("ranks_per_node must divide the ranks; the nvl layout is per node") {
-  NormalShape s;
-  s.num_ranks = 12;
-  s.num_experts = 24;
-  s.hidden = 1024;
-  s.num_topk = 2;
-  s.max_tokens_per_rank = 8;
+  NormalShape s = shape(12, 24, 1024, 2, 8);
   s.ranks_per_node = 5;
   NormalLayout l;
   CHECK(normal_layout(s, &l).code() == StatusCode::kInvalidArgument);
