@@ -165,6 +165,41 @@ __global__ void normal_node_post_kernel(NormalShape s, NormalTransport t, Normal
   }
 }
 
+// N > 1, one warp, before notify: waits for every other node's message
+// (signal, then the head's tag) and records once, for every block of the
+// kernels after it, how many tokens each node relayed (t.relayed[v]) and
+// which relay never sent (t.relayed[N + v]: its rank + 1, else 0). One
+// polling thread per node instead of spinning notify blocks: those held
+// whole SMs while they waited, taking them from the other ranks' kernels
+// on a shared GPU.
+__global__ void normal_relay_wait_kernel(NormalShape s, NormalTransport t, NormalDispatchArgs a) {
+  const Place at(s, t);
+  const uint64_t seq = current_call(&t.state->dispatch_calls);
+  const NormalRdmaLayout& r = t.rdma_layout;
+  const int T = s.max_tokens_per_rank;
+  for (int v = threadIdx.x; v < at.N; v += blockDim.x) {
+    int32_t relayed = 0, late = 0;
+    if (v != at.node) {
+      const int relay_from = v * at.P + at.li;
+      const bool gone = masked(t, relay_from);
+      const uint8_t* head = t.rdma + normal_region(r.dispatch_recv, r.message_region, at.N, seq, v);
+      const bool ok = !gone && wait_signal_word(t, static_cast<uint32_t>(v), seq, relay_from, kNormalRelayTimeout) &&
+                      wait_tag(t, head + 4, static_cast<uint32_t>(seq), relay_from);
+      if (!gone && !ok) late = relay_from + 1;
+      if (ok) {
+        relayed = a.cached ? a.handle.relay_counts[v] : static_cast<int32_t>(*reinterpret_cast<const volatile uint32_t*>(head));
+        if (relayed < 0 || relayed > T) {  // a message head no sender could have written
+          record_error(t.error, kNormalBadCount, static_cast<uint32_t>(relay_from), T, static_cast<uint32_t>(relayed));
+          relayed = 0;
+        }
+      }
+      if (!a.cached) a.handle.relay_counts[v] = relayed;
+    }
+    t.relayed[v] = relayed;
+    t.relayed[at.N + v] = late;
+  }
+}
+
 // Block (v, j): virtual source v's tokens for local rank j (its send list
 // and count), told to every local rank.
 __global__ void __launch_bounds__(kNotifyThreads)
@@ -182,28 +217,9 @@ __global__ void __launch_bounds__(kNotifyThreads)
   const NormalRdmaLayout& r = t.rdma_layout;
   if (threadIdx.x == 0) {
     running = 0;
-    relayed = 0;
-    late = 0;
-    if (!own) {
-      const int relay_from = v * at.P + at.li;
-      const bool gone = masked(t, relay_from);
-      const bool ok = !gone && wait_signal_word(t, static_cast<uint32_t>(v), seq, relay_from, kNormalRelayTimeout);
-      if (!gone && !ok) late = relay_from + 1;
-      const uint8_t* head = t.rdma + normal_region(r.dispatch_recv, r.message_region, at.N, seq, v);
-      if (ok && !wait_tag(t, head + 4, static_cast<uint32_t>(seq), relay_from)) {
-        late = relay_from + 1;
-      } else if (ok) {
-        relayed = a.cached ? a.handle.relay_counts[v] : static_cast<int32_t>(*reinterpret_cast<const volatile uint32_t*>(head));
-        if (relayed < 0 || relayed > T) {  // a message head no sender could have written
-          record_error(t.error, kNormalBadCount, static_cast<uint32_t>(relay_from), T, static_cast<uint32_t>(relayed));
-          relayed = 0;
-        }
-      }
-      if (j == 0) {
-        t.relayed[v] = relayed;
-        if (!a.cached) a.handle.relay_counts[v] = relayed;
-      }
-    }
+    // normal_relay_wait_kernel decided, once for every block, what arrived.
+    relayed = own ? 0 : t.relayed[v];
+    late = own ? 0 : t.relayed[at.N + v];
   }
   for (int e = threadIdx.x; e < L; e += blockDim.x) expert_counts[e] = 0;
   __syncthreads();
@@ -488,6 +504,8 @@ Status launch_normal_dispatch(const NormalShape& s, const NormalLayout& l, const
     EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_node_pack_kernel"));
     normal_node_post_kernel<<<1, 32, 0, st>>>(s, t, a);
     EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_node_post_kernel"));
+    normal_relay_wait_kernel<<<1, 32, 0, st>>>(s, t, a);
+    EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_relay_wait_kernel"));
   }
   normal_notify_kernel<<<N * s.local_ranks(), kNotifyThreads, expert_shared, st>>>(s, l, t, a);
   EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_notify_kernel"));

@@ -17,9 +17,12 @@
 //             each such token once as a message in the rdma space, and the
 //             last block posts one ring write + signal per node to the
 //             rank with this rank's local index there (the relay).
+//   relay wait (N > 1) one thread per other node waits for its relay's
+//             message (signal, then the head's tag) and records, once for
+//             all blocks after it, the count or that the relay is late.
 //   notify    block (v, j) learns virtual source v's tokens for local rank j
-//             (own tokens: is_token_in_rank; relayed ones: their top-k ids,
-//             after the relay's signal) into the handle's send_index, and
+//             (own tokens: is_token_in_rank; relayed ones: their top-k ids)
+//             into the handle's send_index, and
 //             stores the count into every local rank's notify slot for this
 //             rank (so every local rank learns the whole count matrix), and
 //             the per-expert counts into j's slot; the last block stores
@@ -122,7 +125,10 @@ struct NormalTransport {
   DeviceSignals signals = {};
   uint32_t signal_base = 0;             // first of NormalRdmaLayout::signal_count words
   NormalRdmaLayout rdma_layout;
-  int32_t* relayed = nullptr;           // device [N]: messages relayed to this rank in the running call (0: lost)
+  // Device [2N], written each call by the relay-wait kernel: [v] tokens
+  // node v relayed to this rank (0 when lost), [N + v] that relay's rank + 1
+  // when its message never came, else 0.
+  int32_t* relayed = nullptr;
 };
 
 struct NormalLayoutArgs {

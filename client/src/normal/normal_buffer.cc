@@ -118,7 +118,7 @@ struct NormalBuffer::State {
   std::unique_ptr<CudaRingGroup> rings;      // channel v: dispatch to node v; nodes + v: combine
   std::unique_ptr<CudaSignals> own_signals;  // when the buffer opened them
   CudaSignals* signals = nullptr;
-  DeviceAllocation relayed;                  // [nodes] int32
+  DeviceAllocation relayed;                  // [2 * nodes] int32 (kernels::NormalTransport::relayed)
   DeviceAllocation kernel_state;
   cuda_handles::RankMask mask;  // ranks the kernels skip
   PinnedHostAllocation host_counts;  // mapped; kernels::NormalHostCounts
@@ -258,7 +258,8 @@ Status NormalBuffer::open_network(State& s, Job& job, const NormalOptions& optio
     s.own_signals = std::move(*opened);
     s.signals = s.own_signals.get();
   }
-  EPX_ASSIGN_OR_RETURN(s.relayed, cuda_handles::allocate_zeroed_device(sizeof(int32_t) * s.shape.nodes(), who + " relayed"));
+  EPX_ASSIGN_OR_RETURN(s.relayed,
+                       cuda_handles::allocate_zeroed_device(2 * sizeof(int32_t) * s.shape.nodes(), who + " relayed"));
   kernels::NormalTransport& t = s.transport;
   t.rdma = s.rdma->device_ptr();
   t.rdma_window = s.rdma->id();
