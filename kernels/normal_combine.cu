@@ -1,6 +1,6 @@
 // Normal-mode combine: the send kernel (each received row back to the local
 // rank that forwarded it), the relay kernel (across nodes: one partial sum
-// per relayed token, sent back to its owner in one write per node) and the
+// per relayed token, sent back to its owner in chunks as they are summed) and the
 // receive kernel (a warp per token sums its node's rows and the other
 // nodes' partials), with their launcher. Contract: normal_kernels.h.
 #include <cuda_bf16.h>
@@ -32,6 +32,11 @@ __global__ void __launch_bounds__(kCombineThreads)
   const int R = s.num_ranks, K = s.num_topk, P = s.local_ranks(), me = t.rank, node = me / P, li = me % P;
   const uint64_t seq = current_call(&t.state->combine_calls);
   for (int r = threadIdx.x; r < R; r += blockDim.x) prefix[r] = a.handle.rank_prefix_matrix[r * R + me];
+  if (t.chunk_staged != nullptr && blockIdx.x == 0) {  // for the relay kernel's poster, next on the stream
+    for (int c = threadIdx.x; c < s.nodes() * kNormalChunks; c += blockDim.x) {
+      t.chunk_staged[normal_chunk_cell(1, s.nodes(), 0, 0) + c] = 0;
+    }
+  }
   __syncthreads();
   const int recv = *a.handle.num_recv_tokens;
   const size_t row_bytes = 2 * static_cast<size_t>(s.hidden);
@@ -150,29 +155,66 @@ __device__ inline float local_weights(const float* row_weights, const int32_t* i
   return w;
 }
 
+// N > 1, lane v of the relay kernel's last block: the partials for node
+// v's tokens back to their owner, each chunk as soon as it is summed (this
+// warp is ring N + v's only producer during the call).
+__device__ void post_partial_chunks(const NormalShape& s, const NormalTransport& t, const NormalCombineArgs& a,
+                                    uint64_t seq, int lane) {
+  const int P = s.local_ranks(), N = s.nodes(), node = t.rank / P, li = t.rank % P, T = s.max_tokens_per_rank;
+  const int M = normal_chunk_tokens(T);
+  const NormalRdmaLayout& r = t.rdma_layout;
+  const size_t partial = normal_partial_bytes(s.hidden, s.num_topk);
+  for (int v = lane; v < N; v += 32) {
+    const int owner = v * P + li;
+    if (v == node || masked(t, owner)) continue;
+    const int count = a.handle.relay_counts[v];
+    const size_t send = normal_region(r.combine_send, r.partial_region, N, seq, v);
+    const size_t recv = normal_region(r.combine_recv, r.partial_region, N, seq, node);
+    for (int c = 0; c < kNormalChunks; ++c) {
+      const int n = normal_chunk_count(T, count, c);
+      if (n > 0 && !wait_staged(t, 1, N, v, c, n, owner)) break;
+      // A chunk with no partials writes the region's first 16 bytes, which
+      // no one reads, so its signal still counts one write this call.
+      const size_t off = n > 0 ? normal_partial_offset(s, c * M) : 0;
+      const size_t bytes = n > 0 ? static_cast<size_t>(n) * partial : kPartialHeader;
+      if (!post_region(t, static_cast<uint32_t>(N + v), owner, send + off, recv + off, bytes,
+                       normal_combine_chunk_signal(N, node, c, seq))) {
+        break;
+      }
+    }
+  }
+}
+
 // N > 1: a warp per token other nodes relayed here sums its rows into one
-// bf16 partial (weights in fp32) in the rdma space (normal_combine_post_kernel
-// then sends them back to the tokens' owners).
+// bf16 partial (weights in fp32) in the rdma space; the last block's first
+// warp sends them back to the tokens' owners (post_partial_chunks) chunk
+// by chunk while the others sum.
 __global__ void __launch_bounds__(kCombineThreads)
     normal_combine_relay_kernel(NormalShape s, NormalLayout l, NormalTransport t, NormalCombineArgs a) {
   extern __shared__ int32_t lost[];  // [P]
   const int K = s.num_topk, H = s.hidden, P = s.local_ranks(), N = s.nodes(), T = s.max_tokens_per_rank;
   const int node = t.rank / P;
   const uint64_t seq = current_call(&t.state->combine_calls);
+  const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (blockIdx.x == gridDim.x - 1) {
+    if (warp == 0) post_partial_chunks(s, t, a, seq, lane);
+    return;
+  }
   const NormalRdmaLayout& r = t.rdma_layout;
   wait_local_rows(s, l, t, seq, lost);
   const uint8_t* own = t.peers.ptrs[t.rank];
   const int4* rows = reinterpret_cast<const int4*>(own + l.combine_x);
   const float* row_weights = reinterpret_cast<const float*>(own + l.combine_weights);
-  const size_t vectors = static_cast<size_t>(H) / 8, partial = normal_partial_bytes(H, K);
-  const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const size_t vectors = static_cast<size_t>(H) / 8;
+  const int M = normal_chunk_tokens(T), summers = gridDim.x - 1;
   for (int v = 0; v < N; ++v) {
     if (v == node) continue;
     const int n = a.handle.relay_counts[v];
-    uint8_t* region = t.rdma + normal_region(r.combine_send, r.partial_region, N, seq, v);
-    for (int tok = blockIdx.x * warps + warp; tok < n; tok += gridDim.x * warps) {
+    const size_t region = normal_region(r.combine_send, r.partial_region, N, seq, v);
+    for (int tok = blockIdx.x * warps + warp; tok < n; tok += summers * warps) {
       const int32_t* index = a.handle.send_index + (static_cast<size_t>(v) * T + tok) * P;
-      int4* out = reinterpret_cast<int4*>(region + static_cast<size_t>(tok) * partial);
+      uint8_t* at = t.rdma + region + normal_partial_offset(s, tok);
+      int4* out = reinterpret_cast<int4*>(at);
       for (size_t base_c = 0; base_c < vectors; base_c += 128) {
         float acc[4][8];
         zero(acc);
@@ -184,36 +226,12 @@ __global__ void __launch_bounds__(kCombineThreads)
         }
       }
       if (a.topk_weights != nullptr && lane < K) {
-        reinterpret_cast<float*>(region + static_cast<size_t>(tok) * partial + 2 * static_cast<size_t>(H))[lane] =
+        reinterpret_cast<float*>(at + 2 * static_cast<size_t>(H))[lane] =
             local_weights(row_weights, index, lost, P, v, T, K, lane);
       }
-      if (lane == 0) {
-        *reinterpret_cast<uint32_t*>(region + static_cast<size_t>(tok) * partial + 2 * static_cast<size_t>(H) + 4 * K) =
-            static_cast<uint32_t>(seq);
-      }
+      if (lane == 0) *reinterpret_cast<uint32_t*>(at + 2 * static_cast<size_t>(H) + 4 * K) = static_cast<uint32_t>(seq);
+      mark_staged(t, 1, N, v, tok / M, lane);
     }
-  }
-  // The daemon copies the partials once the post kernel's descriptor is
-  // seen: every block's stores are made visible system-wide first.
-  __syncthreads();
-  if (threadIdx.x == 0) __threadfence_system();
-}
-
-// N > 1, one warp, after the relay kernel (the kernel boundary makes every
-// partial visible to the daemon first): one write + signal per node back
-// to the owners of the tokens it relayed.
-__global__ void normal_combine_post_kernel(NormalShape s, NormalTransport t, NormalCombineArgs a) {
-  const int P = s.local_ranks(), N = s.nodes(), node = t.rank / P, li = t.rank % P;
-  const uint64_t seq = current_call(&t.state->combine_calls);
-  const NormalRdmaLayout& r = t.rdma_layout;
-  const size_t partial = normal_partial_bytes(s.hidden, s.num_topk);
-  for (int v = threadIdx.x; v < N; v += blockDim.x) {
-    const int owner = v * P + li;
-    if (v == node || masked(t, owner)) continue;
-    const size_t bytes = static_cast<size_t>(a.handle.relay_counts[v]) * partial;
-    post_region(t, static_cast<uint32_t>(N + v), owner, normal_region(r.combine_send, r.partial_region, N, seq, v),
-                normal_region(r.combine_recv, r.partial_region, N, seq, node), bytes > 16 ? bytes : 16,
-                static_cast<uint32_t>(N + node));
   }
 }
 
@@ -228,28 +246,36 @@ __global__ void __launch_bounds__(kCombineThreads)
   const NormalRdmaLayout& r = t.rdma_layout;
   int32_t* node_lost = lost + P;
   wait_local_rows(s, l, t, seq, lost);
-  for (int v = threadIdx.x; v < N; v += blockDim.x) {
-    const int relay = v * P + li;
-    node_lost[v] = v == node || masked(t, relay) ||
-                   !wait_signal_word(t, static_cast<uint32_t>(N + v), seq, relay, kNormalPartialTimeout, 2);
-  }
+  for (int v = threadIdx.x; v < N; v += blockDim.x) node_lost[v] = v == node || masked(t, v * P + li);
   __syncthreads();
   const uint8_t* own = t.peers.ptrs[t.rank];
   const int4* rows = reinterpret_cast<const int4*>(own + l.combine_x);
   const float* row_weights = reinterpret_cast<const float*>(own + l.combine_weights);
-  const size_t vectors = static_cast<size_t>(H) / 8, partial = normal_partial_bytes(H, K);
+  const size_t vectors = static_cast<size_t>(H) / 8;
+  const int M = normal_chunk_tokens(T);
   const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  // Node v's partial of token tok, or null: none, or it never came.
+  auto partial_of = [&](int tok, int v) -> const uint8_t* {
+    if (node_lost[v]) return nullptr;
+    const int32_t m = a.handle.node_index[static_cast<size_t>(tok) * N + v];
+    if (m < 0 || !chunk_landed(t, 1, N, v, m / M, seq)) return nullptr;
+    return t.rdma + normal_region(r.combine_recv, r.partial_region, N, seq, v) + normal_partial_offset(s, m);
+  };
   for (int tok = blockIdx.x * warps + warp; tok < a.num_tokens; tok += gridDim.x * warps) {
     const int32_t* index = a.handle.send_index + (static_cast<size_t>(node) * T + tok) * P;
     const size_t at0 = static_cast<size_t>(tok) * vectors;
-    // Each partial is read once its tag is this call's.
+    // Each partial's chunk must have landed (the relays wait for their
+    // local ranks first: two timeouts), and its tag be this call's.
     if (lane == 0) {
       for (int v = 0; v < N; ++v) {
         const int32_t m = node_lost[v] ? -1 : a.handle.node_index[static_cast<size_t>(tok) * N + v];
         if (m < 0) continue;
-        (void)wait_tag(t, t.rdma + normal_region(r.combine_recv, r.partial_region, N, seq, v) +
-                              static_cast<size_t>(m) * partial + 2 * static_cast<size_t>(H) + 4 * K,
-                       static_cast<uint32_t>(seq), v * P + li);
+        const int relay = v * P + li, c = m / M;
+        if (await_chunk(t, 1, N, v, c, seq, normal_combine_chunk_signal(N, v, c, seq), relay, kNormalPartialTimeout, 2)) {
+          (void)wait_tag(t, t.rdma + normal_region(r.combine_recv, r.partial_region, N, seq, v) +
+                                normal_partial_offset(s, m) + 2 * static_cast<size_t>(H) + 4 * K,
+                         static_cast<uint32_t>(seq), relay);
+        }
       }
     }
     __syncwarp();
@@ -258,11 +284,8 @@ __global__ void __launch_bounds__(kCombineThreads)
       zero(acc);
       add_local_rows(acc, rows, vectors, base_c, index, lost, P, node, T, lane);
       for (int v = 0; v < N; ++v) {
-        if (node_lost[v]) continue;
-        const int32_t m = a.handle.node_index[static_cast<size_t>(tok) * N + v];
-        if (m < 0) continue;
-        const int4* p = reinterpret_cast<const int4*>(t.rdma + normal_region(r.combine_recv, r.partial_region, N, seq, v) +
-                                                      static_cast<size_t>(m) * partial);
+        const int4* p = reinterpret_cast<const int4*>(partial_of(tok, v));
+        if (p == nullptr) continue;
 #pragma unroll
         for (int u = 0; u < 4; ++u) {
           const size_t c = base_c + lane + 32 * u;
@@ -281,11 +304,8 @@ __global__ void __launch_bounds__(kCombineThreads)
     if (a.out_topk_weights != nullptr && lane < K) {
       float w = local_weights(row_weights, index, lost, P, node, T, K, lane);
       for (int v = 0; v < N; ++v) {
-        if (node_lost[v]) continue;
-        const int32_t m = a.handle.node_index[static_cast<size_t>(tok) * N + v];
-        if (m < 0) continue;
-        w += reinterpret_cast<const float*>(t.rdma + normal_region(r.combine_recv, r.partial_region, N, seq, v) +
-                                            static_cast<size_t>(m) * partial + 2 * static_cast<size_t>(H))[lane];
+        const uint8_t* p = partial_of(tok, v);
+        if (p != nullptr) w += reinterpret_cast<const float*>(p + 2 * static_cast<size_t>(H))[lane];
       }
       a.out_topk_weights[static_cast<size_t>(tok) * K + lane] = w;
     }
@@ -321,17 +341,17 @@ Status launch_normal_combine(const NormalShape& s, const NormalLayout& l, const 
     return invalid_argument(prefix + "x, out and the biases must be 16-byte aligned");
   }
   if (a.out == nullptr && a.num_tokens > 0) return invalid_argument(prefix + "null out");
-  if (s.nodes() > 1 && (a.handle.node_index == nullptr || a.handle.relay_counts == nullptr)) {
+  if (s.nodes() > 1 && (a.handle.node_index == nullptr || a.handle.relay_counts == nullptr ||
+                        t.chunk_gates == nullptr || t.chunk_staged == nullptr)) {
     return invalid_argument(prefix + "a job across nodes needs the handle's node arrays");
   }
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   normal_combine_send_kernel<<<t.num_sms, kCombineThreads, sizeof(int32_t) * s.num_ranks, st>>>(s, l, t, a);
   EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_combine_send_kernel"));
   if (s.nodes() > 1) {
-    normal_combine_relay_kernel<<<t.num_sms, kCombineThreads, sizeof(int32_t) * s.local_ranks(), st>>>(s, l, t, a);
+    // One block more than the data kernels: its first warp posts.
+    normal_combine_relay_kernel<<<t.num_sms + 1, kCombineThreads, sizeof(int32_t) * s.local_ranks(), st>>>(s, l, t, a);
     EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_combine_relay_kernel"));
-    normal_combine_post_kernel<<<1, 32, 0, st>>>(s, t, a);
-    EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_combine_post_kernel"));
   }
   const size_t lost = sizeof(int32_t) * (s.local_ranks() + s.nodes());
   normal_combine_recv_kernel<<<t.num_sms, kCombineThreads, lost, st>>>(s, l, t, a);

@@ -122,6 +122,72 @@ __device__ inline bool wait_tag(const NormalTransport& t, const uint8_t* p, uint
   }
 }
 
+// Waits until chunk c from node v (phase 0 dispatch rows, 1 combine
+// partials) landed for call seq: its signal word `signal` reaches
+// normal_signal_target(seq). One thread per chunk and call polls the word
+// (host memory behind PCIe: a thousand polling warps would flood the link
+// the rows themselves cross); every other thread reads the poller's
+// verdict in the chunk's gate, in device memory. After periods x timeout
+// the chunk is given up (`code` names `rank`). True when its bytes may be
+// read, and then every later chunk_landed() of it is true too.
+__device__ inline bool await_chunk(const NormalTransport& t, int phase, int nodes, int v, int c, uint64_t seq,
+                                   uint32_t signal, int rank, uint32_t code, uint64_t periods) {
+  unsigned long long* gate = reinterpret_cast<unsigned long long*>(t.chunk_gates + normal_chunk_cell(phase, nodes, v, c));
+  const uint64_t start = device_now_ns();
+  for (;;) {
+    const unsigned long long g = *reinterpret_cast<volatile unsigned long long*>(gate);
+    if ((g >> 2) == seq && (g & 3) != kChunkPolling) {
+      __threadfence();  // acquire: pairs with the poller's fence before its verdict
+      return (g & 3) == kChunkLanded;
+    }
+    if ((g >> 2) != seq && atomicCAS(gate, g, (seq << 2) | kChunkPolling) == g) {
+      const bool ok = wait_signal_word(t, signal, normal_signal_target(seq), rank, code, periods);
+      __threadfence();  // release: what the signal's acquire made visible precedes the verdict
+      atomicExch(gate, (seq << 2) | (ok ? kChunkLanded : kChunkLost));
+      return ok;
+    }
+    if (device_now_ns() - start > (periods + 1) * t.timeout_ns) {  // the poller itself is bounded; this never should be
+      record_error(t.error, code, static_cast<uint32_t>(rank), seq, g);
+      return false;
+    }
+    ring::ring_pause();
+  }
+}
+
+// Whether await_chunk() found chunk c from node v landed for call seq.
+__device__ inline bool chunk_landed(const NormalTransport& t, int phase, int nodes, int v, int c, uint64_t seq) {
+  return *reinterpret_cast<const volatile uint64_t*>(t.chunk_gates + normal_chunk_cell(phase, nodes, v, c)) ==
+         ((seq << 2) | kChunkLanded);
+}
+
+// A warp finished staging one message (partial) of chunk c to node v: its
+// stores are made visible system-wide (the daemon reads them), then counted
+// for the poster. Every lane calls it.
+__device__ inline void mark_staged(const NormalTransport& t, int phase, int nodes, int v, int c, int lane) {
+  __syncwarp();
+  if (lane == 0) {
+    __threadfence_system();
+    atomicAdd(t.chunk_staged + normal_chunk_cell(phase, nodes, v, c), 1);
+  }
+}
+
+// The poster waits until `want` messages of chunk c to node v are staged
+// (the staging warps run in the same kernel, so this is bounded by their
+// work; timeout_ns bounds it anyway and names `rank`).
+__device__ inline bool wait_staged(const NormalTransport& t, int phase, int nodes, int v, int c, int want, int rank) {
+  const volatile int32_t* staged = t.chunk_staged + normal_chunk_cell(phase, nodes, v, c);
+  const uint64_t start = device_now_ns();
+  while (*staged < want) {
+    if (device_now_ns() - start > t.timeout_ns) {
+      record_error(t.error, kNormalPostFailed, static_cast<uint32_t>(rank), want, static_cast<uint64_t>(*staged));
+      return false;
+    }
+    ring::ring_pause();
+  }
+  __threadfence_system();  // acquire: the staging warps' fenced stores precede the descriptor
+  return true;
+}
+
 // Block-wide exclusive prefix sum of one flag per thread, over successive
 // rounds of blockDim.x items: returns this thread's exclusive prefix and
 // adds the round's total to `running` (shared, read by every thread after
@@ -151,10 +217,14 @@ __device__ inline int block_prefix(int flag, int32_t* sums, int32_t* running) {
   return excl;
 }
 
-// 16-byte copies, one warp, `bytes` a multiple of 16.
+// 16-byte copies, one warp, `bytes` a multiple of 16. kLanded: the source
+// landed during this kernel (a relayed chunk), so it is read with plain
+// loads; the read-only cache path (__ldg) may keep lines from before.
+template <bool kLanded = false>
 __device__ inline void warp_copy(uint8_t* dst, const uint8_t* src, size_t bytes, int lane) {
   const int4* s = reinterpret_cast<const int4*>(src);
   int4* d = reinterpret_cast<int4*>(dst);
+  auto load = [s](size_t i) { return kLanded ? s[i] : __ldg(s + i); };
   const size_t n = bytes / 16;
   size_t i = lane;
   // Eight loads in flight per lane before their stores: a warp keeps 4 KiB
@@ -162,11 +232,11 @@ __device__ inline void warp_copy(uint8_t* dst, const uint8_t* src, size_t bytes,
   for (; i + 224 < n; i += 256) {
     int4 v[8];
 #pragma unroll
-    for (int u = 0; u < 8; ++u) v[u] = __ldg(s + i + 32 * u);
+    for (int u = 0; u < 8; ++u) v[u] = load(i + 32 * u);
 #pragma unroll
     for (int u = 0; u < 8; ++u) d[i + 32 * u] = v[u];
   }
-  for (; i < n; i += 32) d[i] = __ldg(s + i);
+  for (; i < n; i += 32) d[i] = load(i);
 }
 
 }  // namespace epx::kernels::normal

@@ -1,5 +1,6 @@
 // Normal-mode dispatch: across nodes the node scan and pack kernels (one
-// message per token and node, one write per node to the relay), then the
+// message per token and node, posted to the relay in chunks as they are
+// staged) and the relay wait, then the
 // notify kernel (send lists and the count exchange inside the node) and the
 // dispatch kernel (rows straight to their final place in every local rank's
 // nvl space), with their launcher. Contract and protocol: normal_kernels.h;
@@ -49,9 +50,13 @@ struct SourceToken {
   int32_t src;
 };
 
-__device__ inline const uint8_t* message(const NormalShape& s, const NormalTransport& t, const NormalPayload& p,
-                                         size_t region, int t_index) {
-  return t.rdma + region + kMessageHeader + static_cast<size_t>(t_index) * normal_message_bytes(s, p);
+// Message i's meta and row in the region at `region` of the rdma space.
+__device__ inline uint8_t* meta_at(const NormalShape& s, const NormalTransport& t, size_t region, int i) {
+  return t.rdma + region + normal_meta_offset(s, i);
+}
+__device__ inline uint8_t* row_at(const NormalShape& s, const NormalTransport& t, const NormalPayload& p, size_t region,
+                                  int i) {
+  return t.rdma + region + normal_row_offset(s, p, i);
 }
 
 __device__ inline SourceToken own_token(const NormalShape& s, const NormalDispatchArgs& a, int tok) {
@@ -66,102 +71,133 @@ __device__ inline SourceToken own_token(const NormalShape& s, const NormalDispat
   return o;
 }
 
-__device__ inline SourceToken relayed_token(const NormalShape& s, const NormalDispatchArgs& a, const uint8_t* m) {
-  const size_t meta = normal_message_meta(s.num_topk);
+__device__ inline SourceToken relayed_token(const NormalShape& s, const NormalDispatchArgs& a, const uint8_t* meta,
+                                           const uint8_t* row) {
   SourceToken o;
-  o.x = m + meta;
-  o.scales = reinterpret_cast<const uint32_t*>(m + meta + a.payload.row_bytes(s.hidden));
+  o.x = row;
+  o.scales = reinterpret_cast<const uint32_t*>(row + a.payload.row_bytes(s.hidden));
   o.scale_stride = 1;
-  o.topk = a.topk_idx != nullptr ? reinterpret_cast<const int64_t*>(m) : nullptr;
-  o.weights = a.topk_idx != nullptr ? reinterpret_cast<const float*>(m + 8 * s.num_topk) : nullptr;
-  o.src = *reinterpret_cast<const volatile int32_t*>(m + 12 * s.num_topk);
+  o.topk = a.topk_idx != nullptr ? reinterpret_cast<const int64_t*>(meta) : nullptr;
+  o.weights = a.topk_idx != nullptr ? reinterpret_cast<const float*>(meta + 8 * s.num_topk) : nullptr;
+  o.src = *reinterpret_cast<const volatile int32_t*>(meta + 12 * s.num_topk);
   return o;
 }
 
 // Block v (N > 1): which of this rank's tokens node v needs (handle
-// node_index, node_counts), and the count at the head of the message region.
+// node_index, node_counts), each such token's meta and the count at the
+// head of the message region (the pack kernel's poster sends them first).
 __global__ void __launch_bounds__(1024)
     normal_node_scan_kernel(NormalShape s, NormalTransport t, NormalDispatchArgs a) {
   __shared__ int32_t sums[32];
   __shared__ int32_t running;
   const Place at(s, t);
-  const int v = blockIdx.x;
+  const int v = blockIdx.x, K = at.K;
   const uint64_t seq = current_call(&t.state->dispatch_calls);
+  const NormalRdmaLayout& r = t.rdma_layout;
+  const size_t region = normal_region(r.dispatch_send, r.message_region, at.N, seq, v);
+  for (int c = threadIdx.x; c < kNormalChunks; c += blockDim.x) t.chunk_staged[normal_chunk_cell(0, at.N, v, c)] = 0;
   if (threadIdx.x == 0) running = 0;
   __syncthreads();
-  if (!a.cached) {
-    for (int base = 0; base < a.num_tokens; base += blockDim.x) {
-      const int tok = base + threadIdx.x;
+  for (int base = 0; base < a.num_tokens; base += blockDim.x) {
+    const int tok = base + threadIdx.x;
+    int index = -1;
+    if (a.cached) {
+      if (tok < a.num_tokens) index = a.handle.node_index[static_cast<size_t>(tok) * at.N + v];
+    } else {
       int flag = 0;
       if (tok < a.num_tokens && v != at.node) {
         for (int j = 0; j < at.P; ++j) flag |= a.is_token_in_rank[static_cast<size_t>(tok) * at.R + v * at.P + j] != 0;
       }
       const int excl = block_prefix(flag, sums, &running);
-      if (tok < a.num_tokens) a.handle.node_index[static_cast<size_t>(tok) * at.N + v] = flag ? excl : -1;
+      index = flag ? excl : -1;
+      if (tok < a.num_tokens) a.handle.node_index[static_cast<size_t>(tok) * at.N + v] = index;
+    }
+    if (index >= 0 && v != at.node) {
+      uint8_t* m = meta_at(s, t, region, index);
+      if (a.topk_idx != nullptr) {
+        for (int k = 0; k < K; ++k) {
+          reinterpret_cast<int64_t*>(m)[k] = a.topk_idx[static_cast<size_t>(tok) * K + k];
+          reinterpret_cast<float*>(m + 8 * K)[k] = a.topk_weights[static_cast<size_t>(tok) * K + k];
+        }
+      }
+      *reinterpret_cast<int32_t*>(m + 12 * K) = tok;
+      *reinterpret_cast<uint32_t*>(m + 12 * K + 4) = static_cast<uint32_t>(seq);
     }
   }
   if (threadIdx.x == 0) {
     const int32_t count = a.cached ? a.handle.node_counts[v] : running;
     if (!a.cached) a.handle.node_counts[v] = count;
-    const NormalRdmaLayout& r = t.rdma_layout;
-    volatile uint32_t* head =
-        reinterpret_cast<volatile uint32_t*>(t.rdma + normal_region(r.dispatch_send, r.message_region, at.N, seq, v));
+    volatile uint32_t* head = reinterpret_cast<volatile uint32_t*>(t.rdma + region);
     head[0] = static_cast<uint32_t>(count);
     head[1] = static_cast<uint32_t>(seq);
   }
-}
-
-// N > 1: warps stage every token another node needs as one message per
-// node (normal_node_post_kernel then sends them).
-__global__ void __launch_bounds__(kDispatchThreads)
-    normal_node_pack_kernel(NormalShape s, NormalTransport t, NormalDispatchArgs a) {
-  const Place at(s, t);
-  const uint64_t seq = current_call(&t.state->dispatch_calls);
-  const NormalRdmaLayout& r = t.rdma_layout;
-  const size_t row_bytes = a.payload.row_bytes(s.hidden), meta = normal_message_meta(s.num_topk);
-  const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  for (int tok = blockIdx.x * warps + warp; tok < a.num_tokens; tok += gridDim.x * warps) {
-    const SourceToken src = own_token(s, a, tok);
-    for (int v = 0; v < at.N; ++v) {
-      const int32_t index = a.handle.node_index[static_cast<size_t>(tok) * at.N + v];
-      if (v == at.node || index < 0 || masked(t, v * at.P + at.li)) continue;
-      uint8_t* m = const_cast<uint8_t*>(
-          message(s, t, a.payload, normal_region(r.dispatch_send, r.message_region, at.N, seq, v), index));
-      if (src.topk != nullptr && lane < at.K) {
-        reinterpret_cast<int64_t*>(m)[lane] = src.topk[lane];
-        reinterpret_cast<float*>(m + 8 * at.K)[lane] = src.weights[lane];
-      }
-      if (lane == 0) {
-        *reinterpret_cast<int32_t*>(m + 12 * at.K) = tok;
-        *reinterpret_cast<uint32_t*>(m + 12 * at.K + 4) = static_cast<uint32_t>(seq);
-      }
-      warp_copy(m + meta, src.x, row_bytes, lane);
-      if (a.payload.fp8) {
-        uint32_t* scales = reinterpret_cast<uint32_t*>(m + meta + row_bytes);
-        for (int j = lane; j < a.payload.num_scales; j += 32) scales[j] = src.scales[j * src.scale_stride];
-      }
-    }
-  }
-  // The daemon (a CPU) copies these bytes once the post kernel's descriptor
-  // is seen: every block's stores are made visible system-wide first.
+  // The daemon copies the head and metas once the poster's descriptor is
+  // seen (next kernel): every thread's stores are made visible system-wide.
   __syncthreads();
   if (threadIdx.x == 0) __threadfence_system();
 }
 
-// N > 1, one warp, after the pack kernel (the kernel boundary makes every
-// staged byte visible to the daemon before the descriptor is): one write +
-// signal per node to its relay.
-__global__ void normal_node_post_kernel(NormalShape s, NormalTransport t, NormalDispatchArgs a) {
-  const Place at(s, t);
-  const uint64_t seq = current_call(&t.state->dispatch_calls);
+// N > 1, lane v of the pack kernel's last block: node v's head and metas
+// in one write, then each row chunk as soon as its rows are staged, to the
+// relay (this warp is ring v's only producer during the call).
+__device__ void post_node_chunks(const NormalShape& s, const NormalTransport& t, const NormalDispatchArgs& a,
+                                 const Place& at, uint64_t seq, int lane) {
   const NormalRdmaLayout& r = t.rdma_layout;
-  for (int v = threadIdx.x; v < at.N; v += blockDim.x) {
+  const int T = s.max_tokens_per_rank, M = normal_chunk_tokens(T);
+  const size_t row = normal_message_row(s, a.payload);
+  for (int v = lane; v < at.N; v += 32) {
     const int relay = v * at.P + at.li;
     if (v == at.node || masked(t, relay)) continue;
-    const size_t bytes = kMessageHeader + static_cast<size_t>(a.handle.node_counts[v]) * normal_message_bytes(s, a.payload);
-    post_region(t, static_cast<uint32_t>(v), relay, normal_region(r.dispatch_send, r.message_region, at.N, seq, v),
-                normal_region(r.dispatch_recv, r.message_region, at.N, seq, at.node), bytes,
-                static_cast<uint32_t>(at.node));
+    const int count = a.handle.node_counts[v];
+    const size_t send = normal_region(r.dispatch_send, r.message_region, at.N, seq, v);
+    const size_t recv = normal_region(r.dispatch_recv, r.message_region, at.N, seq, at.node);
+    if (!post_region(t, static_cast<uint32_t>(v), relay, send, recv, normal_meta_offset(s, count),
+                     normal_meta_signal(at.N, at.node, seq))) {
+      continue;
+    }
+    for (int c = 0; c < kNormalChunks; ++c) {
+      const int n = normal_chunk_count(T, count, c);
+      if (n > 0 && !wait_staged(t, 0, at.N, v, c, n, relay)) break;
+      // A chunk with no rows rewrites the head (final before this kernel),
+      // so its signal still counts one write this call.
+      const size_t off = n > 0 ? normal_row_offset(s, a.payload, c * M) : 0;
+      const size_t bytes = n > 0 ? static_cast<size_t>(n) * row : kMessageHeader;
+      if (!post_region(t, static_cast<uint32_t>(v), relay, send + off, recv + off, bytes,
+                       normal_dispatch_chunk_signal(at.N, at.node, c, seq))) {
+        break;
+      }
+    }
+  }
+}
+
+// N > 1: warps stage every token's row once for each other node that needs
+// it; the last block's first warp posts them (post_node_chunks) chunk by
+// chunk while the others stage.
+__global__ void __launch_bounds__(kDispatchThreads)
+    normal_node_pack_kernel(NormalShape s, NormalTransport t, NormalDispatchArgs a) {
+  const Place at(s, t);
+  const uint64_t seq = current_call(&t.state->dispatch_calls);
+  const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (blockIdx.x == gridDim.x - 1) {
+    if (warp == 0) post_node_chunks(s, t, a, at, seq, lane);
+    return;
+  }
+  const NormalRdmaLayout& r = t.rdma_layout;
+  const size_t row_bytes = a.payload.row_bytes(s.hidden);
+  const int M = normal_chunk_tokens(s.max_tokens_per_rank), stagers = gridDim.x - 1;
+  for (int tok = blockIdx.x * warps + warp; tok < a.num_tokens; tok += stagers * warps) {
+    const SourceToken src = own_token(s, a, tok);
+    for (int v = 0; v < at.N; ++v) {
+      const int32_t index = a.handle.node_index[static_cast<size_t>(tok) * at.N + v];
+      if (v == at.node || index < 0 || masked(t, v * at.P + at.li)) continue;
+      uint8_t* m = row_at(s, t, a.payload, normal_region(r.dispatch_send, r.message_region, at.N, seq, v), index);
+      warp_copy(m, src.x, row_bytes, lane);
+      if (a.payload.fp8) {
+        uint32_t* scales = reinterpret_cast<uint32_t*>(m + row_bytes);
+        for (int j = lane; j < a.payload.num_scales; j += 32) scales[j] = src.scales[j * src.scale_stride];
+      }
+      mark_staged(t, 0, at.N, v, index / M, lane);
+    }
   }
 }
 
@@ -183,7 +219,9 @@ __global__ void normal_relay_wait_kernel(NormalShape s, NormalTransport t, Norma
       const int relay_from = v * at.P + at.li;
       const bool gone = masked(t, relay_from);
       const uint8_t* head = t.rdma + normal_region(r.dispatch_recv, r.message_region, at.N, seq, v);
-      const bool ok = !gone && wait_signal_word(t, static_cast<uint32_t>(v), seq, relay_from, kNormalRelayTimeout) &&
+      const bool ok = !gone &&
+                      wait_signal_word(t, normal_meta_signal(at.N, v, seq), normal_signal_target(seq), relay_from,
+                                       kNormalRelayTimeout) &&
                       wait_tag(t, head + 4, static_cast<uint32_t>(seq), relay_from);
       if (!gone && !ok) late = relay_from + 1;
       if (ok) {
@@ -238,7 +276,7 @@ __global__ void __launch_bounds__(kNotifyThreads)
         } else {
           // The relay's message landed while this kernel ran: read once its
           // tag is this call's, at system scope.
-          const uint8_t* m = message(s, t, a.payload, region, tok);
+          const uint8_t* m = meta_at(s, t, region, tok);
           // A message whose tag never came is not forwarded (the error names its relay).
           const bool fresh = wait_tag(t, m + 12 * K + 4, static_cast<uint32_t>(seq), v * at.P + at.li);
           const volatile int64_t* topk = reinterpret_cast<const volatile int64_t*>(m);
@@ -360,21 +398,31 @@ __global__ void __launch_bounds__(kDispatchThreads)
   }
 
   // Rows: a warp per token of each virtual source, every local destination
-  // of the token in turn.
+  // of the token in turn; own tokens first, then each relayed chunk as it
+  // lands.
   const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const size_t row_bytes = a.payload.row_bytes(s.hidden);
   const NormalRdmaLayout& r = t.rdma_layout;
-  for (int v = 0; v < N; ++v) {
+  const int M = normal_chunk_tokens(T);
+  for (int i = 0; i < N; ++i) {
+    const int v = (at.node + i) % N;
     const bool mine = v == at.node;
     const int n = mine ? a.num_tokens : t.relayed[v];
     const size_t region = mine ? 0 : normal_region(r.dispatch_recv, r.message_region, N, seq, v);
     const int32_t* send_index = a.handle.send_index + static_cast<size_t>(v) * T * P;
     for (int tok = blockIdx.x * warps + warp; tok < n; tok += gridDim.x * warps) {
-      if (!mine && lane == 0) {
-        (void)wait_tag(t, message(s, t, a.payload, region, tok) + 12 * K + 4, static_cast<uint32_t>(seq), v * P + at.li);
+      if (!mine) {
+        int ok = 0;
+        if (lane == 0) {
+          const int relay = v * P + at.li, c = tok / M;
+          ok = wait_tag(t, meta_at(s, t, region, tok) + 12 * K + 4, static_cast<uint32_t>(seq), relay) &&
+               await_chunk(t, 0, N, v, c, seq, normal_dispatch_chunk_signal(N, v, c, seq), relay,
+                           kNormalRelayTimeout, 1);
+        }
+        if (!__shfl_sync(kFullMask, ok, 0)) continue;  // named in the DeviceError; its rows stay unwritten
       }
-      __syncwarp();
-      const SourceToken src = mine ? own_token(s, a, tok) : relayed_token(s, a, message(s, t, a.payload, region, tok));
+      const SourceToken src =
+          mine ? own_token(s, a, tok) : relayed_token(s, a, meta_at(s, t, region, tok), row_at(s, t, a.payload, region, tok));
       const int32_t* index = send_index + static_cast<size_t>(tok) * P;
       for (int base = 0; base < P; base += 32) {
         const int mj = base + lane;
@@ -390,7 +438,11 @@ __global__ void __launch_bounds__(kDispatchThreads)
             continue;
           }
           uint8_t* peer = t.peers.ptrs[d];
-          warp_copy(peer + l.recv_x + row * row_bytes, src.x, row_bytes, lane);
+          if (mine) {
+            warp_copy(peer + l.recv_x + row * row_bytes, src.x, row_bytes, lane);
+          } else {
+            warp_copy<true>(peer + l.recv_x + row * row_bytes, src.x, row_bytes, lane);
+          }
           if (a.payload.fp8) {
             uint32_t* scales = reinterpret_cast<uint32_t*>(peer + l.recv_scales) + row * a.payload.num_scales;
             for (int q = lane; q < a.payload.num_scales; q += 32) scales[q] = src.scales[q * src.scale_stride];
@@ -484,7 +536,8 @@ Status launch_normal_dispatch(const NormalShape& s, const NormalLayout& l, const
   const int N = s.nodes();
   if (a.handle.send_counts == nullptr) return invalid_argument(prefix + "the handle's arrays are not allocated");
   if (N > 1) {
-    if (t.rdma == nullptr || t.relayed == nullptr || t.rings.rings == nullptr || t.signals.words == nullptr) {
+    if (t.rdma == nullptr || t.relayed == nullptr || t.chunk_gates == nullptr || t.chunk_staged == nullptr ||
+        t.rings.rings == nullptr || t.signals.words == nullptr) {
       return invalid_argument(prefix + "a job across nodes needs the rdma space, rings and signals");
     }
     if (a.handle.node_index == nullptr || a.handle.node_counts == nullptr || a.handle.relay_counts == nullptr) {
@@ -500,10 +553,9 @@ Status launch_normal_dispatch(const NormalShape& s, const NormalLayout& l, const
   if (N > 1) {
     normal_node_scan_kernel<<<N, 1024, 0, st>>>(s, t, a);
     EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_node_scan_kernel"));
-    normal_node_pack_kernel<<<t.num_sms, kDispatchThreads, 0, st>>>(s, t, a);
+    // One block more than the data kernels: its first warp posts.
+    normal_node_pack_kernel<<<t.num_sms + 1, kDispatchThreads, 0, st>>>(s, t, a);
     EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_node_pack_kernel"));
-    normal_node_post_kernel<<<1, 32, 0, st>>>(s, t, a);
-    EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_node_post_kernel"));
     normal_relay_wait_kernel<<<1, 32, 0, st>>>(s, t, a);
     EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_relay_wait_kernel"));
   }

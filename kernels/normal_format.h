@@ -131,21 +131,34 @@ EPX_NORMAL_HOST_DEVICE inline constexpr size_t notify_expert_counts(int sources)
 // parity: a sender writes call c + 2 only after every rank of the job
 // finished call c (docs/ARCHITECTURE.md says why that holds).
 //   dispatch_send / dispatch_recv [2][N] regions: a 16-byte head (uint32
-//     count, uint32 tag), then `count` messages of normal_message_bytes():
+//     count, uint32 tag), then max_tokens metas (normal_message_meta():
 //     the token's top-k ids (int64) and weights (float), its index at the
-//     source (int32), the tag (uint32), then its payload row and scales.
+//     source (int32), the tag (uint32)), then max_tokens rows (payload row
+//     and scales, normal_message_row()); message i is meta i and row i.
 //     dispatch_send[p][v] is what this rank sends node v; dispatch_recv[p][v]
 //     what node v's rank with this rank's local index relayed to it.
-//   combine_send / combine_recv [2][N] regions of max_tokens partial rows
-//     (normal_partial_bytes(): hidden bf16, num_topk float weights, the
-//     tag), at the index the token had in the message (combine_send[p][v]:
-//     this rank's sums for node v's tokens; combine_recv[p][v]: node v's
-//     sums for this rank's tokens).
-//   The tag is the call's seq (low 32 bits): a receiver reads data only
-//   once its tag says it belongs to the call, so it never acts on bytes of
-//   an older call or not yet visible to it, whatever the fabric's order.
-// Signals (2N words from the buffer's base): word v counts dispatch
-// messages from node v, word N + v combine partials from node v.
+//   combine_send / combine_recv [2][N] regions: 16 bytes a write with no
+//     rows carries, then max_tokens partial rows (normal_partial_bytes():
+//     hidden bf16, num_topk float weights, the tag), at the index the token
+//     had in the message (combine_send[p][v]: this rank's sums for node
+//     v's tokens; combine_recv[p][v]: node v's sums for this rank's tokens).
+//   The tag is the call's seq (low 32 bits): a receiver reads a head, meta
+//   or partial only once its tag says it belongs to the call, so it never
+//   acts on bytes of an older call, whatever the fabric's order.
+// Each region travels in pieces, so the fabric moves the first while the
+// GPU still stages the last and the receiver uses each as it lands: the
+// head and metas in one write, then the rows (or partials) in
+// kNormalChunks writes of normal_chunk_tokens() messages each (chunk c:
+// messages [c * M, (c + 1) * M)); every piece is posted every call, a
+// chunk with no messages as a 16-byte write. Signal words come in two
+// sets, one per call parity (2 * normal_parity_signals() words from the
+// buffer's base), and each word counts one write per call of its parity:
+// a call's word reaches normal_signal_target(seq) only once that call's
+// write landed, since the write of call seq + 2 (the next to count there)
+// waits for every rank to finish call seq, even on a fabric that completes
+// writes out of order. Per parity: word v, the metas from node v; word
+// normal_dispatch_chunk_signal(N, v, c, p), node v's row chunk c; word
+// normal_combine_chunk_signal(N, v, c, p), node v's partial chunk c.
 struct NormalRdmaLayout {
   size_t message_region = 0;  // bytes of one dispatch region
   size_t partial_region = 0;  // bytes of one combine region
@@ -157,18 +170,63 @@ struct NormalRdmaLayout {
   uint32_t signal_count = 0;
 };
 
-inline constexpr size_t kMessageHeader = 16;  // count and tag before the messages
+inline constexpr size_t kMessageHeader = 16;  // count and tag before the metas
+inline constexpr size_t kPartialHeader = 16;  // what a chunk with no partials writes
+inline constexpr int kNormalChunks = 16;      // row writes per region and call
 // Meta of one message: top-k ids at 0, weights at 8K, source index at 12K,
 // tag at 12K + 4.
 EPX_NORMAL_HOST_DEVICE inline constexpr size_t normal_message_meta(int num_topk) {
   return normal_align16(12 * static_cast<size_t>(num_topk) + 8);
 }
-EPX_NORMAL_HOST_DEVICE inline size_t normal_message_bytes(const NormalShape& s, const NormalPayload& p) {
-  return normal_message_meta(s.num_topk) + p.row_bytes(s.hidden) + normal_align16(4 * static_cast<size_t>(p.num_scales));
+// Row of one message: the payload row, then its scales.
+EPX_NORMAL_HOST_DEVICE inline size_t normal_message_row(const NormalShape& s, const NormalPayload& p) {
+  return p.row_bytes(s.hidden) + normal_align16(4 * static_cast<size_t>(p.num_scales));
 }
+// Bytes one message puts on the wire: its meta and its row.
+EPX_NORMAL_HOST_DEVICE inline size_t normal_message_bytes(const NormalShape& s, const NormalPayload& p) {
+  return normal_message_meta(s.num_topk) + normal_message_row(s, p);
+}
+// Offsets in a dispatch region of message i's meta and row.
+EPX_NORMAL_HOST_DEVICE inline size_t normal_meta_offset(const NormalShape& s, int i) {
+  return kMessageHeader + static_cast<size_t>(i) * normal_message_meta(s.num_topk);
+}
+EPX_NORMAL_HOST_DEVICE inline size_t normal_row_offset(const NormalShape& s, const NormalPayload& p, int i) {
+  return normal_meta_offset(s, s.max_tokens_per_rank) + static_cast<size_t>(i) * normal_message_row(s, p);
+}
+// Messages (and partials) per chunk: M, so chunk c holds [c * M, (c + 1) * M).
+EPX_NORMAL_HOST_DEVICE inline constexpr int normal_chunk_tokens(int max_tokens) {
+  return (max_tokens + kNormalChunks - 1) / kNormalChunks;
+}
+// Messages of chunk c when a region holds `count`.
+EPX_NORMAL_HOST_DEVICE inline int normal_chunk_count(int max_tokens, int count, int c) {
+  const int m = normal_chunk_tokens(max_tokens), first = c * m;
+  return count <= first ? 0 : (count - first < m ? count - first : m);
+}
+// Signal words of one parity: the metas from node v, then node v's row
+// chunks, then its partial chunks.
+EPX_NORMAL_HOST_DEVICE inline constexpr uint32_t normal_parity_signals(int nodes) {
+  return static_cast<uint32_t>(nodes * (1 + 2 * kNormalChunks));
+}
+EPX_NORMAL_HOST_DEVICE inline constexpr uint32_t normal_meta_signal(int nodes, int node, uint64_t parity) {
+  return static_cast<uint32_t>((parity & 1) * normal_parity_signals(nodes) + node);
+}
+EPX_NORMAL_HOST_DEVICE inline constexpr uint32_t normal_dispatch_chunk_signal(int nodes, int node, int c, uint64_t parity) {
+  return static_cast<uint32_t>((parity & 1) * normal_parity_signals(nodes) + nodes + node * kNormalChunks + c);
+}
+EPX_NORMAL_HOST_DEVICE inline constexpr uint32_t normal_combine_chunk_signal(int nodes, int node, int c, uint64_t parity) {
+  return static_cast<uint32_t>((parity & 1) * normal_parity_signals(nodes) + nodes * (1 + kNormalChunks) +
+                               node * kNormalChunks + c);
+}
+// What a word of call seq's parity reads once call seq's write landed: it
+// counts one write per call of that parity.
+EPX_NORMAL_HOST_DEVICE inline constexpr uint64_t normal_signal_target(uint64_t seq) { return (seq + 1) / 2; }
 // One partial row: hidden bf16 at 0, weights at 2H, tag at 2H + 4K.
 EPX_NORMAL_HOST_DEVICE inline constexpr size_t normal_partial_bytes(int hidden, int num_topk) {
   return normal_align16(2 * static_cast<size_t>(hidden) + 4 * static_cast<size_t>(num_topk) + 4);
+}
+// Offset of partial i in a combine region.
+EPX_NORMAL_HOST_DEVICE inline size_t normal_partial_offset(const NormalShape& s, int i) {
+  return kPartialHeader + static_cast<size_t>(i) * normal_partial_bytes(s.hidden, s.num_topk);
 }
 // Offset of region `parity`, `node` of an array of 2 * N regions at `base`.
 EPX_NORMAL_HOST_DEVICE inline size_t normal_region(size_t base, size_t region, int nodes, uint64_t parity, int node) {
@@ -260,14 +318,14 @@ inline Status normal_rdma_layout(const NormalShape& s, NormalRdmaLayout* out) {
   NormalRdmaLayout l;
   const size_t T = static_cast<size_t>(s.max_tokens_per_rank);
   l.message_region = normal_align16(kMessageHeader + T * normal_message_bytes(s, widest));
-  l.partial_region = normal_align16(T * normal_partial_bytes(s.hidden, s.num_topk));
+  l.partial_region = normal_align16(kPartialHeader + T * normal_partial_bytes(s.hidden, s.num_topk));
   const size_t regions = 2 * static_cast<size_t>(s.nodes());
   l.dispatch_send = 0;
   l.dispatch_recv = l.dispatch_send + regions * l.message_region;
   l.combine_send = l.dispatch_recv + regions * l.message_region;
   l.combine_recv = l.combine_send + regions * l.partial_region;
   l.rdma_bytes = l.combine_recv + regions * l.partial_region;
-  l.signal_count = static_cast<uint32_t>(regions);
+  l.signal_count = 2 * normal_parity_signals(s.nodes());
   *out = l;
   return Status();
 }

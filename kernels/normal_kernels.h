@@ -13,12 +13,15 @@
 //   layout    one thread per token: is_token_in_rank, per-rank, per-node and
 //             per-expert counts (a token counts once per rank and expert).
 //   node send (N > 1) block v scans which tokens node v needs into the
-//             handle's node_index and stores the count; then warps stage
-//             each such token once as a message in the rdma space, and the
-//             last block posts one ring write + signal per node to the
-//             rank with this rank's local index there (the relay).
+//             handle's node_index and writes the head (count) and each such
+//             token's meta into the rdma space; then warps stage each
+//             token's row once per node, and one extra block's warp posts,
+//             per node, the head and metas at once, then each row chunk as
+//             soon as its rows are staged, to the rank with this rank's
+//             local index there (the relay): the fabric moves the first
+//             chunks while the last are staged.
 //   relay wait (N > 1) one thread per other node waits for its relay's
-//             message (signal, then the head's tag) and records, once for
+//             metas (signal, then the head's tag) and records, once for
 //             all blocks after it, the count or that the relay is late.
 //   notify    block (v, j) learns virtual source v's tokens for local rank j
 //             (own tokens: is_token_in_rank; relayed ones: their top-k ids)
@@ -31,20 +34,23 @@
 //             each virtual source's rows start at each local rank (rows are
 //             grouped by global source rank), and warps copy tokens straight
 //             to their final rows in the local ranks' nvl spaces (NVLink
-//             stores); block 0 publishes the receive counts (handle,
-//             host-mapped words). The last block to finish stores this
-//             rank's arrival seq at every local rank, then waits for every
-//             local rank's arrival, so the kernel ends when this rank's
-//             receive is complete.
+//             stores): own tokens first, then each relayed row chunk once
+//             its signal says it landed (one thread per chunk polls it; the
+//             others read its verdict in device memory). Block 0 publishes
+//             the receive counts (handle, host-mapped words). The last block
+//             to finish stores this rank's arrival seq at every local rank,
+//             then waits for every local rank's arrival, so the kernel ends
+//             when this rank's receive is complete.
 //   combine   send: each received row goes back to the local rank that
 //             forwarded it, into the row its token had in that rank's send
 //             list; the last block stores the arrival seqs. relay (N > 1):
 //             a warp per relayed token sums its rows (local ranks ascending,
-//             fp32) into one bf16 partial, and the last block posts one
-//             write + signal per node back to the token's owner. receive:
-//             a warp per token sums its own node's rows (ranks ascending,
-//             fp32), then each other node's partial (nodes ascending), plus
-//             the biases, into bf16; and the weights the same way.
+//             fp32) into one bf16 partial, and one extra block's warp posts
+//             each chunk of partials back to the tokens' owner as soon as
+//             it is summed. receive: a warp per token sums its own node's
+//             rows (ranks ascending, fp32), then each other node's partial
+//             (nodes ascending; each chunk once it landed), plus the
+//             biases, into bf16; and the weights the same way.
 // Per-call sequence numbers live in device memory (`state`) and advance in
 // the last kernel of a phase, so a call captured in a CUDA graph and
 // replayed stays correct.
@@ -129,7 +135,21 @@ struct NormalTransport {
   // node v relayed to this rank (0 when lost), [N + v] that relay's rank + 1
   // when its message never came, else 0.
   int32_t* relayed = nullptr;
+  // Device, per phase (0 dispatch, 1 combine), node and chunk:
+  // chunk_gates [2][N][kNormalChunks] the verdict on a chunk from node v for
+  // a call ((seq << 2) | kChunk*), chunk_staged [2][N][kNormalChunks] the
+  // messages (partials) of a chunk to node v staged so far this call.
+  uint64_t* chunk_gates = nullptr;
+  int32_t* chunk_staged = nullptr;
 };
+
+// States of a chunk gate's low two bits for the gate's call.
+inline constexpr uint64_t kChunkLanded = 1;
+inline constexpr uint64_t kChunkLost = 2;
+inline constexpr uint64_t kChunkPolling = 3;
+EPX_NORMAL_HOST_DEVICE inline constexpr size_t normal_chunk_cell(int phase, int nodes, int node, int c) {
+  return (static_cast<size_t>(phase) * nodes + node) * kNormalChunks + c;
+}
 
 struct NormalLayoutArgs {
   const int64_t* topk_idx = nullptr;   // [num_tokens][num_topk]

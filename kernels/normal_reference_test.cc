@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <vector>
 
 #include "kernels/fp8_reference.h"
 #include "kernels/normal_inputs.h"
@@ -233,7 +234,16 @@ TEST_CASE("rdma layout across nodes: regions apart, each holds its worst case") 
   // Every token to every node, with either payload, fits one region.
   CHECK(r.message_region >= kMessageHeader + T * normal_message_bytes(s, bf16));
   CHECK(r.message_region >= kMessageHeader + T * normal_message_bytes(s, fp8));
-  CHECK(r.partial_region >= T * normal_partial_bytes(s.hidden, s.num_topk));
+  CHECK(r.partial_region >= kPartialHeader + T * normal_partial_bytes(s.hidden, s.num_topk));
+  // Message T - 1's row ends inside its region, with either payload; metas
+  // come before every row.
+  for (const NormalPayload& p : {bf16, fp8}) {
+    CHECK(normal_row_offset(s, p, s.max_tokens_per_rank - 1) + normal_message_row(s, p) <= r.message_region);
+    CHECK(normal_row_offset(s, p, 0) == normal_meta_offset(s, s.max_tokens_per_rank));
+    CHECK(normal_row_offset(s, p, 1) % 16 == 0);
+  }
+  CHECK(normal_partial_offset(s, s.max_tokens_per_rank - 1) + normal_partial_bytes(s.hidden, s.num_topk) <=
+        r.partial_region);
   // The meta holds top-k ids, weights, the source index and the tag; the
   // partial row holds the bf16 row, the weights and the tag.
   CHECK(normal_message_meta(s.num_topk) >= 12 * 8 + 8);
@@ -249,7 +259,45 @@ TEST_CASE("rdma layout across nodes: regions apart, each holds its worst case") 
   CHECK(normal_region(r.dispatch_send, r.message_region, 2, 1, 1) + r.message_region == r.dispatch_recv);
   CHECK(normal_region(r.combine_recv, r.partial_region, 2, 3, 0) ==
         normal_region(r.combine_recv, r.partial_region, 2, 1, 0));  // parity is the call's low bit
-  CHECK(r.signal_count == 4);
+  // Per parity and node: the metas, 16 row chunks, 16 partial chunks.
+  CHECK(r.signal_count == 2 * 2 * (1 + 2 * kNormalChunks));
+}
+
+TEST_CASE("chunks: every message in exactly one chunk, each signal word used once") {
+  for (int T : {1, 7, 16, 17, 128, 4096, 4097}) {
+    const int M = normal_chunk_tokens(T);
+    CHECK(M * kNormalChunks >= T);
+    for (int count : {0, 1, T / 2, T}) {
+      int total = 0;
+      for (int c = 0; c < kNormalChunks; ++c) {
+        const int n = normal_chunk_count(T, count, c);
+        CHECK(n >= 0);
+        CHECK(n <= M);
+        if (n > 0) CHECK(c * M + n <= count);  // chunk c holds [c * M, c * M + n)
+        total += n;
+      }
+      CHECK(total == count);
+    }
+  }
+  // Signal words: all distinct and below signal_count, for both parities.
+  for (int N : {2, 3, 4}) {
+    std::vector<int> used(2 * normal_parity_signals(N), 0);
+    for (uint64_t parity : {0, 1}) {
+      for (int v = 0; v < N; ++v) {
+        ++used.at(normal_meta_signal(N, v, parity));
+        for (int c = 0; c < kNormalChunks; ++c) {
+          ++used.at(normal_dispatch_chunk_signal(N, v, c, parity));
+          ++used.at(normal_combine_chunk_signal(N, v, c, parity));
+        }
+      }
+    }
+    for (int u : used) CHECK(u == 1);
+  }
+  // A word counts one write per call of its parity.
+  CHECK(normal_signal_target(1) == 1);
+  CHECK(normal_signal_target(2) == 1);
+  CHECK(normal_signal_target(3) == 2);
+  CHECK(normal_signal_target(4) == 2);
 }
 
 TEST_CASE("ranks_per_node must divide the ranks; the nvl layout is per node") {

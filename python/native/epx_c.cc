@@ -66,6 +66,9 @@ struct epx_ll_hook {
 
 namespace {
 
+static_assert(2 * epx::kernels::normal_parity_signals(1) == epx::c_abi::kLargestWordsPerRank,
+              "signal_words.h sizes the array for a normal-mode buffer's words per node");
+
 thread_local std::string last_error;
 
 int record(const epx::Status& status) {

@@ -2,7 +2,7 @@
 // it is tested on its own: signal_words_test.cc).
 //
 // Across nodes a buffer counts remote arrivals in signal words (a
-// low-latency buffer 4 * ranks of them, a normal-mode buffer 2 * nodes), and
+// low-latency buffer 4 * ranks of them, a normal-mode buffer 66 * nodes), and
 // the daemon gives a job's rank ONE signal array. So each epx_job opens one
 // array, when its first buffer spanning nodes is created, and lends every
 // such buffer words nobody used before (they read 0, as the buffers check).
@@ -19,19 +19,21 @@
 
 namespace epx::c_abi {
 
-// Buffers of the largest need (a low-latency buffer's 4 * ranks words) the
-// array is sized for.
+// Buffers of the largest need the array is sized for, and that need per
+// rank: a normal-mode buffer's NormalBuffer::signal_words(nodes) is 66 per
+// node (epx_c.cc checks it), a low-latency buffer's 4 per rank.
 inline constexpr uint32_t kSignalBuffers = 64;
+inline constexpr uint32_t kLargestWordsPerRank = 66;
 // epxd's default max_signals (daemon/config): the most words the array asks
 // for. A daemon configured lower is asked for half as many until it accepts,
 // down to the first buffer's need.
 inline constexpr uint32_t kDefaultMaxSignals = 1u << 16;
 
-// Words to ask the daemon for: kSignalBuffers low-latency buffers of a job of
-// `world_size` ranks, at most kDefaultMaxSignals, at least `need` (the first
-// buffer's).
+// Words to ask the daemon for: kSignalBuffers buffers of the largest need
+// in a job of `world_size` ranks, at most kDefaultMaxSignals, at least
+// `need` (the first buffer's).
 inline uint32_t signal_array_words(uint32_t world_size, uint32_t need) {
-  const uint64_t generous = uint64_t{kSignalBuffers} * 4 * std::max<uint32_t>(world_size, 1);
+  const uint64_t generous = uint64_t{kSignalBuffers} * kLargestWordsPerRank * std::max<uint32_t>(world_size, 1);
   return static_cast<uint32_t>(std::max<uint64_t>(need, std::min<uint64_t>(generous, kDefaultMaxSignals)));
 }
 

@@ -8,14 +8,15 @@
 using namespace epx;
 using namespace epx::c_abi;
 
-TEST_CASE("the array holds 64 low-latency buffers' words, at most epxd's default max_signals") {
-  CHECK(signal_array_words(2, 8) == 64 * 4 * 2);
-  CHECK(signal_array_words(16, 4) == 64 * 4 * 16);
+TEST_CASE("the array holds 64 buffers of the largest need, at most epxd's default max_signals") {
+  CHECK(signal_array_words(2, 8) == 64 * 66 * 2);
+  CHECK(signal_array_words(8, 4) == 64 * 66 * 8);
+  CHECK(signal_array_words(16, 4) == kDefaultMaxSignals);
   CHECK(signal_array_words(256, 1024) == kDefaultMaxSignals);
   CHECK(signal_array_words(1024, 4096) == kDefaultMaxSignals);
   // Never less than the first buffer needs.
   CHECK(signal_array_words(1, 100000) == 100000);
-  CHECK(signal_array_words(0, 4) == 64 * 4);
+  CHECK(signal_array_words(0, 4) == 64 * 66);
 }
 
 TEST_CASE("a refused size is halved down to the first buffer's need, then given up") {
@@ -28,13 +29,13 @@ TEST_CASE("a refused size is halved down to the first buffer's need, then given 
 
 TEST_CASE("buffers get consecutive fresh words; one that does not fit takes nothing") {
   SignalWords words(40);
-  auto normal = words.take(4, "epx_normal_create");  // two nodes: 2 * 2 words
+  auto normal = words.take(4, "epx_normal_create");
   REQUIRE(normal.ok());
   CHECK(*normal == 0);
   auto low_latency = words.take(16, "epx_ll_create");  // four ranks: 4 * 4 words
   REQUIRE(low_latency.ok());
   CHECK(*low_latency == 4);
-  auto again = words.take(4, "epx_normal_create");  // a re-created normal buffer: fresh words
+  auto again = words.take(4, "epx_normal_create");  // a re-created buffer: fresh words
   REQUIRE(again.ok());
   CHECK(*again == 20);
   CHECK(words.used() == 24);

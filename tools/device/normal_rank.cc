@@ -96,7 +96,7 @@ constexpr uint32_t kMaxBuffers = 64;
 std::unique_ptr<NormalBuffer> make_buffer(Job& job, const Args& args, const NormalShape& s) {
   NormalOptions o;
   if (s.nodes() > 1) {
-    const uint32_t words = 2 * static_cast<uint32_t>(s.nodes());
+    const uint32_t words = NormalBuffer::signal_words(s.nodes());
     if (g_pool.signals == nullptr) {
       auto opened = CudaSignals::open(job, kMaxBuffers * words);
       if (!opened.ok()) fail("open signals: " + opened.status().to_string());
@@ -694,6 +694,8 @@ std::string network_figures(const NormalShape& s, const NormalJobInputs& in, con
   NormalPayload bf16;
   const size_t dispatch_bytes = kernels::kMessageHeader + tokens_to_node(0, 1) * kernels::normal_message_bytes(s, bf16);
   const size_t combine_bytes = tokens_to_node(P, 0) * kernels::normal_partial_bytes(s.hidden, K);
+  // EPX sends these bytes in 1 + kNormalChunks writes per node (metas, then
+  // the row chunks); the baseline moves them in one write, its best case.
   std::ostringstream o;
   o << ",\"rdma_window\":\"" << (rdma == nullptr ? "none" : rdma->is_device() ? "device" : "host") << "\"";
   o << ",\"network\":{\"dispatch_bytes\":" << dispatch_bytes << ",\"combine_bytes\":" << combine_bytes

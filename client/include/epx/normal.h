@@ -61,15 +61,17 @@ struct NormalOptions {
   int device = 0;  // CUDA device of this rank
   std::chrono::milliseconds timeout{10000};
   // Across nodes only: arrivals from other nodes are counted in the job's
-  // signals (2 * nodes words). The buffer opens them unless the caller lends
-  // them here with the first word the buffer may use: words no one else has
-  // used (they must read 0). A rank has one signal array per job, so a
+  // signals (NormalBuffer::signal_words(nodes) words: the metas and 16 row
+  // chunks per node and phase, for each call parity). The buffer opens them
+  // unless the caller lends them here with the first word the buffer may
+  // use: words no one else has used (they must read 0). A rank has one signal array per job, so a
   // second buffer spanning nodes in the same job needs them lent.
   CudaSignals* signals = nullptr;
   uint32_t signal_base = 0;
   // Slots of each ring (2 * nodes rings, counted against the daemon's
-  // max_rings_per_client).
-  uint32_t ring_capacity = 16;
+  // max_rings_per_client). A call posts 17 writes per ring and two calls
+  // may be in flight.
+  uint32_t ring_capacity = 64;
 };
 
 // DeepEP's Config. num_sms: blocks of the data kernels (0: the default, 20,
@@ -209,6 +211,8 @@ class NormalBuffer {
   // FAILED_PRECONDITION when the job's nodes hold different numbers of
   // ranks or a node's ranks are not consecutive.
   static Result<std::unique_ptr<NormalBuffer>> create(Job& job, const NormalOptions& options);
+  // Signal words a buffer of a job over `nodes` nodes takes (0 for one node).
+  static uint32_t signal_words(int nodes);
   ~NormalBuffer();
   NormalBuffer(const NormalBuffer&) = delete;
   NormalBuffer& operator=(const NormalBuffer&) = delete;

@@ -119,6 +119,8 @@ struct NormalBuffer::State {
   std::unique_ptr<CudaSignals> own_signals;  // when the buffer opened them
   CudaSignals* signals = nullptr;
   DeviceAllocation relayed;                  // [2 * nodes] int32 (kernels::NormalTransport::relayed)
+  DeviceAllocation chunk_gates;              // [2][nodes][kNormalChunks] uint64 (NormalTransport::chunk_gates)
+  DeviceAllocation chunk_staged;             // [2][nodes][kNormalChunks] int32
   DeviceAllocation kernel_state;
   cuda_handles::RankMask mask;  // ranks the kernels skip
   PinnedHostAllocation host_counts;  // mapped; kernels::NormalHostCounts
@@ -140,6 +142,8 @@ struct NormalBuffer::State {
     return static_cast<const kernels::NormalHostCounts*>(host_counts.get());
   }
 };
+
+uint32_t NormalBuffer::signal_words(int nodes) { return nodes > 1 ? 2 * kernels::normal_parity_signals(nodes) : 0; }
 
 Result<std::unique_ptr<NormalBuffer>> NormalBuffer::create(Job& job, const NormalOptions& options) {
   std::unique_ptr<NormalBuffer> buffer(new NormalBuffer());
@@ -260,12 +264,19 @@ Status NormalBuffer::open_network(State& s, Job& job, const NormalOptions& optio
   }
   EPX_ASSIGN_OR_RETURN(s.relayed,
                        cuda_handles::allocate_zeroed_device(2 * sizeof(int32_t) * s.shape.nodes(), who + " relayed"));
+  const size_t chunks = 2 * static_cast<size_t>(s.shape.nodes()) * kernels::kNormalChunks;
+  EPX_ASSIGN_OR_RETURN(s.chunk_gates,
+                       cuda_handles::allocate_zeroed_device(chunks * sizeof(uint64_t), who + " chunk gates"));
+  EPX_ASSIGN_OR_RETURN(s.chunk_staged,
+                       cuda_handles::allocate_zeroed_device(chunks * sizeof(int32_t), who + " chunk counts"));
   kernels::NormalTransport& t = s.transport;
   t.rdma = s.rdma->device_ptr();
   t.rdma_window = s.rdma->id();
   t.rings = s.rings->device();
   t.signals = s.signals->device();
   t.relayed = as<int32_t>(s.relayed);
+  t.chunk_gates = as<uint64_t>(s.chunk_gates);
+  t.chunk_staged = as<int32_t>(s.chunk_staged);
   return Status();
 }
 
