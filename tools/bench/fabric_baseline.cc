@@ -1,5 +1,6 @@
 // The public entry points: check the arguments, open a pair of endpoints
-// sized for the run, and measure each size on it (latency.cc, stream.cc).
+// sized for the run, and measure each size on it (latency.cc, exchange.cc,
+// stream.cc).
 #include "tools/bench/fabric_baseline.h"
 
 #include <algorithm>
@@ -52,6 +53,21 @@ Result<std::vector<LatencyPoint>> baseline_latency(const BaselineOptions& option
   std::vector<LatencyPoint> points;
   for (size_t bytes : sizes) {
     auto point = measure_latency(*pair, options, bytes);
+    if (!point.ok()) return point.status();
+    points.push_back(*point);
+  }
+  return points;
+}
+
+Result<std::vector<ExchangePoint>> baseline_exchange(const BaselineOptions& options, const std::vector<size_t>& sizes) {
+  EPX_RETURN_IF_ERROR(check_options(options));
+  EPX_RETURN_IF_ERROR(check_sizes(sizes));
+  const size_t largest = *std::max_element(sizes.begin(), sizes.end());
+  auto pair = open_pair(options.provider, options.domains, largest, kPingPongContexts);
+  if (!pair.ok()) return pair.status().with_context("exchange baseline");
+  std::vector<ExchangePoint> points;
+  for (size_t bytes : sizes) {
+    auto point = measure_exchange(*pair, options, bytes);
     if (!point.ok()) return point.status();
     points.push_back(*point);
   }

@@ -40,6 +40,12 @@ struct LatencyPoint {
   double p99_us;      // half of the round trip, 99th percentile
 };
 
+struct ExchangePoint {
+  size_t bytes;
+  double round_us;  // both sides' writes of `bytes` moving at once, median
+  double p99_us;
+};
+
 struct BandwidthPoint {
   size_t bytes;
   double gbytes_per_s;  // 1e9 bytes per second
@@ -54,6 +60,12 @@ struct RatePoint {
 // data completion and writes the same size back; A's round trip / 2 is the
 // one-way latency. Writes of 0 bytes are refused (see provider_probe.h).
 Result<std::vector<LatencyPoint>> baseline_latency(const BaselineOptions& options, const std::vector<size_t>& sizes);
+
+// Exchange: A and B each fi_writedata() `bytes` into the other's buffer at
+// the same time, and start the next round once the peer's write arrived and
+// their own completed: what two ranks sending each other their share of a
+// call do. One round's time is both writes moving together.
+Result<std::vector<ExchangePoint>> baseline_exchange(const BaselineOptions& options, const std::vector<size_t>& sizes);
 
 // Streaming: A keeps up to `window` fi_writedata()s of each size in flight
 // into the same destination buffer for min_time; every write carries CQ data

@@ -55,6 +55,19 @@ void check_all_measurements(const std::string& provider) {
     CHECK(positive(p.gbytes_per_s));
   }
 
+  // Both sides at once: a round moves two writes, so it takes at least
+  // what one write does; 8 MiB takes longer than 8 B.
+  auto exchange = baseline_exchange(options, {8, size_t{8} << 20});
+  REQUIRE_MESSAGE(exchange.ok(), exchange.status().to_string());
+  REQUIRE(exchange->size() == 2);
+  for (const ExchangePoint& p : *exchange) {
+    CAPTURE(p.bytes);
+    CHECK(positive(p.round_us));
+    CHECK(p.p99_us >= p.round_us);
+  }
+  CHECK((*exchange)[1].round_us > (*exchange)[0].round_us);
+  CHECK((*exchange)[1].round_us >= (*latency)[1].one_way_us);
+
   auto rate = baseline_message_rate(options, 64, 16);
   REQUIRE_MESSAGE(rate.ok(), rate.status().to_string());
   CHECK(rate->bytes == 64);
@@ -63,9 +76,9 @@ void check_all_measurements(const std::string& provider) {
 
 }  // namespace
 
-TEST_CASE("shm: latency, bandwidth and message rate are measured") { check_all_measurements("shm"); }
+TEST_CASE("shm: latency, exchange, bandwidth and message rate are measured") { check_all_measurements("shm"); }
 
-TEST_CASE("tcp over lo: latency, bandwidth and message rate are measured") { check_all_measurements("tcp"); }
+TEST_CASE("tcp over lo: latency, exchange, bandwidth and message rate are measured") { check_all_measurements("tcp"); }
 
 TEST_CASE("the provider probe reports what shm and tcp accept") {
   for (const char* provider : {"shm", "tcp"}) {

@@ -20,6 +20,9 @@ uint64_t warmup_ops(const BaselineOptions& options, size_t bytes);
 // Ping-pong at one size (latency.cc).
 Result<LatencyPoint> measure_latency(EndpointPair& pair, const BaselineOptions& options, size_t bytes);
 
+// Both sides writing at one size at once, round after round (exchange.cc).
+Result<ExchangePoint> measure_exchange(EndpointPair& pair, const BaselineOptions& options, size_t bytes);
+
 // Streaming writes at one size with `window` in flight (stream.cc).
 struct StreamResult {
   uint64_t writes = 0;  // timed writes, all seen by B

@@ -674,8 +674,9 @@ double time_calls(Job& job, cudaStream_t stream, int iters, Fn fn) {
 
 // Across nodes (rank 0): the bytes of its network hop per call (its BF16
 // messages to node 1, node 1's partial sums back) and what plain libfabric
-// (shm, two endpoints, one write of each size, ping-pong) takes for the
-// same writes in this run; as JSON fields to append.
+// (shm, two endpoints, one write of each size) takes for the same writes in
+// this run: one way (ping-pong), and both ways at once (exchange, as the
+// job's nodes send them); as JSON fields to append.
 std::string network_figures(const NormalShape& s, const NormalJobInputs& in, const GpuWindow* rdma,
                             const std::map<std::string, double>& us) {
   const int P = s.local_ranks(), L = s.local_experts(), K = s.num_topk;
@@ -709,9 +710,21 @@ std::string network_figures(const NormalShape& s, const NormalJobInputs& in, con
     o << ",\"plain_libfabric_dispatch_us\":" << (*lat)[0].one_way_us
       << ",\"plain_libfabric_combine_us\":" << (*lat)[1].one_way_us
       << ",\"plain_libfabric_dispatch_GBps\":" << dispatch_bytes / (*lat)[0].one_way_us / 1e3
-      << ",\"plain_libfabric_combine_GBps\":" << combine_bytes / (*lat)[1].one_way_us / 1e3 << "}";
+      << ",\"plain_libfabric_combine_GBps\":" << combine_bytes / (*lat)[1].one_way_us / 1e3;
   } else {
-    o << ",\"plain_libfabric\":\"" << (lat.ok() ? std::string("no result") : lat.status().to_string()) << "\"}";
+    o << ",\"plain_libfabric\":\"" << (lat.ok() ? std::string("no result") : lat.status().to_string()) << "\"";
+  }
+  // The same writes in both directions at once, as the job's two nodes
+  // send them in each call (two threads, an endpoint each).
+  auto both = bench::baseline_exchange(b, {dispatch_bytes, combine_bytes});
+  if (both.ok() && both->size() == 2) {
+    o << ",\"plain_libfabric_exchange_dispatch_us\":" << (*both)[0].round_us
+      << ",\"plain_libfabric_exchange_combine_us\":" << (*both)[1].round_us
+      << ",\"plain_libfabric_exchange_dispatch_GBps\":" << dispatch_bytes / (*both)[0].round_us / 1e3
+      << ",\"plain_libfabric_exchange_combine_GBps\":" << combine_bytes / (*both)[1].round_us / 1e3 << "}";
+  } else {
+    o << ",\"plain_libfabric_exchange\":\"" << (both.ok() ? std::string("no result") : both.status().to_string())
+      << "\"}";
   }
   return o.str();
 }
