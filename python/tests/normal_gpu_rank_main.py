@@ -62,6 +62,7 @@ def same_bytes(a, b):
 def main() -> int:
     rendezvous, rank, world = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     ranks_per_node = int(sys.argv[4]) if len(sys.argv) > 4 else world
+    with_low_latency = (sys.argv[5] if len(sys.argv) > 5 else "with-ll") == "with-ll"
     nodes = world // ranks_per_node
     torch.cuda.set_device(rank % torch.cuda.device_count())
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
@@ -150,6 +151,9 @@ def main() -> int:
         else:
             assert torch.equal(again.cpu(), torch.cat(rows)), "cached recv_x"
 
+        print("rank", rank, "round", round_, "normal ok", flush=True)
+        if not with_low_latency:
+            continue
         # A low-latency batch between normal ones, then the clean SGLang
         # calls when it switches back. Across nodes its buffer and the
         # normal one share the job's signal array.
@@ -162,10 +166,11 @@ def main() -> int:
         ll_weights = torch.where(idxs[rank][:32] >= 0, ws[rank][:32], torch.zeros_like(ws[rank][:32])).sum(dim=1,
                                                                                                             keepdim=True)
         torch.testing.assert_close(ll_out.cpu().float(), (xs[rank][:32].float() * ll_weights).bfloat16().float(),
-                                   rtol=2e-2, atol=2e-2)
+                                   rtol=2e-2, atol=2e-2, msg=lambda m: f"round {round_} low-latency combine: {m}")
         buffer.clean_low_latency_buffer(32, hidden, num_experts)
     buffer._normal.check()
-    buffer._ll.check()
+    if with_low_latency:
+        buffer._ll.check()
     print("rank", rank, "ok", flush=True)
     buffer.destroy()
     return 0
