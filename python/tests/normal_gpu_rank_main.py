@@ -151,6 +151,7 @@ def main() -> int:
         else:
             assert torch.equal(again.cpu(), torch.cat(rows)), "cached recv_x"
 
+        buffer._normal.check()
         print("rank", rank, "round", round_, "normal ok", flush=True)
         if not with_low_latency:
             continue
@@ -163,6 +164,9 @@ def main() -> int:
         ll_out, _, _ = buffer.low_latency_combine(ll_recv, topk_idx[:32].contiguous(), topk_weights[:32].contiguous(),
                                                   ll_handle)
         torch.cuda.synchronize()
+        # A device error (a rank given up on, its terms zero) is raised here,
+        # naming what was waited for, before the values are compared.
+        buffer._ll.check()
         ll_weights = torch.where(idxs[rank][:32] >= 0, ws[rank][:32], torch.zeros_like(ws[rank][:32])).sum(dim=1,
                                                                                                             keepdim=True)
         torch.testing.assert_close(ll_out.cpu().float(), (xs[rank][:32].float() * ll_weights).bfloat16().float(),

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from gpu_share import gpu_share
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -20,7 +21,9 @@ needs_gpus = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def run_ranks(tmp_path, sockets, hook, fp8, graph, logs):
     procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "gpu_rank_main.py"), str(tmp_path / "rdv"),
                                str(rank), "2", hook, fp8, graph], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env=dict(os.environ, EPX_SOCKET=sockets[rank])) for rank in range(2)]
+                              text=True, env=dict(os.environ, EPX_SOCKET=sockets[rank],
+                                                  CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=gpu_share(2)))
+             for rank in range(2)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     for rank, (p, out) in enumerate(zip(procs, outputs)):
         assert p.returncode == 0 and f"rank {rank} ok" in out, f"rank {rank}:\n{out}\n{logs()[-4000:]}"

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import torch
+from gpu_share import gpu_share
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -20,9 +21,11 @@ needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CU
 
 def run_ranks(tmp_path, sockets, ranks_per_node, logs, low_latency="with-ll"):
     world = len(sockets)
+    share = gpu_share(world)
     procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "normal_gpu_rank_main.py"), str(tmp_path / "rdv"),
                                str(rank), str(world), str(ranks_per_node), low_latency], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env=dict(os.environ, EPX_SOCKET=sockets[rank]))
+                              stderr=subprocess.STDOUT, text=True,
+                              env=dict(os.environ, EPX_SOCKET=sockets[rank], CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=share))
              for rank in range(world)]
     outputs = []
     for p in procs:
