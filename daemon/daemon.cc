@@ -78,7 +78,7 @@ Result<std::unique_ptr<Daemon>> Daemon::start(v1::DaemonConfig config) {
   auto choice = choose_provider(config.provider(), config.require_provider());
   if (!choice.ok()) return choice.status().with_context("opening rails");
   if (!choice->fallback.empty()) spdlog::warn("rails: {}", choice->fallback);
-  auto rails = open_rails(choice->provider, domains);
+  auto rails = open_rails(choice->provider, domains, config.rails_per_domain());
   if (!rails.ok()) return rails.status().with_context("opening rails");
   for (const auto& rail : *rails) {
     spdlog::info("rail {}: provider {} fabric {} domain {} mr_mode {} hmem {}", rail->index(), rail->provider(),

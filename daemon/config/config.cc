@@ -298,6 +298,7 @@ Status finalize_config(v1::DaemonConfig* c) {
   if (c->proxy_idle_sleep_us() == 0) c->set_proxy_idle_sleep_us(50);
   if (c->max_write_mib() == 0) c->set_max_write_mib(1024);
   if (c->proxy_quantum_kib() == 0) c->set_proxy_quantum_kib(256);
+  if (c->rails_per_domain() == 0) c->set_rails_per_domain(1);
   if (c->job_inflight_ops() == 0) c->set_job_inflight_ops(8);
   if (c->job_inflight_kib() == 0) c->set_job_inflight_kib(256);
   if (c->rail_failures() == 0) c->set_rail_failures(3);
@@ -338,6 +339,7 @@ Status finalize_config(v1::DaemonConfig* c) {
   for (const auto& d : c->rail_domains()) {
     if (d.empty()) return invalid_argument("rail_domains: empty domain name");
   }
+  if (c->rails_per_domain() > 16) return invalid_argument("rails_per_domain: at most 16");
   if (c->rpc_timeout_ms() > 3600000) return invalid_argument("rpc_timeout_ms: at most 3600000 (one hour)");
   if (c->shutdown_timeout_ms() > 3600000) return invalid_argument("shutdown_timeout_ms: at most 3600000 (one hour)");
   if (c->shutdown_timeout_ms() < c->rpc_timeout_ms() + 3000) {

@@ -235,7 +235,7 @@ TEST_CASE("operations settings: defaults, and bad values named") {
   CHECK(r.require_provider());
 }
 
-TEST_CASE("rail settings: gpu_rails from the file and the flag, sysfs_root and spreading defaults and limits") {
+TEST_CASE("rail settings: gpu_rails, sysfs_root, spreading and rails_per_domain: defaults and limits") {
   auto c = parse_config_text(R"(
     gpu_rails { gpu: "0000:19:00.0" rails: [0, 1] }
     sysfs_root: "/host/sys"
@@ -266,4 +266,13 @@ TEST_CASE("rail settings: gpu_rails from the file and the flag, sysfs_root and s
   v1::DaemonConfig big;
   big.set_spread_inflight_kib(5u << 20);
   CHECK(finalize_config(&big).message().find("spread_inflight_kib") != std::string::npos);
+
+  // One rail per domain unless asked; at most 16.
+  CHECK(c->rails_per_domain() == 1);
+  v1::DaemonConfig per;
+  REQUIRE(apply_override(&per, "rails_per_domain", "4").ok());
+  REQUIRE(finalize_config(&per).ok());
+  CHECK(per.rails_per_domain() == 4);
+  per.set_rails_per_domain(17);
+  CHECK(finalize_config(&per).message().find("rails_per_domain: at most 16") != std::string::npos);
 }

@@ -146,7 +146,9 @@ std::vector<std::string> available_providers() {
 }
 
 Result<std::vector<std::unique_ptr<Rail>>> open_rails(const std::string& provider,
-                                                      const std::vector<std::string>& domains) {
+                                                      const std::vector<std::string>& domains,
+                                                      uint32_t rails_per_domain) {
+  if (rails_per_domain == 0) return invalid_argument("rails_per_domain must be at least 1");
   EPX_ASSIGN_OR_RETURN(ProviderChoice choice, choose_provider(provider, /*require_rdma=*/false));
   const std::string chosen = choice.provider;
 
@@ -189,8 +191,10 @@ Result<std::vector<std::unique_ptr<Rail>>> open_rails(const std::string& provide
   }
   std::vector<std::unique_ptr<Rail>> rails;
   for (const auto& domain : order) {
-    EPX_ASSIGN_OR_RETURN(auto rail, Rail::open(*by_domain[domain], static_cast<uint32_t>(rails.size())));
-    rails.push_back(std::move(rail));
+    for (uint32_t k = 0; k < rails_per_domain; ++k) {
+      EPX_ASSIGN_OR_RETURN(auto rail, Rail::open(*by_domain[domain], static_cast<uint32_t>(rails.size())));
+      rails.push_back(std::move(rail));
+    }
   }
   return rails;
 }

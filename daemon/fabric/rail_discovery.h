@@ -40,10 +40,12 @@ Result<ProviderChoice> choose_provider(const std::string& configured, bool requi
 // has no EFA interface yet can use the NIC through its device node.
 std::string rdma_devices_description();
 
-// Opens one rail per domain of `provider` ("auto" prefers efa > verbs > tcp),
-// restricted to `domains` when not empty. A provider that is not there is an
-// error listing the ones that are.
+// Opens `rails_per_domain` rails (each an endpoint of its own, served by
+// its own proxy) on every domain of `provider` ("auto" prefers efa > verbs
+// > tcp), restricted to `domains` when not empty. A provider that is not
+// there is an error listing the ones that are.
 Result<std::vector<std::unique_ptr<Rail>>> open_rails(const std::string& provider,
-                                                      const std::vector<std::string>& domains);
+                                                      const std::vector<std::string>& domains,
+                                                      uint32_t rails_per_domain = 1);
 
 }  // namespace epx::daemon

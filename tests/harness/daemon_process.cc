@@ -121,16 +121,16 @@ JoinOptions join_options(const std::string& job, uint32_t world, uint32_t rank, 
 
 std::vector<std::unique_ptr<Process>> start_exchange(const TempDir& dir, const std::vector<DaemonProcess*>& daemons,
                                                      const std::string& job, uint32_t world, uint32_t rounds,
-                                                     uint64_t bytes_per_peer) {
+                                                     uint64_t bytes_per_peer, uint64_t block_bytes) {
   std::vector<std::unique_ptr<Process>> ranks;
   for (uint32_t r = 0; r < world; ++r) {
     DaemonProcess* d = daemons[r * daemons.size() / world];
-    ranks.push_back(std::make_unique<Process>(
-        std::vector<std::string>{runfile("tools/epx_exchange"), "--socket", d->socket(), "--job", job, "--world",
-                                 std::to_string(world), "--rank", std::to_string(r), "--coordinator",
-                                 daemons[0]->peer_address(), "--rounds", std::to_string(rounds), "--bytes-per-peer",
-                                 std::to_string(bytes_per_peer), "--timeout-ms", "20000"},
-        dir.path() + "/" + job + "-rank" + std::to_string(r) + ".log"));
+    std::vector<std::string> args{runfile("tools/epx_exchange"), "--socket", d->socket(), "--job", job, "--world",
+                                  std::to_string(world), "--rank", std::to_string(r), "--coordinator",
+                                  daemons[0]->peer_address(), "--rounds", std::to_string(rounds), "--bytes-per-peer",
+                                  std::to_string(bytes_per_peer), "--timeout-ms", "20000"};
+    if (block_bytes != 0) args.insert(args.end(), {"--block-bytes", std::to_string(block_bytes)});
+    ranks.push_back(std::make_unique<Process>(args, dir.path() + "/" + job + "-rank" + std::to_string(r) + ".log"));
   }
   return ranks;
 }

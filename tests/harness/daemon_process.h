@@ -62,9 +62,10 @@ JoinOptions join_options(const std::string& job, uint32_t world, uint32_t rank, 
 
 // Starts `world` epx_exchange ranks of job `job` (rank r on daemon
 // r * daemons / world, the coordinator daemons[0]), each moving
-// bytes_per_peer to every peer for `rounds` rounds; logs in dir.
+// bytes_per_peer to every peer for `rounds` rounds, in writes of random
+// sizes or, with block_bytes, of that size; logs in dir.
 std::vector<std::unique_ptr<Process>> start_exchange(const TempDir& dir, const std::vector<DaemonProcess*>& daemons,
                                                      const std::string& job, uint32_t world, uint32_t rounds,
-                                                     uint64_t bytes_per_peer);
+                                                     uint64_t bytes_per_peer, uint64_t block_bytes = 0);
 
 }  // namespace epx::test

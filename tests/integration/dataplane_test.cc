@@ -38,6 +38,21 @@ TEST_CASE("a 4-rank exchange over 2 daemons moves every byte intact") {
   }
 }
 
+TEST_CASE("rails_per_domain 2 on shm: large writes are striped over both rails' proxies and every byte arrives") {
+  TempDir dir;
+  const std::vector<std::string> two = {"--rails-per-domain", "2", "--stripe-min-kib", "128"};
+  DaemonProcess a(dir, {"a", "shm", two}), b(dir, {"b", "shm", two});
+  auto ranks = start_exchange(dir, {&a, &b}, "striped", 2, 3, 1 << 20, 1 << 20);  // whole 1 MiB writes
+  expect_exchange_ok(ranks);
+  v1::DaemonStatus st = a.status();
+  REQUIRE(st.rails_size() == 2);
+  for (const auto& rail : st.rails()) {
+    CAPTURE(rail.index());
+    CHECK(rail.domain() == st.rails(0).domain());
+    CHECK(rail.posted_bytes() > 0);  // each rail's proxy copied a share
+  }
+}
+
 TEST_CASE("counted signals: many writes from several rings to one signal, all counted, data intact") {
   TempDir dir;
   DaemonProcess a(dir, {"a", "tcp"}), b(dir, {"b", "tcp"});

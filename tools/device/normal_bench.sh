@@ -7,11 +7,14 @@
 #   tools/device/normal_bench.sh BIN_DIR RANKS [normal_rank flags...]
 # NODES=n (default 1) emulates n nodes: a daemon each (shm between them),
 # RANKS / n consecutive ranks per daemon, so tokens for another node cross
-# the daemons once and fan out over NVLink there.
+# the daemons once and fan out over NVLink there. RAILS_PER_DOMAIN=k
+# (default 1) gives each daemon k shm rails, so its large writes are
+# striped over k copying proxy threads (epxd's rails_per_domain).
 set -euo pipefail
 bin=$1 ranks=$2
 shift 2
 nodes=${NODES:-1}
+rails=${RAILS_PER_DOMAIN:-1}
 dir=$(mktemp -d)
 daemons=()
 trap 'kill "${daemons[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
@@ -20,7 +23,7 @@ for n in $(seq 0 $((nodes - 1))); do
   port=$((40000 + RANDOM % 20000))
   ports+=("$port")
   "$bin/epxd" --node-name "node$n" --control-socket "$dir/$n.sock" --peer-listen "127.0.0.1:$port" --provider shm \
-    --proxy-busy-poll true --log-level info >"$dir/epxd$n.log" 2>&1 &
+    --proxy-busy-poll true --rails-per-domain "$rails" --log-level info >"$dir/epxd$n.log" 2>&1 &
   daemons+=($!)
 done
 for n in $(seq 0 $((nodes - 1))); do
