@@ -125,10 +125,23 @@ std::vector<std::unique_ptr<Process>> start_exchange(const TempDir& dir, const s
   std::vector<std::unique_ptr<Process>> ranks;
   for (uint32_t r = 0; r < world; ++r) {
     DaemonProcess* d = daemons[r * daemons.size() / world];
-    std::vector<std::string> args{runfile("tools/epx_exchange"), "--socket", d->socket(), "--job", job, "--world",
-                                  std::to_string(world), "--rank", std::to_string(r), "--coordinator",
-                                  daemons[0]->peer_address(), "--rounds", std::to_string(rounds), "--bytes-per-peer",
-                                  std::to_string(bytes_per_peer), "--timeout-ms", "20000"};
+    std::vector<std::string> args{runfile("tools/epx_exchange"),
+                                  "--socket",
+                                  d->socket(),
+                                  "--job",
+                                  job,
+                                  "--world",
+                                  std::to_string(world),
+                                  "--rank",
+                                  std::to_string(r),
+                                  "--coordinator",
+                                  daemons[0]->peer_address(),
+                                  "--rounds",
+                                  std::to_string(rounds),
+                                  "--bytes-per-peer",
+                                  std::to_string(bytes_per_peer),
+                                  "--timeout-ms",
+                                  "20000"};
     if (block_bytes != 0) args.insert(args.end(), {"--block-bytes", std::to_string(block_bytes)});
     ranks.push_back(std::make_unique<Process>(args, dir.path() + "/" + job + "-rank" + std::to_string(r) + ".log"));
   }
