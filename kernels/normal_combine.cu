@@ -310,6 +310,10 @@ __global__ void __launch_bounds__(kCombineThreads)
       a.out_topk_weights[static_cast<size_t>(tok) * K + lane] = w;
     }
   }
+  if (N > 1 && blockIdx.x == 0) {
+    await_empty_chunks(t, 1, N, P, T, seq, kNormalPartialTimeout, 2,
+                       [&](int v) { return node_lost[v] ? -1 : a.handle.node_counts[v]; });
+  }
   if (last_block(&t.state->finished[3]) && threadIdx.x == 0) {
     *reinterpret_cast<volatile uint64_t*>(&t.state->combine_calls) = seq;
   }

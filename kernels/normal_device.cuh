@@ -160,6 +160,34 @@ __device__ inline bool chunk_landed(const NormalTransport& t, int phase, int nod
          ((seq << 2) | kChunkLanded);
 }
 
+// Before a rank finishes call seq, every piece sent to it in that call has
+// landed, the chunks that held nothing for it too: the parity argument
+// (normal_format.h) counts each word's writes of earlier calls as landed.
+// Threads of one block, after the block's last use of the chunks; count(v)
+// is the messages (partials) node v sent this call, < 0 for a node given
+// up on. Chunks with messages were awaited by their readers; a node with a
+// chunk already lost is not waited for again.
+template <typename Count>
+__device__ void await_empty_chunks(const NormalTransport& t, int phase, int nodes, int ranks_per_node, int T,
+                                   uint64_t seq, uint32_t code, uint64_t periods, Count count) {
+  const int node = t.rank / ranks_per_node, li = t.rank % ranks_per_node;
+  for (int i = threadIdx.x; i < nodes * kNormalChunks; i += blockDim.x) {
+    const int v = i / kNormalChunks, c = i % kNormalChunks, relay = v * ranks_per_node + li;
+    if (v == node || masked(t, relay)) continue;
+    const int n = count(v);
+    if (n < 0 || normal_chunk_count(T, n, c) > 0) continue;
+    bool lost = false;
+    for (int k = 0; k < kNormalChunks; ++k) {
+      lost |= *reinterpret_cast<const volatile uint64_t*>(t.chunk_gates + normal_chunk_cell(phase, nodes, v, k)) ==
+              ((seq << 2) | kChunkLost);
+    }
+    if (lost) continue;
+    const uint32_t signal =
+        phase == 0 ? normal_dispatch_chunk_signal(nodes, v, c, seq) : normal_combine_chunk_signal(nodes, v, c, seq);
+    (void)await_chunk(t, phase, nodes, v, c, seq, signal, relay, code, periods);
+  }
+}
+
 // A warp finished staging one message (partial) of chunk c to node v: its
 // stores are made visible system-wide (the daemon reads them), then counted
 // for the poster. Every lane calls it.

@@ -467,6 +467,10 @@ __global__ void __launch_bounds__(kDispatchThreads)
     }
   }
 
+  if (N > 1 && blockIdx.x == 0) {
+    await_empty_chunks(t, 0, N, P, T, seq, kNormalRelayTimeout, 1,
+                       [&](int v) { return t.relayed[N + v] != 0 ? -1 : t.relayed[v]; });
+  }
   __threadfence_system();
   if (last_block(&t.state->finished[1])) {
     for (int p = threadIdx.x; p < P; p += blockDim.x) {
