@@ -172,7 +172,9 @@ __device__ void post_partial_chunks(const NormalShape& s, const NormalTransport&
     const size_t recv = normal_region(r.combine_recv, r.partial_region, N, seq, node);
     for (int c = 0; c < kNormalChunks; ++c) {
       const int n = normal_chunk_count(T, count, c);
-      if (n > 0 && !wait_staged(t, 1, N, v, c, n, owner)) break;
+      // The summers first wait for the local ranks' rows (a timeout), so
+      // the staging gets two.
+      if (n > 0 && !wait_staged(t, 1, N, v, c, n, owner, 2)) break;
       // A chunk with no partials writes the region's first 16 bytes, which
       // no one reads, so its signal still counts one write this call.
       const size_t off = n > 0 ? normal_partial_offset(s, c * M) : 0;
@@ -271,10 +273,13 @@ __global__ void __launch_bounds__(kCombineThreads)
         const int32_t m = node_lost[v] ? -1 : a.handle.node_index[static_cast<size_t>(tok) * N + v];
         if (m < 0) continue;
         const int relay = v * P + li, c = m / M;
-        if (await_chunk(t, 1, N, v, c, seq, normal_combine_chunk_signal(N, v, c, seq), relay, kNormalPartialTimeout, 2)) {
-          (void)wait_tag(t, t.rdma + normal_region(r.combine_recv, r.partial_region, N, seq, v) +
-                                normal_partial_offset(s, m) + 2 * static_cast<size_t>(H) + 4 * K,
-                         static_cast<uint32_t>(seq), relay);
+        if (await_chunk(t, 1, N, v, c, seq, normal_combine_chunk_signal(N, v, c, seq), relay, kNormalPartialTimeout, 2) &&
+            !wait_tag(t, t.rdma + normal_region(r.combine_recv, r.partial_region, N, seq, v) +
+                             normal_partial_offset(s, m) + 2 * static_cast<size_t>(H) + 4 * K,
+                      static_cast<uint32_t>(seq), relay)) {
+          // Named once (kNormalStaleData); this block's other tokens do not
+          // wait a timeout each for the same node's partials.
+          node_lost[v] = 1;
         }
       }
     }

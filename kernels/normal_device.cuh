@@ -122,6 +122,16 @@ __device__ inline bool wait_tag(const NormalTransport& t, const uint8_t* p, uint
   }
 }
 
+// Whether a chunk from node v (phase) was given up on in call seq.
+__device__ inline bool node_chunk_lost(const NormalTransport& t, int phase, int nodes, int v, uint64_t seq) {
+  bool lost = false;
+  for (int k = 0; k < kNormalChunks; ++k) {
+    lost |= *reinterpret_cast<const volatile uint64_t*>(t.chunk_gates + normal_chunk_cell(phase, nodes, v, k)) ==
+            ((seq << 2) | kChunkLost);
+  }
+  return lost;
+}
+
 // Waits until chunk c from node v (phase 0 dispatch rows, 1 combine
 // partials) landed for call seq: its signal word `signal` reaches
 // normal_signal_target(seq). One thread per chunk and call polls the word
@@ -139,6 +149,12 @@ __device__ inline bool await_chunk(const NormalTransport& t, int phase, int node
     if ((g >> 2) == seq && (g & 3) != kChunkPolling) {
       __threadfence();  // acquire: pairs with the poller's fence before its verdict
       return (g & 3) == kChunkLanded;
+    }
+    if ((g >> 2) != seq && node_chunk_lost(t, phase, nodes, v, seq)) {
+      // A chunk from node v was given up on this call (named then): its
+      // other chunks are not waited for a timeout each.
+      atomicCAS(gate, g, (seq << 2) | kChunkLost);
+      continue;  // read the verdict (this one, or one decided meanwhile)
     }
     if ((g >> 2) != seq && atomicCAS(gate, g, (seq << 2) | kChunkPolling) == g) {
       const bool ok = wait_signal_word(t, signal, normal_signal_target(seq), rank, code, periods);
@@ -176,12 +192,7 @@ __device__ void await_empty_chunks(const NormalTransport& t, int phase, int node
     if (v == node || masked(t, relay)) continue;
     const int n = count(v);
     if (n < 0 || normal_chunk_count(T, n, c) > 0) continue;
-    bool lost = false;
-    for (int k = 0; k < kNormalChunks; ++k) {
-      lost |= *reinterpret_cast<const volatile uint64_t*>(t.chunk_gates + normal_chunk_cell(phase, nodes, v, k)) ==
-              ((seq << 2) | kChunkLost);
-    }
-    if (lost) continue;
+    if (node_chunk_lost(t, phase, nodes, v, seq)) continue;
     const uint32_t signal =
         phase == 0 ? normal_dispatch_chunk_signal(nodes, v, c, seq) : normal_combine_chunk_signal(nodes, v, c, seq);
     (void)await_chunk(t, phase, nodes, v, c, seq, signal, relay, code, periods);
@@ -202,11 +213,12 @@ __device__ inline void mark_staged(const NormalTransport& t, int phase, int node
 // The poster waits until `want` messages of chunk c to node v are staged
 // (the staging warps run in the same kernel, so this is bounded by their
 // work; timeout_ns bounds it anyway and names `rank`).
-__device__ inline bool wait_staged(const NormalTransport& t, int phase, int nodes, int v, int c, int want, int rank) {
+__device__ inline bool wait_staged(const NormalTransport& t, int phase, int nodes, int v, int c, int want, int rank,
+                                   uint64_t periods = 1) {
   const volatile int32_t* staged = t.chunk_staged + normal_chunk_cell(phase, nodes, v, c);
   const uint64_t start = device_now_ns();
   while (*staged < want) {
-    if (device_now_ns() - start > t.timeout_ns) {
+    if (device_now_ns() - start > periods * t.timeout_ns) {
       record_error(t.error, kNormalPostFailed, static_cast<uint32_t>(rank), want, static_cast<uint64_t>(*staged));
       return false;
     }

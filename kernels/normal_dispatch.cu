@@ -419,7 +419,9 @@ __global__ void __launch_bounds__(kDispatchThreads)
                await_chunk(t, 0, N, v, c, seq, normal_dispatch_chunk_signal(N, v, c, seq), relay,
                            kNormalRelayTimeout, 1);
         }
-        if (!__shfl_sync(kFullMask, ok, 0)) continue;  // named in the DeviceError; its rows stay unwritten
+        ok = __shfl_sync(kFullMask, ok, 0);
+        __syncwarp();  // orders the other lanes' row reads after lane 0's acquire (a shuffle does not)
+        if (!ok) continue;  // named in the DeviceError; its rows stay unwritten
       }
       const SourceToken src =
           mine ? own_token(s, a, tok) : relayed_token(s, a, meta_at(s, t, region, tok), row_at(s, t, a.payload, region, tok));
@@ -477,7 +479,11 @@ __global__ void __launch_bounds__(kDispatchThreads)
       if (!lost[p]) store_seq(t.peers.ptrs[at.local(p)] + l.arrivals + sizeof(uint64_t) * at.li, seq);
     }
     for (int i = threadIdx.x; i < P; i += blockDim.x) {
-      if (!lost[i]) wait_seq(t, own + l.arrivals + sizeof(uint64_t) * i, seq, at.local(i), kNormalDispatchTimeout);
+      // Across nodes a local rank may first wait for its relay's metas and
+      // then its chunks (a timeout each), so it is given three.
+      if (!lost[i]) {
+        wait_seq(t, own + l.arrivals + sizeof(uint64_t) * i, seq, at.local(i), kNormalDispatchTimeout, N > 1 ? 3 : 1);
+      }
     }
     __syncthreads();
     if (threadIdx.x == 0) *reinterpret_cast<volatile uint64_t*>(&t.state->dispatch_calls) = seq;
