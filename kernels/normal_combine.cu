@@ -355,16 +355,22 @@ Status launch_normal_combine(const NormalShape& s, const NormalLayout& l, const 
     return invalid_argument(prefix + "a job across nodes needs the handle's node arrays");
   }
   cudaStream_t st = static_cast<cudaStream_t>(stream);
+  int stage = 0;
+  auto launched = [&](const char* kernel) -> Status {
+    EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), std::string("launch ") + kernel));
+    return normal::record_stage(a.stage_events, ++stage, st);
+  };
+  EPX_RETURN_IF_ERROR(normal::record_stage(a.stage_events, 0, st));
   normal_combine_send_kernel<<<t.num_sms, kCombineThreads, sizeof(int32_t) * s.num_ranks, st>>>(s, l, t, a);
-  EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_combine_send_kernel"));
+  EPX_RETURN_IF_ERROR(launched("normal_combine_send_kernel"));
   if (s.nodes() > 1) {
     // One block more than the data kernels: its first warp posts.
     normal_combine_relay_kernel<<<t.num_sms + 1, kCombineThreads, sizeof(int32_t) * s.local_ranks(), st>>>(s, l, t, a);
-    EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_combine_relay_kernel"));
+    EPX_RETURN_IF_ERROR(launched("normal_combine_relay_kernel"));
   }
   const size_t lost = sizeof(int32_t) * (s.local_ranks() + s.nodes());
   normal_combine_recv_kernel<<<t.num_sms, kCombineThreads, lost, st>>>(s, l, t, a);
-  return cuda_status(cudaGetLastError(), "launch normal_combine_recv_kernel");
+  return launched("normal_combine_recv_kernel");
 }
 
 }  // namespace epx::kernels

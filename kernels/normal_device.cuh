@@ -1,10 +1,12 @@
 // Device helpers shared by the normal-mode kernels: the seq words between
 // ranks, bounded waits, the election of a kernel's last block, and every
-// use the kernels make of the ring and signal API (epx/device.cuh).
+// use the kernels make of the ring and signal API (epx/device.cuh); and the
+// launchers' stage-timing record.
 #pragma once
 
 #include <cstdint>
 
+#include "cuda/cuda_status.h"
 #include "epx/device.cuh"
 #include "kernels/normal_kernels.h"
 #include "proto/ring/ring.h"
@@ -277,6 +279,13 @@ __device__ inline void warp_copy(uint8_t* dst, const uint8_t* src, size_t bytes,
     for (int u = 0; u < 8; ++u) d[i + 32 * u] = v[u];
   }
   for (; i < n; i += 32) d[i] = load(i);
+}
+
+// Host: records stage event `i` on `stream` when the call is timed
+// (NormalDispatchArgs::stage_events; nothing otherwise).
+inline Status record_stage(void* const* events, int i, cudaStream_t stream) {
+  if (events == nullptr) return Status();
+  return cuda_status(cudaEventRecord(static_cast<cudaEvent_t>(events[i]), stream), "cudaEventRecord (stage timing)");
 }
 
 }  // namespace epx::kernels::normal

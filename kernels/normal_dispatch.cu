@@ -560,20 +560,26 @@ Status launch_normal_dispatch(const NormalShape& s, const NormalLayout& l, const
                             " experts per rank: the notify kernel counts at most 12288 in shared memory");
   }
   cudaStream_t st = static_cast<cudaStream_t>(stream);
+  int stage = 0;
+  auto launched = [&](const char* kernel) -> Status {
+    EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), std::string("launch ") + kernel));
+    return normal::record_stage(a.stage_events, ++stage, st);
+  };
+  EPX_RETURN_IF_ERROR(normal::record_stage(a.stage_events, 0, st));
   if (N > 1) {
     normal_node_scan_kernel<<<N, 1024, 0, st>>>(s, t, a);
-    EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_node_scan_kernel"));
+    EPX_RETURN_IF_ERROR(launched("normal_node_scan_kernel"));
     // One block more than the data kernels: its first warp posts.
     normal_node_pack_kernel<<<t.num_sms + 1, kDispatchThreads, 0, st>>>(s, t, a);
-    EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_node_pack_kernel"));
+    EPX_RETURN_IF_ERROR(launched("normal_node_pack_kernel"));
     normal_relay_wait_kernel<<<1, 32, 0, st>>>(s, t, a);
-    EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_relay_wait_kernel"));
+    EPX_RETURN_IF_ERROR(launched("normal_relay_wait_kernel"));
   }
   normal_notify_kernel<<<N * s.local_ranks(), kNotifyThreads, expert_shared, st>>>(s, l, t, a);
-  EPX_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "launch normal_notify_kernel"));
+  EPX_RETURN_IF_ERROR(launched("normal_notify_kernel"));
   const size_t shared = sizeof(int32_t) * (static_cast<size_t>(N) * s.local_ranks() + s.local_ranks());
   normal_dispatch_kernel<<<t.num_sms, kDispatchThreads, shared, st>>>(s, l, t, a);
-  return cuda_status(cudaGetLastError(), "launch normal_dispatch_kernel");
+  return launched("normal_dispatch_kernel");
 }
 
 }  // namespace epx::kernels

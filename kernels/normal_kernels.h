@@ -62,6 +62,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "epx/device.cuh"
 #include "epx/status.h"
@@ -161,6 +163,19 @@ struct NormalLayoutArgs {
   uint8_t* is_token_in_rank = nullptr;   // [num_tokens][ranks]
 };
 
+// Profiling (NormalBuffer::set_stage_timing): when a call's args carry
+// `stage_events` (cudaEvent_t as void*), the launcher records event 0 on the
+// stream before the first kernel and event i + 1 after kernel i; these name
+// the kernels of a call, in order.
+inline std::vector<std::string> normal_dispatch_kernels(int nodes) {
+  if (nodes > 1) return {"node_scan", "pack_post", "relay_wait", "notify", "dispatch"};
+  return {"notify", "dispatch"};
+}
+inline std::vector<std::string> normal_combine_kernels(int nodes) {
+  if (nodes > 1) return {"send", "relay_post", "recv"};
+  return {"send", "recv"};
+}
+
 struct NormalDispatchArgs {
   const void* x = nullptr;            // [num_tokens][row_bytes]
   const uint32_t* x_scales = nullptr; // FP8: element (t, j) at t * scale_token_stride + j * scale_hidden_stride
@@ -179,6 +194,7 @@ struct NormalDispatchArgs {
   // tag (a replayed CUDA graph stores a stale one, never the one awaited).
   uint64_t host_tag = 0;
   NormalHandleArrays handle;
+  void* const* stage_events = nullptr;  // [normal_dispatch_kernels(nodes).size() + 1] or null
 };
 
 struct NormalCombineArgs {
@@ -190,6 +206,7 @@ struct NormalCombineArgs {
   NormalHandleArrays handle;
   uint16_t* out = nullptr;                // [num_tokens][hidden] bf16
   float* out_topk_weights = nullptr;      // [num_tokens][num_topk] or null
+  void* const* stage_events = nullptr;    // [normal_combine_kernels(nodes).size() + 1] or null
 };
 
 // The transport's own checks (every launcher makes them).

@@ -34,6 +34,7 @@
 #include "epx/normal.h"
 #include "kernels/fp8_reference.h"
 #include "kernels/normal_inputs.h"
+#include "kernels/normal_kernels.h"
 #include "kernels/normal_reference.h"
 #include "tools/bench/fabric_baseline.h"
 #include "tools/device/rank_process.h"
@@ -448,6 +449,33 @@ void check_arguments(Job& job, const Args& args, cudaStream_t stream) {
   ok_or_fail(job.barrier(), "barrier after the argument checks");
 }
 
+// Stage timing (NormalBuffer::set_stage_timing) on one case of the suite,
+// whose outputs were checked with the events recorded: every kernel of the
+// last dispatch and combine reports a time, and once timing is off the
+// times are refused by name.
+void check_stages(NormalBuffer& buffer, const NormalShape& s) {
+  auto d = buffer.last_dispatch_stages();
+  ok_or_fail(d.status(), "last_dispatch_stages");
+  auto c = buffer.last_combine_stages();
+  ok_or_fail(c.status(), "last_combine_stages");
+  auto same = [](const std::vector<NormalStageTime>& got, const std::vector<std::string>& want) {
+    if (got.size() != want.size()) return false;
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (got[i].kernel != want[i] || !(got[i].us >= 0)) return false;
+    }
+    return true;
+  };
+  if (!same(*d, kernels::normal_dispatch_kernels(s.nodes())) || !same(*c, kernels::normal_combine_kernels(s.nodes()))) {
+    fail("stage timing: the kernels or their times are not those of a call");
+  }
+  ok_or_fail(buffer.set_stage_timing(false), "set_stage_timing(false)");
+  if (buffer.last_dispatch_stages().status().code() != StatusCode::kFailedPrecondition) {
+    fail("stage timing off: last_dispatch_stages() must be refused");
+  }
+  std::cout << "ok: stage timing reports " << d->size() << " dispatch and " << c->size() << " combine kernels"
+            << std::endl;
+}
+
 void check_suite(Job& job, const Args& args, cudaStream_t stream) {
   const int R = static_cast<int>(args.world);
   std::vector<int> some_idle(R, 128);
@@ -480,8 +508,12 @@ void check_suite(Job& job, const Args& args, cudaStream_t stream) {
       buffer = make_buffer(job, args, s);
       current = s;
     }
+    // One case runs with stage timing on: its outputs must not change.
+    const bool timed = i + 1 == cases.size();
+    if (timed) ok_or_fail(buffer->set_stage_timing(true), "set_stage_timing");
     run_case(*buffer, args, cases[i], 1000 + static_cast<uint32_t>(i), stream);
     std::cout << "ok: " << describe(s, cases[i], 1000 + static_cast<uint32_t>(i)) << std::endl;
+    if (timed) check_stages(*buffer, s);
   }
   buffer.reset();
   ok_or_fail(job.barrier(), "barrier after the suite");
@@ -729,6 +761,46 @@ std::string network_figures(const NormalShape& s, const NormalJobInputs& in, con
   return o.str();
 }
 
+// Where a call's time goes: `iters` cached dispatches and combines one at a
+// time with stage timing on (NormalBuffer::set_stage_timing), each kernel's
+// mean time, as a JSON object {"dispatch": {kernel: us}, "combine": {...}}.
+// Separate from the timed loops above, which run back to back untimed.
+template <typename Dispatch, typename Combine>
+std::string stage_figures(Job& job, NormalBuffer& buffer, cudaStream_t stream, int iters, Dispatch dispatch,
+                          Combine combine) {
+  ok_or_fail(buffer.set_stage_timing(true), "set_stage_timing");
+  std::map<std::string, double> d, c;
+  std::vector<std::string> d_order, c_order;
+  ok_or_fail(job.barrier(), "barrier");
+  for (int i = 0; i < iters; ++i) {
+    dispatch();
+    auto ds = buffer.last_dispatch_stages();
+    ok_or_fail(ds.status(), "last_dispatch_stages");
+    combine();
+    auto cs = buffer.last_combine_stages();
+    ok_or_fail(cs.status(), "last_combine_stages");
+    for (const NormalStageTime& t : *ds) {
+      if (i == 0) d_order.push_back(t.kernel);
+      d[t.kernel] += t.us / iters;
+    }
+    for (const NormalStageTime& t : *cs) {
+      if (i == 0) c_order.push_back(t.kernel);
+      c[t.kernel] += t.us / iters;
+    }
+  }
+  cuda_or_fail(cudaStreamSynchronize(stream), "timed stages");
+  ok_or_fail(buffer.set_stage_timing(false), "set_stage_timing");
+  ok_or_fail(job.barrier(), "barrier");
+  auto object = [](const std::vector<std::string>& order, const std::map<std::string, double>& m) {
+    std::ostringstream o;
+    o << "{";
+    for (size_t i = 0; i < order.size(); ++i) o << (i ? "," : "") << "\"" << order[i] << "\":" << m.at(order[i]);
+    o << "}";
+    return o.str();
+  };
+  return "{\"dispatch\":" + object(d_order, d) + ",\"combine\":" + object(c_order, c) + "}";
+}
+
 void bench(Job& job, const Args& args, cudaStream_t stream) {
   const Case c{args.hidden, args.experts, args.topk, args.tokens, {args.tokens}, false, 1, NormalRouting::kBalanced};
   const NormalShape s = shape_of(args, c);
@@ -788,6 +860,10 @@ void bench(Job& job, const Args& args, cudaStream_t stream) {
                  "copy");
   });
   ok_or_fail(buffer->check(), "bench");
+  const std::string stages = stage_figures(
+      job, *buffer, stream, args.iters,
+      [&] { ok_or_fail(buffer->dispatch(cached, **handle, config, streams).status(), "timed cached dispatch"); },
+      [&] { ok_or_fail(buffer->combine(ci, **handle, config, streams).status(), "timed combine"); });
   // DeepEP's byte counting: the bytes this rank receives.
   const double bf16_bytes = static_cast<double>(recv) * s.hidden * 2;
   const double fp8_bytes = static_cast<double>(recv) * (s.hidden + 4.0 * fp8.num_scales);
@@ -806,7 +882,7 @@ void bench(Job& job, const Args& args, cudaStream_t stream) {
       << ",\"num_sms\":" << (args.num_sms > 0 ? args.num_sms : 20) << ",\"iters\":" << args.iters;
     for (const auto& [k, v] : us) o << ",\"" << k << "_us\":" << v;
     for (const auto& [k, v] : gbps) o << ",\"" << k << "_GBps\":" << v;
-    o << network << "}";
+    o << network << ",\"stages_us\":" << stages << "}";
     std::cout << o.str() << std::endl;
   }
 }

@@ -204,6 +204,12 @@ struct NormalCombineResult {
   std::shared_ptr<NormalEvent> event;
 };
 
+// How long one kernel of a call took (NormalBuffer::last_dispatch_stages).
+struct NormalStageTime {
+  std::string kernel;
+  double us = 0;
+};
+
 class NormalBuffer {
  public:
   // Allocates and registers everything. Collective: every rank of the job
@@ -239,6 +245,16 @@ class NormalBuffer {
   // reported lost.
   Status check();
   Status mask_rank(uint32_t rank);
+
+  // Profiling aid, off by default: each later dispatch and combine (not
+  // one captured in a CUDA graph) records CUDA events between its kernels,
+  // a few microseconds a call, and last_dispatch_stages() /
+  // last_combine_stages() say how long each kernel of the last such call
+  // took, waiting for it to finish. FAILED_PRECONDITION when timing is off
+  // or no call was timed yet.
+  Status set_stage_timing(bool on);
+  Result<std::vector<NormalStageTime>> last_dispatch_stages() const;
+  Result<std::vector<NormalStageTime>> last_combine_stages() const;
 
   int num_ranks() const;
   int local_experts() const;

@@ -12,6 +12,13 @@ void DeviceFree::operator()(void* p) const { check_cuda_release(cudaFree(p), "cu
 void PinnedHostFree::operator()(void* p) const { check_cuda_release(cudaFreeHost(p), "cudaFreeHost"); }
 void HostUnregister::operator()(void* p) const { check_cuda_release(cudaHostUnregister(p), "cudaHostUnregister"); }
 void IpcClose::operator()(void* p) const { check_cuda_release(cudaIpcCloseMemHandle(p), "cudaIpcCloseMemHandle"); }
+void EventDestroy::operator()(cudaEvent_t e) const { check_cuda_release(cudaEventDestroy(e), "cudaEventDestroy"); }
+
+Result<TimingEvent> create_timing_event(const std::string& what) {
+  cudaEvent_t e = nullptr;
+  EPX_RETURN_IF_ERROR(cuda_status(cudaEventCreate(&e), "cudaEventCreate for " + what));
+  return TimingEvent(e);
+}
 
 Result<DeviceAllocation> allocate_device(size_t bytes, const std::string& what) {
   void* p = nullptr;

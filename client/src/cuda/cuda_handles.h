@@ -27,11 +27,18 @@ struct HostUnregister {
 struct IpcClose {
   void operator()(void* p) const;  // cudaIpcCloseMemHandle
 };
+struct EventDestroy {
+  void operator()(cudaEvent_t e) const;  // cudaEventDestroy
+};
 
 using DeviceAllocation = std::unique_ptr<void, DeviceFree>;          // cudaMalloc
 using PinnedHostAllocation = std::unique_ptr<void, PinnedHostFree>;  // cudaHostAlloc
 using HostRegistration = std::unique_ptr<void, HostUnregister>;      // cudaHostRegister (holds the host address)
 using IpcMapping = std::unique_ptr<void, IpcClose>;                  // cudaIpcOpenMemHandle
+using TimingEvent = std::unique_ptr<CUevent_st, EventDestroy>;       // cudaEventCreate (timing enabled)
+
+// An event that can time (cudaEventElapsedTime); `what` names it in errors.
+Result<TimingEvent> create_timing_event(const std::string& what);
 
 // `bytes` of device memory on the current device; `what` names it in errors.
 Result<DeviceAllocation> allocate_device(size_t bytes, const std::string& what);

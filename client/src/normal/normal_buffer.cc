@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -13,6 +14,7 @@
 
 #include "client/src/cuda/cuda_handles.h"
 #include "client/src/cuda/rank_mask.h"
+#include "client/src/normal/stage_clock.h"
 #include "cuda/cuda_status.h"
 #include "epx/cuda.h"
 #include "kernels/normal_kernels.h"
@@ -29,6 +31,14 @@ constexpr int kDefaultSms = 20;
 template <typename T>
 T* as(const DeviceAllocation& a) {
   return static_cast<T*>(a.get());
+}
+
+// Whether work enqueued on `st` is being captured into a CUDA graph (its
+// calls are not timed: events recorded in a graph time its replays, not
+// the call).
+bool capturing(cudaStream_t st) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  return cudaStreamIsCapturing(st, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone;
 }
 
 // Tags the host waits for: unique across buffers of the process, so a
@@ -128,6 +138,7 @@ struct NormalBuffer::State {
   DeviceAllocation combined, combined_weights;  // combine outputs when the caller gives none
   cudaStream_t comm_stream = nullptr;
   cudaStream_t probe_stream = nullptr;  // reads the notify slots while kernels may still run
+  std::optional<StageClock> dispatch_clock, combine_clock;  // set_stage_timing(true)
 
   kernels::NormalTransport transport;
 
@@ -402,6 +413,7 @@ Result<NormalDispatchResult> NormalBuffer::dispatch(const NormalDispatchInput& i
   DeviceScope scope(s.options.device);
   EPX_RETURN_IF_ERROR(scope.status());
   auto enqueue = [&](cudaStream_t st) -> Status {
+    if (s.dispatch_clock && !capturing(st)) a.stage_events = s.dispatch_clock->arm();
     return kernels::launch_normal_dispatch(s.shape, s.layout, t, a, st).with_context(who);
   };
   EPX_ASSIGN_OR_RETURN(std::shared_ptr<NormalEvent> event,
@@ -471,6 +483,7 @@ Result<NormalCombineResult> NormalBuffer::combine(const NormalCombineInput& in, 
   DeviceScope scope(s.options.device);
   EPX_RETURN_IF_ERROR(scope.status());
   auto enqueue = [&](cudaStream_t st) -> Status {
+    if (s.combine_clock && !capturing(st)) a.stage_events = s.combine_clock->arm();
     return kernels::launch_normal_combine(s.shape, s.layout, t, a, st).with_context(who);
   };
   EPX_ASSIGN_OR_RETURN(std::shared_ptr<NormalEvent> event,
@@ -580,6 +593,35 @@ int NormalBuffer::local_experts() const { return state_->shape.local_experts(); 
 int NormalBuffer::ranks_per_node() const { return state_->shape.local_ranks(); }
 const GpuWindow* NormalBuffer::rdma_window() const { return state_->rdma.get(); }
 size_t NormalBuffer::nvl_bytes() const { return state_->layout.nvl_bytes; }
+
+Status NormalBuffer::set_stage_timing(bool on) {
+  State& s = *state_;
+  if (!on) {
+    s.dispatch_clock.reset();
+    s.combine_clock.reset();
+    return Status();
+  }
+  if (s.dispatch_clock) return Status();
+  DeviceScope scope(s.options.device);
+  EPX_RETURN_IF_ERROR(scope.status());
+  EPX_ASSIGN_OR_RETURN(StageClock d, StageClock::create(kernels::normal_dispatch_kernels(s.shape.nodes()), s.who()));
+  EPX_ASSIGN_OR_RETURN(StageClock c, StageClock::create(kernels::normal_combine_kernels(s.shape.nodes()), s.who()));
+  s.dispatch_clock = std::move(d);
+  s.combine_clock = std::move(c);
+  return Status();
+}
+
+Result<std::vector<NormalStageTime>> NormalBuffer::last_dispatch_stages() const {
+  const State& s = *state_;
+  if (!s.dispatch_clock) return failed_precondition(s.who() + ": stage timing is off (set_stage_timing(true))");
+  return s.dispatch_clock->times(s.who() + "::last_dispatch_stages");
+}
+
+Result<std::vector<NormalStageTime>> NormalBuffer::last_combine_stages() const {
+  const State& s = *state_;
+  if (!s.combine_clock) return failed_precondition(s.who() + ": stage timing is off (set_stage_timing(true))");
+  return s.combine_clock->times(s.who() + "::last_combine_stages");
+}
 
 std::shared_ptr<NormalEvent> NormalBuffer::new_event() {
   cudaEvent_t e = nullptr;
