@@ -163,15 +163,21 @@ TEST_CASE("combine returns every rank's rows summed, with the weights put back t
 namespace epx::kernels {
 namespace {
 
-TEST_CASE("combine across nodes: another node's rows come back as one bf16 partial") {
-  // Rank 0's one token goes to ranks 0, 2 and 3 (one expert each). Ranks 2
-  // and 3 form the second node when ranks_per_node is 2.
-  const NormalShape s = shape(4, 4, 128, 3, 2);
+// Four ranks, hidden 128, top-3; rank 0's one token goes to ranks 0, 2 and
+// 3 (one expert each), dispatched by the reference into *got. Ranks 2 and 3
+// form the second node when ranks_per_node is 2.
+NormalJobInputs one_token_across_nodes(const NormalShape& s, std::vector<NormalReceived>* got) {
   NormalJobInputs job = NormalJobInputs::random(s, NormalPayload{}, 1, {1, 0, 0, 0});
   job.topk[0] = {0, 2, 3};
   job.refresh_views();
+  REQUIRE(normal_dispatch_reference(s, job.payload, 1, job.inputs, got).ok());
+  return job;
+}
+
+TEST_CASE("combine across nodes: another node's rows come back as one bf16 partial") {
+  const NormalShape s = shape(4, 4, 128, 3, 2);
   std::vector<NormalReceived> got;
-  REQUIRE(normal_dispatch_reference(s, job.payload, 1, job.inputs, &got).ok());
+  const NormalJobInputs job = one_token_across_nodes(s, &got);
   REQUIRE(got[0].num_recv_tokens == 1);
   REQUIRE(got[2].num_recv_tokens == 1);
   REQUIRE(got[3].num_recv_tokens == 1);
@@ -193,11 +199,8 @@ TEST_CASE("combine across nodes: another node's rows come back as one bf16 parti
 
 TEST_CASE("combine across nodes: another node's weights are summed there, then added") {
   const NormalShape s = shape(4, 4, 128, 3, 2);
-  NormalJobInputs job = NormalJobInputs::random(s, NormalPayload{}, 1, {1, 0, 0, 0});
-  job.topk[0] = {0, 2, 3};
-  job.refresh_views();
   std::vector<NormalReceived> got;
-  REQUIRE(normal_dispatch_reference(s, job.payload, 1, job.inputs, &got).ok());
+  const NormalJobInputs job = one_token_across_nodes(s, &got);
   const float tiny = 1.0f / (1 << 24);  // half an ulp of 1.0f
   std::vector<std::vector<float>> w = {{1.0f, 0, 0}, {}, {tiny, 0, 0}, {tiny, 0, 0}};
   std::vector<uint16_t> y(128, 0);
