@@ -4,6 +4,7 @@
 #include "tools/bench/fabric_baseline.h"
 
 #include <algorithm>
+#include <thread>
 
 #include "tools/bench/measure.h"
 
@@ -11,6 +12,8 @@ namespace epx::bench {
 namespace {
 
 constexpr uint64_t kWarmupBytesCap = uint64_t{16} << 20;
+// As many pairs as epxd allows rails per domain.
+constexpr size_t kMaxExchangePairs = 16;
 
 Status check_options(const BaselineOptions& options) {
   if (options.provider.empty()) return invalid_argument("no provider given (tcp, shm, efa or verbs)");
@@ -29,6 +32,10 @@ Status check_sizes(const std::vector<size_t>& sizes) {
   }
   return Status();
 }
+
+// Pair p's share of `bytes` split over `pairs`: equal parts, the first ones
+// a byte larger where it does not divide.
+size_t share_of(size_t bytes, size_t pairs, size_t p) { return bytes / pairs + (p < bytes % pairs ? 1 : 0); }
 
 std::vector<size_t> powers_of_two(size_t from, size_t to) {
   std::vector<size_t> sizes;
@@ -59,17 +66,44 @@ Result<std::vector<LatencyPoint>> baseline_latency(const BaselineOptions& option
   return points;
 }
 
-Result<std::vector<ExchangePoint>> baseline_exchange(const BaselineOptions& options, const std::vector<size_t>& sizes) {
+Result<std::vector<ExchangePoint>> baseline_exchange(const BaselineOptions& options, const std::vector<size_t>& sizes,
+                                                     size_t pairs) {
   EPX_RETURN_IF_ERROR(check_options(options));
   EPX_RETURN_IF_ERROR(check_sizes(sizes));
+  if (pairs == 0 || pairs > kMaxExchangePairs) {
+    return invalid_argument("exchange pairs " + std::to_string(pairs) + " is outside 1.." +
+                            std::to_string(kMaxExchangePairs));
+  }
+  for (size_t s : sizes) {
+    if (s < pairs) {
+      return invalid_argument("size " + std::to_string(s) + " cannot be split over " + std::to_string(pairs) + " pairs");
+    }
+  }
   const size_t largest = *std::max_element(sizes.begin(), sizes.end());
-  auto pair = open_pair(options.provider, options.domains, largest, kPingPongContexts);
-  if (!pair.ok()) return pair.status().with_context("exchange baseline");
+  std::vector<EndpointPair> open;
+  for (size_t p = 0; p < pairs; ++p) {
+    auto pair = open_pair(options.provider, options.domains, share_of(largest, pairs, 0), kPingPongContexts);
+    if (!pair.ok()) return pair.status().with_context("exchange baseline, pair " + std::to_string(p));
+    open.push_back(std::move(*pair));
+  }
+  BaselineOptions each = options;
+  if (pairs > 1) each.pin_threads = false;
   std::vector<ExchangePoint> points;
   for (size_t bytes : sizes) {
-    auto point = measure_exchange(*pair, options, bytes);
-    if (!point.ok()) return point.status();
-    points.push_back(*point);
+    std::vector<Result<ExchangePoint>> shares(pairs, Status());
+    std::vector<std::thread> threads;
+    for (size_t p = 1; p < pairs; ++p) {
+      threads.emplace_back([&, p] { shares[p] = measure_exchange(open[p], each, share_of(bytes, pairs, p)); });
+    }
+    shares[0] = measure_exchange(open[0], each, share_of(bytes, pairs, 0));
+    for (std::thread& t : threads) t.join();
+    ExchangePoint slowest{bytes, 0, 0};
+    for (size_t p = 0; p < pairs; ++p) {
+      if (!shares[p].ok()) return shares[p].status().with_context("exchange pair " + std::to_string(p));
+      slowest.round_us = std::max(slowest.round_us, shares[p]->round_us);
+      slowest.p99_us = std::max(slowest.p99_us, shares[p]->p99_us);
+    }
+    points.push_back(slowest);
   }
   return points;
 }

@@ -65,7 +65,15 @@ Result<std::vector<LatencyPoint>> baseline_latency(const BaselineOptions& option
 // the same time, and start the next round once the peer's write arrived and
 // their own completed: what two ranks sending each other their share of a
 // call do. One round's time is both writes moving together.
-Result<std::vector<ExchangePoint>> baseline_exchange(const BaselineOptions& options, const std::vector<size_t>& sizes);
+//
+// With `pairs` > 1, `pairs` independent endpoint pairs (2 x pairs threads)
+// each exchange an equal share of every size at once, as a daemon with
+// that many rails per side stripes its writes (epxd --rails-per-domain): the
+// fair reference for EPX on several rails. A round's time is then the
+// slowest pair's median. Threads are not pinned in that form (run_pair pins
+// every pair to the same two CPUs).
+Result<std::vector<ExchangePoint>> baseline_exchange(const BaselineOptions& options, const std::vector<size_t>& sizes,
+                                                     size_t pairs = 1);
 
 // Streaming: A keeps up to `window` fi_writedata()s of each size in flight
 // into the same destination buffer for min_time; every write carries CQ data

@@ -80,6 +80,32 @@ TEST_CASE("shm: latency, exchange, bandwidth and message rate are measured") { c
 
 TEST_CASE("tcp over lo: latency, exchange, bandwidth and message rate are measured") { check_all_measurements("tcp"); }
 
+TEST_CASE("the exchange striped over several pairs moves each size on every pair") {
+  const BaselineOptions options = options_for("shm");
+  // 3 pairs: 1 MiB does not divide by 3, so the shares differ by a byte.
+  auto striped = baseline_exchange(options, {3, size_t{1} << 20}, 3);
+  REQUIRE_MESSAGE(striped.ok(), striped.status().to_string());
+  REQUIRE(striped->size() == 2);
+  for (const ExchangePoint& p : *striped) {
+    CAPTURE(p.bytes);
+    CHECK(positive(p.round_us));
+    CHECK(p.p99_us >= p.round_us);
+  }
+  CHECK((*striped)[0].bytes == 3);
+  CHECK((*striped)[1].bytes == size_t{1} << 20);
+
+  for (size_t pairs : {size_t{0}, size_t{17}}) {
+    auto bad = baseline_exchange(options, {4096}, pairs);
+    REQUIRE(!bad.ok());
+    CHECK(bad.status().code() == StatusCode::kInvalidArgument);
+    CHECK(bad.status().message().find("pairs") != std::string::npos);
+  }
+  auto too_small = baseline_exchange(options, {2}, 3);
+  REQUIRE(!too_small.ok());
+  CHECK(too_small.status().code() == StatusCode::kInvalidArgument);
+  CHECK(too_small.status().message().find("cannot be split over 3 pairs") != std::string::npos);
+}
+
 TEST_CASE("the provider probe reports what shm and tcp accept") {
   for (const char* provider : {"shm", "tcp"}) {
     auto report = probe_provider(options_for(provider));

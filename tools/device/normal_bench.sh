@@ -9,7 +9,8 @@
 # RANKS / n consecutive ranks per daemon, so tokens for another node cross
 # the daemons once and fan out over NVLink there. RAILS_PER_DOMAIN=k
 # (default 1) gives each daemon k shm rails, so its large writes are
-# striped over k copying proxy threads (epxd's rails_per_domain).
+# striped over k copying proxy threads (epxd's rails_per_domain), and the
+# plain libfabric exchange baseline runs k endpoint pairs at once to match.
 set -euo pipefail
 bin=$1 ranks=$2
 shift 2
@@ -37,7 +38,7 @@ pids=()
 for r in $(seq 0 $((ranks - 1))); do
   n=$((r / per_node)) local=$((r % per_node))
   CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=$share "$bin/normal_rank" --socket "$dir/$n.sock" --job bench --world "$ranks" \
-    --rank "$r" --local-rank "$local" --coordinator "127.0.0.1:${ports[0]}" --device $((local % gpus)) --mode bench "$@" \
+    --rank "$r" --local-rank "$local" --coordinator "127.0.0.1:${ports[0]}" --device $((local % gpus)) --mode bench --baseline-pairs "$rails" "$@" \
     >"$dir/rank$r.log" 2>&1 &
   pids+=($!)
 done

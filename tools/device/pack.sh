@@ -24,3 +24,10 @@ command -v ip >/dev/null || { echo "pack: no ip (iproute2) on this machine: tool
 # The Python wheel around the same libepx_c.so: the GPU machine's python
 # (another version, another torch) installs it as a user would.
 EPX_LIBRARY=$(realpath .device-pack/bin/libepx_c.so) tools/build-wheel.sh .device-pack/wheel
+# DeepEP's source (../shared/anchors/deepep), for deepep_same_gpu.sh to build
+# and run beside EPX on the GPU machine; never part of this repository.
+if [[ -f ../shared/anchors/deepep/deepep-567632d.tar.gz ]]; then
+  mkdir -p .device-pack/deepep && cp ../shared/anchors/deepep/deepep-567632d.tar.gz .device-pack/deepep/
+else
+  echo "pack: no ../shared/anchors/deepep here: deepep_same_gpu will not run" >&2
+fi

@@ -91,6 +91,9 @@ struct RankArgs {
   int hidden = 7168, experts = 256, topk = 8, tokens = 128;
   int num_sms = 0;
   int timeout_ms = 20000;
+  // Endpoint pairs of normal_rank's plain libfabric exchange baseline: the
+  // daemons' rails per domain, so both sides stripe over as many.
+  int baseline_pairs = 1;
 };
 
 // --name value pairs over `defaults`; fails on an unknown flag or without --socket.
@@ -118,6 +121,8 @@ inline RankArgs parse_rank_args(int argc, char** argv, RankArgs a) {
       a.victim = std::stoi(v);
     else if (k == "--iters")
       a.iters = std::stoi(v);
+    else if (k == "--baseline-pairs")
+      a.baseline_pairs = std::stoi(v);
     else if (k == "--hidden")
       a.hidden = std::stoi(v);
     else if (k == "--experts")
