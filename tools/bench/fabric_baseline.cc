@@ -76,7 +76,8 @@ Result<std::vector<ExchangePoint>> baseline_exchange(const BaselineOptions& opti
   }
   for (size_t s : sizes) {
     if (s < pairs) {
-      return invalid_argument("size " + std::to_string(s) + " cannot be split over " + std::to_string(pairs) + " pairs");
+      return invalid_argument("size " + std::to_string(s) + " cannot be split over " + std::to_string(pairs) +
+                              " pairs");
     }
   }
   const size_t largest = *std::max_element(sizes.begin(), sizes.end());

@@ -59,7 +59,7 @@ run() {
   grep -h "^DEEP_EP_BENCH" "$dir/$impl.$modes.0.log" || true
   if [[ $ok -ne 0 ]]; then
     echo "FAILED: $impl $modes"
-    for r in 0 1; do echo "-- rank $r"; tail -n 15 "$dir/$impl.$modes.$r.log"; done
+    for r in 0 1; do echo "-- rank $r"; grep -v "^\s*$" "$dir/$impl.$modes.$r.log" | grep -v "destroy() was not called" | tail -n 25; done
     rc=1
   fi
 }

@@ -45,5 +45,6 @@ done
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
 cat "$dir/rank0.log"
+for r in $(seq 1 $((ranks - 1))); do grep -h "^NORMAL_STAGES" "$dir/rank$r.log" || true; done
 [[ $rc -eq 0 ]] || tail -n 5 "$dir"/rank*.log
 exit $rc
