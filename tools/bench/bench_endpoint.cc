@@ -58,18 +58,41 @@ Result<std::unique_ptr<BenchEndpoint>> BenchEndpoint::create(std::unique_ptr<dae
 }
 
 Status BenchEndpoint::connect(const BenchEndpoint& peer) {
-  const std::string& address = peer.rail().address();
+  return connect(peer.name(), peer.rail().address(), peer.remote());
+}
+
+Status BenchEndpoint::connect(const std::string& peer_name, const std::string& address, RemoteBuffer buffer) {
   fi_addr_t addr = FI_ADDR_UNSPEC;
   int ret = fi_av_insert(rail_->av(), address.data(), 1, &addr, 0, nullptr);
   // fi_av_insert returns how many addresses went in, not 0, on success.
-  if (ret < 0) return daemon::fi_status(ret, "fi_av_insert of " + peer.name() + "'s address on " + name_);
+  if (ret < 0) return daemon::fi_status(ret, "fi_av_insert of " + peer_name + "'s address on " + name_);
   if (ret != 1) {
-    return internal_error("fi_av_insert of " + peer.name() + "'s address on " + name_ + " inserted " +
+    return internal_error("fi_av_insert of " + peer_name + "'s address on " + name_ + " inserted " +
                           std::to_string(ret) + " of 1 addresses");
   }
   peer_ = addr;
-  peer_buffer_ = peer.remote();
+  peer_buffer_ = buffer;
   return Status();
+}
+
+Result<std::unique_ptr<BenchEndpoint>> open_endpoint(const std::string& provider,
+                                                     const std::vector<std::string>& domains, const std::string& side,
+                                                     size_t buffer_bytes, size_t contexts) {
+  if (provider.empty()) return invalid_argument("no provider given (tcp, shm, efa or verbs)");
+  auto rails = daemon::open_rails(provider, domains);
+  if (!rails.ok()) return rails.status().with_context("opening side " + side);
+  std::unique_ptr<daemon::Rail> rail = std::move(rails->front());
+  rails->clear();
+  const fi_info& info = rail->info();
+  if (buffer_bytes > info.ep_attr->max_msg_size) {
+    return invalid_argument("size " + std::to_string(buffer_bytes) + " exceeds " + rail->provider() +
+                            "'s max_msg_size " + std::to_string(info.ep_attr->max_msg_size));
+  }
+  if (contexts > info.tx_attr->size) {
+    return invalid_argument("window " + std::to_string(contexts) + " exceeds " + rail->provider() +
+                            "'s transmit queue depth " + std::to_string(info.tx_attr->size));
+  }
+  return BenchEndpoint::create(std::move(rail), side, buffer_bytes, contexts);
 }
 
 Result<EndpointPair> open_pair(const std::string& provider, const std::vector<std::string>& domains,

@@ -35,6 +35,9 @@ class BenchEndpoint {
 
   // Inserts `peer`'s address into this rail's AV and remembers its buffer.
   Status connect(const BenchEndpoint& peer);
+  // The same for a peer in another process: its name (for messages), rail
+  // address (fi_getname) and buffer.
+  Status connect(const std::string& peer_name, const std::string& address, RemoteBuffer buffer);
 
   daemon::Rail& rail() const { return *rail_; }
   const std::string& name() const { return name_; }
@@ -83,5 +86,11 @@ struct EndpointPair {
 // provider's max_msg_size or `contexts` its transmit queue depth.
 Result<EndpointPair> open_pair(const std::string& provider, const std::vector<std::string>& domains,
                                size_t buffer_bytes, size_t contexts);
+
+// One side alone, on the first matching domain, for a peer in another
+// process (process_exchange.cc); the same checks as open_pair.
+Result<std::unique_ptr<BenchEndpoint>> open_endpoint(const std::string& provider,
+                                                     const std::vector<std::string>& domains, const std::string& side,
+                                                     size_t buffer_bytes, size_t contexts);
 
 }  // namespace epx::bench

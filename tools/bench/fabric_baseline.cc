@@ -33,10 +33,6 @@ Status check_sizes(const std::vector<size_t>& sizes) {
   return Status();
 }
 
-// Pair p's share of `bytes` split over `pairs`: equal parts, the first ones
-// a byte larger where it does not divide.
-size_t share_of(size_t bytes, size_t pairs, size_t p) { return bytes / pairs + (p < bytes % pairs ? 1 : 0); }
-
 std::vector<size_t> powers_of_two(size_t from, size_t to) {
   std::vector<size_t> sizes;
   for (size_t s = from; s <= to; s *= 2) sizes.push_back(s);
@@ -80,6 +76,7 @@ Result<std::vector<ExchangePoint>> baseline_exchange(const BaselineOptions& opti
                               " pairs");
     }
   }
+  if (!options.peer_binary.empty()) return exchange_across_processes(options, sizes, pairs);
   const size_t largest = *std::max_element(sizes.begin(), sizes.end());
   std::vector<EndpointPair> open;
   for (size_t p = 0; p < pairs; ++p) {

@@ -32,6 +32,10 @@ struct BaselineOptions {
   // Pin the two sides' threads to two different CPUs during each run (when
   // at least two are allowed); see pair_runner.h.
   bool pin_threads = true;
+  // When set, baseline_exchange runs side B of every pair in this program
+  // (//tools/bench:fabric_exchange_peer), another process, as EPX's two
+  // daemons on one host are two processes; empty: both sides in this one.
+  std::string peer_binary;
 };
 
 struct LatencyPoint {
@@ -71,7 +75,8 @@ Result<std::vector<LatencyPoint>> baseline_latency(const BaselineOptions& option
 // that many rails per side stripes its writes (epxd --rails-per-domain): the
 // fair reference for EPX on several rails. A round's time is then the
 // slowest pair's median. Threads are not pinned in that form (run_pair pins
-// every pair to the same two CPUs).
+// every pair to the same two CPUs). With options.peer_binary the B sides run
+// in that process (process_exchange.cc).
 Result<std::vector<ExchangePoint>> baseline_exchange(const BaselineOptions& options, const std::vector<size_t>& sizes,
                                                      size_t pairs = 1);
 

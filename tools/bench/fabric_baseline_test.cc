@@ -8,6 +8,8 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "tools/bench/pair_runner.h"
 #include "tools/bench/provider_probe.h"
@@ -104,6 +106,50 @@ TEST_CASE("the exchange striped over several pairs moves each size on every pair
   REQUIRE(!too_small.ok());
   CHECK(too_small.status().code() == StatusCode::kInvalidArgument);
   CHECK(too_small.status().message().find("cannot be split over 3 pairs") != std::string::npos);
+}
+
+// The peer program as Bazel lays out this test's runfiles.
+std::string peer_binary() {
+  const char* root = std::getenv("TEST_SRCDIR");
+  const char* workspace = std::getenv("TEST_WORKSPACE");
+  REQUIRE_MESSAGE(root != nullptr, "TEST_SRCDIR is not set: run this test with bazel test");
+  return std::string(root) + "/" + (workspace != nullptr ? workspace : "epx") + "/tools/bench/fabric_exchange_peer";
+}
+
+TEST_CASE("the exchange with side B in another process measures every size, on one pair and on three") {
+  BaselineOptions options = options_for("shm");
+  options.peer_binary = peer_binary();
+  for (size_t pairs : {size_t{1}, size_t{3}}) {
+    CAPTURE(pairs);
+    auto across = baseline_exchange(options, {8, size_t{1} << 20}, pairs);
+    REQUIRE_MESSAGE(across.ok(), across.status().to_string());
+    REQUIRE(across->size() == 2);
+    for (const ExchangePoint& p : *across) {
+      CAPTURE(p.bytes);
+      CHECK(positive(p.round_us));
+      CHECK(p.p99_us >= p.round_us);
+    }
+    CHECK((*across)[1].round_us > (*across)[0].round_us);
+  }
+}
+
+TEST_CASE("an exchange peer that cannot start or does not answer fails in bounded time, named") {
+  BaselineOptions options = options_for("shm");
+  options.stall_timeout = 2000ms;
+  options.peer_binary = "/nonexistent/fabric_exchange_peer";
+  auto missing = baseline_exchange(options, {4096});
+  REQUIRE(!missing.ok());
+  CHECK(missing.status().code() == StatusCode::kFailedPrecondition);
+  CHECK(missing.status().message().find("/nonexistent/fabric_exchange_peer") != std::string::npos);
+
+  // A program that exits at once without speaking the protocol.
+  options.peer_binary = "/bin/true";
+  const auto start = std::chrono::steady_clock::now();
+  auto silent = baseline_exchange(options, {4096});
+  REQUIRE(!silent.ok());
+  CHECK(silent.status().message().find("exchange peer") != std::string::npos);
+  CHECK(std::chrono::steady_clock::now() - start < 10s);
+  MESSAGE("silent peer: " << silent.status().to_string());
 }
 
 TEST_CASE("the provider probe reports what shm and tcp accept") {

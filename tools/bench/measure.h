@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "epx/status.h"
 #include "tools/bench/bench_endpoint.h"
@@ -22,6 +23,28 @@ Result<LatencyPoint> measure_latency(EndpointPair& pair, const BaselineOptions& 
 
 // Both sides writing at one size at once, round after round (exchange.cc).
 Result<ExchangePoint> measure_exchange(EndpointPair& pair, const BaselineOptions& options, size_t bytes);
+
+// Timed rounds per size of an exchange: both sides must know the count
+// (neither can stop the other mid-round without leaving a write in flight).
+constexpr uint64_t kExchangeRounds = 20;
+constexpr uint64_t kExchangeDataMask = 0xffffffffu;
+
+// One side's part of the exchange on its channel: `warmup` + kExchangeRounds
+// rounds of a write of `bytes` each way; the timed rounds' durations go to
+// `round_ns` when given (side B passes none). Used in one process
+// (measure_exchange) and across two (process_exchange.cc).
+Status exchange_rounds(Channel& c, size_t bytes, uint64_t warmup, std::vector<double>* round_ns);
+
+// The exchange with every pair's B side in options.peer_binary, spawned
+// for the run (process_exchange.cc); sizes and pairs checked by the caller.
+Result<std::vector<ExchangePoint>> exchange_across_processes(const BaselineOptions& options,
+                                                             const std::vector<size_t>& sizes, size_t pairs);
+// The peer program's part, on its end `fd` of the control socket.
+Status serve_exchange_peer(int fd, const BaselineOptions& options, const std::vector<size_t>& sizes, size_t pairs);
+
+// Pair p's share of `bytes` split over `pairs`: equal parts, the first ones
+// a byte larger where it does not divide.
+inline size_t share_of(size_t bytes, size_t pairs, size_t p) { return bytes / pairs + (p < bytes % pairs ? 1 : 0); }
 
 // Streaming writes at one size with `window` in flight (stream.cc).
 struct StreamResult {

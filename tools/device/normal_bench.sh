@@ -11,6 +11,8 @@
 # (default 1) gives each daemon k shm rails, so its large writes are
 # striped over k copying proxy threads (epxd's rails_per_domain), and the
 # plain libfabric exchange baseline runs k endpoint pairs at once to match.
+# The baseline's second side runs in a process of its own
+# (BIN_DIR/fabric_exchange_peer), as the two daemons are two processes.
 set -euo pipefail
 bin=$1 ranks=$2
 shift 2
@@ -38,7 +40,8 @@ pids=()
 for r in $(seq 0 $((ranks - 1))); do
   n=$((r / per_node)) local=$((r % per_node))
   CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=$share "$bin/normal_rank" --socket "$dir/$n.sock" --job bench --world "$ranks" \
-    --rank "$r" --local-rank "$local" --coordinator "127.0.0.1:${ports[0]}" --device $((local % gpus)) --mode bench --baseline-pairs "$rails" "$@" \
+    --rank "$r" --local-rank "$local" --coordinator "127.0.0.1:${ports[0]}" --device $((local % gpus)) --mode bench --baseline-pairs "$rails" \
+    --fabric-peer "$(realpath "$bin")/fabric_exchange_peer" "$@" \
     >"$dir/rank$r.log" 2>&1 &
   pids+=($!)
 done

@@ -710,7 +710,8 @@ double time_calls(Job& job, cudaStream_t stream, int iters, Fn fn) {
 // this run: one way (ping-pong), and both ways at once (exchange, as the
 // job's nodes send them); as JSON fields to append.
 std::string network_figures(const NormalShape& s, const NormalJobInputs& in, const GpuWindow* rdma,
-                            const std::map<std::string, double>& us, int baseline_pairs) {
+                            const std::map<std::string, double>& us, int baseline_pairs,
+                            const std::string& fabric_peer) {
   const int P = s.local_ranks(), L = s.local_experts(), K = s.num_topk;
   auto tokens_to_node = [&](int rank, int node) {
     int n = 0;
@@ -748,18 +749,33 @@ std::string network_figures(const NormalShape& s, const NormalJobInputs& in, con
   }
   // The same writes in both directions at once, as the job's two nodes
   // send them in each call (two threads, an endpoint each; with
-  // --baseline-pairs k, k pairs each moving a k-th, as k rails stripe).
-  auto both = bench::baseline_exchange(b, {dispatch_bytes, combine_bytes}, static_cast<size_t>(baseline_pairs));
-  if (both.ok() && both->size() == 2) {
-    o << ",\"plain_libfabric_exchange_pairs\":" << baseline_pairs
-      << ",\"plain_libfabric_exchange_dispatch_us\":" << (*both)[0].round_us
-      << ",\"plain_libfabric_exchange_combine_us\":" << (*both)[1].round_us
-      << ",\"plain_libfabric_exchange_dispatch_GBps\":" << dispatch_bytes / (*both)[0].round_us / 1e3
-      << ",\"plain_libfabric_exchange_combine_GBps\":" << combine_bytes / (*both)[1].round_us / 1e3 << "}";
+  // --baseline-pairs k, k pairs each moving a k-th, as k rails stripe;
+  // with --fabric-peer, side B in a process of its own, as the daemons).
+  const size_t pairs = static_cast<size_t>(baseline_pairs);
+  auto exchange_fields = [&](const std::string& name, const bench::BaselineOptions& x) {
+    auto both = bench::baseline_exchange(x, {dispatch_bytes, combine_bytes}, pairs);
+    if (!both.ok() || both->size() != 2) {
+      o << ",\"" << name << "\":\"" << (both.ok() ? std::string("no result") : both.status().to_string()) << "\"";
+      return;
+    }
+    o << ",\"" << name << "_dispatch_us\":" << (*both)[0].round_us << ",\"" << name
+      << "_combine_us\":" << (*both)[1].round_us << ",\"" << name
+      << "_dispatch_GBps\":" << dispatch_bytes / (*both)[0].round_us / 1e3 << ",\"" << name
+      << "_combine_GBps\":" << combine_bytes / (*both)[1].round_us / 1e3;
+  };
+  o << ",\"plain_libfabric_exchange_pairs\":" << baseline_pairs;
+  if (!fabric_peer.empty()) {
+    // The reference: side B in a process of its own, as the daemons are.
+    bench::BaselineOptions x = b;
+    x.peer_binary = fabric_peer;
+    exchange_fields("plain_libfabric_exchange", x);
+    // Both sides in this process (earlier sessions' reference), to show what
+    // the second process changes.
+    exchange_fields("plain_libfabric_exchange_one_process", b);
   } else {
-    o << ",\"plain_libfabric_exchange\":\"" << (both.ok() ? std::string("no result") : both.status().to_string())
-      << "\"}";
+    exchange_fields("plain_libfabric_exchange_one_process", b);
   }
+  o << "}";
   return o.str();
 }
 
@@ -876,7 +892,8 @@ void bench(Job& job, const Args& args, cudaStream_t stream) {
   gbps["combine"] = bf16_bytes / us["combine"] / 1e3;
   gbps["d2d_copy_floor"] = bf16_bytes / us["d2d_copy_floor"] / 1e3;
   std::string network;
-  if (s.nodes() > 1 && me == 0) network = network_figures(s, in, buffer->rdma_window(), us, args.baseline_pairs);
+  if (s.nodes() > 1 && me == 0)
+    network = network_figures(s, in, buffer->rdma_window(), us, args.baseline_pairs, args.fabric_peer);
   if (me == 0) {
     std::ostringstream o;
     o << "NORMAL_BENCH {\"ranks\":" << args.world << ",\"tokens\":" << args.tokens << ",\"hidden\":" << args.hidden

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/../.."
 targets=(//daemon:epxd //tools:epxctl //tools:epx_exchange //tools:epx_bench //tools/bench:epx_noisy_bench //tools/device:gpu_bench
          //tests:gpu_path_test //tests:gpu_device_window_test //kernels:fp8_cast_gpu_test
          //kernels:low_latency_gpu_test //tools/device:ll_rank //tests:low_latency_job_test //tools/device:ll_bench
-         //tools/device:normal_rank //tests:normal_job_test //python/native:libepx_c.so)
+         //tools/device:normal_rank //tests:normal_job_test //python/native:libepx_c.so
+         //tools/bench:fabric_exchange_peer)
 bazel build -c opt --dynamic_mode=off "${targets[@]}"
 # Not the bazel-bin symlink: another build in this workspace (other flags)
 # may have re-pointed it since.
@@ -20,6 +21,7 @@ command -v ip >/dev/null || { echo "pack: no ip (iproute2) on this machine: tool
   $bin/tools/bench/epx_noisy_bench $bin/tools/device/gpu_bench $bin/tests/gpu_path_test $bin/tests/gpu_device_window_test \
   $bin/kernels/fp8_cast_gpu_test $bin/kernels/low_latency_gpu_test $bin/tools/device/ll_rank \
   $bin/tests/low_latency_job_test $bin/tools/device/ll_bench $bin/tools/device/normal_rank $bin/tests/normal_job_test \
+  $bin/tools/bench/fabric_exchange_peer \
   $bin/python/native/libepx_c.so "$(command -v ip)"
 # The Python wheel around the same libepx_c.so: the GPU machine's python
 # (another version, another torch) installs it as a user would.

@@ -94,6 +94,9 @@ struct RankArgs {
   // Endpoint pairs of normal_rank's plain libfabric exchange baseline: the
   // daemons' rails per domain, so both sides stripe over as many.
   int baseline_pairs = 1;
+  // //tools/bench:fabric_exchange_peer: runs the baseline's side B in a
+  // process of its own, as the two daemons are; empty: one process.
+  std::string fabric_peer;
 };
 
 // --name value pairs over `defaults`; fails on an unknown flag or without --socket.
@@ -123,6 +126,8 @@ inline RankArgs parse_rank_args(int argc, char** argv, RankArgs a) {
       a.iters = std::stoi(v);
     else if (k == "--baseline-pairs")
       a.baseline_pairs = std::stoi(v);
+    else if (k == "--fabric-peer")
+      a.fabric_peer = v;
     else if (k == "--hidden")
       a.hidden = std::stoi(v);
     else if (k == "--experts")
