@@ -22,9 +22,17 @@ implementation for both, with the same 6-tuple handle (DeepEP's dispatch
 calls internode_dispatch itself when the group spans nodes; here either
 works anywhere). A Buffer may hold a low-latency and a normal-mode buffer
 spanning nodes at once (SGLang's AUTO mode): they share the job's one
-signal array (python/native/epx_c.h). get_local_buffer_tensor raises
-NotImplementedError: EPX's buffer holds other ranks' rows and is not a
-tensor a caller may write."""
+signal array (python/native/epx_c.h).
+
+get_local_buffer_tensor aliases this rank's own memory (no copy): the
+NVLink buffer is the normal-mode buffer's receive space (from the first
+dispatch on); the RDMA buffer (use_rdma_buffer=True, only across nodes) is
+the network window of the low-latency buffer with low_latency_mode=True
+(from the first low_latency_dispatch on), else of the normal-mode buffer.
+Before that memory exists it raises EpxFailedPreconditionError saying why.
+EPX's calls write that memory, so writes through the tensor during any
+rank's call corrupt it, as in DeepEP (the method's docstring has the
+details)."""
 
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -36,7 +44,7 @@ from epx.low_latency import LowLatencyBuffer, size_hint
 from . import checks, normal_mode
 from .config import Config
 from .event_overlap import EventOverlap, record_on_current_stream
-from .tensors import device_tensor
+from .tensors import alias, device_tensor, element_size, local_view
 
 
 class Buffer:
@@ -133,9 +141,109 @@ class Buffer:
     # ---- normal mode (inside one node and across nodes) ----
     def get_local_buffer_tensor(self, dtype: Any, size: Optional[Any] = None, offset: int = 0,
                                 use_rdma_buffer: bool = False) -> Any:
-        raise NotImplementedError("deep_ep.Buffer.get_local_buffer_tensor: EPX's buffer holds other ranks' rows "
-                                  "(written by their kernels and the daemon at any time) and is not handed out as "
-                                  "a tensor to write")
+        """This rank's raw buffer memory as a CUDA tensor of `dtype`, as
+        DeepEP's: no copy, the tensor aliases the memory EPX communicates
+        through.
+
+        use_rdma_buffer=False: the NVLink buffer, i.e. the normal-mode
+        buffer's receive space: GPU memory that this node's ranks store into
+        over CUDA IPC during dispatch and combine (DeepEP's NVL buffer, which
+        num_nvl_bytes sizes here too). It exists from the first dispatch (or
+        internode_dispatch) on: its layout depends on hidden, num_experts and
+        top-k, so EPX cannot make it at construction.
+
+        use_rdma_buffer=True: the RDMA buffer, i.e. the window the daemon's
+        NICs write other nodes' data into and send from. With
+        low_latency_mode=True it is the low-latency buffer's (DeepEP's RDMA
+        buffer is the low-latency buffer), made on the first
+        low_latency_dispatch; otherwise the normal-mode buffer's, made on the
+        first dispatch. It exists only when the group spans nodes: on one
+        node every rank is reached over NVLink and EPX has no RDMA memory.
+        It is GPU memory, or pinned host memory mapped for the GPU when the
+        daemon's rails cannot take GPU memory (the window's host fallback).
+
+        Where the memory does not exist (yet), EpxFailedPreconditionError
+        says why and what to do.
+
+        offset: where the tensor starts, in bytes (as DeepEP: added to a byte
+        pointer); a multiple of dtype's element size (DeepEP does not check:
+        a misaligned tensor faults in CUDA kernels) and at most the buffer's
+        size. With size=None the tensor is 1-D and holds every whole element
+        from offset to the end: (num_bytes - offset) // element_size of them
+        (DeepEP takes num_bytes // element_size and so runs past the end of
+        its buffer when offset > 0; EPX does not). With a torch.Size `size`
+        (or a tuple of ints), the first size.numel() of those elements viewed
+        as `size`; EpxInvalidArgumentError when fewer fit. num_bytes is what
+        EPX lays out for that buffer, not num_nvl_bytes or num_rdma_bytes:
+        EPX sizes its own memory (the NVLink buffer is the largest that fits
+        num_nvl_bytes for the dispatch's shape).
+
+        Lifetime: valid until destroy(), and for the normal-mode buffer's
+        memory only until a dispatch re-creates that buffer for another
+        hidden, num_experts or top-k (take a new tensor after it); using it
+        later touches freed memory. The tensor holds this Buffer, so
+        dropping the Buffer alone frees nothing under it.
+
+        Contents: EPX's calls write this memory (this rank's kernels, other
+        ranks' NVLink stores, the daemon's network writes), as DeepEP's do,
+        so a write through the tensor while any rank's call is in flight
+        corrupts that call, and a read then sees whatever is there. Between
+        calls it holds what the last call left, including EPX's per-call
+        sequence and arrival words (kernels/normal_format.h,
+        kernels/low_latency_kernels.h): overwriting those makes a later call
+        wait for ranks that already sent, and time out naming them."""
+        import torch
+        call = "deep_ep.Buffer.get_local_buffer_tensor"
+        if not isinstance(dtype, torch.dtype):
+            raise checks.fail(call, f"dtype must be a torch.dtype, got {dtype!r}")
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise checks.fail(call, f"offset must be an int >= 0 (bytes), got {offset!r}")
+        if size is not None and (not isinstance(size, (torch.Size, tuple, list)) or
+                                 not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in size)):
+            raise checks.fail(call, f"size must be None or a torch.Size of dimensions >= 0, got {size!r}")
+        itemsize = element_size(dtype)
+        if offset % itemsize != 0:
+            raise checks.fail(call, f"offset={offset} is not a multiple of {dtype}'s {itemsize} bytes (a misaligned "
+                                    "tensor faults in CUDA kernels)")
+        owner, region = self._local_region(call, bool(use_rdma_buffer))
+        count, shape = local_view(call, region.bytes, offset, itemsize, size)
+        # The tensor holds this Buffer and the native buffer object, so
+        # neither is collected (and its memory freed) under it.
+        return alias(region.pointer + offset, count, shape, dtype, self._device, (self, owner))
+
+    def _local_region(self, call: str, use_rdma_buffer: bool) -> Tuple[Any, _native.LocalRegion]:
+        """The native buffer whose memory get_local_buffer_tensor aliases, and
+        that memory; EpxFailedPreconditionError naming why when there is none."""
+        if self.job is None:
+            raise EpxFailedPreconditionError(f"{call}: the Buffer was destroyed", "FAILED_PRECONDITION")
+        if not use_rdma_buffer:
+            if self._normal is None:
+                hint = "" if self.num_nvl_bytes > 0 else \
+                    " (num_nvl_bytes=0 holds no normal-mode buffer: create the Buffer with num_nvl_bytes, e.g. " \
+                    "Config.get_nvl_buffer_size_hint)"
+                raise EpxFailedPreconditionError(
+                    f"{call}: the NVLink buffer does not exist yet: EPX makes it on the first dispatch (or "
+                    f"internode_dispatch), whose hidden, num_experts and top-k lay it out; call this after "
+                    f"that dispatch{hint}", "FAILED_PRECONDITION")
+            return self._normal, self._normal.region(rdma=False)
+        if self.num_nodes == 1:
+            raise EpxFailedPreconditionError(
+                f"{call}: use_rdma_buffer=True, but this Buffer's group is on one node: EPX reaches every rank over "
+                f"NVLink there and holds no RDMA memory; use_rdma_buffer=False gives the NVLink buffer (the "
+                f"normal-mode buffer's, from the first dispatch on)", "FAILED_PRECONDITION")
+        if self.low_latency_mode:
+            if self._ll is None:
+                raise EpxFailedPreconditionError(
+                    f"{call}: the RDMA buffer does not exist yet: with low_latency_mode=True it is the low-latency "
+                    f"buffer's window, which EPX makes on the first low_latency_dispatch (whose shape sizes it); call "
+                    f"this after that dispatch", "FAILED_PRECONDITION")
+            return self._ll, self._ll.region(rdma=True)
+        if self._normal is None:
+            raise EpxFailedPreconditionError(
+                f"{call}: the RDMA buffer does not exist yet: it is the normal-mode buffer's window for the network "
+                f"hop, which EPX makes on the first dispatch (or internode_dispatch), whose hidden, num_experts and "
+                f"top-k lay it out; call this after that dispatch", "FAILED_PRECONDITION")
+        return self._normal, self._normal.region(rdma=True)
 
     def get_dispatch_layout(self, topk_idx: Any, num_experts: int, previous_event: Optional[EventOverlap] = None,
                             async_finish: bool = False, allocate_on_comm_stream: bool = False) -> Tuple:

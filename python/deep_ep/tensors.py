@@ -2,7 +2,9 @@
 an object exposing __cuda_array_interface__ (which the tensor keeps alive,
 and with it the buffer that owns the memory), viewed as the wanted dtype."""
 
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
+
+from . import checks
 
 # typestr of a same-size integer type, per torch dtype name.
 _CARRIER = {
@@ -54,3 +56,42 @@ def _build(pointer: int, shape: Sequence[int], dtype: Any, device: int, owner: A
     byte_strides = None if strides is None else [s * itemsize for s in strides]
     carrier = torch.as_tensor(_DeviceMemory(pointer, shape, typestr, byte_strides, owner), device=f"cuda:{device}")
     return carrier if carrier.dtype == dtype else carrier.view(dtype)
+
+
+def element_size(dtype: Any) -> int:
+    """Bytes of one element of torch dtype `dtype`."""
+    import torch
+    return torch.empty(0, dtype=dtype).element_size()
+
+
+def local_view(call: str, num_bytes: int, offset: int, itemsize: int, size: Optional[Any]) -> Tuple[int, List[int]]:
+    """get_local_buffer_tensor's arithmetic: (elements, shape) of a view of
+    a region of num_bytes, starting `offset` bytes in, elements of itemsize
+    bytes. size=None: every whole element from offset to the end, 1-D (not
+    DeepEP's num_bytes // itemsize, which runs past the end when offset > 0);
+    else size's elements, viewed as size. EpxInvalidArgumentError when the
+    offset is beyond the region or fewer elements fit than size needs."""
+    if offset > num_bytes:
+        raise checks.fail(call, f"offset={offset} is beyond the buffer's {num_bytes} bytes")
+    available = (num_bytes - offset) // itemsize
+    if size is None:
+        return available, [available]
+    shape = [int(d) for d in size]
+    count = 1
+    for d in shape:
+        count *= d
+    if count > available:
+        raise checks.fail(call, f"size={tuple(shape)} needs {count} elements of {itemsize} bytes; the buffer holds "
+                                f"{available} from offset={offset} ({num_bytes} bytes in all)")
+    return count, shape
+
+
+def alias(pointer: int, count: int, shape: Sequence[int], dtype: Any, device: int, owner: Any) -> Any:
+    """A tensor of `dtype` and `shape` over the `count` elements at `pointer`
+    (no copy), holding `owner`: a 1-D byte tensor viewed as dtype, so any
+    torch dtype works."""
+    import torch
+    num_bytes = count * element_size(dtype)
+    carrier = torch.as_tensor(_DeviceMemory(pointer, [num_bytes], "|u1", None, owner), device=f"cuda:{device}")
+    flat = carrier if dtype == torch.uint8 else carrier.view(dtype)
+    return flat.view(list(shape))

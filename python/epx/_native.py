@@ -7,11 +7,11 @@ it."""
 import ctypes
 import os
 import threading
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from .errors import EpxError, EpxUnavailableError, error_from_status
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 c_int_p = ctypes.POINTER(ctypes.c_int)
 c_u32_p = ctypes.POINTER(ctypes.c_uint32)
@@ -101,6 +101,34 @@ class NormalDispatchOut(ctypes.Structure):
     ]
 
 
+class Region(ctypes.Structure):
+    """epx_region: a buffer's own memory (epx_ll_region, epx_normal_region)."""
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("bytes", ctypes.c_uint64),
+        ("is_device", ctypes.c_int),
+    ]
+
+
+REGION_NVL = 0   # EPX_REGION_NVL
+REGION_RDMA = 1  # EPX_REGION_RDMA
+
+
+class LocalRegion(NamedTuple):
+    """A buffer's own memory, as Python ints: where it starts (a device
+    pointer; for a host window, its mapping for the GPU), the bytes the
+    buffer lays out in it, and whether it is GPU memory."""
+    pointer: int
+    bytes: int
+    is_device: bool
+
+
+def region(function: str, handle: Optional[int], rdma: bool) -> LocalRegion:
+    """epx_ll_region / epx_normal_region (`function`) of a buffer handle."""
+    out = Region()
+    call(function, handle, REGION_RDMA if rdma else REGION_NVL, ctypes.byref(out))
+    return LocalRegion(out.data or 0, int(out.bytes), bool(out.is_device))
+
 _P = ctypes.c_void_p
 _I = ctypes.c_int
 _U32 = ctypes.c_uint32
@@ -124,6 +152,7 @@ _STATUS_FUNCTIONS = {
     "epx_ll_clean": [_P],
     "epx_ll_check": [_P],
     "epx_ll_mask_rank": [_P, _U32],
+    "epx_ll_region": [_P, _I, ctypes.POINTER(Region)],
     "epx_ll_masked_ranks": [_P, c_u32_p, ctypes.c_size_t, c_size_p],
     "epx_ll_hook_run": [_P],
     "epx_normal_size": [_I, _I, _I, _I, _I, ctypes.POINTER(ctypes.c_uint64)],
@@ -137,6 +166,7 @@ _STATUS_FUNCTIONS = {
     "epx_normal_combine": [_P, _P, _P, _P, _P, _P, _P, _P, _I, _P, c_void_pp, c_void_pp],
     "epx_normal_check": [_P],
     "epx_normal_mask_rank": [_P, _U32],
+    "epx_normal_region": [_P, _I, ctypes.POINTER(Region)],
 }
 _VOID_FUNCTIONS = ["epx_client_destroy", "epx_job_destroy", "epx_ll_destroy", "epx_ll_hook_destroy",
                    "epx_normal_destroy", "epx_normal_handle_destroy"]

@@ -110,6 +110,12 @@ class LowLatencyBuffer:
         _native.call("epx_ll_masked_ranks", self._handle, ranks, n, ctypes.byref(count))
         return [ranks[i] for i in range(min(count.value, n))]
 
+    def region(self, rdma: bool = False) -> _native.LocalRegion:
+        """This rank's nvl space (device memory same-node ranks store into),
+        or with rdma its rdma window (only with ranks on other nodes; else
+        EpxFailedPreconditionError). Freed by close()."""
+        return _native.region("epx_ll_region", self._handle, rdma)
+
     def close(self) -> None:
         handle, self._handle = self._handle, None
         self.tensor_cache = {}

@@ -127,6 +127,12 @@ class NormalBuffer:
     def mask_rank(self, rank: int) -> None:
         _native.call("epx_normal_mask_rank", self._handle, int(rank))
 
+    def region(self, rdma: bool = False) -> _native.LocalRegion:
+        """This rank's receive space (device memory same-node ranks store
+        into), or with rdma its window for the network hop (across nodes
+        only; else EpxFailedPreconditionError). Freed by close()."""
+        return _native.region("epx_normal_region", self._handle, rdma)
+
     def close(self) -> None:
         handle, self._handle = self._handle, None
         if handle is None:

@@ -207,6 +207,29 @@ epx::Status lend_signals(epx_job& job, uint32_t need, int device, const std::str
   return epx::Status();
 }
 
+// A buffer's region (epx_region): its nvl space, or its rdma window
+// (null when the job has no rank on another node). `call` names the entry point.
+epx::Status region_of(const char* call, int kind, void* nvl, size_t nvl_bytes, const epx::GpuWindow* window,
+                      size_t rdma_bytes, epx_region* out) {
+  EPX_RETURN_IF_ERROR(require(out != nullptr, call, "out is NULL"));
+  *out = epx_region{nullptr, 0, 0};
+  switch (kind) {
+    case EPX_REGION_NVL: *out = epx_region{nvl, nvl_bytes, 1}; return epx::Status();
+    case EPX_REGION_RDMA:
+      if (window == nullptr) {
+        return epx::failed_precondition(std::string(call) +
+                                        ": the buffer has no rdma space: every rank it reaches is on this node "
+                                        "(NVLink), so nothing comes through the network; its memory is "
+                                        "EPX_REGION_NVL");
+      }
+      *out = epx_region{window->device_ptr(), rdma_bytes, window->is_device() ? 1 : 0};
+      return epx::Status();
+    default:
+      return epx::invalid_argument(std::string(call) + ": kind " + std::to_string(kind) +
+                                   " is neither EPX_REGION_NVL (0) nor EPX_REGION_RDMA (1)");
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -438,6 +461,14 @@ int epx_ll_check(epx_ll_buffer* buffer) {
   });
 }
 
+int epx_ll_region(epx_ll_buffer* buffer, int kind, epx_region* out) {
+  return guarded("epx_ll_region", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(buffer != nullptr, "epx_ll_region", "buffer is NULL"));
+    const epx::LowLatencyBuffer& b = *buffer->buffer;
+    return region_of("epx_ll_region", kind, b.nvl_buffer(), b.nvl_bytes(), b.rdma_window(), b.rdma_bytes(), out);
+  });
+}
+
 int epx_ll_mask_rank(epx_ll_buffer* buffer, uint32_t rank) {
   return guarded("epx_ll_mask_rank", [&]() -> epx::Status {
     EPX_RETURN_IF_ERROR(require(buffer != nullptr, "epx_ll_mask_rank", "buffer is NULL"));
@@ -656,6 +687,14 @@ int epx_normal_check(epx_normal_buffer* buffer) {
   return guarded("epx_normal_check", [&]() -> epx::Status {
     EPX_RETURN_IF_ERROR(require(buffer != nullptr, "epx_normal_check", "buffer is NULL"));
     return buffer->buffer->check();
+  });
+}
+
+int epx_normal_region(epx_normal_buffer* buffer, int kind, epx_region* out) {
+  return guarded("epx_normal_region", [&]() -> epx::Status {
+    EPX_RETURN_IF_ERROR(require(buffer != nullptr, "epx_normal_region", "buffer is NULL"));
+    const epx::NormalBuffer& b = *buffer->buffer;
+    return region_of("epx_normal_region", kind, b.nvl_buffer(), b.nvl_bytes(), b.rdma_window(), b.rdma_bytes(), out);
   });
 }
 

@@ -36,8 +36,8 @@ extern "C" {
 #endif
 
 /* 2: epx_job_nodes, epx_normal_ranks_per_node; normal mode across nodes;
- * the job's shared signal array. */
-#define EPX_C_ABI_VERSION 2
+ * the job's shared signal array. 3: epx_ll_region, epx_normal_region. */
+#define EPX_C_ABI_VERSION 3
 
 typedef enum epx_status {
   EPX_OK = 0,
@@ -250,6 +250,32 @@ int epx_normal_combine(epx_normal_buffer* buffer, const epx_normal_handle* handl
                        float** combined_topk_weights);
 int epx_normal_check(epx_normal_buffer* buffer);
 int epx_normal_mask_rank(epx_normal_buffer* buffer, uint32_t rank);
+
+/* ---- A buffer's own memory (deep_ep's get_local_buffer_tensor) ----
+ * Where this rank's buffer keeps what other ranks, the daemon and its
+ * kernels write during calls, for a caller that aliases it:
+ *   EPX_REGION_NVL   its nvl space: device memory that same-node ranks
+ *                    store into over CUDA IPC (every buffer has one; the
+ *                    layouts are kernels/normal_format.h's NormalLayout
+ *                    and low_latency_kernels.h's LowLatencyLayout).
+ *   EPX_REGION_RDMA  its rdma space: the window the daemon's NICs write
+ *                    other nodes' data into and send from; only when the
+ *                    job spans nodes (a low-latency buffer: when any rank
+ *                    is remote), else FAILED_PRECONDITION saying so.
+ * INVALID_ARGUMENT for another kind. Valid until the buffer is destroyed;
+ * its calls write it, so a write into it while any rank's call is in
+ * flight corrupts that call. */
+typedef enum epx_region_kind { EPX_REGION_NVL = 0, EPX_REGION_RDMA = 1 } epx_region_kind;
+
+typedef struct epx_region {
+  void* data;     /* device pointer of its first byte (for a host window: its mapping for the GPU) */
+  uint64_t bytes; /* what the buffer lays out in it (a window may be rounded up beyond) */
+  int is_device;  /* 1: GPU memory; 0: pinned host memory mapped for the GPU (an rdma
+                   * window the daemon's rails could not take as GPU memory) */
+} epx_region;
+
+int epx_ll_region(epx_ll_buffer* buffer, int kind, epx_region* out);
+int epx_normal_region(epx_normal_buffer* buffer, int kind, epx_region* out);
 
 #ifdef __cplusplus
 }  // extern "C"

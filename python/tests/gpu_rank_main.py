@@ -2,7 +2,9 @@
 through `import deep_ep` on GPU `rank` (ranks share the GPUs round-robin;
 one GPU: run under MPS), checked against torch: three rounds (both halves,
 then the first again), then, with `graph`, dispatch + combine captured in a
-CUDA graph and replayed with new tokens.
+CUDA graph and replayed with new tokens; get_local_buffer_tensor before the
+first dispatch and at the end (local_buffer_check.py: across nodes, the
+RDMA buffer's views alias the low-latency buffer's window).
 
 argv: rendezvous file, rank, world size, return_recv_hook (0/1), use_fp8
 (0/1), graph (0/1). EPX_SOCKET names this rank's epxd (ranks of one job may
@@ -18,6 +20,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 import deep_ep  # noqa: E402
+from local_buffer_check import check_aliases, expect_absent  # noqa: E402
 
 
 def dequantize(recv_x, use_fp8):
@@ -48,6 +51,12 @@ def main() -> int:
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     num_max, hidden, num_experts, num_topk, num_tokens = 32, 1024, 4 * world, 3, 24
     buffer = deep_ep.Buffer(dist.group.WORLD, low_latency_mode=True, explicitly_destroy=True)
+    # get_local_buffer_tensor: no normal-mode buffer (num_nvl_bytes=0), and
+    # the RDMA buffer (the low-latency one's window) only across nodes,
+    # from the first low_latency_dispatch on.
+    nodes = buffer.num_nodes
+    expect_absent(buffer, False, "num_nvl_bytes=0 holds no normal-mode buffer")
+    expect_absent(buffer, True, "group is on one node" if nodes == 1 else "first low_latency_dispatch")
     gen = torch.Generator(device="cuda").manual_seed(rank + 1)
     x = torch.randn(num_tokens, hidden, dtype=torch.bfloat16, device="cuda", generator=gen)
     topk_idx = torch.stack([torch.randperm(num_experts, device="cuda", generator=gen)[:num_topk]
@@ -92,6 +101,17 @@ def main() -> int:
             torch.cuda.synchronize()
             buffer._ll.check()
             check_combined(out, x, topk_idx, topk_weights, use_fp8)
+    torch.cuda.synchronize()
+    dist.barrier()  # no rank in a call
+    expect_absent(buffer, False, "the NVLink buffer does not exist yet")
+    if nodes == 1:
+        expect_absent(buffer, True, "group is on one node")
+    else:
+        region = buffer._ll.region(rdma=True)
+        check_aliases(buffer, region, True, rank)
+        print("rank", rank, "RDMA buffer is", "GPU" if region.is_device else "host (mapped)", "memory", flush=True)
+    torch.cuda.synchronize()
+    dist.barrier()
     print("rank", rank, "ok", flush=True)
     buffer.destroy()
     return 0

@@ -11,6 +11,11 @@ rank's daemon, one daemon per emulated node) the same checks hold, plus
 num_tokens_per_rdma_rank, and the last two rounds call internode_dispatch /
 internode_combine as DeepEP's dispatch would.
 
+get_local_buffer_tensor (local_buffer_check.py): refused before the first
+dispatch; after round 0's dispatch its NVLink buffer holds the received
+rows; at the end its views alias the memory the C ABI reports (the RDMA
+buffer too, across nodes with the low-latency batches).
+
 argv: rendezvous file, rank, world size[, ranks per node (default: world)]."""
 
 import os
@@ -23,6 +28,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 import deep_ep  # noqa: E402
+from local_buffer_check import check_aliases, expect_absent, find_rows  # noqa: E402
 
 
 def job_inputs(world, num_tokens, hidden, num_experts, num_topk, seed):
@@ -74,6 +80,9 @@ def main() -> int:
     buffer = deep_ep.Buffer(dist.group.WORLD, num_nvl_bytes=config.get_nvl_buffer_size_hint(hidden * 2, world),
                             low_latency_mode=True, explicitly_destroy=True)
     assert buffer.num_nodes == nodes, (buffer.node_of_rank, nodes)
+    # get_local_buffer_tensor before any dispatch: nothing to alias yet.
+    expect_absent(buffer, False, "the NVLink buffer does not exist yet")
+    expect_absent(buffer, True, "group is on one node" if nodes == 1 else "first low_latency_dispatch")
     for round_ in range(4):
         fp8 = round_ % 2 == 1
         internode = nodes > 1 and round_ >= 2
@@ -119,6 +128,17 @@ def main() -> int:
             row_idx.append(torch.where(is_local, sel - rank * local, torch.full_like(sel, -1)))
             row_w.append(torch.where(is_local, ws[src][mine], torch.zeros_like(ws[src][mine])))
         want_idx, want_w = torch.cat(row_idx), torch.cat(row_w)
+        if round_ == 0 and sum(r.shape[0] for r in rows) > 0:
+            # The NVLink buffer is the memory the dispatch received into: its
+            # rows lie there, one after another (read only, before the
+            # combine; other ranks write this space again only in this
+            # rank's next dispatch).
+            torch.cuda.synchronize()
+            local = buffer.get_local_buffer_tensor(torch.uint8)
+            assert local.data_ptr() == buffer._normal.region().pointer
+            at = find_rows(buffer, torch.cat(rows))
+            assert at is not None, "the received rows are not in get_local_buffer_tensor's memory"
+            print("rank", rank, "received rows at byte", at, "of the NVLink buffer", flush=True)
         if fp8:
             want_q, want_s = torch.cat(row_q), torch.cat(row_s)
             assert same_bytes(recv_x[0].cpu(), want_q), "recv_x (e4m3)"
@@ -175,6 +195,20 @@ def main() -> int:
     buffer._normal.check()
     if with_low_latency:
         buffer._ll.check()
+    # The tensors get_local_buffer_tensor gives, with no rank in a call.
+    torch.cuda.synchronize()
+    dist.barrier()
+    check_aliases(buffer, buffer._normal.region(), False, rank)
+    if nodes == 1:
+        expect_absent(buffer, True, "group is on one node")
+    elif with_low_latency:  # low_latency_mode=True: the RDMA buffer is the low-latency buffer's window
+        region = buffer._ll.region(rdma=True)
+        check_aliases(buffer, region, True, rank)
+        print("rank", rank, "RDMA buffer is", "GPU" if region.is_device else "host (mapped)", "memory", flush=True)
+    else:
+        expect_absent(buffer, True, "first low_latency_dispatch")
+    torch.cuda.synchronize()
+    dist.barrier()
     print("rank", rank, "ok", flush=True)
     buffer.destroy()
     return 0

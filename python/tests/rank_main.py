@@ -3,8 +3,8 @@ against the epxd at EPX_SOCKET, drops torch.distributed, then proves the
 job works through the daemons alone (a barrier), and prints a JSON line.
 
 argv: rendezvous file, rank, world size, mode ("barrier", "lost:<rank>", or
-"nodes": what the rank knows of the job's nodes, and how normal mode checks
-against them, without a GPU)."""
+"nodes": what the rank knows of the job's nodes, and how normal mode and
+get_local_buffer_tensor check against them, without a GPU)."""
 
 import json
 import os
@@ -42,6 +42,14 @@ def main() -> int:
                 buffer.internode_dispatch(x, num_tokens_per_rdma_rank=torch.zeros(nodes, dtype=torch.int32), **args)
             except epx.EpxError as e:
                 report[f"rdma_{nodes}"] = str(e)
+        # The memory get_local_buffer_tensor would alias: none before the
+        # first dispatches; across nodes the RDMA buffer is the low-latency one.
+        for key, rdma in (("local_nvl", False), ("local_rdma", True)):
+            try:
+                buffer.get_local_buffer_tensor(torch.uint8, use_rdma_buffer=rdma)
+                report[key] = None
+            except epx.EpxError as e:
+                report[key] = {"class": type(e).__name__, "message": str(e)}
         try:  # collective: every rank makes it, and every rank is refused at once
             epx.normal.NormalBuffer(job, 128, 256, 2 * world, 2, 0)
             report["normal_create"] = None

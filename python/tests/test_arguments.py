@@ -1,15 +1,18 @@
 """deep_ep.Buffer checks its arguments before any native call and names
 the argument and why; internode_dispatch / internode_combine are dispatch /
-combine under DeepEP's other names; get_local_buffer_tensor raises
-NotImplementedError saying why. A real epxd and a one-rank gloo group; CPU
-tensors (no GPU here)."""
+combine under DeepEP's other names; get_local_buffer_tensor checks its
+arguments, says why when the memory it would alias does not exist yet, and
+computes its view as DeepEP does (without running past the end). A real
+epxd and a one-rank gloo group; CPU tensors (no GPU here)."""
 
 import pytest
 import torch
 
 import deep_ep
 import epx
-from deep_ep import normal_mode
+from deep_ep import buffer as buffer_module
+from deep_ep import normal_mode, tensors
+from epx import _native
 
 
 @pytest.fixture
@@ -94,9 +97,135 @@ def test_normal_mode_checks_its_arguments(buffer):
     assert buffer._normal is None, "a check let a call reach the native buffer"
 
 
-def test_get_local_buffer_tensor_says_why_it_is_not_there(buffer):
-    with pytest.raises(NotImplementedError, match="holds other ranks' rows"):
-        buffer.get_local_buffer_tensor(torch.bfloat16)
+def test_get_local_buffer_tensor_checks_its_arguments_first(buffer):
+    # Each is refused before the buffer's memory is looked for (there is
+    # none yet: that would be an EpxFailedPreconditionError).
+    call = buffer.get_local_buffer_tensor
+    expect(r"get_local_buffer_tensor: dtype must be a torch.dtype, got 'float32'", call, "float32")
+    expect(r"dtype must be a torch.dtype, got <class 'float'>", call, float)
+    expect(r"offset must be an int >= 0 \(bytes\), got -4", call, torch.uint8, offset=-4)
+    expect(r"offset must be an int >= 0 \(bytes\), got 1.0", call, torch.uint8, offset=1.0)
+    expect(r"offset must be an int >= 0 \(bytes\), got True", call, torch.uint8, offset=True)
+    expect(r"size must be None or a torch.Size of dimensions >= 0, got 8", call, torch.uint8, 8)
+    expect(r"size must be None or a torch.Size", call, torch.uint8, (2, -1))
+    expect(r"size must be None or a torch.Size", call, torch.uint8, [2.0])
+    expect(r"offset=6 is not a multiple of torch.float32's 4 bytes", call, torch.float32, offset=6)
+    expect(r"offset=2 is not a multiple of torch.int64's 8 bytes", call, torch.int64, torch.Size([1]), 2)
+    assert buffer._normal is None and buffer._ll is None, "a check made a buffer"
+
+
+def expect_precondition(match, fn, *args, **kwargs):
+    with pytest.raises(epx.EpxFailedPreconditionError, match=match) as info:
+        fn(*args, **kwargs)
+    assert info.value.code == "FAILED_PRECONDITION"
+    return str(info.value)
+
+
+def test_get_local_buffer_tensor_says_why_the_memory_is_not_there(buffer, single_rank_group):
+    call = buffer.get_local_buffer_tensor
+    # The NVLink buffer is the normal-mode buffer's, made on the first dispatch.
+    message = expect_precondition(r"get_local_buffer_tensor: the NVLink buffer does not exist yet: EPX makes it on "
+                                  r"the first dispatch \(or internode_dispatch\)", call, torch.bfloat16)
+    assert "num_nvl_bytes=0 holds no normal-mode buffer" in message  # this Buffer could never make one
+    # Valid arguments of every kind reach the same answer.
+    expect_precondition(r"NVLink buffer does not exist yet", call, torch.int32, torch.Size([2, 3]), 16)
+    # One node: no RDMA memory at all, whatever was dispatched.
+    expect_precondition(r"use_rdma_buffer=True, but this Buffer's group is on one node: EPX reaches every rank "
+                        r"over NVLink there and holds no RDMA memory", call, torch.uint8, use_rdma_buffer=True)
+    sized = deep_ep.Buffer(single_rank_group, num_nvl_bytes=1 << 20, explicitly_destroy=True)
+    message = expect_precondition(r"the NVLink buffer does not exist yet", sized.get_local_buffer_tensor, torch.uint8)
+    assert "num_nvl_bytes=0" not in message
+    sized.destroy()
+    expect_precondition(r"get_local_buffer_tensor: the Buffer was destroyed", sized.get_local_buffer_tensor,
+                        torch.uint8)
+    expect_precondition(r"the Buffer was destroyed", sized.get_local_buffer_tensor, torch.uint8,
+                        use_rdma_buffer=True)
+    assert buffer._normal is None and buffer._ll is None, "asking made a buffer"
+
+
+def test_get_local_buffer_tensor_across_nodes_names_the_buffer_to_make_first(buffer, single_rank_group):
+    # The group's node count is the job's (two daemons: test_bootstrap's
+    # "nodes" ranks); here one rank stands for a rank of a job on two nodes.
+    buffer.num_nodes = 2
+    expect_precondition(r"the RDMA buffer does not exist yet: with low_latency_mode=True it is the low-latency "
+                        r"buffer's window, which EPX makes on the first low_latency_dispatch",
+                        buffer.get_local_buffer_tensor, torch.uint8, use_rdma_buffer=True)
+    normal = deep_ep.Buffer(single_rank_group, num_nvl_bytes=1 << 20, explicitly_destroy=True)
+    normal.num_nodes = 2
+    expect_precondition(r"the RDMA buffer does not exist yet: it is the normal-mode buffer's window for the network "
+                        r"hop, which EPX makes on the first dispatch", normal.get_local_buffer_tensor, torch.uint8,
+                        use_rdma_buffer=True)
+    normal.destroy()
+
+
+def test_local_view_counts_whole_elements_from_the_offset():
+    view = tensors.local_view
+    # DeepEP would give 4096 // 4 = 1024 elements from offset 64, running 64
+    # bytes past the end; EPX gives those that fit.
+    assert view("c", 4096, 64, 4, None) == (1008, [1008])
+    assert view("c", 4096, 0, 4, None) == (1024, [1024])
+    assert view("c", 4100, 0, 8, None) == (512, [512])  # a partial last element is left out
+    assert view("c", 4096, 4096, 2, None) == (0, [0])
+    assert view("c", 4096, 64, 4, torch.Size([8, 126])) == (1008, [8, 126])
+    assert view("c", 4096, 64, 4, torch.Size([3, 0, 5])) == (0, [3, 0, 5])
+    assert view("c", 4096, 0, 2, (4, 4)) == (16, [4, 4])
+    with pytest.raises(epx.EpxInvalidArgumentError,
+                       match=r"c: size=\(8, 127\) needs 1016 elements of 4 bytes; the buffer holds 1008 from "
+                             r"offset=64 \(4096 bytes in all\)"):
+        view("c", 4096, 64, 4, torch.Size([8, 127]))
+    with pytest.raises(epx.EpxInvalidArgumentError, match=r"c: offset=4112 is beyond the buffer's 4096 bytes"):
+        view("c", 4096, 4112, 4, None)
+    assert tensors.element_size(torch.bfloat16) == 2 and tensors.element_size(torch.float64) == 8
+    assert tensors.element_size(torch.bool) == 1
+
+
+class FakeNativeBuffer:
+    """Stands for an epx NormalBuffer / LowLatencyBuffer: its memory's
+    address and size (no GPU here)."""
+
+    def __init__(self, pointer, num_bytes):
+        self.pointer, self.num_bytes, self.asked = pointer, num_bytes, []
+
+    def region(self, rdma=False):
+        self.asked.append(rdma)
+        return _native.LocalRegion(self.pointer + (1 << 30 if rdma else 0), self.num_bytes, True)
+
+    def close(self):
+        pass
+
+
+def test_get_local_buffer_tensor_aliases_the_region_the_buffer_reports(buffer, monkeypatch):
+    made = []
+    monkeypatch.setattr(buffer_module, "alias", lambda *args: made.append(args) or "tensor")
+    normal = FakeNativeBuffer(0x7f0000000000, 8192)
+    buffer._normal, buffer._device = normal, 3
+    try:
+        assert buffer.get_local_buffer_tensor(torch.float32, torch.Size([4, 8]), offset=64) == "tensor"
+        pointer, count, shape, dtype, device, owner = made[-1]
+        assert (pointer, count, shape, dtype, device) == (0x7f0000000000 + 64, 32, [4, 8], torch.float32, 3)
+        assert owner[0] is buffer and owner[1] is normal, "the tensor must hold the Buffer and its native buffer"
+        buffer.get_local_buffer_tensor(torch.bfloat16, offset=8190)
+        assert made[-1][1:3] == (1, [1])
+        buffer.get_local_buffer_tensor(torch.uint8)
+        assert made[-1][:3] == (0x7f0000000000, 8192, [8192])
+        expect(r"size=\(2049,\) needs 2049 elements of 4 bytes; the buffer holds 2048", buffer.get_local_buffer_tensor,
+               torch.int32, torch.Size([2049]))
+        expect(r"offset=8200 is beyond the buffer's 8192 bytes", buffer.get_local_buffer_tensor, torch.uint8,
+               offset=8200)
+        assert normal.asked == [False] * 5
+        # Across nodes, with low_latency_mode=True, the RDMA buffer is the low-latency buffer's window.
+        buffer.num_nodes = 2
+        ll = FakeNativeBuffer(0x7e0000000000, 4096)
+        buffer._ll = ll
+        buffer.get_local_buffer_tensor(torch.int64, offset=16, use_rdma_buffer=True)
+        assert made[-1][:3] == (0x7e0000000000 + (1 << 30) + 16, 510, [510]) and made[-1][5][1] is ll
+        assert ll.asked == [True] and normal.asked == [False] * 5
+        # Without low_latency_mode, the normal-mode buffer's.
+        buffer.low_latency_mode = False
+        buffer.get_local_buffer_tensor(torch.uint8, use_rdma_buffer=True)
+        assert made[-1][0] == 0x7f0000000000 + (1 << 30) and normal.asked[-1] is True
+    finally:
+        buffer._normal = buffer._ll = None
 
 
 def test_one_node_group_has_one_node(buffer):

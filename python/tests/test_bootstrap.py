@@ -79,3 +79,10 @@ def test_ranks_know_their_nodes_and_normal_mode_checks_against_them(tmp_path, tw
         assert r["normal_create"] is not None, r
         assert r["normal_create"]["class"] == "EpxFailedPreconditionError", r
         assert "consecutive" in r["normal_create"]["message"], r
+        # No buffer was made, so get_local_buffer_tensor has nothing to
+        # alias; across nodes use_rdma_buffer=True names the low-latency
+        # buffer (low_latency_mode=True), not the one-node answer.
+        assert r["local_nvl"]["class"] == "EpxFailedPreconditionError", r
+        assert "the NVLink buffer does not exist yet" in r["local_nvl"]["message"], r
+        assert r["local_rdma"]["class"] == "EpxFailedPreconditionError", r
+        assert "which EPX makes on the first low_latency_dispatch" in r["local_rdma"]["message"], r

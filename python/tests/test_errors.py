@@ -85,6 +85,11 @@ def test_null_handles_give_invalid_argument_not_a_crash():
     assert "epx_ll_dispatch" in lib.epx_last_error().decode()
     assert lib.epx_job_barrier(None, 10) == 3
     assert lib.epx_ll_hook_run(None) == 3
+    region = _native.Region()
+    assert lib.epx_ll_region(None, _native.REGION_NVL, ctypes.byref(region)) == 3
+    assert "epx_ll_region: buffer is NULL" in lib.epx_last_error().decode()
+    assert lib.epx_normal_region(None, _native.REGION_RDMA, ctypes.byref(region)) == 3
+    assert "epx_normal_region: buffer is NULL" in lib.epx_last_error().decode()
     lib.epx_ll_destroy(None)  # no-ops
     lib.epx_client_destroy(None)
 

@@ -29,6 +29,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -40,6 +41,7 @@
 namespace epx {
 
 class CudaSignals;
+class GpuWindow;
 struct DeviceError;
 
 struct LowLatencyOptions {
@@ -154,6 +156,17 @@ class LowLatencyBuffer {
   // Ranks reached by NVLink (this one included) and through the daemon.
   int nvlink_ranks() const;
   int remote_ranks() const;
+
+  // This rank's spaces (kernels::LowLatencyLayout), for callers that alias
+  // them (deep_ep's get_local_buffer_tensor); valid until the buffer goes.
+  // The nvl space: device memory same-node ranks store into (CUDA IPC).
+  void* nvl_buffer() const;
+  size_t nvl_bytes() const;
+  // With remote ranks, the rdma space: the window remote ranks' writes land
+  // in (is_device(), or why it is a host window) and its laid-out bytes (the
+  // window may be rounded up beyond them); null and 0 without remote ranks.
+  const GpuWindow* rdma_window() const;
+  size_t rdma_bytes() const;
 
  private:
   LowLatencyBuffer() = default;

@@ -262,8 +262,15 @@ class NormalBuffer {
   // Across nodes: the rdma space (is_device(), or why it is a host window);
   // null inside one node.
   const GpuWindow* rdma_window() const;
+  // Bytes of the rdma space the kernels lay out (kernels::NormalRdmaLayout;
+  // the window may be rounded up beyond them); 0 inside one node.
+  size_t rdma_bytes() const;
   // Bytes of GPU memory the buffer holds (its receive space, shared by CUDA IPC).
   size_t nvl_bytes() const;
+  // That receive space (kernels::NormalLayout): device memory of this rank
+  // that same-node ranks store into during every call. For callers that
+  // alias it (deep_ep's get_local_buffer_tensor); valid until the buffer goes.
+  void* nvl_buffer() const;
 
  private:
   NormalBuffer() = default;

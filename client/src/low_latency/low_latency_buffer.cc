@@ -376,5 +376,9 @@ Status LowLatencyBuffer::describe_device_error(const State& s, uint32_t code, co
 int LowLatencyBuffer::local_experts() const { return state_->shape.local_experts(); }
 int LowLatencyBuffer::nvlink_ranks() const { return state_->nvlink_ranks; }
 int LowLatencyBuffer::remote_ranks() const { return state_->remote_ranks; }
+void* LowLatencyBuffer::nvl_buffer() const { return state_->nvl.get(); }
+size_t LowLatencyBuffer::nvl_bytes() const { return state_->layout.nvl_bytes; }
+const GpuWindow* LowLatencyBuffer::rdma_window() const { return state_->rdma.get(); }
+size_t LowLatencyBuffer::rdma_bytes() const { return state_->rdma != nullptr ? state_->layout.rdma_bytes : 0; }
 
 }  // namespace epx

@@ -593,6 +593,10 @@ int NormalBuffer::local_experts() const { return state_->shape.local_experts(); 
 int NormalBuffer::ranks_per_node() const { return state_->shape.local_ranks(); }
 const GpuWindow* NormalBuffer::rdma_window() const { return state_->rdma.get(); }
 size_t NormalBuffer::nvl_bytes() const { return state_->layout.nvl_bytes; }
+size_t NormalBuffer::rdma_bytes() const {
+  return state_->rdma != nullptr ? state_->transport.rdma_layout.rdma_bytes : 0;
+}
+void* NormalBuffer::nvl_buffer() const { return state_->nvl.get(); }
 
 Status NormalBuffer::set_stage_timing(bool on) {
   State& s = *state_;
