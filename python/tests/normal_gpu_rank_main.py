@@ -134,8 +134,8 @@ def main() -> int:
             # combine; other ranks write this space again only in this
             # rank's next dispatch).
             torch.cuda.synchronize()
-            local = buffer.get_local_buffer_tensor(torch.uint8)
-            assert local.data_ptr() == buffer._normal.region().pointer
+            nvl = buffer.get_local_buffer_tensor(torch.uint8)
+            assert nvl.data_ptr() == buffer._normal.region().pointer
             at = find_rows(buffer, torch.cat(rows))
             assert at is not None, "the received rows are not in get_local_buffer_tensor's memory"
             print("rank", rank, "received rows at byte", at, "of the NVLink buffer", flush=True)

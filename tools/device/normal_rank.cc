@@ -782,7 +782,8 @@ std::string network_figures(const NormalShape& s, const NormalJobInputs& in, con
 // Where a call's time goes: `iters` cached dispatches and combines one at a
 // time with stage timing on (NormalBuffer::set_stage_timing), each kernel's
 // mean time, as a JSON object {"dispatch": {kernel: us}, "combine": {...}}.
-// Separate from the timed loops above, which run back to back untimed.
+// Separate from the timed loops above, which run back to back untimed; here
+// each phase starts after a job barrier.
 template <typename Dispatch, typename Combine>
 std::string stage_figures(Job& job, NormalBuffer& buffer, cudaStream_t stream, int iters, Dispatch dispatch,
                           Combine combine) {
@@ -791,9 +792,13 @@ std::string stage_figures(Job& job, NormalBuffer& buffer, cudaStream_t stream, i
   std::vector<std::string> d_order, c_order;
   ok_or_fail(job.barrier(), "barrier");
   for (int i = 0; i < iters; ++i) {
+    // Every rank starts each phase together, so a stage that waits for a
+    // peer's bytes times their transfer, not how far behind the peer was.
+    ok_or_fail(job.barrier(), "barrier before a timed dispatch");
     dispatch();
     auto ds = buffer.last_dispatch_stages();
     ok_or_fail(ds.status(), "last_dispatch_stages");
+    ok_or_fail(job.barrier(), "barrier before a timed combine");
     combine();
     auto cs = buffer.last_combine_stages();
     ok_or_fail(cs.status(), "last_combine_stages");
