@@ -44,6 +44,7 @@ from epx.low_latency import LowLatencyBuffer, size_hint
 from . import checks, normal_mode
 from .config import Config
 from .event_overlap import EventOverlap, record_on_current_stream
+from .streams import current_stream_pointer
 from .tensors import alias, device_tensor, element_size, local_view
 
 
@@ -288,8 +289,7 @@ class Buffer:
 
     # ---- low-latency mode ----
     def _stream(self) -> int:
-        import torch
-        return int(torch.cuda.current_stream().cuda_stream)
+        return current_stream_pointer()
 
     def _buffer_for(self, call: str, num_max: int, hidden: int, num_experts: int, num_topk: int) -> LowLatencyBuffer:
         if not self.low_latency_mode:

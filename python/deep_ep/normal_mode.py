@@ -38,6 +38,7 @@ from epx.normal import NormalBuffer, max_tokens_for
 
 from . import checks
 from .event_overlap import EventOverlap, record_on_current_stream
+from .streams import current_stream_pointer
 from .tensors import device_tensor
 
 
@@ -52,8 +53,7 @@ class _Native:
 
 
 def _stream() -> int:
-    import torch
-    return int(torch.cuda.current_stream().cuda_stream)
+    return current_stream_pointer()
 
 
 def _wait(previous_event: Optional[EventOverlap]) -> None:
