@@ -269,6 +269,7 @@ ProxyStats Proxy::stats() const {
   s.signals_applied = stat_signals_.load(std::memory_order_relaxed);
   s.bad_immediates = stat_bad_imm_.load(std::memory_order_relaxed);
   s.busy_ns = stat_busy_ns_.load(std::memory_order_relaxed);
+  s.progress_ns = stat_progress_ns_.load(std::memory_order_relaxed);
   s.ring_visits = stat_visits_.load(std::memory_order_relaxed);
   s.doorbells = stat_doorbells_.load(std::memory_order_relaxed);
   s.refused = stat_eagain_.load(std::memory_order_relaxed);
@@ -323,8 +324,14 @@ void Proxy::run() {
     // their rings already.
     worked |= post_relayed();
     worked |= serve_jobs();
-    worked |= poll_cq();
+    const auto before_cq = Clock::now();
+    const bool reaped = poll_cq();
     const auto now = Clock::now();
+    if (reaped) {
+      stat_progress_ns_.fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(now - before_cq).count(),
+                                  std::memory_order_relaxed);
+    }
+    worked |= reaped;
     if (now - last_published >= kJobStatsPeriod) {
       publish_job_stats();
       last_published = now;

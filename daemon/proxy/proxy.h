@@ -70,10 +70,14 @@ struct ProxyStats {
   uint64_t signals_applied = 0;  // remote writes' immediates applied here
   uint64_t bad_immediates = 0;   // immediates naming no signal (stale or forged)
   uint64_t busy_ns = 0;          // time in passes that did work
-  uint64_t ring_visits = 0;      // times a ring was served (idle rings are not)
-  uint64_t doorbells = 0;        // doorbells taken
-  uint64_t refused = 0;          // writes the provider refused with -FI_EAGAIN (offered again next pass)
-  uint64_t posted_bytes = 0;     // bytes of the writes posted
+  // Of that, time in completion reads that reaped something: with a
+  // provider that copies in the receiving process (shm), its copies of
+  // incoming writes happen there.
+  uint64_t progress_ns = 0;
+  uint64_t ring_visits = 0;   // times a ring was served (idle rings are not)
+  uint64_t doorbells = 0;     // doorbells taken
+  uint64_t refused = 0;       // writes the provider refused with -FI_EAGAIN (offered again next pass)
+  uint64_t posted_bytes = 0;  // bytes of the writes posted
   // Writes of this rail's rings that went elsewhere: split over rails,
   // moved to a quieter rail of their GPU, moved off this rail (unhealthy,
   // refused, stalled or failed).
@@ -357,8 +361,8 @@ class Proxy {
 
   std::atomic<size_t> ring_count_{0};
   std::atomic<uint64_t> stat_descriptors_{0}, stat_ops_{0}, stat_signals_{0}, stat_bad_imm_{0}, stat_busy_ns_{0},
-      stat_visits_{0}, stat_doorbells_{0}, stat_eagain_{0}, stat_bytes_{0}, stat_striped_{0}, stat_spread_{0},
-      stat_failover_{0};
+      stat_progress_ns_{0}, stat_visits_{0}, stat_doorbells_{0}, stat_eagain_{0}, stat_bytes_{0}, stat_striped_{0},
+      stat_spread_{0}, stat_failover_{0};
   std::array<std::atomic<uint64_t>, kRejectReasons> stat_rejected_{};
   // Copied from jobs_ by the proxy thread (publish_job_stats).
   mutable std::mutex published_mu_;

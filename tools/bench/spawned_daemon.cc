@@ -51,13 +51,15 @@ SpawnedDaemon::~SpawnedDaemon() {
   }
 }
 
-Result<v1::DaemonStatus> SpawnedDaemon::status() const {
-  auto stub = v1::Local::NewStub(grpc::CreateChannel("unix:" + socket_, grpc::InsecureChannelCredentials()));
+Result<v1::DaemonStatus> SpawnedDaemon::status() const { return daemon_status(socket_); }
+
+Result<v1::DaemonStatus> daemon_status(const std::string& control_socket) {
+  auto stub = v1::Local::NewStub(grpc::CreateChannel("unix:" + control_socket, grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   v1::DaemonStatus st;
   grpc::Status s = stub->Status(&ctx, v1::StatusRequest(), &st);
-  if (!s.ok()) return unavailable("status of epxd at " + socket_ + ": " + s.error_message());
+  if (!s.ok()) return unavailable("status of epxd at " + control_socket + ": " + s.error_message());
   return st;
 }
 

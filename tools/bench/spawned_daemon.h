@@ -34,6 +34,9 @@ class SpawnedDaemon {
   std::string socket_;
 };
 
+// The Status of the epxd at control socket `socket` (a 5 s deadline).
+Result<v1::DaemonStatus> daemon_status(const std::string& socket);
+
 // epxd beside the running benchmark binary (bazel-bin layout or a flat
 // pack), or "" when there is none.
 std::string find_epxd(const std::string& relative_to_bazel_bin);

@@ -37,6 +37,7 @@
 #include "kernels/normal_kernels.h"
 #include "kernels/normal_reference.h"
 #include "tools/bench/fabric_baseline.h"
+#include "tools/bench/spawned_daemon.h"
 #include "tools/device/rank_process.h"
 
 namespace epx {
@@ -682,11 +683,14 @@ void check_kill(Client& client, Job& job, const Args& args, cudaStream_t stream)
   std::cout << "ok: 3 calls without rank " << args.victim << " match the reference" << std::endl;
 }
 
+// Untimed calls before each timed loop.
+constexpr int kWarmupCalls = 3;
+
 // Mean microseconds per call of fn over `iters` calls, timed by events on
 // `stream` after a warm-up and a job barrier.
 template <typename Fn>
 double time_calls(Job& job, cudaStream_t stream, int iters, Fn fn) {
-  for (int i = 0; i < 3; ++i) fn();
+  for (int i = 0; i < kWarmupCalls; ++i) fn();
   cuda_or_fail(cudaStreamSynchronize(stream), "warm-up");
   ok_or_fail(job.barrier(), "barrier");
   cudaEvent_t a, b;
@@ -702,6 +706,40 @@ double time_calls(Job& job, cudaStream_t stream, int iters, Fn fn) {
   cudaEventDestroy(b);
   ok_or_fail(job.barrier(), "barrier");
   return 1000.0 * ms / iters;
+}
+
+// This rank's daemon's proxies, summed (status RPC): what a call costs the
+// proxies, from the difference around a timed loop.
+struct ProxyTotals {
+  bool ok = false;
+  uint64_t busy_ns = 0, progress_ns = 0, fabric_ops = 0, fabric_bytes = 0;
+};
+
+ProxyTotals proxy_totals(const std::string& socket) {
+  ProxyTotals t;
+  auto status = bench::daemon_status(socket);
+  if (!status.ok()) return t;
+  for (const auto& p : status->proxies()) {
+    t.busy_ns += p.busy_ns();
+    t.progress_ns += p.progress_ns();
+    t.fabric_ops += p.fabric_ops();
+    t.fabric_bytes += p.fabric_bytes();
+  }
+  t.ok = true;
+  return t;
+}
+
+// Per call of a loop of `calls` (its warm-up calls included: they run
+// between the two readings too), as JSON.
+std::string per_call(const ProxyTotals& a, const ProxyTotals& b, int calls) {
+  if (!a.ok || !b.ok) return "\"no daemon status\"";
+  const double n = calls + kWarmupCalls;
+  std::ostringstream o;
+  o << "{\"busy_us\":" << (b.busy_ns - a.busy_ns) / n / 1e3
+    << ",\"progress_us\":" << (b.progress_ns - a.progress_ns) / n / 1e3
+    << ",\"fabric_ops\":" << (b.fabric_ops - a.fabric_ops) / n
+    << ",\"posted_MB\":" << (b.fabric_bytes - a.fabric_bytes) / n / 1e6 << "}";
+  return o.str();
 }
 
 // Across nodes (rank 0): the bytes of its network hop per call (its BF16
@@ -861,9 +899,11 @@ void bench(Job& job, const Args& args, cudaStream_t stream) {
   cached.x = dev.x.get();
   cached.num_tokens = args.tokens;
   cached.cached = true;
+  const ProxyTotals before_dispatch = proxy_totals(args.socket);
   us["dispatch_bf16_cached"] = time_calls(job, stream, args.iters, [&] {
     ok_or_fail(buffer->dispatch(cached, **handle, config, streams).status(), "cached dispatch");
   });
+  const ProxyTotals after_dispatch = proxy_totals(args.socket);
   NormalDispatchInput cached8 = cached;
   cached8.x = dev8.x.get();
   cached8.x_scales = dev8.scales.get();
@@ -873,8 +913,10 @@ void bench(Job& job, const Args& args, cudaStream_t stream) {
   });
   NormalCombineInput ci;
   ci.x = y.get();
+  const ProxyTotals before_combine = proxy_totals(args.socket);
   us["combine"] = time_calls(job, stream, args.iters,
                              [&] { ok_or_fail(buffer->combine(ci, **handle, config, streams).status(), "combine"); });
+  const ProxyTotals after_combine = proxy_totals(args.socket);
   // Same-run floor: one device-to-device copy of the bytes this rank receives.
   DeviceArray<uint8_t> src(static_cast<size_t>(recv) * s.hidden * 2), dst(static_cast<size_t>(recv) * s.hidden * 2);
   us["d2d_copy_floor"] = time_calls(job, stream, args.iters, [&] {
@@ -906,6 +948,10 @@ void bench(Job& job, const Args& args, cudaStream_t stream) {
       << ",\"num_sms\":" << (args.num_sms > 0 ? args.num_sms : 20) << ",\"iters\":" << args.iters;
     for (const auto& [k, v] : us) o << ",\"" << k << "_us\":" << v;
     for (const auto& [k, v] : gbps) o << ",\"" << k << "_GBps\":" << v;
+    if (s.nodes() > 1) {
+      o << ",\"proxy_per_call\":{\"dispatch\":" << per_call(before_dispatch, after_dispatch, args.iters)
+        << ",\"combine\":" << per_call(before_combine, after_combine, args.iters) << "}";
+    }
     o << network << ",\"stages_us\":" << stages << "}";
     std::cout << o.str() << std::endl;
   }
