@@ -75,9 +75,13 @@ Status BenchEndpoint::connect(const std::string& peer_name, const std::string& a
   return Status();
 }
 
-Result<std::unique_ptr<BenchEndpoint>> open_endpoint(const std::string& provider,
-                                                     const std::vector<std::string>& domains, const std::string& side,
-                                                     size_t buffer_bytes, size_t contexts) {
+namespace {
+
+// The first rail of `provider` matching `domains` (open_rails gives one per
+// matching domain; the others close here), checked for a buffer of
+// `buffer_bytes` and `contexts` writes in flight.
+Result<std::unique_ptr<daemon::Rail>> first_rail(const std::string& provider, const std::vector<std::string>& domains,
+                                                 const std::string& side, size_t buffer_bytes, size_t contexts) {
   if (provider.empty()) return invalid_argument("no provider given (tcp, shm, efa or verbs)");
   auto rails = daemon::open_rails(provider, domains);
   if (!rails.ok()) return rails.status().with_context("opening side " + side);
@@ -92,28 +96,26 @@ Result<std::unique_ptr<BenchEndpoint>> open_endpoint(const std::string& provider
     return invalid_argument("window " + std::to_string(contexts) + " exceeds " + rail->provider() +
                             "'s transmit queue depth " + std::to_string(info.tx_attr->size));
   }
-  return BenchEndpoint::create(std::move(rail), side, buffer_bytes, contexts);
+  return rail;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<BenchEndpoint>> open_endpoint(const std::string& provider,
+                                                     const std::vector<std::string>& domains, const std::string& side,
+                                                     size_t buffer_bytes, size_t contexts) {
+  auto rail = first_rail(provider, domains, side, buffer_bytes, contexts);
+  if (!rail.ok()) return rail.status();
+  return BenchEndpoint::create(std::move(rail.value()), side, buffer_bytes, contexts);
 }
 
 Result<EndpointPair> open_pair(const std::string& provider, const std::vector<std::string>& domains,
                                size_t buffer_bytes, size_t contexts) {
-  if (provider.empty()) return invalid_argument("no provider given (tcp, shm, efa or verbs)");
-  auto rails = daemon::open_rails(provider, domains);
-  if (!rails.ok()) return rails.status().with_context("opening side A");
-  // open_rails gives one rail per matching domain; the pair uses the first
-  // and opens its twin on the same fi_info. The other rails close here.
-  std::unique_ptr<daemon::Rail> rail_a = std::move(rails->front());
-  rails->clear();
-
+  // Side B is side A's twin, opened on the same fi_info.
+  auto first = first_rail(provider, domains, "A", buffer_bytes, contexts);
+  if (!first.ok()) return first.status();
+  std::unique_ptr<daemon::Rail> rail_a = std::move(first.value());
   const fi_info& info = rail_a->info();
-  if (buffer_bytes > info.ep_attr->max_msg_size) {
-    return invalid_argument("size " + std::to_string(buffer_bytes) + " exceeds " + rail_a->provider() +
-                            "'s max_msg_size " + std::to_string(info.ep_attr->max_msg_size));
-  }
-  if (contexts > info.tx_attr->size) {
-    return invalid_argument("window " + std::to_string(contexts) + " exceeds " + rail_a->provider() +
-                            "'s transmit queue depth " + std::to_string(info.tx_attr->size));
-  }
   auto rail_b = daemon::Rail::open(info, 1);
   if (!rail_b.ok()) return rail_b.status().with_context("opening side B");
 
