@@ -742,8 +742,9 @@ std::string per_call(const ProxyTotals& a, const ProxyTotals& b, int calls) {
   return o.str();
 }
 
-// Across nodes (rank 0): the bytes of its network hop per call (its BF16
-// messages to node 1, node 1's partial sums back) and what plain libfabric
+// Across nodes (rank 0): the bytes of its node's network hop per call (the
+// BF16 messages of node 0's ranks to node 1, and as many partial-sum bytes
+// as node 0 sends back in combine) and what plain libfabric
 // (shm, two endpoints, one write of each size) takes for the same writes in
 // this run: one way (ping-pong), and both ways at once (exchange, as the
 // job's nodes send them); as JSON fields to append.
@@ -763,14 +764,22 @@ std::string network_figures(const NormalShape& s, const NormalJobInputs& in, con
     }
     return n;
   };
+  // Node 0's bytes to node 1 in one call: every local rank sends its own
+  // tokens' rows (dispatch) and its partial sums for node 1's tokens
+  // (combine) to its peer there, all through the one daemon.
   NormalPayload bf16;
-  const size_t dispatch_bytes = kernels::kMessageHeader + tokens_to_node(0, 1) * kernels::normal_message_bytes(s, bf16);
-  const size_t combine_bytes = tokens_to_node(P, 0) * kernels::normal_partial_bytes(s.hidden, K);
-  // EPX sends these bytes in 1 + kNormalChunks writes per node (metas, then
-  // the row chunks); the baseline moves them in one write, its best case.
+  size_t dispatch_bytes = 0, combine_bytes = 0;
+  for (int j = 0; j < P; ++j) {
+    dispatch_bytes += kernels::kMessageHeader + tokens_to_node(j, 1) * kernels::normal_message_bytes(s, bf16);
+    combine_bytes += tokens_to_node(P + j, 0) * kernels::normal_partial_bytes(s.hidden, K);
+  }
+  // EPX sends these bytes in 1 + kNormalChunks writes per rank (metas, then
+  // the row chunks); the baseline moves them in one write per pair, its
+  // best case.
   std::ostringstream o;
   o << ",\"rdma_window\":\"" << (rdma == nullptr ? "none" : rdma->is_device() ? "device" : "host") << "\"";
-  o << ",\"network\":{\"dispatch_bytes\":" << dispatch_bytes << ",\"combine_bytes\":" << combine_bytes
+  o << ",\"network\":{\"node_ranks\":" << P << ",\"dispatch_bytes\":" << dispatch_bytes
+    << ",\"combine_bytes\":" << combine_bytes
     << ",\"dispatch_GBps\":" << dispatch_bytes / us.at("dispatch_bf16_cached") / 1e3
     << ",\"combine_GBps\":" << combine_bytes / us.at("combine") / 1e3;
   bench::BaselineOptions b;
