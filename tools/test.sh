@@ -36,6 +36,10 @@ if ! grep -q "Build completed successfully" "$log"; then
   exit 1
 fi
 
+# Regions of killed processes make shm refuse a new process that reuses
+# their pid: clear the dead ones before the tests start processes.
+tools/clean-stale-shm.sh
+
 echo "== bazel test //... --test_tag_filters=-gpu --keep_going${*:+ $*} (GPU tests are not run here)"
 bazel test //... --test_tag_filters=-gpu --keep_going "$@" 2>&1 | tee "$log" | grep -vE "^\s*$|linux-sandbox"
 bazel_rc=${PIPESTATUS[0]}
