@@ -52,6 +52,7 @@ Status ProxySet::start(const std::vector<std::vector<int>>& numa_cpus) {
     o.quantum_bytes = uint64_t{config_.proxy_quantum_kib()} << 10;
     o.job_inflight_ops = config_.job_inflight_ops();
     o.job_inflight_bytes = uint64_t{config_.job_inflight_kib()} << 10;
+    o.bound_single_job = config_.bound_single_job();
     o.health.failures = config_.rail_failures();
     o.health.stall = std::chrono::milliseconds(config_.rail_stall_ms());
     o.health.cooldown = std::chrono::milliseconds(config_.rail_cooldown_ms());

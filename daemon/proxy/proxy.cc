@@ -156,7 +156,7 @@ void Proxy::reweigh(JobShare& job) {
   const uint32_t weight = std::max<uint32_t>(job.cell->weight(), 1);
   job.stats.weight = weight;
   job.quantum = static_cast<int64_t>(std::max<uint64_t>(options_.quantum_bytes, 1) * weight);
-  if (jobs_.size() == 1) {
+  if (jobs_.size() == 1 && !options_.bound_single_job) {
     // Alone on the rail: the bounds keep a job's writes from queueing ahead
     // of other jobs' in the provider, and there are none, so only the
     // transmit queue's half limits it (a single job keeps its full rate).

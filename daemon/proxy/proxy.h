@@ -48,6 +48,12 @@ struct ProxyOptions {
   uint64_t op_cost_bytes = 4 << 10;
   uint32_t job_inflight_ops = 64;
   uint64_t job_inflight_bytes = 2 << 20;
+  // Apply those bounds to a job alone on the rail too (normally only half
+  // the transmit queue bounds it). With a provider whose receiving side
+  // copies in its progress (shm), fewer writes in flight keep the peer
+  // proxy's completion reads short, so it posts its own writes between
+  // copies; an experiment knob (docs/PERFORMANCE.md).
+  bool bound_single_job = false;
   RailHealthOptions health;
   // Writes of at least this many bytes are split across every usable rail
   // of the node (relayed_write.h); 0: never split.

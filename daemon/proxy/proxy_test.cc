@@ -760,6 +760,29 @@ TEST_CASE("a job alone on the rail is not held by the per-job bounds; a second j
   CHECK(stats_of(stats, "other").max_inflight_ops == 1);  // 16 KiB writes under an 8 KiB bound: one at a time
 }
 
+TEST_CASE("bound_single_job holds a job alone on the rail to the per-job bounds") {
+  FaultPlan plan;  // completions come late, so writes would pile up in flight
+  plan.seed = 12;
+  plan.hold_count = 32;
+  plan.hold_us = 2000;
+  ProxyOptions options = spinning();
+  options.job_inflight_ops = 2;
+  options.job_inflight_bytes = 8 << 10;
+  options.bound_single_job = true;
+  Rig rig(plan, options);
+  Rig::Job& alone = rig.add_job("alone");
+  auto ring = rig.make_ring(alone, 256);
+  rig.serve({ring});
+  ring::RingProducer producer(ring->region->data());
+  for (uint32_t i = 0; i < 200; ++i) {
+    const uint64_t at = (i % 64) * (16 << 10);
+    REQUIRE(producer.post(ring::make_write(1, dst_addr(at), dst_addr(at), 16 << 10), 10s));
+  }
+  rig.wait_for("the lone job's writes", [&] { return ring->completed.load() == 200; });
+  const JobShareStats lone = stats_of(rig.job_stats(), "alone");
+  CHECK(lone.max_inflight_ops == 1);  // 16 KiB writes under an 8 KiB bound: one at a time (> 2 without it)
+}
+
 namespace {
 
 // Whether element i of a strided write is in place in `dst`, byte for byte.

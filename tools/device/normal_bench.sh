@@ -11,6 +11,8 @@
 # (default 1) gives each daemon k shm rails, so its large writes are
 # striped over k copying proxy threads (epxd's rails_per_domain), and the
 # plain libfabric exchange baseline runs k endpoint pairs at once to match.
+# EPXD_ARGS: more epxd flags (e.g. "--bound-single-job true
+# --job-inflight-kib 4096", the in-flight experiment of docs/PERFORMANCE.md).
 # The baseline's second side runs in a process of its own
 # (BIN_DIR/fabric_exchange_peer), as the two daemons are two processes.
 set -euo pipefail
@@ -26,7 +28,7 @@ for n in $(seq 0 $((nodes - 1))); do
   port=$((40000 + RANDOM % 20000))
   ports+=("$port")
   "$bin/epxd" --node-name "node$n" --control-socket "$dir/$n.sock" --peer-listen "127.0.0.1:$port" --provider shm \
-    --proxy-busy-poll true --rails-per-domain "$rails" --log-level info >"$dir/epxd$n.log" 2>&1 &
+    --proxy-busy-poll true --rails-per-domain "$rails" --log-level info ${EPXD_ARGS:-} >"$dir/epxd$n.log" 2>&1 &
   daemons+=($!)
 done
 for n in $(seq 0 $((nodes - 1))); do
