@@ -5,8 +5,8 @@
 #   tools/device/deepep_same_gpu.sh BIN_DIR DEEPEP_TARBALL
 # On a one-GPU machine both ranks share the GPU under MPS (start it first,
 # as run.sh's callers do), each with half its SMs; DeepEP's own test
-# programs cannot run so (NCCL refuses two ranks on one device), this script
-# can (gloo). The figures then compare the kernels on one GPU's memory, not
+# programs initialise NCCL, which refuses two ranks on one device, while
+# this script joins the ranks with gloo. The figures then compare the kernels on one GPU's memory, not
 # NVLink: a same-run comparison, not DeepEP's published EP2 setting.
 # DeepEP is built from the tarball (../shared/anchors/deepep, packed into
 # .device-pack/deepep by pack.sh) with the machine's torch and nvcc, into
