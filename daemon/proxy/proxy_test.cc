@@ -723,23 +723,44 @@ TEST_CASE("a job never has more writes in flight than its bound; held writes wai
   }
 }
 
+namespace {
+
+// Completions that come late (so writes pile up in flight) and per-job
+// bounds of 2 writes / 8 KiB, for the tests of who those bounds hold.
+struct BoundsSetup {
+  FaultPlan plan;
+  ProxyOptions options;
+};
+
+BoundsSetup late_completions_tight_bounds(uint64_t seed) {
+  BoundsSetup b;
+  b.plan.seed = seed;
+  b.plan.hold_count = 32;
+  b.plan.hold_us = 2000;
+  b.options = spinning();
+  b.options.job_inflight_ops = 2;
+  b.options.job_inflight_bytes = 8 << 10;
+  return b;
+}
+
+// Posts `count` 16 KiB writes (each larger than the 8 KiB bound) on `producer`.
+void post_16k_writes(ring::RingProducer& producer, uint32_t count) {
+  for (uint32_t i = 0; i < count; ++i) {
+    const uint64_t at = (i % 64) * (16 << 10);
+    REQUIRE(producer.post(ring::make_write(1, dst_addr(at), dst_addr(at), 16 << 10), 10s));
+  }
+}
+
+}  // namespace
+
 TEST_CASE("a job alone on the rail is not held by the per-job bounds; a second job brings them back") {
-  FaultPlan plan;  // completions come late, so writes pile up in flight
-  plan.seed = 11;
-  plan.hold_count = 32;
-  plan.hold_us = 2000;
-  ProxyOptions options = spinning();
-  options.job_inflight_ops = 2;
-  options.job_inflight_bytes = 8 << 10;
-  Rig rig(plan, options);
+  BoundsSetup setup = late_completions_tight_bounds(11);
+  Rig rig(setup.plan, setup.options);
   Rig::Job& alone = rig.add_job("alone");
   auto ring = rig.make_ring(alone, 256);
   rig.serve({ring});
   ring::RingProducer producer(ring->region->data());
-  for (uint32_t i = 0; i < 200; ++i) {
-    const uint64_t at = (i % 64) * (16 << 10);
-    REQUIRE(producer.post(ring::make_write(1, dst_addr(at), dst_addr(at), 16 << 10), 10s));
-  }
+  post_16k_writes(producer, 200);
   rig.wait_for("the lone job's writes", [&] { return ring->completed.load() == 200; });
   const JobShareStats lone = stats_of(rig.job_stats(), "alone");
   CHECK(lone.bound_waits == 0);
@@ -761,23 +782,14 @@ TEST_CASE("a job alone on the rail is not held by the per-job bounds; a second j
 }
 
 TEST_CASE("bound_single_job holds a job alone on the rail to the per-job bounds") {
-  FaultPlan plan;  // completions come late, so writes would pile up in flight
-  plan.seed = 12;
-  plan.hold_count = 32;
-  plan.hold_us = 2000;
-  ProxyOptions options = spinning();
-  options.job_inflight_ops = 2;
-  options.job_inflight_bytes = 8 << 10;
-  options.bound_single_job = true;
-  Rig rig(plan, options);
+  BoundsSetup setup = late_completions_tight_bounds(12);
+  setup.options.bound_single_job = true;
+  Rig rig(setup.plan, setup.options);
   Rig::Job& alone = rig.add_job("alone");
   auto ring = rig.make_ring(alone, 256);
   rig.serve({ring});
   ring::RingProducer producer(ring->region->data());
-  for (uint32_t i = 0; i < 200; ++i) {
-    const uint64_t at = (i % 64) * (16 << 10);
-    REQUIRE(producer.post(ring::make_write(1, dst_addr(at), dst_addr(at), 16 << 10), 10s));
-  }
+  post_16k_writes(producer, 200);
   rig.wait_for("the lone job's writes", [&] { return ring->completed.load() == 200; });
   const JobShareStats lone = stats_of(rig.job_stats(), "alone");
   CHECK(lone.max_inflight_ops == 1);  // 16 KiB writes under an 8 KiB bound: one at a time (> 2 without it)
