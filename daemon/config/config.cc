@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -237,6 +238,25 @@ Status apply_override(v1::DaemonConfig* config, const std::string& field, const 
         return invalid_argument(field + ": '" + value + "' is not true or false");
       }
       return Status();
+    case FieldDescriptor::CPPTYPE_ENUM: {
+      // A flag names the value by its last word: "--single-job-bound off"
+      // sets SINGLE_JOB_BOUND_OFF.
+      const auto* type = fd->enum_type();
+      std::string upper = value, names;
+      for (char& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+      for (int i = 0; i < type->value_count(); ++i) {
+        const std::string& name = type->value(i)->name();
+        const std::string word = name.substr(name.rfind('_') + 1);
+        if (!upper.empty() && (upper == word || upper == name)) {
+          refl->SetEnumValue(config, fd, type->value(i)->number());
+          return Status();
+        }
+        std::string lower = word;
+        for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        names += (names.empty() ? "" : ", ") + lower;
+      }
+      return invalid_argument(field + ": '" + value + "' is not one of " + names);
+    }
     case FieldDescriptor::CPPTYPE_MESSAGE:
       if (field == "job_weights") return parse_job_weights(value, config->mutable_job_weights());
       if (field == "gpu_rails") return parse_gpu_rails(value, config->mutable_gpu_rails());

@@ -107,6 +107,22 @@ TEST_CASE("flag overrides set fields by name and reject bad values") {
   CHECK(apply_override(&c, "no_such_field", "1").message().find("no_such_field") != std::string::npos);
 }
 
+TEST_CASE("enum flags take the value's last word, and a bad one lists the choices") {
+  v1::DaemonConfig c;
+  CHECK(c.single_job_bound() == v1::SINGLE_JOB_BOUND_AUTO);
+  REQUIRE(apply_override(&c, "single_job_bound", "off").ok());
+  CHECK(c.single_job_bound() == v1::SINGLE_JOB_BOUND_OFF);
+  REQUIRE(apply_override(&c, "single_job_bound", "ON").ok());
+  CHECK(c.single_job_bound() == v1::SINGLE_JOB_BOUND_ON);
+  REQUIRE(apply_override(&c, "single_job_bound", "SINGLE_JOB_BOUND_AUTO").ok());
+  CHECK(c.single_job_bound() == v1::SINGLE_JOB_BOUND_AUTO);
+  auto bad = apply_override(&c, "single_job_bound", "sometimes");
+  CHECK(bad.code() == StatusCode::kInvalidArgument);
+  CHECK(bad.message().find("auto, on, off") != std::string::npos);
+  CHECK(apply_override(&c, "single_job_bound", "").code() == StatusCode::kInvalidArgument);
+  CHECK(c.single_job_bound() == v1::SINGLE_JOB_BOUND_AUTO);  // a refused value changes nothing
+}
+
 TEST_CASE("a missing config file is a clear error") {
   auto c = load_config_file("/nonexistent/epxd.conf");
   REQUIRE_FALSE(c.ok());

@@ -52,7 +52,7 @@ struct ProxyOptions {
   // the transmit queue bounds it). With a provider whose receiving side
   // copies in its progress (shm), fewer writes in flight keep the peer
   // proxy's completion reads short, so it posts its own writes between
-  // copies; an experiment knob (docs/PERFORMANCE.md).
+  // copies (the daemon turns it on for shm rails: config single_job_bound).
   bool bound_single_job = false;
   RailHealthOptions health;
   // Writes of at least this many bytes are split across every usable rail

@@ -6,7 +6,9 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -29,6 +31,12 @@ Result<std::unique_ptr<SpawnedDaemon>> SpawnedDaemon::start(const std::string& e
   if (!domain.empty()) args.insert(args.end(), {"--rail-domains", domain});
   if (proxy_core >= 0) args.insert(args.end(), {"--proxy-cores", std::to_string(proxy_core)});
   args.insert(args.end(), extra_args.begin(), extra_args.end());
+  // EPXD_ARGS (space-separated, as tools/device/normal_bench.sh takes them)
+  // lets a benchmark run be repeated with other daemon settings.
+  if (const char* more = std::getenv("EPXD_ARGS")) {
+    std::istringstream in(more);
+    for (std::string word; in >> word;) args.push_back(word);
+  }
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

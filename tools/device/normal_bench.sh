@@ -11,8 +11,8 @@
 # (default 1) gives each daemon k shm rails, so its large writes are
 # striped over k copying proxy threads (epxd's rails_per_domain), and the
 # plain libfabric exchange baseline runs k endpoint pairs at once to match.
-# EPXD_ARGS: more epxd flags (e.g. "--bound-single-job true
-# --job-inflight-kib 4096", the in-flight experiment of docs/PERFORMANCE.md).
+# EPXD_ARGS: more epxd flags (e.g. "--single-job-bound off
+# --job-inflight-kib 4096", the in-flight bounds of docs/PERFORMANCE.md).
 # The baseline's second side runs in a process of its own
 # (BIN_DIR/fabric_exchange_peer), as the two daemons are two processes.
 set -euo pipefail

@@ -9,7 +9,7 @@
 #        normal_job_ep2 normal_job_ep8 normal_job_ep16 normal_job_kill
 #        normal_nodes_ep2 normal_nodes_ep4 normal_nodes_ep8 normal_nodes_ep16 normal_nodes4_ep16 normal_nodes_kill python_gpu normal_bench normal_bench_sms32
 #        normal_bench_sms64 normal_bench_nodes2 normal_bench_nodes2_rails4 normal_bench_nodes4
-#        normal_bench_nodes4_rails4 normal_bench_nodes2_bounded deep_ep_bench deepep_same_gpu
+#        normal_bench_nodes4_rails4 normal_bench_nodes2_unbounded normal_bench_nodes4_unbounded deep_ep_bench deepep_same_gpu
 #        ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench
 # Full logs go to $OUT (one file per step); a short table is printed, then
 # "benchmarks: N ran, N failed" and, last, the tests' "N passed, N failed,
@@ -38,7 +38,7 @@ export PATH=$PATH:$(realpath "$bin")
 
 summary=() results=()
 passed=0 failed=0 skipped=0 benches=0 bench_failed=0
-wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test normal_job_ep2 normal_job_ep8 normal_job_ep16 normal_job_kill normal_nodes_ep2 normal_nodes_ep4 normal_nodes_ep8 normal_nodes_ep16 normal_nodes4_ep16 normal_nodes_kill python_gpu normal_bench normal_bench_sms32 normal_bench_sms64 normal_bench_nodes2 normal_bench_nodes2_rails4 normal_bench_nodes4 normal_bench_nodes4_rails4 normal_bench_nodes2_bounded deep_ep_bench deepep_same_gpu ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench} "
+wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test normal_job_ep2 normal_job_ep8 normal_job_ep16 normal_job_kill normal_nodes_ep2 normal_nodes_ep4 normal_nodes_ep8 normal_nodes_ep16 normal_nodes4_ep16 normal_nodes_kill python_gpu normal_bench normal_bench_sms32 normal_bench_sms64 normal_bench_nodes2 normal_bench_nodes2_rails4 normal_bench_nodes4 normal_bench_nodes4_rails4 normal_bench_nodes2_unbounded normal_bench_nodes4_unbounded deep_ep_bench deepep_same_gpu ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench} "
 step() {  # name timeout_s command...: runs it (when wanted), output in $out/name.log; sets step_rc
   local name=$1 limit=$2; shift 2
   [[ $wanted == *" $name "* ]] || return 1
@@ -111,10 +111,10 @@ bench normal_bench_nodes2 200 env NODES=2 tools/device/normal_bench.sh "$bin" 2
 bench normal_bench_nodes2_rails4 200 env NODES=2 RAILS_PER_DOMAIN=4 tools/device/normal_bench.sh "$bin" 2
 bench normal_bench_nodes4 200 env NODES=2 tools/device/normal_bench.sh "$bin" 4
 bench normal_bench_nodes4_rails4 200 env NODES=2 RAILS_PER_DOMAIN=4 tools/device/normal_bench.sh "$bin" 4
-# The same as normal_bench_nodes2 with one 4 MiB write in flight per job and rail (does a short
-# completion read on the receiving proxy let it post its own writes between copies?).
-bench normal_bench_nodes2_bounded 200 env NODES=2 EPXD_ARGS="--bound-single-job true --job-inflight-ops 1 --job-inflight-kib 4096" \
-  tools/device/normal_bench.sh "$bin" 2
+# The hop without the shm bound on a job alone on a rail (epxd's default
+# single_job_bound auto bounds it on shm): the before/after of session 13.
+bench normal_bench_nodes2_unbounded 200 env NODES=2 EPXD_ARGS="--single-job-bound off" tools/device/normal_bench.sh "$bin" 2
+bench normal_bench_nodes4_unbounded 200 env NODES=2 EPXD_ARGS="--single-job-bound off" tools/device/normal_bench.sh "$bin" 4
 # The same shapes through `import deep_ep` (the Python layer's cost, beside the C++ figures above).
 bench deep_ep_bench 200 tools/device/deep_ep_bench.sh "$bin"
 # DeepEP itself beside EPX through the same deep_ep script (builds DeepEP first, about 90 s).
@@ -136,7 +136,7 @@ bench rails_bench 300 tools/bench/rails_bench.sh --bin "$bin" --cores "${EPX_RAI
 echo
 echo "== results"
 printf '%s\n' "${results[@]}"
-for f in normal_bench normal_bench_sms32 normal_bench_sms64 normal_bench_nodes2 normal_bench_nodes2_rails4 normal_bench_nodes4 normal_bench_nodes4_rails4 normal_bench_nodes2_bounded deep_ep_bench deepep_same_gpu ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench; do [[ -f $out/$f.log ]] || continue; echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
+for f in normal_bench normal_bench_sms32 normal_bench_sms64 normal_bench_nodes2 normal_bench_nodes2_rails4 normal_bench_nodes4 normal_bench_nodes4_rails4 normal_bench_nodes2_unbounded normal_bench_nodes4_unbounded deep_ep_bench deepep_same_gpu ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench; do [[ -f $out/$f.log ]] || continue; echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
 echo
 printf '%s\n' "${summary[@]}"
 echo "benchmarks: $benches ran, $bench_failed failed"
