@@ -30,7 +30,7 @@ Channel::Channel(BenchEndpoint& ep, const PairControl& control, std::chrono::mil
   for (size_t i = slots_; i > 0; --i) free_.push_back(static_cast<uint32_t>(i - 1));
 }
 
-Status Channel::write(size_t len, std::optional<uint64_t> data, uint64_t msg_flags) {
+Status Channel::write(size_t len, std::optional<uint64_t> data, uint64_t msg_flags, size_t offset) {
   auto describe = [&] { return "a free context to post a " + std::to_string(len) + "-byte write"; };
   if (free_.empty()) EPX_RETURN_IF_ERROR(wait([&] { return !free_.empty(); }, describe));
   // Taken off the list before posting: polling on EAGAIN below returns other
@@ -41,14 +41,16 @@ Status Channel::write(size_t len, std::optional<uint64_t> data, uint64_t msg_fla
   fid_ep* ep = ep_.rail().ep();
   void* desc = ep_.desc();
   const RemoteBuffer target = ep_.peer_buffer();
+  char* const src = ep_.buffer() + offset;
+  const uint64_t dst = target.addr + offset;
 
   Clock::time_point since = Clock::now();
   uint64_t seen = events_;
   for (uint32_t spin = 1;; ++spin) {
     ssize_t ret;
     if (msg_flags != 0) {
-      iovec iov = {ep_.buffer(), len};
-      fi_rma_iov rma_iov = {target.addr, len, target.key};
+      iovec iov = {src, len};
+      fi_rma_iov rma_iov = {dst, len, target.key};
       fi_msg_rma msg = {};
       msg.msg_iov = &iov;
       msg.desc = &desc;
@@ -60,9 +62,9 @@ Status Channel::write(size_t len, std::optional<uint64_t> data, uint64_t msg_fla
       msg.data = data.value_or(0);
       ret = fi_writemsg(ep, &msg, msg_flags | (data ? FI_REMOTE_CQ_DATA : 0));
     } else if (data) {
-      ret = fi_writedata(ep, ep_.buffer(), len, desc, *data, ep_.peer(), target.addr, target.key, ctx);
+      ret = fi_writedata(ep, src, len, desc, *data, ep_.peer(), dst, target.key, ctx);
     } else {
-      ret = fi_write(ep, ep_.buffer(), len, desc, ep_.peer(), target.addr, target.key, ctx);
+      ret = fi_write(ep, src, len, desc, ep_.peer(), dst, target.key, ctx);
     }
     if (ret == 0) return Status();
     if (ret != -FI_EAGAIN) {

@@ -39,11 +39,11 @@ class Channel {
   // Uses all of `ep`'s operation contexts; one Channel per endpoint at a time.
   Channel(BenchEndpoint& ep, const PairControl& control, std::chrono::milliseconds stall_timeout);
 
-  // Posts a write of `len` bytes from the start of this side's buffer to the
-  // start of the peer's, carrying `data` as remote CQ data when given.
+  // Posts a write of `len` bytes from `offset` in this side's buffer to the
+  // same offset in the peer's, carrying `data` as remote CQ data when given.
   // `msg_flags` other than 0 goes through fi_writemsg with those flags.
   // Waits (polling) for a free context and while the provider says EAGAIN.
-  Status write(size_t len, std::optional<uint64_t> data, uint64_t msg_flags = 0);
+  Status write(size_t len, std::optional<uint64_t> data, uint64_t msg_flags = 0, size_t offset = 0);
 
   // Reads whatever completions are there, once.
   Status poll();

@@ -10,13 +10,21 @@
 
 namespace epx::bench {
 
-Status exchange_rounds(Channel& c, size_t bytes, uint64_t warmup, std::vector<double>* round_ns) {
+Status exchange_rounds(Channel& c, size_t bytes, size_t writes, uint64_t warmup, std::vector<double>* round_ns) {
+  if (writes == 0 || writes > bytes) {
+    return invalid_argument(std::to_string(bytes) + " bytes cannot go as " + std::to_string(writes) + " writes");
+  }
   const std::string size = std::to_string(bytes) + "-byte";
   for (uint64_t i = 0; i < warmup + kExchangeRounds; ++i) {
     const Clock::time_point t0 = Clock::now();
-    EPX_RETURN_IF_ERROR(c.write(bytes, i & kExchangeDataMask));
-    EPX_RETURN_IF_ERROR(c.wait([&] { return c.remote_completions() > i; },
-                               [&] { return "the peer's " + size + " write of round " + std::to_string(i + 1); }));
+    size_t offset = 0;
+    for (size_t w = 0; w < writes; ++w) {
+      const size_t len = share_of(bytes, writes, w);
+      EPX_RETURN_IF_ERROR(c.write(len, i & kExchangeDataMask, 0, offset));
+      offset += len;
+    }
+    EPX_RETURN_IF_ERROR(c.wait([&] { return c.remote_completions() >= (i + 1) * writes; },
+                               [&] { return "the peer's " + size + " writes of round " + std::to_string(i + 1); }));
     EPX_RETURN_IF_ERROR(c.drain());  // this side's write completed too
     if (round_ns != nullptr && i >= warmup) {
       round_ns->push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count());
@@ -29,8 +37,8 @@ Result<ExchangePoint> measure_exchange(EndpointPair& pair, const BaselineOptions
   PairControl control;
   std::vector<double> round_ns;
   const uint64_t warmup = warmup_ops(options, bytes);
-  auto side_a = [&](Channel& a) -> Status { return exchange_rounds(a, bytes, warmup, &round_ns); };
-  auto side_b = [&](Channel& b) -> Status { return exchange_rounds(b, bytes, warmup, nullptr); };
+  auto side_a = [&](Channel& a) -> Status { return exchange_rounds(a, bytes, options.writes, warmup, &round_ns); };
+  auto side_b = [&](Channel& b) -> Status { return exchange_rounds(b, bytes, options.writes, warmup, nullptr); };
   EPX_RETURN_IF_ERROR(run_pair(pair, control, options.stall_timeout, side_a, side_b, options.pin_threads)
                           .with_context("exchange at " + std::to_string(bytes) + " bytes"));
   return ExchangePoint{bytes, quantile(round_ns, 0.5) / 1e3, quantile(round_ns, 0.99) / 1e3};

@@ -70,10 +70,11 @@ Result<std::vector<ExchangePoint>> baseline_exchange(const BaselineOptions& opti
     return invalid_argument("exchange pairs " + std::to_string(pairs) + " is outside 1.." +
                             std::to_string(kMaxExchangePairs));
   }
+  if (options.writes == 0) return invalid_argument("exchange writes per round must be at least 1");
   for (size_t s : sizes) {
-    if (s < pairs) {
+    if (s < pairs * options.writes) {
       return invalid_argument("size " + std::to_string(s) + " cannot be split over " + std::to_string(pairs) +
-                              " pairs");
+                              " pairs of " + std::to_string(options.writes) + " writes");
     }
   }
   if (!options.peer_binary.empty()) return exchange_across_processes(options, sizes, pairs);

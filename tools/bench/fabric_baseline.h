@@ -36,6 +36,10 @@ struct BaselineOptions {
   // (//tools/bench:fabric_exchange_peer), another process, as EPX's two
   // daemons on one host are two processes; empty: both sides in this one.
   std::string peer_binary;
+  // baseline_exchange only: each side moves its bytes of a round as this
+  // many writes of about equal size, posted together (1: one write, the
+  // provider's best case; EPX's hop uses 1 + 16 per node and call).
+  size_t writes = 1;
 };
 
 struct LatencyPoint {

@@ -136,6 +136,33 @@ TEST_CASE("the exchange with side B in another process measures every size, on o
   }
 }
 
+TEST_CASE("the exchange can move each round as several writes, in one process and across two") {
+  BaselineOptions options = options_for("shm");
+  options.writes = 17;  // as EPX's hop: metas, then 16 chunks
+  for (const bool across : {false, true}) {
+    for (size_t pairs : {size_t{1}, size_t{2}}) {
+      CAPTURE(across);
+      CAPTURE(pairs);
+      options.peer_binary = across ? peer_binary() : "";
+      // 17 bytes per pair on one pair: one byte a write; 1 MiB + 5 does not
+      // divide by 17, so the writes differ in size.
+      auto split = baseline_exchange(options, {17 * pairs, (size_t{1} << 20) + 5}, pairs);
+      REQUIRE_MESSAGE(split.ok(), split.status().to_string());
+      REQUIRE(split->size() == 2);
+      for (const ExchangePoint& p : *split) CHECK(positive(p.round_us));
+    }
+  }
+  options.peer_binary.clear();
+  auto too_small = baseline_exchange(options, {16}, 1);
+  REQUIRE(!too_small.ok());
+  CHECK(too_small.status().code() == StatusCode::kInvalidArgument);
+  CHECK(too_small.status().message().find("1 pairs of 17 writes") != std::string::npos);
+  options.writes = 0;
+  auto none = baseline_exchange(options, {4096}, 1);
+  REQUIRE(!none.ok());
+  CHECK(none.status().message().find("at least 1") != std::string::npos);
+}
+
 TEST_CASE("an exchange peer that cannot start or does not answer fails in bounded time, named") {
   BaselineOptions options = options_for("shm");
   options.stall_timeout = 2000ms;

@@ -2,7 +2,7 @@
 // its own, started by baseline_exchange when BaselineOptions::peer_binary
 // names it (process_exchange.cc); not meant to be run by hand.
 //   fabric_exchange_peer --fd N --provider P [--domain D]... --pairs K
-//                        --sizes S1,S2,... --warmup W --stall-ms T
+//                        --sizes S1,S2,... --warmup W --stall-ms T [--writes N]
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -39,6 +39,8 @@ int main(int argc, char** argv) {
         pairs = std::stoul(v);
       } else if (k == "--warmup") {
         options.warmup = std::stoi(v);
+      } else if (k == "--writes") {
+        options.writes = std::stoul(v);
       } else if (k == "--stall-ms") {
         options.stall_timeout = std::chrono::milliseconds(std::stol(v));
       } else if (k == "--sizes") {

@@ -30,10 +30,11 @@ constexpr uint64_t kExchangeRounds = 20;
 constexpr uint64_t kExchangeDataMask = 0xffffffffu;
 
 // One side's part of the exchange on its channel: `warmup` + kExchangeRounds
-// rounds of a write of `bytes` each way; the timed rounds' durations go to
-// `round_ns` when given (side B passes none). Used in one process
+// rounds of `bytes` each way, as `writes` writes of about equal size posted
+// together (consecutive parts of the buffer); the timed rounds' durations go
+// to `round_ns` when given (side B passes none). Used in one process
 // (measure_exchange) and across two (process_exchange.cc).
-Status exchange_rounds(Channel& c, size_t bytes, uint64_t warmup, std::vector<double>* round_ns);
+Status exchange_rounds(Channel& c, size_t bytes, size_t writes, uint64_t warmup, std::vector<double>* round_ns);
 
 // The exchange with every pair's B side in options.peer_binary, spawned
 // for the run (process_exchange.cc); sizes and pairs checked by the caller.

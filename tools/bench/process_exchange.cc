@@ -130,7 +130,8 @@ Status run_size(Endpoints& eps, const BaselineOptions& options, size_t bytes, st
   auto side = [&](size_t p) {
     Channel c(*eps[p], control, options.stall_timeout);
     const size_t share = share_of(bytes, pairs, p);
-    status[p] = exchange_rounds(c, share, warmup_ops(options, share), points != nullptr ? &round_ns[p] : nullptr);
+    status[p] = exchange_rounds(c, share, options.writes, warmup_ops(options, share),
+                                points != nullptr ? &round_ns[p] : nullptr);
     if (!status[p].ok()) control.failed.store(true, std::memory_order_relaxed);
   };
   std::vector<std::thread> threads;
@@ -206,7 +207,9 @@ Result<std::vector<ExchangePoint>> exchange_across_processes(const BaselineOptio
                                    "--warmup",
                                    std::to_string(options.warmup),
                                    "--stall-ms",
-                                   std::to_string(options.stall_timeout.count())};
+                                   std::to_string(options.stall_timeout.count()),
+                                   "--writes",
+                                   std::to_string(options.writes)};
   for (const std::string& d : options.domains) args.insert(args.end(), {"--domain", d});
   std::string list;
   for (size_t s : sizes) list += (list.empty() ? "" : ",") + std::to_string(s);

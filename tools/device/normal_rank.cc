@@ -816,6 +816,14 @@ std::string network_figures(const NormalShape& s, const NormalJobInputs& in, con
     bench::BaselineOptions x = b;
     x.peer_binary = fabric_peer;
     exchange_fields("plain_libfabric_exchange", x);
+    // The same bytes in the same number of writes as EPX's hop (each local
+    // rank's metas and 16 chunks), posted together: what the issue sets
+    // EPX beside ("the same writes"). The one-write figure above is the
+    // stronger reference.
+    bench::BaselineOptions same = x;
+    same.writes = std::max<size_t>(1, static_cast<size_t>(P) * (1 + kernels::kNormalChunks) / pairs);
+    o << ",\"plain_libfabric_exchange_same_writes_per_pair\":" << same.writes;
+    exchange_fields("plain_libfabric_exchange_same_writes", same);
     // Both sides in this process (earlier sessions' reference), to show what
     // the second process changes.
     exchange_fields("plain_libfabric_exchange_one_process", b);
