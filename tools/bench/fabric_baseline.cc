@@ -113,7 +113,7 @@ Result<std::vector<BandwidthPoint>> baseline_bandwidth(const BaselineOptions& op
   EPX_RETURN_IF_ERROR(check_sizes(sizes));
   if (window == 0) return invalid_argument("window must be at least 1");
   const size_t largest = *std::max_element(sizes.begin(), sizes.end());
-  auto pair = open_pair(options.provider, options.domains, largest, window);
+  auto pair = open_pair(options.provider, options.domains, std::max(largest, options.stream_span), window);
   if (!pair.ok()) return pair.status().with_context("bandwidth baseline");
   std::vector<BandwidthPoint> points;
   for (size_t bytes : sizes) {
@@ -128,7 +128,7 @@ Result<RatePoint> baseline_message_rate(const BaselineOptions& options, size_t b
   EPX_RETURN_IF_ERROR(check_options(options));
   EPX_RETURN_IF_ERROR(check_sizes({bytes}));
   if (window == 0) return invalid_argument("window must be at least 1");
-  auto pair = open_pair(options.provider, options.domains, bytes, window);
+  auto pair = open_pair(options.provider, options.domains, std::max(bytes, options.stream_span), window);
   if (!pair.ok()) return pair.status().with_context("message rate baseline");
   auto run = measure_stream(*pair, options, bytes, window);
   if (!run.ok()) return run.status();

@@ -40,6 +40,11 @@ struct BaselineOptions {
   // many writes of about equal size, posted together (1: one write, the
   // provider's best case; EPX's hop uses 1 + 16 per node and call).
   size_t writes = 1;
+  // baseline_bandwidth and baseline_message_rate only: the writes walk this
+  // many bytes of the buffers, each at the next offset (wrapping), as EPX's
+  // benchmarks walk their windows; 0: every write at offset 0, the same
+  // bytes again and again (cache-hot: the provider's best case).
+  size_t stream_span = 0;
 };
 
 struct LatencyPoint {

@@ -163,6 +163,23 @@ TEST_CASE("the exchange can move each round as several writes, in one process an
   CHECK(none.status().message().find("at least 1") != std::string::npos);
 }
 
+TEST_CASE("streams can walk a span larger than the write, as EPX's windows are walked") {
+  BaselineOptions options = options_for("shm");
+  options.min_time = 50ms;
+  // Every write lands inside the span's buffer (one past it would be a
+  // provider error), and a span below the write size means offset 0.
+  for (size_t span : {size_t{1} << 20, size_t{100}}) {
+    CAPTURE(span);
+    options.stream_span = span;
+    auto walked = baseline_bandwidth(options, {4096, 65536}, 4);
+    REQUIRE_MESSAGE(walked.ok(), walked.status().to_string());
+    for (const BandwidthPoint& p : *walked) CHECK(positive(p.gbytes_per_s));
+    auto rate = baseline_message_rate(options, 64, 4);
+    REQUIRE_MESSAGE(rate.ok(), rate.status().to_string());
+    CHECK(positive(rate->mops_per_s));
+  }
+}
+
 TEST_CASE("an exchange peer that cannot start or does not answer fails in bounded time, named") {
   BaselineOptions options = options_for("shm");
   options.stall_timeout = 2000ms;

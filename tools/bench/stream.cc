@@ -5,6 +5,8 @@
 // its receivers with CQ data, and a provider that does not order writes
 // (FI_ORDER_WAW is not asked for) could complete a window's last write before
 // the others, so only per-write completions say that all bytes arrived.
+#include <algorithm>
+
 #include "tools/bench/measure.h"
 
 namespace epx::bench {
@@ -29,10 +31,11 @@ Result<StreamResult> measure_stream(EndpointPair& pair, const BaselineOptions& o
       return internal_error(a.name() + ": stream needs " + std::to_string(window) + " free contexts");
     }
     uint64_t posted = 0;
+    const uint64_t slots = std::max<uint64_t>(1, options.stream_span / bytes);
     // The window is the channel's context count: write() waits for a free
     // one, i.e. for the oldest outstanding writes to complete.
     auto post = [&]() -> Status {
-      EPX_RETURN_IF_ERROR(a.write(bytes, posted & kDataMask));
+      EPX_RETURN_IF_ERROR(a.write(bytes, posted & kDataMask, 0, (posted % slots) * bytes));
       ++posted;
       return Status();
     };
