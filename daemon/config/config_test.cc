@@ -121,6 +121,10 @@ TEST_CASE("enum flags take the value's last word, and a bad one lists the choice
   CHECK(bad.message().find("auto, on, off") != std::string::npos);
   CHECK(apply_override(&c, "single_job_bound", "").code() == StatusCode::kInvalidArgument);
   CHECK(c.single_job_bound() == v1::SINGLE_JOB_BOUND_AUTO);  // a refused value changes nothing
+  // The file form names the value in full (deploy/epxd.conf).
+  auto file = parse_config_text("single_job_bound: SINGLE_JOB_BOUND_OFF", "test.conf");
+  REQUIRE_MESSAGE(file.ok(), file.status().to_string());
+  CHECK(file->single_job_bound() == v1::SINGLE_JOB_BOUND_OFF);
 }
 
 TEST_CASE("a missing config file is a clear error") {
