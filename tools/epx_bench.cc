@@ -37,7 +37,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr uint64_t kWindowBytes = 16ull << 20;
+// Default window: a multiple of the largest streaming write (16 MiB).
+constexpr uint32_t kDefaultWindowMib = 16;
 
 void progress(const std::string& line) { std::cerr << "[epx_bench] " << line << std::endl; }
 
@@ -57,13 +58,22 @@ int main(int argc, char** argv) {
                                                                   "rail domain (tcp: lo)")("json", "JSON output")(
       "quick", "fewer sizes and shorter runs")("epxd", po::value<std::string>(), "path of epxd")(
       "cores", po::value<std::string>()->default_value(""),
-      "cores for proxy A, proxy B, rank 0, rank 1 (comma-separated); empty: no pinning");
+      "cores for proxy A, proxy B, rank 0, rank 1 (comma-separated); empty: no pinning")(
+      "window-mib", po::value<uint32_t>()->default_value(kDefaultWindowMib),
+      "MiB of each rank's windows that the streams walk (16..4096): more than the caches hold shows memory's rate");
   po::variables_map vm;
   if (auto exit_code = epx::cli::parse(argc, argv, opts, &vm, "epx_bench")) return *exit_code;
   const std::string provider = vm["provider"].as<std::string>();
   std::string domain = vm["domain"].as<std::string>();
   if (provider == "tcp" && domain.empty()) domain = "lo";
   const bool quick = vm.count("quick") > 0, json = vm.count("json") > 0;
+  const uint32_t window_mib = vm["window-mib"].as<uint32_t>();
+  if (window_mib < 16 || window_mib > 4096) {
+    std::cerr << "epx_bench: --window-mib " << window_mib << " is outside 16..4096\n";
+    return 2;
+  }
+  const uint64_t window_bytes = uint64_t{window_mib} << 20;
+  const std::string walked = "walking " + std::to_string(window_mib) + " MiB";
   auto parsed_cores = epx::cli::parse_cores(vm["cores"].as<std::string>(), 4);
   if (!parsed_cores.ok()) {
     std::cerr << "epx_bench: --cores: " << parsed_cores.status().message() << "\n";
@@ -91,7 +101,7 @@ int main(int argc, char** argv) {
   const std::string coordinator = st->peer_address();
 
   epx::bench::TwoRankJob job;
-  if (auto s = epx::bench::join_two_rank_job(job, {"bench", kWindowBytes, 8, 8192}, (*da)->socket(), (*db)->socket(),
+  if (auto s = epx::bench::join_two_rank_job(job, {"bench", window_bytes, 8, 8192}, (*da)->socket(), (*db)->socket(),
                                              coordinator);
       !s.ok()) {
     return fail("joining the job", s);
@@ -164,9 +174,9 @@ int main(int argc, char** argv) {
   auto base_bw = epx::bench::baseline_bandwidth(bo, bw_sizes, 64);
   if (!base_bw.ok()) return fail("baseline bandwidth", base_bw.status());
   // The baseline above rewrites one cache-hot buffer; EPX's writes walk its
-  // 16 MiB window, so the fair reference walks as much.
+  // window, so the fair reference walks as much.
   epx::bench::BaselineOptions walking = bo;
-  walking.stream_span = kWindowBytes;
+  walking.stream_span = window_bytes;
   auto base_walk = epx::bench::baseline_bandwidth(walking, bw_sizes, 64);
   if (!base_walk.ok()) return fail("baseline bandwidth, walking the window", base_walk.status());
   std::vector<Row> walk_rows;
@@ -174,7 +184,7 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < bw_sizes.size(); ++i) {
     const uint32_t size = static_cast<uint32_t>(bw_sizes[i]);
     progress("bandwidth " + std::to_string(size) + " B");
-    const uint64_t slots = kWindowBytes / size;
+    const uint64_t slots = window_bytes / size;
     uint64_t n = 0;
     const auto t0 = Clock::now();
     do {
@@ -190,7 +200,7 @@ int main(int argc, char** argv) {
     if (auto s = epx::bench::wait_while_rising(*r1.signals, 1, counted, 30s); !s.ok()) return fail("stream end", s);
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     rows.push_back({"bandwidth (GB/s)", size, n * double(size) / secs / 1e9, (*base_bw)[i].gbytes_per_s, "GB/s"});
-    walk_rows.push_back({"bandwidth, walking 16 MiB (GB/s)", size, n * double(size) / secs / 1e9,
+    walk_rows.push_back({"bandwidth, " + walked + " (GB/s)", size, n * double(size) / secs / 1e9,
                          (*base_walk)[i].gbytes_per_s, "GB/s"});
   }
   rows.insert(rows.end(), walk_rows.begin(), walk_rows.end());
@@ -231,7 +241,7 @@ int main(int argc, char** argv) {
   {
     auto b2 = (*da)->status();
     uint64_t n = 0;
-    const uint64_t per_pass = kWindowBytes / 64;
+    const uint64_t per_pass = window_bytes / 64;
     const auto t0 = Clock::now();
     do {
       for (int k = 0; k < 1024; ++k, ++n) {
