@@ -134,6 +134,11 @@ int print_status(const epx::v1::DaemonStatus& st, bool json, bool jobs_only) {
                 << (r.sysfs_device().empty() ? std::string("-") : r.sysfs_device()) << "  link " << r.link() << "\n"
                 << "     writes elsewhere: striped " << r.striped_writes() << ", spread " << r.spread_writes()
                 << ", failed over " << r.failover_writes() << "\n";
+      for (const auto& p : st.proxies()) {
+        if (p.rail() == r.index() && p.lone_job_bound()) {
+          std::cout << "     a job alone here is held to the per-job in-flight bounds (single_job_bound)\n";
+        }
+      }
     }
     if (st.gpu_rails_size() > 0) std::cout << "GPU -> rails:\n";
     for (const auto& g : st.gpu_rails()) {

@@ -344,6 +344,7 @@ std::vector<v1::ProxyStatus> ProxySet::status() const {
     s.set_bad_immediates(st.bad_immediates);
     s.set_busy_ns(st.busy_ns);
     s.set_progress_ns(st.progress_ns);
+    s.set_lone_job_bound(proxies_[i]->bounds_lone_job());
     s.set_fabric_bytes(st.posted_bytes);
     s.set_rejected(st.rejected_total());
     s.set_fabric_errors(st.rejected[static_cast<size_t>(ring::RingError::kTransport)]);

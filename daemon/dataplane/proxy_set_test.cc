@@ -181,6 +181,34 @@ TEST_CASE("insert_pairs inserts a re-pairing's addresses on their rails, once pe
   CHECK(beyond.status().message().find("no rail 7 of rank 0") != std::string::npos);
 }
 
+TEST_CASE("single_job_bound: auto bounds a lone job on shm rails only, on and off override it, status tells") {
+  struct Case {
+    const char* provider;
+    v1::SingleJobBound setting;
+    bool bounded;
+  };
+  for (const Case& c : {Case{"shm", v1::SINGLE_JOB_BOUND_AUTO, true}, Case{"shm", v1::SINGLE_JOB_BOUND_OFF, false},
+                        Case{"tcp", v1::SINGLE_JOB_BOUND_AUTO, false}, Case{"tcp", v1::SINGLE_JOB_BOUND_ON, true}}) {
+    CAPTURE(c.provider);
+    CAPTURE(static_cast<int>(c.setting));
+    v1::DaemonConfig config;
+    config.set_provider(c.provider);
+    config.set_control_socket("/tmp/unused.sock");
+    config.set_single_job_bound(c.setting);
+    REQUIRE(finalize_config(&config).ok());
+    auto opened = open_rails(c.provider, std::string(c.provider) == "tcp" ? std::vector<std::string>{"lo"}
+                                                                          : std::vector<std::string>{});
+    REQUIRE_MESSAGE(opened.ok(), opened.status().to_string());
+    std::vector<std::unique_ptr<Rail>> rails = std::move(opened.value());
+    rails.resize(1);
+    ProxySet proxies(config, rails);
+    REQUIRE(proxies.start().ok());
+    const std::vector<v1::ProxyStatus> status = proxies.status();
+    REQUIRE(status.size() == 1);
+    CHECK(status[0].lone_job_bound() == c.bounded);
+  }
+}
+
 TEST_CASE("shm rails: string addresses of other lengths than ours are taken (they vary with the pid), bounded") {
   v1::DaemonConfig config;
   config.set_provider("shm");

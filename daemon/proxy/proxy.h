@@ -163,6 +163,8 @@ class Proxy {
   std::vector<JobShareStats> published_job_stats() const;
   static constexpr std::chrono::milliseconds kJobStatsPeriod{100};
   size_t ring_count() const { return ring_count_.load(std::memory_order_relaxed); }
+  // Whether a lone job is held to the per-job bounds (fixed at start).
+  bool bounds_lone_job() const { return options_.bound_single_job; }
 
  private:
   struct OpContext {

@@ -86,9 +86,11 @@ TEST_CASE("epxctl status, jobs and ping against a live daemon; the socket is 066
   CHECK(out.find("node a") != std::string::npos);
   CHECK(out.find("view: all") != std::string::npos);  // the test runs as root or as the daemon's user
   CHECK(out.find("shm") != std::string::npos);
+  CHECK(out.find("held to the per-job in-flight bounds") != std::string::npos);  // shm: single_job_bound auto
   auto [cj, json] = a.epxctl({"status", "--json"});
   CHECK(cj == 0);
   CHECK(json.find("\"rails\"") != std::string::npos);
+  CHECK(json.find("\"loneJobBound\": true") != std::string::npos);
   CHECK(json.find("\"peerAddress\"") != std::string::npos);
   auto [cp, ping] = a.epxctl({"ping"});
   CHECK(cp == 0);
