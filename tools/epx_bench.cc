@@ -60,7 +60,8 @@ int main(int argc, char** argv) {
       "cores", po::value<std::string>()->default_value(""),
       "cores for proxy A, proxy B, rank 0, rank 1 (comma-separated); empty: no pinning")(
       "window-mib", po::value<uint32_t>()->default_value(kDefaultWindowMib),
-      "MiB of each rank's windows that the streams walk (16..4096): more than the caches hold shows memory's rate");
+      "MiB of each rank's windows that the streams walk (16..4096): more than the caches hold shows memory's rate; "
+      "registers about 6x this much host memory (two windows per rank, the baseline's two buffers)");
   po::variables_map vm;
   if (auto exit_code = epx::cli::parse(argc, argv, opts, &vm, "epx_bench")) return *exit_code;
   const std::string provider = vm["provider"].as<std::string>();

@@ -241,6 +241,7 @@ Status apply_override(v1::DaemonConfig* config, const std::string& field, const 
     case FieldDescriptor::CPPTYPE_ENUM: {
       // A flag names the value by its last word: "--single-job-bound off"
       // sets SINGLE_JOB_BOUND_OFF.
+      if (fd->is_repeated()) return invalid_argument("config field '" + field + "' can only be set in the config file");
       const auto* type = fd->enum_type();
       std::string upper = value, names;
       for (char& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
@@ -360,6 +361,10 @@ Status finalize_config(v1::DaemonConfig* c) {
     if (d.empty()) return invalid_argument("rail_domains: empty domain name");
   }
   if (c->rails_per_domain() > 16) return invalid_argument("rails_per_domain: at most 16");
+  if (!v1::SingleJobBound_IsValid(c->single_job_bound())) {
+    return invalid_argument("single_job_bound: " + std::to_string(c->single_job_bound()) +
+                            " is not SINGLE_JOB_BOUND_AUTO, _ON or _OFF");
+  }
   if (c->rpc_timeout_ms() > 3600000) return invalid_argument("rpc_timeout_ms: at most 3600000 (one hour)");
   if (c->shutdown_timeout_ms() > 3600000) return invalid_argument("shutdown_timeout_ms: at most 3600000 (one hour)");
   if (c->shutdown_timeout_ms() < c->rpc_timeout_ms() + 3000) {

@@ -125,6 +125,12 @@ TEST_CASE("enum flags take the value's last word, and a bad one lists the choice
   auto file = parse_config_text("single_job_bound: SINGLE_JOB_BOUND_OFF", "test.conf");
   REQUIRE_MESSAGE(file.ok(), file.status().to_string());
   CHECK(file->single_job_bound() == v1::SINGLE_JOB_BOUND_OFF);
+  // proto3 enums are open: a number no value has parses, and is refused.
+  v1::DaemonConfig q;
+  q.set_single_job_bound(static_cast<v1::SingleJobBound>(5));
+  auto refused = finalize_config(&q);
+  CHECK(refused.code() == StatusCode::kInvalidArgument);
+  CHECK(refused.message().find("single_job_bound: 5") != std::string::npos);
 }
 
 TEST_CASE("a missing config file is a clear error") {

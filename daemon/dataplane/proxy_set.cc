@@ -26,15 +26,20 @@ FaultPlan fault_plan(const v1::FaultInjection& f, uint32_t rail) {
   return p;
 }
 
-// AUTO bounds a lone job on shm only: there the receiving proxy copies every
-// write queued at it inside one completion read (measured in
-// docs/PERFORMANCE.md, session 13). Providers whose NIC moves the bytes
-// (efa, verbs) gain nothing from it, and tcp is unmeasured.
-bool single_job_bound(v1::SingleJobBound setting, const Rail& rail) {
-  switch (setting) {
+// AUTO bounds a lone job on shm with one rail per domain only: there the
+// receiving proxy copies every write queued at it inside one completion read
+// (measured in docs/PERFORMANCE.md, session 13). With several shm rails per
+// domain the bound made the hop's dispatch slower in every run, for reasons
+// not yet known; providers whose NIC moves the bytes (efa, verbs) gain
+// nothing from it, and tcp is unmeasured.
+bool single_job_bound(const v1::DaemonConfig& config, const Rail& rail) {
+  switch (config.single_job_bound()) {
     case v1::SINGLE_JOB_BOUND_ON: return true;
     case v1::SINGLE_JOB_BOUND_OFF: return false;
-    default: return rail.provider() == "shm";
+    default: {
+      const std::string& p = rail.provider();
+      return p.substr(0, p.find(';')) == "shm" && config.rails_per_domain() <= 1;
+    }
   }
 }
 
@@ -64,7 +69,7 @@ Status ProxySet::start(const std::vector<std::vector<int>>& numa_cpus) {
     o.quantum_bytes = uint64_t{config_.proxy_quantum_kib()} << 10;
     o.job_inflight_ops = config_.job_inflight_ops();
     o.job_inflight_bytes = uint64_t{config_.job_inflight_kib()} << 10;
-    o.bound_single_job = single_job_bound(config_.single_job_bound(), *rails_[i]);
+    o.bound_single_job = single_job_bound(config_, *rails_[i]);
     if (o.bound_single_job) {
       spdlog::info("rail {}: a job alone here is held to {} writes and {} KiB in flight (single_job_bound)", i,
                    o.job_inflight_ops, o.job_inflight_bytes >> 10);

@@ -181,23 +181,29 @@ TEST_CASE("insert_pairs inserts a re-pairing's addresses on their rails, once pe
   CHECK(beyond.status().message().find("no rail 7 of rank 0") != std::string::npos);
 }
 
-TEST_CASE("single_job_bound: auto bounds a lone job on shm rails only, on and off override it, status tells") {
+TEST_CASE("single_job_bound: auto bounds a lone job on shm with one rail per domain only, on and off override it") {
   struct Case {
     const char* provider;
     v1::SingleJobBound setting;
+    uint32_t rails_per_domain;
     bool bounded;
   };
-  for (const Case& c : {Case{"shm", v1::SINGLE_JOB_BOUND_AUTO, true}, Case{"shm", v1::SINGLE_JOB_BOUND_OFF, false},
-                        Case{"tcp", v1::SINGLE_JOB_BOUND_AUTO, false}, Case{"tcp", v1::SINGLE_JOB_BOUND_ON, true}}) {
+  for (const Case& c :
+       {Case{"shm", v1::SINGLE_JOB_BOUND_AUTO, 1, true}, Case{"shm", v1::SINGLE_JOB_BOUND_OFF, 1, false},
+        Case{"shm", v1::SINGLE_JOB_BOUND_AUTO, 2, false}, Case{"shm", v1::SINGLE_JOB_BOUND_ON, 2, true},
+        Case{"tcp", v1::SINGLE_JOB_BOUND_AUTO, 1, false}, Case{"tcp", v1::SINGLE_JOB_BOUND_ON, 1, true}}) {
     CAPTURE(c.provider);
     CAPTURE(static_cast<int>(c.setting));
+    CAPTURE(c.rails_per_domain);
     v1::DaemonConfig config;
     config.set_provider(c.provider);
     config.set_control_socket("/tmp/unused.sock");
     config.set_single_job_bound(c.setting);
+    config.set_rails_per_domain(c.rails_per_domain);
     REQUIRE(finalize_config(&config).ok());
-    auto opened = open_rails(c.provider, std::string(c.provider) == "tcp" ? std::vector<std::string>{"lo"}
-                                                                          : std::vector<std::string>{});
+    auto opened = open_rails(
+        c.provider, std::string(c.provider) == "tcp" ? std::vector<std::string>{"lo"} : std::vector<std::string>{},
+        c.rails_per_domain);
     REQUIRE_MESSAGE(opened.ok(), opened.status().to_string());
     std::vector<std::unique_ptr<Rail>> rails = std::move(opened.value());
     rails.resize(1);

@@ -31,6 +31,10 @@ Channel::Channel(BenchEndpoint& ep, const PairControl& control, std::chrono::mil
 }
 
 Status Channel::write(size_t len, std::optional<uint64_t> data, uint64_t msg_flags, size_t offset) {
+  if (offset > ep_.buffer_bytes() || len > ep_.buffer_bytes() - offset) {
+    return invalid_argument(name() + ": a " + std::to_string(len) + "-byte write at offset " + std::to_string(offset) +
+                            " leaves the " + std::to_string(ep_.buffer_bytes()) + "-byte buffer");
+  }
   auto describe = [&] { return "a free context to post a " + std::to_string(len) + "-byte write"; };
   if (free_.empty()) EPX_RETURN_IF_ERROR(wait([&] { return !free_.empty(); }, describe));
   // Taken off the list before posting: polling on EAGAIN below returns other

@@ -37,8 +37,9 @@ struct BaselineOptions {
   // daemons on one host are two processes; empty: both sides in this one.
   std::string peer_binary;
   // baseline_exchange only: each side moves its bytes of a round as this
-  // many writes of about equal size, posted together (1: one write, the
-  // provider's best case; EPX's hop uses 1 + 16 per node and call).
+  // many writes of about equal size, posted back to back with up to the
+  // channel's 16 contexts in flight (1: one write, the provider's best case;
+  // EPX's hop uses 1 + 16 per local rank and call).
   size_t writes = 1;
   // baseline_bandwidth and baseline_message_rate only: the writes walk this
   // many bytes of the buffers, each at the next offset (wrapping), as EPX's

@@ -166,8 +166,9 @@ TEST_CASE("the exchange can move each round as several writes, in one process an
 TEST_CASE("streams can walk a span larger than the write, as EPX's windows are walked") {
   BaselineOptions options = options_for("shm");
   options.min_time = 50ms;
-  // Every write lands inside the span's buffer (one past it would be a
-  // provider error), and a span below the write size means offset 0.
+  // Every write lands inside the span's buffer (one past it would be
+  // refused by Channel::write), and a span below the write size means
+  // offset 0.
   for (size_t span : {size_t{1} << 20, size_t{100}}) {
     CAPTURE(span);
     options.stream_span = span;
@@ -251,7 +252,14 @@ TEST_CASE("a wait for something that never comes ends with DEADLINE_EXCEEDED") {
   Status status = run_pair(
       *pair, control, 200ms,
       [&](Channel& a) -> Status {
-        EPX_RETURN_IF_ERROR(a.write(8, 1));
+        // A write that would leave the 4096-byte buffer is refused before
+        // the provider sees it.
+        const Status outside = a.write(8, 1, 0, 4090);
+        if (outside.code() != StatusCode::kInvalidArgument ||
+            outside.message().find("offset 4090") == std::string::npos) {
+          return internal_error("a write past the buffer was not refused: " + outside.to_string());
+        }
+        EPX_RETURN_IF_ERROR(a.write(8, 1, 0, 4088));  // the buffer's last 8 bytes
         return a.wait([&] { return a.remote_completions() > 0; },
                       [] { return std::string("a reply that never comes"); });
       },

@@ -19,7 +19,8 @@ class SpawnedDaemon {
   // `domain` may be empty (every domain of the provider); `proxy_core` < 0:
   // no pinning; `busy_poll`: proxies never sleep (else the daemon's default
   // back-off); `extra_args`: more epxd flags, then those of the environment's
-  // EPXD_ARGS (space-separated). Logs go to <dir>/<name>.log.
+  // EPXD_ARGS (space-separated words, no quoting; only flags not given here
+  // already: epxd refuses a flag given twice). Logs go to <dir>/<name>.log.
   static Result<std::unique_ptr<SpawnedDaemon>> start(const std::string& epxd, const std::string& dir,
                                                       const std::string& name, const std::string& provider,
                                                       const std::string& domain, int proxy_core, bool busy_poll = true,

@@ -248,7 +248,8 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaStreamSynchronize(r0.stream));
     rows.push_back({"GPU-posted streaming bandwidth", bw_sizes[i], count * double(bw_sizes[i]) / secs / 1e9, "GB/s",
                     "shm ceiling " + std::to_string((*base_bw)[i].gbytes_per_s) + " GB/s (one buffer), " +
-                        std::to_string((*base_walk)[i].gbytes_per_s) + " GB/s walking 64 MiB; PCIe floor 52 GB/s"});
+                        std::to_string((*base_walk)[i].gbytes_per_s) + " GB/s walking " +
+                        std::to_string(kWindow >> 20) + " MiB; PCIe floor 52 GB/s"});
   }
 
   // (c) end-to-end descriptor rate: 64 B write+signal from many warps.

@@ -821,7 +821,7 @@ std::string network_figures(const NormalShape& s, const NormalJobInputs& in, con
     // EPX beside ("the same writes"). The one-write figure above is the
     // stronger reference.
     bench::BaselineOptions same = x;
-    same.writes = std::max<size_t>(1, static_cast<size_t>(P) * (1 + kernels::kNormalChunks) / pairs);
+    same.writes = std::max<size_t>(1, (static_cast<size_t>(P) * (1 + kernels::kNormalChunks) + pairs - 1) / pairs);
     o << ",\"plain_libfabric_exchange_same_writes_per_pair\":" << same.writes;
     exchange_fields("plain_libfabric_exchange_same_writes", same);
     // Both sides in this process (earlier sessions' reference), to show what
