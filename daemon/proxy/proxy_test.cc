@@ -751,18 +751,33 @@ void post_16k_writes(ring::RingProducer& producer, uint32_t count) {
   }
 }
 
-}  // namespace
+// Job "alone", the only one on `rig`'s rail, once its 200 16 KiB writes on
+// a ring of its own completed: the ring and producer stay usable.
+struct LoneJob {
+  std::shared_ptr<RingBinding> ring;
+  ring::RingProducer producer;
+  JobShareStats stats;
+};
 
-TEST_CASE("a job alone on the rail is not held by the per-job bounds; a second job brings them back") {
-  BoundsSetup setup = late_completions_tight_bounds(11);
-  Rig rig(setup.plan, setup.options);
+LoneJob run_lone_job(Rig& rig) {
   Rig::Job& alone = rig.add_job("alone");
   auto ring = rig.make_ring(alone, 256);
   rig.serve({ring});
   ring::RingProducer producer(ring->region->data());
   post_16k_writes(producer, 200);
   rig.wait_for("the lone job's writes", [&] { return ring->completed.load() == 200; });
-  const JobShareStats lone = stats_of(rig.job_stats(), "alone");
+  return LoneJob{ring, producer, stats_of(rig.job_stats(), "alone")};
+}
+
+}  // namespace
+
+TEST_CASE("a job alone on the rail is not held by the per-job bounds; a second job brings them back") {
+  BoundsSetup setup = late_completions_tight_bounds(11);
+  Rig rig(setup.plan, setup.options);
+  LoneJob alone = run_lone_job(rig);
+  auto& ring = alone.ring;
+  ring::RingProducer& producer = alone.producer;
+  const JobShareStats& lone = alone.stats;
   CHECK(lone.bound_waits == 0);
   CHECK(lone.max_inflight_ops > 2);  // more than the shared bound allows
 
@@ -785,13 +800,7 @@ TEST_CASE("bound_single_job holds a job alone on the rail to the per-job bounds"
   BoundsSetup setup = late_completions_tight_bounds(12);
   setup.options.bound_single_job = true;
   Rig rig(setup.plan, setup.options);
-  Rig::Job& alone = rig.add_job("alone");
-  auto ring = rig.make_ring(alone, 256);
-  rig.serve({ring});
-  ring::RingProducer producer(ring->region->data());
-  post_16k_writes(producer, 200);
-  rig.wait_for("the lone job's writes", [&] { return ring->completed.load() == 200; });
-  const JobShareStats lone = stats_of(rig.job_stats(), "alone");
+  const JobShareStats lone = run_lone_job(rig).stats;
   CHECK(lone.max_inflight_ops == 1);  // 16 KiB writes under an 8 KiB bound: one at a time (> 2 without it)
 }
 
