@@ -115,7 +115,8 @@ Result<std::pair<uint32_t, std::shared_ptr<MappedRegion>>> Job::open_ring_region
                             std::to_string(ring::kMaxGroupChannels));
   }
   // What producers of this SDK rely on (ring.h, kCap*).
-  const uint32_t needed = ring::kRingCapabilitiesV2 | (device_producers ? ring::kCapSingleProducer : 0u);
+  const uint32_t needed =
+      ring::kRingCapabilitiesV2 | (device_producers ? ring::kCapSingleProducer | ring::kCapEarlyDoorbell : 0u);
   v1::OpenRingRequest req;
   req.set_client_id(session_->client_id());
   req.set_job_id(table_.job_id);

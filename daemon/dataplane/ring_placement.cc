@@ -91,6 +91,7 @@ void RingPlacement::open(uint64_t client_id, pid_t pid, const std::shared_ptr<Jo
     binding->region = shared;
     binding->group = group;
     binding->channel = c;
+    binding->early_doorbell = kind == ring::RingProducerKind::kDevice;
     binding->header = ring::ring_header(ring::group_ring(shared->data(), c, capacity));
     binding->slots = ring::ring_slots(binding->header);
     binding->capacity = capacity;

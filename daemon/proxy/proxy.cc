@@ -111,7 +111,10 @@ void Proxy::take_doorbells(JobShare& job) {
   uint64_t rung = 0;
   for (RingGroupBinding* group : job.groups) {
     rung += ring::take_doorbells(group->header, group->channels, [&](uint32_t channel) {
-      if (RingBinding* ring = group->rings[channel]) activate(*ring);
+      if (RingBinding* ring = group->rings[channel]) {
+        if (ring->early_doorbell) ring->rung_at = pass_now_;
+        activate(*ring);
+      }
     });
   }
   if (rung) bump(stat_doorbells_, rung);

@@ -54,6 +54,9 @@ struct ProxyOptions {
   // proxy's completion reads short, so it posts its own writes between
   // copies (the daemon turns it on for shm rails: config single_job_bound).
   bool bound_single_job = false;
+  // How long a ring stays in view after its doorbell was taken while it
+  // shows nothing new (ring.h, kCapEarlyDoorbell).
+  uint32_t early_doorbell_grace_us = ring::kEarlyDoorbellGraceUs;
   RailHealthOptions health;
   // Writes of at least this many bytes are split across every usable rail
   // of the node (relayed_write.h); 0: never split.

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -100,6 +101,9 @@ struct RingBinding : std::enable_shared_from_this<RingBinding> {
   // doorbell, which the proxy visits every pass (tests).
   std::shared_ptr<RingGroupBinding> group;
   uint32_t channel = 0;
+  // Its producers are kernels, whose doorbell may be seen before the slots
+  // it announces (ring.h, kCapEarlyDoorbell).
+  bool early_doorbell = false;
   // The rails nearest the producing rank's GPU (dataplane/rail_affinity.h),
   // nearest first: its large writes are striped over them and its writes
   // move to them first when its rail fails. Empty: every rail of the node.
@@ -118,6 +122,10 @@ struct RingBinding : std::enable_shared_from_this<RingBinding> {
   bool closing = false;                 // owner gone: post nothing more
   bool active = false;                  // in its job's active list (doorbell taken, or work left)
   bool drained = false;                 // its last visit left nothing published, assembled or held
+  // When its doorbell was last taken, for a ring whose doorbell may be seen
+  // before the slots it announces (a device ring: ring.h, kCapEarlyDoorbell).
+  // Such a ring stays in view for a grace after it even while empty.
+  std::chrono::steady_clock::time_point rung_at{};
   JobShare* share = nullptr;            // its job's share of the rail, while the proxy serves it
 
   TrackedEntry& entry(uint64_t index) { return tracked[index - tracked_base]; }

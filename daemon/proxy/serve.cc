@@ -315,8 +315,12 @@ bool Proxy::serve(RingBinding& ring, JobShare& job) {
   }
   publish_watermark(ring);
   // Nothing left to do here until its doorbell rings again or a completion
-  // frees a held signal (completions.cc re-activates it then).
-  ring.drained = empty && !ring.pending && ring.held.empty();
+  // frees a held signal (completions.cc re-activates it then). A ring rung
+  // within the grace stays: its slots may land after the doorbell (ring.h,
+  // kCapEarlyDoorbell).
+  ring.drained = empty && !ring.pending && ring.held.empty() &&
+                 (!ring.early_doorbell ||
+                  pass_now_ - ring.rung_at > std::chrono::microseconds(options_.early_doorbell_grace_us));
   return worked;
 }
 

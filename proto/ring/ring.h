@@ -155,13 +155,21 @@
 //      the producer overwrites it (no write-after-read race).
 //   3. Write op..reserved with plain stores, then store seq = (uint32_t)(t+1)
 //      with RELEASE (ring_publish()), which orders the field stores before
-//      it. A warp that posts n slots together fills them from n lanes,
+//      it; a device producer issues one system fence and then stores seq
+//      (ring_send_seq: strong relaxed after the fence, together a release).
+//      A warp that posts n slots together fills them from n lanes,
 //      synchronises (__syncwarp), and its leader issues ONE system fence and
-//      then stores the n seq words (ring_publish_seq, relaxed after the
-//      fence: together a release).
-//   4. Ring the doorbell: store 1 into the ring's doorbell byte with RELEASE
-//      (after the seq stores, so a consumer that takes the doorbell sees
-//      the slots).
+//      then stores the n seq words.
+//   4. Ring the doorbell: store 1 into the ring's doorbell byte.
+//      Host producers store it with RELEASE (after the seq stores, so a
+//      consumer that takes the doorbell sees the slots). Device producers
+//      pay ONE system fence per post: fields, ring_fence_acq_rel(), then the
+//      seq and the doorbell with stores that leave the GPU at once
+//      (ring_send_seq, ring_send_doorbell: PTX st.mmio, strong relaxed), so
+//      neither needs a release fence of its own nor a trailing fence to push
+//      it out of the GPU. The doorbell may then be seen before the seq
+//      stores; a consumer offering kCapEarlyDoorbell keeps visiting a rung
+//      ring for kEarlyDoorbellGraceUs while it looks empty.
 //
 // Consumer (exactly one thread per ring; it owns `head` and `completed`):
 //   1. At position h, load seq of slot h & mask with ACQUIRE (pairs with the
@@ -247,10 +255,16 @@ inline constexpr uint32_t kCapStridedWrites = 1u << 1;      // kWriteStrided
 inline constexpr uint32_t kCapScopedSignals = 1u << 2;      // kSignal held back, kFlagScopeDestination
 inline constexpr uint32_t kCapCompletionWatermark = 1u << 3;  // header.completed; kFlush is a marker
 inline constexpr uint32_t kCapDoorbell = 1u << 4;           // the group doorbell
-// What a v2 consumer offers every ring (kCapSingleProducer is added for
-// kDevice rings).
+inline constexpr uint32_t kCapEarlyDoorbell = 1u << 5;      // a doorbell may be seen before its slots (kDevice rings)
+// What a v2 consumer offers every ring (kCapSingleProducer and
+// kCapEarlyDoorbell are added for kDevice rings).
 inline constexpr uint32_t kRingCapabilitiesV2 =
     kCapStridedWrites | kCapScopedSignals | kCapCompletionWatermark | kCapDoorbell;
+// How long a consumer keeps visiting a ring after taking its doorbell while
+// the ring shows nothing new (kCapEarlyDoorbell). A device producer's seq
+// and doorbell stores both leave the GPU at once, so they land within a
+// PCIe write of each other; the grace is generous beside that.
+inline constexpr uint32_t kEarlyDoorbellGraceUs = 50;
 
 // kSignal flags.
 inline constexpr uint8_t kFlagScopeDestination = 1u << 0;
@@ -607,6 +621,28 @@ EPX_RING_HOST_DEVICE inline void ring_store_relaxed(volatile uint32_t* p, uint32
 #endif
 }
 
+// A store that leaves the GPU at once. PTX st.mmio is never held in or
+// combined by the GPU's caches, and the PTX memory model gives it the
+// semantics of a strong (relaxed, system-scope) store, so after
+// ring_fence_acq_rel() it publishes like a release store. A release store
+// to host memory, by contrast, pays a system fence of its own and can
+// linger in the GPU for microseconds unless another fence pushes it out
+// (gpu_bench (f) measures both). Host: a relaxed store.
+EPX_RING_HOST_DEVICE inline void ring_store_sent(volatile uint32_t* p, uint32_t v) {
+#if defined(__CUDA_ARCH__)
+  asm volatile("st.mmio.relaxed.sys.global.u32 [%0], %1;" : : "l"(p), "r"(v) : "memory");
+#else
+  __atomic_store_n(p, v, __ATOMIC_RELAXED);
+#endif
+}
+EPX_RING_HOST_DEVICE inline void ring_store_sent(volatile uint8_t* p, uint8_t v) {
+#if defined(__CUDA_ARCH__)
+  asm volatile("st.mmio.relaxed.sys.global.u8 [%0], %1;" : : "l"(p), "r"(static_cast<uint32_t>(v)) : "memory");
+#else
+  __atomic_store_n(p, v, __ATOMIC_RELAXED);
+#endif
+}
+
 // Release store of a doorbell byte.
 EPX_RING_HOST_DEVICE inline void ring_store_release(volatile uint8_t* p, uint8_t v) {
 #if defined(__CUDA_ARCH__)
@@ -670,6 +706,13 @@ EPX_RING_HOST_DEVICE inline void ring_publish_seq(RingSlot* slots, uint32_t capa
   ring_store_relaxed(&slots[ticket & (capacity - 1)].seq, ring_seq_for(ticket));
 }
 
+// ring_publish_seq() with a store that leaves the GPU at once
+// (ring_store_sent): the device producers' publication, one system fence
+// (the caller's ring_fence_acq_rel()) and no fence after.
+EPX_RING_HOST_DEVICE inline void ring_send_seq(RingSlot* slots, uint32_t capacity, uint64_t ticket) {
+  ring_store_sent(&slots[ticket & (capacity - 1)].seq, ring_seq_for(ticket));
+}
+
 // Writes `desc` (its seq is ignored) into ticket's slot and publishes it. The
 // caller owns `ticket` and has seen ring_slot_free() return true for it.
 EPX_RING_HOST_DEVICE inline void ring_publish(RingSlot* slots, uint32_t capacity, uint64_t ticket,
@@ -686,6 +729,14 @@ EPX_RING_HOST_DEVICE inline void ring_ring_doorbell(volatile uint8_t* doorbell) 
   // (ring_host.h, DoorbellScan); the slots published before are visible to
   // a consumer that takes this doorbell.
   ring_store_release(doorbell, uint8_t{1});
+}
+
+// Device producer: rings the doorbell right after ring_send_seq(), with no
+// fence between them, so the consumer may see the doorbell before the seq
+// stores (kCapEarlyDoorbell: it keeps a rung ring in view for
+// kEarlyDoorbellGraceUs and finds them).
+EPX_RING_HOST_DEVICE inline void ring_send_doorbell(volatile uint8_t* doorbell) {
+  ring_store_sent(doorbell, uint8_t{1});
 }
 
 // Consumer: if the descriptor at `position` is published, copy it to *out and

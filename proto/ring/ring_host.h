@@ -81,7 +81,7 @@ inline const char* ring_check_message(RingCheck check) {
 
 // The capabilities a v2 consumer gives a ring of `kind`.
 inline uint32_t ring_capabilities_for(RingProducerKind kind) {
-  return kRingCapabilitiesV2 | (kind == RingProducerKind::kDevice ? kCapSingleProducer : 0u);
+  return kRingCapabilitiesV2 | (kind == RingProducerKind::kDevice ? kCapSingleProducer | kCapEarlyDoorbell : 0u);
 }
 
 // Initialises a ring of `capacity` slots at `mem`, which must hold

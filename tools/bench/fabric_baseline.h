@@ -46,6 +46,10 @@ struct BaselineOptions {
   // benchmarks walk their windows; 0: every write at offset 0, the same
   // bytes again and again (cache-hot: the provider's best case).
   size_t stream_span = 0;
+  // baseline_latency only: flags every write is posted with (fi_writemsg),
+  // e.g. FI_DELIVERY_COMPLETE, which EPX's proxies post every write with;
+  // 0: plain fi_writedata.
+  uint64_t write_flags = 0;
 };
 
 struct LatencyPoint {

@@ -5,6 +5,7 @@
 #include "tools/bench/fabric_baseline.h"
 
 #include <doctest/doctest.h>
+#include <rdma/fabric.h>
 
 #include <chrono>
 #include <cmath>
@@ -48,6 +49,14 @@ void check_all_measurements(const std::string& provider) {
   CHECK((*latency)[1].one_way_us > (*latency)[0].one_way_us);
   MESSAGE(provider << " one-way latency: 8 B " << (*latency)[0].one_way_us << " us, 1 MiB " << (*latency)[1].one_way_us
                    << " us");
+  // Posted as EPX's proxies post (fi_writemsg with FI_DELIVERY_COMPLETE).
+  BaselineOptions delivered = options;
+  delivered.write_flags = FI_DELIVERY_COMPLETE;
+  auto delivered_latency = baseline_latency(delivered, {8});
+  REQUIRE_MESSAGE(delivered_latency.ok(), delivered_latency.status().to_string());
+  REQUIRE(delivered_latency->size() == 1);
+  CHECK(positive((*delivered_latency)[0].one_way_us));
+  MESSAGE(provider << " one-way latency, FI_DELIVERY_COMPLETE: 8 B " << (*delivered_latency)[0].one_way_us << " us");
 
   auto bandwidth = baseline_bandwidth(options, {4096, size_t{1} << 20}, 16);
   REQUIRE_MESSAGE(bandwidth.ok(), bandwidth.status().to_string());

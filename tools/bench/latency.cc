@@ -30,7 +30,7 @@ Result<LatencyPoint> measure_latency(EndpointPair& pair, const BaselineOptions& 
     // One round trip: ping, then wait for B's write to arrive.
     auto round_trip = [&]() -> Status {
       const uint64_t data = pings & kDataMask;
-      EPX_RETURN_IF_ERROR(a.write(bytes, data));
+      EPX_RETURN_IF_ERROR(a.write(bytes, data, options.write_flags));
       ++pings;
       EPX_RETURN_IF_ERROR(a.wait([&] { return a.remote_completions() == pings; },
                                  [&] { return "side B's reply to " + size + " ping " + std::to_string(pings); }));
@@ -65,7 +65,7 @@ Result<LatencyPoint> measure_latency(EndpointPair& pair, const BaselineOptions& 
       if (b.remote_completions() == answered) break;  // stopped, nothing pending
       while (answered < b.remote_completions()) {
         ++answered;
-        EPX_RETURN_IF_ERROR(b.write(bytes, b.last_remote_data()));
+        EPX_RETURN_IF_ERROR(b.write(bytes, b.last_remote_data(), options.write_flags));
       }
     }
     return b.drain();

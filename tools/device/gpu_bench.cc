@@ -15,6 +15,7 @@
 // thread (which waits on signals); keep them apart so nothing shares a core
 // with a busy-polling proxy.
 #include <cuda_runtime.h>
+#include <rdma/fabric.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -176,8 +177,14 @@ int main(int argc, char** argv) {
   // (a) latency: two persistent single-thread kernels ping-pong.
   std::vector<size_t> sizes = {8, 64, 512, 4096, 32768, 262144, 1 << 20};
   auto base_lat = epx::bench::baseline_latency(bo, sizes);
+  // The same writes posted as EPX's proxies post them (every write
+  // delivery-complete): what that costs shm by itself.
+  epx::bench::BaselineOptions delivered = bo;
+  delivered.write_flags = FI_DELIVERY_COMPLETE;
+  auto base_lat_dc = epx::bench::baseline_latency(delivered, sizes);
   pin_self();
   if (!base_lat.ok()) die("baseline latency", base_lat.status());
+  if (!base_lat_dc.ok()) die("baseline latency, FI_DELIVERY_COMPLETE", base_lat_dc.status());
   uint64_t* elapsed = nullptr;
   int* ok = nullptr;
   CHECK_CUDA(cudaSetDevice(0));
@@ -218,7 +225,9 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaMemcpy(&good, ok, sizeof(good), cudaMemcpyDeviceToHost));
     if (!good) die("latency", epx::deadline_exceeded(r0.signals->device_error().to_string()));
     rows.push_back({"GPU one-way write+signal", sizes[i], ns / 1e3 / (2.0 * iters), "us",
-                    "shm fi_writedata one-way " + std::to_string((*base_lat)[i].one_way_us) + " us"});
+                    "shm fi_writedata one-way " + std::to_string((*base_lat)[i].one_way_us) +
+                        " us; fi_writemsg FI_DELIVERY_COMPLETE one-way " +
+                        std::to_string((*base_lat_dc)[i].one_way_us) + " us"});
   }
 
   // (b) streaming bandwidth from a kernel, host windows.
@@ -380,8 +389,13 @@ int main(int argc, char** argv) {
     const std::vector<FloorCase> modes = {
         {epx::gpu::FloorMode::kFlagFenced, "round trip: flag + fence, volatile spin (DEVICE.md's probe)"},
         {epx::gpu::FloorMode::kFlagReleaseFenced, "round trip: flag + fence, epx::wait_signal (floor)"},
-        {epx::gpu::FloorMode::kRingPost, "round trip: epx::post_signal, epx::wait_signal"},
+        {epx::gpu::FloorMode::kRingPost, "round trip: epx::post_signal (one fence, st.mmio seq+doorbell), wait_signal"},
+        {epx::gpu::FloorMode::kRingPostReleased,
+         "round trip: post_signal as before (release seq, release doorbell, push fence), wait_signal"},
+        {epx::gpu::FloorMode::kRingPostPushed,
+         "round trip: post_signal with fence, relaxed seq+doorbell, push fence, wait_signal"},
         {epx::gpu::FloorMode::kFlagSpinWait, "round trip: flag + fence, relaxed spin + acquire fence"},
+        {epx::gpu::FloorMode::kFlagSent, "round trip: st.mmio flag (no fence), epx::wait_signal"},
     };
     const uint32_t iters = 2000;
     auto measure = [&](const FloorCase& m) {
@@ -400,9 +414,9 @@ int main(int argc, char** argv) {
       ring.error = static_cast<epx::DeviceError*>(dev(derr));
       ring.timeout_ns = 1000000000ull;
       epx::DeviceSignals sig{static_cast<uint64_t*>(dev(word)), 1, ring.error};
-      const bool use_ring = m.mode != epx::gpu::FloorMode::kFlagFenced &&
-                            m.mode != epx::gpu::FloorMode::kFlagReleaseFenced &&
-                            m.mode != epx::gpu::FloorMode::kFlagSpinWait;
+      const bool use_ring = m.mode == epx::gpu::FloorMode::kRingPost ||
+                            m.mode == epx::gpu::FloorMode::kRingPostReleased ||
+                            m.mode == epx::gpu::FloorMode::kRingPostPushed;
       std::atomic<bool> cpu_ok{true};
       std::thread cpu([&] {
         pin_self();

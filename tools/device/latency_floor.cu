@@ -34,6 +34,26 @@ __device__ inline bool wait_spin(const DeviceSignals& s, uint64_t value, uint64_
   }
 }
 
+// post_signal(ring, 0, 0, 1) with another publication of the slot (the
+// FloorMode comments); what post_at does apart from that is the same.
+__device__ inline bool post_signal_as(FloorMode mode, const DeviceRing& r) {
+  const uint64_t ticket = ring_tail(r);
+  if (!wait_for_slot(r, ticket)) return false;
+  const ring::RingSlot d = ring::make_signal(0, ring::encode_signal(0, 1));
+  if (mode == FloorMode::kRingPostReleased) {
+    ring::ring_publish(r.slots, r.capacity, ticket, d);
+    ring::ring_ring_doorbell(r.doorbell);
+  } else {
+    ring::ring_write_fields(r.slots, r.capacity, ticket, d);
+    ring::ring_fence_acq_rel();
+    ring::ring_publish_seq(r.slots, r.capacity, ticket);
+    asm volatile("st.relaxed.sys.u8 [%0], %1;" : : "l"(r.doorbell), "r"(1u) : "memory");
+  }
+  *reinterpret_cast<volatile unsigned long long*>(r.tail) = ticket + 1;
+  __threadfence_system();
+  return true;
+}
+
 __global__ void floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring, DeviceSignals s, uint32_t iters,
                                uint64_t* elapsed, int* ok) {
   constexpr uint64_t kTimeout = 2000000000ull;
@@ -57,6 +77,12 @@ __global__ void floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring
         __threadfence_system();
         good = wait_spin(s, i, kTimeout);
         break;
+      case FloorMode::kFlagSent:
+        asm volatile("st.mmio.relaxed.sys.global.u64 [%0], %1;" : : "l"(to_cpu), "l"(uint64_t{i}) : "memory");
+        good = wait_signal(s, 0, i, kTimeout);
+        break;
+      case FloorMode::kRingPostReleased:
+      case FloorMode::kRingPostPushed: good = post_signal_as(mode, ring) && wait_signal(s, 0, i, kTimeout); break;
     }
     if (!good) {
       *ok = 0;

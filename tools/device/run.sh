@@ -10,7 +10,7 @@
 #        normal_nodes_ep2 normal_nodes_ep4 normal_nodes_ep8 normal_nodes_ep16 normal_nodes4_ep16 normal_nodes_kill python_gpu normal_bench normal_bench_sms32
 #        normal_bench_sms64 normal_bench_nodes2 normal_bench_nodes2_rails4 normal_bench_nodes4
 #        normal_bench_nodes4_rails4 normal_bench_nodes2_unbounded normal_bench_nodes4_unbounded deep_ep_bench deepep_same_gpu
-#        ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench
+#        ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_shm_window64 epx_bench_tcp noisy_bench gpu_bench rails_bench
 # Full logs go to $OUT (one file per step); a short table is printed, then
 # "benchmarks: N ran, N failed" and, last, the tests' "N passed, N failed,
 # N skipped" (a test that printed "EPX_TEST_SKIPPED: <why>" and exited 0 is
@@ -38,7 +38,7 @@ export PATH=$PATH:$(realpath "$bin")
 
 summary=() results=()
 passed=0 failed=0 skipped=0 benches=0 bench_failed=0
-wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test normal_job_ep2 normal_job_ep8 normal_job_ep16 normal_job_kill normal_nodes_ep2 normal_nodes_ep4 normal_nodes_ep8 normal_nodes_ep16 normal_nodes4_ep16 normal_nodes_kill python_gpu normal_bench normal_bench_sms32 normal_bench_sms64 normal_bench_nodes2 normal_bench_nodes2_rails4 normal_bench_nodes4 normal_bench_nodes4_rails4 normal_bench_nodes2_unbounded normal_bench_nodes4_unbounded deep_ep_bench deepep_same_gpu ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench} "
+wanted=" ${*:-fp8_cast_gpu_test low_latency_gpu_test ll_job_ep2 ll_job_ep16 ll_job_kill gpu_path_test gpu_device_window_test normal_job_ep2 normal_job_ep8 normal_job_ep16 normal_job_kill normal_nodes_ep2 normal_nodes_ep4 normal_nodes_ep8 normal_nodes_ep16 normal_nodes4_ep16 normal_nodes_kill python_gpu normal_bench normal_bench_sms32 normal_bench_sms64 normal_bench_nodes2 normal_bench_nodes2_rails4 normal_bench_nodes4 normal_bench_nodes4_rails4 normal_bench_nodes2_unbounded normal_bench_nodes4_unbounded deep_ep_bench deepep_same_gpu ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_shm_window64 epx_bench_tcp noisy_bench gpu_bench rails_bench} "
 step() {  # name timeout_s command...: runs it (when wanted), output in $out/name.log; sets step_rc
   local name=$1 limit=$2; shift 2
   [[ $wanted == *" $name "* ]] || return 1
@@ -125,6 +125,8 @@ bench ll_bench_nvlink 200 "$bin/ll_bench" --epxd "$bin/epxd" --rank-binary "$bin
 bench ll_bench_daemons 200 "$bin/ll_bench" --epxd "$bin/epxd" --rank-binary "$bin/ll_rank" --layout daemons \
   --gpus "$(nvidia-smi -L | wc -l)" --cores 2,4
 bench epx_bench_shm 100 "$bin/epx_bench" --provider shm --epxd "$bin/epxd" --cores 2,4,6,8
+# The same walking a 64 MiB window, as gpu_bench's streaming does.
+bench epx_bench_shm_window64 100 "$bin/epx_bench" --provider shm --epxd "$bin/epxd" --cores 2,4,6,8 --window-mib 64
 bench epx_bench_tcp 100 "$bin/epx_bench" --provider tcp --epxd "$bin/epxd" --cores 2,4,6,8
 # No GPU needed: two jobs through the same two daemons (docs/PERFORMANCE.md, noisy neighbour).
 bench noisy_bench 200 "$bin/epx_noisy_bench" --provider tcp --epxd "$bin/epxd" --busy-poll --cores 2,4,6,8,10
@@ -136,7 +138,7 @@ bench rails_bench 300 tools/bench/rails_bench.sh --bin "$bin" --cores "${EPX_RAI
 echo
 echo "== results"
 printf '%s\n' "${results[@]}"
-for f in normal_bench normal_bench_sms32 normal_bench_sms64 normal_bench_nodes2 normal_bench_nodes2_rails4 normal_bench_nodes4 normal_bench_nodes4_rails4 normal_bench_nodes2_unbounded normal_bench_nodes4_unbounded deep_ep_bench deepep_same_gpu ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_tcp noisy_bench gpu_bench rails_bench; do [[ -f $out/$f.log ]] || continue; echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
+for f in normal_bench normal_bench_sms32 normal_bench_sms64 normal_bench_nodes2 normal_bench_nodes2_rails4 normal_bench_nodes4 normal_bench_nodes4_rails4 normal_bench_nodes2_unbounded normal_bench_nodes4_unbounded deep_ep_bench deepep_same_gpu ll_bench_nvlink ll_bench_daemons epx_bench_shm epx_bench_shm_window64 epx_bench_tcp noisy_bench gpu_bench rails_bench; do [[ -f $out/$f.log ]] || continue; echo "-- $f"; grep -vE "^\[" "$out/$f.log" | tail -n 20; done
 echo
 printf '%s\n' "${summary[@]}"
 echo "benchmarks: $benches ran, $bench_failed failed"
