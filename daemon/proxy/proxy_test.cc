@@ -996,10 +996,10 @@ TEST_CASE("a single-producer post that gives up on a full ring abandons nothing:
   uint64_t tail = 0, cached_head = 0;
   auto try_post = [&](const ring::RingSlot& d) {
     if (!ring::ring_slot_free(header, kCapacity, tail, &cached_head)) return false;  // "timed out"
-    // (A release store of seq stands for the GPU's fence and st.mmio store:
+    // (A release store of seq stands for the GPU's fence and relaxed store:
     // the same order, in a form ThreadSanitizer follows.)
     ring::ring_publish(ring::ring_slots(header), kCapacity, tail, d);
-    ring::ring_send_doorbell(&group->doorbell[1]);
+    ring::ring_ring_doorbell_relaxed(&group->doorbell[1]);
     ++tail;
     return true;
   };
@@ -1037,7 +1037,7 @@ TEST_CASE("a doorbell seen before the slot it announces: the ring stays in view 
     rig.serve(rings);
     ring::RingGroupHeader* group = rings[0]->group->header;
     ring::RingSlot* slots = ring::ring_slots(rings[1]->header);
-    ring::ring_send_doorbell(&group->doorbell[1]);
+    ring::ring_ring_doorbell_relaxed(&group->doorbell[1]);
     rig.wait_for("the doorbell to be taken", [&] { return rig.proxy().stats().doorbells >= 1; });
     // Two whole passes after the one that took it: the ring was visited
     // empty, and without a grace it has been let go.
@@ -1051,7 +1051,7 @@ TEST_CASE("a doorbell seen before the slot it announces: the ring stays in view 
     if (!grace) {
       for (int i = 0; i < 50; ++i) rig.on_proxy([] {});
       CHECK(rings[1]->consumed.load() == 0);
-      ring::ring_send_doorbell(&group->doorbell[1]);
+      ring::ring_ring_doorbell_relaxed(&group->doorbell[1]);
     }
     rig.wait_for("the write", [&] {
       return std::equal(rig.src().begin(), rig.src().begin() + 1000, job.dst.begin());

@@ -155,21 +155,24 @@
 //      the producer overwrites it (no write-after-read race).
 //   3. Write op..reserved with plain stores, then store seq = (uint32_t)(t+1)
 //      with RELEASE (ring_publish()), which orders the field stores before
-//      it; a device producer issues one system fence and then stores seq
-//      (ring_send_seq: strong relaxed after the fence, together a release).
+//      it; a device producer issues a system fence and then stores seq
+//      relaxed (ring_publish_seq: together a release).
 //      A warp that posts n slots together fills them from n lanes,
 //      synchronises (__syncwarp), and its leader issues ONE system fence and
 //      then stores the n seq words.
 //   4. Ring the doorbell: store 1 into the ring's doorbell byte.
 //      Host producers store it with RELEASE (after the seq stores, so a
 //      consumer that takes the doorbell sees the slots). Device producers
-//      pay ONE system fence per post: fields, ring_fence_acq_rel(), then the
-//      seq and the doorbell with stores that leave the GPU at once
-//      (ring_send_seq, ring_send_doorbell: PTX st.mmio, strong relaxed), so
-//      neither needs a release fence of its own nor a trailing fence to push
-//      it out of the GPU. The doorbell may then be seen before the seq
-//      stores; a consumer offering kCapEarlyDoorbell keeps visiting a rung
-//      ring for kEarlyDoorbellGraceUs while it looks empty.
+//      pay two system fences per post, not three: fields,
+//      ring_fence_acq_rel(), seq and doorbell both relaxed
+//      (ring_publish_seq, ring_ring_doorbell_relaxed), then
+//      __threadfence_system(), without which a store to host memory can
+//      linger in the GPU for microseconds. A release store of the doorbell
+//      would cost a third fence; instead the doorbell may be seen before the
+//      seq stores, and a consumer offering kCapEarlyDoorbell keeps visiting
+//      a rung ring for kEarlyDoorbellGraceUs while it looks empty. (Stores
+//      that leave the GPU at once, PTX st.mmio, would spare the last fence
+//      but are slower still: gpu_bench (f).)
 //
 // Consumer (exactly one thread per ring; it owns `head` and `completed`):
 //   1. At position h, load seq of slot h & mask with ACQUIRE (pairs with the
@@ -262,8 +265,9 @@ inline constexpr uint32_t kRingCapabilitiesV2 =
     kCapStridedWrites | kCapScopedSignals | kCapCompletionWatermark | kCapDoorbell;
 // How long a consumer keeps visiting a ring after taking its doorbell while
 // the ring shows nothing new (kCapEarlyDoorbell). A device producer's seq
-// and doorbell stores both leave the GPU at once, so they land within a
-// PCIe write of each other; the grace is generous beside that.
+// and doorbell stores leave the GPU at its fence right after them, so they
+// land within a PCIe write or two of each other; the grace is generous
+// beside that.
 inline constexpr uint32_t kEarlyDoorbellGraceUs = 50;
 
 // kSignal flags.
@@ -621,23 +625,10 @@ EPX_RING_HOST_DEVICE inline void ring_store_relaxed(volatile uint32_t* p, uint32
 #endif
 }
 
-// A store that leaves the GPU at once. PTX st.mmio is never held in or
-// combined by the GPU's caches, and the PTX memory model gives it the
-// semantics of a strong (relaxed, system-scope) store, so after
-// ring_fence_acq_rel() it publishes like a release store. A release store
-// to host memory, by contrast, pays a system fence of its own and can
-// linger in the GPU for microseconds unless another fence pushes it out
-// (gpu_bench (f) measures both). Host: a relaxed store.
-EPX_RING_HOST_DEVICE inline void ring_store_sent(volatile uint32_t* p, uint32_t v) {
+// Relaxed store of a doorbell byte (ring_ring_doorbell_relaxed).
+EPX_RING_HOST_DEVICE inline void ring_store_relaxed(volatile uint8_t* p, uint8_t v) {
 #if defined(__CUDA_ARCH__)
-  asm volatile("st.mmio.relaxed.sys.global.u32 [%0], %1;" : : "l"(p), "r"(v) : "memory");
-#else
-  __atomic_store_n(p, v, __ATOMIC_RELAXED);
-#endif
-}
-EPX_RING_HOST_DEVICE inline void ring_store_sent(volatile uint8_t* p, uint8_t v) {
-#if defined(__CUDA_ARCH__)
-  asm volatile("st.mmio.relaxed.sys.global.u8 [%0], %1;" : : "l"(p), "r"(static_cast<uint32_t>(v)) : "memory");
+  asm volatile("st.relaxed.sys.u8 [%0], %1;" : : "l"(p), "r"(static_cast<uint32_t>(v)) : "memory");
 #else
   __atomic_store_n(p, v, __ATOMIC_RELAXED);
 #endif
@@ -706,13 +697,6 @@ EPX_RING_HOST_DEVICE inline void ring_publish_seq(RingSlot* slots, uint32_t capa
   ring_store_relaxed(&slots[ticket & (capacity - 1)].seq, ring_seq_for(ticket));
 }
 
-// ring_publish_seq() with a store that leaves the GPU at once
-// (ring_store_sent): the device producers' publication, one system fence
-// (the caller's ring_fence_acq_rel()) and no fence after.
-EPX_RING_HOST_DEVICE inline void ring_send_seq(RingSlot* slots, uint32_t capacity, uint64_t ticket) {
-  ring_store_sent(&slots[ticket & (capacity - 1)].seq, ring_seq_for(ticket));
-}
-
 // Writes `desc` (its seq is ignored) into ticket's slot and publishes it. The
 // caller owns `ticket` and has seen ring_slot_free() return true for it.
 EPX_RING_HOST_DEVICE inline void ring_publish(RingSlot* slots, uint32_t capacity, uint64_t ticket,
@@ -731,12 +715,13 @@ EPX_RING_HOST_DEVICE inline void ring_ring_doorbell(volatile uint8_t* doorbell) 
   ring_store_release(doorbell, uint8_t{1});
 }
 
-// Device producer: rings the doorbell right after ring_send_seq(), with no
-// fence between them, so the consumer may see the doorbell before the seq
-// stores (kCapEarlyDoorbell: it keeps a rung ring in view for
-// kEarlyDoorbellGraceUs and finds them).
-EPX_RING_HOST_DEVICE inline void ring_send_doorbell(volatile uint8_t* doorbell) {
-  ring_store_sent(doorbell, uint8_t{1});
+// Device producer: rings the doorbell right after ring_publish_seq(), with
+// no fence between them, so the consumer may see the doorbell before the
+// seq stores (kCapEarlyDoorbell: it keeps a rung ring in view for
+// kEarlyDoorbellGraceUs and finds them). The producer's system fence after
+// both sends them out of the GPU.
+EPX_RING_HOST_DEVICE inline void ring_ring_doorbell_relaxed(volatile uint8_t* doorbell) {
+  ring_store_relaxed(doorbell, uint8_t{1});
 }
 
 // Consumer: if the descriptor at `position` is published, copy it to *out and

@@ -389,11 +389,11 @@ int main(int argc, char** argv) {
     const std::vector<FloorCase> modes = {
         {epx::gpu::FloorMode::kFlagFenced, "round trip: flag + fence, volatile spin (DEVICE.md's probe)"},
         {epx::gpu::FloorMode::kFlagReleaseFenced, "round trip: flag + fence, epx::wait_signal (floor)"},
-        {epx::gpu::FloorMode::kRingPost, "round trip: epx::post_signal (one fence, st.mmio seq+doorbell), wait_signal"},
+        {epx::gpu::FloorMode::kRingPost,
+         "round trip: epx::post_signal (fence, relaxed seq+doorbell, fence), wait_signal"},
         {epx::gpu::FloorMode::kRingPostReleased,
-         "round trip: post_signal as before (release seq, release doorbell, push fence), wait_signal"},
-        {epx::gpu::FloorMode::kRingPostPushed,
-         "round trip: post_signal with fence, relaxed seq+doorbell, push fence, wait_signal"},
+         "round trip: post_signal of sessions 2-13 (release seq, release doorbell, fence), wait_signal"},
+        {epx::gpu::FloorMode::kRingPostSent, "round trip: post_signal with fence, st.mmio seq+doorbell, wait_signal"},
         {epx::gpu::FloorMode::kFlagSpinWait, "round trip: flag + fence, relaxed spin + acquire fence"},
         {epx::gpu::FloorMode::kFlagSent, "round trip: st.mmio flag (no fence), epx::wait_signal"},
     };
@@ -416,7 +416,7 @@ int main(int argc, char** argv) {
       epx::DeviceSignals sig{static_cast<uint64_t*>(dev(word)), 1, ring.error};
       const bool use_ring = m.mode == epx::gpu::FloorMode::kRingPost ||
                             m.mode == epx::gpu::FloorMode::kRingPostReleased ||
-                            m.mode == epx::gpu::FloorMode::kRingPostPushed;
+                            m.mode == epx::gpu::FloorMode::kRingPostSent;
       std::atomic<bool> cpu_ok{true};
       std::thread cpu([&] {
         pin_self();

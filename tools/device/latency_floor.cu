@@ -43,14 +43,16 @@ __device__ inline bool post_signal_as(FloorMode mode, const DeviceRing& r) {
   if (mode == FloorMode::kRingPostReleased) {
     ring::ring_publish(r.slots, r.capacity, ticket, d);
     ring::ring_ring_doorbell(r.doorbell);
+    *reinterpret_cast<volatile unsigned long long*>(r.tail) = ticket + 1;
+    __threadfence_system();
   } else {
     ring::ring_write_fields(r.slots, r.capacity, ticket, d);
     ring::ring_fence_acq_rel();
-    ring::ring_publish_seq(r.slots, r.capacity, ticket);
-    asm volatile("st.relaxed.sys.u8 [%0], %1;" : : "l"(r.doorbell), "r"(1u) : "memory");
+    uint32_t* seq = &r.slots[ticket & (r.capacity - 1)].seq;
+    asm volatile("st.mmio.relaxed.sys.global.u32 [%0], %1;" : : "l"(seq), "r"(ring::ring_seq_for(ticket)) : "memory");
+    asm volatile("st.mmio.relaxed.sys.global.u8 [%0], %1;" : : "l"(r.doorbell), "r"(1u) : "memory");
+    *reinterpret_cast<volatile unsigned long long*>(r.tail) = ticket + 1;
   }
-  *reinterpret_cast<volatile unsigned long long*>(r.tail) = ticket + 1;
-  __threadfence_system();
   return true;
 }
 
@@ -82,7 +84,7 @@ __global__ void floor_pingpong(FloorMode mode, uint64_t* to_cpu, DeviceRing ring
         good = wait_signal(s, 0, i, kTimeout);
         break;
       case FloorMode::kRingPostReleased:
-      case FloorMode::kRingPostPushed: good = post_signal_as(mode, ring) && wait_signal(s, 0, i, kTimeout); break;
+      case FloorMode::kRingPostSent: good = post_signal_as(mode, ring) && wait_signal(s, 0, i, kTimeout); break;
     }
     if (!good) {
       *ok = 0;

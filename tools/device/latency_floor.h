@@ -15,12 +15,13 @@ enum class FloorMode : int {
   kFlagReleaseFenced = 1,  // release store + system fence, epx::wait_signal
   kRingPost = 2,           // epx::post_signal into a ring, epx::wait_signal
   kFlagSpinWait = 3,       // release store + system fence, relaxed spin + acquire fence
-  kFlagSent = 4,           // st.mmio flag store (ring_store_sent), no fence, epx::wait_signal
-  // The same post as kRingPost with the publication of sessions 2-13: release
-  // seq, release doorbell, trailing system fence (three system fences).
+  kFlagSent = 4,           // PTX st.mmio flag store, no fence, epx::wait_signal
+  // kRingPost with the publication of sessions 2-13: release seq, release
+  // doorbell, trailing system fence (three system fences).
   kRingPostReleased = 5,
-  // One fence, relaxed seq and doorbell, and a trailing fence to push them.
-  kRingPostPushed = 6,
+  // kRingPost with one fence and the seq and doorbell stored by PTX st.mmio
+  // (never held in the GPU's caches), no trailing fence.
+  kRingPostSent = 6,
 };
 
 // One thread, `iters` rounds: round i tells the CPU (flag `to_cpu` = i, or a

@@ -153,6 +153,12 @@ __device__ inline bool check_increment(DeviceError* e, uint32_t increment) {
   return check_range(e, DeviceArgument::kIncrement, increment, 1, ring::kMaxSignalIncrement);
 }
 
+// A GPU store to host memory can sit in the GPU's caches for microseconds
+// before it crosses PCIe (a relaxed or release store orders it but does not
+// send it). A system fence after the doorbell's store sends it now, so the
+// proxy sees the descriptor one PCIe write later.
+__device__ inline void push_to_host() { __threadfence_system(); }
+
 // The channel's cached copy of the consumer's head (device memory; only
 // the channel reads and writes it).
 __device__ inline uint64_t cached_head(const DeviceRing& r) {
@@ -212,15 +218,16 @@ __device__ inline bool post_at(const DeviceRing& r, const ring::RingSlot& d, uin
     return false;
   }
   ring::ring_write_fields(r.slots, r.capacity, ticket, d);
-  // The post's one system fence (ring.h, producer step 4): it releases the
+  // Two system fences (ring.h, producer step 4). This one releases the
   // fields and everything this thread wrote before the post, such as the
-  // source data the write will read. The seq and doorbell stores after it
-  // leave the GPU at once, so no second fence has to push them out.
+  // source data the write will read; the seq and the doorbell follow it
+  // relaxed (the doorbell may be seen first: kCapEarlyDoorbell).
   ring::ring_fence_acq_rel();
-  ring::ring_send_seq(r.slots, r.capacity, ticket);
-  ring::ring_send_doorbell(r.doorbell);
+  ring::ring_publish_seq(r.slots, r.capacity, ticket);
+  ring::ring_ring_doorbell_relaxed(r.doorbell);
   *reinterpret_cast<volatile unsigned long long*>(r.tail) = ticket + 1;
   unlock_ring(r);
+  push_to_host();
   if (ticket_out != nullptr) *ticket_out = ticket;
   return true;
 }
@@ -268,10 +275,11 @@ __device__ inline bool post_warp(const DeviceRing& r, const ring::RingSlot& d) {
     // acq_rel, system scope: with the relaxed seq stores after it, a release
     // of the warp's fields; pairs with the proxy's acquire load of each seq.
     ring::ring_fence_acq_rel();
-    for (uint32_t i = 0; i < n; ++i) ring::ring_send_seq(r.slots, r.capacity, base + i);
-    ring::ring_send_doorbell(r.doorbell);  // may be seen before the seq stores (kCapEarlyDoorbell)
+    for (uint32_t i = 0; i < n; ++i) ring::ring_publish_seq(r.slots, r.capacity, base + i);
+    ring::ring_ring_doorbell_relaxed(r.doorbell);  // may be seen before the seq stores (kCapEarlyDoorbell)
     *reinterpret_cast<volatile unsigned long long*>(r.tail) = base + n;
     unlock_ring(r);
+    push_to_host();
   }
   __syncwarp(mask);
   return true;
