@@ -28,13 +28,6 @@ if [[ ! -f $work/DeepEP/.built ]]; then
   echo "built DeepEP in $((SECONDS - start)) s"
   touch "$work/DeepEP/.built"
 fi
-# Harness only, in the unpacked copy: DeepEP's Buffer forces NVSHMEM's
-# IBGDA transport on for low-latency mode, which cannot start without an
-# InfiniBand NIC (none here). Letting the environment decide lets the ll run
-# below turn it off, so the two ranks on this GPU reach each other through
-# NVSHMEM's P2P transport, as DeepEP's intranode low-latency mode does.
-sed -i "s/os.environ\['NVSHMEM_IB_ENABLE_IBGDA'\] = '1'/os.environ.setdefault('NVSHMEM_IB_ENABLE_IBGDA', '1')/" \
-  "$work/DeepEP/deep_ep/buffer.py"
 gpus=$(nvidia-smi -L | wc -l)
 share=$((gpus >= 2 ? 100 : 50))
 dir=$(mktemp -d)
@@ -46,17 +39,16 @@ daemon=$!
 for _ in $(seq 100); do [[ -S $dir/a.sock ]] && break; sleep 0.1; done
 export EPX_SOCKET=$dir/a.sock EPX_LIBRARY=$bin/libepx_c.so CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=$share
 
-# run IMPL MODES LIMIT_S [ENV...]: two ranks, rank 0's DEEP_EP_BENCH line; a failure
+# run IMPL MODES LIMIT_S: two ranks, rank 0's DEEP_EP_BENCH line; a failure
 # prints both ranks' tails and fails the script at the end, not at once, so
 # one mode's failure does not hide the others' figures.
 rc=0
 run() {
   local impl=$1 modes=$2 limit=$3 pids=() r ok=0
-  local extra=("${@:4}")
   rm -f "$dir/rdv"
   for r in 0 1; do
     if [[ $impl == deepep ]]; then
-      env "${extra[@]}" DEEP_EP_BENCH_IMPL=deepep PYTHONPATH=$work/DeepEP timeout "$limit" \
+      DEEP_EP_BENCH_IMPL=deepep PYTHONPATH=$work/DeepEP timeout "$limit" \
         python3 "$here/deep_ep_bench.py" "$dir/rdv" "$r" 2 "$modes" >"$dir/$impl.$modes.$r.log" 2>&1 &
     else
       timeout "$limit" python3 "$here/deep_ep_bench.py" "$dir/rdv" "$r" 2 "$modes" >"$dir/$impl.$modes.$r.log" 2>&1 &
@@ -73,6 +65,6 @@ run() {
 }
 run deepep normal 180
 run epx normal 180
-run deepep ll 120 NVSHMEM_IB_ENABLE_IBGDA=0 NVSHMEM_REMOTE_TRANSPORT=none
+run deepep ll 120
 run epx ll 120
 exit $rc
