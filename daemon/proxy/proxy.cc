@@ -107,17 +107,34 @@ void Proxy::activate(RingBinding& ring) {
   ring.share->active.push_back(&ring);
 }
 
-void Proxy::take_doorbells(JobShare& job) {
+uint64_t Proxy::take_doorbells(JobShare& job) {
   uint64_t rung = 0;
   for (RingGroupBinding* group : job.groups) {
     rung += ring::take_doorbells(group->header, group->channels, [&](uint32_t channel) {
       if (RingBinding* ring = group->rings[channel]) {
-        if (ring->early_doorbell) ring->rung_at = pass_now_;
+        // The time of the take itself, not the pass's start: tasks and other
+        // jobs' turns earlier in this pass may have taken long.
+        if (ring->early_doorbell) ring->rung_at = Clock::now();
         activate(*ring);
       }
     });
   }
   if (rung) bump(stat_doorbells_, rung);
+  return rung;
+}
+
+bool Proxy::sweep_early_doorbell_rings() {
+  bool found = false;
+  for (const auto& r : rings_) {
+    if (!r->early_doorbell || r->active || r->closing || r->share == nullptr) continue;
+    // acquire: pairs with the producer's release of seq (ring.h).
+    const uint32_t seq = ring::ring_load_acquire(&r->slots[r->position & (r->capacity - 1)].seq);
+    if (seq != ring::ring_seq_for(r->position)) continue;
+    activate(*r);
+    bump(stat_swept_, 1);
+    found = true;
+  }
+  return found;
 }
 
 void Proxy::detach(RingBinding& ring) {
@@ -275,6 +292,7 @@ ProxyStats Proxy::stats() const {
   s.progress_ns = stat_progress_ns_.load(std::memory_order_relaxed);
   s.ring_visits = stat_visits_.load(std::memory_order_relaxed);
   s.doorbells = stat_doorbells_.load(std::memory_order_relaxed);
+  s.swept = stat_swept_.load(std::memory_order_relaxed);
   s.refused = stat_eagain_.load(std::memory_order_relaxed);
   s.striped_writes = stat_striped_.load(std::memory_order_relaxed);
   s.spread_writes = stat_spread_.load(std::memory_order_relaxed);
@@ -319,6 +337,10 @@ void Proxy::run() {
     pass_now_ = pass_start;
     if (pass_start >= next_health_check_) check_health(pass_start);
     bool worked = tasks_.run_pending();
+    if (options_.early_doorbell_sweep_us > 0 && pass_start >= next_early_sweep_) {
+      next_early_sweep_ = pass_start + std::chrono::microseconds(options_.early_doorbell_sweep_us);
+      worked |= sweep_early_doorbell_rings();
+    }
     worked |= finish_drains();
     worked |= finish_quiesces();
     // A full transmit queue lasts until this pass's poll_cq reaped.

@@ -57,6 +57,9 @@ struct ProxyOptions {
   // How long a ring stays in view after its doorbell was taken while it
   // shows nothing new (ring.h, kCapEarlyDoorbell).
   uint32_t early_doorbell_grace_us = ring::kEarlyDoorbellGraceUs;
+  // How often the idle device rings are looked at for a slot published
+  // after the grace ran out (sweep_early_doorbell_rings); 0: never (tests).
+  uint32_t early_doorbell_sweep_us = 1000;
   RailHealthOptions health;
   // Writes of at least this many bytes are split across every usable rail
   // of the node (relayed_write.h); 0: never split.
@@ -85,6 +88,9 @@ struct ProxyStats {
   uint64_t progress_ns = 0;
   uint64_t ring_visits = 0;   // times a ring was served (idle rings are not)
   uint64_t doorbells = 0;     // doorbells taken
+  // Device rings found published by the sweep behind the early-doorbell
+  // grace (sweep_early_doorbell_rings): normally 0.
+  uint64_t swept = 0;
   uint64_t refused = 0;       // writes the provider refused with -FI_EAGAIN (offered again next pass)
   uint64_t posted_bytes = 0;  // bytes of the writes posted
   // Writes of this rail's rings that went elsewhere: split over rails,
@@ -302,8 +308,16 @@ class Proxy {
   // Puts a ring on its job's active list (doorbell taken, completion for a
   // held signal, or newly attached).
   void activate(RingBinding& ring);
-  // Takes the job's doorbells; activates the rings that rang.
-  void take_doorbells(JobShare& job);
+  // Takes the job's doorbells; activates the rings that rang. Returns how
+  // many rang.
+  uint64_t take_doorbells(JobShare& job);
+  // The fallback behind the early-doorbell grace (ring.h, kCapEarlyDoorbell):
+  // a device ring let go while its producer's seq store was still held in
+  // the GPU (a warp preempted between its doorbell and its fence) has a
+  // published slot at its position and no doorbell to come. Every
+  // early_doorbell_sweep_us the idle device rings are looked at (one cache
+  // line each) and such a ring is activated. True if any was.
+  bool sweep_early_doorbell_rings();
   void reject(RingBinding& ring, const ring::RingSlot& d, ring::RingError code, const std::string& why);
   // Checks a write descriptor against the job view and turns it into a
   // PendingWrite; false (and rejected) when it is bad.
@@ -342,6 +356,7 @@ class Proxy {
   // read per pass, not per write).
   std::chrono::steady_clock::time_point pass_now_{};
   std::chrono::steady_clock::time_point next_health_check_{};
+  std::chrono::steady_clock::time_point next_early_sweep_{};
   const uint64_t stripe_min_bytes_;
   const uint64_t stripe_min_piece_;
   const uint64_t spread_bytes_;
@@ -373,7 +388,7 @@ class Proxy {
   std::atomic<size_t> ring_count_{0};
   std::atomic<uint64_t> stat_descriptors_{0}, stat_ops_{0}, stat_signals_{0}, stat_bad_imm_{0}, stat_busy_ns_{0},
       stat_progress_ns_{0}, stat_visits_{0}, stat_doorbells_{0}, stat_eagain_{0}, stat_bytes_{0}, stat_striped_{0},
-      stat_spread_{0}, stat_failover_{0};
+      stat_spread_{0}, stat_failover_{0}, stat_swept_{0};
   std::array<std::atomic<uint64_t>, kRejectReasons> stat_rejected_{};
   // Copied from jobs_ by the proxy thread (publish_job_stats).
   mutable std::mutex published_mu_;

@@ -1020,16 +1020,20 @@ TEST_CASE("a single-producer post that gives up on a full ring abandons nothing:
   CHECK(rings[0]->visits.load() == 0);
 }
 
-TEST_CASE("a doorbell seen before the slot it announces: the ring stays in view for the grace, then is let go") {
+TEST_CASE("a doorbell seen before the slot it announces: the grace keeps the ring in view, the sweep finds it later") {
   // What device.cuh's post may look like from the CPU (ring.h,
   // kCapEarlyDoorbell): the doorbell lands, the proxy finds the ring empty,
   // and the slot lands after, with no second doorbell.
-  for (const bool grace : {true, false}) {
-    CAPTURE(grace);
+  enum class Catch { kGrace, kSweep, kNothing };
+  for (const Catch catcher : {Catch::kGrace, Catch::kSweep, Catch::kNothing}) {
+    CAPTURE(static_cast<int>(catcher));
+    const bool grace = catcher == Catch::kGrace;
     ProxyOptions options = spinning();
-    // Longer than any stall of a loaded test machine; 0 shows what the grace
-    // is for: without it the slot waits for the next doorbell.
+    // A grace longer than any stall of a loaded test machine, or none; the
+    // sweep (every 1 ms) is the fallback behind it; with neither, the slot
+    // waits for the next doorbell.
     options.early_doorbell_grace_us = grace ? 60'000'000 : 0;
+    options.early_doorbell_sweep_us = catcher == Catch::kSweep ? 1000 : 0;
     Rig rig(FaultPlan{}, options);
     Rig::Job& job = rig.add_job("early-doorbell");
     constexpr uint32_t kCapacity = 16;
@@ -1048,7 +1052,7 @@ TEST_CASE("a doorbell seen before the slot it announces: the ring stays in view 
     CHECK(rings[1]->visits.load() >= 1);
     CHECK(active == grace);
     ring::ring_publish(slots, kCapacity, 0, ring::make_write(1, dst_addr(0), dst_addr(0), 1000));
-    if (!grace) {
+    if (catcher == Catch::kNothing) {
       for (int i = 0; i < 50; ++i) rig.on_proxy([] {});
       CHECK(rings[1]->consumed.load() == 0);
       ring::ring_ring_doorbell_relaxed(&group->doorbell[1]);
@@ -1058,6 +1062,8 @@ TEST_CASE("a doorbell seen before the slot it announces: the ring stays in view 
     });
     CHECK(rings[1]->consumed.load() == 1);
     CHECK(rings[1]->rejected.load() == 0);
+    CHECK((rig.proxy().stats().swept >= 1) == (catcher == Catch::kSweep));
+    CHECK(rig.proxy().stats().doorbells == (catcher == Catch::kNothing ? 2u : 1u));
   }
 }
 

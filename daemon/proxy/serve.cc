@@ -103,8 +103,10 @@ bool Proxy::serve_jobs() {
 }
 
 bool Proxy::serve_job(JobShare& job) {
-  take_doorbells(job);
-  bool worked = false;
+  // A doorbell counts as work even when its ring turns out empty: the proxy
+  // keeps spinning (spin_us) rather than sleep through the early-doorbell
+  // grace while the slot is on its way.
+  bool worked = take_doorbells(job) > 0;
   // Sweeps over the job's active rings (each up to the batch per visit)
   // until its credit is spent, its bound is reached, the rail's transmit
   // queue is full, or no ring has anything to post; then drops the rings

@@ -193,10 +193,12 @@ size_t take_doorbells(RingGroupHeader* group, uint32_t channels, F&& fn) {
     if (word == 0) continue;
     for (uint32_t i = 0; i < 8 && base + i < channels; ++i) {
       if (((word >> (8 * i)) & 0xFF) == 0) continue;
-      // acq_rel: the acquire pairs with the producer's release store of the
-      // doorbell (ring_ring_doorbell), so the slots it published are
-      // visible to the reads that follow; an exchange reads the latest
-      // store, so a doorbell rung after it stays set for the next scan.
+      // acq_rel: the acquire pairs with a host producer's release store of
+      // the doorbell (ring_ring_doorbell), so the slots it published are
+      // visible to the reads that follow (a device producer's relaxed
+      // doorbell promises no such thing: kCapEarlyDoorbell); an exchange
+      // reads the latest store, so a doorbell rung after it stays set for
+      // the next scan.
       __atomic_exchange_n(&group->doorbell[base + i], uint8_t{0}, __ATOMIC_ACQ_REL);
       fn(base + i);
       ++rung;

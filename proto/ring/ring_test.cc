@@ -183,6 +183,8 @@ TEST_CASE("ring_init writes a header that ring_check accepts") {
       CHECK(h->producer_kind == static_cast<uint32_t>(kind));
       CHECK(ring_capabilities_cover(h->capabilities, kRingCapabilitiesV2));
       CHECK(((h->capabilities & kCapSingleProducer) != 0) == (kind == RingProducerKind::kDevice));
+      // Only device producers ring the doorbell unordered with their seqs.
+      CHECK(((h->capabilities & kCapEarlyDoorbell) != 0) == (kind == RingProducerKind::kDevice));
       CHECK(h->completed == 0);
       CHECK(h->claim == 0);
       CHECK(h->head == 0);

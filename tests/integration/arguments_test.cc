@@ -560,19 +560,24 @@ TEST_CASE("OpenRing refuses another ring ABI version or a capability it lacks, n
   s = open();
   CHECK_MESSAGE(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION, code_name(s));
   CHECK_MESSAGE(s.error_message().find("version 3") != std::string::npos, code_name(s));
-  // Capabilities: single-producer is for device rings; bit 31 is nobody's.
+  // Capabilities: single-producer and the early doorbell are for device
+  // rings; bit 31 is nobody's.
   r.set_abi_version(ring::kRingVersion);
   r.set_capabilities(ring::kRingCapabilitiesV2 | ring::kCapSingleProducer);
   s = open();
   CHECK_MESSAGE(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION, code_name(s));
   CHECK_MESSAGE(s.error_message().find("0x1 are not offered for host rings") != std::string::npos, code_name(s));
+  r.set_capabilities(ring::kRingCapabilitiesV2 | ring::kCapEarlyDoorbell);
+  s = open();
+  CHECK_MESSAGE(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION, code_name(s));
+  CHECK_MESSAGE(s.error_message().find("0x20 are not offered for host rings") != std::string::npos, code_name(s));
   r.set_device_producers(true);
   r.set_capabilities(1u << 31);
   s = open();
   CHECK_MESSAGE(s.error_code() == grpc::StatusCode::FAILED_PRECONDITION, code_name(s));
   CHECK_MESSAGE(s.error_message().find("0x80000000") != std::string::npos, code_name(s));
   // What the SDK asks for: accepted.
-  r.set_capabilities(ring::kRingCapabilitiesV2 | ring::kCapSingleProducer);
+  r.set_capabilities(ring::kRingCapabilitiesV2 | ring::kCapSingleProducer | ring::kCapEarlyDoorbell);
   s = open();
   CHECK_MESSAGE(s.ok(), code_name(s));
   // Groups: a channel per SM of a 132-SM GPU fits the default limit
